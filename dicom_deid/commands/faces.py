@@ -1,0 +1,16 @@
+"""`dicom-deid faces` (not built yet: its issue is open)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("faces", help="(not built yet)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    print("dicom-deid faces: not built yet", file=sys.stderr)
+    return 2

@@ -1,0 +1,16 @@
+"""`dicom-deid retry` (not built yet: its issue is open)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("retry", help="(not built yet)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    print("dicom-deid retry: not built yet", file=sys.stderr)
+    return 2

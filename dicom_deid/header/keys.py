@@ -1,0 +1,104 @@
+"""The site secret and everything derived from it with HMAC-SHA256.
+
+A bare hash of a UID would let anyone holding the original confirm a match, so every
+derived value (UIDs, pseudonyms, date offsets, donor choice) is keyed by the site secret
+and separated by a purpose label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+MIN_KEY_BYTES = 32
+
+
+class KeyFileError(ValueError):
+    """The key file is missing, unreadable, too short or readable by others."""
+
+
+def default_state_dir() -> Path:
+    """Per-user state folder: $DICOM_DEID_STATE, else $XDG_STATE_HOME/dicom-deid."""
+    env = os.environ.get("DICOM_DEID_STATE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "dicom-deid"
+
+
+def default_key_path() -> Path:
+    return default_state_dir() / "site.key"
+
+
+@dataclass(frozen=True)
+class SiteKey:
+    """The site secret. Its repr never shows the secret."""
+
+    secret: bytes
+
+    def __repr__(self) -> str:
+        return f"SiteKey(<{len(self.secret)} bytes>)"
+
+    def digest(self, purpose: str, value: str | bytes) -> bytes:
+        """HMAC-SHA256 of value, domain-separated by purpose."""
+        data = value.encode("utf-8") if isinstance(value, str) else value
+        return hmac.new(self.secret, purpose.encode("ascii") + b"\x00" + data, hashlib.sha256).digest()
+
+    def integer(self, purpose: str, value: str | bytes, modulo: int) -> int:
+        """A keyed integer in [0, modulo)."""
+        return int.from_bytes(self.digest(purpose, value), "big") % modulo
+
+    def uid(self, original: str) -> str:
+        """Keyed UID remap: `2.25.<128-bit integer>`; same input and key, same output."""
+        value = int.from_bytes(self.digest("uid", original.strip())[:16], "big")
+        return f"2.25.{value}"
+
+    def token(self, purpose: str, value: str, length: int = 16) -> str:
+        """A keyed upper-case hex token, for pseudonyms and file names."""
+        return self.digest(purpose, value).hex()[:length].upper()
+
+
+def _check_permissions(path: Path) -> None:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"key file {path} is accessible by group or others (mode {stat.S_IMODE(mode):04o}); "
+            "run: chmod 600 " + str(path)
+        )
+
+
+def load_key(path: Path | str | None = None, *, create: bool = True) -> SiteKey:
+    """Load the site key from path, or from the per-user default (created on first use).
+
+    A key file holds the secret as text (for example 64 hex characters); any content of at
+    least 32 bytes is accepted, surrounding whitespace excluded.
+    """
+    if path is None:
+        path = default_key_path()
+        if not path.exists():
+            if not create:
+                raise KeyFileError(f"no key file at {path}")
+            _create_key(path)
+    path = Path(path)
+    if not path.is_file():
+        raise KeyFileError(f"key file {path} does not exist")
+    _check_permissions(path)
+    secret = path.read_bytes().strip()
+    if len(secret) < MIN_KEY_BYTES:
+        raise KeyFileError(
+            f"key file {path} holds {len(secret)} bytes; at least {MIN_KEY_BYTES} are required"
+        )
+    return SiteKey(secret)
+
+
+def _create_key(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(os.urandom(32).hex() + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
