@@ -1,0 +1,96 @@
+"""Durable file operations for the state folder: spool, outbox, quarantine.
+
+Everything the node acknowledges must survive a crash or power loss, so a file is
+fsync'd, renamed into place, and its directory fsync'd before anyone relies on it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+PRIVATE_DIR = 0o700
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create path (and parents) readable by the owner only; tighten it if it exists."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    if (path.stat().st_mode & 0o777) != PRIVATE_DIR:
+        os.chmod(path, PRIVATE_DIR)
+    return path
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Layout: spool/incoming/ (partial receptions), spool/<xx>/<uuid>.dcm (acknowledged)."""
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+        self.root = ensure_private_dir(state_dir / "spool")
+        self.incoming = ensure_private_dir(self.root / "incoming")
+
+    def new_relative_path(self) -> str:
+        """A fresh spool location, relative to the state dir (journalled before the rename)."""
+        name = uuid.uuid4().hex
+        return f"spool/{name[:2]}/{name}.dcm"
+
+    def commit(self, received: Path, relative: str) -> Path:
+        """Make a fully received file durable at its final spool location."""
+        final = self.state_dir / relative
+        fsync_file(received)
+        parent = final.parent
+        if not parent.exists():
+            ensure_private_dir(parent)
+            fsync_dir(parent.parent)
+        os.replace(received, final)
+        fsync_dir(parent)
+        if received.parent != parent:
+            fsync_dir(received.parent)
+        return final
+
+    def write_bytes(self, data: bytes, relative: str) -> Path:
+        """Write data durably at a spool location (used when the dataset is in memory)."""
+        tmp = self.incoming / f"{uuid.uuid4().hex}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return self.commit(tmp, relative)
+
+    def clear_incoming(self) -> int:
+        """Remove partial receptions left by a crash: none of them was acknowledged."""
+        removed = 0
+        for entry in self.incoming.iterdir():
+            if entry.is_file():
+                entry.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+def remove_file(path: Path) -> None:
+    """Delete a file we own; a missing file is already what we wanted."""
+    path.unlink(missing_ok=True)
+
+
+def free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
