@@ -1,0 +1,306 @@
+"""`FaceReplacer`: the one frame API (docs/CONTRACTS.md) used by the CLI, the video layer, the
+pipeline and the evaluation.
+
+Per frame: track faces (tracker.py), render each tracked face with the method (swap, mask3d,
+or a baseline over the grown hull), cover every face that is lost or has no mesh with the
+fallback baseline (fail closed), then run the independent leak check on the output and cover
+whatever it finds outside the replaced regions. Original face pixels are never passed through
+knowingly: a renderer that raises or leaves its region unchanged is replaced by the fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from dicom_deid.faces.baselines import BASELINES, apply_baseline
+from dicom_deid.faces.leakcheck import DEFAULT_MAX_SIDE, DEFAULT_THRESHOLD, Leak, LeakChecker
+from dicom_deid.faces.models import FaceModels
+from dicom_deid.faces.region import (
+    BASELINE_FOREHEAD,
+    BASELINE_MARGIN,
+    covered_region,
+    face_height,
+    polygon_bbox,
+    polygon_mask,
+    region_polygon,
+)
+from dicom_deid.faces.tracker import DETECTED, LOST, TRACKED, FaceTracker, TrackerConfig, TrackStats
+
+log = logging.getLogger(__name__)
+
+METHODS = ("swap", "mask3d") + BASELINES
+# A renderer that leaves more than this share of its hull bit-identical did not replace it.
+MAX_UNCHANGED = 0.10
+# Leak boxes are covered grown by this share of their larger side on every side.
+LEAK_GROW = 0.2
+MAX_LEAK_EVENTS = 1000
+
+
+class Renderer(Protocol):
+    def render(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray: ...
+
+
+class MethodUnavailableError(RuntimeError):
+    """The method's renderer is not part of this installation."""
+
+
+@dataclass
+class FaceResult:
+    track_id: int                       # 0 for a box-only face that has no track
+    landmarks: np.ndarray | None        # 478 x 3 pixels of the original frame; None when lost
+    bbox: tuple[int, int, int, int]     # x0, y0, x1, y1 (exclusive), original frame pixels
+    status: str                         # tracked | lost | detected
+    fallback: bool                      # covered by the fallback baseline, not by the method
+    raw_landmarks: np.ndarray | None = None
+
+
+@dataclass
+class FrameResult:
+    index: int
+    faces: list[FaceResult]
+    fallback: bool
+    leak: bool
+    leaks: list[Leak] = field(default_factory=list)
+    scene_cut: bool = False
+
+
+@dataclass
+class FacesReport:
+    method: str
+    frames: int = 0
+    faces: int = 0                    # distinct tracks
+    face_frames: int = 0              # sum over frames of faces rendered or covered
+    fallback_frames: int = 0
+    conservative_frames: int = 0      # frames covering a face lost for longer than the hold
+    leaks: int = 0
+    leak_frames: int = 0
+    renderer_failures: int = 0
+    scene_cuts: int = 0
+    detections_run: int = 0
+    leak_events: list[Leak] = field(default_factory=list)
+    tracks: list[TrackStats] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, PHI-free (counts, frame indices, boxes)."""
+        data = asdict(self)
+        data["leak_events"] = [
+            {"frame": e.frame, "box": list(e.box), "score": round(e.score, 3),
+             "covered_fraction": round(e.covered_fraction, 3)}
+            for e in self.leak_events
+        ]
+        return data
+
+    def summary(self) -> str:
+        return (
+            f"frames={self.frames} faces={self.faces} fallback_frames={self.fallback_frames} "
+            f"leaks={self.leaks}"
+        )
+
+
+def load_renderer(method: str, *, shape: float, donor_seed: int) -> Renderer | None:
+    """The renderer of method, None for the baselines; a clear error when it is missing."""
+    if method in BASELINES:
+        return None
+    try:
+        if method == "swap":
+            from dicom_deid.faces.swap import SwapRenderer
+
+            return SwapRenderer(donor_seed=donor_seed, shape=shape)
+        if method == "mask3d":
+            from dicom_deid.faces.mask3d import Mask3DRenderer
+
+            return Mask3DRenderer()
+    except ImportError as exc:
+        module = "swap (SwapRenderer)" if method == "swap" else "mask3d (Mask3DRenderer)"
+        raise MethodUnavailableError(
+            f"face method {method!r} needs dicom_deid.faces.{module}, which is not available "
+            f"in this installation ({exc}); use one of {BASELINES} meanwhile"
+        ) from exc
+    raise ValueError(f"unknown face method {method!r}; expected one of {METHODS}")
+
+
+class FaceReplacer:
+    """Replace every face in a stream of RGB frames; stateful across frames."""
+
+    def __init__(
+        self,
+        method: str = "swap",
+        shape: float = 0.0,
+        donor_seed: int = 0,
+        fps: float = 25.0,
+        *,
+        max_faces: int = 4,
+        fallback: str | None = None,
+        leak_check: bool = True,
+        leak_max_side: int = DEFAULT_MAX_SIDE,
+        leak_threshold: float = DEFAULT_THRESHOLD,
+        detect_interval: int = 5,
+        hold_s: float = 1.0,
+        models: FaceModels | None = None,
+        renderer: Renderer | None = None,
+        tracker_config: TrackerConfig | None = None,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown face method {method!r}; expected one of {METHODS}")
+        if not 0.0 <= float(shape) <= 1.0:
+            raise ValueError(f"shape must be within 0..1, got {shape}")
+        if fallback is None:
+            # Pixelate and blackout sites get their own method as fallback; for the others a
+            # strong blur, which keeps the scene readable while hiding the identity.
+            fallback = method if method in ("pixelate", "blackout") else "blur"
+        if fallback not in BASELINES:
+            raise ValueError(f"fallback must be one of {BASELINES}, got {fallback!r}")
+        self.method = method
+        self.fallback_method = fallback
+        self.renderer = renderer if renderer is not None else load_renderer(
+            method, shape=float(shape), donor_seed=int(donor_seed)
+        )
+        self.leak_checker = (
+            LeakChecker(max_side=leak_max_side, threshold=leak_threshold) if leak_check else None
+        )
+        config = tracker_config or TrackerConfig(
+            max_faces=max_faces, detect_interval=detect_interval, hold_s=hold_s
+        )
+        self.tracker = FaceTracker(
+            models,
+            fps=fps,
+            config=config,
+            evidence=self.leak_checker.evidence if self.leak_checker else None,
+        )
+        self.report = FacesReport(method=method)
+        self.last: FrameResult | None = None
+        self._closed = False
+
+    def __enter__(self) -> FaceReplacer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._closed:
+            self.close()
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        """The frame with every face replaced or covered (same shape and dtype; input untouched)."""
+        if self._closed:
+            raise RuntimeError("FaceReplacer is closed")
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(
+                f"expected an H x W x 3 uint8 RGB frame, got {getattr(rgb, 'shape', None)} "
+                f"{getattr(rgb, 'dtype', None)}"
+            )
+        cuts_before = self.tracker.scene_cuts
+        tracked = self.tracker.update(rgb)
+        index = self.tracker.frame_index
+        out = rgb.copy()
+        covered = np.zeros(rgb.shape[:2], dtype=np.uint8)
+        faces: list[FaceResult] = []
+        fallback = False
+
+        for face in tracked:
+            if face.status != TRACKED:
+                continue
+            ok = self._render(out, rgb, face.landmarks, covered)
+            if not ok:
+                self._cover(out, face.cover, covered, face_height(face.landmarks))
+            fallback |= not ok
+            faces.append(FaceResult(face.track_id, face.landmarks, face.bbox, TRACKED, not ok,
+                                    face.raw_landmarks))
+
+        for face in tracked:
+            if face.status not in (LOST, DETECTED):
+                continue
+            x0, y0, x1, y1 = polygon_bbox(face.cover)
+            self._cover(out, face.cover, covered, max(y1 - y0, x1 - x0) / 1.6)
+            fallback = True
+            if face.conservative:
+                self.report.conservative_frames += 1
+            faces.append(FaceResult(face.track_id, None, face.bbox, face.status, True))
+
+        leaks: list[Leak] = []
+        if self.leak_checker is not None:
+            leaks = self.leak_checker.find(out, covered, index)
+            for leak in leaks:
+                x0, y0, x1, y1 = leak.box
+                grow = LEAK_GROW * max(x1 - x0, y1 - y0)
+                poly = np.array(
+                    [[x0 - grow, y0 - grow], [x1 + grow, y0 - grow], [x1 + grow, y1 + grow],
+                     [x0 - grow, y1 + grow]], dtype=np.float64,
+                )
+                self._cover(out, poly, covered, max(x1 - x0, y1 - y0))
+                self.tracker.add_hint(leak.box)
+            if leaks:
+                log.warning("frame %d: %d face(s) found outside the replaced regions, covered",
+                            index, len(leaks))
+
+        rep = self.report
+        rep.frames += 1
+        rep.face_frames += len(faces)
+        rep.fallback_frames += int(fallback)
+        rep.leaks += len(leaks)
+        rep.leak_frames += int(bool(leaks))
+        room = MAX_LEAK_EVENTS - len(rep.leak_events)
+        if room > 0:
+            rep.leak_events.extend(leaks[:room])
+        self.last = FrameResult(
+            index=index,
+            faces=faces,
+            fallback=fallback,
+            leak=bool(leaks),
+            leaks=leaks,
+            scene_cut=self.tracker.scene_cuts > cuts_before,
+        )
+        return out
+
+    def close(self) -> FacesReport:
+        if self._closed:
+            return self.report
+        self._closed = True
+        self.report.tracks = self.tracker.stats()
+        self.report.faces = len(self.report.tracks)
+        self.report.scene_cuts = self.tracker.scene_cuts
+        self.report.detections_run = self.tracker.detections_run
+        self.tracker.close()
+        return self.report
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _render(self, out: np.ndarray, original: np.ndarray, landmarks: np.ndarray,
+                covered: np.ndarray) -> bool:
+        """Render one tracked face into out; False when the method did not replace it."""
+        if self.renderer is None:
+            poly = region_polygon(landmarks, forehead=BASELINE_FOREHEAD, margin=BASELINE_MARGIN)
+            mask = polygon_mask(poly, out.shape)
+            apply_baseline(out, mask, self.method, face_height(landmarks), polygon_bbox(poly, out.shape))
+            np.maximum(covered, mask, out=covered)
+            return True
+        try:
+            rendered = self.renderer.render(out, landmarks)
+        except Exception as exc:  # any renderer failure must end in a cover, not a pass-through
+            self.report.renderer_failures += 1
+            log.warning("renderer %s failed (%s); face covered by %s", self.method,
+                        type(exc).__name__, self.fallback_method)
+            return False
+        if not isinstance(rendered, np.ndarray) or rendered.shape != out.shape or rendered.dtype != out.dtype:
+            self.report.renderer_failures += 1
+            log.warning("renderer %s returned a frame of the wrong shape or type", self.method)
+            return False
+        hull = covered_region(landmarks, out.shape) > 0
+        total = int(np.count_nonzero(hull))
+        if total:
+            same = np.all(rendered[hull] == original[hull], axis=1)
+            if float(np.count_nonzero(same)) / total > MAX_UNCHANGED:
+                self.report.renderer_failures += 1
+                log.warning("renderer %s left its face region unchanged; face covered", self.method)
+                return False
+        out[...] = rendered
+        covered[hull] = 255
+        return True
+
+    def _cover(self, out: np.ndarray, polygon: np.ndarray, covered: np.ndarray,
+               face_size: float) -> None:
+        mask = polygon_mask(polygon, out.shape)
+        apply_baseline(out, mask, self.fallback_method, face_size, polygon_bbox(polygon, out.shape))
+        np.maximum(covered, mask, out=covered)
