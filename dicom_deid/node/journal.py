@@ -426,28 +426,39 @@ class Journal:
             finished = [job for job in jobs if self._mark_forwarded(cur, job, now)]
             return finished
 
-    def mark_send_failed(self, send_id: int, error: str, next_attempt_at: float,
-                         max_attempts: int) -> bool:
-        """Count a failed attempt; returns True when the send is now quarantined."""
+    def mark_send_failed(self, send_ids: Sequence[int], error: str, next_attempt_at: float,
+                         max_attempts: int) -> list[int]:
+        """Count a failed attempt for each send; returns the ids now quarantined."""
         now = time.time()
+        quarantined: list[int] = []
+        destinations: set[str] = set()
         with self.transaction() as cur:
-            row = cur.execute("SELECT s.attempts, s.destination, o.study_id FROM sends s"
-                              " JOIN outputs o ON o.id = s.output_id WHERE s.id = ?",
-                              (send_id,)).fetchone()
-            if row is None:
-                return False
-            attempts = row["attempts"] + 1
-            if attempts >= max_attempts:
-                reason = f"{error} (gave up after {attempts} attempts)"
-                cur.execute("UPDATE sends SET state = 'quarantined', attempts = ?, last_error = ?,"
-                            " updated_at = ? WHERE id = ?", (attempts, reason, now, send_id))
-                self._event(cur, "send-quarantined", row["destination"], reason, now)
-                return True
-            cur.execute("UPDATE sends SET attempts = ?, last_error = ?, next_attempt_at = ?,"
-                        " updated_at = ? WHERE id = ?",
-                        (attempts, error, next_attempt_at, now, send_id))
-            self._event(cur, "send-failed", row["destination"], error, now)
-            return False
+            for send_id in send_ids:
+                row = cur.execute("SELECT attempts, destination FROM sends WHERE id = ?"
+                                  " AND state = 'pending'", (send_id,)).fetchone()
+                if row is None:
+                    continue
+                destinations.add(row["destination"])
+                attempts = row["attempts"] + 1
+                if attempts >= max_attempts:
+                    reason = f"{error} (gave up after {attempts} attempts)"
+                    cur.execute("UPDATE sends SET state = 'quarantined', attempts = ?,"
+                                " last_error = ?, updated_at = ? WHERE id = ?",
+                                (attempts, reason, now, send_id))
+                    quarantined.append(send_id)
+                else:
+                    cur.execute("UPDATE sends SET attempts = ?, last_error = ?,"
+                                " next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                                (attempts, error, next_attempt_at, now, send_id))
+            subject = ",".join(sorted(destinations)) or None
+            if quarantined:
+                self._event(cur, "send-quarantined", subject,
+                            f"{len(quarantined)} sends quarantined: {error}", now)
+            if len(quarantined) < len(send_ids):
+                self._event(cur, "send-failed", subject,
+                            f"{len(send_ids) - len(quarantined)} sends will be retried: {error}",
+                            now)
+        return quarantined
 
     def _mark_forwarded(self, cur: sqlite3.Cursor, job_id: int, now: float) -> bool:
         """Instances of a job become forwarded once every send of its outputs is sent."""

@@ -29,7 +29,14 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
             for part in secret.split("^"):
                 if len(part) >= 3:
                     text = re.sub(re.escape(part), "<redacted>", text, flags=re.IGNORECASE)
-    return _UID_RE.sub("<uid>", text)
+    return _UID_RE.sub(_mask_uid, text)
+
+
+def _mask_uid(match: re.Match[str]) -> str:
+    parts = match.group(0).split(".")
+    if len(parts) == 4 and all(len(p) <= 3 and int(p) <= 255 for p in parts):
+        return match.group(0)  # an IPv4 address, not a UID
+    return "<uid>"
 
 
 def short_reason(exc: BaseException, secrets: Iterable[str] = (), limit: int = 300) -> str:

@@ -1,0 +1,166 @@
+"""One study job: de-identify the instances a job was given, record the result.
+
+A job reads and writes only through the state folder (spool, outbox, quarantine) and the
+journal, and takes primitive arguments, so any engine that can call an importable function
+with strings and integers (the local process pool here, Celery later) can run it. Running a
+job twice is harmless: keyed UIDs give the same outputs, and the journal accepts a result
+only from the job that currently owns the instances.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from dicom_deid.node.logs import redact, setup_logging, short_reason
+
+LOG = logging.getLogger(__name__)
+
+
+def worker_init(log_level: str, log_file: str | None) -> None:
+    """Initializer of a local worker process: PHI-safe logging, die with the node."""
+    os.umask(0o077)
+    setup_logging(log_level, Path(log_file) if log_file else None)
+    parent = os.getppid()
+    try:  # Linux: the kernel kills us when the node dies (kill -9 included)
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:  # elsewhere, or if the parent died before prctl took effect
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _study_options(route: dict[str, Any]) -> Any:
+    from dicom_deid.pipeline import StudyOptions
+
+    return StudyOptions(profile=route["profile"], options=tuple(route["options"]),
+                        faces=route["faces"])
+
+
+def _identifying_values(path: Path) -> list[str]:
+    """Values to mask in a failure reason for this instance (read only on failure)."""
+    try:
+        from pydicom import dcmread
+
+        ds = dcmread(path, stop_before_pixels=True, defer_size=4096, specific_tags=[
+            "PatientName", "PatientID", "PatientBirthDate", "AccessionNumber",
+            "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "OtherPatientIDs"])
+        return [str(ds.get(kw, "") or "") for kw in (
+            "PatientName", "PatientID", "PatientBirthDate", "AccessionNumber",
+            "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "OtherPatientIDs")]
+    except Exception:
+        return []
+
+
+def _output_facts(path: Path) -> tuple[str, str]:
+    from pydicom.filereader import read_file_meta_info
+
+    meta = read_file_meta_info(path)
+    return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
+
+
+def _failure_items(result: Any) -> list[tuple[Path, str]]:
+    """(input path, reason) for each failed input of a StudyResult."""
+    items: list[tuple[Path, str]] = []
+    failures = result.failures
+    if isinstance(failures, dict):
+        failures = list(failures.items())
+    for failure in failures:
+        if isinstance(failure, tuple | list):
+            path, reason = failure[0], failure[1]
+        else:
+            path = getattr(failure, "path", None) or getattr(failure, "input", None)
+            reason = getattr(failure, "reason", None) or str(failure)
+        items.append((Path(path), str(reason)))
+    return items
+
+
+def run_study_job(state_dir: str, study_id: int, job_id: int, key_file: str,
+                  audit_log: str) -> dict[str, Any]:
+    """Process the instances of `study_id` that job `job_id` owns; returns a PHI-free summary."""
+    from dicom_deid.header.keys import load_key
+    from dicom_deid.node.audit import AuditLog
+    from dicom_deid.node.journal import Journal, OutputRecord
+    from dicom_deid.pipeline import process_study
+
+    state = Path(state_dir)
+    journal = Journal(state / "journal.sqlite", create=False)
+    audit = AuditLog(Path(audit_log))
+    try:
+        rows = journal.job_instances(job_id)
+        token = journal.study_token(study_id)
+        if not rows:
+            return {"job": job_id, "study": token, "stale": True}
+        key = load_key(key_file)
+        groups: dict[str, list[Any]] = defaultdict(list)
+        for row in rows:
+            groups[row["route"]].append(row)
+
+        done: list[int] = []
+        failed: list[tuple[int, str]] = []
+        outputs: dict[str, OutputRecord] = {}
+        outbox = state / "outbox"
+        quarantine = state / "quarantine" / token
+        for route_json, members in groups.items():
+            route = json.loads(route_json)
+            by_path = {(state / r["path"]).resolve(): r for r in members}
+            secrets = [v for r in members for v in (r["sop_instance_uid"] or "",)]
+            started = time.monotonic()
+            try:
+                result = process_study(sorted(by_path), outbox, _study_options(route), key,
+                                       quarantine)
+            except Exception as exc:
+                reason = "de-identification failed: " + short_reason(exc, secrets)
+                LOG.error("job %d (study %s): %s", job_id, token, reason)
+                failed.extend((r["id"], reason) for r in members)
+                continue
+            failed_ids: set[int] = set()
+            for path, reason in _failure_items(result):
+                row = by_path.get(path.resolve())
+                if row is None:
+                    continue
+                clean = redact(reason, _identifying_values(path) + secrets)
+                failed.append((row["id"], clean))
+                failed_ids.add(row["id"])
+            done.extend(r["id"] for r in members if r["id"] not in failed_ids)
+            for out in result.outputs:
+                out_path = Path(out).resolve()
+                relative = str(out_path.relative_to(state.resolve()))
+                sop_class, syntax = _output_facts(out_path)
+                outputs[relative] = OutputRecord(relative, sop_class, syntax,
+                                                 tuple(route["destinations"]))
+            audit.write("deidentified", study=token, job=job_id, rule=route["rule"],
+                        profile=route["profile"], options=route["options"],
+                        faces=route["faces"] or "profile default",
+                        instances=len(members) - len(failed_ids), outputs=len(result.outputs),
+                        failed=len(failed_ids), seconds=round(time.monotonic() - started, 2))
+
+        accepted = journal.finish_job(job_id, done, failed, list(outputs.values()))
+        if not accepted:
+            LOG.warning("job %d (study %s): result discarded, the instances were handed to "
+                        "another job after a restart", job_id, token)
+            return {"job": job_id, "study": token, "stale": True}
+        for instance_id, reason in failed:
+            audit.write("quarantined", study=token, instance=f"I{instance_id}", reason=reason)
+        LOG.info("job %d (study %s): %d instances de-identified into %d files, %d quarantined",
+                 job_id, token, len(done), len(outputs), len(failed))
+        return {"job": job_id, "study": token, "done": len(done), "failed": len(failed),
+                "outputs": len(outputs), "stale": False}
+    finally:
+        audit.close()
+        journal.close()

@@ -1,0 +1,166 @@
+"""The study trigger: route stable studies and hand them to workers as jobs.
+
+A study is stable when no instance of it has arrived for `processing.stable_seconds`.
+Its waiting instances are routed (rules), moved to `processing` under a new job in one
+transaction, and the job runs in a worker process. A worker that dies is replaced; its
+job's instances go back to waiting, or to quarantine after `processing.max_attempts`.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from dicom_deid.config import NodeConfig
+from dicom_deid.node.audit import AuditLog
+from dicom_deid.node.jobs import run_study_job, worker_init
+from dicom_deid.node.journal import Journal
+from dicom_deid.node.logs import short_reason
+from dicom_deid.node.routing import InstanceFacts, choose_rule, no_match_reason, route_of
+
+LOG = logging.getLogger(__name__)
+
+# A journalled instance whose file is not in the spool this long after arrival lost its
+# reception half-way (the receiver forgets such rows itself; this covers a missed case).
+_MISSING_FILE_GRACE = 120.0
+
+
+class Scheduler:
+    def __init__(self, config: NodeConfig, audit: AuditLog, on_job_done: Any = None):
+        self.config = config
+        self.audit = audit
+        self.journal = Journal(config.journal_path)
+        self.on_job_done = on_job_done
+        self._pool: ProcessPoolExecutor | None = None
+        self._running: dict[Future, tuple[int, int]] = {}  # future -> (job id, study id)
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: the node process runs network threads.
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.config.processing.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=worker_init,
+                initargs=(self.config.log.level,
+                          str(self.config.log.file) if self.config.log.file else None))
+        return self._pool
+
+    def tick(self) -> int:
+        """Collect finished jobs and start new ones; returns the number started."""
+        self._collect()
+        free = self.config.processing.workers - len(self._running)
+        if free <= 0:
+            return 0
+        quiet_since = time.time() - self.config.processing.stable_seconds
+        started = 0
+        for study_id in self.journal.stable_studies(quiet_since, limit=free):
+            if self._dispatch(study_id):
+                started += 1
+        return started
+
+    def _dispatch(self, study_id: int) -> bool:
+        state = self.config.state_dir
+        routed: list[tuple[int, dict]] = []
+        unrouted: list[tuple[int, str]] = []
+        now = time.time()
+        for row in self.journal.received_instances(study_id):
+            if not (state / row["path"]).exists():
+                if now - row["received_at"] > _MISSING_FILE_GRACE:
+                    unrouted.append((row["id"], "the spooled file is missing"))
+                continue  # still being renamed into the spool
+            facts = InstanceFacts(row["calling_aet"] or "", row["called_aet"] or "",
+                                  row["modality"] or "", row["sop_class_uid"] or "",
+                                  row["study_description"] or "")
+            rule = choose_rule(self.config, facts)
+            if rule is None:
+                unrouted.append((row["id"], no_match_reason(facts)))
+            else:
+                routed.append((row["id"], route_of(rule)))
+        job_id = self.journal.start_job(study_id, routed, unrouted)
+        token = self.journal.study_token(study_id)
+        for instance_id, reason in unrouted:
+            self.audit.write("quarantined", study=token, instance=f"I{instance_id}", reason=reason)
+            LOG.warning("study %s: instance I%d quarantined: %s", token, instance_id, reason)
+        if job_id is None:
+            return False
+        future = self._submit(study_id, job_id)
+        if future is None:
+            return False
+        self._running[future] = (job_id, study_id)
+        LOG.info("study %s: job %d started with %d instances", token, job_id, len(routed))
+        return True
+
+    def _submit(self, study_id: int, job_id: int) -> Future | None:
+        args = (str(self.config.state_dir), study_id, job_id, str(self.config.key_file),
+                str(self.config.audit_log))
+        try:
+            return self._executor().submit(run_study_job, *args)
+        except BrokenProcessPool:
+            self._replace_pool()
+            try:
+                return self._executor().submit(run_study_job, *args)
+            except Exception as exc:
+                self._job_failed(job_id, f"cannot start a worker: {short_reason(exc)}")
+                return None
+
+    def _collect(self) -> None:
+        broken = False
+        for future in [f for f in self._running if f.done()]:
+            job_id, study_id = self._running.pop(future)
+            try:
+                summary = future.result()
+            except BrokenProcessPool:
+                broken = True
+                self._job_failed(job_id, "the worker process died while de-identifying")
+                continue
+            except Exception as exc:
+                self._job_failed(job_id, f"job error: {short_reason(exc)}")
+                continue
+            if self.on_job_done and not summary.get("stale"):
+                self.on_job_done(summary)
+        if broken:
+            self._replace_pool()
+
+    def _job_failed(self, job_id: int, reason: str) -> None:
+        quarantined = self.journal.fail_job(job_id, reason, self.config.processing.max_attempts)
+        LOG.error("job %d failed: %s; %d instances quarantined, the others wait for a retry",
+                  job_id, reason, len(quarantined))
+        for instance_id in quarantined:
+            self.audit.write("quarantined", instance=f"I{instance_id}", reason=reason)
+
+    def _replace_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
+
+    def busy(self) -> bool:
+        return bool(self._running)
+
+    def shutdown(self, wait: bool = True) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool = None
+        self._collect()
+        self.journal.close()
+
+
+def sweep_retention(config: NodeConfig, journal: Journal) -> tuple[int, int]:
+    """Delete delivered originals and outputs unless the config keeps them."""
+    state: Path = config.state_dir
+    originals = outputs = 0
+    if not config.retention.keep_originals:
+        for row in journal.removable_originals():
+            (state / row["path"]).unlink(missing_ok=True)
+            journal.mark_original_removed(row["id"])
+            originals += 1
+    if not config.retention.keep_outputs:
+        for row in journal.removable_outputs():
+            (state / row["path"]).unlink(missing_ok=True)
+            journal.mark_output_removed(row["id"])
+            outputs += 1
+    return originals, outputs

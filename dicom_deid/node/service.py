@@ -1,0 +1,200 @@
+"""`dicom-deid serve`: wire receiver, scheduler, workers and forwarders together."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from dicom_deid.config import NodeConfig
+from dicom_deid.node.journal import Journal
+from dicom_deid.node.spool import Spool, ensure_private_dir
+
+LOG = logging.getLogger(__name__)
+
+LOCK_NAME = "node.lock"
+_RETENTION_EVERY = 5.0
+
+
+class NodeAlreadyRunning(RuntimeError):
+    pass
+
+
+def acquire_state_lock(state_dir: Path) -> IO[str]:
+    """One node per state folder: two would both 'recover' each other's work."""
+    handle = open(state_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held for the node's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise NodeAlreadyRunning(
+            f"another dicom-deid node is running with state folder {state_dir}") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def node_running(state_dir: Path) -> int | None:
+    """The pid of the node holding state_dir, or None."""
+    path = state_dir / LOCK_NAME
+    if not path.exists():
+        return None
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = handle.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
+def ensure_node_key(path: Path) -> Any:
+    """The node's site key; created (0600) on first start, like the per-user default."""
+    from dicom_deid.header.keys import load_key
+
+    if not path.exists():
+        ensure_private_dir(path.parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(os.urandom(32).hex() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    return load_key(path)
+
+
+def check_profiles(config: NodeConfig) -> list[str]:
+    """Problems with the rules' profiles and options, named by key path."""
+    try:
+        from dicom_deid.header import load_profile
+    except ImportError:
+        return []  # header engine not installed in this build: the job will report it
+    problems = []
+    rules = [(f"rules[{i}]", r) for i, r in enumerate(config.rules)]
+    if config.default_rule is not None:
+        rules.append(("default_rule", config.default_rule))
+    for where, rule in rules:
+        try:
+            load_profile(rule.profile, options=rule.options)
+        except Exception as exc:
+            problems.append(f"{where}.profile/options: {exc}")
+    return problems
+
+
+def recover(config: NodeConfig, journal: Journal, spool: Spool) -> None:
+    """Resume after any stop, including kill -9 and power loss."""
+    partial = spool.clear_incoming()
+    counts = journal.recover()
+    # Journalled but never renamed into the spool: the crash came before the
+    # acknowledgement, so the sender still holds (and will re-send) these.
+    dropped = 0
+    for row in journal.query("SELECT id, path FROM instances WHERE state = 'received'"):
+        if not (config.state_dir / row["path"]).exists():
+            journal.forget_unacknowledged(row["id"])
+            dropped += 1
+    if partial or dropped or any(counts.values()):
+        LOG.info("recovered: %d partial receptions removed, %d unacknowledged rows dropped, "
+                 "%d interrupted jobs, %d instances back in the queue", partial, dropped,
+                 counts["interrupted_jobs"], counts["requeued_instances"])
+
+
+def prepare_state(config: NodeConfig) -> None:
+    os.umask(0o077)  # spool, outbox, journal, audit: the owner's alone
+    ensure_private_dir(config.state_dir)
+    for sub in (config.outbox_dir, config.quarantine_dir):
+        ensure_private_dir(sub)
+
+
+def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or `stop` is set); returns an exit status."""
+    from dicom_deid.node.audit import AuditLog
+    from dicom_deid.node.forwarder import Forwarder
+    from dicom_deid.node.receiver import Receiver
+    from dicom_deid.node.scheduler import Scheduler, sweep_retention
+
+    prepare_state(config)
+    lock = acquire_state_lock(config.state_dir)
+    stop = stop or threading.Event()
+    key = ensure_node_key(config.key_file)
+    audit = AuditLog(config.audit_log)
+    journal = Journal(config.journal_path)
+    spool = Spool(config.state_dir)
+    recover(config, journal, spool)
+
+    forwarders = [Forwarder(config, dest, audit, stop) for dest in config.destinations]
+
+    def job_done(summary: dict[str, Any]) -> None:
+        for fwd in forwarders:
+            fwd.wake.set()
+
+    scheduler = Scheduler(config, audit, on_job_done=job_done)
+    receiver = Receiver(config, key, audit)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            LOG.warning("second signal: exiting now (the journal resumes on restart)")
+            os._exit(1)
+        LOG.info("signal %d: stopping (send it again to exit at once)", signum)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    for fwd in forwarders:
+        fwd.start()
+    receiver.start()
+    if config.destinations:
+        LOG.info("forwarding to %s", ", ".join(
+            f"{d.name} ({d.ae_title}@{d.host}:{d.port})" for d in config.destinations))
+    else:
+        LOG.info("no destination configured: de-identified studies are kept in %s",
+                 config.outbox_dir)
+    LOG.info("state folder %s; studies are processed %g s after their last instance, "
+             "by %d worker(s)", config.state_dir, config.processing.stable_seconds,
+             config.processing.workers)
+    audit.write("started", ae_title=config.listen.ae_title, port=config.listen.port,
+                destinations=[d.name for d in config.destinations])
+
+    last_sweep = 0.0
+    try:
+        while not stop.is_set():
+            started = scheduler.tick()
+            now = time.monotonic()
+            if now - last_sweep > _RETENTION_EVERY:
+                last_sweep = now
+                sweep_retention(config, journal)
+                if not scheduler.busy():  # a job may be creating folders right now
+                    _prune_empty_dirs(config.outbox_dir)
+            stop.wait(0.05 if started else 0.25)
+    finally:
+        LOG.info("stopping: no new associations; waiting for running jobs")
+        receiver.stop()
+        scheduler.shutdown(wait=True)
+        for fwd in forwarders:
+            fwd.wake.set()
+        for fwd in forwarders:
+            fwd.join(timeout=30)
+        audit.write("stopped")
+        audit.close()
+        journal.close()
+        lock.close()
+    return 0
+
+
+def _prune_empty_dirs(root: Path) -> None:
+    """Remove study/series folders of the outbox emptied by retention."""
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        path = Path(dirpath)
+        if path != root and not dirnames and not filenames:
+            with contextlib.suppress(OSError):  # not empty after all
+                path.rmdir()
+
