@@ -1,0 +1,265 @@
+"""Real DICOM peers for the node tests: the node as a subprocess, DCMTK, Orthanc.
+
+Everything listens on free loopback ports and keeps its files under a temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers import REPO, require_tool
+
+# storescu proposes only uncompressed syntaxes unless told; one flag per compressed syntax.
+STORESCU_TS_FLAGS = {
+    "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.51": "-xx",
+    "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.90": "-xv",
+    "1.2.840.10008.1.2.4.91": "-xw",
+    "1.2.840.10008.1.2.4.80": "-xt",
+    "1.2.840.10008.1.2.4.81": "-xu",
+    "1.2.840.10008.1.2.4.100": "-xm",
+    "1.2.840.10008.1.2.4.101": "-xh",
+    "1.2.840.10008.1.2.4.102": "-xn",
+    "1.2.840.10008.1.2.4.103": "-xl",
+    "1.2.840.10008.1.2.4.104": "-x2",
+    "1.2.840.10008.1.2.4.105": "-x3",
+    "1.2.840.10008.1.2.4.106": "-xo",
+    "1.2.840.10008.1.2.4.107": "-x4",
+    "1.2.840.10008.1.2.4.108": "-x5",
+    "1.2.840.10008.1.2.5": "-xr",
+    "1.2.840.10008.1.2.1.99": "-xd",
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2,
+             what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def transfer_syntax(path: Path) -> str:
+    from pydicom.filereader import read_file_meta_info
+
+    return str(read_file_meta_info(path).TransferSyntaxUID)
+
+
+def storescu(files: Iterable[Path], port: int, calling: str = "PACS", called: str = "DICOM-DEID",
+             timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    """Send files with DCMTK storescu, one association per transfer syntax group."""
+    exe = require_tool("storescu")
+    groups: dict[str, list[str]] = {}
+    for f in files:
+        groups.setdefault(STORESCU_TS_FLAGS.get(transfer_syntax(Path(f)), ""), []).append(str(f))
+    out = ""
+    rc = 0
+    for flag, paths in groups.items():
+        cmd = [exe, "-v", "-R", "-aet", calling, "-aec", called]
+        if flag:
+            cmd.append(flag)
+        cmd += ["127.0.0.1", str(port), *paths]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        out += proc.stdout + proc.stderr
+        rc = rc or proc.returncode
+        if check and (proc.returncode != 0 or " E: " in f" {proc.stderr}" or "Store Failed" in out):
+            raise AssertionError(f"storescu failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return subprocess.CompletedProcess(["storescu"], rc, out, "")
+
+
+def echoscu(port: int, calling: str = "PACS", called: str = "DICOM-DEID") -> subprocess.CompletedProcess:
+    exe = require_tool("echoscu")
+    return subprocess.run([exe, "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
+                          capture_output=True, text=True, timeout=30)
+
+
+def orthanc_exe() -> str:
+    """Orthanc lives in /usr/sbin, which a non-root PATH may lack."""
+    found = shutil.which("Orthanc") or shutil.which("/usr/sbin/Orthanc")
+    if not found:
+        pytest.skip("Orthanc is not installed (bash .ci/run installs it)")
+    return found
+
+
+class Orthanc:
+    """A private Orthanc: loopback ports, storage in a temporary folder, no auth."""
+
+    def __init__(self, root: Path, aet: str = "ARCHIVE"):
+        self.exe = orthanc_exe()
+        self.root = root
+        self.aet = aet
+        self.http_port = free_port()
+        self.dicom_port = free_port()
+        self.proc: subprocess.Popen | None = None
+        root.mkdir(parents=True, exist_ok=True)
+        self.config_path = root / "orthanc.json"
+        self.config_path.write_text(json.dumps({
+            "Name": "test-archive",
+            "StorageDirectory": str(root / "storage"),
+            "IndexDirectory": str(root / "index"),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": aet,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": True,
+            "UnknownSopClassAccepted": True,
+            "Plugins": [],
+            "HttpThreadsCount": 4,
+            "ConcurrentJobs": 1,
+        }, indent=2))
+
+    def start(self) -> Orthanc:
+        log = open(self.root / "orthanc.log", "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen([self.exe, str(self.config_path)], stdout=log,
+                                     stderr=subprocess.STDOUT)
+        log.close()
+        wait_for(self._up, 30, what="Orthanc to start")
+        return self
+
+    def _up(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"Orthanc exited: {(self.root / 'orthanc.log').read_text()[-2000:]}")
+        try:
+            self.get("/system")
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
+            return json.loads(r.read())
+
+    def instances(self) -> list[str]:
+        return self.get("/instances")
+
+    def tags(self, instance: str) -> dict[str, Any]:
+        return self.get(f"/instances/{instance}/tags?simplify")
+
+    def all_tags(self) -> list[dict[str, Any]]:
+        return [self.tags(i) for i in self.instances()]
+
+    def clear(self) -> None:
+        for patient in self.get("/patients"):
+            req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}/patients/{patient}",
+                                         method="DELETE")
+            urllib.request.urlopen(req, timeout=10).close()
+
+
+class Node:
+    """`dicom-deid serve` as a real subprocess with its own config and state folder."""
+
+    def __init__(self, root: Path, settings: dict[str, Any]):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.state_dir = root / "state"
+        self.log_path = root / "node.log"
+        config = {
+            "listen": {"port": self.port, "allowed_calling_aets": ["PACS", "PACS2"]},
+            "state_dir": str(self.state_dir),
+            "processing": {"stable_seconds": 1, "workers": 1},
+            "forward": {"initial_delay": 0.5, "max_delay": 2, "max_attempts": 20,
+                        "timeout": 10},
+            "log": {"level": "DEBUG"},
+        }
+        for key, value in settings.items():
+            if isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = {**config[key], **value}
+            else:
+                config[key] = value
+        self.config = config
+        self.config_path = root / "node.yaml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Node:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dicom_deid.cli", "serve", "--config", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        log.close()
+        wait_for(self._ready, 60, what="the node to answer C-ECHO")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"node exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+        return echoscu(self.port).returncode == 0
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait(10)
+        self.proc = None
+        return rc
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def audit(self) -> str:
+        path = self.state_dir / "audit.log"
+        return path.read_text() if path.exists() else ""
+
+    def journal(self, sql: str, params: tuple = ()) -> list[tuple]:
+        conn = sqlite3.connect(self.state_dir / "journal.sqlite", timeout=30)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def states(self) -> dict[str, int]:
+        return dict(self.journal("SELECT state, COUNT(*) FROM instances GROUP BY state"))
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dicom_deid.cli", *args, "--config",
+                               str(self.config_path)], capture_output=True, text=True,
+                              timeout=60, cwd=REPO)
