@@ -1,16 +1,154 @@
-"""`dicom-deid deidentify` (not built yet: its issue is open)."""
+"""`dicom-deid deidentify INPUT... --output DIR`: de-identify files or folders of DICOM.
+
+Writes DIR/<StudyUID>/<SeriesUID>/<SOPUID>.dcm (new UIDs) with a PHI-free <SOPUID>.json
+report beside each; an input that fails is copied to the quarantine folder (default
+DIR/quarantine) with a .reason.txt, named on stderr with its reason, and makes the exit
+status 1. Nothing the inputs contain is printed: only file names, counts and reasons.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import defaultdict
+from pathlib import Path
+
+from dicom_deid.header.options import OPTIONS
+from dicom_deid.header.profile import FACE_METHODS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("deidentify", help="(not built yet)")
+    parser = sub.add_parser(
+        "deidentify",
+        help="de-identify DICOM files or folders by a PS3.15 Annex E profile",
+        description=__doc__.splitlines()[0],
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", type=Path,
+                        help="DICOM files or folders (searched recursively)")
+    parser.add_argument("--output", "-o", required=True, type=Path, metavar="DIR",
+                        help="output folder: DIR/<Study>/<Series>/<SOP>.dcm")
+    parser.add_argument("--profile", default="basic", metavar="NAME|PATH",
+                        help="shipped profile name or profile YAML (default: basic; "
+                             "see `dicom-deid profiles list`)")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME",
+                        choices=OPTIONS, help="add a PS3.15 option (repeatable): "
+                        + ", ".join(OPTIONS))
+    parser.add_argument("--faces", choices=FACE_METHODS, default=None, metavar="METHOD",
+                        help="face method for pixels that may show a face "
+                             f"({'|'.join(FACE_METHODS)}; default: the profile's)")
+    parser.add_argument("--key-file", type=Path, default=None, metavar="PATH",
+                        help="site key file (default: created on first use in the per-user "
+                             "state folder)")
+    parser.add_argument("--quarantine", type=Path, default=None, metavar="DIR",
+                        help="where failed inputs are copied with their reason "
+                             "(default: OUTPUT/quarantine)")
     parser.set_defaults(func=run)
 
 
+def collect_inputs(inputs: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files to process, in a stable order, and inputs that do not exist.
+
+    In folders, hidden files and DICOMDIR (a media index, not an instance) are skipped.
+    """
+    files: list[Path] = []
+    missing: list[tuple[Path, str]] = []
+    for item in inputs:
+        if item.is_dir():
+            for path in sorted(item.rglob("*")):
+                rel = path.relative_to(item)
+                if any(part.startswith(".") for part in rel.parts):
+                    continue
+                if path.is_file() and path.name.upper() != "DICOMDIR":
+                    files.append(path)
+        elif item.is_file():
+            files.append(item)
+        else:
+            missing.append((item, "no such file or folder"))
+    seen: set[Path] = set()
+    unique = []
+    for path in files:
+        resolved = path.resolve()
+        if resolved not in seen:
+            seen.add(resolved)
+            unique.append(path)
+    return unique, missing
+
+
+def group_by_study(files: list[Path]) -> dict[str, list[Path]]:
+    """Files grouped by StudyInstanceUID (read from the header only); unreadable ones
+    form their own group, and fail with their reason in process_study."""
+    import warnings
+
+    from pydicom import dcmread
+
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for path in files:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+            study = str(ds.get("StudyInstanceUID", "") or "")
+        except Exception:  # noqa: BLE001 (reported by process_study with its reason)
+            study = ""
+        groups[study].append(path)
+    return groups
+
+
 def run(args: argparse.Namespace) -> int:
-    print("dicom-deid deidentify: not built yet", file=sys.stderr)
-    return 2
+    import logging
+
+    from tqdm import tqdm
+
+    from dicom_deid.header import KeyFileError, ProfileError, load_key, load_profile
+    from dicom_deid.pipeline import StudyOptions, process_study
+
+    # pydicom's own log messages may quote header values: keep them out of the output.
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    try:
+        key = load_key(args.key_file)
+        profile = load_profile(args.profile, tuple(args.option))
+    except (KeyFileError, ProfileError, ValueError) as exc:
+        print(f"dicom-deid deidentify: {exc}", file=sys.stderr)
+        return 2
+    output: Path = args.output
+    quarantine_dir: Path = args.quarantine or output / "quarantine"
+    files, missing = collect_inputs(args.inputs)
+    # Never take this run's (or an earlier run's) outputs as inputs.
+    skip = (output.resolve(), quarantine_dir.resolve())
+    files = [f for f in files if not any(f.resolve().is_relative_to(s) for s in skip)]
+    options = StudyOptions(profile=profile, faces=args.faces, durable=False)
+    try:
+        faces = options.face_method(profile)
+    except ValueError as exc:
+        print(f"dicom-deid deidentify: {exc}", file=sys.stderr)
+        return 2
+
+    failures: list[tuple[Path, str]] = list(missing)
+    written = 0
+    studies = 0
+    bar = tqdm(total=len(files), unit="file", file=sys.stderr, disable=not sys.stderr.isatty(),
+               desc="de-identifying")
+    try:
+        for _study, members in group_by_study(files).items():
+            result = process_study(members, output, options, key, quarantine_dir,
+                                   progress=lambda _path, _ok: bar.update(1))
+            written += len(result.outputs)
+            studies += 1 if result.outputs else 0
+            failures.extend((f.path, f.reason) for f in result.failures)
+    finally:
+        bar.close()
+
+    print(f"{written} instance(s) of {studies} study(ies) written to {output} "
+          f"(profile {profile.name}"
+          + (f", options {', '.join(profile.options)}" if profile.options else "")
+          + f", faces {faces})")
+    if failures:
+        for path, reason in failures:
+            print(f"FAILED {path}: {reason}", file=sys.stderr)
+        print(f"{len(failures)} input(s) failed; copies and reasons are in {quarantine_dir}",
+              file=sys.stderr)
+        return 1
+    if not files:
+        print("no input files found", file=sys.stderr)
+        return 1
+    return 0

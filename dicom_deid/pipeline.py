@@ -1,0 +1,285 @@
+"""One study in, a de-identified study out (DESIGN.md: "the path of one study").
+
+    result = process_study(files, output_dir, StudyOptions("basic"), key, quarantine_dir)
+
+For each input instance, in order: read (strictly: a truncated file is refused) -> header
+de-identification (PS3.15 Annex E profile) -> pixel stage -> write. Output:
+
+    output_dir/<StudyUID>/<SeriesUID>/<SOPUID>.dcm    the instance, with its new UIDs
+    output_dir/<StudyUID>/<SeriesUID>/<SOPUID>.json   a PHI-free report of what was done
+
+Both are written atomically (temp file + rename). An input that fails at any step is
+copied to quarantine_dir with a `<name>.reason.txt` beside it, and nothing is written to
+output_dir for it; the other instances go on. Inputs are never modified.
+
+The pixel stage is not integrated yet: this pipeline is header-only. An instance whose
+pixels may show a face while a face method other than `none` is asked for fails (it goes
+to quarantine, never out with the original face), and so does one whose profile asks for
+clean-pixel-data or clean-recognizable-visual-features, which only the pixel stage can do.
+With `faces="none"` such instances are written with RecognizableVisualFeatures YES and
+without the codes 113101/113102: nothing is claimed that was not done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dicom_deid import __version__
+from dicom_deid.header import (
+    FACE_METHODS,
+    DeidentificationError,
+    HeaderResult,
+    InputError,
+    PixelStatus,
+    Profile,
+    SiteKey,
+    deidentify,
+    has_pixels,
+    load_profile,
+    mark_pixels,
+    read_instance,
+    write_atomic,
+)
+
+LOG = logging.getLogger(__name__)
+_UID_NAME = re.compile(r"^[0-9][0-9.]{0,63}$")
+
+
+class PixelStageError(Exception):
+    """The pixel work an instance needs cannot be done; the message carries no PHI."""
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """How to de-identify a study.
+
+    profile: a shipped profile name, a profile YAML path, or a loaded Profile.
+    options: option names added to the profile's own.
+    faces:   face method for pixels that may show a face; None: the profile's default.
+    durable: fsync every file before renaming it into place (the node needs it).
+    """
+
+    profile: str | Path | Profile = "basic"
+    options: tuple[str, ...] = ()
+    faces: str | None = None
+    durable: bool = True
+
+    def load(self) -> Profile:
+        if isinstance(self.profile, Profile):
+            if not self.options:
+                return self.profile
+            source = self.profile.path or self.profile.name
+            return load_profile(source, tuple(self.profile.options) + tuple(self.options))
+        return load_profile(self.profile, tuple(self.options))
+
+    def face_method(self, profile: Profile) -> str:
+        method = (self.faces or profile.faces or "none").strip().lower()
+        if method not in FACE_METHODS:
+            raise ValueError(f"face method {method!r} is not one of {', '.join(FACE_METHODS)}")
+        return method
+
+
+@dataclass(frozen=True)
+class InstanceFailure:
+    """An input that could not be de-identified: where it is now and why (no PHI)."""
+
+    path: Path
+    reason: str
+    quarantined: Path | None = None
+
+
+@dataclass
+class StudyResult:
+    outputs: list[Path] = field(default_factory=list)
+    failures: list[InstanceFailure] = field(default_factory=list)
+    reports: list[Path] = field(default_factory=list)
+    duplicates: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+# ------------------------------------------------------------------------ one instance
+
+@dataclass
+class _Written:
+    output: Path
+    report: Path
+    duplicate: bool
+
+
+def _uid(ds, keyword: str) -> str:
+    value = str(ds.get(keyword, "") or "").strip()
+    if not value:
+        raise DeidentificationError(f"the instance has no {keyword}")
+    if not _UID_NAME.match(value):
+        raise DeidentificationError(f"{keyword} is not a valid UID, cannot name the output")
+    return value
+
+
+def _pixel_stage(source, header: HeaderResult, profile: Profile, faces: str) -> PixelStatus | None:
+    """Decode -> faces -> encode -> keypoints: not integrated yet (see the module doc).
+
+    Returns what was done to the pixels (None: untouched), or raises PixelStageError when
+    the instance needs pixel work this build cannot do.
+    """
+    if not has_pixels(source):
+        return None
+    if "clean-pixel-data" in profile.options:
+        raise PixelStageError(
+            "the profile asks for clean-pixel-data, but burned-in annotation removal is not "
+            "available in this build"
+        )
+    if header.may_show_face:
+        if "clean-recognizable-visual-features" in profile.options:
+            raise PixelStageError(
+                "the profile asks for clean-recognizable-visual-features, but the face stage "
+                "is not available in this build"
+            )
+        if faces != "none":
+            raise PixelStageError(
+                f"the pixels may show a face and face method {faces!r} was asked for, but the "
+                "face stage is not available in this build; use --faces none for header-only "
+                "de-identification (the output then does not claim the face was removed)"
+            )
+    return None
+
+
+def _report(header: HeaderResult, profile: Profile, faces: str, pixels: PixelStatus | None,
+            out, dcm_name: str, source_has_pixels: bool) -> dict:
+    actions = {k: v for k, v in sorted(header.actions.items())}
+    return {
+        "tool": f"dicom-deid {__version__}",
+        "file": dcm_name,
+        "sop_class_uid": str(out.get("SOPClassUID", "")),
+        "study_instance_uid": str(out.get("StudyInstanceUID", "")),
+        "series_instance_uid": str(out.get("SeriesInstanceUID", "")),
+        "sop_instance_uid": str(out.get("SOPInstanceUID", "")),
+        "profile": profile.name,
+        "options": list(profile.options),
+        "annex_e_table_sha256": profile.table.sha256,
+        "actions": actions,
+        "dates": {"keep": "kept", "shift": "shifted per patient", "remove": "removed"}[
+            header.date_mode
+        ],
+        "pseudonyms": header.pseudonym_source or ("keyed" if profile.pseudonyms else "none"),
+        "warnings": list(header.warnings),
+        "pixels": {
+            "present": source_has_pixels,
+            "may_show_face": header.may_show_face,
+            "face_method": faces,
+            "faces_cleaned": bool(pixels and pixels.faces_cleaned),
+            "burned_in_annotation_cleaned": bool(pixels and pixels.burned_in_annotation_cleaned),
+        },
+    }
+
+
+def process_instance(path: Path, output_dir: Path, profile: Profile, faces: str,
+                     key: SiteKey, *, durable: bool = True) -> tuple[Path, Path]:
+    """De-identify one file into output_dir; returns (dcm path, report path).
+
+    Raises InputError, DeidentificationError or PixelStageError (messages without PHI).
+    """
+    with warnings.catch_warnings():
+        # pydicom's warnings quote element values (PHI); they are not shown.
+        warnings.simplefilter("ignore")
+        source = read_instance(path)
+        header = deidentify(source, profile, key, pixels=None)
+        out = header.dataset
+        study, series, sop = (_uid(out, k) for k in
+                              ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
+        # ---- pixel stage: decode -> faces -> encode -> keypoints slot in here ----
+        pixels = _pixel_stage(source, header, profile, faces)
+        if pixels is not None:
+            mark_pixels(out, profile, pixels)
+        target = output_dir / study / series / f"{sop}.dcm"
+        report_path = target.with_suffix(".json")
+        report = _report(header, profile, faces, pixels, out, target.name, has_pixels(source))
+        write_atomic(out, target, durable=durable)
+    write_atomic((json.dumps(report, indent=2) + "\n").encode(), report_path, durable=durable)
+    return target, report_path
+
+
+# ------------------------------------------------------------------------ quarantine
+
+def quarantine(path: Path, reason: str, quarantine_dir: Path) -> Path | None:
+    """Copy the input into quarantine_dir with `<name>.reason.txt`; None if it cannot be copied."""
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    stem, suffix = path.stem or "input", path.suffix
+    target = quarantine_dir / path.name
+    n = 1
+    while target.exists() or target.with_name(target.name + ".reason.txt").exists():
+        target = quarantine_dir / f"{stem}-{n}{suffix}"
+        n += 1
+    reason_text = f"input: {path}\nreason: {reason}\n".encode()
+    copied: Path | None = target
+    try:
+        fd, tmp = tempfile.mkstemp(dir=quarantine_dir, prefix=".tmp-")
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        copied = None
+        reason_text += b"the input could not be copied here\n"
+    write_atomic(reason_text, target.with_name(target.name + ".reason.txt"))
+    return copied
+
+
+# ------------------------------------------------------------------------ one study
+
+def process_study(files: Iterable[Path | str], output_dir: Path | str, options: StudyOptions,
+                  key: SiteKey, quarantine_dir: Path | str,
+                  progress: Callable[[Path, bool], None] | None = None) -> StudyResult:
+    """De-identify the instances of one study; see the module doc for what is written.
+
+    `progress(path, ok)` is called after each instance. Raises only for problems that
+    concern every instance (a bad profile or face method); per-instance problems become
+    StudyResult.failures, with the input quarantined.
+    """
+    output_dir, quarantine_dir = Path(output_dir), Path(quarantine_dir)
+    profile = options.load()
+    faces = options.face_method(profile)
+    result = StudyResult()
+    seen: Counter = Counter()
+    for raw in files:
+        path = Path(raw)
+        try:
+            target, report = process_instance(path, output_dir, profile, faces, key,
+                                              durable=options.durable)
+        except (InputError, DeidentificationError, PixelStageError) as exc:
+            reason = str(exc)
+        except Exception as exc:  # noqa: BLE001 (one bad instance must not stop the study)
+            # The message of an unexpected error may quote a value: only its type is kept.
+            reason = f"unexpected error ({type(exc).__name__}) while de-identifying"
+            LOG.debug("unexpected %s for %s", type(exc).__name__, path.name)
+        else:
+            seen[target] += 1
+            if seen[target] == 1:
+                result.outputs.append(target)
+                result.reports.append(report)
+            else:
+                result.duplicates += 1
+            if progress:
+                progress(path, True)
+            continue
+        result.failures.append(InstanceFailure(path, reason, quarantine(path, reason, quarantine_dir)))
+        if progress:
+            progress(path, False)
+    LOG.debug("study: %d instances written, %d failed, %d duplicates",
+             len(result.outputs), len(result.failures), result.duplicates)
+    return result
