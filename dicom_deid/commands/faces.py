@@ -1,16 +1,183 @@
-"""`dicom-deid faces` (not built yet: its issue is open)."""
+"""`dicom-deid faces INPUT... --output DIR --method METHOD`: face replacement alone.
+
+Images, plain videos (see dicom_deid/faces/media.py for what is written per container) and
+DICOM video. Each output keeps its input's file name. DICOM headers are not de-identified here
+(that is `dicom-deid deidentify`); only the pixels change and the instance gets a new UID.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+METHODS = ("swap", "mask3d", "blur", "pixelate", "blackout")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("faces", help="(not built yet)")
+    parser = sub.add_parser(
+        "faces",
+        help="replace faces in images, videos and DICOM video",
+        description="Replace every face in images (png, jpg), videos (mp4, mpg, avi, mov, mkv) "
+        "and DICOM video; outputs keep the input file names. A face that cannot be "
+        "followed is covered, and an independent detector checks every output frame.",
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                        help="files, or folders (searched recursively)")
+    parser.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
+    parser.add_argument("--method", "-m", choices=METHODS, default="swap")
+    parser.add_argument("--shape", type=float, default=0.0,
+                        help="swap only: 0 keeps the patient's face geometry, 1 the mean shape")
+    parser.add_argument("--key-file", type=Path, default=None,
+                        help="site key (chooses the donor face per study); default: the per-user key")
+    parser.add_argument("--max-faces", type=int, default=4,
+                        help="faces followed with landmarks per frame; more are covered")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="write the per-file reports (counts, no PHI) as JSON here")
     parser.set_defaults(func=run)
 
 
+def _expand(inputs: list[Path]) -> list[tuple[Path, Path]]:
+    """(input file, output path relative to DIR); folders keep their inner layout."""
+    from dicom_deid.faces.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_dicom
+
+    out: list[tuple[Path, Path]] = []
+    for item in inputs:
+        if item.is_dir():
+            for path in sorted(p for p in item.rglob("*") if p.is_file()):
+                if path.name.startswith("."):
+                    continue
+                if path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES or is_dicom(path):
+                    out.append((path, path.relative_to(item)))
+        else:
+            out.append((item, Path(item.name)))
+    return out
+
+
+def _progress_factory(name: str):
+    from tqdm import tqdm
+
+    bars = []
+
+    def start(total: int | None):
+        bar = tqdm(total=total, desc=name, unit="frame", file=sys.stderr, leave=False,
+                   disable=not sys.stderr.isatty())
+        bars.append(bar)
+        return lambda: bar.update(1)
+
+    def close() -> None:
+        for bar in bars:
+            bar.close()
+
+    return start, close
+
+
 def run(args: argparse.Namespace) -> int:
-    print("dicom-deid faces: not built yet", file=sys.stderr)
-    return 2
+    from dicom_deid.faces import FaceReplacer, MethodUnavailableError
+    from dicom_deid.faces.files import kind_of, process_dicom, process_image, process_video
+    from dicom_deid.faces.media import MediaError
+    from dicom_deid.header.keys import KeyFileError, load_key
+
+    if not 0.0 <= args.shape <= 1.0:
+        print(f"dicom-deid faces: --shape must be within 0..1, got {args.shape}", file=sys.stderr)
+        return 2
+    if args.max_faces < 1:
+        print("dicom-deid faces: --max-faces must be at least 1", file=sys.stderr)
+        return 2
+    items = _expand(args.inputs)
+    if not items:
+        print("dicom-deid faces: no input files found", file=sys.stderr)
+        return 2
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"dicom-deid faces: cannot create {args.output}: {exc}", file=sys.stderr)
+        return 2
+
+    keys: list = []
+
+    def site_key():
+        # Loaded once, and only when needed (swap donors, DICOM instance UIDs), so that the
+        # baselines on plain files do not create a key file as a side effect.
+        if not keys:
+            keys.append(load_key(args.key_file))
+        return keys[0]
+
+    if args.method == "swap":
+        try:
+            site_key()
+        except KeyFileError as exc:
+            print(f"dicom-deid faces: {exc}", file=sys.stderr)
+            return 2
+
+    def make(fps: float, donor_identity: str) -> FaceReplacer:
+        # Donor per study (or per file for plain media), from the site key: two studies of one
+        # patient get unrelated donors, and nobody without the key can predict the donor.
+        seed = site_key().integer("donor", donor_identity, 2**32) if args.method == "swap" else 0
+        return FaceReplacer(args.method, shape=args.shape, donor_seed=seed, fps=fps,
+                            max_faces=args.max_faces)
+
+    failures: list[str] = []
+    reports: list[dict] = []
+    seen: set[Path] = set()
+    output_root = args.output.resolve()
+    for src, rel in items:
+        dst = args.output / rel
+        name = str(src)
+        try:
+            if not src.is_file():
+                raise MediaError(f"{src}: no such file")
+            if dst.resolve() in seen:
+                raise MediaError(f"{src}: output {dst} would overwrite another input's output")
+            if dst.resolve() == src.resolve():
+                raise MediaError(f"{src}: output would overwrite the input itself")
+            if not dst.resolve().is_relative_to(output_root):
+                raise MediaError(f"{src}: output path escapes {args.output}")
+            seen.add(dst.resolve())
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            kind = kind_of(src)
+            start = time.monotonic()
+            progress, close_bars = _progress_factory(src.name)
+            try:
+                if kind == "image":
+                    report = process_image(src, dst, make)
+                elif kind == "video":
+                    report = process_video(src, dst, make, progress)
+                else:
+                    report = process_dicom(src, dst, make, site_key(), progress)
+            finally:
+                close_bars()
+            seconds = time.monotonic() - start
+        except (MediaError, MethodUnavailableError, KeyFileError, OSError, ValueError) as exc:
+            message = str(exc)
+            failures.append(message if message.startswith(name) else f"{name}: {message}")
+            continue
+        except Exception as exc:  # a bug or a library error: still name the file and go on
+            log.debug("unexpected failure", exc_info=True)
+            failures.append(f"{name}: unexpected {type(exc).__name__}: {exc}")
+            continue
+        fps = report.frames / seconds if seconds > 0 else 0.0
+        print(f"{dst}: {report.summary()} ({args.method}, {fps:.1f} frames/s)")
+        entry = report.as_dict()
+        entry.update(input=src.name, output=str(dst), kind=kind, seconds=round(seconds, 3))
+        reports.append(entry)
+
+    if args.report is not None:
+        from dicom_deid.faces.media import atomic_write
+
+        text = json.dumps(reports, indent=2)
+        try:
+            atomic_write(args.report, lambda tmp: tmp.write_text(text))
+        except OSError as exc:
+            failures.append(f"{args.report}: cannot write the report: {exc}")
+    for line in failures:
+        print(f"FAILED {line}", file=sys.stderr)
+    if failures:
+        print(f"dicom-deid faces: {len(failures)} of {len(items)} input(s) failed", file=sys.stderr)
+        return 1
+    return 0

@@ -159,18 +159,14 @@ class FaceReplacer:
         self.renderer = renderer if renderer is not None else load_renderer(
             method, shape=float(shape), donor_seed=int(donor_seed)
         )
-        self.leak_checker = (
-            LeakChecker(max_side=leak_max_side, threshold=leak_threshold) if leak_check else None
-        )
+        # The same independent detector also tells the tracker whether a lost face is still
+        # there (on the input), so it is built even when the output check is switched off.
+        checker = LeakChecker(max_side=leak_max_side, threshold=leak_threshold)
+        self.leak_checker = checker if leak_check else None
         config = tracker_config or TrackerConfig(
             max_faces=max_faces, detect_interval=detect_interval, hold_s=hold_s
         )
-        self.tracker = FaceTracker(
-            models,
-            fps=fps,
-            config=config,
-            evidence=self.leak_checker.evidence if self.leak_checker else None,
-        )
+        self.tracker = FaceTracker(models, fps=fps, config=config, evidence=checker.evidence)
         self.report = FacesReport(method=method)
         self.last: FrameResult | None = None
         self._closed = False

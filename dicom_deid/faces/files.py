@@ -1,0 +1,121 @@
+"""Replace faces in whole files: images, plain videos and DICOM video (the `faces` command).
+
+Each function reads one input, runs every frame through a fresh `FaceReplacer` and writes the
+output atomically; on any error nothing is left at the output path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from dicom_deid.faces.media import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    MediaError,
+    VideoWriter,
+    is_dicom,
+    probe_video,
+    read_image,
+    read_video,
+    write_image,
+)
+from dicom_deid.faces.replacer import FaceReplacer, FacesReport
+
+# (fps, donor identity: the file name or the StudyInstanceUID) -> a new replacer
+ReplacerFactory = Callable[[float, str], FaceReplacer]
+Progress = Callable[[int | None], Callable[[], None]]  # total frames -> per-frame tick
+
+
+def kind_of(path: Path) -> str:
+    """image | video | dicom; MediaError for anything else."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if is_dicom(path):
+        return "dicom"
+    raise MediaError(
+        f"{path}: unsupported file type {suffix or '(no suffix)'}; expected an image "
+        f"({', '.join(IMAGE_SUFFIXES)}), a video ({', '.join(VIDEO_SUFFIXES)}) or DICOM"
+    )
+
+
+def process_image(src: Path, dst: Path, make: ReplacerFactory) -> FacesReport:
+    rgb = read_image(src)
+    replacer = make(25.0, src.name)
+    try:
+        out = replacer.process(rgb)
+    finally:
+        report = replacer.close()
+    write_image(dst, out)
+    return report
+
+
+def process_video(src: Path, dst: Path, make: ReplacerFactory, progress: Progress | None = None) -> FacesReport:
+    info = probe_video(src)
+    tick = progress(info.frames) if progress else (lambda: None)
+    replacer = make(float(info.fps), src.name)
+    writer = None
+    try:
+        writer = VideoWriter(dst, info)
+        for rgb in read_video(src):
+            if rgb.shape[:2] != (info.height, info.width):
+                raise MediaError(f"{src}: frame size changes mid-stream ({rgb.shape[1]}x{rgb.shape[0]})")
+            writer.write(replacer.process(rgb))
+            tick()
+        if writer.frames == 0:
+            raise MediaError(f"{src}: no frame could be decoded")
+        writer.finish()
+        writer = None
+    finally:
+        if writer is not None:
+            writer.abort()
+        report = replacer.close()
+    return report
+
+
+def process_dicom(src: Path, dst: Path, make: ReplacerFactory, key, progress: Progress | None = None) -> FacesReport:
+    """DICOM video through dicom_deid.video; the header is kept (this is pixel work alone) except
+    for a new SOP Instance UID, derived from the site key as in docs/CONTRACTS.md."""
+    try:
+        from dicom_deid.video import open_frames, write_frames
+    except ImportError as exc:
+        raise MediaError(
+            f"{src}: DICOM input needs dicom_deid.video (open_frames, write_frames), which is "
+            f"not available in this installation ({exc})"
+        ) from exc
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(str(src), stop_before_pixels=True)
+    except Exception as exc:
+        raise MediaError(f"{src}: not a readable DICOM file ({type(exc).__name__})") from exc
+    study = str(header.get("StudyInstanceUID", "") or "")
+    sop = str(header.get("SOPInstanceUID", "") or "")
+    if not study or not sop:
+        raise MediaError(f"{src}: StudyInstanceUID or SOPInstanceUID missing")
+    with open_frames(src) as reader:
+        info = reader.info
+        fps = float(getattr(info, "fps", 0.0) or 25.0)
+        tick = progress(getattr(info, "frames", None)) if progress else (lambda: None)
+        replacer = make(fps, study)
+        try:
+            def frames():
+                for rgb in reader:
+                    yield replacer.process(rgb)
+                    tick()
+
+            write_frames(
+                header,
+                frames(),
+                dst,
+                info,
+                transfer_syntax="same",
+                sop_instance_uid=key.uid("reencoded:" + sop),
+                source=(str(header.SOPClassUID), sop),
+            )
+        finally:
+            report = replacer.close()
+    return report
