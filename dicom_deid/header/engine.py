@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import (
@@ -141,9 +142,9 @@ def _dictionary_vr(tag: int) -> str:
 def _values(value: object) -> list:
     if value is None:
         return []
-    if isinstance(value, str | bytes | int | float):
-        return [value]
-    return list(value)  # MultiValue
+    if isinstance(value, MultiValue | list | tuple):
+        return list(value)
+    return [value]
 
 
 def _element(tag: int, vr: str, values: list) -> DataElement:
@@ -444,12 +445,15 @@ class _Walker:
         if vr == "AE":
             values = _values(src[tag].value)
             return _element(t, vr, ["AE" + self.key.token("ae-title", str(v).strip(), 14) for v in values])
-        if vr in TEXT_VRS:
+        if vr in TEXT_VRS or vr == "CS":
+            # A coded string is text too: defined terms in the vocabulary survive.
             terms = self.profile.clean_terms
             values = [clean_text(str(v), terms, self.forbidden) for v in _values(src[tag].value)]
+            if vr == "CS":
+                values = [v.upper()[:16] for v in values]
             return _element(t, vr, values)
         if vr in KEEP_VRS:
-            return _copy(elem)
+            return _copy(elem)  # numbers
         if vr == "UI":
             return self._uids(src, tag)
         if vr in BINARY_VRS:
