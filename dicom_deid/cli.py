@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from dicom_deid import __version__
@@ -42,7 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_native_logs() -> None:
+    # MediaPipe (glog/absl) and TensorFlow Lite write INFO/WARNING lines straight to stderr,
+    # burying our own messages; only their errors are of use to an operator.
+    for name, level in (("GLOG_minloglevel", "2"), ("TF_CPP_MIN_LOG_LEVEL", "2")):
+        os.environ.setdefault(name, level)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_native_logs()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -12,12 +12,18 @@ Both are written atomically (temp file + rename). An input that fails at any ste
 copied to quarantine_dir with a `<name>.reason.txt` beside it, and nothing is written to
 output_dir for it; the other instances go on. Inputs are never modified.
 
-The pixel stage is not integrated yet: this pipeline is header-only. An instance whose
-pixels may show a face while a face method other than `none` is asked for fails (it goes
-to quarantine, never out with the original face), and so does one whose profile asks for
-clean-pixel-data or clean-recognizable-visual-features, which only the pixel stage can do.
-With `faces="none"` such instances are written with RecognizableVisualFeatures YES and
-without the codes 113101/113102: nothing is claimed that was not done.
+An instance whose pixels may show a face (video, VL photography, secondary capture; see
+header.pixels.may_show_face) goes through the pixel stage (pixel_stage.py) unless the face
+method is `none`: faces replaced in every frame, re-encoded under a new keyed SOP Instance
+UID that references its source, and, when the profile asks for keypoints (the default), a
+keypoint Structured Report in its own series:
+
+    output_dir/<StudyUID>/<SRSeriesUID>/<SRSOPUID>.dcm
+
+With `faces="none"` such instances are written header-only, with RecognizableVisualFeatures
+YES and without the codes 113101/113102: nothing is claimed that was not done. A profile that
+asks for clean-pixel-data (burned-in text) fails the instance: this build cannot do it, and
+the instance goes to quarantine rather than out with text that may identify.
 """
 
 from __future__ import annotations
@@ -50,13 +56,11 @@ from dicom_deid.header import (
     read_instance,
     write_atomic,
 )
+from dicom_deid.pixel_stage import PixelStageError
+from dicom_deid.video.errors import VideoError
 
 LOG = logging.getLogger(__name__)
 _UID_NAME = re.compile(r"^[0-9][0-9.]{0,63}$")
-
-
-class PixelStageError(Exception):
-    """The pixel work an instance needs cannot be done; the message carries no PHI."""
 
 
 @dataclass(frozen=True)
@@ -67,12 +71,15 @@ class StudyOptions:
     options: option names added to the profile's own.
     faces:   face method for pixels that may show a face; None: the profile's default.
     durable: fsync every file before renaming it into place (the node needs it).
+    keypoints_csv: also write the keypoints measured on the original frames as a tidy CSV
+                   beside the instance's JSON report.
     """
 
     profile: str | Path | Profile = "basic"
     options: tuple[str, ...] = ()
     faces: str | None = None
     durable: bool = True
+    keypoints_csv: bool = False
 
     def load(self) -> Profile:
         if isinstance(self.profile, Profile):
@@ -128,32 +135,26 @@ def _uid(ds, keyword: str) -> str:
     return value
 
 
-def _pixel_stage(source, header: HeaderResult, profile: Profile, faces: str) -> PixelStatus | None:
-    """Decode -> faces -> encode -> keypoints: not integrated yet (see the module doc).
-
-    Returns what was done to the pixels (None: untouched), or raises PixelStageError when
-    the instance needs pixel work this build cannot do.
-    """
+def _needs_faces(source, header: HeaderResult, profile: Profile, faces: str) -> bool:
+    """Whether the face stage must run; PixelStageError when the pixel work asked for
+    cannot be done by this build."""
     if not has_pixels(source):
-        return None
+        return False
     if "clean-pixel-data" in profile.options:
         raise PixelStageError(
             "the profile asks for clean-pixel-data, but burned-in annotation removal is not "
             "available in this build"
         )
-    if header.may_show_face:
+    if not header.may_show_face:
+        return False
+    if faces == "none":
         if "clean-recognizable-visual-features" in profile.options:
             raise PixelStageError(
-                "the profile asks for clean-recognizable-visual-features, but the face stage "
-                "is not available in this build"
+                "the profile asks for clean-recognizable-visual-features, but face method "
+                "'none' was chosen"
             )
-        if faces != "none":
-            raise PixelStageError(
-                f"the pixels may show a face and face method {faces!r} was asked for, but the "
-                "face stage is not available in this build; use --faces none for header-only "
-                "de-identification (the output then does not claim the face was removed)"
-            )
-    return None
+        return False
+    return True
 
 
 def _report(header: HeaderResult, profile: Profile, faces: str, pixels: PixelStatus | None,
@@ -185,11 +186,21 @@ def _report(header: HeaderResult, profile: Profile, faces: str, pixels: PixelSta
     }
 
 
-def process_instance(path: Path, output_dir: Path, profile: Profile, faces: str,
-                     key: SiteKey, *, durable: bool = True) -> tuple[Path, Path]:
-    """De-identify one file into output_dir; returns (dcm path, report path).
+@dataclass
+class InstanceOutput:
+    """What one input became: its files (the instance, maybe a keypoint SR) and its report."""
 
-    Raises InputError, DeidentificationError or PixelStageError (messages without PHI).
+    files: list[Path]
+    report: Path
+
+
+def process_instance(path: Path, output_dir: Path, profile: Profile, faces: str,
+                     key: SiteKey, *, durable: bool = True,
+                     keypoints_csv: bool = False) -> InstanceOutput:
+    """De-identify one file into output_dir.
+
+    Raises InputError, DeidentificationError, PixelStageError or VideoError (messages
+    without PHI). On any error nothing of this instance is left in output_dir.
     """
     with warnings.catch_warnings():
         # pydicom's warnings quote element values (PHI); they are not shown.
@@ -199,16 +210,67 @@ def process_instance(path: Path, output_dir: Path, profile: Profile, faces: str,
         out = header.dataset
         study, series, sop = (_uid(out, k) for k in
                               ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
-        # ---- pixel stage: decode -> faces -> encode -> keypoints slot in here ----
-        pixels = _pixel_stage(source, header, profile, faces)
-        if pixels is not None:
-            mark_pixels(out, profile, pixels)
-        target = output_dir / study / series / f"{sop}.dcm"
-        report_path = target.with_suffix(".json")
-        report = _report(header, profile, faces, pixels, out, target.name, has_pixels(source))
-        write_atomic(out, target, durable=durable)
+        source_has_pixels = has_pixels(source)
+        if not _needs_faces(source, header, profile, faces):
+            target = output_dir / study / series / f"{sop}.dcm"
+            report = _report(header, profile, faces, None, out, target.name, source_has_pixels)
+            write_atomic(out, target, durable=durable)
+            files = [target]
+        else:
+            files, report = _process_faces(path, source, header, profile, faces, key,
+                                           output_dir, study, series, durable, keypoints_csv)
+            target = files[0]
+        del source
+    report_path = target.with_suffix(".json")
     write_atomic((json.dumps(report, indent=2) + "\n").encode(), report_path, durable=durable)
-    return target, report_path
+    return InstanceOutput(files, report_path)
+
+
+def _process_faces(path: Path, source, header: HeaderResult, profile: Profile, faces: str,
+                   key: SiteKey, output_dir: Path, study: str, series: str, durable: bool,
+                   keypoints_csv: bool) -> tuple[list[Path], dict]:
+    from dicom_deid.pixel_stage import clean_faces
+
+    original_study = str(source.StudyInstanceUID)
+    original_sop = str(source.SOPInstanceUID)
+    # The re-encoded instance gets its own keyed UID: its pixels differ from the source's.
+    new_sop = key.uid("reencoded:" + original_sop)
+    target = output_dir / study / series / f"{new_sop}.dcm"
+    written: list[Path] = []
+    try:
+        outcome = clean_faces(path, header.dataset, original_study, original_sop, profile,
+                              faces, key, target, durable=durable)
+        written.append(target)
+        out = header.dataset.copy()
+        out.SOPInstanceUID = outcome.sop_instance_uid
+        mark_pixels(out, profile, outcome.status)
+        report = _report(header, profile, faces, outcome.status, out, target.name, True)
+        report.update(outcome.report)
+        if outcome.sr is not None:
+            sr = outcome.sr
+            sr_path = output_dir / study / str(sr.SeriesInstanceUID) / f"{sr.SOPInstanceUID}.dcm"
+            write_atomic(sr, sr_path, durable=durable)
+            written.append(sr_path)
+            report["keypoint_sr"] = {
+                "file": f"{sr.SeriesInstanceUID}/{sr_path.name}",
+                "series_instance_uid": str(sr.SeriesInstanceUID),
+                "sop_instance_uid": str(sr.SOPInstanceUID),
+                "bytes": sr_path.stat().st_size,
+                "frame_step": profile.keypoint_frame_step,
+            }
+        if keypoints_csv and outcome.keypoints is not None:
+            from dicom_deid.keypoints import write_keypoints_csv
+
+            csv_path = target.with_suffix(".keypoints.csv")
+            write_keypoints_csv(csv_path, outcome.keypoints)
+            report["keypoints_csv"] = csv_path.name
+    except BaseException:
+        # Never leave a video without its SR, or an SR without its video.
+        for done in written:
+            done.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
+        raise
+    return written, report
 
 
 # ------------------------------------------------------------------------ quarantine
@@ -259,19 +321,19 @@ def process_study(files: Iterable[Path | str], output_dir: Path | str, options: 
     for raw in files:
         path = Path(raw)
         try:
-            target, report = process_instance(path, output_dir, profile, faces, key,
-                                              durable=options.durable)
-        except (InputError, DeidentificationError, PixelStageError) as exc:
+            done = process_instance(path, output_dir, profile, faces, key,
+                                    durable=options.durable, keypoints_csv=options.keypoints_csv)
+        except (InputError, DeidentificationError, PixelStageError, VideoError) as exc:
             reason = str(exc)
         except Exception as exc:  # noqa: BLE001 (one bad instance must not stop the study)
             # The message of an unexpected error may quote a value: only its type is kept.
             reason = f"unexpected error ({type(exc).__name__}) while de-identifying"
             LOG.debug("unexpected %s for %s", type(exc).__name__, path.name)
         else:
-            seen[target] += 1
-            if seen[target] == 1:
-                result.outputs.append(target)
-                result.reports.append(report)
+            seen[done.files[0]] += 1
+            if seen[done.files[0]] == 1:
+                result.outputs.extend(done.files)
+                result.reports.append(done.report)
             else:
                 result.duplicates += 1
             if progress:

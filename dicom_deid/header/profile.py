@@ -7,6 +7,9 @@ A profile is a YAML file (the shipped ones are in profiles/):
     base: basic                      # optional: a shipped profile name or a path to start from
     options: [retain-patient-characteristics, clean-descriptors]
     faces: swap                      # default face method: swap|mask3d|blur|pixelate|blackout|none
+    face_shape: 0.0                  # swap only: 0 keeps the patient's geometry, 1 the mean shape
+    keypoints: true                  # measure keypoints and write them as an SR beside face video
+    keypoint_frame_step: 1           # SR holds every Nth frame (1: every frame)
     pseudonyms: true                 # PatientID / PatientName -> keyed pseudonyms
     pseudonym_lookup: lookup.csv     # CSV original_patient_id,patient_id[,patient_name]
     pseudonym_lookup_required: false  # true: a patient missing from the CSV fails the instance
@@ -45,7 +48,8 @@ OVERRIDE_ACTIONS = {
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
 PROFILE_KEYS = {
-    "profile", "description", "base", "options", "faces", "pseudonyms", "pseudonym_lookup",
+    "profile", "description", "base", "options", "faces", "face_shape", "keypoints",
+    "keypoint_frame_step", "pseudonyms", "pseudonym_lookup",
     "pseudonym_lookup_required", "date_shift_days", "safe_private", "clean_terms", "overrides",
 }
 
@@ -91,6 +95,9 @@ class Profile:
     group_rules: dict[str, Rule]          # '50xxxxxx', '60xx3000', '60xx4000', 'private'
     table: AnnexTable
     overridden: dict[int, Rule] = field(default_factory=dict)
+    face_shape: float = 0.0
+    keypoints: bool = True
+    keypoint_frame_step: int = 1
     _resolved: dict[str, tuple[dict[int, str], dict]] = field(default_factory=dict, repr=False)
 
     @property
@@ -283,6 +290,9 @@ class _Spec:
     description: str = ""
     options: list[str] = field(default_factory=list)
     faces: str = "none"
+    face_shape: float = 0.0
+    keypoints: bool = True
+    keypoint_frame_step: int = 1
     pseudonyms: bool = False
     lookup: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     lookup_required: bool = False
@@ -315,6 +325,23 @@ def _read_spec(path: Path, depth: int = 0) -> _Spec:
         if faces not in FACE_METHODS:
             raise ProfileError(f"{path}: faces must be one of {', '.join(FACE_METHODS)}, not {faces!r}")
         spec.faces = faces
+    if "face_shape" in data:
+        try:
+            shape = float(data["face_shape"])
+        except (TypeError, ValueError) as exc:
+            raise ProfileError(f"{path}: face_shape must be a number within 0..1") from exc
+        if not 0.0 <= shape <= 1.0:
+            raise ProfileError(f"{path}: face_shape must be within 0..1, not {shape}")
+        spec.face_shape = shape
+    if "keypoints" in data:
+        if not isinstance(data["keypoints"], bool):
+            raise ProfileError(f"{path}: keypoints must be true or false")
+        spec.keypoints = data["keypoints"]
+    if "keypoint_frame_step" in data:
+        step = data["keypoint_frame_step"]
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise ProfileError(f"{path}: keypoint_frame_step must be a whole number >= 1, not {step!r}")
+        spec.keypoint_frame_step = step
     if "pseudonyms" in data:
         if not isinstance(data["pseudonyms"], bool):
             raise ProfileError(f"{path}: pseudonyms must be true or false")
@@ -398,6 +425,9 @@ def build_profile(spec_path: Path | None, options: tuple[str, ...] = ()) -> Prof
         group_rules=group_rules,
         table=table,
         overridden=dict(spec.overrides),
+        face_shape=spec.face_shape,
+        keypoints=spec.keypoints,
+        keypoint_frame_step=spec.keypoint_frame_step,
     )
 
 
