@@ -1,7 +1,8 @@
 """`dicom-deid deidentify INPUT... --output DIR`: de-identify files or folders of DICOM.
 
 Writes DIR/<StudyUID>/<SeriesUID>/<SOPUID>.dcm (new UIDs) with a PHI-free <SOPUID>.json
-report beside each; an input that fails is copied to the quarantine folder (default
+report beside each; instances that may show a face get the face method (default: the
+profile's) and, beside them in their own series, a keypoint Structured Report; an input that fails is copied to the quarantine folder (default
 DIR/quarantine) with a .reason.txt, named on stderr with its reason, and makes the exit
 status 1. Nothing the inputs contain is printed: only file names, counts and reasons.
 """
@@ -36,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--faces", choices=FACE_METHODS, default=None, metavar="METHOD",
                         help="face method for pixels that may show a face "
                              f"({'|'.join(FACE_METHODS)}; default: the profile's)")
+    parser.add_argument("--keypoints-csv", action="store_true",
+                        help="also write the keypoints measured on the original frames as a "
+                             "tidy CSV (frame, set, point, x, y, ...) beside each face video")
     parser.add_argument("--key-file", type=Path, default=None, metavar="PATH",
                         help="site key file (default: created on first use in the per-user "
                              "state folder)")
@@ -116,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     # Never take this run's (or an earlier run's) outputs as inputs.
     skip = (output.resolve(), quarantine_dir.resolve())
     files = [f for f in files if not any(f.resolve().is_relative_to(s) for s in skip)]
-    options = StudyOptions(profile=profile, faces=args.faces, durable=False)
+    options = StudyOptions(profile=profile, faces=args.faces, durable=False,
+                           keypoints_csv=args.keypoints_csv)
     try:
         faces = options.face_method(profile)
     except ValueError as exc:
