@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from dicom_deid.faces.files import kind_of, process_dicom, process_image, process_video
     from dicom_deid.faces.media import MediaError
     from dicom_deid.header.keys import KeyFileError, load_key
+    from dicom_deid.video import VideoError
 
     if not 0.0 <= args.shape <= 1.0:
         print(f"dicom-deid faces: --shape must be within 0..1, got {args.shape}", file=sys.stderr)
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 close_bars()
             seconds = time.monotonic() - start
-        except (MediaError, MethodUnavailableError, KeyFileError, OSError, ValueError) as exc:
+        except (MediaError, VideoError, MethodUnavailableError, KeyFileError, OSError, ValueError) as exc:
             message = str(exc)
             failures.append(message if message.startswith(name) else f"{name}: {message}")
             continue

@@ -98,8 +98,8 @@ def process_dicom(src: Path, dst: Path, make: ReplacerFactory, key, progress: Pr
         raise MediaError(f"{src}: StudyInstanceUID or SOPInstanceUID missing")
     with open_frames(src) as reader:
         info = reader.info
-        fps = float(getattr(info, "fps", 0.0) or 25.0)
-        tick = progress(getattr(info, "frames", None)) if progress else (lambda: None)
+        fps = float(info.fps or 25.0)
+        tick = progress(info.frames) if progress else (lambda: None)
         replacer = make(fps, study)
         try:
             def frames():
@@ -115,6 +115,7 @@ def process_dicom(src: Path, dst: Path, make: ReplacerFactory, key, progress: Pr
                 transfer_syntax="same",
                 sop_instance_uid=key.uid("reencoded:" + sop),
                 source=(str(header.SOPClassUID), sop),
+                pixels_changed=True,
             )
         finally:
             report = replacer.close()

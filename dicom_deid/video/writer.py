@@ -243,7 +243,7 @@ def write_frames(
         pixel_bytes=pixel.nbytes, fragments=len(pixel.segments), audio=pixel.audio,
         notes=notes + pixel.notes,
     )
-    log.info(
+    log.debug(
         "wrote %s: %s, %d frames %dx%d%s", out_path.name, syntax_name(pixel.syntax), pixel.frames,
         pixel.columns, pixel.rows, f" ({pixel.reason})" if pixel.reason else "",
     )
