@@ -166,6 +166,10 @@ class Orthanc:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
             return json.loads(r.read())
 
+    def text(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
+            return r.read().decode()
+
     def instances(self) -> list[str]:
         return self.get("/instances")
 
