@@ -1,0 +1,259 @@
+"""The keypoint Structured Report: a highdicom Comprehensive SR beside the de-identified video.
+
+    sr = build_keypoint_sr(video_ds, keypoints, metrics, series_uid=..., sop_uid=..., frame_step=1)
+    frames = read_keypoint_sr(sr_or_path)      # {frame number: {set: N x 2 float32}}
+
+Content tree (concepts in the private scheme 99DCMDEID, declared in the Coding Scheme
+Identification Sequence, or DCM where a code exists):
+
+    CONTAINER  Keypoint report                                   (99DCMDEID KP-REPORT)
+      CONTAINS TEXT  Algorithm Name = MediaPipe                  (DCM 111001)
+      CONTAINS TEXT  Algorithm Version = 0.10.21                 (DCM 111003)
+      CONTAINS TEXT  Keypoint coordinates = how to read the points
+      CONTAINS NUM   Frame step {frames}
+      CONTAINS CONTAINER  Keypoint invariance                    (99DCMDEID KP-INVARIANCE)
+        CONTAINS NUM  face landmark NME (%), body displacement ({pixels}, %), hand
+                      displacement ({pixels}), face detection retention (%), fallback frames,
+                      leak frames, frames compared ({frames})
+      CONTAINS CONTAINER  <set>: Body pose / Left hand / Right hand / Face mesh keypoints
+        CONTAINS TEXT  Point order = "0 nose; 1 left_eye_inner; ..."
+        CONTAINS NUM   Number of points {points}
+        CONTAINS SCOORD MULTIPOINT <set>  (column, row pairs in point order)   one per frame
+          SELECTED FROM IMAGE  Source of Measurement (DCM 121112): the video, ReferencedFrameNumber
+
+A frame without a set has no SCOORD for it: absence is "not found", never zeros.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from dicom_deid.keypoints.metrics import InvarianceMetrics
+from dicom_deid.keypoints.points import SETS, FrameKeypoints, point_order_text
+
+SCHEME = "99DCMDEID"
+SERIES_NUMBER = 9901
+MANUFACTURER = "dicom-deid"
+MEDIAPIPE_VERSION = "0.10.21"
+
+# Set name -> (code value, code meaning) in the private scheme.
+SET_CODES: dict[str, tuple[str, str]] = {
+    "pose": ("KP-POSE", "Body pose keypoints"),
+    "left_hand": ("KP-LHAND", "Left hand keypoints"),
+    "right_hand": ("KP-RHAND", "Right hand keypoints"),
+    "face": ("KP-FACE", "Face mesh keypoints"),
+}
+
+# Metric attribute -> (code value, code meaning, UCUM unit, unit meaning).
+METRIC_CODES: dict[str, tuple[str, str, str, str]] = {
+    "face_nme_percent": ("KP-FACE-NME", "Face landmark normalized mean error", "%", "%"),
+    "face_nme_max_percent": ("KP-FACE-NMEMAX", "Face landmark normalized mean error, maximum",
+                             "%", "%"),
+    "face_retention_percent": ("KP-FACE-RETAIN", "Face detection retention", "%", "%"),
+    "body_displacement_px": ("KP-BODY-DISP", "Body keypoint mean displacement",
+                             "{pixels}", "pixels"),
+    "body_displacement_percent": ("KP-BODY-DISPN",
+                                  "Body keypoint mean displacement, percent of frame diagonal",
+                                  "%", "%"),
+    "hand_displacement_px": ("KP-HAND-DISP", "Hand keypoint mean displacement",
+                             "{pixels}", "pixels"),
+    "fallback_frames": ("KP-FALLBACK", "Fallback frames", "{frames}", "frames"),
+    "leak_frames": ("KP-LEAK", "Leak frames", "{frames}", "frames"),
+    "frames": ("KP-FRAMES", "Frames compared", "{frames}", "frames"),
+    "face_frames_original": ("KP-FACE-FRAMES", "Frames with a face in the original",
+                             "{frames}", "frames"),
+}
+
+COORDINATES_TEXT = (
+    "Each SCOORD MULTIPOINT holds one keypoint set of one frame of the referenced video, "
+    "measured on the original frame before face replacement, as (column, row) pixel pairs in "
+    "the set's point order, origin at the top-left corner of the top-left pixel. A set not "
+    "found in a frame has no SCOORD for that frame. Pose points outside the frame are MediaPipe's "
+    "estimates of hidden body parts and may lie outside the image. Depth (z) and pose visibility "
+    "are not in this report; they are in the keypoint CSV."
+)
+
+
+class KeypointSRError(ValueError):
+    """The keypoint SR cannot be built or read; the message carries no PHI."""
+
+
+def _code(value: str, meaning: str, scheme: str = SCHEME) -> Any:
+    from highdicom.sr import CodedConcept
+
+    return CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
+
+
+def _unit(ucum: str, meaning: str) -> Any:
+    return _code(ucum, meaning, "UCUM")
+
+
+def _evidence(video_ds: Dataset) -> Dataset:
+    for attr in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        if not str(video_ds.get(attr, "") or ""):
+            raise KeypointSRError(f"the video dataset has no {attr}")
+    # A new dataset over the same elements: the caller's dataset is never modified (pydicom's
+    # Dataset.copy() shares the element dict), and pixel data is left behind.
+    ev = Dataset()
+    for elem in video_ds:
+        if elem.tag != 0x7FE00010:
+            ev.add(elem)
+    # highdicom reads these unconditionally; a de-identified header may have removed them.
+    for attr in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex",
+                 "AccessionNumber", "StudyID", "StudyDate", "StudyTime"):
+        if attr not in ev:
+            setattr(ev, attr, None)
+    return ev
+
+
+def _frame_count(video_ds: Dataset) -> int | None:
+    try:
+        return int(video_ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        return None
+
+
+def build_keypoint_sr(video_ds: Dataset, keypoints: Sequence[FrameKeypoints],
+                      metrics: InvarianceMetrics | None, *, series_uid: str, sop_uid: str,
+                      frame_step: int = 1, series_number: int = SERIES_NUMBER,
+                      instance_number: int = 1) -> Dataset:
+    """A Comprehensive SR (highdicom) of the keypoints of every `frame_step`-th frame.
+
+    video_ds: the de-identified video (header only is enough); the SR takes its patient and
+    study attributes and references it by SOP Class/Instance UID and frame number (keypoints[i]
+    is frame i + 1). metrics: the invariance check, or None to leave it out.
+    """
+    import highdicom as hd
+    from highdicom.sr import (
+        CodedConcept,
+        ContainerContentItem,
+        ContentSequence,
+        ImageContentItem,
+        NumContentItem,
+        RelationshipTypeValues,
+        ScoordContentItem,
+        TextContentItem,
+    )
+
+    if not isinstance(frame_step, int) or isinstance(frame_step, bool) or frame_step < 1:
+        raise KeypointSRError(f"frame_step must be a whole number >= 1, got {frame_step!r}")
+    ev = _evidence(video_ds)
+    total = _frame_count(video_ds)
+    if total is not None and len(keypoints) > total:
+        raise KeypointSRError(
+            f"{len(keypoints)} frames of keypoints but the video has {total} frames")
+    contains = RelationshipTypeValues.CONTAINS
+    class_uid, instance_uid = str(ev.SOPClassUID), str(ev.SOPInstanceUID)
+    source_concept = CodedConcept("121112", "DCM", "Source of Measurement")
+
+    root = ContainerContentItem(_code("KP-REPORT", "Keypoint report"),
+                                is_content_continuous=False)
+    items = ContentSequence()
+    items.append(TextContentItem(CodedConcept("111001", "DCM", "Algorithm Name"), "MediaPipe",
+                                 relationship_type=contains))
+    items.append(TextContentItem(CodedConcept("111003", "DCM", "Algorithm Version"),
+                                 MEDIAPIPE_VERSION, relationship_type=contains))
+    items.append(TextContentItem(_code("KP-COORDS", "Keypoint coordinates"), COORDINATES_TEXT,
+                                 relationship_type=contains))
+    items.append(NumContentItem(_code("KP-STEP", "Frame step"), frame_step,
+                                _unit("{frames}", "frames"), relationship_type=contains))
+    if metrics is not None:
+        group = ContainerContentItem(_code("KP-INVARIANCE", "Keypoint invariance"),
+                                     is_content_continuous=False, relationship_type=contains)
+        values = ContentSequence()
+        for attr, (code, meaning, ucum, unit_meaning) in METRIC_CODES.items():
+            value = getattr(metrics, attr, None)
+            if value is None or (isinstance(value, float) and not np.isfinite(value)):
+                continue
+            values.append(NumContentItem(_code(code, meaning), value,
+                                         _unit(ucum, unit_meaning), relationship_type=contains))
+        group.ContentSequence = values
+        items.append(group)
+
+    chosen = range(0, len(keypoints), frame_step)
+    for set_name, count in SETS.items():
+        code, meaning = SET_CODES[set_name]
+        concept = _code(code, meaning)
+        group = ContainerContentItem(concept, is_content_continuous=False,
+                                     relationship_type=contains)
+        children = ContentSequence()
+        children.append(TextContentItem(_code("KP-ORDER", "Point order"),
+                                        point_order_text(set_name), relationship_type=contains))
+        children.append(NumContentItem(_code("KP-NPOINTS", "Number of points"), count,
+                                       _unit("{points}", "points"), relationship_type=contains))
+        for index in chosen:
+            points = keypoints[index].get(set_name)
+            if points is None:
+                continue
+            xy = np.ascontiguousarray(points[:, :2], dtype=np.float32)
+            if not np.isfinite(xy).all():
+                raise KeypointSRError(f"frame {index + 1}: {set_name} has non-finite points")
+            scoord = ScoordContentItem(concept, "MULTIPOINT", xy, relationship_type=contains)
+            scoord.ContentSequence = ContentSequence([ImageContentItem(
+                source_concept, class_uid, instance_uid, referenced_frame_numbers=index + 1,
+                relationship_type=RelationshipTypeValues.SELECTED_FROM)])
+            children.append(scoord)
+        group.ContentSequence = children
+        items.append(group)
+    root.ContentSequence = items
+
+    content_kwargs: dict[str, Any] = {}
+    if video_ds.get("ContentDate"):
+        # Keep the study's (possibly shifted) timeline rather than stamping today's date.
+        content_kwargs["content_date"] = str(video_ds.ContentDate)
+        if video_ds.get("ContentTime"):
+            content_kwargs["content_time"] = str(video_ds.ContentTime).split(".")[0]
+    sr = hd.sr.ComprehensiveSR(
+        evidence=[ev],
+        content=root,
+        series_instance_uid=series_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_uid,
+        instance_number=instance_number,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        series_description="Keypoints (MediaPipe) of the de-identified video",
+        coding_schemes=[hd.coding_schemes.CodingSchemeIdentificationItem(
+            designator=SCHEME, name="dicom-deid keypoint concepts",
+            responsible_organization="dicom-deid")],
+        **content_kwargs,
+    )
+    # The SR belongs to the de-identified study: it says so, as the video does.
+    for attr in ("PatientIdentityRemoved", "DeidentificationMethod",
+                 "DeidentificationMethodCodeSequence", "LongitudinalTemporalInformationModified"):
+        if attr in video_ds:
+            sr[attr] = video_ds[attr]
+    return sr
+
+
+def read_keypoint_sr(source: Dataset | str | Path) -> dict[int, dict[str, np.ndarray]]:
+    """The points of a keypoint SR, read through highdicom: {frame number: {set: N x 2}}.
+
+    Values are float32 exactly as stored. Raises KeypointSRError if it is not a keypoint SR.
+    """
+    from highdicom.sr import ComprehensiveSR, ScoordContentItem
+
+    ds = source if isinstance(source, Dataset) else dcmread(source)
+    sr = ComprehensiveSR.from_dataset(ds, copy=False)
+    root = sr.content
+    if not root or root[0].name.value != "KP-REPORT":
+        raise KeypointSRError("not a dicom-deid keypoint report (root concept is not KP-REPORT)")
+    by_code = {code: name for name, (code, _) in SET_CODES.items()}
+    frames: dict[int, dict[str, np.ndarray]] = {}
+    for group in root[0].ContentSequence:
+        set_name = by_code.get(group.name.value)
+        if set_name is None:
+            continue
+        for item in group.ContentSequence:
+            if not isinstance(item, ScoordContentItem):
+                continue
+            refs = item.ContentSequence[0].ReferencedSOPSequence[0]
+            frame = int(refs.ReferencedFrameNumber)
+            frames.setdefault(frame, {})[set_name] = item.value.astype(np.float32)
+    return frames

@@ -1,0 +1,118 @@
+"""KeypointExtractor on a real face (skimage's astronaut, public domain), with MediaPipe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data
+
+from dicom_deid.keypoints import KeypointExtractor, extractor
+from dicom_deid.keypoints.points import FACE_EYE_OUTER, HAND_NAMES, POSE_NAMES, FrameKeypoints
+
+CANVAS = (720, 960)
+OFFSET = (100, 200)   # row, column of the astronaut on the canvas
+
+
+def _scene() -> np.ndarray:
+    """The astronaut (a head and shoulders shot) pasted on a larger grey frame."""
+    canvas = np.full((*CANVAS, 3), 90, np.uint8)
+    face = data.astronaut()
+    r, c = OFFSET
+    canvas[r:r + face.shape[0], c:c + face.shape[1]] = face
+    return canvas
+
+
+@pytest.fixture(scope="module")
+def measured() -> tuple[list[FrameKeypoints], list[FrameKeypoints]]:
+    """Three frames of the scene, then three blank frames, through one extractor."""
+    scene = _scene()
+    blank = np.full_like(scene, 90)
+    with KeypointExtractor(face=True, fps=25.0) as ex:
+        seen = [ex.extract(scene) for _ in range(3)]
+        empty = [ex.extract(blank) for _ in range(3)]
+    return seen, empty
+
+
+def test_point_orders_match_mediapipe() -> None:
+    from mediapipe.python.solutions.hands import HandLandmark
+    from mediapipe.python.solutions.pose import PoseLandmark
+
+    assert tuple(p.name.lower() for p in sorted(PoseLandmark, key=int)) == POSE_NAMES
+    assert tuple(p.name.lower() for p in sorted(HandLandmark, key=int)) == HAND_NAMES
+
+
+def test_face_and_pose_on_the_astronaut(measured) -> None:
+    seen, _ = measured
+    for kp in seen:
+        assert (kp.width, kp.height) == (CANVAS[1], CANVAS[0])
+        assert kp.face is not None and kp.face.shape == (478, 3) and kp.face.dtype == np.float32
+        assert kp.pose is not None and kp.pose.shape == (33, 3)
+        assert kp.pose_visibility is not None and kp.pose_visibility[0] > 0.9
+    kp = seen[-1]
+    r, c = OFFSET
+    # The face lies within the pasted picture, around where the astronaut's face is
+    # (columns 150-300, rows 50-220 of the 512 x 512 picture).
+    x0, y0 = kp.face[:, :2].min(axis=0) - (c, r)
+    x1, y1 = kp.face[:, :2].max(axis=0) - (c, r)
+    assert 120 < x0 < x1 < 330 and 20 < y0 < y1 < 250
+    iod = np.linalg.norm(kp.face[FACE_EYE_OUTER[0], :2] - kp.face[FACE_EYE_OUTER[1], :2])
+    assert 40 < iod < 90
+    # Two independent models agree: the pose's nose is at the face mesh's nose tip (1).
+    assert np.linalg.norm(kp.pose[0, :2] - kp.face[1, :2]) < 0.25 * iod
+    # The subject's left eye is on the right of the picture (the subject faces the camera).
+    assert kp.pose[POSE_NAMES.index("left_eye"), 0] > kp.pose[POSE_NAMES.index("right_eye"), 0]
+
+
+def test_nothing_is_found_in_blank_frames(measured) -> None:
+    _, empty = measured
+    # The face tracker holds a lost face for a moment (it covers it); keypoints never
+    # report a face without landmarks, and pose and hands go at once.
+    for kp in empty:
+        assert kp.face is None and kp.left_hand is None and kp.right_hand is None
+    assert empty[-1].pose is None
+
+
+def test_face_landmarks_given_by_the_caller_are_used() -> None:
+    scene = _scene()
+    small = np.zeros((478, 3)) + [10, 10, 0]
+    small[:5, :2] = [[0, 0], [20, 0], [0, 20], [20, 20], [5, 5]]
+    large = small * [4, 4, 1]
+    with KeypointExtractor(face=True, pose=False, hands=False) as ex:
+        kp = ex.extract(scene, face_landmarks=[small, large])
+        assert np.array_equal(kp.face, large.astype(np.float32)), "the largest face is kept"
+        assert ex.extract(scene, face_landmarks=small).face.shape == (478, 3)
+        assert ex.extract(scene, face_landmarks=[]).face is None
+        assert ex._tracker is None, "the face was not measured a second time"
+        with pytest.raises(ValueError, match="478 x 3"):
+            ex.extract(scene, face_landmarks=[np.zeros((468, 3))])
+        with pytest.raises(ValueError, match="uint8 RGB"):
+            ex.extract(scene[..., 0])
+    with pytest.raises(RuntimeError, match="closed"):
+        ex.extract(scene)
+
+
+def test_face_false_skips_the_face() -> None:
+    with KeypointExtractor(face=False, pose=False, hands=False) as ex:
+        kp = ex.extract(_scene(), face_landmarks=np.zeros((478, 3)))
+    assert kp.present() == []
+
+
+def test_hands_are_told_apart_by_the_pose_wrists() -> None:
+    pose = np.zeros((33, 3), np.float32)
+    pose[15, :2] = (300, 200)      # subject's left wrist: on the right of the picture
+    pose[16, :2] = (100, 200)
+    vis = np.ones(33, np.float32)
+    kp = FrameKeypoints(400, 400, pose=pose, pose_visibility=vis)
+    near_left = np.zeros((21, 3), np.float32) + [310, 210, 0]
+    near_right = np.zeros((21, 3), np.float32) + [90, 190, 0]
+    sides = extractor.KeypointExtractor._sides
+    left, right = sides(None, [near_right, near_left], ["Left", "Left"], kp)
+    assert left is near_left and right is near_right
+    left, right = sides(None, [near_right], ["Right"], kp)
+    assert left is None and right is near_right
+    # Without a pose, MediaPipe's mirrored label decides: "Left" is the subject's right hand.
+    bare = FrameKeypoints(400, 400)
+    left, right = sides(None, [near_left, near_right], ["Left", "Right"], bare)
+    assert right is near_left and left is near_right
+    left, right = sides(None, [near_left, near_right], ["Left", "Left"], bare)
+    assert right is near_left and left is near_right
