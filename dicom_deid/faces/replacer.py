@@ -10,6 +10,7 @@ knowingly: a renderer that raises or leaves its region unchanged is replaced by 
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -42,6 +43,16 @@ MAX_LEAK_EVENTS = 1000
 
 class Renderer(Protocol):
     def render(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray: ...
+
+
+def _takes_track_id(renderer: Renderer | None) -> bool:
+    """Whether the renderer keeps per-track state (mask3d's neutral face) and so wants the id."""
+    if renderer is None:
+        return False
+    try:
+        return "track_id" in inspect.signature(renderer.render).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class MethodUnavailableError(RuntimeError):
@@ -163,6 +174,7 @@ class FaceReplacer:
         # there (on the input), so it is built even when the output check is switched off.
         checker = LeakChecker(max_side=leak_max_side, threshold=leak_threshold)
         self.leak_checker = checker if leak_check else None
+        self._pass_track_id = _takes_track_id(self.renderer)
         config = tracker_config or TrackerConfig(
             max_faces=max_faces, detect_interval=detect_interval, hold_s=hold_s
         )
@@ -198,7 +210,7 @@ class FaceReplacer:
         for face in tracked:
             if face.status != TRACKED:
                 continue
-            ok = self._render(out, rgb, face.landmarks, covered)
+            ok = self._render(out, rgb, face.landmarks, covered, face.track_id)
             if not ok:
                 self._cover(out, face.cover, covered, face_height(face.landmarks))
             fallback |= not ok
@@ -264,7 +276,7 @@ class FaceReplacer:
     # -- internals ---------------------------------------------------------------------------
 
     def _render(self, out: np.ndarray, original: np.ndarray, landmarks: np.ndarray,
-                covered: np.ndarray) -> bool:
+                covered: np.ndarray, track_id: int = 0) -> bool:
         """Render one tracked face into out; False when the method did not replace it."""
         if self.renderer is None:
             poly = region_polygon(landmarks, forehead=BASELINE_FOREHEAD, margin=BASELINE_MARGIN)
@@ -273,7 +285,10 @@ class FaceReplacer:
             np.maximum(covered, mask, out=covered)
             return True
         try:
-            rendered = self.renderer.render(out, landmarks)
+            if self._pass_track_id:
+                rendered = self.renderer.render(out, landmarks, track_id=track_id)
+            else:
+                rendered = self.renderer.render(out, landmarks)
         except Exception as exc:  # any renderer failure must end in a cover, not a pass-through
             self.report.renderer_failures += 1
             log.warning("renderer %s failed (%s); face covered by %s", self.method,

@@ -1,0 +1,230 @@
+"""Digital mask: an identity-free 3D face driven by the patient's pose, expression, eyelids and
+gaze, rendered over the patient's face.
+
+Per frame and track:
+
+1. Pose: a 3D similarity fit of the model's mean shape to the patient's landmarks, on the points
+   that expressions barely move (``rigid_index`` in the donor model).
+2. Expression, separated from identity: the patient's landmarks are taken into the canonical
+   frame; a per-track neutral estimate (the running median over recent frames) is subtracted
+   and the remaining deltas are added to the mean shape. The patient's own face shape cancels.
+   Eye openness is transferred as a ratio to the track's neutral openness, so a blink closes
+   the mask's eyes fully whatever the patient's eye size; each iris keeps its offset within its
+   eye (gaze).
+3. The mask is posed back into the frame, scaled up just enough (smoothly, per track) that it
+   covers the patient's whole face hull, and rendered with the model's mean texture (an average
+   of all training identities), Lambert shading from the pose, the frame's exposure, painted
+   eyeballs and mouth cavity.
+
+The mask keeps no patient pixel inside the covered region; colour comes from the mean texture
+and only the lightness level is taken from the frame.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from dicom_deid.faces import mesh, render_mesh
+from dicom_deid.faces.donors import load_model
+from dicom_deid.faces.swap import RASTER_IOD, check_inputs
+
+_EYES = ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER, mesh.RIGHT_IRIS, (33, 133)),
+         (mesh.LEFT_EYE_UPPER, mesh.LEFT_EYE_LOWER, mesh.LEFT_IRIS, (263, 362)))
+
+
+@dataclass
+class _Track:
+    history: collections.deque = field(default_factory=lambda: collections.deque(maxlen=150))
+    neutral: np.ndarray | None = None
+    frames: int = 0
+    cover_scale: float = 1.0
+
+
+class Mask3DRenderer:
+    """Renders the digital mask; keeps a neutral-shape estimate per track id."""
+
+    def __init__(self, *, model_path: str | None = None, history: int = 150,
+                 refresh: int = 5, max_tracks: int = 64, feather: float = 0.12) -> None:
+        self.model = load_model(model_path)
+        self.canonical = self.model.canonical.astype(np.float64)
+        rigid = self.model.rigid_index
+        self.rigid = np.arange(mesh.MESH_POINTS) if rigid is None else rigid
+        layout = self.model.layout
+        self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
+        self.texture = np.ascontiguousarray(self.model.mean().texture, dtype=np.float32)
+        self.iris_rgb = np.array([78, 58, 44], np.float32)
+        self.history = history
+        self.refresh = refresh
+        self.max_tracks = max_tracks
+        self.feather = feather
+        self._tracks: collections.OrderedDict[int, _Track] = collections.OrderedDict()
+        self._skin_tris = self.tris[self.parts == mesh.PART_SKIN]
+
+    def reset(self, track_id: int | None = None) -> None:
+        """Forget the neutral estimate of one track (or of all)."""
+        if track_id is None:
+            self._tracks.clear()
+        else:
+            self._tracks.pop(track_id, None)
+
+    def _track(self, track_id: int) -> _Track:
+        track = self._tracks.get(track_id)
+        if track is None:
+            track = _Track(collections.deque(maxlen=self.history))
+            self._tracks[track_id] = track
+            while len(self._tracks) > self.max_tracks:
+                self._tracks.popitem(last=False)
+        else:
+            self._tracks.move_to_end(track_id)
+        return track
+
+    def mask_geometry(self, landmarks: np.ndarray, track_id: int = 0) -> np.ndarray:
+        """The mask's 478 points in frame pixels for these landmarks (updates the track)."""
+        lm = landmarks.astype(np.float64)
+        pose = mesh.fit_similarity(self.canonical[self.rigid], lm[self.rigid])
+        patient = pose.inverse_apply(lm)
+        track = self._track(track_id)
+        track.history.append(patient.astype(np.float32))
+        if track.neutral is None or track.frames % self.refresh == 0:
+            track.neutral = np.median(np.stack(track.history), axis=0).astype(np.float64)
+        track.frames += 1
+        shape = self.canonical + (patient - track.neutral)
+        self._transfer_eyes(shape, patient, track.neutral)
+        self._keep_mouth_closed_order(shape)
+        return pose.apply(shape)
+
+    def _transfer_eyes(self, shape: np.ndarray, patient: np.ndarray,
+                       neutral: np.ndarray) -> None:
+        mean = self.canonical
+        for upper, lower, iris, corners in _EYES:
+            up, lo = list(upper[1:-1]), list(lower[1:-1])
+            open_now = np.linalg.norm(patient[lo, :2] - patient[up, :2], axis=1)
+            open_neutral = np.linalg.norm(neutral[lo, :2] - neutral[up, :2], axis=1)
+            ratio = float(np.clip(open_now.sum() / max(open_neutral.sum(), 1e-6), 0.0, 1.6))
+            mid = (shape[up] + shape[lo]) / 2
+            half = (mean[lo] - mean[up]) / 2 * ratio
+            shape[up] = mid - half
+            shape[lo] = mid + half
+            # Gaze: the iris keeps its place within the eye, measured between the eye corners.
+            a, b = corners
+            p_centre = (patient[a] + patient[b]) / 2
+            p_width = max(np.linalg.norm(patient[a, :2] - patient[b, :2]), 1e-6)
+            m_centre = (shape[a] + shape[b]) / 2
+            m_width = np.linalg.norm(shape[a, :2] - shape[b, :2])
+            offset = (patient[list(iris)] - p_centre) * (m_width / p_width)
+            iris_shape = mean[list(iris)] - (mean[a] + mean[b]) / 2
+            # Iris size stays the mean's; only the centre moves with the patient's gaze.
+            shape[list(iris)] = m_centre + offset[0] + (iris_shape - iris_shape[0])
+
+    @staticmethod
+    def _keep_mouth_closed_order(shape: np.ndarray) -> None:
+        up = list(mesh.INNER_LIPS_UPPER[1:-1])
+        lo = list(mesh.INNER_LIPS_LOWER[1:-1])
+        crossed = shape[lo, 1] < shape[up, 1]
+        if crossed.any():
+            mid = (shape[lo, 1] + shape[up, 1]) / 2
+            shape[np.array(up)[crossed], 1] = mid[crossed]
+            shape[np.array(lo)[crossed], 1] = mid[crossed]
+
+    def render(self, rgb: np.ndarray, landmarks: np.ndarray, track_id: int = 0) -> np.ndarray:
+        """A new frame with the face of ``landmarks`` covered by the mask."""
+        lm = check_inputs(rgb, landmarks)
+        geo = self.mask_geometry(lm, track_id)
+        track = self._tracks[track_id]
+        track.cover_scale = _cover_scale(geo, lm, track.cover_scale)
+        centre = geo[: mesh.MESH_POINTS].mean(axis=0)
+        geo = (centre + (geo - centre) * track.cover_scale).astype(np.float32)
+        iod = max(mesh.inter_ocular(geo), 4.0)
+        feather = self.feather * iod
+        roi = render_mesh.roi_around(np.concatenate([lm[:, :2], geo[:, :2]]), rgb.shape,
+                                     feather + 2)
+        out = rgb.copy()
+        if roi.empty:
+            return out
+        original = roi.of(rgb)
+        xy = geo[:, :2] - roi.offset
+        shade = self._shading(geo)
+        maps = render_mesh.mesh_maps(xy, -geo[:, 2], self.tris, self.parts, self.uv,
+                                     roi.shape, min(1.0, RASTER_IOD / iod), shade[:, None])
+        rendered = render_mesh.sample_texture(self.texture, maps)
+        rendered *= maps.extra
+        skin = np.where(maps.part == mesh.PART_SKIN, 255, 0).astype(np.uint8)
+        rendered = _match_exposure(rendered, original, skin)
+        brightness = float(np.clip(cv2.mean(rendered, mask=skin)[1] / 150.0, 0.25, 1.3)) \
+            if cv2.countNonZero(skin) else 1.0
+        for label, contour, iris in ((mesh.PART_RIGHT_EYE, mesh.RIGHT_EYE, mesh.RIGHT_IRIS),
+                                     (mesh.PART_LEFT_EYE, mesh.LEFT_EYE, mesh.LEFT_IRIS),
+                                     (mesh.PART_MOUTH, mesh.INNER_LIPS, None)):
+            sel = render_mesh.opening_mask(xy, contour, maps.part, label)
+            if sel is None:
+                continue
+            attrs = maps.attrs[sel]
+            if iris is None:
+                opening = float(np.linalg.norm(geo[13, :2] - geo[14, :2])) / iod
+                rendered[sel] = render_mesh.paint_mouth(attrs, opening, brightness)
+                continue
+            pix = np.stack([sel[1], sel[0]], axis=1).astype(np.float32)
+            centre_xy = xy[iris[0]]
+            radius = float(np.linalg.norm(xy[list(iris[1:])] - centre_xy, axis=1).mean())
+            rendered[sel] = render_mesh.paint_eye(pix, attrs, centre_xy, radius, self.iris_rgb,
+                                                  brightness)
+        cover = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape) | maps.covered
+        render_mesh.composite(out, roi, rendered, maps.covered, cover, feather)
+        return out
+
+    def _shading(self, geo: np.ndarray) -> np.ndarray:
+        """Per-vertex Lambert shading of the posed mask, light from the camera and above."""
+        p = geo[: mesh.MESH_POINTS].astype(np.float64)
+        t = self._skin_tris
+        n = np.cross(p[t[:, 1]] - p[t[:, 0]], p[t[:, 2]] - p[t[:, 0]])
+        normals = np.zeros_like(p)
+        for k in range(3):
+            np.add.at(normals, t[:, k], n)
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-9)
+        # Orient toward the camera (negative z is nearer in MediaPipe's convention).
+        if normals[:, 2].mean() > 0:
+            normals = -normals
+        light = np.array([0.0, -0.35, -1.0])
+        light /= np.linalg.norm(light)
+        lambert = np.clip(normals @ light, 0.0, 1.0)
+        shade = np.ones(mesh.LANDMARK_COUNT, np.float32)
+        shade[: mesh.MESH_POINTS] = 0.55 + 0.5 * lambert
+        return shade
+
+
+def _cover_scale(mask_xy: np.ndarray, patient_xy: np.ndarray, previous: float) -> float:
+    """How much the mask must grow about its centre to cover the patient's face hull.
+
+    Grows at once when needed, shrinks back slowly, so the mask does not pulse from frame to
+    frame.
+    """
+    m = mask_xy[: mesh.MESH_POINTS, :2].astype(np.float64)
+    c = m.mean(axis=0)
+    hull = cv2.convexHull(m.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+    edges = np.roll(hull, -1, axis=0) - hull
+    normals = np.stack([edges[:, 1], -edges[:, 0]], axis=1)
+    offset = np.einsum("ij,ij->i", normals, hull - c)
+    normals[offset < 0] *= -1
+    offset = np.abs(offset)
+    valid = offset > 1e-9
+    pts = patient_xy[: mesh.MESH_POINTS, :2].astype(np.float64) - c
+    gauge = (pts @ normals[valid].T) / offset[valid]
+    needed = float(max(1.0, gauge.max())) * 1.01
+    return max(needed, 0.97 * previous + 0.03 * needed, 1.0)
+
+
+def _match_exposure(rendered: np.ndarray, original: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """Scale the mask's lightness to the frame's: the mask keeps its own colour and contrast."""
+    if not cv2.countNonZero(skin):
+        return rendered
+    lab_r = cv2.cvtColor(np.clip(rendered, 0, 255) / 255.0, cv2.COLOR_RGB2LAB)
+    lab_o = cv2.cvtColor(original.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    mean_r = cv2.mean(lab_r[..., 0], mask=skin)[0]
+    mean_o = cv2.mean(lab_o[..., 0], mask=skin)[0]
+    lab_r[..., 0] = np.clip(lab_r[..., 0] * float(np.clip(mean_o / max(mean_r, 1.0), 0.4, 1.6)),
+                            0, 100)
+    return cv2.cvtColor(lab_r, cv2.COLOR_LAB2RGB) * 255.0

@@ -1,0 +1,294 @@
+"""Rendering shared by the swap and the digital mask: texture a mesh, paint the eye and mouth
+openings, match colour and shading to the frame, and composite with a feathered edge.
+
+Everything works inside a region of interest around the face; per-pixel work is vectorised
+(one rasterisation and one `cv2.remap` per face and frame).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from dicom_deid.faces import mesh
+
+# Per-landmark attributes interpolated inside the openings: 0 on the upper lid/lip, 1 on the
+# lower one, and how far along the opening (0 at the corners, 1 in the middle).
+_OPEN_T = np.full(mesh.LANDMARK_COUNT, 0.5, np.float32)
+_ACROSS = np.zeros(mesh.LANDMARK_COUNT, np.float32)
+for _upper, _lower in ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER),
+                       (mesh.LEFT_EYE_UPPER, mesh.LEFT_EYE_LOWER),
+                       (mesh.INNER_LIPS_UPPER, mesh.INNER_LIPS_LOWER)):
+    _n = len(_upper)
+    for _i, (_u, _l) in enumerate(zip(_upper, _lower, strict=True)):
+        _across = float(np.sin(np.pi * _i / (_n - 1)))
+        if _u == _l:
+            continue
+        _OPEN_T[_u], _OPEN_T[_l] = 0.0, 1.0
+        _ACROSS[_u] = _ACROSS[_l] = _across
+_ATTRS = np.stack([_OPEN_T, _ACROSS], axis=1)
+
+
+@dataclass(frozen=True)
+class Roi:
+    """A rectangle of the frame: rows y0:y1, columns x0:x1."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.y1 - self.y0, self.x1 - self.x0
+
+    @property
+    def empty(self) -> bool:
+        return self.x1 <= self.x0 or self.y1 <= self.y0
+
+    @property
+    def offset(self) -> np.ndarray:
+        return np.array([self.x0, self.y0], np.float32)
+
+    def of(self, image: np.ndarray) -> np.ndarray:
+        return image[self.y0:self.y1, self.x0:self.x1]
+
+
+def roi_around(points_xy: np.ndarray, frame_shape: tuple[int, ...], pad: float) -> Roi:
+    rows, cols = frame_shape[:2]
+    lo = np.floor(points_xy.min(axis=0) - pad).astype(int)
+    hi = np.ceil(points_xy.max(axis=0) + pad).astype(int) + 1
+    return Roi(max(int(lo[0]), 0), max(int(lo[1]), 0), min(int(hi[0]), cols),
+               min(int(hi[1]), rows))
+
+
+def hull_mask(points_xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 mask (255 inside) of the convex hull of points given in ROI coordinates."""
+    out = np.zeros(shape, np.uint8)
+    if len(points_xy) >= 3:
+        hull = cv2.convexHull(np.round(points_xy * 16).astype(np.int32))
+        cv2.fillConvexPoly(out, hull, 255, lineType=cv2.LINE_8, shift=4)
+    return out
+
+
+@dataclass
+class MeshMaps:
+    """Where each ROI pixel looks in the texture, per pixel of the ROI."""
+
+    map_x: np.ndarray     # (rows, cols) float32 texture column
+    map_y: np.ndarray     # (rows, cols) float32 texture row
+    attrs: np.ndarray     # (rows, cols, 2) float32 opening attributes (open_t, across)
+    part: np.ndarray      # (rows, cols) int8 part label, -1 where the mesh does not cover
+    covered: np.ndarray   # (rows, cols) uint8, 255 where the mesh covers
+    extra: np.ndarray | None = None   # (rows, cols, k) float32 caller's per-vertex values
+
+
+def mesh_maps(xy: np.ndarray, depth: np.ndarray, tris: np.ndarray, parts: np.ndarray,
+              uv: np.ndarray, shape: tuple[int, int], scale: float = 1.0,
+              extra: np.ndarray | None = None) -> MeshMaps:
+    """Rasterise the mesh into dense lookup maps for `cv2.remap`.
+
+    With ``scale`` < 1 the mesh is rasterised on a coarser grid and the maps are upsampled
+    bilinearly: a piecewise-affine warp is continuous, so this is nearly exact while the cost of
+    rasterising no longer grows with the face's size. The texture itself is still sampled at
+    full resolution. ``extra`` (V, k) per-vertex values are interpolated the same way.
+    """
+    rows, cols = shape
+    if scale < 1.0:
+        small = (max(2, int(np.ceil(rows * scale))), max(2, int(np.ceil(cols * scale))))
+        sx, sy = small[1] / cols, small[0] / rows
+        pts = (xy + 0.5) * np.array([sx, sy], np.float32) - 0.5
+    else:
+        small, pts = shape, xy
+    raster = mesh.rasterize(pts, depth, tris, small)
+    values = np.concatenate([uv, _ATTRS] + ([] if extra is None else [extra]), axis=1)
+    values = values.astype(np.float32)
+    dense = np.zeros(small + (values.shape[1],), np.float32)
+    dense[raster.ys, raster.xs] = raster.interpolate(values, tris)
+    part = np.full(small, -1, np.int8)
+    part[raster.ys, raster.xs] = parts[raster.tri]
+    covered = np.zeros(small, np.uint8)
+    covered[raster.ys, raster.xs] = 255
+    if small != shape:
+        # Extend the maps past the mesh edge first, so that bilinear upsampling never mixes a
+        # texture coordinate with an empty pixel.
+        dense = _extend(dense, covered)
+        dense = cv2.resize(dense, (cols, rows), interpolation=cv2.INTER_LINEAR)
+        part = cv2.resize(part.astype(np.uint8), (cols, rows),
+                          interpolation=cv2.INTER_NEAREST).astype(np.int8)
+        covered = cv2.resize(covered, (cols, rows), interpolation=cv2.INTER_LINEAR)
+        covered = np.where(covered >= 128, 255, 0).astype(np.uint8)
+        part[covered == 0] = -1
+    return MeshMaps(np.ascontiguousarray(dense[..., 0]), np.ascontiguousarray(dense[..., 1]),
+                    np.ascontiguousarray(dense[..., 2:4]), part, covered,
+                    None if extra is None else np.ascontiguousarray(dense[..., 4:]))
+
+
+def _extend(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Copy each known pixel's value to its unknown neighbours, two pixels deep."""
+    out = values.copy()
+    mask = known > 0
+    kernel = np.ones((3, 3), np.uint8)
+    for _ in range(2):
+        grown = cv2.dilate(mask.astype(np.uint8), kernel) > 0
+        new = grown & ~mask
+        if not new.any():
+            break
+        w = cv2.blur(mask.astype(np.float32), (3, 3))
+        v = cv2.blur(out * mask[..., None], (3, 3)) / np.maximum(w, 1e-6)[..., None]
+        out[new] = v[new]
+        mask = grown
+    return out
+
+
+def sample_texture(texture: np.ndarray, maps: MeshMaps) -> np.ndarray:
+    """The texture seen through the mesh: (rows, cols, 3) float32 (garbage where not covered)."""
+    return cv2.remap(texture, maps.map_x, maps.map_y, cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+
+
+def paint_eye(pixels_xy: np.ndarray, attrs: np.ndarray, iris_centre: np.ndarray,
+              iris_radius: float, iris_rgb: np.ndarray, brightness: float) -> np.ndarray:
+    """Colours of eye-opening pixels: sclera, iris and pupil at the given iris position.
+
+    The eyeball is synthetic (nobody's iris pattern); only the iris position and size, which
+    carry gaze, come from the landmarks.
+    """
+    r = max(float(iris_radius), 1.0)
+    d = np.linalg.norm(pixels_xy - iris_centre, axis=1) / r
+    open_t, across = attrs[:, 0], attrs[:, 1]
+    sclera = np.array([228, 222, 214], np.float32)
+    # Shadow under the upper lid and toward the corners, as a real eyeball has.
+    shade = (1.0 - 0.35 * np.clip(1.0 - open_t, 0, 1) ** 2) * (0.75 + 0.25 * np.clip(across, 0, 1))
+    colour = sclera[None, :] * shade[:, None]
+    angle = np.arctan2(pixels_xy[:, 1] - iris_centre[1], pixels_xy[:, 0] - iris_centre[0])
+    streaks = 1.0 + 0.08 * np.sin(angle * 23.0) + 0.05 * np.sin(angle * 57.0 + 1.3)
+    ring = np.where(d > 0.82, 0.6, 1.0) * np.where(d < 0.55, 0.85, 1.0)
+    iris = iris_rgb[None, :] * (streaks * ring * shade)[:, None]
+    pupil = np.array([18, 14, 14], np.float32)[None, :] * np.ones((len(d), 1), np.float32)
+    # Anti-aliased edges: blend over about one pixel.
+    a_iris = np.clip((1.0 - d) * r + 0.5, 0.0, 1.0)[:, None]
+    a_pupil = np.clip((0.4 - d) * r + 0.5, 0.0, 1.0)[:, None]
+    out = colour * (1 - a_iris) + iris * a_iris
+    out = out * (1 - a_pupil) + pupil * a_pupil
+    # Catch light, up and to one side of the pupil.
+    glint = np.linalg.norm(pixels_xy - (iris_centre + np.array([0.3, -0.3]) * r), axis=1) / r
+    a_glint = np.clip((0.14 - glint) * r + 0.5, 0.0, 1.0)[:, None] * 0.8
+    out = out * (1 - a_glint) + 245.0 * a_glint
+    return out * brightness
+
+
+def paint_mouth(attrs: np.ndarray, opening: float, brightness: float) -> np.ndarray:
+    """Colours of mouth-opening pixels: a dark oral cavity with an upper teeth row."""
+    open_t, across = attrs[:, 0], attrs[:, 1]
+    cavity = np.array([70, 28, 30], np.float32)[None, :] * (0.55 + 0.45 * open_t[:, None])
+    # Teeth show only when the mouth is open enough to see them; a fixed, generic row.
+    teeth_band = np.clip((0.38 - open_t) / 0.08, 0.0, 1.0) * np.clip((across - 0.25) / 0.2, 0, 1)
+    teeth_band *= np.clip((opening - 0.06) / 0.08, 0.0, 1.0)
+    teeth = np.array([214, 204, 188], np.float32)[None, :] * (0.8 + 0.2 * across[:, None])
+    out = cavity * (1 - teeth_band[:, None]) + teeth * teeth_band[:, None]
+    return out * brightness
+
+
+def masked_blur(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian low-pass of ``values`` over ``mask`` only (normalised convolution).
+
+    Works on a reduced copy when sigma is large: the result is smooth anyway.
+    """
+    rows, cols = mask.shape
+    factor = max(1, int(sigma // 4))
+    small_shape = (max(1, cols // factor), max(1, rows // factor))
+    m = mask.astype(np.float32)
+    v = values * (m if values.ndim == 2 else m[..., None])
+    if factor > 1:
+        v = cv2.resize(v, small_shape, interpolation=cv2.INTER_AREA)
+        m = cv2.resize(m, small_shape, interpolation=cv2.INTER_AREA)
+    s = sigma / factor
+    vb = cv2.GaussianBlur(v, (0, 0), s)
+    mb = cv2.GaussianBlur(m, (0, 0), s)
+    out = vb / np.maximum(mb, 1e-4) if vb.ndim == 2 else vb / np.maximum(mb, 1e-4)[..., None]
+    if factor > 1:
+        out = cv2.resize(out, (cols, rows), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def match_colour(rendered: np.ndarray, original: np.ndarray, region: np.ndarray,
+                 shading_sigma: float | None) -> np.ndarray:
+    """Give the rendered face the frame's colour and illumination over ``region``.
+
+    Per-channel mean and standard deviation in CIELAB, then the frame's low-frequency
+    lightness (shading) replaces the rendered one. Both in float32 LAB (L 0..100).
+    """
+    if cv2.countNonZero(region) < 16:
+        return rendered
+    src = cv2.cvtColor(np.clip(rendered, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    ref = cv2.cvtColor(original.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    mu_s, sd_s = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(src, mask=region))
+    mu_r, sd_r = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(ref, mask=region))
+    gain = np.clip((sd_r + 1e-3) / (sd_s + 1e-3), 0.5, 2.0)
+    affine = np.concatenate([np.diag(gain), (mu_r - mu_s * gain)[:, None]], axis=1)
+    out = cv2.transform(src, affine.astype(np.float32))
+    if shading_sigma:
+        low_ref = masked_blur(ref[..., 0], region, shading_sigma)
+        low_out = masked_blur(out[..., 0], region, shading_sigma)
+        ratio = np.clip((low_ref + 1.0) / (low_out + 1.0), 0.5, 2.0)
+        out[..., 0] *= ratio
+    rgb = cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
+    return cv2.multiply(rgb, (255.0, 255.0, 255.0, 0.0))
+
+
+def fill_from(image: np.ndarray, known: np.ndarray, levels: int = 5) -> np.ndarray:
+    """Extend the pixels of ``image`` under ``known`` smoothly over the rest (push-pull, at half
+    resolution: only a smooth continuation is wanted)."""
+    from dicom_deid.faces.donors import fill_outside
+
+    rows, cols = known.shape
+    if min(rows, cols) < 16:
+        return fill_outside(image, known > 0, levels)
+    half = (max(1, cols // 2), max(1, rows // 2))
+    small = cv2.resize(image, half, interpolation=cv2.INTER_AREA)
+    small_known = cv2.resize(known, half, interpolation=cv2.INTER_AREA) >= 255
+    filled = fill_outside(small, small_known, levels - 1)
+    return cv2.resize(filled, (cols, rows), interpolation=cv2.INTER_LINEAR)
+
+
+def opening_mask(xy: np.ndarray, contour: tuple[int, ...], part_map: np.ndarray,
+                 label: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Pixels (rows, cols index arrays) of one opening (eye or mouth): its contour polygon at
+    full resolution, kept only near where the depth-tested mesh shows that opening, so that a
+    far eye hidden behind the nose in a profile view stays hidden."""
+    pts = xy[list(contour)]
+    box = roi_around(pts, part_map.shape, 3)
+    if box.empty:
+        return None
+    out = np.zeros(box.shape, np.uint8)
+    poly = np.round((pts - box.offset) * 16).astype(np.int32)
+    cv2.fillPoly(out, [poly], 255, lineType=cv2.LINE_8, shift=4)
+    near = cv2.dilate((box.of(part_map) == label).astype(np.uint8), np.ones((5, 5), np.uint8))
+    ys, xs = np.nonzero(out & (near * 255))
+    if len(ys) == 0:
+        return None
+    return ys + box.y0, xs + box.x0
+
+
+def composite(frame: np.ndarray, roi: Roi, rendered: np.ndarray, rendered_mask: np.ndarray,
+              cover: np.ndarray, feather: float) -> None:
+    """Paste ``rendered`` into ``frame`` (in place) over ``cover`` at full opacity, fading out
+    over ``feather`` pixels outside it. Where ``cover`` extends beyond what was rendered, the
+    rendered face is extended smoothly so that no original pixel of the covered area survives.
+    """
+    if not cv2.countNonZero(cover):
+        return
+    dist = cv2.distanceTransform(cv2.bitwise_not(cover), cv2.DIST_L2, 3)
+    alpha = np.clip(1.0 - dist * (1.0 / max(feather, 1e-3)), 0.0, 1.0)
+    alpha[cover > 0] = 1.0
+    if cv2.countNonZero(cv2.bitwise_and(cv2.compare(alpha, 0, cv2.CMP_GT),
+                                        cv2.bitwise_not(rendered_mask))):
+        ext = fill_from(rendered, rendered_mask)
+        rendered = np.where(rendered_mask[..., None] > 0, rendered, ext)
+    target = roi.of(frame)
+    base = target.astype(np.float32)
+    blended = base + (rendered - base) * alpha[..., None]
+    target[...] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,167 @@
+"""Synthetic-identity face swap: a donor texture rendered onto the patient's own face geometry.
+
+The donor (a sample of the PCA texture model, or a site's consented photo; see donors.py) is
+warped per triangle of MediaPipe's face mesh onto the patient's 478 landmarks, so the landmarks
+stay where they were; eyelids and lips follow because the mesh does. The eye openings get a
+synthetic eyeball with the iris at the patient's iris landmarks, the mouth opening a synthetic
+cavity. Colour and low-frequency shading are matched to the frame and the edge is feathered
+outside the face hull, which is covered completely.
+
+``shape`` (0..1) blends the patient's geometry toward the model's mean shape first (similarity
+aligned per frame), trading landmark fidelity for privacy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dicom_deid.faces import mesh, render_mesh
+from dicom_deid.faces.donors import Donor, choose_donor, load_model
+
+# Rasterise the mesh on a grid where the eyes are about this many pixels apart; the dense warp
+# maps are upsampled from there (see render_mesh.mesh_maps).
+RASTER_IOD = 48.0
+
+
+def check_inputs(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Validate a frame and its landmarks; the landmarks as (478, 3) float32."""
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 \
+            or rgb.dtype != np.uint8:
+        raise ValueError(f"frame must be an HxWx3 uint8 RGB array, got "
+                         f"{getattr(rgb, 'shape', None)} {getattr(rgb, 'dtype', None)}")
+    lm = np.asarray(landmarks, dtype=np.float32)
+    if lm.ndim != 2 or lm.shape[0] != mesh.LANDMARK_COUNT or lm.shape[1] not in (2, 3):
+        raise ValueError(f"landmarks must be {mesh.LANDMARK_COUNT}x3 (face mesh with iris), "
+                         f"got {lm.shape}")
+    if not np.isfinite(lm).all():
+        raise ValueError("landmarks contain NaN or infinite values")
+    if lm.shape[1] == 2:
+        lm = np.concatenate([lm, np.zeros((len(lm), 1), np.float32)], axis=1)
+    return lm
+
+
+def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: float) -> np.ndarray:
+    """Move the face geometry ``amount`` of the way to the mean shape posed like the patient.
+
+    The mean shape is aligned to the patient's mesh points by a 3D similarity each frame, the
+    blend happens in that aligned frame, and each iris keeps its offset within its eye so that
+    gaze is still the patient's.
+    """
+    if amount <= 0.0:
+        return landmarks.copy()
+    pts = mesh.MESH_POINTS
+    sim = mesh.fit_similarity(canonical[:pts], landmarks[:pts])
+    mean_posed = sim.apply(canonical).astype(np.float32)
+    out = (1.0 - amount) * landmarks + amount * mean_posed
+    for eye, iris in ((mesh.RIGHT_EYE, mesh.RIGHT_IRIS), (mesh.LEFT_EYE, mesh.LEFT_IRIS)):
+        eye, iris = list(eye), list(iris)
+        before = landmarks[eye].mean(axis=0)
+        after = out[eye].mean(axis=0)
+        width_before = mesh.inter_ocular(landmarks) or 1.0
+        width_after = mesh.inter_ocular(out) or 1.0
+        out[iris] = after + (landmarks[iris] - before) * (width_after / width_before)
+    return out.astype(np.float32)
+
+
+class SwapRenderer:
+    """Renders one donor identity onto faces; stateless across frames.
+
+    ``eyes`` / ``mouth``: "synthetic" paints the openings (default), "patient" keeps the
+    frame's pixels there (measured alternative; the patient's iris and teeth stay visible).
+    """
+
+    def __init__(self, donor_seed: int = 0, shape: float = 0.0, *,
+                 donors_dir: Path | None = None, model_path: str | None = None,
+                 eyes: str = "synthetic", mouth: str = "synthetic",
+                 shading_sigma: float = 0.35, feather: float = 0.12) -> None:
+        if not 0.0 <= float(shape) <= 1.0:
+            raise ValueError(f"shape must be within 0..1, got {shape}")
+        if eyes not in ("synthetic", "patient") or mouth not in ("synthetic", "patient"):
+            raise ValueError("eyes and mouth must be 'synthetic' or 'patient'")
+        self.shape = float(shape)
+        self.model = load_model(model_path)
+        self.donor: Donor = choose_donor(donor_seed, donors_dir, model_path)
+        self.eyes = eyes
+        self.mouth = mouth
+        self.shading_sigma = shading_sigma   # in inter-ocular distances; 0 = no shading transfer
+        self.feather = feather               # in inter-ocular distances
+        layout = self.model.layout
+        self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
+        self.texture = np.ascontiguousarray(self.donor.texture, dtype=np.float32)
+
+    def geometry(self, landmarks: np.ndarray) -> np.ndarray:
+        """The geometry the donor is rendered on: the landmarks blended by ``shape``."""
+        return blend_toward_mean(check_landmarks(landmarks), self.model.canonical, self.shape)
+
+    def render(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """A new frame with the face of ``landmarks`` replaced by the donor."""
+        lm = check_inputs(rgb, landmarks)
+        geo = blend_toward_mean(lm, self.model.canonical, self.shape)
+        iod = max(mesh.inter_ocular(lm), 4.0)
+        feather = self.feather * iod
+        roi = render_mesh.roi_around(np.concatenate([lm[:, :2], geo[:, :2]]), rgb.shape,
+                                     feather + 2)
+        out = rgb.copy()
+        if roi.empty:
+            return out
+        original = roi.of(rgb)
+        xy = geo[:, :2] - roi.offset
+        scale = min(1.0, RASTER_IOD / iod)
+        maps = render_mesh.mesh_maps(xy, -geo[:, 2], self.tris, self.parts, self.uv,
+                                     roi.shape, scale)
+        rendered = render_mesh.sample_texture(self.texture, maps)
+        skin = np.where(maps.part == mesh.PART_SKIN, 255, 0).astype(np.uint8)
+        sigma = self.shading_sigma * iod if self.shading_sigma > 0 else None
+        rendered = render_mesh.match_colour(rendered, original, skin, sigma)
+        self._paint_openings(rendered, original, maps, xy, geo, iod, skin)
+        cover = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape)
+        if self.shape > 0:
+            cover |= render_mesh.hull_mask(xy, roi.shape)
+        cover |= maps.covered
+        render_mesh.composite(out, roi, rendered, maps.covered, cover, feather)
+        return out
+
+    def _paint_openings(self, rendered: np.ndarray, original: np.ndarray,
+                        maps: render_mesh.MeshMaps, xy: np.ndarray, geo: np.ndarray,
+                        iod: float, skin: np.ndarray) -> None:
+        brightness = _skin_brightness(rendered, skin)
+        for label, contour, iris in ((mesh.PART_RIGHT_EYE, mesh.RIGHT_EYE, mesh.RIGHT_IRIS),
+                                     (mesh.PART_LEFT_EYE, mesh.LEFT_EYE, mesh.LEFT_IRIS),
+                                     (mesh.PART_MOUTH, mesh.INNER_LIPS, None)):
+            sel = render_mesh.opening_mask(xy, contour, maps.part, label)
+            if sel is None:
+                continue
+            keep_patient = self.mouth == "patient" if iris is None else self.eyes == "patient"
+            if keep_patient:
+                rendered[sel] = original[sel]
+                continue
+            attrs = maps.attrs[sel]
+            if iris is None:
+                opening = float(np.linalg.norm(geo[13, :2] - geo[14, :2])) / iod
+                rendered[sel] = render_mesh.paint_mouth(attrs, opening, brightness)
+                continue
+            ys, xs = sel
+            pix = np.stack([xs, ys], axis=1).astype(np.float32)
+            centre = xy[iris[0]]
+            radius = float(np.linalg.norm(xy[list(iris[1:])] - centre, axis=1).mean())
+            rendered[sel] = render_mesh.paint_eye(pix, attrs, centre, radius,
+                                                  self.donor.iris_rgb, brightness)
+
+
+def check_landmarks(landmarks: np.ndarray) -> np.ndarray:
+    lm = np.asarray(landmarks, np.float32)
+    if lm.shape != (mesh.LANDMARK_COUNT, 3):
+        raise ValueError(f"landmarks must be {mesh.LANDMARK_COUNT}x3, got {lm.shape}")
+    return lm
+
+
+def _skin_brightness(rendered: np.ndarray, skin: np.ndarray) -> float:
+    """How bright the face is lit, relative to a studio-lit face, to light the painted eyes."""
+    import cv2
+
+    if not cv2.countNonZero(skin):
+        return 1.0
+    r, g, b, _ = cv2.mean(rendered, mask=skin)
+    return float(np.clip((0.299 * r + 0.587 * g + 0.114 * b) / 165.0, 0.25, 1.3))

@@ -1,0 +1,126 @@
+"""Mask3DRenderer: an identity-free mean-shape face, posed like the patient, following eyelids,
+gaze and mouth, covering the whole face hull; alone and inside FaceReplacer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dicom_deid.faces import FaceReplacer, mesh
+from dicom_deid.faces.mask3d import Mask3DRenderer
+from tests.faces import recognizer, synth
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return np.ascontiguousarray(synth.astronaut()), synth.astronaut_landmarks().astype(np.float32)
+
+
+def _canonical_residual(geometry: np.ndarray, canonical: np.ndarray) -> float:
+    """How far a posed shape is from the mean shape once pose is taken out (per eye distance)."""
+    pts = mesh.MESH_POINTS
+    fit = mesh.fit_similarity(canonical[:pts], geometry[:pts])
+    err = np.linalg.norm(fit.apply(canonical[:pts]) - geometry[:pts], axis=1).mean()
+    return float(err / mesh.inter_ocular(geometry))
+
+
+def _close_eyes(lm: np.ndarray) -> np.ndarray:
+    out = lm.copy()
+    for upper, lower in ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER),
+                         (mesh.LEFT_EYE_UPPER, mesh.LEFT_EYE_LOWER)):
+        mid = (out[list(upper)] + out[list(lower)]) / 2
+        out[list(upper)] = mid
+        out[list(lower)] = mid
+    return out
+
+
+def test_mask_covers_the_hull_and_hides_the_identity(astronaut):
+    img, lm = astronaut
+    before = img.copy()
+    out = Mask3DRenderer().render(img, lm)
+    assert np.array_equal(img, before)
+    hull = synth.hull_mask(lm, img.shape)
+    assert np.all(out[hull] == img[hull], axis=1).mean() < 0.01
+    assert np.array_equal(out[400:], img[400:])
+    centre = tuple(lm[:, :2].mean(axis=0))
+    reference = recognizer.descriptor_at(img, centre)
+    assert recognizer.best_distance(out, reference) >= recognizer.MATCH_DISTANCE
+
+
+def test_the_patients_face_shape_is_not_kept(astronaut):
+    """Two faces of different proportions get the same mask: the mean shape, posed."""
+    _, lm = astronaut
+    centre = lm[:, :2].mean(axis=0)
+    other = lm.copy()
+    other[:, 0] = centre[0] + (lm[:, 0] - centre[0]) * 1.25   # a much wider face
+    other[list(mesh.RIGHT_EYE) + list(mesh.LEFT_EYE), 1] -= 4  # eyes set higher
+    renderer = Mask3DRenderer()
+    canonical = renderer.model.canonical
+    for i, face in enumerate((lm, other)):
+        geo = renderer.mask_geometry(face, track_id=i)
+        assert _canonical_residual(face, canonical) > 0.02
+        assert _canonical_residual(geo, canonical) < 1e-3
+
+
+def test_eyelids_and_gaze_follow_the_patient(astronaut):
+    _, lm = astronaut
+    renderer = Mask3DRenderer()
+    for _ in range(5):
+        open_geo = renderer.mask_geometry(lm, track_id=7)
+    closed_geo = renderer.mask_geometry(_close_eyes(lm), track_id=7)
+    assert mesh.eye_aspect_ratio(open_geo) > 0.15
+    assert mesh.eye_aspect_ratio(closed_geo) < 0.02
+    # Gaze: shifting the patient's irises to the side shifts the mask's irises the same way.
+    iod = mesh.inter_ocular(lm)
+    looking = lm.copy()
+    for iris in (mesh.RIGHT_IRIS, mesh.LEFT_IRIS):
+        looking[list(iris), 0] += 0.05 * iod
+    look_geo = renderer.mask_geometry(looking, track_id=7)
+    for iris in (mesh.RIGHT_IRIS, mesh.LEFT_IRIS):
+        dx = look_geo[iris[0], 0] - open_geo[iris[0], 0]
+        assert dx == pytest.approx(0.05 * iod, rel=0.35)
+
+
+def test_mouth_opening_follows_the_patient(astronaut):
+    _, lm = astronaut
+    renderer = Mask3DRenderer()
+    for _ in range(5):
+        neutral = renderer.mask_geometry(lm, track_id=1)
+    opened = lm.copy()
+    iod = mesh.inter_ocular(lm)
+    opened[list(mesh.INNER_LIPS_LOWER[1:-1]), 1] += 0.15 * iod
+    geo = renderer.mask_geometry(opened, track_id=1)
+    gap_open = geo[14, 1] - geo[13, 1]
+    gap_neutral = neutral[14, 1] - neutral[13, 1]
+    assert gap_open - gap_neutral > 0.1 * iod
+
+
+def test_the_mask_follows_head_pose():
+    frames, truth = synth.sequence(2, "rotate")
+    renderer = Mask3DRenderer()
+    geos = [renderer.mask_geometry(t.astype(np.float32), track_id=0) for t in truth]
+    def angle(p):
+        v = p[263, :2] - p[33, :2]
+        return np.degrees(np.arctan2(v[1], v[0]))
+    true_turn = angle(truth[1]) - angle(truth[0])
+    assert abs(true_turn) > 40
+    assert angle(geos[1]) - angle(geos[0]) == pytest.approx(true_turn, abs=2.0)
+
+
+def test_mask3d_through_the_replacer_on_a_moving_sequence():
+    frames, truth = synth.sequence(10, "scale")
+    with FaceReplacer("mask3d", fps=25.0) as rep:
+        outs = []
+        for rgb, gt in zip(frames, truth, strict=True):
+            out = rep.process(rgb)
+            outs.append(out)
+            hull = synth.hull_mask(gt, rgb.shape)
+            assert np.all(out[hull] == rgb[hull], axis=1).mean() < 0.02
+            assert not rep.last.leak
+        report = rep.close()
+    assert report.renderer_failures == 0 and report.leaks == 0
+    assert report.fallback_frames <= 1
+    # The replacer hands the track id to the mask, which keeps its neutral estimate per track.
+    assert set(rep.renderer._tracks) == {t.track_id for t in report.tracks}
+    reference = recognizer.descriptor_at(frames[-1], tuple(truth[-1][:, :2].mean(axis=0)))
+    assert recognizer.best_distance(outs[-1], reference) >= recognizer.MATCH_DISTANCE

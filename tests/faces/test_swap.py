@@ -1,0 +1,166 @@
+"""SwapRenderer on skimage's astronaut: the face is replaced by a synthetic donor, the landmarks
+stay where they were, donors follow the seed, and the renderer works inside FaceReplacer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dicom_deid.faces import FaceReplacer, mesh
+from dicom_deid.faces.donors import load_model
+from dicom_deid.faces.swap import SwapRenderer, blend_toward_mean
+from tests.faces import recognizer, synth
+
+
+def _nme(reference: np.ndarray, other: np.ndarray) -> float:
+    """Mean landmark error in percent of the inter-ocular distance (outer eye corners)."""
+    err = np.linalg.norm(reference[:, :2] - other[:, :2], axis=1).mean()
+    return float(100.0 * err / mesh.inter_ocular(reference))
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return np.ascontiguousarray(synth.astronaut()), synth.astronaut_landmarks().astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def swapped(astronaut):
+    img, lm = astronaut
+    return {seed: SwapRenderer(donor_seed=seed).render(img, lm) for seed in (1, 2)}
+
+
+def test_swap_replaces_the_whole_hull_and_leaves_the_input_alone(astronaut, swapped):
+    img, lm = astronaut
+    before = img.copy()
+    out = swapped[1]
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert np.array_equal(img, before)
+    hull = synth.hull_mask(lm, img.shape)
+    unchanged = np.all(out[hull] == img[hull], axis=1).mean()
+    assert unchanged < 0.02
+    # Far from the face nothing moves (the feathered edge is a fraction of the eye distance).
+    assert np.array_equal(out[400:], img[400:])
+    # The change inside the hull is substantial, not a slight tint.
+    diff = np.abs(out[hull].astype(int) - img[hull].astype(int)).mean()
+    assert diff > 12
+
+
+def test_recogniser_no_longer_matches_the_swapped_astronaut(astronaut, swapped):
+    img, lm = astronaut
+    centre = tuple(lm[:, :2].mean(axis=0))
+    reference = recognizer.descriptor_at(img, centre)
+    for out in swapped.values():
+        # Still a face to dlib (utility), but not the astronaut's (privacy).
+        swapped_desc = recognizer.descriptor_at(out, centre)
+        assert np.linalg.norm(swapped_desc - reference) >= recognizer.MATCH_DISTANCE
+
+
+def test_swap_keeps_the_landmarks_at_shape_zero_and_moves_them_at_shape_one(astronaut, swapped):
+    img, lm = astronaut
+    measured = mesh.landmarks_from_image(swapped[1])
+    assert measured is not None, "MediaPipe must still find the swapped face"
+    # The detector's own noise floor on this photo is about 0.4 % (JPEG re-encode).
+    kept = _nme(lm, measured)
+    assert kept < 3.0
+    mean_shape = mesh.landmarks_from_image(SwapRenderer(donor_seed=1, shape=1.0).render(img, lm))
+    assert mean_shape is not None
+    assert _nme(lm, mean_shape) > kept + 1.0
+
+
+def test_shape_blends_the_geometry_toward_the_mean_shape(astronaut):
+    _, lm = astronaut
+    canonical = load_model().canonical
+    assert np.array_equal(blend_toward_mean(lm, canonical, 0.0), lm)
+    half = blend_toward_mean(lm, canonical, 0.5)
+    full = blend_toward_mean(lm, canonical, 1.0)
+    pts = mesh.MESH_POINTS
+    d_half = _nme(lm[:pts], half[:pts])
+    d_full = _nme(lm[:pts], full[:pts])
+    assert 0 < d_half < d_full
+    assert d_half == pytest.approx(d_full / 2, rel=0.05)
+    # At shape 1 the face is the mean shape up to a similarity: nothing of the patient's own
+    # proportions is left.
+    fit = mesh.fit_similarity(canonical[:pts], full[:pts])
+    residual = np.linalg.norm(fit.apply(canonical[:pts]) - full[:pts], axis=1).mean()
+    assert residual / mesh.inter_ocular(full) < 1e-3
+
+
+def test_donor_seed_chooses_the_face(astronaut, swapped):
+    img, lm = astronaut
+    again = SwapRenderer(donor_seed=1).render(img, lm)
+    assert np.array_equal(again, swapped[1])
+    hull = synth.hull_mask(lm, img.shape)
+    diff = np.abs(swapped[1][hull].astype(int) - swapped[2][hull].astype(int)).mean()
+    assert diff > 4
+    model = load_model()
+    a, b = model.sample(1).texture, model.sample(2).texture
+    assert np.abs(a - b)[model.layout.face_mask].mean() > 5
+    # The recogniser tells two donors apart as well as it tells people apart.
+    centre = tuple(lm[:, :2].mean(axis=0))
+    d1 = recognizer.descriptor_at(swapped[1], centre)
+    d2 = recognizer.descriptor_at(swapped[2], centre)
+    assert np.linalg.norm(d1 - d2) > 0.3
+
+
+def test_the_eyes_follow_the_patients_iris(astronaut):
+    img, lm = astronaut
+    renderer = SwapRenderer(donor_seed=3)
+    iod = mesh.inter_ocular(lm)
+    moved = lm.copy()
+    shift = np.array([0.06 * iod, 0.0, 0.0], np.float32)
+    for iris in (mesh.RIGHT_IRIS, mesh.LEFT_IRIS):
+        moved[list(iris)] += shift
+    a = renderer.render(img, lm).astype(int)
+    b = renderer.render(img, moved).astype(int)
+    changed = np.any(np.abs(a - b) > 30, axis=2)
+    ys, xs = np.nonzero(changed)
+    assert len(ys) > 20
+    eyes = lm[list(mesh.RIGHT_EYE) + list(mesh.LEFT_EYE), :2]
+    lo, hi = eyes.min(axis=0) - 3, eyes.max(axis=0) + 3
+    inside = (xs >= lo[0]) & (xs <= hi[0]) & (ys >= lo[1]) & (ys <= hi[1])
+    assert inside.mean() > 0.95, "only the eyes may change when only the gaze moves"
+
+
+def test_bad_inputs_are_clear_errors(astronaut):
+    img, lm = astronaut
+    renderer = SwapRenderer(donor_seed=0)
+    with pytest.raises(ValueError, match="478"):
+        renderer.render(img, lm[:468])
+    with pytest.raises(ValueError, match="NaN"):
+        bad = lm.copy()
+        bad[5, 0] = np.nan
+        renderer.render(img, bad)
+    with pytest.raises(ValueError, match="uint8"):
+        renderer.render(img.astype(np.float32), lm)
+    with pytest.raises(ValueError, match="shape"):
+        SwapRenderer(shape=1.5)
+
+
+def test_a_face_half_outside_the_frame_is_rendered_without_error(astronaut):
+    img, lm = astronaut
+    crop = np.ascontiguousarray(img[:, 200:])
+    shifted = lm.copy()
+    shifted[:, 0] -= 200
+    out = SwapRenderer(donor_seed=4).render(crop, shifted)
+    hull = synth.hull_mask(shifted, crop.shape)
+    assert np.all(out[hull] == crop[hull], axis=1).mean() < 0.02
+
+
+def test_swap_through_the_replacer_on_a_moving_sequence():
+    frames, truth = synth.sequence(10, "rotate")
+    with FaceReplacer("swap", donor_seed=5, fps=25.0) as rep:
+        outs = []
+        for rgb, gt in zip(frames, truth, strict=True):
+            out = rep.process(rgb)
+            outs.append(out)
+            hull = synth.hull_mask(gt, rgb.shape)
+            assert np.all(out[hull] == rgb[hull], axis=1).mean() < 0.02
+            assert len(rep.last.faces) == 1
+            assert not rep.last.leak
+        report = rep.close()
+    assert report.renderer_failures == 0 and report.leaks == 0
+    # The tracker's landmarks feed the renderer, so the swapped face is rendered rather than
+    # covered by the fallback in (almost) every frame.
+    assert report.fallback_frames <= 1
+    reference = recognizer.descriptor_at(frames[5], tuple(truth[5][:, :2].mean(axis=0)))
+    assert recognizer.best_distance(outs[5], reference) >= recognizer.MATCH_DISTANCE
