@@ -1,16 +1,71 @@
-"""`dicom-deid evaluate` (not built yet: its issue is open)."""
+"""`dicom-deid evaluate`: privacy (re-identification) and utility (landmark and keypoint
+invariance) of the face methods on a manifest of captures (shared/EVALUATION.md)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+DEFAULT_METHODS = "original,swap,mask3d,blur,pixelate,blackout"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("evaluate", help="(not built yet)")
+    parser = sub.add_parser(
+        "evaluate",
+        help="measure re-identification and landmark utility of face methods",
+        description="Run each method on the probes of a manifest (path,identity,role"
+                    "[,deidentified]) and write DIR/metrics.json, DIR/run.json, DIR/report.html.",
+    )
+    parser.add_argument("--manifest", required=True, help="CSV: path,identity,role[,deidentified]")
+    parser.add_argument("--methods", default=DEFAULT_METHODS,
+                        help=f"comma-separated (default {DEFAULT_METHODS}; 'deidentified' uses "
+                             "the manifest's deidentified column)")
+    parser.add_argument("--output", required=True, help="folder for metrics.json and report.html")
+    parser.add_argument("--max-frames", type=int, default=75,
+                        help="frames per video (from the start; 0 = all; default 75)")
+    parser.add_argument("--descriptor-step", type=int, default=5,
+                        help="compute the dlib descriptor on every Nth frame (default 5)")
+    parser.add_argument("--shape", type=float, default=0.0, help="swap shape parameter (0..1)")
+    parser.add_argument("--body", action="store_true",
+                        help="also measure MediaPipe pose and hand keypoints (slower)")
+    parser.add_argument("--crops", type=int, default=6,
+                        help="before/after crops in the report (0 = none)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("dicom-deid evaluate: not built yet", file=sys.stderr)
-    return 2
+    from dicom_deid.evaluate.embeddings import EvaluationDependencyError
+    from dicom_deid.evaluate.manifest import ManifestError
+    from dicom_deid.evaluate.run import Settings, evaluate
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        print("dicom-deid evaluate: --methods is empty", file=sys.stderr)
+        return 2
+    if args.descriptor_step < 1:
+        print("dicom-deid evaluate: --descriptor-step must be at least 1", file=sys.stderr)
+        return 2
+    settings = Settings(
+        methods=methods,
+        max_frames=args.max_frames or None,
+        descriptor_step=args.descriptor_step,
+        shape=args.shape,
+        body=args.body,
+        crops=max(0, args.crops),
+        progress=True,
+    )
+    try:
+        metrics = evaluate(args.manifest, args.output, settings)
+    except (ManifestError, EvaluationDependencyError, ValueError) as exc:
+        print(f"dicom-deid evaluate: {exc}", file=sys.stderr)
+        return 2
+    for method, values in metrics.items():
+        if not values.get("available"):
+            print(f"{method:10s} unavailable: {values.get('error')}")
+            continue
+        print(f"{method:10s} " + " ".join(
+            f"{k}={values.get(k)}" for k in ("rank1", "rank5", "chance", "linkage_rank1",
+                                             "verification_rate", "no_face_rate", "nme_mediapipe",
+                                             "nme_dlib68", "detection_retention", "leaks")))
+    print(f"wrote {args.output}/metrics.json and {args.output}/report.html")
+    return 0

@@ -1,0 +1,262 @@
+"""Observations of every capture -> the numbers of metrics.json (one entry per method)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dicom_deid.evaluate.embeddings import MATCH_THRESHOLD, mean_descriptor
+from dicom_deid.evaluate.manifest import Entry
+from dicom_deid.evaluate.privacy import identify, verification_rate
+from dicom_deid.evaluate.utility import (
+    bbox_diagonal,
+    eye_aspect_ratio,
+    jitter,
+    keypoint_displacement,
+    mouth_aspect_ratio,
+    nme,
+)
+from dicom_deid.evaluate.video_metrics import blink_threshold, count_blinks, pearson
+
+REQUIRED_KEYS = ("rank1", "rank5", "chance", "linkage_rank1", "verification_rate", "no_face_rate",
+                 "nme_mediapipe", "nme_dlib68", "detection_retention", "leaks")
+GALLERY_ROLES = ("gallery", "distractor")
+
+
+def _num(value: float | None, digits: int = 5) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return round(value, digits) if math.isfinite(value) else None
+
+
+def _mean(values: list[float | None]) -> float | None:
+    found = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(found)) if found else None
+
+
+def _is_video(cap) -> bool:
+    return len(cap.frames) > 1
+
+
+def capture_nme(orig, deid, scheme: str) -> list[float | None]:
+    """Per frame NME (None where either side has no landmarks)."""
+    key = "mesh" if scheme == "mediapipe" else "dlib68"
+    by_index = {o.index: o for o in orig.frames}
+    out: list[float | None] = []
+    for d in deid.frames:
+        o = by_index.get(d.index)
+        a = getattr(o, key) if o is not None else None
+        b = getattr(d, key)
+        out.append(nme(a, b, scheme) if a is not None and b is not None else None)
+    return out
+
+
+def _series(cap, fn, scheme: str) -> list[float | None]:
+    key = "mesh" if scheme == "mediapipe" else "dlib68"
+    return [fn(getattr(o, key), scheme) if getattr(o, key) is not None else None
+            for o in cap.frames]
+
+
+def privacy_metrics(caps: dict, originals: dict) -> dict[str, Any]:
+    entries = {n: originals[n].entry for n in originals}
+    gallery_o = [(entries[n].identity, mean_descriptor([f.descriptor for f in originals[n].frames]))
+                 for n in originals if entries[n].role in GALLERY_ROLES]
+    gallery_d = [(entries[n].identity, mean_descriptor([f.descriptor for f in caps[n].frames]))
+                 for n in caps if entries[n].role in GALLERY_ROLES]
+    probes = [n for n in caps if entries[n].role == "probe"]
+    per_capture = [(entries[n].identity, mean_descriptor([f.descriptor for f in caps[n].frames]))
+                   for n in probes]
+    per_frame = [(entries[n].identity, f.descriptor)
+                 for n in probes for f in caps[n].frames if f.described]
+    naive = identify(gallery_o, per_capture)
+    naive_frames = identify(gallery_o, per_frame)
+    linkage = identify(gallery_d, per_capture)
+    verification, pairs = verification_rate(gallery_o, per_capture)
+    verification_frames, frame_pairs = verification_rate(gallery_o, per_frame)
+    no_face_frames = [f.descriptor is None for n in probes for f in caps[n].frames if f.described]
+    no_face_caps = [d is None for _, d in per_capture]
+    return {
+        "rank1": _num(naive.rank1), "rank5": _num(naive.rank5),
+        "chance": _num(naive.chance), "chance5": _num(naive.chance5),
+        "rank1_frames": _num(naive_frames.rank1), "rank5_frames": _num(naive_frames.rank5),
+        "linkage_rank1": _num(linkage.rank1), "linkage_rank5": _num(linkage.rank5),
+        "verification_rate": _num(verification), "verification_pairs": pairs,
+        "verification_rate_frames": _num(verification_frames),
+        "verification_pairs_frames": frame_pairs,
+        "verification_threshold": MATCH_THRESHOLD,
+        "no_face_rate": _num(np.mean(no_face_frames)) if no_face_frames else None,
+        "no_face_rate_captures": _num(np.mean(no_face_caps)) if no_face_caps else None,
+        "identification_probes": naive.probes,
+        "identification_probe_frames": naive_frames.probes,
+        "gallery_identities": naive.gallery_identities,
+    }
+
+
+def utility_metrics(caps: dict, originals: dict) -> dict[str, Any]:
+    probes = [n for n in caps if originals[n].entry.role == "probe"]
+    nme_mp: list[float | None] = []
+    nme_dl: list[float | None] = []
+    kept_mp = found_mp = kept_dl = found_dl = 0
+    videos: list[dict[str, Any]] = []
+    body: dict[str, list[tuple[float, float]]] = {"face": [], "body": [], "hands": []}
+    for n in probes:
+        orig, deid = originals[n], caps[n]
+        nme_mp += capture_nme(orig, deid, "mediapipe")
+        nme_dl += capture_nme(orig, deid, "dlib68")
+        by_index = {o.index: o for o in orig.frames}
+        for d in deid.frames:
+            o = by_index[d.index]
+            found_mp += o.mesh is not None
+            kept_mp += o.mesh is not None and d.mesh is not None
+            found_dl += o.dlib68 is not None
+            kept_dl += o.dlib68 is not None and d.dlib68 is not None
+            _body_pairs(o, d, body)
+        if _is_video(orig):
+            videos.append(_video_metrics(orig, deid))
+    out: dict[str, Any] = {
+        "nme_mediapipe": _num(_mean(nme_mp), 4),
+        "nme_dlib68": _num(_mean(nme_dl), 4),
+        "nme_mediapipe_median": _num(np.median([v for v in nme_mp if v is not None]), 4)
+        if any(v is not None for v in nme_mp) else None,
+        "nme_dlib68_median": _num(np.median([v for v in nme_dl if v is not None]), 4)
+        if any(v is not None for v in nme_dl) else None,
+        "nme_frames_mediapipe": sum(v is not None for v in nme_mp),
+        "nme_frames_dlib68": sum(v is not None for v in nme_dl),
+        "detection_retention": _num(kept_mp / found_mp) if found_mp else None,
+        "detection_retention_dlib": _num(kept_dl / found_dl) if found_dl else None,
+        "face_frames_original": found_mp,
+    }
+    if videos:
+        for key in ("ear_r", "ear_mae", "mar_r", "mar_mae", "ear_r_dlib68", "jitter_original",
+                    "jitter_deidentified"):
+            out[key] = _num(_mean([v[key] for v in videos]), 4)
+        out["blinks_original"] = sum(v["blinks_original"] for v in videos)
+        out["blinks_deidentified"] = sum(v["blinks_deidentified"] for v in videos)
+        out["videos"] = videos
+    for group, pairs in body.items():
+        out[f"{group}_keypoint_displacement"] = _num(_mean([p[0] for p in pairs]), 4)
+        out[f"{group}_pck05"] = _num(_mean([p[1] for p in pairs]), 4)
+    return out
+
+
+def _body_pairs(o, d, body: dict[str, list[tuple[float, float]]]) -> None:
+    if o.pose is None:
+        return
+    diag = bbox_diagonal(o.pose)
+    if d.pose is not None:
+        for group, sl in (("face", slice(0, 11)), ("body", slice(11, 33))):
+            disp, pck = keypoint_displacement(o.pose[sl], d.pose[sl], diag)
+            if math.isfinite(disp):
+                body[group].append((disp, pck))
+    for label, hand in o.hands.items():
+        if label in d.hands:
+            disp, pck = keypoint_displacement(hand, d.hands[label], diag)
+            if math.isfinite(disp):
+                body["hands"].append((disp, pck))
+
+
+def _video_metrics(orig, deid) -> dict[str, Any]:
+    ear_o = _series(orig, eye_aspect_ratio, "mediapipe")
+    ear_d = _series(deid, eye_aspect_ratio, "mediapipe")
+    mar_o = _series(orig, mouth_aspect_ratio, "mediapipe")
+    mar_d = _series(deid, mouth_aspect_ratio, "mediapipe")
+    ear_r, ear_mae, n = pearson(ear_o, ear_d)
+    mar_r, mar_mae, _ = pearson(mar_o, mar_d)
+    ear_r_dl, _, _ = pearson(_series(orig, eye_aspect_ratio, "dlib68"),
+                             _series(deid, eye_aspect_ratio, "dlib68"))
+    threshold = blink_threshold(ear_o)
+    return {
+        "file": orig.entry.name,
+        "frames": len(deid.frames),
+        "ear_frames": n,
+        "ear_r": _num(ear_r, 4), "ear_mae": _num(ear_mae, 4),
+        "mar_r": _num(mar_r, 4), "mar_mae": _num(mar_mae, 4),
+        "ear_r_dlib68": _num(ear_r_dl, 4),
+        "blinks_original": count_blinks(ear_o, threshold),
+        "blinks_deidentified": count_blinks(ear_d, threshold),
+        "jitter_original": _num(jitter([o.mesh for o in orig.frames], "mediapipe"), 4),
+        "jitter_deidentified": _num(jitter([o.mesh for o in deid.frames], "mediapipe"), 4),
+        "nme_mediapipe_series": [_num(v, 3) for v in capture_nme(orig, deid, "mediapipe")],
+    }
+
+
+def leak_metrics(caps: dict, originals: dict) -> dict[str, Any]:
+    probes = [n for n in caps if originals[n].entry.role == "probe"]
+    detector = sum(len(caps[n].detector_leaks) for n in probes)
+    recogniser = sum(len(caps[n].recogniser_leaks) for n in probes)
+    frames = {(n, i) for n in probes for i in caps[n].detector_leaks + caps[n].recogniser_leaks}
+    per_file = {caps[n].entry.name: len(set(caps[n].detector_leaks + caps[n].recogniser_leaks))
+                for n in probes if caps[n].detector_leaks or caps[n].recogniser_leaks}
+    return {
+        "leaks": len(frames),
+        "leaks_recogniser": recogniser,
+        "leaks_detector": detector,
+        "leak_files": per_file,
+        "frames_checked": sum(len(caps[n].frames) for n in probes),
+    }
+
+
+def noise_floor(originals: dict) -> dict[str, Any]:
+    """Each landmark model against itself: original vs a JPEG re-encode, and adjacent frames."""
+    probes = [c for c in originals.values() if c.entry.role == "probe"]
+    jpeg_mp = [a for c in probes for a, _ in c.jpeg_floor]
+    jpeg_dl = [b for c in probes for _, b in c.jpeg_floor]
+    adj_mp: list[float | None] = []
+    adj_dl: list[float | None] = []
+    for c in probes:
+        for a, b in zip(c.frames, c.frames[1:], strict=False):
+            if a.mesh is not None and b.mesh is not None:
+                adj_mp.append(nme(a.mesh, b.mesh, "mediapipe"))
+            if a.dlib68 is not None and b.dlib68 is not None:
+                adj_dl.append(nme(a.dlib68, b.dlib68, "dlib68"))
+    return {
+        "nme_mediapipe_floor_jpeg": _num(_mean(jpeg_mp), 4),
+        "nme_dlib68_floor_jpeg": _num(_mean(jpeg_dl), 4),
+        "nme_mediapipe_floor_adjacent": _num(_mean(adj_mp), 4),
+        "nme_dlib68_floor_adjacent": _num(_mean(adj_dl), 4),
+    }
+
+
+def method_metrics(method: str, caps: dict | str, originals: dict) -> dict[str, Any]:
+    base: dict[str, Any] = {"method": method}
+    floor = noise_floor(originals)
+    if isinstance(caps, str):
+        base.update({k: None for k in REQUIRED_KEYS})
+        base.update(available=False, error=caps, **floor)
+        return base
+    base["available"] = True
+    base.update(privacy_metrics(caps, originals))
+    base.update(utility_metrics(caps, originals))
+    base.update(leak_metrics(caps, originals))
+    base.update(floor)
+    reports = [c.faces_report for c in caps.values() if c.faces_report]
+    if reports:
+        base["replacer"] = {k: sum(r[k] for r in reports) for k in reports[0]}
+    return base
+
+
+def run_summary(manifest: Path, entries: list[Entry], settings, originals: dict,
+                original_metrics: dict[str, Any]) -> dict[str, Any]:
+    """Run-level facts for run.json and the report (file names and counts only, no PHI)."""
+    roles = {r: sum(e.role == r for e in entries) for r in ("gallery", "probe", "distractor")}
+    return {
+        "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "manifest": manifest.name,
+        "entries": len(entries),
+        "roles": roles,
+        "identities": len({e.identity for e in entries}),
+        "kinds": {k: sum(e.kind == k for e in entries) for k in ("image", "video", "dicom")},
+        "frames_observed_original": sum(len(c.frames) for c in originals.values()),
+        "settings": {
+            "methods": settings.methods, "max_frames": settings.max_frames,
+            "descriptor_step": settings.descriptor_step, "shape": settings.shape,
+            "body": settings.body, "jpeg_quality": settings.jpeg_quality,
+        },
+        "noise_floor": noise_floor(originals),
+        "dlib_faces_on_originals": original_metrics.get("no_face_rate"),
+    }

@@ -1,0 +1,116 @@
+"""What the independent models see on one frame: dlib (box, 68 landmarks, descriptor),
+MediaPipe face mesh (478), CenterFace boxes, and optionally MediaPipe pose and hands.
+
+One Observer follows one stream of frames (MediaPipe runs in tracking mode within a capture,
+so originals and outputs each get their own Observer); the heavy models are shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dicom_deid.evaluate.embeddings import DlibFaces
+
+# CenterFace runs on frames downscaled to this longer side (the leak check's own setting is
+# 416; a little more here so the evaluation is at least as sensitive as the pipeline's check).
+CENTERFACE_MAX_SIDE = 640
+CENTERFACE_THRESHOLD = 0.5
+
+
+@dataclass
+class FrameObs:
+    index: int
+    dlib_box: tuple[int, int, int, int] | None = None
+    dlib68: np.ndarray | None = None
+    descriptor: np.ndarray | None = None
+    described: bool = False                  # a descriptor was asked for on this frame
+    mesh: np.ndarray | None = None           # 478 x 3
+    centerface: list[tuple[float, float, float, float]] = field(default_factory=list)
+    pose: np.ndarray | None = None           # 33 x 2, NaN where not visible
+    hands: dict[str, np.ndarray] = field(default_factory=dict)   # "Left"/"Right" -> 21 x 2
+
+
+class Models:
+    """The models shared by every Observer of a run (loaded once)."""
+
+    def __init__(self, *, body: bool = False, upsample: int | None = None) -> None:
+        from dicom_deid.faces.centerface import CenterFace
+        from dicom_deid.faces.models import MediaPipeFaceModels
+
+        self.dlib = DlibFaces()
+        self.upsample = upsample
+        self.mediapipe = MediaPipeFaceModels()
+        self.centerface = CenterFace()
+        self.body = body
+
+    def dlib_upsample(self, rgb: np.ndarray) -> int:
+        # dlib's HOG detector finds faces from about 80 px; small frames get one 2x upsample
+        # (4x the cost) so that faces in 360x288 clips are found.
+        if self.upsample is not None:
+            return self.upsample
+        return 1 if max(rgb.shape[:2]) <= 400 else 0
+
+    def close(self) -> None:
+        self.mediapipe.close()
+
+
+class Observer:
+    def __init__(self, models: Models) -> None:
+        self.models = models
+        self._mesh = models.mediapipe.mesh_session()
+        self._pose = self._hands = None
+        if models.body:
+            import mediapipe as mp
+
+            self._pose = mp.solutions.pose.Pose(static_image_mode=False, model_complexity=1)
+            self._hands = mp.solutions.hands.Hands(static_image_mode=False, max_num_hands=2)
+
+    def start(self) -> None:
+        """A new capture begins: forget the previous frame's tracking state."""
+        self._mesh.reset()
+        if self._pose is not None:
+            self._pose.reset()
+            self._hands.reset()
+
+    def observe(self, rgb: np.ndarray, index: int, *, descriptor: bool, landmarks: bool = True,
+                centerface: bool = False) -> FrameObs:
+        rgb = np.ascontiguousarray(rgb)
+        obs = FrameObs(index=index, described=descriptor)
+        if descriptor or landmarks:
+            dl = self.models.dlib
+            dl.upsample = self.models.dlib_upsample(rgb)
+            face = dl.analyse(rgb, descriptor=descriptor)
+            if face is not None:
+                obs.dlib_box, obs.dlib68, obs.descriptor = face.box, face.landmarks68, face.descriptor
+        if landmarks:
+            obs.mesh = self._mesh.landmarks(rgb)
+        if centerface:
+            dets = self.models.centerface.detect(rgb, threshold=CENTERFACE_THRESHOLD,
+                                                 max_side=CENTERFACE_MAX_SIDE)
+            obs.centerface = [d.box for d in dets]
+        if self._pose is not None and landmarks:
+            self._body(rgb, obs)
+        return obs
+
+    def _body(self, rgb: np.ndarray, obs: FrameObs) -> None:
+        h, w = rgb.shape[:2]
+        res = self._pose.process(rgb)
+        if res.pose_landmarks:
+            pts = np.array([(p.x * w, p.y * h, p.visibility) for p in res.pose_landmarks.landmark])
+            pose = pts[:, :2].copy()
+            pose[pts[:, 2] < 0.5] = np.nan
+            obs.pose = pose
+        res = self._hands.process(rgb)
+        for lms, handed in zip(res.multi_hand_landmarks or [], res.multi_handedness or [],
+                               strict=False):
+            label = handed.classification[0].label
+            obs.hands[label] = np.array([(p.x * w, p.y * h) for p in lms.landmark])
+
+    def close(self) -> None:
+        self._mesh.close()
+        if self._pose is not None:
+            self._pose.close()
+            self._hands.close()
+

@@ -1,0 +1,184 @@
+"""report.html: the numbers of metrics.json as a table and plots people can read.
+
+Plots are matplotlib figures embedded as base64 PNG, so the report is one self-contained file.
+The before/after crops come from the evaluated data: keep the report beside the data it was made
+from (the crops are the data's, under its licence) and do not publish it with private data.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ATTRIBUTION = (
+    "Face Research Lab London Set: DeBruine, L. &amp; Jones, B. (2017), figshare "
+    "doi:10.6084/m9.figshare.5047666.v5, CC BY 4.0 (images downscaled 0.5x, EXIF removed). "
+    "GRID audio-visual speech corpus: Cooke, Barker, Cunningham &amp; Shao (2006), CC BY 4.0. "
+    "Tears of Steel: (c) 2012 Blender Foundation, mango.blender.org, CC BY 3.0 (10 s excerpt). "
+    "COCO val2017 image 785: Flickr photo 6795644157, CC BY 2.0; annotations COCO, CC BY 4.0. "
+    "Astronaut (tests): NASA, public domain, via scikit-image."
+)
+TABLE_KEYS = (
+    ("rank1", "rank-1", "pct"), ("rank5", "rank-5", "pct"), ("chance", "chance", "pct"),
+    ("linkage_rank1", "linkage rank-1", "pct"), ("verification_rate", "verified @0.6", "pct"),
+    ("no_face_rate", "no face (dlib)", "pct"), ("nme_mediapipe", "NME MediaPipe %", "num"),
+    ("nme_dlib68", "NME dlib-68 %", "num"), ("detection_retention", "retention", "pct"),
+    ("ear_r", "EAR r", "num"), ("mar_r", "MAR r", "num"), ("jitter_deidentified", "jitter %", "num"),
+    ("body_pck05", "body PCK@.05", "pct"), ("leaks", "leak frames", "int"),
+)
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None:
+        return "–"
+    if kind == "pct":
+        return f"{100.0 * value:.1f}%"
+    if kind == "int":
+        return str(int(value))
+    return f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _scatter(metrics: dict[str, dict[str, Any]]) -> str | None:
+    import matplotlib.pyplot as plt
+
+    points = [(m, v.get("rank1"), v.get("nme_mediapipe"), v.get("nme_dlib68"))
+              for m, v in metrics.items() if v.get("available")]
+    points = [p for p in points if p[1] is not None]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, rank1, nme_mp, nme_dl in points:
+        for nme, marker in ((nme_mp, "o"), (nme_dl, "s")):
+            if nme is not None:
+                ax.scatter(nme, 100 * rank1, marker=marker)
+                ax.annotate(name, (nme, 100 * rank1), fontsize=8, xytext=(4, 2),
+                            textcoords="offset points")
+    chance = next((v.get("chance") for v in metrics.values() if v.get("chance")), None)
+    if chance:
+        ax.axhline(100 * chance, linestyle=":", color="grey", label="chance")
+    ax.set_xlabel("landmark NME, % inter-ocular (o MediaPipe, s dlib-68); lower = more utility")
+    ax.set_ylabel("rank-1 re-identification %; lower = more privacy")
+    ax.set_title("privacy vs utility per method")
+    return _png(fig)
+
+
+def _nme_over_time(metrics: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    import matplotlib.pyplot as plt
+
+    files: dict[str, dict[str, list]] = {}
+    for method, values in metrics.items():
+        for video in values.get("videos", []) or []:
+            files.setdefault(video["file"], {})[method] = video["nme_mediapipe_series"]
+    plots = []
+    for name, series in list(files.items())[:8]:
+        fig, ax = plt.subplots(figsize=(6, 2.4))
+        for method, values in series.items():
+            y = np.array([np.nan if v is None else v for v in values], dtype=float)
+            ax.plot(np.arange(len(y)), y, label=method, linewidth=1)
+        ax.set_xlabel("frame")
+        ax.set_ylabel("NME MediaPipe %")
+        ax.legend(fontsize=7, ncol=3)
+        ax.set_title(name, fontsize=9)
+        plots.append((name, _png(fig)))
+    return plots
+
+
+def _crop_grid(captures: dict, originals: dict) -> str | None:
+    import matplotlib.pyplot as plt
+
+    methods = [m for m, c in captures.items() if isinstance(c, dict) and m != "original"]
+    rows = [n for n, c in originals.items() if c.crop is not None]
+    if not rows or not methods:
+        return None
+    fig, axes = plt.subplots(len(rows), len(methods) + 1,
+                             figsize=(1.4 * (len(methods) + 1), 1.5 * len(rows)), squeeze=False)
+    for r, n in enumerate(rows):
+        axes[r][0].imshow(originals[n].crop[0])
+        axes[r][0].set_title("original" if r == 0 else "", fontsize=8)
+        for c, method in enumerate(methods, start=1):
+            cap = captures[method].get(n)
+            if cap is not None and cap.crop is not None:
+                axes[r][c].imshow(cap.crop[1])
+            axes[r][c].set_title(method if r == 0 else "", fontsize=8)
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    return _png(fig)
+
+
+def render(metrics: dict[str, dict[str, Any]], summary: dict[str, Any], captures: dict,
+           originals: dict, *, crops: bool = True) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in TABLE_KEYS)
+    rows = []
+    for method, values in metrics.items():
+        if not values.get("available"):
+            rows.append(f"<tr><td>{html.escape(method)}</td><td colspan='{len(TABLE_KEYS)}'>"
+                        f"unavailable: {html.escape(str(values.get('error')))}</td></tr>")
+            continue
+        cells = "".join(f"<td>{_fmt(values.get(k), kind)}</td>" for k, _, kind in TABLE_KEYS)
+        rows.append(f"<tr><td>{html.escape(method)}</td>{cells}</tr>")
+    floor = summary.get("noise_floor", {})
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>dicom-deid evaluation</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
+        "collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        "td:first-child{text-align:left}</style></head><body>",
+        "<h1>dicom-deid evaluation</h1>",
+        f"<p>Manifest <code>{html.escape(summary.get('manifest', ''))}</code>, "
+        f"{summary.get('entries')} captures ({html.escape(str(summary.get('roles')))}), "
+        f"{summary.get('identities')} identities, created {summary.get('created')}. "
+        f"Settings: <code>{html.escape(str(summary.get('settings')))}</code>.</p>",
+        "<p>Privacy: dlib ResNet descriptors; naive attack = de-identified probes against the "
+        "original gallery (with distractors); linkage = de-identified probes against the "
+        "de-identified gallery; verification = genuine (gallery original, de-identified probe) "
+        "pairs under distance 0.6. No face found counts as not identified. Utility: NME in % of "
+        "the inter-ocular distance of the original; retention = MediaPipe face mesh found on the "
+        "output where it was found on the original.</p>",
+        f"<table><tr><th>method</th>{head}</tr>{''.join(rows)}</table>",
+        "<p>Landmark noise floors (each model against itself): "
+        + ", ".join(f"{html.escape(k)} = {_fmt(v, 'num')}" for k, v in floor.items()) + "</p>",
+    ]
+    scatter = _scatter(metrics)
+    if scatter:
+        parts.append(f"<h2>Privacy vs utility</h2><img src='{scatter}'>")
+    series = _nme_over_time(metrics)
+    if series:
+        parts.append("<h2>NME over time (videos)</h2>")
+        parts += [f"<img src='{png}' alt='{html.escape(name)}'>" for name, png in series]
+    if crops:
+        grid = _crop_grid(captures, originals)
+        if grid:
+            parts.append(f"<h2>Before / after (probe crops)</h2><img src='{grid}'>")
+    parts.append(f"<h2>Data and attribution</h2><p>{ATTRIBUTION}</p></body></html>")
+    return "\n".join(parts)
+
+
+def write_report(path: Path, metrics: dict[str, dict[str, Any]], summary: dict[str, Any],
+                 captures: dict, originals: dict, *, crops: bool = True) -> None:
+    text = render(metrics, summary, captures, originals, crops=crops)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
