@@ -1,0 +1,143 @@
+#!/usr/bin/env python
+"""Run `dicom-deid evaluate` over ../shared/data (shared/EVALUATION.md) and keep the numbers.
+
+Writes three manifests under benchmarks/manifests/ (paths relative to that folder, identity
+labels only), evaluates each with every method, and copies metrics.json (and the run summary)
+to benchmarks/results/<date>/metrics_<set>.json. The full outputs, report.html with its crops
+of the data included, stay in out/evaluate/<set>/ (ignored by git: never commit data crops).
+
+Sets:
+- london: 51 identities; gallery = the neutral photos (all identities), probes = the smiling
+  photos of the same people (another capture).
+- grid: the 6 GRID clips are probes (speakers A..E, two clips of C); the gallery is the DICOM
+  video of each speaker (dicom/video/A..E). Those DICOM files are re-encodes of GRID captures:
+  for A, B, D and E the same capture as the probe clip (a stronger attack than the protocol's
+  "another capture"), for C the other clip. The 51 London neutral photos are distractors.
+  Speaker letters were matched to clips by dlib descriptor distance (<= 0.06 same capture,
+  0.18 between the two C clips, >= 0.65 otherwise).
+- film: the Tears of Steel excerpt (no gallery identity: utility and leaks only) and the COCO
+  full-body photo, with body and hand keypoints.
+
+    .venv/bin/python benchmarks/evaluate_shared.py [--sets london,grid,film] [--methods ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MANIFESTS = REPO / "benchmarks" / "manifests"
+DATA = Path(os.environ.get("DICOM_DEID_SHARED", REPO.parent / "shared")) / "data"
+LONDON = DATA / "faces" / "london"
+GRID_SPEAKERS = {  # clip -> speaker letter (see the module doc)
+    "bbaf2n.mpg": "A", "brbk7n.mpg": "B", "id2_vcd_swwp2s.mpg": "C", "pwij3p.mpg": "C",
+    "lbax4n.mpg": "D", "lbbc2a.mpg": "E",
+}
+GRID_GALLERY = {
+    "A": "A_h264_high_es_720x576.dcm", "B": "B_mpeg2_mpml_720x576.dcm",
+    "C": "C_jpeg_baseline_multiframe_360x288.dcm", "D": "D_hevc_main_720x576.dcm",
+    "E": "E_native_rgb_multiframe_360x288.dcm",
+}
+SETS = {  # name -> extra evaluate arguments
+    "london": [],
+    "grid": ["--max-frames", "75", "--descriptor-step", "5"],
+    "film": ["--max-frames", "240", "--descriptor-step", "5", "--body"],
+}
+METHODS = "original,blur,pixelate,blackout,swap,mask3d"
+
+
+def rel(path: Path) -> str:
+    return os.path.relpath(path, MANIFESTS)
+
+
+def london_rows() -> list[tuple[str, str, str]]:
+    rows = []
+    for photo in sorted((LONDON / "neutral").glob("*_03.jpg")):
+        ident = photo.name.split("_")[0]
+        smiling = LONDON / "smiling" / f"{ident}_08.jpg"
+        rows.append((rel(photo), f"london-{ident}", "gallery"))
+        if smiling.is_file():
+            rows.append((rel(smiling), f"london-{ident}", "probe"))
+    return rows
+
+
+def grid_rows() -> list[tuple[str, str, str]]:
+    rows = [(rel(DATA / "dicom" / "video" / name), f"grid-{spk}", "gallery")
+            for spk, name in GRID_GALLERY.items()]
+    rows += [(rel(DATA / "video" / "grid" / clip), f"grid-{spk}", "probe")
+             for clip, spk in GRID_SPEAKERS.items()]
+    rows += [(rel(p), f"london-{p.name.split('_')[0]}", "distractor")
+             for p in sorted((LONDON / "neutral").glob("*_03.jpg"))]
+    return rows
+
+
+def film_rows() -> list[tuple[str, str, str]]:
+    return [
+        (rel(DATA / "video" / "people" / "tears_of_steel_clip01_640x360.mp4"), "film", "probe"),
+        (rel(DATA / "pose" / "coco_000000000785.jpg"), "coco-785", "probe"),
+    ]
+
+
+def write_manifest(name: str, rows: list[tuple[str, str, str]]) -> Path:
+    MANIFESTS.mkdir(parents=True, exist_ok=True)
+    path = MANIFESTS / f"{name}.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["path", "identity", "role"])
+        writer.writerows(rows)
+    return path
+
+
+def faces_state() -> str:
+    """The commit and whether faces/ has uncommitted changes (swap and mask3d in progress)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "dicom_deid/faces"], cwd=REPO,
+                           capture_output=True, text=True).stdout.strip()
+    return f"{head}{' + uncommitted dicom_deid/faces changes' if dirty else ''}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default="london,grid,film")
+    parser.add_argument("--methods", default=METHODS)
+    parser.add_argument("--date", default=dt.date.today().isoformat())
+    parser.add_argument("--manifests-only", action="store_true")
+    args = parser.parse_args()
+    builders = {"london": london_rows, "grid": grid_rows, "film": film_rows}
+    results = REPO / "benchmarks" / "results" / args.date
+    for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
+        manifest = write_manifest(name, builders[name]())
+        if args.manifests_only:
+            print(f"wrote {manifest}")
+            continue
+        out = REPO / "out" / "evaluate" / name
+        cmd = [str(REPO / ".venv" / "bin" / "dicom-deid"), "evaluate", "--manifest", str(manifest),
+               "--methods", args.methods, "--output", str(out), *SETS[name]]
+        state = faces_state()
+        start = time.monotonic()
+        proc = subprocess.run(cmd, cwd=REPO)
+        seconds = time.monotonic() - start
+        if proc.returncode != 0:
+            print(f"{name}: evaluate failed ({proc.returncode})", file=sys.stderr)
+            return proc.returncode
+        results.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "metrics.json", results / f"metrics_{name}.json")
+        summary = json.loads((out / "run.json").read_text())
+        summary.update(wall_seconds=round(seconds, 1), code=state, command=" ".join(cmd[1:]))
+        (results / f"metrics_{name}_run.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"{name}: {seconds:.0f} s -> {results / f'metrics_{name}.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
