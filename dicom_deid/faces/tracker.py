@@ -293,7 +293,10 @@ class FaceTracker:
             by1 = min(rgb.shape[0], int(np.ceil(y0 + side)))
             crop = np.zeros((size, size, 3), np.uint8)
             if bx1 > bx0 and by1 > by0:
-                tx0, ty0 = int(round((bx0 - x0) * s)), int(round((by0 - y0) * s))
+                # floor() puts the region's first pixel up to one pixel before x0, y0, which
+                # rounds to -1 in the crop: clamp to the crop.
+                tx0 = min(size - 1, max(0, int(round((bx0 - x0) * s))))
+                ty0 = min(size - 1, max(0, int(round((by0 - y0) * s))))
                 tw = max(1, min(size - tx0, int(round((bx1 - bx0) * s))))
                 th = max(1, min(size - ty0, int(round((by1 - by0) * s))))
                 part = cv2.resize(rgb[by0:by1, bx0:bx1], (tw, th), interpolation=interp)

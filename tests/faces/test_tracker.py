@@ -75,3 +75,22 @@ def test_scene_cut_restarts_smoothing_and_reacquires():
         assert err < 0.06 * face_height(moved_truth)
     finally:
         tracker.close()
+
+
+class _NoModels:
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("x0", [0.3, 0.9, 10.95, 300.99])
+def test_large_face_crop_near_a_fractional_edge_fits_the_crop(x0):
+    """A big face (shrunk into the crop) whose region starts a fraction of a pixel past an
+    integer used to round to crop row -1 and fail (found on a 720p clip)."""
+    tracker = FaceTracker(_NoModels(), fps=25.0)
+    rgb = np.random.default_rng(0).integers(0, 255, (720, 1280, 3), dtype=np.uint8)
+    side = 372.0  # crop scale 256/372 = 0.69: just under the area-filter switch
+    crop, ox, oy, unit = tracker._crop(rgb, x0 + side / 2, x0 + side / 2, side)
+    size = tracker.config.crop_size
+    assert crop.shape == (size, size, 3)
+    # The mapping back to frame pixels lands where the region starts.
+    assert abs(ox - x0) <= 2 * unit and abs(oy - x0) <= 2 * unit
