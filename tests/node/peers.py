@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,8 @@ def transfer_syntax(path: Path) -> str:
 
 
 def storescu(files: Iterable[Path], port: int, calling: str = "PACS", called: str = "DICOM-DEID",
-             timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+             timeout: float = 120, check: bool = True,
+             extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
     """Send files with DCMTK storescu, one association per transfer syntax group."""
     exe = require_tool("storescu")
     groups: dict[str, list[str]] = {}
@@ -81,7 +83,7 @@ def storescu(files: Iterable[Path], port: int, calling: str = "PACS", called: st
     out = ""
     rc = 0
     for flag, paths in groups.items():
-        cmd = [exe, "-v", "-R", "-aet", calling, "-aec", called]
+        cmd = [exe, "-v", "-R", *extra, "-aet", calling, "-aec", called]
         if flag:
             cmd.append(flag)
         cmd += ["127.0.0.1", str(port), *paths]
@@ -93,10 +95,40 @@ def storescu(files: Iterable[Path], port: int, calling: str = "PACS", called: st
     return subprocess.CompletedProcess(["storescu"], rc, out, "")
 
 
-def echoscu(port: int, calling: str = "PACS", called: str = "DICOM-DEID") -> subprocess.CompletedProcess:
+def echoscu(port: int, calling: str = "PACS", called: str = "DICOM-DEID",
+            extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
     exe = require_tool("echoscu")
-    return subprocess.run([exe, "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
+    return subprocess.run([exe, *extra, "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
                           capture_output=True, text=True, timeout=30)
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """A test CA and a certificate it signed for 127.0.0.1 / localhost (PEM files)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_certificates(folder: Path) -> Certificates:
+    """A throw-away CA and server certificate, made with the openssl command."""
+    exe = require_tool("openssl")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        proc = subprocess.run([exe, *args], capture_output=True, text=True, cwd=folder,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+        "-days", "2", "-subj", "/CN=dicom-deid test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr",
+        "-subj", "/CN=localhost")
+    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "node.crt", "-days", "2", "-extfile", "san.cnf")
+    return Certificates(folder / "ca.crt", folder / "node.crt", folder / "node.key")
 
 
 def orthanc_exe() -> str:
@@ -110,7 +142,7 @@ def orthanc_exe() -> str:
 class Orthanc:
     """A private Orthanc: loopback ports, storage in a temporary folder, no auth."""
 
-    def __init__(self, root: Path, aet: str = "ARCHIVE"):
+    def __init__(self, root: Path, aet: str = "ARCHIVE", tls: Certificates | None = None):
         self.exe = orthanc_exe()
         self.root = root
         self.aet = aet
@@ -119,6 +151,12 @@ class Orthanc:
         self.proc: subprocess.Popen | None = None
         root.mkdir(parents=True, exist_ok=True)
         self.config_path = root / "orthanc.json"
+        settings: dict[str, Any] = {}
+        if tls is not None:  # DICOM over TLS only; no client certificate required
+            settings = {"DicomTlsEnabled": True, "DicomTlsCertificate": str(tls.cert),
+                        "DicomTlsPrivateKey": str(tls.key),
+                        "DicomTlsTrustedCertificates": str(tls.ca),
+                        "DicomTlsRemoteCertificateRequired": False}
         self.config_path.write_text(json.dumps({
             "Name": "test-archive",
             "StorageDirectory": str(root / "storage"),
@@ -133,6 +171,7 @@ class Orthanc:
             "Plugins": [],
             "HttpThreadsCount": 4,
             "ConcurrentJobs": 1,
+            **settings,
         }, indent=2))
 
     def start(self) -> Orthanc:
@@ -189,8 +228,9 @@ class Orthanc:
 class Node:
     """`dicom-deid serve` as a real subprocess with its own config and state folder."""
 
-    def __init__(self, root: Path, settings: dict[str, Any]):
+    def __init__(self, root: Path, settings: dict[str, Any], client_args: Sequence[str] = ()):
         self.root = root
+        self.client_args = tuple(client_args)  # DCMTK options to reach it (TLS)
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.state_dir = root / "state"
@@ -213,20 +253,30 @@ class Node:
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> Node:
+    def start(self, echo: bool = True) -> Node:
+        """Start and wait until it answers C-ECHO (or, echo=False, until it listens)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        mark = self.log().count("listening on")
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dicom_deid.cli", "serve", "--config", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         log.close()
-        wait_for(self._ready, 60, what="the node to answer C-ECHO")
+        if echo:
+            wait_for(self._ready, 60, what="the node to answer C-ECHO")
+        else:
+            wait_for(lambda: self._alive() and self.log().count("listening on") > mark, 60,
+                     what="the node to listen")
         return self
 
-    def _ready(self) -> bool:
+    def _alive(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"node exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-        return echoscu(self.port).returncode == 0
+        return True
+
+    def _ready(self) -> bool:
+        self._alive()
+        return echoscu(self.port, extra=self.client_args).returncode == 0
 
     def kill9(self) -> None:
         assert self.proc is not None

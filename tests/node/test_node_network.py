@@ -1,8 +1,8 @@
 """The node with real peers: DCMTK sends, the node runs as a subprocess, Orthanc archives.
 
-The tests use `faces: none` (header-only de-identification), which keeps them fast; the
-face stage has its own tests, and a node test with faces belongs here once the pipeline
-runs it.
+Most tests route with `faces: none` (header-only de-identification), which keeps them fast;
+one sends a real video through the profile's default face method (the pixel stage), which is
+the slowest test here (about a minute on two shared cores).
 """
 
 from __future__ import annotations
@@ -15,11 +15,19 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.uid import generate_uid
 
 from dicom_deid.header.keys import load_key
-from tests.helpers import shared_dir
+from tests.helpers import shared_data, shared_dir
 from tests.node.factory import PHI, make_instance, write_study
-from tests.node.peers import Node, Orthanc, echoscu, storescu, wait_for
+from tests.node.peers import (
+    Node,
+    Orthanc,
+    echoscu,
+    make_certificates,
+    storescu,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
@@ -280,3 +288,170 @@ def test_malformed_instances_are_quarantined_with_reason_and_retry(tmp_path, cle
     finally:
         node.stop()
     _assert_no_phi(node.log() + node.audit(), set(PHI.values()) - {"OT"}, "logs")
+
+
+def test_video_study_with_default_face_method(tmp_path, clean_archive):
+    """The profile's default face method: the video is re-encoded under its keyed UID."""
+    archive = clean_archive
+    video = shared_data("dicom", "video", "D_hevc_main_720x576.dcm")
+    node = Node(tmp_path / "node", {"default_rule": {"profile": "basic"},
+                                    "destinations": _destination(archive)}).start()
+    try:
+        storescu([video], node.port)
+        wait_for(lambda: node.states().get("forwarded") or node.states().get("quarantined"),
+                 240, interval=1.0, what="the video processed")
+        assert node.states() == {"forwarded": 1}, node.journal(
+            "SELECT reason FROM instances WHERE state = 'quarantined'")
+        key = load_key(node.state_dir / "site.key")
+        sop = str(dcmread(video, stop_before_pixels=True).SOPInstanceUID)
+        wait_for(lambda: key.uid("reencoded:" + sop) in _sop_uids(archive), 30,
+                 what="the re-encoded video in the archive")
+        tags = archive.all_tags()
+        [stored] = [t for t in tags if t["SOPInstanceUID"] == key.uid("reencoded:" + sop)]
+        assert stored["RecognizableVisualFeatures"] == "NO"
+        assert stored["PatientIdentityRemoved"] == "YES"
+        # Every other output (the keypoint SR) belongs to the same de-identified study.
+        assert {t["StudyInstanceUID"] for t in tags} == {stored["StudyInstanceUID"]}
+        phi = _phi_values([video])
+        _assert_no_phi(json.dumps(tags), phi, "the archive")
+        status = node.cli("status")
+    finally:
+        node.stop()
+    _assert_no_phi(node.log() + node.audit() + status.stdout, phi, "logs and status")
+    assert '"faces": "profile default"' in node.audit()
+
+
+def test_late_instance_joins_the_same_deidentified_study(tmp_path, clean_archive):
+    archive = clean_archive
+    study = write_study(tmp_path / "study", 2)
+    node = Node(tmp_path / "node", {**FAST, "destinations": _destination(archive)}).start()
+    try:
+        storescu(study.files, node.port)
+        wait_for(lambda: node.states() == {"forwarded": 2}, 60, what="first part forwarded")
+        # The same study and series, one more image, after the study was processed.
+        first = dcmread(study.files[0], stop_before_pixels=True)
+        late_uid = generate_uid()
+        late = make_instance(study.study_uid, str(first.SeriesInstanceUID), late_uid, 3)
+        late.save_as(tmp_path / "late.dcm", enforce_file_format=True)
+        storescu([tmp_path / "late.dcm"], node.port)
+        key = load_key(node.state_dir / "site.key")
+        wait_for(lambda: len(archive.instances()) == 3, 60, what="the late instance archived")
+        tags = archive.all_tags()
+        assert {t["SOPInstanceUID"] for t in tags} == {key.uid(u) for u in
+                                                        [*study.sop_uids, late_uid]}
+        assert {t["StudyInstanceUID"] for t in tags} == {key.uid(study.study_uid)}
+        assert {t["SeriesInstanceUID"] for t in tags} == {key.uid(str(first.SeriesInstanceUID))}
+        assert node.journal("SELECT COUNT(*) FROM jobs WHERE state = 'done'")[0][0] == 2
+    finally:
+        node.stop()
+
+
+def test_tls_from_the_sender_and_to_the_archive(tmp_path):
+    certs = make_certificates(tmp_path / "certs")
+    archive = Orthanc(tmp_path / "orthanc", tls=certs).start()
+    tls_args = ("+tla", "+cf", str(certs.ca))  # TLS, server verified against our CA
+    node = Node(tmp_path / "node", {
+        **FAST,
+        "listen": {"tls": {"cert": str(certs.cert), "key": str(certs.key)}},
+        "destinations": [{**_destination(archive)[0], "tls": {"ca": str(certs.ca)}}],
+    }, client_args=tls_args).start()
+    try:
+        plain = echoscu(node.port)
+        assert plain.returncode != 0  # no TLS, no association
+        study = write_study(tmp_path / "study", 3)
+        storescu(study.files, node.port, extra=tls_args)
+        key = load_key(node.state_dir / "site.key")
+        wait_for(lambda: set(_sop_uids(archive)) == {key.uid(s) for s in study.sop_uids}, 60,
+                 what="delivery over TLS")
+        assert "(TLS)" in node.log()
+    finally:
+        node.stop()
+        archive.stop()
+
+
+def test_per_destination_queues_quarantine_after_n_attempts_and_retry(tmp_path, clean_archive):
+    up = clean_archive
+    down = Orthanc(tmp_path / "down", aet="DOWN")  # configured, not started
+    destinations = [*_destination(up), {"name": "down", "ae_title": "DOWN",
+                                        "host": "127.0.0.1", "port": down.dicom_port}]
+    study = write_study(tmp_path / "study", 3)
+    node = Node(tmp_path / "node", {
+        **FAST, "destinations": destinations,
+        "forward": {"max_attempts": 3, "initial_delay": 0.2, "max_delay": 0.4},
+    }).start()
+    try:
+        storescu(study.files, node.port)
+        key = load_key(node.state_dir / "site.key")
+        expected = {key.uid(s) for s in study.sop_uids}
+        # One destination down does not hold back the other.
+        wait_for(lambda: set(_sop_uids(up)) == expected, 60, what="delivery to the live archive")
+        wait_for(lambda: node.journal("SELECT COUNT(*) FROM sends WHERE destination = 'down'"
+                                      " AND state = 'quarantined'")[0][0] == 3, 60,
+                 what="the sends to the dead archive quarantined")
+        assert node.journal("SELECT DISTINCT attempts FROM sends WHERE destination = 'down'") \
+            == [(3,)]
+        assert node.states() == {"done": 3}  # not forwarded until every destination has it
+        report = json.loads(node.cli("status", "--json").stdout)
+        assert report["destinations"]["archive"]["sent"] == 3
+        assert report["destinations"]["down"]["quarantined"] == 3
+        reasons = [i["reason"] for i in report["quarantine"]["items"]]
+        assert len(reasons) == 3 and all("gave up after 3 attempts" in r for r in reasons)
+        assert '"event": "quarantined"' in node.audit()
+
+        down.start()
+        retried = node.cli("retry", "--all")
+        assert retried.returncode == 0 and "0 instances, 3 sends" in retried.stdout
+        wait_for(lambda: set(_sop_uids(down)) == expected, 60, what="delivery after retry")
+        wait_for(lambda: node.states() == {"forwarded": 3}, 20, what="forwarded")
+        assert len(up.instances()) == 3  # the live archive was not sent them again
+    finally:
+        node.stop()
+        down.stop()
+
+
+def test_listener_limits_low_disk_and_unrouted_instances(tmp_path):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    node = Node(tmp_path / "node", {
+        "listen": {"max_pdu": 16384, "max_associations": 1, "max_instance_size": "8K"},
+        "rules": [{"name": "pacs-only", "match": {"calling_aet": "PACS"}, "faces": "none"}],
+        "default_rule": None,  # what no rule matches goes to quarantine
+    }).start()
+    try:
+        ae = AE(ae_title="PACS")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="DICOM-DEID")
+        assert assoc.is_established
+        try:
+            assert assoc.acceptor.maximum_length == 16384  # listen.max_pdu, as negotiated
+            second = echoscu(node.port)
+            assert second.returncode != 0, second.stdout
+        finally:
+            assoc.release()
+        assert "listen.max_associations" in node.log()
+
+        small = write_study(tmp_path / "small", 1, size=16)
+        large = write_study(tmp_path / "large", 1, size=128)  # 16 KiB of pixels
+        proc = storescu(large.files, node.port, check=False)
+        assert "Refused: OutOfResources" in proc.stdout, proc.stdout  # 0xA700
+        assert "larger than listen.max_instance_size" in node.log()
+        storescu(small.files, node.port)
+        other = write_study(tmp_path / "other", 1, size=16)
+        storescu(other.files, node.port, calling="PACS2")
+        wait_for(lambda: node.states() == {"done": 1, "quarantined": 1}, 30,
+                 what="one processed, one unrouted")
+        [(reason,)] = node.journal("SELECT reason FROM instances WHERE state = 'quarantined'")
+        assert "no routing rule matched" in reason and "'PACS2'" in reason
+        assert node.journal("SELECT COUNT(*) FROM instances")[0][0] == 2  # large not kept
+    finally:
+        node.stop()
+
+    # Free disk below the low-water mark: new associations are refused with the reason.
+    full = Node(tmp_path / "full", {"listen": {"min_free_disk": "1000T"}}).start(echo=False)
+    try:
+        refused = echoscu(full.port)
+        assert refused.returncode != 0
+        assert "below listen.min_free_disk" in full.log()
+    finally:
+        full.stop()
