@@ -7,11 +7,12 @@ highdicom when an SR is built or read.
 
 from dicom_deid.keypoints.extractor import KeypointExtractor
 from dicom_deid.keypoints.metrics import InvarianceMetrics, face_nme, invariance
-from dicom_deid.keypoints.points import SETS, FrameKeypoints, point_names
+from dicom_deid.keypoints.points import FACE_CONTOUR_POINTS, SETS, FrameKeypoints, point_names
 from dicom_deid.keypoints.sr import KeypointSRError, build_keypoint_sr, read_keypoint_sr
 from dicom_deid.keypoints.tables import write_keypoints_csv
 
 __all__ = [
+    "FACE_CONTOUR_POINTS",
     "SETS",
     "FrameKeypoints",
     "InvarianceMetrics",

@@ -40,6 +40,20 @@ FACE_MESH_POINTS = 468
 # Outer eye corners of the face mesh: the inter-ocular distance that normalises face errors.
 FACE_EYE_OUTER = (33, 263)
 
+# A documented face subset for reports where the full mesh is too much: the contours of
+# MediaPipe's face mesh (FACEMESH_CONTOURS: lips, eyes, eyebrows, face oval), the irises with
+# their centres (FACEMESH_IRISES, 468, 473) and the nose tip (1); 139 points, ascending.
+FACE_CONTOUR_POINTS: tuple[int, ...] = (
+    0, 1, 7, 10, 13, 14, 17, 21, 33, 37, 39, 40, 46, 52, 53, 54, 55, 58, 61, 63, 65, 66, 67, 70,
+    78, 80, 81, 82, 84, 87, 88, 91, 93, 95, 103, 105, 107, 109, 127, 132, 133, 136, 144, 145,
+    146, 148, 149, 150, 152, 153, 154, 155, 157, 158, 159, 160, 161, 162, 163, 172, 173, 176,
+    178, 181, 185, 191, 234, 246, 249, 251, 263, 267, 269, 270, 276, 282, 283, 284, 285, 288,
+    291, 293, 295, 296, 297, 300, 308, 310, 311, 312, 314, 317, 318, 321, 323, 324, 332, 334,
+    336, 338, 356, 361, 362, 365, 373, 374, 375, 377, 378, 379, 380, 381, 382, 384, 385, 386,
+    387, 388, 389, 390, 397, 398, 400, 402, 405, 409, 415, 454, 466, 468, 469, 470, 471, 472,
+    473, 474, 475, 476, 477,
+)
+
 # Set name -> number of points, in the order the SR and the CSV write them.
 SETS: dict[str, int] = {
     "pose": len(POSE_NAMES),

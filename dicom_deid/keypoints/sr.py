@@ -32,12 +32,18 @@ from typing import Any
 
 import numpy as np
 from pydicom import dcmread
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as PydicomSequence
+from pydicom.tag import Tag
 
 from dicom_deid.keypoints.metrics import InvarianceMetrics
 from dicom_deid.keypoints.points import SETS, FrameKeypoints, point_order_text
 
 SCHEME = "99DCMDEID"
+_GRAPHIC_DATA = Tag(0x0070, 0x0022)
+_CONCEPT_NAME = Tag(0x0040, 0xA043)
+_CONTENT_SEQUENCE = Tag(0x0040, 0xA730)
 SERIES_NUMBER = 9901
 MANUFACTURER = "dicom-deid"
 MEDIAPIPE_VERSION = "0.10.21"
@@ -119,31 +125,73 @@ def _frame_count(video_ds: Dataset) -> int | None:
         return None
 
 
+def _frame_items(concept: Dataset, source: Dataset, class_uid: str, instance_uid: str,
+                 frames: list[tuple[int, np.ndarray]]) -> list[Dataset]:
+    """One SCOORD MULTIPOINT per (frame number, N x 2 points), SELECTED FROM that frame.
+
+    Built as plain pydicom items after highdicom has built the document: highdicom would hold
+    every coordinate as a validated Python float and deep-copy the tree (about 15 ms a frame
+    with the full face mesh, 30 s for a minute of video); here Graphic Data is kept as the
+    float32 bytes the file holds (explicit VR little endian, the SR's transfer syntax) and the
+    concept sequences are shared. read_keypoint_sr() parses the result back with highdicom.
+    """
+    concept_elem = DataElement(_CONCEPT_NAME, "SQ", PydicomSequence([concept]))
+    source_elem = DataElement(_CONCEPT_NAME, "SQ", PydicomSequence([source]))
+    out = []
+    for frame, xy in frames:
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = class_uid
+        ref.ReferencedSOPInstanceUID = instance_uid
+        ref.ReferencedFrameNumber = frame
+        image = Dataset()
+        image.RelationshipType = "SELECTED FROM"
+        image.ValueType = "IMAGE"
+        image.add(source_elem)
+        image.ReferencedSOPSequence = PydicomSequence([ref])
+        item = Dataset()
+        item.RelationshipType = "CONTAINS"
+        item.ValueType = "SCOORD"
+        item.add(concept_elem)
+        item.GraphicType = "MULTIPOINT"
+        data = np.ascontiguousarray(xy, dtype="<f4").tobytes()
+        item._dict[_GRAPHIC_DATA] = RawDataElement(_GRAPHIC_DATA, "FL", len(data), data, 0,
+                                                   False, True)
+        item.ContentSequence = PydicomSequence([image])
+        out.append(item)
+    return out
+
+
 def build_keypoint_sr(video_ds: Dataset, keypoints: Sequence[FrameKeypoints],
                       metrics: InvarianceMetrics | None, *, series_uid: str, sop_uid: str,
-                      frame_step: int = 1, series_number: int = SERIES_NUMBER,
-                      instance_number: int = 1) -> Dataset:
+                      frame_step: int = 1, face_points: Sequence[int] | None = None,
+                      series_number: int = SERIES_NUMBER, instance_number: int = 1) -> Dataset:
     """A Comprehensive SR (highdicom) of the keypoints of every `frame_step`-th frame.
 
     video_ds: the de-identified video (header only is enough); the SR takes its patient and
     study attributes and references it by SOP Class/Instance UID and frame number (keypoints[i]
-    is frame i + 1). metrics: the invariance check, or None to leave it out.
+    is frame i + 1). metrics: the invariance check, or None to leave it out. face_points: write
+    only these face mesh indices, in this order (e.g. FACE_CONTOUR_POINTS; the report lists
+    them); None writes all 478.
     """
     import highdicom as hd
     from highdicom.sr import (
         CodedConcept,
         ContainerContentItem,
         ContentSequence,
-        ImageContentItem,
         NumContentItem,
         RelationshipTypeValues,
-        ScoordContentItem,
         TextContentItem,
     )
 
     if not isinstance(frame_step, int) or isinstance(frame_step, bool) or frame_step < 1:
         raise KeypointSRError(f"frame_step must be a whole number >= 1, got {frame_step!r}")
     ev = _evidence(video_ds)
+    face_index = None
+    if face_points is not None:
+        face_index = np.asarray(face_points, dtype=np.int64).reshape(-1)
+        if face_index.size == 0 or face_index.min() < 0 or face_index.max() >= SETS["face"] \
+                or len(set(face_index.tolist())) != face_index.size:
+            raise KeypointSRError("face_points must be distinct indices in 0-477")
     total = _frame_count(video_ds)
     if total is not None and len(keypoints) > total:
         raise KeypointSRError(
@@ -177,30 +225,36 @@ def build_keypoint_sr(video_ds: Dataset, keypoints: Sequence[FrameKeypoints],
         items.append(group)
 
     chosen = range(0, len(keypoints), frame_step)
-    for set_name, count in SETS.items():
-        code, meaning = SET_CODES[set_name]
-        concept = _code(code, meaning)
-        group = ContainerContentItem(concept, is_content_continuous=False,
-                                     relationship_type=contains)
-        children = ContentSequence()
-        children.append(TextContentItem(_code("KP-ORDER", "Point order"),
-                                        point_order_text(set_name), relationship_type=contains))
-        children.append(NumContentItem(_code("KP-NPOINTS", "Number of points"), count,
-                                       _unit("{points}", "points"), relationship_type=contains))
-        for index in chosen:
+    per_set: dict[str, list[tuple[int, np.ndarray]]] = {name: [] for name in SETS}
+    for index in chosen:
+        for set_name in SETS:
             points = keypoints[index].get(set_name)
             if points is None:
                 continue
             xy = np.ascontiguousarray(points[:, :2], dtype=np.float32)
+            if set_name == "face" and face_points is not None:
+                xy = xy[face_index]
             if not np.isfinite(xy).all():
                 raise KeypointSRError(f"frame {index + 1}: {set_name} has non-finite points")
-            scoord = ScoordContentItem(concept, "MULTIPOINT", xy, relationship_type=contains)
-            scoord.ContentSequence = ContentSequence([ImageContentItem(
-                source_concept, class_uid, instance_uid, referenced_frame_numbers=index + 1,
-                relationship_type=RelationshipTypeValues.SELECTED_FROM)])
-            children.append(scoord)
-        group.ContentSequence = children
+            per_set[set_name].append((index + 1, xy))
+    groups: dict[str, tuple[Any, list[Any]]] = {}
+    for set_name, count in SETS.items():
+        code, meaning = SET_CODES[set_name]
+        group = ContainerContentItem(_code(code, meaning), is_content_continuous=False,
+                                     relationship_type=contains)
+        children = [TextContentItem(_code("KP-ORDER", "Point order"),
+                                    point_order_text(set_name), relationship_type=contains)]
+        if set_name == "face" and face_points is not None:
+            count = len(face_index)
+            children.append(TextContentItem(
+                _code("KP-INDICES", "Point indices"),
+                "Subset of the 478 points above; the SCOORDs hold these indices in this order: "
+                + " ".join(str(int(i)) for i in face_index), relationship_type=contains))
+        children.append(NumContentItem(_code("KP-NPOINTS", "Number of points"), count,
+                                       _unit("{points}", "points"), relationship_type=contains))
+        group.ContentSequence = ContentSequence(children)
         items.append(group)
+        groups[set_name] = (group, children)
     root.ContentSequence = items
 
     content_kwargs: dict[str, Any] = {}
@@ -224,6 +278,14 @@ def build_keypoint_sr(video_ds: Dataset, keypoints: Sequence[FrameKeypoints],
             responsible_organization="dicom-deid")],
         **content_kwargs,
     )
+    for set_name, (group, children) in groups.items():
+        code, meaning = SET_CODES[set_name]
+        frame_items = _frame_items(_code(code, meaning), source_concept, class_uid,
+                                   instance_uid, per_set[set_name])
+        # Set through the element, not the attribute: highdicom's ContentSequence would
+        # re-validate every plain item.
+        group[_CONTENT_SEQUENCE] = DataElement(_CONTENT_SEQUENCE, "SQ",
+                                               PydicomSequence([*children, *frame_items]))
     # The SR belongs to the de-identified study: it says so, as the video does.
     for attr in ("PatientIdentityRemoved", "DeidentificationMethod",
                  "DeidentificationMethodCodeSequence", "LongitudinalTemporalInformationModified"):

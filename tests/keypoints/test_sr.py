@@ -12,6 +12,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from dicom_deid.keypoints import (
+    FACE_CONTOUR_POINTS,
     SETS,
     KeypointSRError,
     build_keypoint_sr,
@@ -191,3 +192,35 @@ def test_header_without_optional_patient_attributes(keypoints) -> None:
     assert [elem.tag for elem in header] == before, "the caller's dataset is not modified"
     assert sr.PatientID == header.PatientID
     assert len(read_keypoint_sr(sr)) == 12
+
+
+def test_face_subset(header, keypoints, tmp_path: Path) -> None:
+    path, _ = _build(header, keypoints, tmp_path, face_points=FACE_CONTOUR_POINTS)
+    assert dciodvfy_errors(path) == []
+    back = read_keypoint_sr(path)
+    index = list(FACE_CONTOUR_POINTS)
+    assert np.array_equal(back[2]["face"], keypoints[1].face[index, :2])
+    assert np.array_equal(back[2]["pose"], keypoints[1].pose[:, :2])
+    texts = [i.TextValue for i in _walk(dcmread(path).ContentSequence)
+             if i.ValueType == "TEXT" and i.ConceptNameCodeSequence[0].CodeValue == "KP-INDICES"]
+    assert texts == ["Subset of the 478 points above; the SCOORDs hold these indices in this "
+                     "order: " + " ".join(map(str, index))]
+    with pytest.raises(KeypointSRError, match="face_points"):
+        build_keypoint_sr(header, keypoints, None, series_uid=generate_uid(),
+                          sop_uid=generate_uid(), face_points=[0, 0, 1])
+
+
+def test_sr_of_measured_keypoints(header, tmp_path: Path) -> None:
+    """Keypoints as the extractor gives them (float32 from MediaPipe) survive the round trip."""
+    from dicom_deid.keypoints import KeypointExtractor
+    from tests.keypoints.test_extractor import _scene
+
+    with KeypointExtractor(hands=False) as ex:
+        kps = [ex.extract(_scene()) for _ in range(2)]
+    assert kps[1].face is not None and kps[1].pose is not None
+    header.NumberOfFrames = 2
+    path, _ = _build(header, kps, tmp_path)
+    assert dciodvfy_errors(path) == []
+    back = read_keypoint_sr(path)
+    for name in ("face", "pose"):
+        assert np.array_equal(back[2][name], kps[1].get(name)[:, :2])
