@@ -45,20 +45,6 @@ def identity_distances(gallery: Sequence[Labelled]) -> tuple[list[str], list[np.
     return order, [np.stack(found[i]) if found[i] else np.empty((0, 128)) for i in order]
 
 
-def rank_of(probe: Labelled, identities: list[str], stacks: list[np.ndarray]) -> float:
-    identity, desc = probe
-    if desc is None or identity not in identities:
-        return math.inf
-    desc = np.asarray(desc, dtype=np.float64)
-    dists = np.array(
-        [np.min(np.linalg.norm(s - desc, axis=1)) if len(s) else np.inf for s in stacks]
-    )
-    own = dists[identities.index(identity)]
-    if not np.isfinite(own):
-        return math.inf
-    return float(1 + np.count_nonzero(dists < own))
-
-
 def identify(gallery: Sequence[Labelled], probes: Sequence[Labelled]) -> Identification:
     """Rank-1 and rank-5 identification of probes against gallery, with chance levels.
 
@@ -68,7 +54,21 @@ def identify(gallery: Sequence[Labelled], probes: Sequence[Labelled]) -> Identif
     """
     identities, stacks = identity_distances(gallery)
     used = [p for p in probes if p[0] in identities]
-    ranks = [rank_of(p, identities, stacks) for p in used]
+    ranks = [math.inf] * len(used)
+    with_desc = [i for i, p in enumerate(used) if p[1] is not None]
+    if with_desc and identities:
+        queries = np.stack([np.asarray(used[i][1], dtype=np.float64) for i in with_desc])
+        # Distance of every probe to every identity: its nearest gallery descriptor.
+        dists = np.full((len(with_desc), len(identities)), np.inf)
+        for j, stack in enumerate(stacks):
+            if len(stack):
+                d = np.linalg.norm(queries[:, None, :] - stack[None, :, :], axis=2)
+                dists[:, j] = d.min(axis=1)
+        index = {name: j for j, name in enumerate(identities)}
+        for row, i in enumerate(with_desc):
+            own = dists[row, index[used[i][0]]]
+            if np.isfinite(own):
+                ranks[i] = float(1 + np.count_nonzero(dists[row] < own))
     g = len(identities)
     n = len(ranks)
     return Identification(

@@ -23,7 +23,7 @@ def pearson(a: list[float | None], b: list[float | None]) -> tuple[float | None,
     x = np.array([p[0] for p in pairs])
     y = np.array([p[1] for p in pairs])
     mae = float(np.mean(np.abs(x - y)))
-    if len(pairs) < 3 or np.std(x) == 0 or np.std(y) == 0:
+    if len(pairs) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None, mae, len(pairs)
     return float(np.corrcoef(x, y)[0, 1]), mae, len(pairs)
 
