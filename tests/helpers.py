@@ -52,6 +52,8 @@ def new_dciodvfy_errors(original: Path, written: Path) -> list[str]:
     the instance UIDs that appear in some messages are masked first.
     """
     def normalise(errors: list[str]) -> set[str]:
-        return {re.sub(r"[0-9]+(\.[0-9]+){3,}", "<uid>", e) for e in errors}
+        masked = (re.sub(r"\b[0-9]+(\.[0-9]+){2,}\b", "<uid>", e) for e in errors)
+        # A message that ends in a UID value names the instance, not the problem.
+        return {re.sub(r"(UID\s+)\S+$", r"\1<uid>", e) for e in masked}
 
     return sorted(normalise(dciodvfy_errors(written)) - normalise(dciodvfy_errors(original)))
