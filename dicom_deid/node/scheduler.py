@@ -160,7 +160,10 @@ def sweep_retention(config: NodeConfig, journal: Journal) -> tuple[int, int]:
             originals += 1
     if not config.retention.keep_outputs:
         for row in journal.removable_outputs():
-            (state / row["path"]).unlink(missing_ok=True)
+            output = state / row["path"]
+            output.unlink(missing_ok=True)
+            # The pipeline's per-instance report beside it (PHI-free, but it must not pile up).
+            output.with_suffix(".json").unlink(missing_ok=True)
             journal.mark_output_removed(row["id"])
             outputs += 1
     return originals, outputs

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,33 @@ def test_example_config_is_valid_and_documents_every_key():
     documented = set(re.findall(r"^\s*#?\s*-?\s*([a-z_]+):", text, re.MULTILINE))
     assert known, "no keys found in config.py"
     assert not known - documented, f"keys missing from {EXAMPLE.name}: {sorted(known - documented)}"
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dicom_deid.cli", "serve", *args],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+def test_serve_refuses_a_bad_config_at_start_naming_key_and_problem(tmp_path):
+    path = tmp_path / "node.yaml"
+    path.write_text(f"state_dir: {tmp_path / 'st'}\nlisten: {{port: 0}}\n"
+                    "processing: {workers: two}\ndefault_rule: {profile: no-such-profile}\n")
+    proc = _serve("--config", str(path))
+    assert proc.returncode == 2
+    assert "listen.port: must be 1..65535, got 0" in proc.stderr
+    assert "processing.workers: must be an integer" in proc.stderr
+    assert not (tmp_path / "st").exists()  # nothing started, nothing created
+    path.write_text(f"state_dir: {tmp_path / 'st'}\ndefault_rule: {{profile: no-such-profile}}\n")
+    proc = _serve("--config", str(path))
+    assert proc.returncode == 2 and "default_rule.profile/options:" in proc.stderr, proc.stderr
+    assert "no-such-profile" in proc.stderr
+    checked = _serve("--config", str(EXAMPLE), "--check")
+    assert checked.returncode == 0 and "configuration is valid" in checked.stdout, checked.stderr
+
+
+def test_compose_config_is_valid():
+    path = REPO / "deploy" / "compose" / "node.yaml"
+    config = parse_config(yaml.safe_load(path.read_text()), source=str(path), base_dir=Path("/"))
+    assert config.listen.allowed_calling_aets  # it listens on 0.0.0.0 in the container
+    assert config.destinations[0].host == "archive"
+    assert config.default_rule is not None and config.default_rule.faces != "none"

@@ -127,6 +127,8 @@ def test_video_study_reaches_archive_deidentified_without_phi(tmp_path, clean_ar
         # Retention: delivered originals leave the spool.
         wait_for(lambda: not list((node.state_dir / "spool").glob("??/*.dcm")), 20,
                  what="the spool to be emptied")
+        wait_for(lambda: not [p for p in (node.state_dir / "outbox").rglob("*") if p.is_file()],
+                 20, what="the outbox to be emptied (outputs and their reports)")
     finally:
         node.stop()
     _assert_no_phi(node.log(), phi, "the node log")
