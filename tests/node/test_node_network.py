@@ -18,7 +18,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from dicom_deid.header.keys import load_key
-from tests.helpers import shared_data, shared_dir
+from tests.helpers import REPO, shared_data, shared_dir
 from tests.node.factory import PHI, make_instance, write_study
 from tests.node.peers import (
     Node,
@@ -457,3 +457,40 @@ def test_listener_limits_low_disk_and_unrouted_instances(tmp_path):
         assert "below listen.min_free_disk" in full.log()
     finally:
         full.stop()
+
+
+def test_embedded_default_runs_with_no_config(tmp_path):
+    """`dicom-deid serve` with no file: 127.0.0.1:11112, any calling AE on loopback."""
+    import os
+    import socket
+    import sys
+
+    from pydicom.data import get_testdata_file
+
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 11112)) == 0:
+            pytest.skip("port 11112 (the embedded default) is in use on this machine")
+    env = {**os.environ, "DICOM_DEID_STATE": str(tmp_path / "state"), "PYTHONUNBUFFERED": "1"}
+    log_path = tmp_path / "node.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "dicom_deid.cli", "serve"], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+    def up() -> bool:
+        assert proc.poll() is None, log_path.read_text()
+        return echoscu(11112, calling="ANY-SENDER").returncode == 0
+
+    try:
+        wait_for(up, 60, what="the default node to answer C-ECHO")
+        ct = Path(get_testdata_file("CT_small.dcm"))
+        storescu([ct], 11112, calling="ANY-SENDER")
+        status = subprocess.run([sys.executable, "-m", "dicom_deid.cli", "status"], env=env,
+                                capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert status.returncode == 0, status.stderr
+        assert "DICOM-DEID@127.0.0.1:11112" in status.stdout
+        assert "received 1" in status.stdout and "destinations: none configured" in status.stdout
+        assert (tmp_path / "state" / "site.key").stat().st_mode & 0o777 == 0o600
+    finally:
+        proc.terminate()
+        assert proc.wait(60) == 0
+    assert "processed 30 s after their last instance" in log_path.read_text()
