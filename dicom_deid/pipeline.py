@@ -262,7 +262,7 @@ def _process_faces(path: Path, source, header: HeaderResult, profile: Profile, f
             from dicom_deid.keypoints import write_keypoints_csv
 
             csv_path = target.with_suffix(".keypoints.csv")
-            write_keypoints_csv(csv_path, outcome.keypoints)
+            write_keypoints_csv(csv_path, outcome.keypoints, durable=durable)
             report["keypoints_csv"] = csv_path.name
     except BaseException:
         # Never leave a video without its SR, or an SR without its video.

@@ -85,8 +85,8 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
         if want_keypoints:
             from dicom_deid.keypoints import KeypointExtractor
 
-            extract_original = KeypointExtractor(face=True)
-            extract_output = KeypointExtractor(face=True)
+            extract_original = KeypointExtractor(face=True, fps=fps)
+            extract_output = KeypointExtractor(face=True, fps=fps)
 
         def frames():
             for rgb in reader:

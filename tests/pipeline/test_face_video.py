@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 from pathlib import Path
@@ -9,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom import dcmread
+from pydicom.multival import MultiValue
 
 from dicom_deid.header import load_key
+from dicom_deid.keypoints import read_keypoint_sr
 from dicom_deid.pipeline import StudyOptions, process_study
 from dicom_deid.video import open_frames
-from tests.faces import recognizer
+from tests.faces import recognizer, synth
 from tests.helpers import dciodvfy_errors, new_dciodvfy_errors, require_tool
 from tests.pipeline.face_video import PHI, make_face_video
 
@@ -65,10 +68,15 @@ def test_blur_video_without_keypoints(face_video, tmp_path: Path, key_file: Path
     assert report["faces"]["frames"] == len(pictures)
     assert report["pixels"]["faces_cleaned"] is True
     assert "keypoint_sr" not in report
+    with open_frames(out) as reader:
+        middle = list(reader)[len(pictures) // 2]
+    reference = recognizer.descriptors(pictures[len(pictures) // 2])[0]
+    assert recognizer.best_distance(middle, reference) > 0.6
 
 
 def test_swap_video_with_keypoint_sr(face_video, tmp_path: Path, key_file: Path) -> None:
     video, pictures = face_video
+    truths = synth.sequence(len(pictures))[1]
     result = _run(video, tmp_path, key_file, faces="swap")
     assert result.ok, result.failures
     assert len(result.outputs) == 2, "the video and its keypoint SR"
@@ -112,7 +120,9 @@ def test_swap_video_with_keypoint_sr(face_video, tmp_path: Path, key_file: Path)
                 for ref in item.get("ContentSequence", []):
                     for sop in ref.get("ReferencedSOPSequence", []):
                         assert sop.ReferencedSOPInstanceUID == ds.SOPInstanceUID
-                        frames_in_sr.update(int(f) for f in sop.ReferencedFrameNumber)
+                        value = sop.ReferencedFrameNumber
+                        numbers = value if isinstance(value, MultiValue) else [value]
+                        frames_in_sr.update(int(f) for f in numbers)
             walk(item.get("ContentSequence", []))
 
     walk(sr.ContentSequence)
@@ -123,6 +133,28 @@ def test_swap_video_with_keypoint_sr(face_video, tmp_path: Path, key_file: Path)
     assert report["invariance"]
     csv_path = out.with_suffix(".keypoints.csv")
     assert csv_path.exists() and csv_path.stat().st_size > 0
+
+    # The points read back through highdicom are those of the CSV, and the face points agree
+    # with the true landmarks of the synthetic frames (an affine warp of the astronaut's).
+    points = read_keypoint_sr(sr_path)
+    rows: dict[tuple[int, str], list[tuple[float, float]]] = {}
+    with csv_path.open() as handle:
+        for row in csv.DictReader(handle):
+            rows.setdefault((int(row["frame"]), row["set"]), []).append(
+                (float(row["x"]), float(row["y"])))
+    assert points, "the SR holds keypoints"
+    face_frames = 0
+    for frame_number, sets in points.items():
+        for set_name, xy in sets.items():
+            expected = np.array(rows[(frame_number, set_name)], dtype=np.float32)
+            np.testing.assert_array_equal(xy[:, :2], expected[: len(xy), :2])
+        if "face" in sets:
+            face_frames += 1
+            truth = truths[frame_number - 1]
+            inter_ocular = np.linalg.norm(truth[33, :2] - truth[263, :2])
+            error = np.linalg.norm(sets["face"][:, :2] - truth[: len(sets["face"]), :2], axis=1)
+            assert error.mean() / inter_ocular < 0.1
+    assert face_frames >= len(pictures) - 1
 
 
 def test_rerun_gives_the_same_uids(face_video, tmp_path: Path, key_file: Path) -> None:
