@@ -1,0 +1,227 @@
+#!/usr/bin/env python
+"""End-to-end face replacement speed at 720p against a plain transcode and `deface`, in one run.
+
+All rows read the same video and write H.264 with the product's encoder settings
+(`dicom_deid.faces.media.VideoWriter`: PyAV libx264, CRF 18, preset medium, yuv420p):
+
+- transcode: decode + encode only, the limit on this machine;
+- <method>: decode, track (MediaPipe), replace (FaceReplacer: render, fail-closed cover, leak
+  check), encode; by default swap, and any other methods given with --methods;
+- deface-api: deface's own per-frame work (its CenterFace detector, at full resolution as its
+  CLI does by default, with the backend it picks as installed, and its `anonymize_frame` blur)
+  between the same decode and encode;
+- deface-cli: the `deface` command itself on the same file (its own imageio/ffmpeg I/O and
+  encoder), timed as a subprocess, for reference.
+
+Rates are frames per second of wall time; the table gives each row's ratio to the transcode and
+swap's ratio to deface. Targets (issue 5): swap >= 0.6x transcode and faster than deface.
+
+The input is a 1280x720 clip of skimage's astronaut moving across the frame (generated, face
+about 230 px wide), or --video PATH (scaled to 720 rows when it is smaller).
+
+    .venv/bin/python benchmarks/faces_speed.py --frames 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from dicom_deid.faces.media import VideoInfo, VideoWriter, probe_video, read_video  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def make_clip(path: Path, frames: int, size: tuple[int, int] = (1280, 720), fps: int = 25) -> None:
+    """The astronaut moving, turning and zooming slowly across a 720p frame."""
+    from skimage import data
+
+    img = data.astronaut()
+    w, h = size
+    face = np.array([225.0, 120.0])
+    writer = VideoWriter(path, VideoInfo(frames, Fraction(fps), w, h, "h264"))
+    try:
+        for i in range(frames):
+            t = i / max(1, frames - 1)
+            m = cv2.getRotationMatrix2D(tuple(face), -10 + 20 * t, 1.6 + 0.3 * np.sin(np.pi * t))
+            m[:, 2] += np.array([w * (0.3 + 0.4 * t), h * 0.4]) - face
+            writer.write(cv2.warpAffine(img, m, size, borderMode=cv2.BORDER_CONSTANT,
+                                        borderValue=(96, 110, 120)))
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def scaled_copy(src: Path, dst: Path, rows: int = 720) -> None:
+    info = probe_video(src)
+    if info.height >= rows:
+        shutil.copyfile(src, dst)
+        return
+    w = int(round(info.width * rows / info.height / 2)) * 2
+    writer = VideoWriter(dst, VideoInfo(info.frames, info.fps, w, rows, info.codec))
+    try:
+        for rgb in read_video(src):
+            writer.write(cv2.resize(rgb, (w, rows), interpolation=cv2.INTER_CUBIC))
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def timed_pass(src: Path, dst: Path, per_frame=None) -> dict:
+    """Decode src, optionally transform each frame, encode to dst; wall time and counts."""
+    info = probe_video(src)
+    start = time.perf_counter()
+    writer = VideoWriter(dst, info)
+    frames = 0
+    try:
+        for rgb in read_video(src):
+            writer.write(per_frame(rgb) if per_frame else rgb)
+            frames += 1
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    seconds = time.perf_counter() - start
+    return {"frames": frames, "seconds": round(seconds, 3), "fps": round(frames / seconds, 2)}
+
+
+def run_replacer(src: Path, dst: Path, method: str) -> dict:
+    from dicom_deid.faces import FaceReplacer
+
+    info = probe_video(src)
+    start = time.perf_counter()
+    replacer = FaceReplacer(method, donor_seed=1234, fps=float(info.fps))
+    setup = time.perf_counter() - start
+    try:
+        row = timed_pass(src, dst, replacer.process)
+    finally:
+        report = replacer.close()
+    row["setup_seconds"] = round(setup, 3)
+    row["fps_with_setup"] = round(row["frames"] / (row["seconds"] + setup), 2)
+    row["report"] = {k: getattr(report, k) for k in
+                     ("frames", "faces", "fallback_frames", "leaks", "renderer_failures",
+                      "detections_run")}
+    return row
+
+
+def run_deface_api(src: Path, dst: Path) -> dict:
+    from deface.centerface import CenterFace
+    from deface.deface import anonymize_frame
+
+    start = time.perf_counter()
+    centerface = CenterFace(in_shape=None, backend="auto")
+    setup = time.perf_counter() - start
+
+    def blur(rgb: np.ndarray) -> np.ndarray:
+        frame = rgb.copy()
+        dets, _ = centerface(frame, threshold=0.2)          # deface's CLI defaults
+        anonymize_frame(dets, frame, mask_scale=1.3, replacewith="blur", ellipse=True,
+                        draw_scores=False, replaceimg=None, mosaicsize=20)
+        return frame
+
+    row = timed_pass(src, dst, blur)
+    row["backend"] = centerface.backend
+    row["setup_seconds"] = round(setup, 3)
+    return row
+
+
+def run_deface_cli(src: Path, dst: Path) -> dict | None:
+    exe = Path(sys.executable).with_name("deface")
+    if not exe.exists():
+        return None
+    start = time.perf_counter()
+    proc = subprocess.run([str(exe), str(src), "-o", str(dst)], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1:] or ["failed"]}
+    frames = probe_video(src).frames or 0
+    return {"frames": frames, "seconds": round(seconds, 3), "fps": round(frames / seconds, 2),
+            "note": "includes interpreter start and model load; its own imageio/ffmpeg encoder"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=100, help="length of the generated clip")
+    ap.add_argument("--video", type=Path, help="use this video instead (scaled to 720 rows)")
+    ap.add_argument("--methods", default="swap", help="comma-separated FaceReplacer methods")
+    ap.add_argument("--no-deface-cli", action="store_true")
+    ap.add_argument("--output", type=Path, help="JSON result (default benchmarks/results/...)")
+    args = ap.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="faces_speed_") as tmp_dir:
+        tmp = Path(tmp_dir)
+        src = tmp / "input.mp4"
+        if args.video:
+            scaled_copy(args.video, src)
+            source = f"{args.video.name} scaled to 720 rows"
+        else:
+            make_clip(src, args.frames)
+            source = f"generated: skimage astronaut moving, {args.frames} frames"
+        info = probe_video(src)
+        rows: dict[str, dict] = {}
+        # Warm the decoder, encoder and file cache once so the first timed row is not penalised.
+        timed_pass(src, tmp / "warm.mp4")
+        rows["transcode"] = timed_pass(src, tmp / "transcode.mp4")
+        for method in [m for m in args.methods.split(",") if m]:
+            rows[method] = run_replacer(src, tmp / f"{method}.mp4", method)
+        rows["deface-api"] = run_deface_api(src, tmp / "deface_api.mp4")
+        if not args.no_deface_cli:
+            cli = run_deface_cli(src, tmp / "deface_cli.mp4")
+            if cli is not None:
+                rows["deface-cli"] = cli
+        # The transcode again at the end: the machine is shared, so its spread shows the noise.
+        rows["transcode-again"] = timed_pass(src, tmp / "transcode2.mp4")
+
+    base = rows["transcode"]["fps"]
+    for row in rows.values():
+        if "fps" in row:
+            row["ratio_to_transcode"] = round(row["fps"] / base, 3)
+    deface_fps = rows["deface-api"]["fps"]
+    summary = {
+        "source": source,
+        "size": f"{info.width}x{info.height}",
+        "encoder": "libx264 crf 18 preset medium yuv420p (PyAV), same for every row",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
+        "rows": rows,
+    }
+    for method in args.methods.split(","):
+        if method in rows:
+            summary[f"{method}_vs_transcode"] = rows[method]["ratio_to_transcode"]
+            summary[f"{method}_vs_deface"] = round(rows[method]["fps"] / deface_fps, 3)
+
+    print(f"{'row':<16}{'frames':>8}{'seconds':>10}{'fps':>9}{'x transcode':>13}")
+    for name, row in rows.items():
+        if "fps" not in row:
+            print(f"{name:<16}  {row}")
+            continue
+        print(f"{name:<16}{row['frames']:>8}{row['seconds']:>10.2f}{row['fps']:>9.2f}"
+              f"{row['ratio_to_transcode']:>13.3f}")
+    for key, value in summary.items():
+        if key.endswith(("_vs_transcode", "_vs_deface")):
+            print(f"{key}: {value}")
+    out = args.output or RESULTS / f"faces_speed_{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
