@@ -1,8 +1,9 @@
 """What the independent models see on one frame: dlib (box, 68 landmarks, descriptor),
 MediaPipe face mesh (478), CenterFace boxes, and optionally MediaPipe pose and hands.
 
-One Observer follows one stream of frames (MediaPipe runs in tracking mode within a capture,
-so originals and outputs each get their own Observer); the heavy models are shared.
+Face landmarks are measured on each frame independently; pose and hands (optional) run in
+MediaPipe's tracking mode within a capture, so originals and outputs each get their own
+Observer. The heavy models are shared.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dicom_deid.evaluate.embeddings import DlibFaces
+from dicom_deid.faces.models import LANDMARK_COUNT
 
 # CenterFace runs on frames downscaled to this longer side (the leak check's own setting is
 # 416; a little more here so the evaluation is at least as sensitive as the pipeline's check).
@@ -32,16 +34,50 @@ class FrameObs:
     hands: dict[str, np.ndarray] = field(default_factory=dict)   # "Left"/"Right" -> 21 x 2
 
 
+class StaticMesh:
+    """MediaPipe face mesh with iris (478 points), each frame on its own.
+
+    The evaluation measures every frame independently (static image mode): in tracking mode
+    the landmarks of a frame depend on the frames before it (on six identical frames they
+    move by about 1% of the inter-ocular distance), which would add the tracker's history to
+    both NME and jitter. Same model and settings as dicom_deid/faces/models.py otherwise.
+    """
+
+    def __init__(self, min_confidence: float = 0.5) -> None:
+        import mediapipe as mp
+
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+            min_detection_confidence=min_confidence,
+        )
+
+    def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
+        result = self._mesh.process(np.ascontiguousarray(rgb))
+        if not result.multi_face_landmarks:
+            return None
+        h, w = rgb.shape[:2]
+        pts = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark],
+                       dtype=np.float64)
+        if pts.shape[0] != LANDMARK_COUNT:
+            return None
+        pts[:, 0] *= w
+        pts[:, 1] *= h
+        pts[:, 2] *= w
+        return pts
+
+    def close(self) -> None:
+        self._mesh.close()
+
+
 class Models:
     """The models shared by every Observer of a run (loaded once)."""
 
     def __init__(self, *, body: bool = False, upsample: int | None = None) -> None:
         from dicom_deid.faces.centerface import CenterFace
-        from dicom_deid.faces.models import MediaPipeFaceModels
 
         self.dlib = DlibFaces()
         self.upsample = upsample
-        self.mediapipe = MediaPipeFaceModels()
+        self.mesh = StaticMesh()
         self.centerface = CenterFace()
         self.body = body
 
@@ -53,13 +89,12 @@ class Models:
         return 1 if max(rgb.shape[:2]) <= 400 else 0
 
     def close(self) -> None:
-        self.mediapipe.close()
+        self.mesh.close()
 
 
 class Observer:
     def __init__(self, models: Models) -> None:
         self.models = models
-        self._mesh = models.mediapipe.mesh_session()
         self._pose = self._hands = None
         if models.body:
             import mediapipe as mp
@@ -68,8 +103,7 @@ class Observer:
             self._hands = mp.solutions.hands.Hands(static_image_mode=False, max_num_hands=2)
 
     def start(self) -> None:
-        """A new capture begins: forget the previous frame's tracking state."""
-        self._mesh.reset()
+        """A new capture begins: forget the previous frame's tracking state (pose, hands)."""
         if self._pose is not None:
             self._pose.reset()
             self._hands.reset()
@@ -85,7 +119,7 @@ class Observer:
             if face is not None:
                 obs.dlib_box, obs.dlib68, obs.descriptor = face.box, face.landmarks68, face.descriptor
         if landmarks:
-            obs.mesh = self._mesh.landmarks(rgb)
+            obs.mesh = self.models.mesh.landmarks(rgb)
         if centerface:
             dets = self.models.centerface.detect(rgb, threshold=CENTERFACE_THRESHOLD,
                                                  max_side=CENTERFACE_MAX_SIDE)
@@ -109,7 +143,6 @@ class Observer:
             obs.hands[label] = np.array([(p.x * w, p.y * h) for p in lms.landmark])
 
     def close(self) -> None:
-        self._mesh.close()
         if self._pose is not None:
             self._pose.close()
             self._hands.close()

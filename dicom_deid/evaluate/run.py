@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,7 +178,6 @@ def run_capture(entry: Entry, method: str, settings: Settings, models: Models,
                 if box is not None:
                     cap.crop = (face_crop(frame, box), face_crop(out, box))
             if noise is not None and described:
-                noise.start()
                 jo = noise.observe(_jpeg(frame, settings.jpeg_quality), i, descriptor=False)
                 cap.jpeg_floor.append((
                     nme(obs.mesh, jo.mesh, "mediapipe") if obs.mesh is not None and jo.mesh is not None else None,
@@ -212,23 +212,28 @@ def evaluate(manifest: str | Path, output: str | Path, settings: Settings) -> di
     crops_left = settings.crops
     try:
         orig_obs, noise_obs = Observer(models), Observer(models)
+        started = time.monotonic()
         for n, entry in enumerate(_progress(entries, settings, desc="original")):
             want = entry.role == "probe" and crops_left > 0
             crops_left -= int(want)
             originals[n] = run_capture(entry, "original", settings, models, orig_obs, noise_obs,
                                        None, want)
         captures["original"] = originals
+        log.info("originals: %d captures in %.0f s", len(originals), time.monotonic() - started)
         for method in settings.methods:
             if method == "original":
                 continue
             observer = Observer(models)
             done: dict[int, Capture] = {}
+            started = time.monotonic()
             try:
                 for n, entry in enumerate(_progress(entries, settings, desc=method)):
                     want = originals[n].crop is not None
                     done[n] = run_capture(entry, method, settings, models, observer, None,
                                           originals[n], want)
                 captures[method] = done
+                log.info("method %s: %d captures in %.0f s", method, len(done),
+                         time.monotonic() - started)
             except MethodUnavailable as exc:
                 log.warning("method %s is unavailable: %s", method, exc)
                 captures[method] = str(exc)

@@ -1,0 +1,133 @@
+"""End to end on skimage's astronaut (a real public-domain face): the CLI writes metrics.json
+with the required keys and the known answers hold on real models (dlib, MediaPipe, CenterFace).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dlib")
+pytest.importorskip("face_recognition_models")
+
+from dicom_deid.cli import main  # noqa: E402
+from dicom_deid.evaluate.aggregate import REQUIRED_KEYS  # noqa: E402
+
+
+def _astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()[:300, 60:360]      # the face and shoulders, 300 x 300
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    import cv2
+
+    from dicom_deid.faces.media import VideoInfo, VideoWriter
+
+    folder = tmp_path_factory.mktemp("eval")
+    face = _astronaut()
+    bgr = cv2.cvtColor(face, cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(folder / "gallery.png"), bgr)
+    # Another "capture": shifted and slightly brighter, so it is not the same file.
+    shifted = np.roll(face, (6, -8), axis=(0, 1))
+    shifted = np.clip(shifted.astype(np.int16) + 10, 0, 255).astype(np.uint8)
+    cv2.imwrite(str(folder / "probe.png"), cv2.cvtColor(shifted, cv2.COLOR_RGB2BGR))
+    # A distractor identity with no face at all and one with a face-free texture.
+    cv2.imwrite(str(folder / "noface.png"), np.full((120, 120, 3), 90, np.uint8))
+    # A still video: the same frame six times.
+    from fractions import Fraction
+
+    writer = VideoWriter(folder / "still.avi", VideoInfo(6, Fraction(25), 300, 300, "h264"))
+    for _ in range(6):
+        writer.write(face)
+    writer.finish()
+    (folder / "m.csv").write_text(
+        "path,identity,role\ngallery.png,astronaut,gallery\nprobe.png,astronaut,probe\n"
+        "noface.png,nobody,distractor\nstill.avi,astronaut,probe\n")
+    out = folder / "out"
+    code = main(["evaluate", "--manifest", str(folder / "m.csv"), "--methods",
+                 "original,blackout,swap", "--output", str(out), "--descriptor-step", "1",
+                 "--crops", "1"])
+    assert code == 0
+    return out, json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_cli_writes_metrics_with_required_keys(run):
+    out, metrics = run
+    assert set(metrics) == {"original", "blackout", "swap"}
+    for method, values in metrics.items():
+        missing = [k for k in REQUIRED_KEYS if k not in values]
+        assert not missing, f"{method} lacks {missing}"
+    assert (out / "report.html").read_text().count("data:image/png;base64,") >= 2
+    assert "CC BY 4.0" in (out / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_identical_input_gives_zero_nme_and_full_rank1(run):
+    _, metrics = run
+    orig = metrics["original"]
+    assert orig["rank1"] == 1.0 and orig["linkage_rank1"] == 1.0
+    assert orig["chance"] == pytest.approx(0.5)
+    assert orig["nme_mediapipe"] == 0.0 and orig["nme_dlib68"] == 0.0
+    assert orig["detection_retention"] == 1.0 and orig["no_face_rate"] == 0.0
+    assert orig["verification_rate"] == 1.0
+    # The untouched face is what a leak is: every frame with a face counts.
+    assert orig["leaks"] == 7
+
+
+@pytest.mark.slow
+def test_blackout_leaves_no_face_to_find(run):
+    _, metrics = run
+    black = metrics["blackout"]
+    assert black["no_face_rate"] == 1.0
+    assert black["rank1"] == 0.0 and black["rank5"] == 0.0 and black["verification_rate"] == 0.0
+    assert black["detection_retention"] == 0.0
+    assert black["nme_mediapipe"] is None
+    assert black["leaks"] == 0
+
+
+@pytest.mark.slow
+def test_still_video_jitter_and_noise_floor(run):
+    _, metrics = run
+    video = metrics["original"]["videos"][0]
+    assert video["file"] == "still.avi" and video["frames"] == 6
+    # Identical frames, each measured on its own: the landmarks do not move at all.
+    assert video["jitter_original"] == 0.0
+    assert video["ear_mae"] == 0.0
+    assert metrics["original"]["nme_mediapipe_floor_jpeg"] < 2.0
+
+
+@pytest.mark.slow
+def test_unavailable_method_is_recorded_not_fatal(tmp_path: Path, monkeypatch):
+    # Stands in for an installation without the swap renderer (the real one may be present).
+    import cv2
+
+    from dicom_deid.faces import MethodUnavailableError, replacer
+
+    def missing(method, **_):
+        if method == "swap":
+            raise MethodUnavailableError("swap renderer not installed")
+        return None
+
+    monkeypatch.setattr(replacer, "load_renderer", missing)
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(_astronaut(), cv2.COLOR_RGB2BGR))
+    (tmp_path / "m.csv").write_text("path,identity,role\na.png,x,gallery\na.png,x,probe\n")
+    assert main(["evaluate", "--manifest", str(tmp_path / "m.csv"), "--methods", "swap,blur",
+                 "--output", str(tmp_path / "out")]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["swap"]["available"] is False and "not installed" in metrics["swap"]["error"]
+    assert all(k in metrics["swap"] for k in REQUIRED_KEYS)
+    assert metrics["blur"]["available"] is True
+
+
+def test_bad_manifest_exits_2_naming_it(tmp_path: Path, capsys):
+    path = tmp_path / "m.csv"
+    path.write_text("path,identity\nx.png,a\n")
+    assert main(["evaluate", "--manifest", str(path), "--output", str(tmp_path / "o")]) == 2
+    assert "m.csv" in capsys.readouterr().err
