@@ -12,7 +12,7 @@ frames, ratio). Inputs that are not video are skipped and counted. A failure is 
 with its reason and makes the exit status 1; no partial output file is ever left behind.
 
 Quality (--quality) is the codec's own scale: CRF for H.264 and HEVC (0-51, lower is better;
-defaults 14 and 12), the quantiser for MPEG-2 (1-31, lower is better; default 2), libjpeg
+defaults 12 and 10), the quantiser for MPEG-2 (1-31, lower is better; default 2), libjpeg
 quality for baseline JPEG (1-100; default 95), NEAR for JPEG-LS near-lossless (default 2) and
 the target PSNR in dB for lossy JPEG 2000 (default 50).
 """

@@ -3,7 +3,10 @@
 FFmpeg conceals many bitstream errors (a damaged slice becomes a smeared block) and reports them
 only through its log; a frame-accurate reader must see them. PyAV's logging is process-wide and
 off by default, so it is switched to ERROR while at least one watcher is active and restored
-afterwards.
+afterwards. PyAV holds back a message identical to the previous one and releases it, with a
+repeat count, only when a different message arrives, which would credit one stream's error to
+the next stream decoded; repeat suppression is therefore off while watching, and a marker is
+logged on entry to release anything still held back before the watch starts.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import av.logging
 _lock = threading.Lock()
 _active = 0
 _saved_level: int | None = None
+_saved_skip: bool = True
 _capture: av.logging.Capture | None = None
 _logs_ref: list[list[tuple[int, str, str]]] = []
 
-_IGNORED_PREFIXES = ("libx264", "libx265", "swscaler")
+_MARKER = "dicom_deid.avlog"
+_IGNORED_PREFIXES = ("libx264", "libx265", "swscaler", _MARKER)
 
 
 class DecoderErrors:
@@ -28,17 +33,21 @@ class DecoderErrors:
         self._start = 0
 
     def __enter__(self) -> DecoderErrors:
-        global _active, _saved_level, _capture
+        global _active, _saved_level, _saved_skip, _capture
         with _lock:
             if _active == 0:
                 _saved_level = av.logging.get_level()
+                _saved_skip = av.logging.get_skip_repeated()
                 if _saved_level is None or _saved_level < av.logging.ERROR:
                     av.logging.set_level(av.logging.ERROR)
+                av.logging.set_skip_repeated(False)
                 _capture = av.logging.Capture(local=False)
                 _capture.__enter__()
                 # Capture appends into its own list; alias it so watchers can index into it.
                 _logs_ref.clear()
                 _logs_ref.append(_capture.logs)
+                # FATAL, not ERROR: PyAV counts ERROR lines into the "last error" of exceptions.
+                av.logging.log(av.logging.FATAL, _MARKER, "watch started")
             _active += 1
             self._start = len(_logs_ref[0])
         return self
@@ -58,5 +67,6 @@ class DecoderErrors:
             if _active == 0 and _capture is not None:
                 _capture.__exit__(None, None, None)
                 _capture = None
+                av.logging.set_skip_repeated(_saved_skip)
                 av.logging.set_level(_saved_level)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 import av.error
 import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
 from pydicom.uid import (
     HEVCM10P51,
     MPEG2MPHL,
@@ -30,7 +31,10 @@ from dicom_deid.video.syntaxes import base_syntax, family
 
 log = logging.getLogger(__name__)
 
-DEFAULT_QUALITY = {"h264": 14, "hevc": 12, "mpeg2": 2}
+# Box-filtered chroma with accurate rounding: the counterpart of the reader's conversion.
+_YUV_FLAGS = Interpolation.AREA | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INP
+
+DEFAULT_QUALITY = {"h264": 12, "hevc": 10, "mpeg2": 2}
 QUALITY_RANGE = {"h264": (0, 51), "hevc": (0, 51), "mpeg2": (1, 31)}
 X264_PRESET = "fast"
 X265_PRESET = "fast"
@@ -146,6 +150,7 @@ class MpegEncoder:
             cc.max_b_frames = 2
             cc.gop_size = 15
         cc.thread_type = "AUTO"
+        self._reformatter = VideoReformatter()
         self.frames = 0
 
     def _options(self) -> dict[str, str]:
@@ -178,8 +183,9 @@ class MpegEncoder:
 
     def encode(self, rgb: np.ndarray) -> None:
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        frame = frame.reformat(
-            format=self.pix_fmt, dst_colorspace=self._colorspace, dst_color_range=self._color_range
+        frame = self._reformatter.reformat(
+            frame, format=self.pix_fmt, dst_colorspace=self._colorspace,
+            dst_color_range=self._color_range, interpolation=_YUV_FLAGS,
         )
         if self._pts_ticks is not None:
             if self.frames >= len(self._pts_ticks):

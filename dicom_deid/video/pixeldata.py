@@ -67,14 +67,21 @@ def _syntax(ds: Dataset) -> str:
     return str(uid) if uid else ImplicitVRLittleEndian
 
 
-def _parse_items(fp: BinaryIO, start: int, end: int | None, name: str, little: bool = True):
-    """(bot, items) of an encapsulated value whose first item starts at `start`."""
+def _parse_items(fp: BinaryIO, start: int, end: int | None, name: str, little: bool = True,
+                 delimited: bool = True):
+    """(bot, items) of an encapsulated value whose first item starts at `start`.
+
+    delimited=False: the value ends at `end` without a sequence delimiter, as pydicom holds an
+    encapsulated Pixel Data value in memory.
+    """
     fmt = "<HHL" if little else ">HHL"
     fp.seek(start)
     entries: list[tuple[int, int]] = []
     pos = start
     while True:
         head = fp.read(8)
+        if not head and not delimited:
+            break
         if len(head) < 8:
             raise VideoError(name, "Pixel Data is truncated: the item sequence has no delimiter")
         group, elem, length = struct.unpack(fmt, head)
@@ -177,7 +184,7 @@ def layout_from_dataset(ds: Dataset, name: str = "<dataset>") -> PixelLayout:
             syntax not in _NATIVE if has_syntax else (elem.is_undefined_length or _looks_encapsulated(fp))
         )
         if encapsulated:
-            bot, items = _parse_items(fp, 0, size, name)
+            bot, items = _parse_items(fp, 0, size, name, delimited=False)
             return PixelLayout(opener, True, bot=bot, items=items)
     return PixelLayout(opener, False, offset=0, length=size)
 

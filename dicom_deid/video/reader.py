@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from pydicom.dataset import Dataset
 
 from dicom_deid.video.decode_mpeg import MpegDecoder, to_rgb
@@ -155,8 +156,9 @@ class FrameReader:
         self._mpeg = None
         if decoder is None:
             decoder = MpegDecoder(self._layout, self.info.transfer_syntax, self._name, strict=self.strict)
+        reformatter = VideoReformatter()
         for frame in decoder.frames():
-            yield to_rgb(frame)
+            yield to_rgb(frame, reformatter)
 
     def _iter_still(self) -> Iterator[np.ndarray]:
         from dicom_deid.video.decode_still import iter_rgb

@@ -255,7 +255,7 @@ def choose_pixel_syntax(requested: str, source_syntax: str | None) -> Choice:
         if found is None:
             return Choice(ExplicitVRLittleEndian, f"no encoder for {syntax_name(source_syntax or '?')}; native instead")
         return Choice(found[0], found[1])
-    uid = _ALIASES.get(requested, UID(requested))
+    uid = _ALIASES[requested] if requested in _ALIASES else UID(requested)
     if uid in PIXEL_WRITABLE:
         return Choice(UID(uid))
     found = _PIXEL_TARGETS.get(uid)
