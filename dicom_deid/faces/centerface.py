@@ -67,6 +67,11 @@ class CenterFace:
             raise FileNotFoundError(f"cannot read the CenterFace model {path}: {exc}") from exc
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # Idle worker threads sleep instead of spinning: the detector shares the CPU with the
+        # tracker and the video encoder, and spinning threads took that time from them (on
+        # 2 busy cores: 25 ms CPU per 720p check instead of 50, wall time 40 ms instead of 80-140).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
