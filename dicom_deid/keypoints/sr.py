@@ -32,17 +32,15 @@ from typing import Any
 
 import numpy as np
 from pydicom import dcmread
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence as PydicomSequence
 from pydicom.tag import Tag
 
+from dicom_deid.keypoints.encode import ScoordFrames, dataset_item
 from dicom_deid.keypoints.metrics import InvarianceMetrics
 from dicom_deid.keypoints.points import SETS, FrameKeypoints, point_order_text
 
 SCHEME = "99DCMDEID"
-_GRAPHIC_DATA = Tag(0x0070, 0x0022)
-_CONCEPT_NAME = Tag(0x0040, 0xA043)
 _CONTENT_SEQUENCE = Tag(0x0040, 0xA730)
 SERIES_NUMBER = 9901
 MANUFACTURER = "dicom-deid"
@@ -125,42 +123,6 @@ def _frame_count(video_ds: Dataset) -> int | None:
         return None
 
 
-def _frame_items(concept: Dataset, source: Dataset, class_uid: str, instance_uid: str,
-                 frames: list[tuple[int, np.ndarray]]) -> list[Dataset]:
-    """One SCOORD MULTIPOINT per (frame number, N x 2 points), SELECTED FROM that frame.
-
-    Built as plain pydicom items after highdicom has built the document: highdicom would hold
-    every coordinate as a validated Python float and deep-copy the tree (about 15 ms a frame
-    with the full face mesh, 30 s for a minute of video); here Graphic Data is kept as the
-    float32 bytes the file holds (explicit VR little endian, the SR's transfer syntax) and the
-    concept sequences are shared. read_keypoint_sr() parses the result back with highdicom.
-    """
-    concept_elem = DataElement(_CONCEPT_NAME, "SQ", PydicomSequence([concept]))
-    source_elem = DataElement(_CONCEPT_NAME, "SQ", PydicomSequence([source]))
-    out = []
-    for frame, xy in frames:
-        ref = Dataset()
-        ref.ReferencedSOPClassUID = class_uid
-        ref.ReferencedSOPInstanceUID = instance_uid
-        ref.ReferencedFrameNumber = frame
-        image = Dataset()
-        image.RelationshipType = "SELECTED FROM"
-        image.ValueType = "IMAGE"
-        image.add(source_elem)
-        image.ReferencedSOPSequence = PydicomSequence([ref])
-        item = Dataset()
-        item.RelationshipType = "CONTAINS"
-        item.ValueType = "SCOORD"
-        item.add(concept_elem)
-        item.GraphicType = "MULTIPOINT"
-        data = np.ascontiguousarray(xy, dtype="<f4").tobytes()
-        item._dict[_GRAPHIC_DATA] = RawDataElement(_GRAPHIC_DATA, "FL", len(data), data, 0,
-                                                   False, True)
-        item.ContentSequence = PydicomSequence([image])
-        out.append(item)
-    return out
-
-
 def build_keypoint_sr(video_ds: Dataset, keypoints: Sequence[FrameKeypoints],
                       metrics: InvarianceMetrics | None, *, series_uid: str, sop_uid: str,
                       frame_step: int = 1, face_points: Sequence[int] | None = None,
@@ -198,7 +160,6 @@ def build_keypoint_sr(video_ds: Dataset, keypoints: Sequence[FrameKeypoints],
             f"{len(keypoints)} frames of keypoints but the video has {total} frames")
     contains = RelationshipTypeValues.CONTAINS
     class_uid, instance_uid = str(ev.SOPClassUID), str(ev.SOPInstanceUID)
-    source_concept = CodedConcept("121112", "DCM", "Source of Measurement")
 
     root = ContainerContentItem(_code("KP-REPORT", "Keypoint report"),
                                 is_content_continuous=False)
@@ -279,13 +240,20 @@ def build_keypoint_sr(video_ds: Dataset, keypoints: Sequence[FrameKeypoints],
         **content_kwargs,
     )
     for set_name, (group, children) in groups.items():
-        code, meaning = SET_CODES[set_name]
-        frame_items = _frame_items(_code(code, meaning), source_concept, class_uid,
-                                   instance_uid, per_set[set_name])
-        # Set through the element, not the attribute: highdicom's ContentSequence would
-        # re-validate every plain item.
-        group[_CONTENT_SEQUENCE] = DataElement(_CONTENT_SEQUENCE, "SQ",
-                                               PydicomSequence([*children, *frame_items]))
+        # The frames go in as encoded bytes (encode.py): as Datasets they would cost ~15 s and
+        # ~300 MB for a minute of video. The element is set on the dataset, not through
+        # highdicom's ContentSequence, which only takes content item objects.
+        encoder = ScoordFrames((SET_CODES[set_name][0], SCHEME, SET_CODES[set_name][1]),
+                               class_uid, instance_uid)
+        value = b"".join([*(dataset_item(child) for child in children),
+                          *(encoder.encode(frame, xy) for frame, xy in per_set[set_name])])
+        group[_CONTENT_SEQUENCE] = RawDataElement(_CONTENT_SEQUENCE, "SQ", len(value), value,
+                                                  0, False, True)
+        # Declares the raw bytes' encoding (explicit VR little endian): pydicom then writes
+        # them as they are instead of parsing them for VR correction, and re-encodes them if
+        # the dataset is ever saved with another transfer syntax.
+        group.set_original_encoding(False, True, group._character_set)
+    sr.set_original_encoding(False, True, sr._character_set)
     # The SR belongs to the de-identified study: it says so, as the video does.
     for attr in ("PatientIdentityRemoved", "DeidentificationMethod",
                  "DeidentificationMethodCodeSequence", "LongitudinalTemporalInformationModified"):

@@ -224,3 +224,18 @@ def test_sr_of_measured_keypoints(header, tmp_path: Path) -> None:
     back = read_keypoint_sr(path)
     for name in ("face", "pose"):
         assert np.array_equal(back[2][name], kps[1].get(name)[:, :2])
+
+
+def test_sr_rewritten_with_another_transfer_syntax(header, keypoints, tmp_path: Path) -> None:
+    """The frames are held as encoded bytes; saving as implicit VR re-encodes them."""
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    _, sr = _build(header, keypoints, tmp_path)
+    sr.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    path = tmp_path / "implicit.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    ds = dcmread(path)
+    assert ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    back = read_keypoint_sr(ds)
+    assert np.array_equal(back[2]["face"], keypoints[1].face[:, :2])
+    assert dciodvfy_errors(path) == []
