@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from dicom_deid.faces.onnx_shapes import set_io_shapes
+from dicom_deid.faces.shrink import shrink
 
 MODEL_NAME = "centerface.onnx"
 _INPUT = "input.1"
@@ -102,8 +103,10 @@ class CenterFace:
         # Sides rounded up to a multiple of 32, the network's total stride.
         in_w = max(32, int(np.ceil(w * scale / 32.0)) * 32)
         in_h = max(32, int(np.ceil(h * scale / 32.0)) * 32)
-        interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-        resized = cv2.resize(rgb, (in_w, in_h), interpolation=interp)
+        if scale < 1.0:
+            resized = shrink(rgb, (in_w, in_h))
+        else:
+            resized = cv2.resize(rgb, (in_w, in_h), interpolation=cv2.INTER_LINEAR)
         blob = np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32)
         heatmap, scales, offsets, _lms = self._session.run(list(_OUTPUTS), {_INPUT: blob})
         boxes, scores = _decode(heatmap, scales, offsets, (in_h, in_w), threshold)

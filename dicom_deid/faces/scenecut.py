@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from dicom_deid.faces.shrink import shrink
+
 THUMB = (64, 36)
 
 
@@ -29,7 +31,7 @@ class SceneCutDetector:
 
     def __call__(self, rgb: np.ndarray) -> bool:
         """True when rgb starts a new shot (never for the first frame)."""
-        grey = cv2.cvtColor(cv2.resize(rgb, THUMB, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+        grey = cv2.cvtColor(shrink(rgb, THUMB), cv2.COLOR_RGB2GRAY)
         hist = cv2.calcHist([grey], [0], None, [32], [0, 256]).ravel()
         hist /= max(float(hist.sum()), 1.0)
         cut = False

@@ -32,6 +32,7 @@ from dicom_deid.faces.region import (
     region_polygon,
 )
 from dicom_deid.faces.scenecut import SceneCutDetector
+from dicom_deid.faces.shrink import shrink
 from dicom_deid.faces.smoothing import OneEuroFilter
 
 log = logging.getLogger(__name__)
@@ -299,7 +300,7 @@ class FaceTracker:
                 ty0 = min(size - 1, max(0, int(round((by0 - y0) * s))))
                 tw = max(1, min(size - tx0, int(round((bx1 - bx0) * s))))
                 th = max(1, min(size - ty0, int(round((by1 - by0) * s))))
-                part = cv2.resize(rgb[by0:by1, bx0:bx1], (tw, th), interpolation=interp)
+                part = shrink(rgb[by0:by1, bx0:bx1], (tw, th))
                 crop[ty0:ty0 + th, tx0:tx0 + tw] = part
                 # Map back with the exact scale of the resized part.
                 return crop, bx0 - tx0 * (bx1 - bx0) / tw, by0 - ty0 * (by1 - by0) / th, (bx1 - bx0) / tw
