@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
     failures: list[tuple[Path, str]] = list(missing)
     written = 0
+    files_written = 0
     studies = 0
     bar = tqdm(total=len(files), unit="file", file=sys.stderr, disable=not sys.stderr.isatty(),
                desc="de-identifying")
@@ -137,14 +138,17 @@ def run(args: argparse.Namespace) -> int:
         for _study, members in group_by_study(files).items():
             result = process_study(members, output, options, key, quarantine_dir,
                                    progress=lambda _path, _ok: bar.update(1))
-            written += len(result.outputs)
+            written += len(result.reports)
+            files_written += len(result.outputs)
             studies += 1 if result.outputs else 0
             failures.extend((f.path, f.reason) for f in result.failures)
     finally:
         bar.close()
 
+    extra = files_written - written
     print(f"{written} instance(s) of {studies} study(ies) written to {output} "
-          f"(profile {profile.name}"
+          + (f"with {extra} keypoint SR(s) " if extra else "")
+          + f"(profile {profile.name}"
           + (f", options {', '.join(profile.options)}" if profile.options else "")
           + f", faces {faces})")
     if failures:
