@@ -27,8 +27,6 @@ def _astronaut() -> np.ndarray:
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     import cv2
 
-    from dicom_deid.faces.media import VideoInfo, VideoWriter
-
     folder = tmp_path_factory.mktemp("eval")
     face = _astronaut()
     bgr = cv2.cvtColor(face, cv2.COLOR_RGB2BGR)
@@ -39,16 +37,20 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     cv2.imwrite(str(folder / "probe.png"), cv2.cvtColor(shifted, cv2.COLOR_RGB2BGR))
     # A distractor identity with no face at all and one with a face-free texture.
     cv2.imwrite(str(folder / "noface.png"), np.full((120, 120, 3), 90, np.uint8))
-    # A still video: the same frame six times.
-    from fractions import Fraction
+    # A still video: the same frame six times, losslessly (FFV1), so the frames stay identical.
+    import av
 
-    writer = VideoWriter(folder / "still.avi", VideoInfo(6, Fraction(25), 300, 300, "h264"))
-    for _ in range(6):
-        writer.write(face)
-    writer.finish()
+    with av.open(str(folder / "still.mkv"), mode="w") as container:
+        stream = container.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 300, 300, "yuv444p"
+        for _ in range(6):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(face, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
     (folder / "m.csv").write_text(
         "path,identity,role\ngallery.png,astronaut,gallery\nprobe.png,astronaut,probe\n"
-        "noface.png,nobody,distractor\nstill.avi,astronaut,probe\n")
+        "noface.png,nobody,distractor\nstill.mkv,astronaut,probe\n")
     out = folder / "out"
     code = main(["evaluate", "--manifest", str(folder / "m.csv"), "--methods",
                  "original,blackout,swap", "--output", str(out), "--descriptor-step", "1",
@@ -96,7 +98,7 @@ def test_blackout_leaves_no_face_to_find(run):
 def test_still_video_jitter_and_noise_floor(run):
     _, metrics = run
     video = metrics["original"]["videos"][0]
-    assert video["file"] == "still.avi" and video["frames"] == 6
+    assert video["file"] == "still.mkv" and video["frames"] == 6
     # Identical frames, each measured on its own: the landmarks do not move at all.
     assert video["jitter_original"] == 0.0
     assert video["ear_mae"] == 0.0
