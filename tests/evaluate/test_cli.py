@@ -133,3 +133,24 @@ def test_bad_manifest_exits_2_naming_it(tmp_path: Path, capsys):
     path.write_text("path,identity\nx.png,a\n")
     assert main(["evaluate", "--manifest", str(path), "--output", str(tmp_path / "o")]) == 2
     assert "m.csv" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_deidentified_column_evaluates_given_outputs(tmp_path: Path):
+    import cv2
+
+    face = cv2.cvtColor(_astronaut(), cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(tmp_path / "a.png"), face)
+    cv2.imwrite(str(tmp_path / "same.png"), face)          # "de-identified" = untouched: a leak
+    black = face.copy()
+    black[40:220, 60:250] = 0                                # a crude blackout over the face
+    cv2.imwrite(str(tmp_path / "black.png"), black)
+    (tmp_path / "m.csv").write_text(
+        "path,identity,role,deidentified\na.png,x,gallery,black.png\na.png,x,probe,same.png\n")
+    assert main(["evaluate", "--manifest", str(tmp_path / "m.csv"), "--methods",
+                 "deidentified", "--output", str(tmp_path / "out")]) == 0
+    got = json.loads((tmp_path / "out" / "metrics.json").read_text())["deidentified"]
+    assert got["rank1"] == 1.0 and got["nme_mediapipe"] == 0.0 and got["leaks"] == 1
+    assert got["leaks_recogniser"] == 1 and got["leaks_detector"] == 1
+    # The linkage gallery is the blacked-out capture: nothing to link to.
+    assert got["linkage_rank1"] == 0.0
