@@ -116,3 +116,32 @@ def test_hands_are_told_apart_by_the_pose_wrists() -> None:
     assert right is near_left and left is near_right
     left, right = sides(None, [near_left, near_right], ["Left", "Left"], bare)
     assert right is near_left and left is near_right
+
+
+# COCO's 17 keypoints as MediaPipe pose indices (nose, eyes, ears, shoulders, elbows, wrists,
+# hips, knees, ankles; left before right, as the subject sees it in both).
+COCO_TO_POSE = [0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28]
+
+
+def test_pose_agrees_with_coco_annotation() -> None:
+    """A real full-body photo (../shared/data, COCO val2017 785) against its human annotation:
+    pixel coordinates and left/right are right (a swap would move the shoulders ~45 px)."""
+    import json
+
+    import cv2
+
+    from tests.helpers import shared_data
+
+    image = shared_data("pose", "coco_000000000785.jpg")
+    annotation = json.loads(shared_data("pose", "coco_000000000785_keypoints.json").read_text())
+    (person,) = annotation["annotations"]
+    truth = np.array(person["keypoints"], dtype=np.float64).reshape(-1, 3)
+    height = person["bbox"][3]
+    rgb = cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB)
+    with KeypointExtractor(face=False, hands=False) as ex:
+        kp = ex.extract(rgb)
+    assert kp.pose is not None
+    seen = truth[:, 2] > 0
+    error = np.linalg.norm(kp.pose[COCO_TO_POSE][seen, :2] - truth[seen, :2], axis=1)
+    assert error.max() < 0.1 * height, error.round(1)
+    assert error.mean() < 0.04 * height, error.round(1)
