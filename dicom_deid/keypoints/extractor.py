@@ -85,12 +85,17 @@ class KeypointExtractor:
         self.close()
 
     def extract(self, rgb: np.ndarray,
-                face_landmarks: np.ndarray | Sequence[np.ndarray] | None = None) -> FrameKeypoints:
+                face_landmarks: np.ndarray | Sequence[np.ndarray] | None = None, *,
+                like: FrameKeypoints | None = None) -> FrameKeypoints:
         """Keypoints of the next frame (H x W x 3 uint8 RGB).
 
         face_landmarks: the face mesh already measured on this frame (FaceReplacer.last.faces[i]
         .landmarks, 478 x 3 pixels), one array or a list of them (the largest face is kept; an
         empty list means no face). None: the extractor measures the face itself.
+        like: the keypoints of the original of this frame, when this frame is its de-identified
+        version: pose and hands are looked for only where the original has them (the invariance
+        check compares nothing else), which saves the detectors' cost on most frames. The face
+        is always followed, so that its tracking stays continuous.
         """
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 \
                 or rgb.dtype != np.uint8:
@@ -101,13 +106,15 @@ class KeypointExtractor:
         height, width = rgb.shape[:2]
         frame = np.ascontiguousarray(rgb)
         kp = FrameKeypoints(width=width, height=height)
-        if self._pose is not None:
+        want_pose = like is None or like.pose is not None
+        want_hands = like is None or like.left_hand is not None or like.right_hand is not None
+        if self._pose is not None and want_pose:
             result = self._pose.process(frame)
             if result.pose_landmarks is not None:
                 kp.pose = _to_pixels(result.pose_landmarks, width, height)
                 kp.pose_visibility = np.array(
                     [p.visibility for p in result.pose_landmarks.landmark], dtype=np.float32)
-        if self._hands is not None:
+        if self._hands is not None and want_hands:
             result = self._hands.process(frame)
             found = [_to_pixels(h, width, height) for h in result.multi_hand_landmarks or []]
             labels = [h.classification[0].label for h in result.multi_handedness or []]

@@ -145,3 +145,13 @@ def test_pose_agrees_with_coco_annotation() -> None:
     error = np.linalg.norm(kp.pose[COCO_TO_POSE][seen, :2] - truth[seen, :2], axis=1)
     assert error.max() < 0.1 * height, error.round(1)
     assert error.mean() < 0.04 * height, error.round(1)
+
+
+def test_like_skips_sets_the_original_lacks() -> None:
+    scene = _scene()
+    with KeypointExtractor(face=True, hands=False) as ex:
+        bare = ex.extract(scene, like=FrameKeypoints(CANVAS[1], CANVAS[0]))
+        assert bare.pose is None, "the original had no pose: not looked for"
+        assert bare.face is not None, "the face is always followed"
+        with_pose = FrameKeypoints(CANVAS[1], CANVAS[0], pose=np.zeros((33, 3)))
+        assert ex.extract(scene, like=with_pose).pose is not None
