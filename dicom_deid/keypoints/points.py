@@ -93,8 +93,12 @@ def point_order_text(set_name: str) -> str:
             "then 4 boundary points) and 473-477 the other iris (centre, then 4 boundary points)."
         )
     names = point_names(set_name)
-    model = "MediaPipe Pose (pose_landmark_full)" if set_name == "pose" else \
-        "MediaPipe Hands (hand_landmark_full)"
+    if set_name == "pose":
+        model = "MediaPipe Pose (pose_landmark_full); left and right are the subject's"
+    else:
+        side = "left" if set_name == "left_hand" else "right"
+        model = (f"MediaPipe Hands (hand_landmark_full), the subject's {side} hand (matched to the "
+                 "pose wrists, else MediaPipe's handedness label read for an unmirrored image)")
     return f"{model}, {len(names)} points: " + "; ".join(f"{i} {n}" for i, n in enumerate(names))
 
 
