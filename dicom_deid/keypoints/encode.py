@@ -77,9 +77,11 @@ class ScoordFrames:
                       + code_sequence(0x0040, 0xA043, *concept))
         self._type = text(0x0070, 0x0023, "CS", "MULTIPOINT")
 
-    def encode(self, frame: int, xy: np.ndarray) -> bytes:
-        """One item: frame is the 1-based Referenced Frame Number, xy N x 2 (column, row)."""
-        ref = item(self._uids + text(0x0008, 0x1160, "IS", str(int(frame))))
+    def encode(self, frame: int | None, xy: np.ndarray) -> bytes:
+        """One item: frame is the 1-based Referenced Frame Number (None: a single-frame
+        image, no frame number), xy N x 2 (column, row)."""
+        number = b"" if frame is None else text(0x0008, 0x1160, "IS", str(int(frame)))
+        ref = item(self._uids + number)
         image = item(sequence(0x0008, 0x1199, ref) + self._image_tail)
         data = np.ascontiguousarray(xy, dtype="<f4").tobytes()
         return item(self._head + sequence(0x0040, 0xA730, image)

@@ -131,7 +131,8 @@ def build_keypoint_sr(video_ds: Dataset, keypoints: Sequence[FrameKeypoints],
 
     video_ds: the de-identified video (header only is enough); the SR takes its patient and
     study attributes and references it by SOP Class/Instance UID and frame number (keypoints[i]
-    is frame i + 1). metrics: the invariance check, or None to leave it out. face_points: write
+    is frame i + 1; a single-frame image, without NumberOfFrames, is referenced without a frame
+    number and read back as frame 1). metrics: the invariance check, or None to leave it out. face_points: write
     only these face mesh indices, in this order (e.g. FACE_CONTOUR_POINTS; the report lists
     them); None writes all 478.
     """
@@ -155,6 +156,9 @@ def build_keypoint_sr(video_ds: Dataset, keypoints: Sequence[FrameKeypoints],
                 or len(set(face_index.tolist())) != face_index.size:
             raise KeypointSRError("face_points must be distinct indices in 0-477")
     total = _frame_count(video_ds)
+    # A single-frame image is referenced without a frame number (PS3.3 C.17.3.2.1: Referenced
+    # Frame Number is for multi-frame images only).
+    multiframe = "NumberOfFrames" in video_ds
     if total is not None and len(keypoints) > total:
         raise KeypointSRError(
             f"{len(keypoints)} frames of keypoints but the video has {total} frames")
@@ -246,7 +250,8 @@ def build_keypoint_sr(video_ds: Dataset, keypoints: Sequence[FrameKeypoints],
         encoder = ScoordFrames((SET_CODES[set_name][0], SCHEME, SET_CODES[set_name][1]),
                                class_uid, instance_uid)
         value = b"".join([*(dataset_item(child) for child in children),
-                          *(encoder.encode(frame, xy) for frame, xy in per_set[set_name])])
+                          *(encoder.encode(frame if multiframe else None, xy)
+                            for frame, xy in per_set[set_name])])
         group[_CONTENT_SEQUENCE] = RawDataElement(_CONTENT_SEQUENCE, "SQ", len(value), value,
                                                   0, False, True)
         # Declares the raw bytes' encoding (explicit VR little endian): pydicom then writes
@@ -284,6 +289,6 @@ def read_keypoint_sr(source: Dataset | str | Path) -> dict[int, dict[str, np.nda
             if not isinstance(item, ScoordContentItem):
                 continue
             refs = item.ContentSequence[0].ReferencedSOPSequence[0]
-            frame = int(refs.ReferencedFrameNumber)
+            frame = int(refs.get("ReferencedFrameNumber", 1))
             frames.setdefault(frame, {})[set_name] = item.value.astype(np.float32)
     return frames

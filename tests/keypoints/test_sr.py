@@ -239,3 +239,22 @@ def test_sr_rewritten_with_another_transfer_syntax(header, keypoints, tmp_path: 
     back = read_keypoint_sr(ds)
     assert np.array_equal(back[2]["face"], keypoints[1].face[:, :2])
     assert dciodvfy_errors(path) == []
+
+
+def test_single_frame_image_is_referenced_without_frame_number(tmp_path: Path) -> None:
+    header = video_header(1)
+    del header.NumberOfFrames
+    header.SOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.4"   # VL Photographic Image
+    kps = synthetic_keypoints(1, missing_every=0)
+    path, _ = _build(header, kps, tmp_path)
+    ds = dcmread(path)
+    for item in _walk(ds.ContentSequence):
+        if item.ValueType == "IMAGE":
+            assert "ReferencedFrameNumber" not in item.ReferencedSOPSequence[0]
+    assert dciodvfy_errors(path) == []
+    back = read_keypoint_sr(path)
+    assert list(back) == [1]
+    assert np.array_equal(back[1]["face"], kps[0].face[:, :2])
+    with pytest.raises(KeypointSRError, match="2 frames of keypoints but the video has 1"):
+        build_keypoint_sr(header, synthetic_keypoints(2), None, series_uid=generate_uid(),
+                          sop_uid=generate_uid())
