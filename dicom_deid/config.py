@@ -76,6 +76,7 @@ class ForwardConfig:
     jitter: float = 0.25  # each delay is multiplied by a random factor in [1-j, 1+j]
     timeout: float = 60.0  # ACSE, DIMSE and network timeout of one association
     max_pdu: int = 0  # largest PDU we accept from the archive; 0 = unlimited
+    associations: int = 2  # concurrent associations per destination, each one study
 
 
 @dataclass(frozen=True)
@@ -505,7 +506,8 @@ def parse_config(data: Any, source: str = "<embedded default>",
     )
 
     fdata = reader.section(top.get("forward"), "forward", (
-        "max_attempts", "initial_delay", "max_delay", "jitter", "timeout", "max_pdu"))
+        "max_attempts", "initial_delay", "max_delay", "jitter", "timeout", "max_pdu",
+        "associations"))
     fd = ForwardConfig()
     forward = ForwardConfig(
         max_attempts=reader.integer(fdata, "forward", "max_attempts", fd.max_attempts, 1, 10000),
@@ -514,6 +516,7 @@ def parse_config(data: Any, source: str = "<embedded default>",
         jitter=reader.number(fdata, "forward", "jitter", fd.jitter, 0.0, 1.0),
         timeout=reader.number(fdata, "forward", "timeout", fd.timeout, 0.1),
         max_pdu=reader.integer(fdata, "forward", "max_pdu", fd.max_pdu, 0, 2**32 - 1),
+        associations=reader.integer(fdata, "forward", "associations", fd.associations, 1, 64),
     )
     if forward.max_delay < forward.initial_delay:
         reader.problem("forward.max_delay",

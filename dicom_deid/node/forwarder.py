@@ -65,14 +65,27 @@ def context_batches(sends: list[DueSend]) -> list[list[DueSend]]:
     return batches
 
 
+class StudyClaims:
+    """Studies being delivered to one destination, so that its associations (one thread
+    each) work on different studies."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ids: set[int] = set()
+
+
 class Forwarder(threading.Thread):
+    """One association at a time to one destination; `forward.associations` of them run
+    side by side per destination, sharing a StudyClaims."""
+
     def __init__(self, config: NodeConfig, destination: Destination, audit: AuditLog,
-                 stop: threading.Event):
-        super().__init__(name=f"forward-{destination.name}", daemon=True)
+                 stop: threading.Event, claims: StudyClaims | None = None, index: int = 0):
+        super().__init__(name=f"forward-{destination.name}-{index}", daemon=True)
         self.config = config
         self.dest = destination
         self.audit = audit
         self.stop_event = stop
+        self.claims = claims or StudyClaims()
         self.wake = threading.Event()
         self.journal: Journal | None = None
         self._rng = random.Random()
@@ -88,7 +101,9 @@ class Forwarder(threading.Thread):
                     delivered = 0
                 if delivered:
                     continue
-                next_due = self.journal.next_due_time(self.dest.name)
+                with self.claims.lock:
+                    busy = tuple(self.claims.ids)
+                next_due = self.journal.next_due_time(self.dest.name, exclude=busy)
                 wait = 1.0 if next_due is None else min(1.0, max(0.02, next_due - time.time()))
                 self.wake.wait(wait)
                 self.wake.clear()
@@ -98,15 +113,23 @@ class Forwarder(threading.Thread):
     def deliver_due(self) -> int:
         """Deliver the due sends of one study; returns how many were attempted."""
         assert self.journal is not None
-        sends = self.journal.due_sends(self.dest.name, time.time())
-        if not sends:
-            return 0
-        token = self.journal.study_token(sends[0].study_id)
-        sent = 0
-        for batch in context_batches(sends):
-            if self.stop_event.is_set():
-                break
-            sent += self._deliver(batch, token)
+        with self.claims.lock:
+            sends = self.journal.due_sends(self.dest.name, time.time(),
+                                           exclude=tuple(self.claims.ids))
+            if not sends:
+                return 0
+            study_id = sends[0].study_id
+            self.claims.ids.add(study_id)
+        try:
+            token = self.journal.study_token(study_id)
+            sent = 0
+            for batch in context_batches(sends):
+                if self.stop_event.is_set():
+                    break
+                sent += self._deliver(batch, token)
+        finally:
+            with self.claims.lock:
+                self.claims.ids.discard(study_id)
         if sent:
             self.audit.write("forwarded", study=token, destination=self.dest.name,
                              instances=sent)

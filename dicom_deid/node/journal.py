@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -389,13 +389,19 @@ class Journal:
 
     # ------------------------------------------------------------------ forwarding
 
-    def due_sends(self, destination: str, now: float, limit: int = 500) -> list[DueSend]:
-        """The due sends of the study whose oldest due send is oldest (one association)."""
+    def due_sends(self, destination: str, now: float, limit: int = 500,
+                  exclude: Collection[int] = ()) -> list[DueSend]:
+        """The due sends of the study whose oldest due send is oldest (one association).
+
+        Studies in `exclude` (being delivered by another association) are skipped.
+        """
+        skip = _not_in("o.study_id", exclude)
         with self._lock:
             first = self.conn.execute(
                 "SELECT o.study_id FROM sends s JOIN outputs o ON o.id = s.output_id"
                 " WHERE s.destination = ? AND s.state = 'pending' AND s.next_attempt_at <= ?"
-                " ORDER BY s.next_attempt_at, s.id LIMIT 1", (destination, now)).fetchone()
+                f"{skip} ORDER BY s.next_attempt_at, s.id LIMIT 1",
+                (destination, now, *exclude)).fetchone()
             if first is None:
                 return []
             rows = self.conn.execute(
@@ -406,9 +412,10 @@ class Journal:
                 (destination, now, first["study_id"], limit)).fetchall()
         return [DueSend(**dict(r)) for r in rows]
 
-    def next_due_time(self, destination: str) -> float | None:
-        rows = self.query("SELECT MIN(next_attempt_at) AS t FROM sends WHERE destination = ?"
-                          " AND state = 'pending'", (destination,))
+    def next_due_time(self, destination: str, exclude: Collection[int] = ()) -> float | None:
+        rows = self.query("SELECT MIN(s.next_attempt_at) AS t FROM sends s JOIN outputs o"
+                          " ON o.id = s.output_id WHERE s.destination = ? AND s.state = 'pending'"
+                          + _not_in("o.study_id", exclude), (destination, *exclude))
         return rows[0]["t"] if rows else None
 
     def mark_sent(self, send_ids: Sequence[int]) -> list[int]:
@@ -565,6 +572,11 @@ class Journal:
     def _token(cur: sqlite3.Cursor, study_id: int) -> str:
         row = cur.execute("SELECT token FROM studies WHERE id = ?", (study_id,)).fetchone()
         return row[0] if row else "?"
+
+
+def _not_in(column: str, values: Collection[int]) -> str:
+    """An SQL condition excluding values (bound as parameters), or nothing."""
+    return f" AND {column} NOT IN ({','.join('?' * len(values))})" if values else ""
 
 
 def parse_item_id(item: str) -> tuple[str, int]:

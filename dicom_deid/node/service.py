@@ -116,7 +116,7 @@ def prepare_state(config: NodeConfig) -> None:
 def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set); returns an exit status."""
     from dicom_deid.node.audit import AuditLog
-    from dicom_deid.node.forwarder import Forwarder
+    from dicom_deid.node.forwarder import Forwarder, StudyClaims
     from dicom_deid.node.receiver import Receiver
     from dicom_deid.node.scheduler import Scheduler, sweep_retention
 
@@ -129,7 +129,11 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
     spool = Spool(config.state_dir)
     recover(config, journal, spool)
 
-    forwarders = [Forwarder(config, dest, audit, stop) for dest in config.destinations]
+    forwarders = []
+    for dest in config.destinations:
+        claims = StudyClaims()
+        forwarders += [Forwarder(config, dest, audit, stop, claims, i)
+                       for i in range(config.forward.associations)]
 
     def job_done(summary: dict[str, Any]) -> None:
         for fwd in forwarders:

@@ -115,6 +115,25 @@ def test_send_failures_back_off_then_quarantine_and_retry(journal):
     assert len(journal.due_sends("a", now=1e13)) == 1
 
 
+def test_concurrent_associations_take_different_studies(journal):
+    """Each association of a destination claims one study; the others skip it."""
+    studies = []
+    for n in range(2):
+        iid, _ = journal.record_received(_item(f"1.2.3.7.{n}", f"1.2.3.7.{n}.1",
+                                               f"spool/c{n}.dcm"), now=1.0)
+        study = journal.stable_studies(quiet_since=2.0)[0]
+        job = journal.start_job(study, [(iid, {})], [])
+        journal.finish_job(job, [iid], [], [OutputRecord(f"outbox/c{n}.dcm", "1.2",
+                                                         "1.2.840.10008.1.2", ("a",))])
+        studies.append(study)
+    [first] = journal.due_sends("a", now=1e12)
+    [second] = journal.due_sends("a", now=1e12, exclude=(first.study_id,))
+    assert {first.study_id, second.study_id} == set(studies)
+    assert journal.due_sends("a", now=1e12, exclude=studies) == []
+    assert journal.next_due_time("a", exclude=studies) is None
+    assert journal.next_due_time("a", exclude=(first.study_id,)) is not None
+
+
 def test_routing_first_match_default_and_quarantine_reason():
     config = parse_config({
         "destinations": [{"name": "a", "ae_title": "A", "host": "127.0.0.1", "port": 104}],

@@ -144,6 +144,13 @@ def test_kill9_mid_study_then_restart_loses_nothing(tmp_path, clean_archive):
     archive = clean_archive
     study = write_study(tmp_path / "study", 40, size=64)
     node = Node(tmp_path / "node", {**FAST, "destinations": _destination(archive)}).start()
+    try:
+        _kill_and_resume(node, study, archive)
+    finally:
+        node.stop()
+
+
+def _kill_and_resume(node: Node, study, archive: Orthanc) -> None:
     # 1. Killed while receiving: what was acknowledged must arrive without a re-send.
     sender = subprocess.Popen(
         ["storescu", "-v", "-R", "-aet", "PACS", "-aec", "DICOM-DEID", "127.0.0.1",
@@ -154,7 +161,7 @@ def test_kill9_mid_study_then_restart_loses_nothing(tmp_path, clean_archive):
     node.kill9()
     output = sender.communicate(timeout=60)[0]
     acked = _acknowledged(output)
-    assert 10 <= len(acked) < len(study.files), output[-2000:]
+    assert 1 <= len(acked) < len(study.files), output[-2000:]
     node.start()
     key = load_key(node.state_dir / "site.key")
     acked_uids = {key.uid(study.sop_uids[study.files.index(f)]) for f in acked}
@@ -174,7 +181,6 @@ def test_kill9_mid_study_then_restart_loses_nothing(tmp_path, clean_archive):
     [study_uid] = {t["StudyInstanceUID"] for t in archive.all_tags()}
     assert study_uid == key.uid(study.study_uid)
     wait_for(lambda: set(node.states()) == {"forwarded"}, 30, what="journal to settle")
-    node.stop()
 
 
 def _acknowledged(storescu_output: str) -> list[Path]:
