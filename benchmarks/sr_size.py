@@ -118,6 +118,9 @@ def measure(label: str, header, kps, metrics, tmp: Path, *, read_back: bool = Fa
         back = read_keypoint_sr(path)
         row["read_s"] = round(time.perf_counter() - t3, 2)
         assert len(back) == len(kps[::step])
+        t4 = time.perf_counter()
+        back = read_keypoint_sr(path, highdicom=False)
+        row["read_pydicom_s"] = round(time.perf_counter() - t4, 2)
     path.unlink()
     return row
 
@@ -173,7 +176,8 @@ def main() -> int:
         if "build_write_vs_reference" in row:
             extra = f"  build+write x{row['build_write_vs_reference']} of reference"
         if "read_s" in row:
-            extra += f"  read back (highdicom) {row['read_s']:.2f} s"
+            extra += (f"  read back: highdicom {row['read_s']:.2f} s,"
+                      f" pydicom {row['read_pydicom_s']:.2f} s")
         print(f"  {row['case']:<48} {row['bytes'] / 1e6:7.2f} MB  build {row['build_s']:6.2f} s"
               f"  write {row['write_s']:6.2f} s{extra}")
     if args.json:

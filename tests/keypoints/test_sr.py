@@ -65,9 +65,11 @@ def test_sr_is_valid_and_readable(header, keypoints, tmp_path: Path) -> None:
     assert "Face mesh keypoints" in proc.stdout
 
 
-def test_points_read_back_exactly_with_their_frames(header, keypoints, tmp_path: Path) -> None:
+@pytest.mark.parametrize("highdicom", [True, False])
+def test_points_read_back_exactly_with_their_frames(header, keypoints, tmp_path: Path,
+                                                    highdicom: bool) -> None:
     path, _ = _build(header, keypoints, tmp_path)
-    back = read_keypoint_sr(path)
+    back = read_keypoint_sr(path, highdicom=highdicom)
     assert sorted(back) == list(range(1, len(keypoints) + 1))
     for index, kp in enumerate(keypoints):
         frame = back[index + 1]
@@ -179,6 +181,8 @@ def test_reading_another_sr_is_refused(header, keypoints, tmp_path: Path) -> Non
     ds.ConceptNameCodeSequence[0].CodeMeaning = "Imaging Measurement Report"
     with pytest.raises(KeypointSRError, match="not a dicom-deid keypoint report"):
         read_keypoint_sr(ds)
+    with pytest.raises(KeypointSRError, match="not a dicom-deid keypoint report"):
+        read_keypoint_sr(ds, highdicom=False)
 
 
 def test_header_without_optional_patient_attributes(keypoints) -> None:
