@@ -62,13 +62,20 @@ def _scatter(metrics: dict[str, dict[str, Any]]) -> str | None:
     points = [p for p in points if p[1] is not None]
     if not points:
         return None
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for name, rank1, nme_mp, nme_dl in points:
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    known = [v for p in points for v in p[2:] if v is not None]
+    # A method after which no landmarks are found at all is drawn at the right edge.
+    edge = (max(known) if known else 10.0) * 1.15 + 1.0
+    for k, (name, rank1, nme_mp, nme_dl) in enumerate(points):
+        colour = f"C{k % 10}"
         for nme, marker in ((nme_mp, "o"), (nme_dl, "s")):
-            if nme is not None:
-                ax.scatter(nme, 100 * rank1, marker=marker)
-                ax.annotate(name, (nme, 100 * rank1), fontsize=8, xytext=(4, 2),
-                            textcoords="offset points")
+            x = edge if nme is None else nme
+            ax.scatter(x, 100 * rank1, marker=marker, color=colour,
+                       facecolors="none" if nme is None else colour)
+        x = edge if nme_mp is None else nme_mp
+        ax.annotate(name if nme_mp is not None else f"{name} (no landmarks)",
+                    (x, 100 * rank1), fontsize=8, xytext=(4, 3), textcoords="offset points",
+                    color=colour)
     chance = next((v.get("chance") for v in metrics.values() if v.get("chance")), None)
     if chance:
         ax.axhline(100 * chance, linestyle=":", color="grey", label="chance")
