@@ -28,7 +28,7 @@ def test_csv_rows_and_values(tmp_path: Path) -> None:
                 assert not present
                 continue
             assert len(present) == SETS[name]
-            for i in (0, SETS[name] - 1):
+            for i in range(SETS[name]):
                 row = by_key[(index + 1, name, i)]
                 assert row["name"] == point_names(name)[i]
                 got = np.float32([row["x"], row["y"], row["z"]])
