@@ -45,6 +45,13 @@ def worker_init(log_level: str, log_file: str | None) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def warm_up() -> int:
+    """Import the pipeline in a fresh worker, so that the first study does not wait for it."""
+    import dicom_deid.pipeline  # noqa: F401
+
+    return os.getpid()
+
+
 def _study_options(route: dict[str, Any]) -> Any:
     from dicom_deid.pipeline import StudyOptions
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from dicom_deid.config import NodeConfig
 from dicom_deid.node.audit import AuditLog
-from dicom_deid.node.jobs import run_study_job, worker_init
+from dicom_deid.node.jobs import run_study_job, warm_up, worker_init
 from dicom_deid.node.journal import Journal
 from dicom_deid.node.logs import short_reason
 from dicom_deid.node.routing import InstanceFacts, choose_rule, no_match_reason, route_of
@@ -38,6 +38,7 @@ class Scheduler:
         self.on_job_done = on_job_done
         self._pool: ProcessPoolExecutor | None = None
         self._running: dict[Future, tuple[int, int]] = {}  # future -> (job id, study id)
+        self._warming: list[Future] = []
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -50,8 +51,18 @@ class Scheduler:
                           str(self.config.log.file) if self.config.log.file else None))
         return self._pool
 
+    def warm_up(self) -> None:
+        """Start the worker processes now (spawning and imports take seconds)."""
+        pool = self._executor()
+        self._warming = [pool.submit(warm_up) for _ in range(self.config.processing.workers)]
+
     def tick(self) -> int:
         """Collect finished jobs and start new ones; returns the number started."""
+        if self._warming and all(f.done() for f in self._warming):
+            ready = sum(1 for f in self._warming if not f.exception())
+            # A failure here shows again, with its reason, in the first job.
+            LOG.info("%d of %d worker processes ready", ready, len(self._warming))
+            self._warming = []
         self._collect()
         free = self.config.processing.workers - len(self._running)
         if free <= 0:

@@ -155,6 +155,7 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
 
     for fwd in forwarders:
         fwd.start()
+    scheduler.warm_up()
     receiver.start()
     if config.destinations:
         LOG.info("forwarding to %s", ", ".join(
