@@ -8,10 +8,12 @@ acknowledged only after it is journalled, fsync'd and renamed into the spool.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +35,23 @@ _HEADER_TAGS = ("StudyInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality",
                 "StudyDescription")
 
 
+# Bytes beyond listen.max_instance_size (PDU headers, the command set) tolerated before an
+# instance still being received is cut off by aborting its association.
+_SIZE_SLACK = 64 * 1024
+
+
 @dataclass
 class _AssocStats:
     calling_aet: str
     stored: int = 0
     refused: int = 0
     quarantined: int = 0
+    pending_bytes: int = 0  # received since the last complete DIMSE message
+    aborting: bool = False
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
 def server_ssl_context(listen: ListenConfig) -> ssl.SSLContext | None:
@@ -115,6 +128,8 @@ class Receiver:
             (evt.EVT_ABORTED, self._on_closed),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_DATA_RECV, self._on_data),
+            (evt.EVT_DIMSE_RECV, self._on_message),
         ]
         self._server = ae.start_server((self.listen.host, self.listen.port), block=False,
                                        evt_handlers=handlers,
@@ -123,6 +138,23 @@ class Receiver:
                  self.listen.host, self.listen.port, self.listen.ae_title,
                  "TLS" if self.listen.tls else "no TLS", len(AllStoragePresentationContexts),
                  ", ".join(self.listen.allowed_calling_aets) or "any")
+
+    def sweep_incoming(self) -> int:
+        """Remove receptions abandoned by an aborted association (pynetdicom keeps them).
+
+        A file nobody has written to for longer than the network and DIMSE timeouts cannot
+        belong to a live association; none of them was acknowledged.
+        """
+        horizon = time.time() - 2 * max(self.listen.network_timeout, self.listen.dimse_timeout)
+        removed = 0
+        for entry in self.spool.incoming.iterdir():
+            with contextlib.suppress(OSError):  # renamed into the spool meanwhile
+                if entry.is_file() and entry.stat().st_mtime < horizon:
+                    entry.unlink()
+                    removed += 1
+        if removed:
+            LOG.info("removed %d abandoned partial receptions", removed)
+        return removed
 
     def stop(self) -> None:
         if self._server is not None:
@@ -181,6 +213,30 @@ class Receiver:
                      "released" if event.event.name == "EVT_RELEASED" else "aborted",
                      stats.stored, stats.quarantined, stats.refused)
 
+    def _on_data(self, event: Any) -> None:
+        """Cut off an instance that grows past listen.max_instance_size while it arrives,
+        rather than spool it whole and refuse it afterwards."""
+        with self._lock:
+            stats = self._stats.get(id(event.assoc))
+            if stats is None or stats.aborting:
+                return
+            stats.pending_bytes += len(event.data)
+            if stats.pending_bytes <= self.listen.max_instance_size + _SIZE_SLACK:
+                return
+            stats.aborting = True
+            stats.refused += 1
+        LOG.warning("aborted the association from %s: an instance exceeds "
+                    "listen.max_instance_size (%s) while being received",
+                    stats.calling_aet, _size(self.listen.max_instance_size))
+        # Not from this (the association's reader) thread: abort waits for it to stop.
+        threading.Thread(target=event.assoc.abort, name="abort-oversized", daemon=True).start()
+
+    def _on_message(self, event: Any) -> None:
+        with self._lock:
+            stats = self._stats.get(id(event.assoc))
+            if stats is not None:
+                stats.pending_bytes = 0
+
     def _count(self, event: Any, field: str) -> None:
         with self._lock:
             stats = self._stats.get(id(event.assoc))
@@ -208,9 +264,9 @@ class Receiver:
         received = Path(event.dataset_path)
         size = received.stat().st_size
         if size > self.listen.max_instance_size:
-            LOG.warning("refused an instance of %d MiB from %s: larger than "
-                        "listen.max_instance_size (%d MiB)", size // 2**20, calling,
-                        self.listen.max_instance_size // 2**20)
+            LOG.warning("refused an instance of %s from %s: larger than "
+                        "listen.max_instance_size (%s)", _size(size), calling,
+                        _size(self.listen.max_instance_size))
             self._count(event, "refused")
             return STATUS_OUT_OF_RESOURCES  # pynetdicom deletes the partial file
 

@@ -177,6 +177,7 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
             if now - last_sweep > _RETENTION_EVERY:
                 last_sweep = now
                 sweep_retention(config, journal)
+                receiver.sweep_incoming()
                 if not scheduler.busy():  # a job may be creating folders right now
                     _prune_empty_dirs(config.outbox_dir)
             stop.wait(0.05 if started else 0.25)

@@ -444,6 +444,12 @@ def test_listener_limits_low_disk_and_unrouted_instances(tmp_path):
         proc = storescu(large.files, node.port, check=False)
         assert "Refused: OutOfResources" in proc.stdout, proc.stdout  # 0xA700
         assert "larger than listen.max_instance_size" in node.log()
+        # Far larger: cut off while it arrives (association aborted), not spooled whole.
+        huge = write_study(tmp_path / "huge", 1, size=512)  # 256 KiB of pixels
+        proc = storescu(huge.files, node.port, check=False)
+        assert "Store Response (Success)" not in proc.stdout, proc.stdout
+        wait_for(lambda: "exceeds listen.max_instance_size" in node.log(), 10,
+                 what="the oversized reception cut off")
         storescu(small.files, node.port)
         other = write_study(tmp_path / "other", 1, size=16)
         storescu(other.files, node.port, calling="PACS2")
