@@ -86,9 +86,12 @@ def setup_logging(level: str = "INFO", file: Path | None = None) -> None:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    # pynetdicom at INFO or DEBUG logs identifiers and whole datasets.
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    logging.getLogger("pydicom").setLevel(logging.WARNING)
+    # Only our own messages follow log.level. Libraries log at WARNING and above: below it
+    # they are noisy (codec plugins, fonts, highdicom's copy notes), and pynetdicom at INFO
+    # or DEBUG logs identifiers and whole datasets.
+    root.setLevel(logging.WARNING)
+    logging.getLogger("dicom_deid").setLevel(getattr(logging, level.upper(), logging.INFO))
+    for name in ("pynetdicom", "pydicom", "highdicom"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     warnings.showwarning = _showwarning
     warnings.simplefilter("default")
