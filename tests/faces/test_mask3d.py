@@ -8,6 +8,7 @@ import pytest
 
 from dicom_deid.faces import FaceReplacer, mesh
 from dicom_deid.faces.mask3d import Mask3DRenderer
+from dicom_deid.faces.region import BASELINE_FOREHEAD, BASELINE_MARGIN, covered_region
 from tests.faces import recognizer, synth
 
 
@@ -41,6 +42,9 @@ def test_mask_covers_the_hull_and_hides_the_identity(astronaut):
     assert np.array_equal(img, before)
     hull = synth.hull_mask(lm, img.shape)
     assert np.all(out[hull] == img[hull], axis=1).mean() < 0.01
+    # Beyond the hull, the hairline and jaw outline are covered too (the baselines' growth).
+    grown = covered_region(lm, img.shape, forehead=BASELINE_FOREHEAD, margin=BASELINE_MARGIN) > 0
+    assert np.all(out[grown] == img[grown], axis=1).mean() < 0.01
     assert np.array_equal(out[400:], img[400:])
     centre = tuple(lm[:, :2].mean(axis=0))
     reference = recognizer.descriptor_at(img, centre)
