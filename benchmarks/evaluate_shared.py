@@ -112,6 +112,7 @@ def main() -> int:
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--date", default=dt.date.today().isoformat())
     parser.add_argument("--manifests-only", action="store_true")
+    parser.add_argument("--tag", default="", help="suffix of the result files (a partial re-run)")
     args = parser.parse_args()
     builders = {"london": london_rows, "grid": grid_rows, "film": film_rows}
     results = REPO / "benchmarks" / "results" / args.date
@@ -120,7 +121,7 @@ def main() -> int:
         if args.manifests_only:
             print(f"wrote {manifest}")
             continue
-        out = REPO / "out" / "evaluate" / name
+        out = REPO / "out" / "evaluate" / f"{name}{args.tag}"
         cmd = [str(REPO / ".venv" / "bin" / "dicom-deid"), "evaluate", "--manifest", str(manifest),
                "--methods", args.methods, "--output", str(out), *SETS[name]]
         state = faces_state()
@@ -131,11 +132,12 @@ def main() -> int:
             print(f"{name}: evaluate failed ({proc.returncode})", file=sys.stderr)
             return proc.returncode
         results.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "metrics.json", results / f"metrics_{name}.json")
+        shutil.copyfile(out / "metrics.json", results / f"metrics_{name}{args.tag}.json")
         summary = json.loads((out / "run.json").read_text())
         summary.update(wall_seconds=round(seconds, 1), code=state, command=" ".join(cmd[1:]))
-        (results / f"metrics_{name}_run.json").write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"{name}: {seconds:.0f} s -> {results / f'metrics_{name}.json'}")
+        (results / f"metrics_{name}{args.tag}_run.json").write_text(
+            json.dumps(summary, indent=2) + "\n")
+        print(f"{name}: {seconds:.0f} s -> {results / f'metrics_{name}{args.tag}.json'}")
     return 0
 
 

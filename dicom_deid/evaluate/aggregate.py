@@ -17,6 +17,8 @@ from dicom_deid.evaluate.utility import (
     eye_aspect_ratio,
     jitter,
     keypoint_displacement,
+    match_faces,
+    matched,
     mouth_aspect_ratio,
     nme,
 )
@@ -43,23 +45,36 @@ def _is_video(cap) -> bool:
     return len(cap.frames) > 1
 
 
+def _faces(obs, scheme: str) -> list[np.ndarray]:
+    return obs.meshes if scheme == "mediapipe" else obs.dlib68s
+
+
+def frame_nme(o, d, scheme: str) -> tuple[float | None, int, int]:
+    """(mean NME over the faces of o matched on d, faces on o, faces matched)."""
+    ref, out = _faces(o, scheme), _faces(d, scheme)
+    pairs = match_faces(ref, out)
+    values = [nme(ref[i], out[j], scheme) for i, j in pairs]
+    return (float(np.mean(values)) if values else None), len(ref), len(pairs)
+
+
 def capture_nme(orig, deid, scheme: str) -> list[float | None]:
-    """Per frame NME (None where either side has no landmarks)."""
+    """Per frame NME (None where no face of the original is found again on the output)."""
+    by_index = {o.index: o for o in orig.frames}
+    return [frame_nme(by_index[d.index], d, scheme)[0] if d.index in by_index else None
+            for d in deid.frames]
+
+
+def _largest_series(orig, deid, scheme: str) -> tuple[list, list]:
+    """The original's largest face per frame, and the same face on the output."""
     key = "mesh" if scheme == "mediapipe" else "dlib68"
     by_index = {o.index: o for o in orig.frames}
-    out: list[float | None] = []
-    for d in deid.frames:
-        o = by_index.get(d.index)
-        a = getattr(o, key) if o is not None else None
-        b = getattr(d, key)
-        out.append(nme(a, b, scheme) if a is not None and b is not None else None)
-    return out
+    ref = [getattr(by_index[d.index], key) if d.index in by_index else None for d in deid.frames]
+    out = [matched(r, _faces(d, scheme)) for r, d in zip(ref, deid.frames, strict=True)]
+    return ref, out
 
 
-def _series(cap, fn, scheme: str) -> list[float | None]:
-    key = "mesh" if scheme == "mediapipe" else "dlib68"
-    return [fn(getattr(o, key), scheme) if getattr(o, key) is not None else None
-            for o in cap.frames]
+def _apply(series: list, fn, scheme: str) -> list[float | None]:
+    return [fn(p, scheme) if p is not None else None for p in series]
 
 
 def privacy_metrics(caps: dict, originals: dict) -> dict[str, Any]:
@@ -106,15 +121,17 @@ def utility_metrics(caps: dict, originals: dict) -> dict[str, Any]:
     body: dict[str, list[tuple[float, float]]] = {"face": [], "body": [], "hands": []}
     for n in probes:
         orig, deid = originals[n], caps[n]
-        nme_mp += capture_nme(orig, deid, "mediapipe")
-        nme_dl += capture_nme(orig, deid, "dlib68")
         by_index = {o.index: o for o in orig.frames}
         for d in deid.frames:
             o = by_index[d.index]
-            found_mp += o.mesh is not None
-            kept_mp += o.mesh is not None and d.mesh is not None
-            found_dl += o.dlib68 is not None
-            kept_dl += o.dlib68 is not None and d.dlib68 is not None
+            value, found, kept = frame_nme(o, d, "mediapipe")
+            nme_mp.append(value)
+            found_mp += found
+            kept_mp += kept
+            value, found, kept = frame_nme(o, d, "dlib68")
+            nme_dl.append(value)
+            found_dl += found
+            kept_dl += kept
             _body_pairs(o, d, body)
         if _is_video(orig):
             videos.append(_video_metrics(orig, deid))
@@ -135,6 +152,9 @@ def utility_metrics(caps: dict, originals: dict) -> dict[str, Any]:
         for key in ("ear_r", "ear_mae", "mar_r", "mar_mae", "ear_r_dlib68", "jitter_original",
                     "jitter_deidentified"):
             out[key] = _num(_mean([v[key] for v in videos]), 4)
+        pooled_o = [e for v in videos for e in v["ear_original"]]
+        pooled_d = [e for v in videos for e in v["ear_deidentified"]]
+        out["ear_r_pooled"] = _num(pearson(pooled_o, pooled_d)[0], 4)
         out["blinks_original"] = sum(v["blinks_original"] for v in videos)
         out["blinks_deidentified"] = sum(v["blinks_deidentified"] for v in videos)
         out["videos"] = videos
@@ -161,14 +181,16 @@ def _body_pairs(o, d, body: dict[str, list[tuple[float, float]]]) -> None:
 
 
 def _video_metrics(orig, deid) -> dict[str, Any]:
-    ear_o = _series(orig, eye_aspect_ratio, "mediapipe")
-    ear_d = _series(deid, eye_aspect_ratio, "mediapipe")
-    mar_o = _series(orig, mouth_aspect_ratio, "mediapipe")
-    mar_d = _series(deid, mouth_aspect_ratio, "mediapipe")
+    ref_mp, out_mp = _largest_series(orig, deid, "mediapipe")
+    ref_dl, out_dl = _largest_series(orig, deid, "dlib68")
+    ear_o = _apply(ref_mp, eye_aspect_ratio, "mediapipe")
+    ear_d = _apply(out_mp, eye_aspect_ratio, "mediapipe")
+    mar_o = _apply(ref_mp, mouth_aspect_ratio, "mediapipe")
+    mar_d = _apply(out_mp, mouth_aspect_ratio, "mediapipe")
     ear_r, ear_mae, n = pearson(ear_o, ear_d)
     mar_r, mar_mae, _ = pearson(mar_o, mar_d)
-    ear_r_dl, _, _ = pearson(_series(orig, eye_aspect_ratio, "dlib68"),
-                             _series(deid, eye_aspect_ratio, "dlib68"))
+    ear_r_dl, _, _ = pearson(_apply(ref_dl, eye_aspect_ratio, "dlib68"),
+                             _apply(out_dl, eye_aspect_ratio, "dlib68"))
     threshold = blink_threshold(ear_o)
     return {
         "file": orig.entry.name,
@@ -179,8 +201,10 @@ def _video_metrics(orig, deid) -> dict[str, Any]:
         "ear_r_dlib68": _num(ear_r_dl, 4),
         "blinks_original": count_blinks(ear_o, threshold),
         "blinks_deidentified": count_blinks(ear_d, threshold),
-        "jitter_original": _num(jitter([o.mesh for o in orig.frames], "mediapipe"), 4),
-        "jitter_deidentified": _num(jitter([o.mesh for o in deid.frames], "mediapipe"), 4),
+        "jitter_original": _num(jitter(ref_mp, "mediapipe"), 4),
+        "jitter_deidentified": _num(jitter(out_mp, "mediapipe"), 4),
+        "ear_original": [_num(v, 4) for v in ear_o],
+        "ear_deidentified": [_num(v, 4) for v in ear_d],
         "nme_mediapipe_series": [_num(v, 3) for v in capture_nme(orig, deid, "mediapipe")],
     }
 
@@ -210,10 +234,8 @@ def noise_floor(originals: dict) -> dict[str, Any]:
     adj_dl: list[float | None] = []
     for c in probes:
         for a, b in zip(c.frames, c.frames[1:], strict=False):
-            if a.mesh is not None and b.mesh is not None:
-                adj_mp.append(nme(a.mesh, b.mesh, "mediapipe"))
-            if a.dlib68 is not None and b.dlib68 is not None:
-                adj_dl.append(nme(a.dlib68, b.dlib68, "dlib68"))
+            adj_mp.append(frame_nme(a, b, "mediapipe")[0])
+            adj_dl.append(frame_nme(a, b, "dlib68")[0])
     return {
         "nme_mediapipe_floor_jpeg": _num(_mean(jpeg_mp), 4),
         "nme_dlib68_floor_jpeg": _num(_mean(jpeg_dl), 4),

@@ -52,17 +52,24 @@ class DlibFaces:
 
     def analyse(self, rgb: np.ndarray, *, descriptor: bool = True) -> DlibFace | None:
         """The largest face dlib finds, or None when it finds none."""
+        faces = self.analyse_all(rgb, descriptor=descriptor)
+        return faces[0] if faces else None
+
+    def analyse_all(self, rgb: np.ndarray, *, descriptor: bool = True) -> list[DlibFace]:
+        """Every face dlib finds, largest first, each with its 68 landmarks; the descriptor
+        (the costly part, about 0.1 s) only for the largest."""
         rgb = np.ascontiguousarray(rgb)
-        rects = self._detector(rgb, self.upsample)
-        if not len(rects):
-            return None
-        rect = max(rects, key=lambda r: r.width() * r.height())
-        shape = self._predictor(rgb, rect)
-        pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-        desc = None
-        if descriptor:
-            desc = np.array(self._recogniser.compute_face_descriptor(rgb, shape), dtype=np.float64)
-        return DlibFace((rect.left(), rect.top(), rect.right(), rect.bottom()), pts, desc)
+        rects = sorted(self._detector(rgb, self.upsample), key=lambda r: -r.width() * r.height())
+        faces = []
+        for k, rect in enumerate(rects):
+            shape = self._predictor(rgb, rect)
+            pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+            desc = None
+            if descriptor and k == 0:
+                desc = np.array(self._recogniser.compute_face_descriptor(rgb, shape),
+                                dtype=np.float64)
+            faces.append(DlibFace((rect.left(), rect.top(), rect.right(), rect.bottom()), pts, desc))
+        return faces
 
     def landmarks_at(self, rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         """68 landmarks inside a given box (to compare two frames on the same face region)."""

@@ -28,7 +28,9 @@ class FrameObs:
     dlib68: np.ndarray | None = None
     descriptor: np.ndarray | None = None
     described: bool = False                  # a descriptor was asked for on this frame
-    mesh: np.ndarray | None = None           # 478 x 3
+    mesh: np.ndarray | None = None           # 478 x 3, the largest face
+    meshes: list[np.ndarray] = field(default_factory=list)     # every face, largest first
+    dlib68s: list[np.ndarray] = field(default_factory=list)    # every dlib face, largest first
     centerface: list[tuple[float, float, float, float]] = field(default_factory=list)
     pose: np.ndarray | None = None           # 33 x 2, NaN where not visible
     hands: dict[str, np.ndarray] = field(default_factory=dict)   # "Left"/"Right" -> 21 x 2
@@ -43,27 +45,28 @@ class StaticMesh:
     both NME and jitter. Same model and settings as dicom_deid/faces/models.py otherwise.
     """
 
-    def __init__(self, min_confidence: float = 0.5) -> None:
+    def __init__(self, min_confidence: float = 0.5, max_faces: int = 4) -> None:
         import mediapipe as mp
 
         self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+            static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True,
             min_detection_confidence=min_confidence,
         )
 
-    def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
+    def landmarks(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """478 x 3 pixels (z scaled like x) for every face found, largest first."""
         result = self._mesh.process(np.ascontiguousarray(rgb))
-        if not result.multi_face_landmarks:
-            return None
         h, w = rgb.shape[:2]
-        pts = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark],
-                       dtype=np.float64)
-        if pts.shape[0] != LANDMARK_COUNT:
-            return None
-        pts[:, 0] *= w
-        pts[:, 1] *= h
-        pts[:, 2] *= w
-        return pts
+        faces = []
+        for face in result.multi_face_landmarks or []:
+            pts = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float64)
+            if pts.shape[0] != LANDMARK_COUNT:
+                continue
+            pts[:, 0] *= w
+            pts[:, 1] *= h
+            pts[:, 2] *= w
+            faces.append(pts)
+        return sorted(faces, key=lambda p: -float(np.prod(np.ptp(p[:, :2], axis=0))))
 
     def close(self) -> None:
         self._mesh.close()
@@ -115,11 +118,14 @@ class Observer:
         if descriptor or landmarks:
             dl = self.models.dlib
             dl.upsample = self.models.dlib_upsample(rgb)
-            face = dl.analyse(rgb, descriptor=descriptor)
-            if face is not None:
-                obs.dlib_box, obs.dlib68, obs.descriptor = face.box, face.landmarks68, face.descriptor
+            faces = dl.analyse_all(rgb, descriptor=descriptor)
+            if faces:
+                obs.dlib_box, obs.dlib68, obs.descriptor = (
+                    faces[0].box, faces[0].landmarks68, faces[0].descriptor)
+                obs.dlib68s = [f.landmarks68 for f in faces]
         if landmarks:
-            obs.mesh = self.models.mesh.landmarks(rgb)
+            obs.meshes = self.models.mesh.landmarks(rgb)
+            obs.mesh = obs.meshes[0] if obs.meshes else None
         if centerface:
             dets = self.models.centerface.detect(rgb, threshold=CENTERFACE_THRESHOLD,
                                                  max_side=CENTERFACE_MAX_SIDE)

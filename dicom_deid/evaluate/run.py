@@ -23,7 +23,7 @@ import numpy as np
 from dicom_deid.evaluate.manifest import Entry, open_source, read_manifest
 from dicom_deid.evaluate.observer import FrameObs, Models, Observer
 from dicom_deid.evaluate.privacy import matches
-from dicom_deid.evaluate.utility import nme
+from dicom_deid.evaluate.utility import matched, nme
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +179,10 @@ def run_capture(entry: Entry, method: str, settings: Settings, models: Models,
                     cap.crop = (face_crop(frame, box), face_crop(out, box))
             if noise is not None and described:
                 jo = noise.observe(_jpeg(frame, settings.jpeg_quality), i, descriptor=False)
+                jm, jd = matched(obs.mesh, jo.meshes), matched(obs.dlib68, jo.dlib68s)
                 cap.jpeg_floor.append((
-                    nme(obs.mesh, jo.mesh, "mediapipe") if obs.mesh is not None and jo.mesh is not None else None,
-                    nme(obs.dlib68, jo.dlib68, "dlib68") if obs.dlib68 is not None and jo.dlib68 is not None else None,
+                    nme(obs.mesh, jm, "mediapipe") if jm is not None else None,
+                    nme(obs.dlib68, jd, "dlib68") if jd is not None else None,
                 ))
     finally:
         if replacer is not None:

@@ -96,3 +96,50 @@ def bbox_diagonal(points: np.ndarray) -> float:
     if len(pts) < 2:
         return 0.0
     return float(np.linalg.norm(pts.max(axis=0) - pts.min(axis=0)))
+
+
+def landmark_box(points: np.ndarray) -> tuple[float, float, float, float]:
+    x0, y0 = points[:, :2].min(axis=0)
+    x1, y1 = points[:, :2].max(axis=0)
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+# Landmarks of one face on two frames: their boxes overlap at least this much. A face found
+# elsewhere (another person, a false detection on a covered region) is not the same face.
+MIN_FACE_IOU = 0.3
+
+
+def match_faces(reference: list[np.ndarray], other: list[np.ndarray],
+                min_iou: float = MIN_FACE_IOU) -> list[tuple[int, int]]:
+    """Pairs (i, j): each reference face with the other face that overlaps it most (greedy,
+    by overlap, each face used once), when the overlap is at least min_iou."""
+    boxes_r = [landmark_box(p) for p in reference]
+    boxes_o = [landmark_box(p) for p in other]
+    cand = sorted(((iou(a, b), i, j) for i, a in enumerate(boxes_r) for j, b in enumerate(boxes_o)),
+                  reverse=True)
+    used_r: set[int] = set()
+    used_o: set[int] = set()
+    pairs = []
+    for score, i, j in cand:
+        if score < min_iou or i in used_r or j in used_o:
+            continue
+        used_r.add(i)
+        used_o.add(j)
+        pairs.append((i, j))
+    return sorted(pairs)
+
+
+def matched(reference: np.ndarray | None, others: list[np.ndarray]) -> np.ndarray | None:
+    """The face among others that is the same face as reference (or None)."""
+    if reference is None or not others:
+        return None
+    pairs = match_faces([reference], others)
+    return others[pairs[0][1]] if pairs else None

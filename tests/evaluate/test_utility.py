@@ -100,3 +100,15 @@ def test_blinks_and_correlation():
     assert r == pytest.approx(1.0) and n == len(ear)
     r, _, _ = pearson(ear, [0.2] * len(ear))
     assert r is None
+
+
+def test_faces_are_matched_by_overlap_not_order():
+    from dicom_deid.evaluate.utility import match_faces, matched
+
+    left = _mesh(iod=40.0, seed=1) * [0.3, 0.3, 1.0]              # a face near the origin
+    right = left + [400.0, 0.0, 0.0]                              # another person, far right
+    moved = left + [2.0, 1.0, 0.0]
+    assert match_faces([left, right], [right + 1.0, moved]) == [(0, 1), (1, 0)]
+    assert matched(left, [right]) is None                         # elsewhere: not the same face
+    assert matched(left, [right, moved]) is moved
+    assert matched(None, [moved]) is None
