@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from dicom_deid.evaluate.embeddings import EvaluationDependencyError
     from dicom_deid.evaluate.manifest import ManifestError
     from dicom_deid.evaluate.run import Settings, evaluate
+    from dicom_deid.video import VideoError
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
@@ -56,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         metrics = evaluate(args.manifest, args.output, settings)
-    except (ManifestError, EvaluationDependencyError, ValueError) as exc:
+    except (ManifestError, EvaluationDependencyError, VideoError, ValueError, OSError) as exc:
+        # Each of these names the file and the problem; nothing has been written yet
+        # (metrics.json and report.html are written at the end, atomically).
         print(f"dicom-deid evaluate: {exc}", file=sys.stderr)
         return 2
     for method, values in metrics.items():

@@ -154,3 +154,12 @@ def test_deidentified_column_evaluates_given_outputs(tmp_path: Path):
     assert got["leaks_recogniser"] == 1 and got["leaks_detector"] == 1
     # The linkage gallery is the blacked-out capture: nothing to link to.
     assert got["linkage_rank1"] == 0.0
+
+
+def test_unreadable_video_exits_2_naming_the_file(tmp_path: Path, capsys):
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    (tmp_path / "m.csv").write_text("path,identity,role\nbroken.mp4,a,probe\n")
+    assert main(["evaluate", "--manifest", str(tmp_path / "m.csv"), "--methods", "original",
+                 "--output", str(tmp_path / "out")]) == 2
+    assert "broken.mp4" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "metrics.json").exists()
