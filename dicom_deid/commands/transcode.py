@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,9 @@ def _check_syntax(value: str) -> str | None:
 
     if value in SYNTAX_NAMES:
         return None
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)+", value):
+        # Checked first: UID() of a non-UID string makes pydicom log a warning.
+        return f"unknown transfer syntax {value!r} (use {', '.join(SYNTAX_NAMES)} or a UID)"
     uid = UID(value)
     if uid in MPEG_SYNTAXES or uid in PIXEL_WRITABLE:
         return None
