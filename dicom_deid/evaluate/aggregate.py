@@ -13,10 +13,13 @@ from dicom_deid.evaluate.embeddings import MATCH_THRESHOLD, mean_descriptor
 from dicom_deid.evaluate.manifest import Entry
 from dicom_deid.evaluate.privacy import identify, verification_rate
 from dicom_deid.evaluate.utility import (
+    MIN_FACE_IOU,
     bbox_diagonal,
     eye_aspect_ratio,
+    iou,
     jitter,
     keypoint_displacement,
+    landmark_box,
     match_faces,
     matched,
     mouth_aspect_ratio,
@@ -118,7 +121,8 @@ def utility_metrics(caps: dict, originals: dict) -> dict[str, Any]:
     nme_dl: list[float | None] = []
     kept_mp = found_mp = kept_dl = found_dl = 0
     videos: list[dict[str, Any]] = []
-    body: dict[str, list[tuple[float, float]]] = {"face": [], "body": [], "hands": []}
+    body: dict[str, list[tuple[float, float]]] = {
+        "face": [], "body": [], "hands": [], "frames": [], "other_person": [], "compared": []}
     for n in probes:
         orig, deid = originals[n], caps[n]
         by_index = {o.index: o for o in orig.frames}
@@ -158,26 +162,46 @@ def utility_metrics(caps: dict, originals: dict) -> dict[str, Any]:
         out["blinks_original"] = sum(v["blinks_original"] for v in videos)
         out["blinks_deidentified"] = sum(v["blinks_deidentified"] for v in videos)
         out["videos"] = videos
-    for group, pairs in body.items():
+    for group in ("face", "body", "hands"):
+        pairs = body[group]
         out[f"{group}_keypoint_displacement"] = _num(_mean([p[0] for p in pairs]), 4)
         out[f"{group}_pck05"] = _num(_mean([p[1] for p in pairs]), 4)
+    out["pose_frames_original"] = len(body["frames"])
+    out["pose_frames_compared"] = len(body["compared"])
+    out["pose_frames_other_person"] = len(body["other_person"])
     return out
 
 
 def _body_pairs(o, d, body: dict[str, list[tuple[float, float]]]) -> None:
+    """Pose (face points 0-10, body 11-32) and hand displacement of one frame, when the
+    output's person is the original's (MediaPipe pose follows one person: in a scene with
+    several, the two runs may pick different people, which is not a displacement)."""
     if o.pose is None:
         return
+    body["frames"].append((1.0, 0.0))
     diag = bbox_diagonal(o.pose)
-    if d.pose is not None:
-        for group, sl in (("face", slice(0, 11)), ("body", slice(11, 33))):
-            disp, pck = keypoint_displacement(o.pose[sl], d.pose[sl], diag)
-            if math.isfinite(disp):
-                body[group].append((disp, pck))
+    if d.pose is None:
+        return
+    if iou(_visible_box(o.pose), _visible_box(d.pose)) < MIN_FACE_IOU:
+        body["other_person"].append((1.0, 0.0))
+        return
+    body["compared"].append((1.0, 0.0))
+    for group, sl in (("face", slice(0, 11)), ("body", slice(11, 33))):
+        disp, pck = keypoint_displacement(o.pose[sl], d.pose[sl], diag)
+        if math.isfinite(disp):
+            body[group].append((disp, pck))
     for label, hand in o.hands.items():
         if label in d.hands:
             disp, pck = keypoint_displacement(hand, d.hands[label], diag)
             if math.isfinite(disp):
                 body["hands"].append((disp, pck))
+
+
+def _visible_box(points: np.ndarray) -> tuple[float, float, float, float]:
+    pts = points[~np.isnan(points[:, :2]).any(axis=1), :2]
+    if not len(pts):
+        return (0.0, 0.0, 0.0, 0.0)
+    return landmark_box(pts)
 
 
 def _video_metrics(orig, deid) -> dict[str, Any]:

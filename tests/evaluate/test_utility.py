@@ -112,3 +112,19 @@ def test_faces_are_matched_by_overlap_not_order():
     assert matched(left, [right]) is None                         # elsewhere: not the same face
     assert matched(left, [right, moved]) is moved
     assert matched(None, [moved]) is None
+
+
+def test_body_keypoints_compare_the_same_person_only():
+    from dicom_deid.evaluate.aggregate import _body_pairs
+    from dicom_deid.evaluate.observer import FrameObs
+
+    pose = np.column_stack([np.linspace(100, 200, 33), np.linspace(50, 450, 33)])
+    same = FrameObs(0, pose=pose + [1.0, 0.0])
+    other = FrameObs(0, pose=pose + [600.0, 0.0])
+    body = {k: [] for k in ("face", "body", "hands", "frames", "other_person", "compared")}
+    _body_pairs(FrameObs(0, pose=pose), same, body)
+    _body_pairs(FrameObs(0, pose=pose), other, body)
+    assert len(body["frames"]) == 2 and len(body["compared"]) == 1
+    assert len(body["other_person"]) == 1
+    diag = np.hypot(100, 400)
+    assert body["body"][0] == pytest.approx((100.0 / diag, 1.0))
