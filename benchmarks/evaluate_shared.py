@@ -113,6 +113,8 @@ def main() -> int:
     parser.add_argument("--date", default=dt.date.today().isoformat())
     parser.add_argument("--manifests-only", action="store_true")
     parser.add_argument("--tag", default="", help="suffix of the result files (a partial re-run)")
+    parser.add_argument("--shape", type=float, default=None,
+                        help="swap shape (default: evaluate's, the shipped profiles' value)")
     args = parser.parse_args()
     builders = {"london": london_rows, "grid": grid_rows, "film": film_rows}
     results = REPO / "benchmarks" / "results" / args.date
@@ -124,6 +126,8 @@ def main() -> int:
         out = REPO / "out" / "evaluate" / f"{name}{args.tag}"
         cmd = [str(REPO / ".venv" / "bin" / "dicom-deid"), "evaluate", "--manifest", str(manifest),
                "--methods", args.methods, "--output", str(out), *SETS[name]]
+        if args.shape is not None:
+            cmd += ["--shape", str(args.shape)]
         state = faces_state()
         start = time.monotonic()
         proc = subprocess.run(cmd, cwd=REPO)

@@ -97,7 +97,8 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
                 if extract_original is not None:
                     originals.append(extract_original.extract(
                         rgb, face_landmarks=_original_face_landmarks(replacer)))
-                    outputs.append(extract_output.extract(out))
+                    # Sets the original lacks cannot be compared, so they are not run on the output.
+                    outputs.append(extract_output.extract(out, like=originals[-1]))
                     timings["keypoints_s"] += time.monotonic() - t1
                 yield out
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dicom_deid.header.profile import DEFAULT_FACE_SHAPE
+
 DEFAULT_METHODS = "original,swap,mask3d,blur,pixelate,blackout"
 
 
@@ -25,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="frames per video (from the start; 0 = all; default 75)")
     parser.add_argument("--descriptor-step", type=int, default=5,
                         help="compute the dlib descriptor on every Nth frame (default 5)")
-    parser.add_argument("--shape", type=float, default=0.0, help="swap shape parameter (0..1)")
+    parser.add_argument("--shape", type=float, default=DEFAULT_FACE_SHAPE, help=f"swap shape parameter (0..1; default {DEFAULT_FACE_SHAPE})")
     parser.add_argument("--body", action="store_true",
                         help="also measure MediaPipe pose and hand keypoints (slower)")
     parser.add_argument("--crops", type=int, default=6,

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from dicom_deid.header.profile import DEFAULT_FACE_SHAPE
+
 log = logging.getLogger(__name__)
 
 METHODS = ("swap", "mask3d", "blur", "pixelate", "blackout")
@@ -31,8 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="files, or folders (searched recursively)")
     parser.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
     parser.add_argument("--method", "-m", choices=METHODS, default="swap")
-    parser.add_argument("--shape", type=float, default=0.0,
-                        help="swap only: 0 keeps the patient's face geometry, 1 the mean shape")
+    parser.add_argument("--shape", type=float, default=DEFAULT_FACE_SHAPE,
+                        help="swap only: 0 keeps the patient's face geometry, 1 the mean shape "
+                             f"(default {DEFAULT_FACE_SHAPE}, as the shipped profiles)")
     parser.add_argument("--key-file", type=Path, default=None,
                         help="site key (chooses the donor face per study); default: the per-user key")
     parser.add_argument("--max-faces", type=int, default=4,
