@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dicom_deid.overlap import DEFAULT_DEPTH, BackgroundConsumer
+from dicom_deid.overlap import prefetch as overlap_prefetch
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VIDEO_FORMATS = {
     ".mp4": ("mp4", "libx264"),
@@ -118,8 +121,19 @@ def probe_video(path: Path) -> VideoInfo:
         raise MediaError(f"{path}: not a readable video ({exc})") from exc
 
 
-def read_video(path: Path) -> Iterator[np.ndarray]:
-    """RGB frames of the first video stream, in decoding order, with bounded memory."""
+def read_video(path: Path, prefetch: int = DEFAULT_DEPTH) -> Iterator[np.ndarray]:
+    """RGB frames of the first video stream, in decoding order, with bounded memory.
+
+    With prefetch > 0 the frames are decoded and converted in a background thread, at most
+    that many ahead, so that decoding overlaps the caller's work (dicom_deid.overlap); 0
+    decodes in the caller's thread.
+    """
+    if prefetch > 0:
+        return overlap_prefetch(_decode_video(path), depth=prefetch, name="read_video")
+    return _decode_video(path)
+
+
+def _decode_video(path: Path) -> Iterator[np.ndarray]:
     import av
 
     try:
@@ -133,9 +147,16 @@ def read_video(path: Path) -> Iterator[np.ndarray]:
 
 
 class VideoWriter:
-    """Encode RGB frames to `path` (container and codec from its suffix; see module doc)."""
+    """Encode RGB frames to `path` (container and codec from its suffix; see module doc).
 
-    def __init__(self, path: Path, info: VideoInfo) -> None:
+    Frames are encoded in a background thread (dicom_deid.overlap.BackgroundConsumer), at
+    most `depth` behind `write`, so that encoding overlaps the caller's next frame; `write`
+    copies the frame, so the caller may reuse its array. An encoder error is raised by a
+    later `write` or by `finish`. Every writer must end in `finish` or `abort`, which join
+    the thread; only `finish` publishes the file.
+    """
+
+    def __init__(self, path: Path, info: VideoInfo, depth: int = DEFAULT_DEPTH) -> None:
         import av
 
         suffix = path.suffix.lower()
@@ -167,6 +188,8 @@ class VideoWriter:
             self._time_base = Fraction(1, 1) / info.fps
             stream.time_base = self._time_base
             self._stream = stream
+            self._encoder: BackgroundConsumer[av.VideoFrame] = BackgroundConsumer(
+                self._encode, depth=depth, name="VideoWriter")
         except Exception:
             self._discard()
             raise
@@ -174,15 +197,21 @@ class VideoWriter:
     def write(self, rgb: np.ndarray) -> None:
         import av
 
+        # from_ndarray copies the pixels: the encoder thread never sees the caller's array.
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         frame.pts = self.frames
         frame.time_base = self._time_base
+        self._encoder.put(frame)
+        self.frames += 1
+
+    def _encode(self, frame: object) -> None:
+        # Runs in the encoder thread, the only one that touches the stream until it is joined.
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
-        self.frames += 1
 
     def finish(self) -> None:
         try:
+            self._encoder.close()
             for packet in self._stream.encode():
                 self._container.mux(packet)
             self._container.close()
@@ -195,6 +224,10 @@ class VideoWriter:
         self._discard()
 
     def _discard(self) -> None:
+        encoder = getattr(self, "_encoder", None)
+        if encoder is not None:
+            # Joined before the container is closed under it.
+            encoder.abort()
         container = getattr(self, "_container", None)
         if container is not None:
             # Closing a half-written file may fail; it is deleted anyway.

@@ -26,6 +26,7 @@ from pydicom.uid import (
     MPEG4HP41BD,
 )
 
+from dicom_deid.overlap import BackgroundConsumer
 from dicom_deid.video.errors import VideoError
 from dicom_deid.video.syntaxes import base_syntax, family
 
@@ -153,7 +154,12 @@ class MpegEncoder:
             cc.gop_size = 15
         cc.thread_type = "AUTO"
         self._reformatter = VideoReformatter()
-        self.frames = 0
+        self.frames = 0        # frames handed to encode()
+        self._encoded = 0      # frames the encoder thread has sent to the codec
+        # Colour conversion and encoding run in a background thread, a few frames behind
+        # encode(), so that they overlap the caller's work on the next frame (the face stage).
+        self._worker: BackgroundConsumer[av.VideoFrame] = BackgroundConsumer(
+            self._encode_frame, name="MpegEncoder")
 
     def _options(self) -> dict[str, str]:
         q = self.quality
@@ -184,18 +190,25 @@ class MpegEncoder:
                 "bufsize": "9781248" if high else "1835008"}
 
     def encode(self, rgb: np.ndarray) -> None:
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        """Queue one frame; an error of an earlier frame's encoding is raised here or by close."""
+        if self._pts_ticks is not None and self.frames >= len(self._pts_ticks):
+            raise VideoError(self.name, f"more frames than FrameTimeVector has values ({len(self._pts_ticks)})")
+        # from_ndarray copies the pixels, so the caller may reuse or change its array.
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = self._pts_ticks[self.frames] if self._pts_ticks is not None else self.frames
+        self._worker.put(frame)
+        self.frames += 1
+
+    def _encode_frame(self, frame: av.VideoFrame) -> None:
+        # Runs in the worker thread, the only one that touches the reformatter, the stream
+        # and the container until the worker is joined.
+        pts = frame.pts
         frame = self._reformatter.reformat(
             frame, format=self.pix_fmt, dst_colorspace=self._colorspace,
             dst_color_range=self._color_range, interpolation=_YUV_FLAGS,
         )
-        if self._pts_ticks is not None:
-            if self.frames >= len(self._pts_ticks):
-                raise VideoError(self.name, f"more frames than FrameTimeVector has values ({len(self._pts_ticks)})")
-            frame.pts = self._pts_ticks[self.frames]
-        else:
-            frame.pts = self.frames
-        self.frames += 1
+        frame.pts = pts
+        self._encoded += 1
         self._mux(frame)
 
     def _mux(self, frame: av.VideoFrame | None) -> None:
@@ -204,10 +217,11 @@ class MpegEncoder:
             if packets:
                 self._out.mux(packets)
         except (av.error.FFmpegError, ValueError) as exc:
-            raise VideoError(self.name, f"{self.codec_name} failed at frame {self.frames} ({exc})") from exc
+            raise VideoError(self.name, f"{self.codec_name} failed at frame {self._encoded} ({exc})") from exc
 
     def close(self) -> EncodeResult:
-        """Flush the encoder and finish the file."""
+        """Encode what is queued, flush the encoder and finish the file."""
+        self._worker.close()
         self._mux(None)
         try:
             self._out.close()
@@ -217,6 +231,8 @@ class MpegEncoder:
         return EncodeResult(self.frames, size, self.codec_name, dict(self.options), self.stream_rate, list(self.notes))
 
     def abort(self) -> None:
-        # Abandoning a failed encode: the file is deleted with its folder anyway.
+        # Abandoning a failed encode: the file is deleted with its folder anyway. The worker
+        # is joined first: the container must not be closed under a running encode.
+        self._worker.abort()
         with contextlib.suppress(Exception):
             self._out.close()
