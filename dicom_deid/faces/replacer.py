@@ -15,6 +15,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 
 from dicom_deid.faces.baselines import BASELINES, apply_baseline
@@ -38,6 +39,7 @@ MAX_UNCHANGED = 0.10
 # Leak boxes are covered grown by this share of their larger side on every side.
 LEAK_GROW = 0.2
 MAX_LEAK_EVENTS = 1000
+_CHANNEL_SUM = np.ones((1, 3), np.float32)
 
 
 class Renderer(Protocol):
@@ -299,15 +301,18 @@ class FaceReplacer:
             return False
         poly = region_polygon(landmarks)          # covered_region's hull, with its box
         hull = polygon_mask(poly, out.shape)
-        # Compare within the hull's box, not over the whole frame (boolean indexing of a full
-        # 720p frame costs more than the comparison itself).
+        # Compare within the hull's box, not over the whole frame, and with OpenCV rather than
+        # boolean indexing (5 ms for a 300 px face against 0.3 ms; this runs on every frame).
         x0, y0, x1, y1 = polygon_bbox(poly, out.shape)
-        box_hull = hull[y0:y1, x0:x1] > 0
-        total = int(np.count_nonzero(box_hull))
+        box_hull = hull[y0:y1, x0:x1]
+        total = cv2.countNonZero(box_hull) if box_hull.size else 0
         if total:
-            same = np.all(rendered[y0:y1, x0:x1][box_hull] == original[y0:y1, x0:x1][box_hull],
-                          axis=1)
-            if float(np.count_nonzero(same)) / total > MAX_UNCHANGED:
+            diff = cv2.absdiff(rendered[y0:y1, x0:x1], original[y0:y1, x0:x1])
+            # Sum of the three channel differences, saturated to 255: exactly 0 where the
+            # pixel is bit-identical, >= 1 wherever any channel changed.
+            changed = cv2.transform(diff, _CHANNEL_SUM)
+            same = total - cv2.countNonZero(cv2.bitwise_and(changed, box_hull))
+            if float(same) / total > MAX_UNCHANGED:
                 self.report.renderer_failures += 1
                 log.warning("renderer %s left its face region unchanged; face covered", self.method)
                 return False
