@@ -11,6 +11,7 @@ logged on entry to release anything still held back before the watch starts.
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import av.logging
@@ -36,6 +37,10 @@ class DecoderErrors:
         global _active, _saved_level, _saved_skip, _capture
         with _lock:
             if _active == 0:
+                # Free unreachable codec contexts (threaded ones from other readers) now, while
+                # no log callback is installed: freed under the watch, their worker threads
+                # could log into a callback that waits for the GIL this thread holds.
+                gc.collect()
                 _saved_level = av.logging.get_level()
                 _saved_skip = av.logging.get_skip_repeated()
                 if _saved_level is None or _saved_level < av.logging.ERROR:

@@ -123,7 +123,11 @@ class MpegDecoder:
             )
         if self.container_kind is None:
             self.container_kind = "es" if self._container.format.name in _ES_FORMAT.values() else "other"
-        self._video.thread_type = "AUTO"
+        # One decoding thread: while DecoderErrors watches, PyAV's log callback needs the GIL, and
+        # an FFmpeg worker thread that logs while another thread holds the GIL and waits for it
+        # (freeing a threaded decoder does exactly that) deadlocks the process (PyAV issue 751;
+        # seen here as a hang in about one run in six of the transcode tests).
+        self._video.codec_context.thread_count = 1
         self.has_audio = bool(self._container.streams.audio)
         self.codec = codec
         self.profile = self._video.codec_context.profile
