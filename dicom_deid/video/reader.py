@@ -8,6 +8,7 @@ a few frames are in memory, whatever the length of the video.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -16,6 +17,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from pydicom.dataset import Dataset
 
+from dicom_deid.overlap import DEFAULT_DEPTH, prefetch
 from dicom_deid.video.decode_mpeg import MpegDecoder, to_rgb
 from dicom_deid.video.errors import VideoError
 from dicom_deid.video.info import VideoInfo, header_timing, number_of_frames
@@ -52,12 +54,17 @@ class FrameReader:
     """Context manager over the frames of one instance; iterate for HxWx3 uint8 RGB arrays.
 
     `info` describes the instance. Iterating twice decodes twice (nothing is cached).
+    Frames are decoded up to `prefetch` ahead in a background thread; `close` (or leaving the
+    `with` block) stops and joins it.
     With strict=True (default) a frame count that differs from NumberOfFrames, a corrupt frame,
     or a decoder error raises VideoError instead of yielding damaged or missing frames.
     """
 
-    def __init__(self, src: str | os.PathLike[str] | Dataset, strict: bool = True) -> None:
+    def __init__(self, src: str | os.PathLike[str] | Dataset, strict: bool = True,
+                 prefetch: int = DEFAULT_DEPTH) -> None:
         self.strict = strict
+        self.prefetch = int(prefetch)
+        self._prefetching: weakref.ref[Iterator[np.ndarray]] | None = None
         ds, layout, name, path = open_path_or_dataset(src)
         self._ds = ds
         self._layout: PixelLayout = layout
@@ -138,6 +145,13 @@ class FrameReader:
             frames = self._iter_mpeg()
         else:
             frames = self._iter_still()
+        if self.prefetch > 0:
+            # Decoded a few frames ahead in a background thread, so that decoding overlaps the
+            # caller's work (the face stage); errors arrive here in order (dicom_deid.overlap).
+            frames = prefetch(frames, depth=self.prefetch, name="FrameReader")
+            # Held weakly: a loop abandoned without close() drops the generator, whose cleanup
+            # then joins the thread; close() reaches it through this reference.
+            self._prefetching = weakref.ref(frames)
         for rgb in frames:
             self.decoded += 1
             yield rgb
@@ -167,6 +181,11 @@ class FrameReader:
 
     # -- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:
+        live = self._prefetching() if self._prefetching is not None else None
+        self._prefetching = None
+        if live is not None:
+            # Stops and joins the decoding thread before anything it uses is closed.
+            live.close()
         if self._mpeg is not None:
             self._mpeg.close()
             self._mpeg = None
@@ -180,8 +199,12 @@ class FrameReader:
         self.close()
 
 
-def open_frames(src: str | os.PathLike[str] | Dataset, strict: bool = True) -> FrameReader:
-    """Open a video-bearing instance (a path, or a Dataset with its Pixel Data) for streaming."""
+def open_frames(src: str | os.PathLike[str] | Dataset, strict: bool = True,
+                prefetch: int = DEFAULT_DEPTH) -> FrameReader:
+    """Open a video-bearing instance (a path, or a Dataset with its Pixel Data) for streaming.
+
+    prefetch: frames decoded ahead in a background thread (0: decode in the caller's thread).
+    """
     if isinstance(src, str | os.PathLike) and not Path(src).exists():
         raise VideoError(src, "file not found")
-    return FrameReader(src, strict=strict)
+    return FrameReader(src, strict=strict, prefetch=prefetch)

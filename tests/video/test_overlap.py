@@ -255,3 +255,55 @@ def test_write_frames_reused_buffer_is_copied(tmp_path: Path) -> None:
         means = [float(f.mean()) for f in reader]
     assert means == pytest.approx([20.0 * i for i in range(10)], abs=3)
     assert not _threads("MpegEncoder")
+
+
+# -- dicom_deid.video open_frames (decoding in its thread) ----------------------------------
+
+def test_open_frames_prefetch_same_frames(tmp_path: Path) -> None:
+    from dicom_deid.video import open_frames
+
+    src = _dicom_video(tmp_path)
+    with open_frames(src, prefetch=0) as reader:
+        serial = [f.copy() for f in reader]
+    with open_frames(src, prefetch=2) as reader:
+        threaded = list(reader)
+        assert reader.decoded == len(serial) == 10
+    assert all(np.array_equal(a, b) for a, b in zip(serial, threaded, strict=True))
+    assert not _threads("FrameReader")
+
+
+def test_open_frames_close_mid_stream_joins_the_decoder(tmp_path: Path) -> None:
+    from dicom_deid.video import open_frames
+
+    src = _dicom_video(tmp_path)
+    with open_frames(src, prefetch=2) as reader:
+        it = iter(reader)
+        next(it)
+        assert _threads("FrameReader")     # decoding ahead while the caller holds frame 1
+    # Leaving the block closed the reader with the loop still suspended: thread joined.
+    assert not _threads("FrameReader")
+
+
+def test_open_frames_abandoned_loop_joins_the_decoder(tmp_path: Path) -> None:
+    import gc
+
+    from dicom_deid.video import open_frames
+
+    src = _dicom_video(tmp_path)
+    reader = open_frames(src, prefetch=2)
+    for _ in reader:
+        break                              # no close(), no with: the generator is dropped
+    gc.collect()
+    assert not _threads("FrameReader")
+    reader.close()
+
+
+def test_open_frames_consumer_error_propagates_and_joins(tmp_path: Path) -> None:
+    from dicom_deid.video import open_frames
+
+    src = _dicom_video(tmp_path)
+    with pytest.raises(RuntimeError, match="face stage failed"), open_frames(src) as reader:
+        for i, _rgb in enumerate(reader):
+            if i == 3:
+                raise RuntimeError("face stage failed")
+    assert not _threads("FrameReader")
