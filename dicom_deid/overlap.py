@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -36,7 +36,8 @@ DEFAULT_DEPTH = 4
 _ITEM, _END, _ERROR = range(3)
 
 
-def prefetch(iterable: Iterable[T], depth: int = DEFAULT_DEPTH, name: str = "prefetch") -> Iterator[T]:
+def prefetch(iterable: Iterable[T], depth: int = DEFAULT_DEPTH,
+             name: str = "prefetch") -> Generator[T, None, None]:
     """Iterate `iterable` in a background thread, at most `depth` items ahead of the caller.
 
     Items, their order and an exception raised by the iterable are the same as iterating it

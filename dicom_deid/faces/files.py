@@ -6,6 +6,7 @@ output atomically; on any error nothing is left at the output path.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,11 +61,14 @@ def process_video(src: Path, dst: Path, make: ReplacerFactory, progress: Progres
     writer = None
     try:
         writer = VideoWriter(dst, info)
-        for rgb in read_video(src):
-            if rgb.shape[:2] != (info.height, info.width):
-                raise MediaError(f"{src}: frame size changes mid-stream ({rgb.shape[1]}x{rgb.shape[0]})")
-            writer.write(replacer.process(rgb))
-            tick()
+        # closing(): on an error the decoding thread is joined here, not whenever the
+        # traceback that holds the generator is dropped.
+        with contextlib.closing(read_video(src)) as frames:
+            for rgb in frames:
+                if rgb.shape[:2] != (info.height, info.width):
+                    raise MediaError(f"{src}: frame size changes mid-stream ({rgb.shape[1]}x{rgb.shape[0]})")
+                writer.write(replacer.process(rgb))
+                tick()
         if writer.frames == 0:
             raise MediaError(f"{src}: no frame could be decoded")
         writer.finish()

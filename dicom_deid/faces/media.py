@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -121,7 +121,7 @@ def probe_video(path: Path) -> VideoInfo:
         raise MediaError(f"{path}: not a readable video ({exc})") from exc
 
 
-def read_video(path: Path, prefetch: int = DEFAULT_DEPTH) -> Iterator[np.ndarray]:
+def read_video(path: Path, prefetch: int = DEFAULT_DEPTH) -> Generator[np.ndarray, None, None]:
     """RGB frames of the first video stream, in decoding order, with bounded memory.
 
     With prefetch > 0 the frames are decoded and converted in a background thread, at most
@@ -133,7 +133,7 @@ def read_video(path: Path, prefetch: int = DEFAULT_DEPTH) -> Iterator[np.ndarray
     return _decode_video(path)
 
 
-def _decode_video(path: Path) -> Iterator[np.ndarray]:
+def _decode_video(path: Path) -> Generator[np.ndarray, None, None]:
     import av
 
     try:
