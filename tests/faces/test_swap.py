@@ -8,13 +8,14 @@ import pytest
 
 from dicom_deid.faces import FaceReplacer, mesh
 from dicom_deid.faces.donors import load_model
-from dicom_deid.faces.swap import SwapRenderer, blend_toward_mean
+from dicom_deid.faces.swap import APERTURES, SwapRenderer, blend_toward_mean
 from tests.faces import recognizer, synth
 
 
-def _nme(reference: np.ndarray, other: np.ndarray) -> float:
+def _nme(reference: np.ndarray, other: np.ndarray, points: np.ndarray | None = None) -> float:
     """Mean landmark error in percent of the inter-ocular distance (outer eye corners)."""
-    err = np.linalg.norm(reference[:, :2] - other[:, :2], axis=1).mean()
+    sel = slice(None) if points is None else points
+    err = np.linalg.norm(reference[sel, :2] - other[sel, :2], axis=1).mean()
     return float(100.0 * err / mesh.inter_ocular(reference))
 
 
@@ -73,16 +74,56 @@ def test_shape_blends_the_geometry_toward_the_mean_shape(astronaut):
     assert np.array_equal(blend_toward_mean(lm, canonical, 0.0), lm)
     half = blend_toward_mean(lm, canonical, 0.5)
     full = blend_toward_mean(lm, canonical, 1.0)
-    pts = mesh.MESH_POINTS
-    d_half = _nme(lm[:pts], half[:pts])
-    d_full = _nme(lm[:pts], full[:pts])
+    # The eyelid and inner-lip contours keep the patient's opening (next test); the rest blends.
+    shape_pts = np.setdiff1d(np.arange(mesh.MESH_POINTS), _aperture_points())
+    d_half = _nme(lm, half, shape_pts)
+    d_full = _nme(lm, full, shape_pts)
     assert 0 < d_half < d_full
     assert d_half == pytest.approx(d_full / 2, rel=0.05)
     # At shape 1 the face is the mean shape up to a similarity: nothing of the patient's own
     # proportions is left.
-    fit = mesh.fit_similarity(canonical[:pts], full[:pts])
-    residual = np.linalg.norm(fit.apply(canonical[:pts]) - full[:pts], axis=1).mean()
+    fit = mesh.fit_similarity(canonical[shape_pts], full[shape_pts])
+    residual = np.linalg.norm(fit.apply(canonical[shape_pts]) - full[shape_pts], axis=1).mean()
     assert residual / mesh.inter_ocular(full) < 1e-3
+
+
+def _aperture_points() -> np.ndarray:
+    return np.array(sorted({i for upper, lower in APERTURES for i in upper[1:-1] + lower[1:-1]}))
+
+
+def _opening(points: np.ndarray, upper: tuple[int, ...], lower: tuple[int, ...]) -> float:
+    """Gap between the lower and the upper contour across the corner line, over its length."""
+    a, b = points[upper[0], :2], points[upper[-1], :2]
+    along = (b - a) / np.linalg.norm(b - a)
+    across = np.array([-along[1], along[0]])
+    side = (points[list(lower[1:-1]), :2] - a) @ across - (points[list(upper[1:-1]), :2] - a) @ across
+    return float(abs(side.mean()) / np.linalg.norm(b - a))
+
+
+@pytest.mark.parametrize("shape", [0.7, 1.0])
+def test_shape_keeps_the_patients_blinks_and_mouth_opening(astronaut, shape):
+    _, lm = astronaut
+    canonical = load_model().canonical
+    closed = lm.copy()
+    (right_upper, right_lower), _, (lips_upper, lips_lower) = APERTURES
+    # Close the right eye (both lids meet on their midline) and open the mouth wide.
+    upper, lower = list(right_upper[1:-1]), list(right_lower[1:-1])
+    middle = (closed[upper, :2] + closed[lower, :2]) / 2
+    closed[upper, :2] = middle
+    closed[lower, :2] = middle
+    gap = 0.3 * np.linalg.norm(lm[lips_upper[-1], :2] - lm[lips_upper[0], :2])
+    closed[list(lips_lower[1:-1]), 1] += gap
+    out = blend_toward_mean(closed, canonical, shape)
+    assert _opening(out, right_upper, right_lower) < 0.02
+    assert _opening(blend_toward_mean(lm, canonical, shape), right_upper, right_lower) > 0.15
+    assert _opening(out, lips_upper, lips_lower) == pytest.approx(
+        _opening(closed, lips_upper, lips_lower), abs=0.02)
+    # The rest of the face still moved toward the mean shape, as far as without the apertures.
+    rest = np.setdiff1d(np.arange(mesh.MESH_POINTS), _aperture_points())
+    plain = (1 - shape) * lm + shape * mesh.fit_similarity(
+        canonical[:mesh.MESH_POINTS], lm[:mesh.MESH_POINTS]).apply(canonical)
+    assert _nme(closed, out, rest) == pytest.approx(_nme(lm, plain, rest), rel=0.02)
+    assert _nme(closed, out, rest) > 1.0
 
 
 def test_donor_seed_chooses_the_face(astronaut, swapped):
