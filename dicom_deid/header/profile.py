@@ -7,7 +7,7 @@ A profile is a YAML file (the shipped ones are in profiles/):
     base: basic                      # optional: a shipped profile name or a path to start from
     options: [retain-patient-characteristics, clean-descriptors]
     faces: swap                      # default face method: swap|mask3d|blur|pixelate|blackout|none
-    face_shape: 0.7                  # swap only: 0 keeps the patient's geometry, 1 the mean shape
+    face_shape: 1.0                  # swap only: 0 keeps the patient's geometry, 1 the mean shape
     keypoints: true                  # measure keypoints and write them as an SR beside face video
     keypoint_frame_step: 1           # SR holds every Nth frame (1: every frame)
     pseudonyms: true                 # PatientID / PatientName -> keyed pseudonyms
@@ -42,10 +42,11 @@ from dicom_deid.resources import profiles_dir
 
 FACE_METHODS = ("swap", "mask3d", "blur", "pixelate", "blackout", "none")
 DEFAULT_DATE_SHIFT = (-1095, -1)
-# swap's default geometry blend: on the London set (benchmarks/results/2026-11-24) shape 0
-# leaves rank-1 re-identification at 9.8%, 0.7 brings it to 2.0% with MediaPipe landmark NME
-# 2.2% and dlib-68 NME 3.3% (targets: <= 5%, <= 3%, <= 5%).
-DEFAULT_FACE_SHAPE = 0.7
+# swap's default geometry blend, measured with `dicom-deid evaluate` on the London set
+# (benchmarks/results/2026-11-24, eyelid and lip openings kept): rank-1 re-identification 9.8%
+# at 0, 7.8% at 0.7, 2.0% (chance) at 1; landmark NME MediaPipe 1.4/2.2/2.7%, dlib-68
+# 2.7/3.5/4.0% (targets <= 5%, <= 3%, <= 5%). GRID blinks survive at 1 (EAR r 0.76).
+DEFAULT_FACE_SHAPE = 1.0
 OVERRIDE_ACTIONS = {
     "keep": "K", "remove": "X", "empty": "Z", "dummy": "D", "clean": "C", "uid": "U",
 }
