@@ -1,8 +1,13 @@
 #!/usr/bin/env python
 """End-to-end face replacement speed at 720p against a plain transcode and `deface`, in one run.
 
-All rows read the same video and write H.264 with the product's encoder settings
-(`dicom_deid.faces.media.VideoWriter`: PyAV libx264, CRF 18, preset medium, yuv420p):
+All rows read the same video and write H.264 with the product's reader and writer
+(`dicom_deid.faces.media.read_video` and `VideoWriter`: PyAV libx264, CRF 18, preset medium,
+yuv420p, PyAV's default thread count, i.e. FFmpeg/x264 pick their own frame threads). Both are
+the product's threaded I/O (dicom_deid.overlap): the decoder runs up to 4 frames ahead in one
+thread, the encoder up to 4 frames behind in another, and the row's own per-frame work (none
+for the transcode) runs in the main thread between them, so every row overlaps decoding and
+encoding with whatever it does per frame in the same way:
 
 - transcode: decode + encode only, the limit on this machine;
 - <method>: decode, track (MediaPipe), replace (FaceReplacer: render, fail-closed cover, leak
@@ -20,6 +25,14 @@ transcode run right after it. CPU milliseconds per frame (all threads of the pro
 reported beside, as a load-independent view. Targets (issue 5): swap >= 0.6x transcode and
 faster than deface.
 
+What bounds the ratio: the transcode is not single-threaded. PyAV leaves the encoder's thread
+count at 0 (auto), so libx264 runs its own frame threads and the transcode alone keeps about
+1.7 of 2 cores busy (about 54 CPU-ms per 720p frame). A method adds its per-frame work (swap:
+about 45 CPU-ms) on top; once both fill the machine, the wall-time ratio tends to the CPU ratio
+(about 0.53), and the threaded I/O can only win back the cores the transcode leaves idle. On a
+shared 2-core machine the per-round ratios spread widely (0.38 to 0.6 between runs of the same
+code), so compare runs by their CPU columns and several runs, not one.
+
 The input is a 1280x720 clip of skimage's astronaut moving across the frame (generated, face
 about 230 px wide), or --video PATH (scaled to 720 rows when it is smaller).
 
@@ -29,6 +42,7 @@ about 230 px wide), or --video PATH (scaled to 720 rows when it is smaller).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -96,9 +110,10 @@ def timed_pass(src: Path, dst: Path, per_frame=None) -> dict:
     writer = VideoWriter(dst, info)
     frames = 0
     try:
-        for rgb in read_video(src):
-            writer.write(per_frame(rgb) if per_frame else rgb)
-            frames += 1
+        with contextlib.closing(read_video(src)) as decoded:
+            for rgb in decoded:
+                writer.write(per_frame(rgb) if per_frame else rgb)
+                frames += 1
         writer.finish()
     except BaseException:
         writer.abort()
@@ -233,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict = {
         "source": source,
         "size": f"{info.width}x{info.height}",
-        "encoder": "libx264 crf 18 preset medium yuv420p (PyAV), same for every row but deface-cli",
+        "encoder": "libx264 crf 18 preset medium yuv420p (PyAV, default threads), same for every "
+                   "row but deface-cli",
+        "io": "dicom_deid.faces.media read_video (decode thread, 4 frames ahead) and VideoWriter "
+              "(encode thread, 4 frames behind), same for every row but deface-cli",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared with other work)",
         "rounds": args.rounds,
         "rows": rows,
