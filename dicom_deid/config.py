@@ -66,6 +66,10 @@ class ProcessingConfig:
     stable_seconds: float = 30.0  # a study is processed after this long without arrivals
     workers: int = 2  # local worker processes running study jobs
     max_attempts: int = 3  # a job that crashes its worker this often is quarantined
+    # A job running longer is stopped and counts as a failed attempt (0: no limit). Six hours
+    # leave room for an hour of 1080p video on two workers; a hung decoder does not hold a
+    # worker forever.
+    job_timeout: float = 21600.0
 
 
 @dataclass(frozen=True)
@@ -497,12 +501,13 @@ def parse_config(data: Any, source: str = "<embedded default>",
     audit_log = reader.path(top, "", "audit_log", None) or state_dir / "audit.log"
 
     pdata = reader.section(top.get("processing"), "processing",
-                           ("stable_seconds", "workers", "max_attempts"))
+                           ("stable_seconds", "workers", "max_attempts", "job_timeout"))
     pd = ProcessingConfig()
     processing = ProcessingConfig(
         stable_seconds=reader.number(pdata, "processing", "stable_seconds", pd.stable_seconds, 0.0),
         workers=reader.integer(pdata, "processing", "workers", pd.workers, 1, 256),
         max_attempts=reader.integer(pdata, "processing", "max_attempts", pd.max_attempts, 1, 100),
+        job_timeout=reader.number(pdata, "processing", "job_timeout", pd.job_timeout, 0.0),
     )
 
     fdata = reader.section(top.get("forward"), "forward", (

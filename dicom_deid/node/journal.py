@@ -358,11 +358,13 @@ class Journal:
             self._mark_forwarded(cur, job_id, now)
             return True
 
-    def fail_job(self, job_id: int, reason: str, max_attempts: int) -> list[int]:
+    def fail_job(self, job_id: int, reason: str, max_attempts: int,
+                 count_attempt: bool = True) -> list[int]:
         """A job died without recording a result (its worker crashed).
 
         Its instances go back to received, or to quarantine once they have used up
-        max_attempts. Returns the ids quarantined.
+        max_attempts. Returns the ids quarantined. count_attempt=False: the job was stopped
+        for another job's sake and its instances wait again without using an attempt.
         """
         now = time.time()
         quarantined: list[int] = []
@@ -375,8 +377,8 @@ class Journal:
                         (now, reason, job_id))
             for inst in cur.execute("SELECT id, attempts FROM instances WHERE job_id = ?"
                                     " AND state = 'processing'", (job_id,)).fetchall():
-                attempts = inst["attempts"] + 1
-                if attempts >= max_attempts:
+                attempts = inst["attempts"] + int(count_attempt)
+                if count_attempt and attempts >= max_attempts:
                     full = f"{reason} ({attempts} attempts)"
                     cur.execute("UPDATE instances SET state = 'quarantined', reason = ?, attempts = ?,"
                                 " updated_at = ? WHERE id = ?", (full, attempts, now, inst["id"]))

@@ -38,6 +38,7 @@ class Scheduler:
         self.on_job_done = on_job_done
         self._pool: ProcessPoolExecutor | None = None
         self._running: dict[Future, tuple[int, int]] = {}  # future -> (job id, study id)
+        self._started: dict[Future, float] = {}  # future -> monotonic start time
         self._warming: list[Future] = []
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -63,6 +64,7 @@ class Scheduler:
             # A failure here shows again, with its reason, in the first job.
             LOG.info("%d of %d worker processes ready", ready, len(self._warming))
             self._warming = []
+        self._stop_overdue()
         self._collect()
         free = self.config.processing.workers - len(self._running)
         if free <= 0:
@@ -103,6 +105,7 @@ class Scheduler:
         if future is None:
             return False
         self._running[future] = (job_id, study_id)
+        self._started[future] = time.monotonic()
         LOG.info("study %s: job %d started with %d instances", token, job_id, len(routed))
         return True
 
@@ -123,6 +126,7 @@ class Scheduler:
         broken = False
         for future in [f for f in self._running if f.done()]:
             job_id, study_id = self._running.pop(future)
+            self._started.pop(future, None)
             try:
                 summary = future.result()
             except BrokenProcessPool:
@@ -137,8 +141,35 @@ class Scheduler:
         if broken:
             self._replace_pool()
 
-    def _job_failed(self, job_id: int, reason: str) -> None:
-        quarantined = self.journal.fail_job(job_id, reason, self.config.processing.max_attempts)
+    def _stop_overdue(self) -> None:
+        """Stop the workers when a job has run past processing.job_timeout.
+
+        ProcessPoolExecutor cannot cancel a running task, so every worker process is killed
+        and the pool replaced; the overdue job uses an attempt, the others wait again
+        without using one.
+        """
+        limit = self.config.processing.job_timeout
+        if limit <= 0 or self._pool is None:
+            return
+        now = time.monotonic()
+        overdue = [f for f, t in self._started.items() if not f.done() and now - t > limit]
+        if not overdue:
+            return
+        for process in list(getattr(self._pool, "_processes", {}).values()):
+            process.kill()
+        for future in list(self._running):
+            job_id, _ = self._running.pop(future)
+            self._started.pop(future, None)
+            if future in overdue:
+                self._job_failed(job_id, f"the job ran longer than job_timeout ({limit:g} s)")
+            else:
+                self._job_failed(job_id, "stopped with a timed-out job on another worker",
+                                 count_attempt=False)
+        self._replace_pool()
+
+    def _job_failed(self, job_id: int, reason: str, count_attempt: bool = True) -> None:
+        quarantined = self.journal.fail_job(job_id, reason, self.config.processing.max_attempts,
+                                            count_attempt=count_attempt)
         LOG.error("job %d failed: %s; %d instances quarantined, the others wait for a retry",
                   job_id, reason, len(quarantined))
         for instance_id in quarantined:

@@ -90,6 +90,17 @@ def test_failed_job_requeues_then_quarantines(journal):
         journal.retry(["X1"])
 
 
+def test_a_job_stopped_for_another_does_not_use_an_attempt(journal):
+    iid, _ = journal.record_received(_item("1.2.3.7", "1.2.3.7.1", "spool/c.dcm"), now=1.0)
+    study = journal.stable_studies(quiet_since=2.0)[0]
+    for _ in range(5):
+        job = journal.start_job(study, [(iid, {})], [])
+        assert journal.fail_job(job, "stopped", max_attempts=1, count_attempt=False) == []
+    assert journal.query("SELECT state, attempts FROM instances")[0][:] == ("received", 0)
+    job = journal.start_job(study, [(iid, {})], [])
+    assert journal.fail_job(job, "timed out", max_attempts=1) == [iid]
+
+
 def test_duplicate_waiting_instance_is_superseded(journal):
     first, older = journal.record_received(_item("1.2.3.6", "1.2.3.6.1", "spool/a.dcm"))
     assert older == []

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import yaml
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
@@ -327,6 +328,38 @@ def test_video_study_with_default_face_method(tmp_path, clean_archive):
         node.stop()
     _assert_no_phi(node.log() + node.audit() + status.stdout, phi, "logs and status")
     assert '"faces": "profile default"' in node.audit()
+
+
+def test_a_job_past_job_timeout_is_stopped_quarantined_and_retried(tmp_path, clean_archive):
+    """A study job that runs too long (here: any face video against a 1 s limit) has its
+    worker stopped and its instances quarantined with the reason; after a restart with a
+    realistic limit, `retry` delivers them."""
+    archive = clean_archive
+    video = shared_data("dicom", "video", "C_jpeg_baseline_multiframe_360x288.dcm")
+    node = Node(tmp_path / "node", {"default_rule": {"profile": "basic"},
+                                    "destinations": _destination(archive),
+                                    "processing": {"job_timeout": 1, "max_attempts": 1}})
+    node.start()
+    try:
+        storescu([video], node.port)
+        wait_for(lambda: node.states().get("quarantined"), 120, interval=0.5,
+                 what="the overdue job quarantined")
+        [(reason,)] = node.journal("SELECT reason FROM instances WHERE state = 'quarantined'")
+        assert "job_timeout (1 s)" in reason
+        assert _sop_uids(archive) == []
+        node.stop()
+        node.config["processing"]["job_timeout"] = 600
+        node.config_path.write_text(yaml.safe_dump(node.config, sort_keys=False))
+        node.start()
+        retried = node.cli("retry", "--all")
+        assert retried.returncode == 0 and "1 instances" in retried.stdout
+        wait_for(lambda: node.states() == {"forwarded": 1}, 240, interval=1.0,
+                 what="the video delivered after retry")
+        key = load_key(node.state_dir / "site.key")
+        sop = str(dcmread(video, stop_before_pixels=True).SOPInstanceUID)
+        assert key.uid("reencoded:" + sop) in _sop_uids(archive)
+    finally:
+        node.stop()
 
 
 def test_late_instance_joins_the_same_deidentified_study(tmp_path, clean_archive):
