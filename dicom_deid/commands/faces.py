@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             keys.append(load_key(args.key_file))
         return keys[0]
 
-    if args.method == "swap":
+    if args.method in ("swap", "mask3d"):
         try:
             site_key()
         except KeyFileError as exc:
@@ -122,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     def make(fps: float, donor_identity: str) -> FaceReplacer:
         # Donor per study (or per file for plain media), from the site key: two studies of one
         # patient get unrelated donors, and nobody without the key can predict the donor.
-        seed = site_key().integer("donor", donor_identity, 2**32) if args.method == "swap" else 0
+        seed = (site_key().integer("donor", donor_identity, 2**32)
+                if args.method in ("swap", "mask3d") else 0)
         return FaceReplacer(args.method, shape=args.shape, donor_seed=seed, fps=fps,
                             max_faces=args.max_faces)
 

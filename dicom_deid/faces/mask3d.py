@@ -12,12 +12,19 @@ Per frame and track:
    the mask's eyes fully whatever the patient's eye size; each iris keeps its offset within its
    eye (gaze).
 3. The mask is posed back into the frame, scaled up just enough (smoothly, per track) that it
-   covers the patient's whole face hull, and rendered with the model's mean texture (an average
-   of all training identities), Lambert shading from the pose, the frame's exposure, painted
-   eyeballs and mouth cavity.
+   covers the patient's whole face hull, and rendered with a synthetic skin texture, Lambert
+   shading from the pose, the frame's exposure, painted eyeballs and mouth cavity.
 
-The mask keeps no patient pixel inside the covered region; colour comes from the mean texture
-and only the lightness level is taken from the frame.
+The texture is a sample of the donor PCA model chosen per study from the key (``donor_seed``),
+as swap chooses its donor; ``donor_seed=None`` renders the model's mean texture instead. One
+mask for everybody is not unlinkable: when every output wears the same face, a recogniser
+ranks captures by what the mask leaves around it (hairline, ears, neck, lighting) and links two
+captures of one person (London set, dlib linkage rank-1 37% with the mean texture). A texture
+that changes with the study drowns those residual cues as a different donor does for swap.
+The shape stays the mean shape either way: no patient's or donor's face geometry is kept.
+
+The mask keeps no patient pixel inside the covered region; colour comes from the texture and
+only the lightness level is taken from the frame.
 """
 
 from __future__ import annotations
@@ -33,11 +40,13 @@ from dicom_deid.faces.donors import load_model
 from dicom_deid.faces.region import (
     BASELINE_FOREHEAD,
     BASELINE_MARGIN,
+    face_height,
     polygon_mask,
     region_polygon,
 )
 from dicom_deid.faces.swap import RASTER_IOD, check_inputs
 
+MAX_SUPERSAMPLE = 4
 _EYES = ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER, mesh.RIGHT_IRIS, (33, 133)),
          (mesh.LEFT_EYE_UPPER, mesh.LEFT_EYE_LOWER, mesh.LEFT_IRIS, (263, 362)))
 
@@ -53,7 +62,9 @@ class _Track:
 class Mask3DRenderer:
     """Renders the digital mask; keeps a neutral-shape estimate per track id."""
 
-    def __init__(self, *, model_path: str | None = None, history: int = 150,
+    def __init__(self, donor_seed: int | None = None, *, model_path: str | None = None,
+                 history: int = 150, lid_closed: float = 0.3,
+                 supersample_iod: float = 96.0,
                  refresh: int = 5, max_tracks: int = 64, feather: float = 0.12,
                  forehead: float = BASELINE_FOREHEAD, margin: float = BASELINE_MARGIN) -> None:
         self.model = load_model(model_path)
@@ -62,9 +73,13 @@ class Mask3DRenderer:
         self.rigid = np.arange(mesh.MESH_POINTS) if rigid is None else rigid
         layout = self.model.layout
         self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
-        self.texture = np.ascontiguousarray(self.model.mean().texture, dtype=np.float32)
-        self.iris_rgb = np.array([78, 58, 44], np.float32)
+        # Only the PCA model, never a site's donor photos: the mask is nobody's face.
+        look = self.model.mean() if donor_seed is None else self.model.sample(donor_seed)
+        self.texture = np.ascontiguousarray(look.texture, dtype=np.float32)
+        self.iris_rgb = np.asarray(look.iris_rgb, np.float32)
         self.history = history
+        self.lid_closed = lid_closed
+        self.supersample_iod = supersample_iod
         self.refresh = refresh
         self.max_tracks = max_tracks
         self.feather = feather
@@ -117,7 +132,8 @@ class Mask3DRenderer:
             up, lo = list(upper[1:-1]), list(lower[1:-1])
             open_now = np.linalg.norm(patient[lo, :2] - patient[up, :2], axis=1)
             open_neutral = np.linalg.norm(neutral[lo, :2] - neutral[up, :2], axis=1)
-            ratio = float(np.clip(open_now.sum() / max(open_neutral.sum(), 1e-6), 0.0, 1.6))
+            ratio = float(open_now.sum() / max(open_neutral.sum(), 1e-6))
+            ratio = float(np.clip((ratio - self.lid_closed) / (1.0 - self.lid_closed), 0.0, 1.6))
             mid = (shape[up] + shape[lo]) / 2
             half = (mean[lo] - mean[up]) / 2 * ratio
             shape[up] = mid - half
@@ -146,6 +162,47 @@ class Mask3DRenderer:
     def render(self, rgb: np.ndarray, landmarks: np.ndarray, track_id: int = 0) -> np.ndarray:
         """A new frame with the face of ``landmarks`` covered by the mask."""
         lm = check_inputs(rgb, landmarks)
+        iod = mesh.inter_ocular(lm)
+        factor = int(np.clip(np.ceil(self.supersample_iod / max(iod, 1.0)), 1, MAX_SUPERSAMPLE))
+        if factor == 1:
+            return self._render(rgb, lm, track_id)
+        return self._render_supersampled(rgb, lm, track_id, factor)
+
+    def _render_supersampled(self, rgb: np.ndarray, lm: np.ndarray, track_id: int,
+                             factor: int) -> np.ndarray:
+        """Render a small face at ``factor`` times its size and average back down.
+
+        A small face's eye is a few pixels tall: rendered at frame resolution, the lid edge
+        snaps to whole pixels and a lid that moves by a fraction of one does not show at all
+        (GRID clips, 360 x 288: the eye aspect ratio read back from the mask followed the
+        mask's own at r 0.41 on a clip without blinks). Averaged down from a finer render,
+        the edge moves smoothly, as a camera would have seen it.
+        """
+        h = face_height(lm)
+        grow = (self.forehead + self.margin + 0.6) * h
+        x0, y0 = np.floor(lm[:, :2].min(axis=0) - grow).astype(int)
+        x1, y1 = np.ceil(lm[:, :2].max(axis=0) + grow).astype(int) + 1
+        x0, y0 = max(x0, 0), max(y0, 0)
+        x1, y1 = min(x1, rgb.shape[1]), min(y1, rgb.shape[0])
+        crop = rgb[y0:y1, x0:x1]
+        w, hh = x1 - x0, y1 - y0
+        big = cv2.resize(crop, (w * factor, hh * factor), interpolation=cv2.INTER_LINEAR)
+        # cv2.resize maps pixel centres: x_big = (x + 0.5) * factor - 0.5.
+        lm_big = lm.astype(np.float32).copy()
+        lm_big[:, 0] = (lm[:, 0] - x0 + 0.5) * factor - 0.5
+        lm_big[:, 1] = (lm[:, 1] - y0 + 0.5) * factor - 0.5
+        lm_big[:, 2] = lm[:, 2] * factor
+        done = self._render(big, lm_big, track_id)
+        changed = np.any(done != big, axis=2).astype(np.float32)
+        small = cv2.resize(done, (w, hh), interpolation=cv2.INTER_AREA).astype(np.float32)
+        weight = cv2.resize(changed, (w, hh), interpolation=cv2.INTER_AREA)[..., None]
+        out = rgb.copy()
+        # Pixels the mask did not touch stay exactly the frame's.
+        mixed = weight * small + (1.0 - weight) * crop.astype(np.float32)
+        out[y0:y1, x0:x1] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+        return out
+
+    def _render(self, rgb: np.ndarray, lm: np.ndarray, track_id: int) -> np.ndarray:
         geo = self.mask_geometry(lm, track_id)
         track = self._tracks[track_id]
         track.cover_scale = _cover_scale(geo, lm, track.cover_scale)
@@ -189,6 +246,7 @@ class Mask3DRenderer:
             radius = float(np.linalg.norm(xy[list(iris[1:])] - centre_xy, axis=1).mean())
             rendered[sel] = render_mesh.paint_eye(pix, attrs, centre_xy, radius, self.iris_rgb,
                                                   brightness)
+        _draw_lashes(rendered, xy, iod, brightness)
         cover = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape) | maps.covered
         if grown is not None:
             cover |= polygon_mask(grown - roi.offset, roi.shape)
@@ -213,6 +271,26 @@ class Mask3DRenderer:
         shade = np.ones(mesh.LANDMARK_COUNT, np.float32)
         shade[: mesh.MESH_POINTS] = 0.55 + 0.5 * lambert
         return shade
+
+
+# Lash lines: (contour, opacity). The upper lid's lashes are what marks a closed eye as closed:
+# without them the closed mask eye is a pale seam that a landmark model reads as a narrowed,
+# still open eye (GRID blinks: eye aspect ratio 0.21 read back where the patient's was 0.05).
+_LASHES = ((mesh.RIGHT_EYE_UPPER, 0.85), (mesh.LEFT_EYE_UPPER, 0.85),
+           (mesh.RIGHT_EYE_LOWER, 0.3), (mesh.LEFT_EYE_LOWER, 0.3))
+_LASH_RGB = np.array([38, 28, 24], np.float32)
+
+
+def _draw_lashes(rendered: np.ndarray, xy: np.ndarray, iod: float, brightness: float) -> None:
+    thickness = max(1, int(round(0.035 * iod)))
+    colour = _LASH_RGB * min(brightness, 1.0)
+    for contour, opacity in _LASHES:
+        line = np.zeros(rendered.shape[:2], np.uint8)
+        pts = np.rint(xy[list(contour)] * 16).astype(np.int32)
+        cv2.polylines(line, [pts], False, 255, thickness, cv2.LINE_AA, shift=4)
+        a = line.astype(np.float32)[..., None] * (opacity / 255.0)
+        rendered *= 1.0 - a
+        rendered += a * colour
 
 
 def _cover_scale(mask_xy: np.ndarray, patient_xy: np.ndarray, previous: float) -> float:

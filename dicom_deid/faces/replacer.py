@@ -125,7 +125,7 @@ def load_renderer(method: str, *, shape: float, donor_seed: int) -> Renderer | N
         if method == "mask3d":
             from dicom_deid.faces.mask3d import Mask3DRenderer
 
-            return Mask3DRenderer()
+            return Mask3DRenderer(donor_seed=donor_seed)
     except ImportError as exc:
         module = "swap (SwapRenderer)" if method == "swap" else "mask3d (Mask3DRenderer)"
         raise MethodUnavailableError(

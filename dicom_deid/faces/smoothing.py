@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from dicom_deid.faces import mesh
+
 
 def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
     tau = 1.0 / (2.0 * math.pi * np.asarray(cutoff))
@@ -63,3 +65,59 @@ class OneEuroFilter:
         if self._dx is None or self._dx.shape != self._x.shape:
             self._dx = np.zeros_like(self._x)
         self._t = t
+
+
+# Eyelids (with the iris) and inner lips, each with the two corners it is measured from.
+_OPENINGS = (
+    (tuple(sorted(set(mesh.RIGHT_EYE) | set(mesh.RIGHT_IRIS))), mesh.RIGHT_EYE_UPPER[0],
+     mesh.RIGHT_EYE_UPPER[-1]),
+    (tuple(sorted(set(mesh.LEFT_EYE) | set(mesh.LEFT_IRIS))), mesh.LEFT_EYE_UPPER[0],
+     mesh.LEFT_EYE_UPPER[-1]),
+    (tuple(sorted(set(mesh.INNER_LIPS))), mesh.INNER_LIPS_UPPER[0], mesh.INNER_LIPS_UPPER[-1]),
+)
+
+
+class LandmarkSmoother:
+    """One Euro filter over 478 landmarks, with the eyelids, irises and inner lips followed fast.
+
+    A blink closes the eye in two or three frames and a saccade moves the iris as fast; the
+    filter that keeps the whole face from shimmering lags them (GRID clips: the smoothed eye
+    aspect ratio reached 0.097 when the measured one was 0.055, and reopened a frame late), so
+    the rendered eye never quite closed. Each opening's points are therefore filtered as offsets
+    from the midpoint of its corners with a quick filter and put back on the smoothed midpoint:
+    the opening follows the patient frame by frame, the face around it stays steady.
+    """
+
+    def __init__(self, min_cutoff: float = 1.5, beta: float = 8.0, *,
+                 fast_min_cutoff: float = 4.0, fast_beta: float = 40.0,
+                 fast_d_cutoff: float = 5.0) -> None:
+        self.face = OneEuroFilter(min_cutoff, beta)
+        self.openings = OneEuroFilter(fast_min_cutoff, fast_beta, fast_d_cutoff)
+
+    def reset(self) -> None:
+        self.face.reset()
+        self.openings.reset()
+
+    @staticmethod
+    def _offsets(x: np.ndarray) -> list[np.ndarray]:
+        return [x[list(idx)] - (x[a] + x[b]) / 2.0 for idx, a, b in _OPENINGS]
+
+    def __call__(self, x: np.ndarray, t: float, scale: float = 1.0) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        out = self.face(x, t, scale)
+        if x.shape[0] != mesh.LANDMARK_COUNT:
+            return out
+        offsets = self.openings(np.concatenate(self._offsets(x)), t, scale)
+        start = 0
+        for idx, a, b in _OPENINGS:
+            mid = (out[a] + out[b]) / 2.0
+            out[list(idx)] = mid + offsets[start:start + len(idx)]
+            start += len(idx)
+        return out
+
+    def snap(self, x: np.ndarray, t: float) -> None:
+        """Jump to x (keeping the speed estimates), when the filtered value lags too far."""
+        x = np.asarray(x, dtype=np.float64)
+        self.face.snap(x, t)
+        if x.shape[0] == mesh.LANDMARK_COUNT:
+            self.openings.snap(np.concatenate(self._offsets(x)), t)

@@ -33,7 +33,7 @@ from dicom_deid.faces.region import (
 )
 from dicom_deid.faces.scenecut import SceneCutDetector
 from dicom_deid.faces.shrink import shrink
-from dicom_deid.faces.smoothing import OneEuroFilter
+from dicom_deid.faces.smoothing import LandmarkSmoother
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class TrackStats:
 class _Track:
     id: int
     session: MeshSession
-    smoother: OneEuroFilter
+    smoother: LandmarkSmoother
     raw: np.ndarray
     smoothed: np.ndarray
     face_h: float
@@ -458,7 +458,7 @@ class FaceTracker:
         tr = _Track(
             id=self._next_id,
             session=session,
-            smoother=OneEuroFilter(cfg.min_cutoff, cfg.beta),
+            smoother=LandmarkSmoother(cfg.min_cutoff, cfg.beta),
             raw=lm,
             smoothed=lm,
             face_h=face_height(lm),
