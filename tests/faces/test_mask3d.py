@@ -128,3 +128,83 @@ def test_mask3d_through_the_replacer_on_a_moving_sequence():
     assert set(rep.renderer._tracks) == {t.track_id for t in report.tracks}
     reference = recognizer.descriptor_at(frames[-1], tuple(truth[-1][:, :2].mean(axis=0)))
     assert recognizer.best_distance(outs[-1], reference) >= recognizer.MATCH_DISTANCE
+
+
+def _open_to(lm: np.ndarray, fraction: float) -> np.ndarray:
+    """The landmarks with both eyes at ``fraction`` of their opening (about each lid's midline)."""
+    out = lm.copy()
+    for upper, lower in ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER),
+                         (mesh.LEFT_EYE_UPPER, mesh.LEFT_EYE_LOWER)):
+        up, lo = list(upper[1:-1]), list(lower[1:-1])
+        mid = (lm[up] + lm[lo]) / 2
+        out[up] = mid + (lm[up] - mid) * fraction
+        out[lo] = mid + (lm[lo] - mid) * fraction
+    return out
+
+
+def test_the_mask_texture_is_chosen_per_study(astronaut):
+    """One mask for everybody lets a recogniser link two captures of a person by what the mask
+    leaves around it; the texture therefore comes from the study's key, the shape stays mean."""
+    img, lm = astronaut
+    a, a2, b = Mask3DRenderer(donor_seed=11), Mask3DRenderer(donor_seed=11), Mask3DRenderer(donor_seed=12)
+    mean = Mask3DRenderer()
+    assert np.array_equal(a.texture, a2.texture)
+    assert not np.array_equal(a.texture, b.texture)
+    assert np.array_equal(mean.texture, mean.model.mean().texture)
+    assert np.abs(a.texture - b.texture).mean() > 3.0
+    hull = synth.hull_mask(lm, img.shape)
+    out_a, out_b = a.render(img, lm), b.render(img, lm)
+    assert np.abs(out_a[hull].astype(int) - out_b[hull].astype(int)).mean() > 3.0
+    # The geometry is the same mean shape whatever the texture.
+    np.testing.assert_allclose(a.mask_geometry(lm, 5), b.mask_geometry(lm, 5), atol=1e-4)
+
+
+def test_a_partly_closed_eye_closes_the_mask(astronaut):
+    """The patient's eye at a quarter of its usual opening is a blink under way: the mask's eye
+    shuts, so the blink reads as one (a landmark model sees a slit as a narrowed open eye)."""
+    _, lm = astronaut
+    renderer = Mask3DRenderer()
+    for _ in range(5):
+        open_geo = renderer.mask_geometry(lm, track_id=2)
+    half = renderer.mask_geometry(_open_to(lm, 0.6), track_id=2)
+    blink = renderer.mask_geometry(_open_to(lm, 0.25), track_id=2)
+    assert mesh.eye_aspect_ratio(blink) < 0.01
+    assert 0.01 < mesh.eye_aspect_ratio(half) < mesh.eye_aspect_ratio(open_geo)
+
+
+def test_a_small_face_is_covered_and_its_blink_shows(astronaut):
+    """A 360 x 288 video's face: rendered finer and averaged down; what the mask does not cover
+    stays exactly the frame's, the open eye shows its white and the closed one none."""
+    import cv2
+
+    img, lm = astronaut
+    factor = 0.25
+    small = cv2.resize(img, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    lm_small = lm.copy()
+    lm_small[:, :2] = (lm[:, :2] + 0.5) * factor - 0.5
+    lm_small[:, 2] *= factor
+    renderer = Mask3DRenderer()
+    assert mesh.inter_ocular(lm_small) < renderer.supersample_iod / 2
+    for _ in range(5):
+        opened = renderer.render(small, lm_small, track_id=3)
+    closed = renderer.render(small, _open_to(lm_small, 0.1), track_id=3)
+    grown = covered_region(lm_small, small.shape, forehead=BASELINE_FOREHEAD,
+                           margin=BASELINE_MARGIN) > 0
+    near = cv2.dilate(grown.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert np.array_equal(opened[~near], small[~near])
+    hull = synth.hull_mask(lm_small, small.shape)
+    assert np.all(opened[hull] == small[hull], axis=1).mean() < 0.02
+
+    # Read back as a landmark model sees it (the evaluation's static face mesh).
+    from dicom_deid.evaluate.observer import StaticMesh
+    from dicom_deid.evaluate.utility import eye_aspect_ratio
+
+    reader = StaticMesh()
+    try:
+        ear = {name: eye_aspect_ratio(reader.landmarks(frame)[0], "mediapipe")
+               for name, frame in (("open", opened), ("closed", closed))}
+    finally:
+        reader.close()
+    print(ear)
+    assert ear["open"] > 0.2
+    assert ear["closed"] < 0.12
