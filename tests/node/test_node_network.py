@@ -410,6 +410,27 @@ def test_tls_from_the_sender_and_to_the_archive(tmp_path):
         archive.stop()
 
 
+def test_tls_listener_with_a_ca_admits_only_callers_with_a_certificate_it_signed(tmp_path):
+    """listen.tls.ca: mutual TLS. A caller without a certificate, or with one from another CA,
+    gets no association; one whose certificate the CA signed does (real DCMTK echoscu)."""
+    certs = make_certificates(tmp_path / "certs")
+    stranger = make_certificates(tmp_path / "stranger")
+    trust = ("+cf", str(certs.ca))
+    node = Node(tmp_path / "node", {
+        **FAST,
+        "listen": {"tls": {"cert": str(certs.cert), "key": str(certs.key), "ca": str(certs.ca)}},
+    }, client_args=("+tls", str(certs.key), str(certs.cert), *trust)).start()
+    try:
+        anonymous = echoscu(node.port, extra=("+tla", *trust))
+        assert anonymous.returncode != 0
+        foreign = echoscu(node.port, extra=("+tls", str(stranger.key), str(stranger.cert), *trust))
+        assert foreign.returncode != 0
+        signed = echoscu(node.port, extra=("+tls", str(certs.key), str(certs.cert), *trust))
+        assert signed.returncode == 0, signed.stdout + signed.stderr
+    finally:
+        node.stop()
+
+
 def test_per_destination_queues_quarantine_after_n_attempts_and_retry(tmp_path, clean_archive):
     up = clean_archive
     down = Orthanc(tmp_path / "down", aet="DOWN")  # configured, not started
