@@ -284,13 +284,22 @@ _LASH_RGB = np.array([38, 28, 24], np.float32)
 def _draw_lashes(rendered: np.ndarray, xy: np.ndarray, iod: float, brightness: float) -> None:
     thickness = max(1, int(round(0.035 * iod)))
     colour = _LASH_RGB * min(brightness, 1.0)
+    rows, cols = rendered.shape[:2]
     for contour, opacity in _LASHES:
-        line = np.zeros(rendered.shape[:2], np.uint8)
-        pts = np.rint(xy[list(contour)] * 16).astype(np.int32)
-        cv2.polylines(line, [pts], False, 255, thickness, cv2.LINE_AA, shift=4)
+        pts = xy[list(contour)]
+        pad = thickness + 2
+        x0, y0 = np.maximum(np.floor(pts.min(axis=0)).astype(int) - pad, 0)
+        x1 = min(int(np.ceil(pts[:, 0].max())) + pad + 1, cols)
+        y1 = min(int(np.ceil(pts[:, 1].max())) + pad + 1, rows)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        line = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        fixed = np.rint((pts - (x0, y0)) * 16).astype(np.int32)
+        cv2.polylines(line, [fixed], False, 255, thickness, cv2.LINE_AA, shift=4)
         a = line.astype(np.float32)[..., None] * (opacity / 255.0)
-        rendered *= 1.0 - a
-        rendered += a * colour
+        patch = rendered[y0:y1, x0:x1]
+        patch *= 1.0 - a
+        patch += a * colour
 
 
 def _cover_scale(mask_xy: np.ndarray, patient_xy: np.ndarray, previous: float) -> float:
