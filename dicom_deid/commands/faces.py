@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="swap only: 0 keeps the patient's face geometry, 1 the mean shape "
                              f"(default {DEFAULT_FACE_SHAPE}, as the shipped profiles)")
     parser.add_argument("--key-file", type=Path, default=None,
-                        help="site key (chooses the donor face per study); default: the per-user key")
+                        help="site key (chooses the swap donor or the mask texture per study); "
+                             "default: the per-user key")
     parser.add_argument("--max-faces", type=int, default=4,
                         help="faces followed with landmarks per frame; more are covered")
     parser.add_argument("--report", type=Path, default=None,
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     keys: list = []
 
     def site_key():
-        # Loaded once, and only when needed (swap donors, DICOM instance UIDs), so that the
+        # Loaded once, and only when needed (swap donors, mask textures, DICOM instance UIDs), so that the
         # baselines on plain files do not create a key file as a side effect.
         if not keys:
             keys.append(load_key(args.key_file))
