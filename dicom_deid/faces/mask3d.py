@@ -184,6 +184,8 @@ class Mask3DRenderer:
         x1, y1 = np.ceil(lm[:, :2].max(axis=0) + grow).astype(int) + 1
         x0, y0 = max(x0, 0), max(y0, 0)
         x1, y1 = min(x1, rgb.shape[1]), min(y1, rgb.shape[0])
+        if x1 - x0 < 2 or y1 - y0 < 2:  # the face is off the frame: nothing to refine
+            return self._render(rgb, lm, track_id)
         crop = rgb[y0:y1, x0:x1]
         w, hh = x1 - x0, y1 - y0
         big = cv2.resize(crop, (w * factor, hh * factor), interpolation=cv2.INTER_LINEAR)
