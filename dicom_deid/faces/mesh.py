@@ -38,6 +38,13 @@ INNER_LIPS = INNER_LIPS_UPPER + tuple(reversed(INNER_LIPS_LOWER[1:-1]))
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
              377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67,
              109)
+# Eyelids and inner lips: (upper contour, lower contour), each from one corner to the other.
+# Their openings are expression (blinks, speech), not identity.
+APERTURES = (
+    (RIGHT_EYE_UPPER, RIGHT_EYE_LOWER),
+    (LEFT_EYE_UPPER, LEFT_EYE_LOWER),
+    (INNER_LIPS_UPPER, INNER_LIPS_LOWER),
+)
 RIGHT_IRIS = (468, 469, 470, 471, 472)  # centre first, then the contour
 LEFT_IRIS = (473, 474, 475, 476, 477)
 OUTER_EYE_CORNERS = (33, 263)

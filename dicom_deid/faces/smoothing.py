@@ -67,13 +67,12 @@ class OneEuroFilter:
         self._t = t
 
 
-# Eyelids (with the iris) and inner lips, each with the two corners it is measured from.
-_OPENINGS = (
-    (tuple(sorted(set(mesh.RIGHT_EYE) | set(mesh.RIGHT_IRIS))), mesh.RIGHT_EYE_UPPER[0],
-     mesh.RIGHT_EYE_UPPER[-1]),
-    (tuple(sorted(set(mesh.LEFT_EYE) | set(mesh.LEFT_IRIS))), mesh.LEFT_EYE_UPPER[0],
-     mesh.LEFT_EYE_UPPER[-1]),
-    (tuple(sorted(set(mesh.INNER_LIPS))), mesh.INNER_LIPS_UPPER[0], mesh.INNER_LIPS_UPPER[-1]),
+# Each opening's points (eyelids with their iris, inner lips) and the two corners it is
+# measured from.
+_IRISES = (mesh.RIGHT_IRIS, mesh.LEFT_IRIS, ())
+_OPENINGS = tuple(
+    (tuple(sorted(set(upper) | set(lower) | set(iris))), upper[0], upper[-1])
+    for (upper, lower), iris in zip(mesh.APERTURES, _IRISES, strict=True)
 )
 
 

@@ -58,7 +58,7 @@ def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: floa
     # The mean shape has open eyes and a closed mouth: blended as it is, blinks and speech would
     # fade with `amount` (GRID EAR r 0.75 -> 0.49 at 0.7, no blink left). The apertures are
     # expression, not identity, so they stay the patient's.
-    for upper, lower in APERTURES:
+    for upper, lower in mesh.APERTURES:
         _keep_aperture(out, landmarks, upper, lower)
     for eye, iris in ((mesh.RIGHT_EYE, mesh.RIGHT_IRIS), (mesh.LEFT_EYE, mesh.LEFT_IRIS)):
         eye, iris = list(eye), list(iris)
@@ -68,14 +68,6 @@ def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: floa
         width_after = mesh.inter_ocular(out) or 1.0
         out[iris] = after + (landmarks[iris] - before) * (width_after / width_before)
     return out.astype(np.float32)
-
-
-# Eyelids and inner lips: (upper contour, lower contour), each from one corner to the other.
-APERTURES = (
-    (mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER),
-    (mesh.LEFT_EYE_UPPER, mesh.LEFT_EYE_LOWER),
-    (mesh.INNER_LIPS_UPPER, mesh.INNER_LIPS_LOWER),
-)
 
 
 def _keep_aperture(out: np.ndarray, landmarks: np.ndarray, upper: tuple[int, ...],

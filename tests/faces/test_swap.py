@@ -8,7 +8,7 @@ import pytest
 
 from dicom_deid.faces import FaceReplacer, mesh
 from dicom_deid.faces.donors import load_model
-from dicom_deid.faces.swap import APERTURES, SwapRenderer, blend_toward_mean
+from dicom_deid.faces.swap import SwapRenderer, blend_toward_mean
 from tests.faces import recognizer, synth
 
 
@@ -88,7 +88,7 @@ def test_shape_blends_the_geometry_toward_the_mean_shape(astronaut):
 
 
 def _aperture_points() -> np.ndarray:
-    return np.array(sorted({i for upper, lower in APERTURES for i in upper[1:-1] + lower[1:-1]}))
+    return np.array(sorted({i for upper, lower in mesh.APERTURES for i in upper[1:-1] + lower[1:-1]}))
 
 
 def _opening(points: np.ndarray, upper: tuple[int, ...], lower: tuple[int, ...]) -> float:
@@ -105,7 +105,7 @@ def test_shape_keeps_the_patients_blinks_and_mouth_opening(astronaut, shape):
     _, lm = astronaut
     canonical = load_model().canonical
     closed = lm.copy()
-    (right_upper, right_lower), _, (lips_upper, lips_lower) = APERTURES
+    (right_upper, right_lower), _, (lips_upper, lips_lower) = mesh.APERTURES
     # Close the right eye (both lids meet on their midline) and open the mouth wide.
     upper, lower = list(right_upper[1:-1]), list(right_lower[1:-1])
     middle = (closed[upper, :2] + closed[lower, :2]) / 2
