@@ -9,6 +9,8 @@ import functools
 import cv2
 import numpy as np
 
+from dicom_deid.faces import mesh
+
 BACKGROUND = (96, 110, 120)
 FACE_CENTRE = (225.0, 120.0)  # in the 512 x 512 astronaut
 
@@ -93,3 +95,15 @@ def motion_blur(rgb: np.ndarray, length: int = 31) -> np.ndarray:
     kernel = np.zeros((1, length), np.float32)
     kernel[0, :] = 1.0 / length
     return cv2.filter2D(rgb, -1, kernel)
+
+
+def eyes_open_to(landmarks: np.ndarray, fraction: float) -> np.ndarray:
+    """The landmarks with both eyes at ``fraction`` of their opening, about each lid's
+    midline (0: shut)."""
+    out = landmarks.copy()
+    for upper, lower in mesh.APERTURES[:2]:
+        up, lo = list(upper[1:-1]), list(lower[1:-1])
+        mid = (landmarks[up] + landmarks[lo]) / 2
+        out[up] = mid + (landmarks[up] - mid) * fraction
+        out[lo] = mid + (landmarks[lo] - mid) * fraction
+    return out

@@ -25,16 +25,6 @@ def _canonical_residual(geometry: np.ndarray, canonical: np.ndarray) -> float:
     return float(err / mesh.inter_ocular(geometry))
 
 
-def _close_eyes(lm: np.ndarray) -> np.ndarray:
-    out = lm.copy()
-    for upper, lower in ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER),
-                         (mesh.LEFT_EYE_UPPER, mesh.LEFT_EYE_LOWER)):
-        mid = (out[list(upper)] + out[list(lower)]) / 2
-        out[list(upper)] = mid
-        out[list(lower)] = mid
-    return out
-
-
 def test_mask_covers_the_hull_and_hides_the_identity(astronaut):
     img, lm = astronaut
     before = img.copy()
@@ -71,7 +61,7 @@ def test_eyelids_and_gaze_follow_the_patient(astronaut):
     renderer = Mask3DRenderer()
     for _ in range(5):
         open_geo = renderer.mask_geometry(lm, track_id=7)
-    closed_geo = renderer.mask_geometry(_close_eyes(lm), track_id=7)
+    closed_geo = renderer.mask_geometry(synth.eyes_open_to(lm, 0.0), track_id=7)
     assert mesh.eye_aspect_ratio(open_geo) > 0.15
     assert mesh.eye_aspect_ratio(closed_geo) < 0.02
     # Gaze: shifting the patient's irises to the side shifts the mask's irises the same way.
@@ -130,18 +120,6 @@ def test_mask3d_through_the_replacer_on_a_moving_sequence():
     assert recognizer.best_distance(outs[-1], reference) >= recognizer.MATCH_DISTANCE
 
 
-def _open_to(lm: np.ndarray, fraction: float) -> np.ndarray:
-    """The landmarks with both eyes at ``fraction`` of their opening (about each lid's midline)."""
-    out = lm.copy()
-    for upper, lower in ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER),
-                         (mesh.LEFT_EYE_UPPER, mesh.LEFT_EYE_LOWER)):
-        up, lo = list(upper[1:-1]), list(lower[1:-1])
-        mid = (lm[up] + lm[lo]) / 2
-        out[up] = mid + (lm[up] - mid) * fraction
-        out[lo] = mid + (lm[lo] - mid) * fraction
-    return out
-
-
 def test_the_mask_texture_is_chosen_per_study(astronaut):
     """One mask for everybody lets a recogniser link two captures of a person by what the mask
     leaves around it; the texture therefore comes from the study's key, the shape stays mean."""
@@ -166,8 +144,8 @@ def test_a_partly_closed_eye_closes_the_mask(astronaut):
     renderer = Mask3DRenderer()
     for _ in range(5):
         open_geo = renderer.mask_geometry(lm, track_id=2)
-    half = renderer.mask_geometry(_open_to(lm, 0.6), track_id=2)
-    blink = renderer.mask_geometry(_open_to(lm, 0.25), track_id=2)
+    half = renderer.mask_geometry(synth.eyes_open_to(lm, 0.6), track_id=2)
+    blink = renderer.mask_geometry(synth.eyes_open_to(lm, 0.25), track_id=2)
     assert mesh.eye_aspect_ratio(blink) < 0.01
     assert 0.01 < mesh.eye_aspect_ratio(half) < mesh.eye_aspect_ratio(open_geo)
 
@@ -187,7 +165,7 @@ def test_a_small_face_is_covered_and_its_blink_shows(astronaut):
     assert mesh.inter_ocular(lm_small) < renderer.supersample_iod / 2
     for _ in range(5):
         opened = renderer.render(small, lm_small, track_id=3)
-    closed = renderer.render(small, _open_to(lm_small, 0.1), track_id=3)
+    closed = renderer.render(small, synth.eyes_open_to(lm_small, 0.1), track_id=3)
     grown = covered_region(lm_small, small.shape, forehead=BASELINE_FOREHEAD,
                            margin=BASELINE_MARGIN) > 0
     near = cv2.dilate(grown.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0

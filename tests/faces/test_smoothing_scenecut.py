@@ -37,12 +37,7 @@ def test_landmark_smoother_follows_a_blink_and_steadies_the_face():
     (the rendered eye then never closes), nor may it let the rest of the face shimmer."""
     rng = np.random.default_rng(1)
     truth = synth.astronaut_landmarks().astype(np.float64)
-    closed = truth.copy()
-    for upper, lower in ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER),
-                         (mesh.LEFT_EYE_UPPER, mesh.LEFT_EYE_LOWER)):
-        mid = (truth[list(upper)] + truth[list(lower)]) / 2
-        closed[list(upper)] = mid
-        closed[list(lower)] = mid
+    closed = synth.eyes_open_to(truth, 0.0)
     scale = float(np.ptp(truth[:, 1]))
     lids = LandmarkSmoother()
     plain = OneEuroFilter()
