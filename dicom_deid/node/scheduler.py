@@ -37,8 +37,8 @@ class Scheduler:
         self.journal = Journal(config.journal_path)
         self.on_job_done = on_job_done
         self._pool: ProcessPoolExecutor | None = None
-        self._running: dict[Future, tuple[int, int]] = {}  # future -> (job id, study id)
-        self._started: dict[Future, float] = {}  # future -> monotonic start time
+        # future -> (job id, study id, monotonic start time)
+        self._running: dict[Future, tuple[int, int, float]] = {}
         self._warming: list[Future] = []
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -104,8 +104,7 @@ class Scheduler:
         future = self._submit(study_id, job_id)
         if future is None:
             return False
-        self._running[future] = (job_id, study_id)
-        self._started[future] = time.monotonic()
+        self._running[future] = (job_id, study_id, time.monotonic())
         LOG.info("study %s: job %d started with %d instances", token, job_id, len(routed))
         return True
 
@@ -125,8 +124,7 @@ class Scheduler:
     def _collect(self) -> None:
         broken = False
         for future in [f for f in self._running if f.done()]:
-            job_id, study_id = self._running.pop(future)
-            self._started.pop(future, None)
+            job_id, study_id, _ = self._running.pop(future)
             try:
                 summary = future.result()
             except BrokenProcessPool:
@@ -152,14 +150,14 @@ class Scheduler:
         if limit <= 0 or self._pool is None:
             return
         now = time.monotonic()
-        overdue = [f for f, t in self._started.items() if not f.done() and now - t > limit]
+        overdue = [f for f, (_, _, t) in self._running.items()
+                   if not f.done() and now - t > limit]
         if not overdue:
             return
         for process in list(getattr(self._pool, "_processes", {}).values()):
             process.kill()
         for future in list(self._running):
-            job_id, _ = self._running.pop(future)
-            self._started.pop(future, None)
+            job_id, _, _ = self._running.pop(future)
             if future in overdue:
                 self._job_failed(job_id, f"the job ran longer than job_timeout ({limit:g} s)")
             else:
