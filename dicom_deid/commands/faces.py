@@ -19,6 +19,8 @@ from dicom_deid.header.profile import DEFAULT_FACE_SHAPE
 log = logging.getLogger(__name__)
 
 METHODS = ("swap", "mask3d", "blur", "pixelate", "blackout")
+# Methods whose look (swap's donor, the mask's texture) is chosen per study from the site key.
+KEYED_METHODS = ("swap", "mask3d")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -107,13 +109,13 @@ def run(args: argparse.Namespace) -> int:
     keys: list = []
 
     def site_key():
-        # Loaded once, and only when needed (swap donors, mask textures, DICOM instance UIDs), so that the
-        # baselines on plain files do not create a key file as a side effect.
+        # Loaded once, and only when needed (swap donors, mask textures, DICOM instance UIDs),
+        # so that the baselines on plain files do not create a key file as a side effect.
         if not keys:
             keys.append(load_key(args.key_file))
         return keys[0]
 
-    if args.method in ("swap", "mask3d"):
+    if args.method in KEYED_METHODS:
         try:
             site_key()
         except KeyFileError as exc:
@@ -123,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
     def make(fps: float, donor_identity: str) -> FaceReplacer:
         # Donor per study (or per file for plain media), from the site key: two studies of one
         # patient get unrelated donors, and nobody without the key can predict the donor.
-        seed = (site_key().integer("donor", donor_identity, 2**32)
-                if args.method in ("swap", "mask3d") else 0)
+        seed = site_key().integer("donor", donor_identity, 2**32) \
+            if args.method in KEYED_METHODS else 0
         return FaceReplacer(args.method, shape=args.shape, donor_seed=seed, fps=fps,
                             max_faces=args.max_faces)
 
