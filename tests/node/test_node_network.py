@@ -94,13 +94,12 @@ def test_video_study_reaches_archive_deidentified_without_phi(tmp_path, clean_ar
     video = shared_dir() / "data" / "dicom" / "video"
     names = ("A_h264_high_es_720x576.dcm", "A_h264_high_mp4box_720x576.dcm",
              "B_mpeg2_mpml_720x576.dcm", "D_hevc_main_720x576.dcm")
-    if all((video / n).exists() for n in names):
-        files = [video / n for n in names]
-    else:  # pydicom's own multi-frame test files (no video syntax among them)
-        from pydicom.data import get_testdata_file
-
-        files = [Path(get_testdata_file(n)) for n in ("emri_small_jpeg_2k_lossless.dcm",
-                                                       "SC_rgb_rle_2frame.dcm")]
+    missing = [n for n in names if not (video / n).exists()]
+    if missing:
+        # pydicom's test files hold no video syntax, and the ones it does not bundle would be
+        # downloaded (no network in CI): nothing to stand in for these.
+        pytest.skip(f"shared DICOM videos absent from {video}: {', '.join(missing)}")
+    files = [video / n for n in names]
     node = Node(tmp_path / "node", {**FAST, "destinations": _destination(archive)}).start()
     try:
         storescu(files, node.port)
