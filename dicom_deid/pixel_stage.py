@@ -12,16 +12,20 @@ target file (atomically, through dicom_deid.video) and returns the SR dataset to
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from dicom_deid.header import PixelStatus, Profile, SiteKey, mark_pixels
+
+if TYPE_CHECKING:
+    from dicom_deid.faces import FrameResult
 
 LOG = logging.getLogger(__name__)
 
@@ -47,11 +51,8 @@ def donor_seed(key: SiteKey, original_study_uid: str) -> int:
     return key.integer("donor", original_study_uid, 2**32)
 
 
-def _original_face_landmarks(replacer: Any) -> list:
-    last = replacer.last
-    if last is None:
-        return []
-    return [f.landmarks for f in last.faces if f.landmarks is not None]
+def _original_face_landmarks(result: FrameResult) -> list:
+    return [f.landmarks for f in result.faces if f.landmarks is not None]
 
 
 def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_sop: str,
@@ -89,18 +90,22 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
             extract_output = KeypointExtractor(face=True, fps=fps)
 
         def frames():
-            for rgb in reader:
+            # The face stage tracks frame n+1 in its own thread while frame n is leak-checked
+            # here: "faces" is the time this thread waited for it and checked, not its CPU.
+            with contextlib.closing(replacer.stream(reader)) as replaced:
                 t0 = time.monotonic()
-                out = replacer.process(rgb)
-                t1 = time.monotonic()
-                timings["faces_s"] += t1 - t0
-                if extract_original is not None:
-                    originals.append(extract_original.extract(
-                        rgb, face_landmarks=_original_face_landmarks(replacer)))
-                    # Sets the original lacks cannot be compared, so they are not run on the output.
-                    outputs.append(extract_output.extract(out, like=originals[-1]))
-                    timings["keypoints_s"] += time.monotonic() - t1
-                yield out
+                for rgb, out, result in replaced:
+                    t1 = time.monotonic()
+                    timings["faces_s"] += t1 - t0
+                    if extract_original is not None:
+                        originals.append(extract_original.extract(
+                            rgb, face_landmarks=_original_face_landmarks(result)))
+                        # Sets the original lacks cannot be compared, so they are not run on the
+                        # output.
+                        outputs.append(extract_output.extract(out, like=originals[-1]))
+                        timings["keypoints_s"] += time.monotonic() - t1
+                    yield out
+                    t0 = time.monotonic()
 
         try:
             written = write_frames(

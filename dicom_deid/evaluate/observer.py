@@ -81,7 +81,8 @@ class Models:
         self.dlib = DlibFaces()
         self.upsample = upsample
         self.mesh = StaticMesh()
-        self.centerface = CenterFace()
+        # The float model: the measurement stays the same whichever model the product uses.
+        self.centerface = CenterFace(precision="float")
         self.body = body
 
     def dlib_upsample(self, rgb: np.ndarray) -> int:

@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 import zlib
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,23 @@ def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
+def _given_outputs(entry: Entry, frames: Iterable[np.ndarray],
+                   deid_frames: Iterator[np.ndarray] | None,
+                   ) -> Generator[tuple[np.ndarray, np.ndarray], None, None]:
+    """(original, output) pairs: the site's de-identified frames, or the original itself."""
+    for frame in frames:
+        if deid_frames is None:
+            yield frame, frame
+            continue
+        out = next(deid_frames, None)
+        if out is None:
+            raise ValueError(f"{entry.deidentified}: fewer frames than {entry.path.name}")
+        if out.shape != frame.shape:
+            raise ValueError(f"{entry.deidentified}: frame size {out.shape[:2]} differs "
+                             f"from {entry.path.name} {frame.shape[:2]}")
+        yield frame, out
+
+
 def run_capture(entry: Entry, method: str, settings: Settings, models: Models,
                 observer: Observer, noise: Observer | None,
                 original: Capture | None, want_crop: bool) -> Capture:
@@ -148,19 +166,13 @@ def run_capture(entry: Entry, method: str, settings: Settings, models: Models,
         replacer = make_replacer(method, settings, entry, src.fps)
     by_index = {o.index: o for o in original.frames} if original is not None else {}
     observer.start()
+    pairs = None
     try:
-        for i, frame in enumerate(src.frames):
-            if replacer is not None:
-                out = replacer.process(frame)
-            elif deid_frames is not None:
-                out = next(deid_frames, None)
-                if out is None:
-                    raise ValueError(f"{entry.deidentified}: fewer frames than {entry.path.name}")
-                if out.shape != frame.shape:
-                    raise ValueError(f"{entry.deidentified}: frame size {out.shape[:2]} differs "
-                                     f"from {entry.path.name} {frame.shape[:2]}")
-            else:
-                out = frame
+        # The product's own streaming path (tracking the next frame while this one is checked),
+        # so that what is measured is what the video layer writes.
+        pairs = (((frame, out) for frame, out, _ in replacer.stream(src.frames))
+                 if replacer is not None else _given_outputs(entry, src.frames, deid_frames))
+        for i, (frame, out) in enumerate(pairs):
             described = i % settings.descriptor_step == 0
             if not probe:
                 if described:
@@ -185,6 +197,8 @@ def run_capture(entry: Entry, method: str, settings: Settings, models: Models,
                     nme(obs.dlib68, jd, "dlib68") if jd is not None else None,
                 ))
     finally:
+        if pairs is not None:
+            pairs.close()
         if replacer is not None:
             report = replacer.close()
             cap.faces_report = {k: getattr(report, k) for k in (

@@ -18,6 +18,10 @@ from dicom_deid.faces.onnx_shapes import set_io_shapes
 from dicom_deid.faces.shrink import shrink
 
 MODEL_NAME = "centerface.onnx"
+# Static int8 quantisation of MODEL_NAME (scripts/quantize_centerface.py): about a third less
+# CPU on x86 with VNNI; recall against the float model in benchmarks/centerface_int8.py.
+INT8_MODEL_NAME = "centerface_int8.onnx"
+PRECISIONS = ("float", "int8")
 _INPUT = "input.1"
 _OUTPUTS = ("537", "538", "539", "540")  # heatmap, scale, offset, landmarks
 _SHAPES = {
@@ -52,15 +56,19 @@ class CenterFace:
         self,
         model_path: str | Path | None = None,
         *,
+        precision: str = "float",
         threads: int | None = None,
         providers: list[str] | None = None,
     ) -> None:
+        """``precision`` chooses the shipped model (float or int8) when no path is given."""
         import onnxruntime as ort
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if model_path is None:
             from dicom_deid.resources import model_path as shipped
 
-            model_path = shipped(MODEL_NAME)
+            model_path = shipped(INT8_MODEL_NAME if precision == "int8" else MODEL_NAME)
         path = Path(model_path)
         try:
             data = path.read_bytes()
@@ -94,20 +102,8 @@ class CenterFace:
         max_side: the image is first downscaled (never upscaled) so that its longer side is at
         most this many pixels; detection cost grows with the area.
         """
-        if rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ValueError(f"expected an H x W x 3 RGB image, got shape {rgb.shape}")
+        blob, (in_h, in_w) = input_blob(rgb, max_side)
         h, w = rgb.shape[:2]
-        scale = 1.0
-        if max_side and max(h, w) > max_side:
-            scale = max_side / float(max(h, w))
-        # Sides rounded up to a multiple of 32, the network's total stride.
-        in_w = max(32, int(np.ceil(w * scale / 32.0)) * 32)
-        in_h = max(32, int(np.ceil(h * scale / 32.0)) * 32)
-        if scale < 1.0:
-            resized = shrink(rgb, (in_w, in_h))
-        else:
-            resized = cv2.resize(rgb, (in_w, in_h), interpolation=cv2.INTER_LINEAR)
-        blob = np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32)
         heatmap, scales, offsets, _lms = self._session.run(list(_OUTPUTS), {_INPUT: blob})
         boxes, scores = _decode(heatmap, scales, offsets, (in_h, in_w), threshold)
         if not len(boxes):
@@ -124,6 +120,27 @@ class CenterFace:
                 )
             )
         return out
+
+
+def input_blob(rgb: np.ndarray, max_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """The network input for an RGB uint8 image (1x3xHxW float32) and its (H, W).
+
+    The image is first downscaled (never upscaled) so that its longer side is at most
+    ``max_side``, then stretched to sides that are a multiple of 32, the network's total stride.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an H x W x 3 RGB image, got shape {rgb.shape}")
+    h, w = rgb.shape[:2]
+    scale = 1.0
+    if max_side and max(h, w) > max_side:
+        scale = max_side / float(max(h, w))
+    in_w = max(32, int(np.ceil(w * scale / 32.0)) * 32)
+    in_h = max(32, int(np.ceil(h * scale / 32.0)) * 32)
+    if scale < 1.0:
+        resized = shrink(rgb, (in_w, in_h))
+    else:
+        resized = cv2.resize(rgb, (in_w, in_h), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32), (in_h, in_w)
 
 
 def _decode(

@@ -7,8 +7,10 @@ output atomically; on any error nothing is left at the output path.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
+
+import numpy as np
 
 from dicom_deid.faces.media import (
     IMAGE_SUFFIXES,
@@ -63,11 +65,16 @@ def process_video(src: Path, dst: Path, make: ReplacerFactory, progress: Progres
         writer = VideoWriter(dst, info)
         # closing(): on an error the decoding thread is joined here, not whenever the
         # traceback that holds the generator is dropped.
-        with contextlib.closing(read_video(src)) as frames:
+        def checked(frames: Iterable[np.ndarray]) -> Generator[np.ndarray, None, None]:
             for rgb in frames:
                 if rgb.shape[:2] != (info.height, info.width):
                     raise MediaError(f"{src}: frame size changes mid-stream ({rgb.shape[1]}x{rgb.shape[0]})")
-                writer.write(replacer.process(rgb))
+                yield rgb
+
+        with contextlib.closing(read_video(src)) as frames, \
+                contextlib.closing(replacer.stream(checked(frames))) as replaced:
+            for _, out, _ in replaced:
+                writer.write(out)
                 tick()
         if writer.frames == 0:
             raise MediaError(f"{src}: no frame could be decoded")
@@ -106,10 +113,11 @@ def process_dicom(src: Path, dst: Path, make: ReplacerFactory, key, progress: Pr
         tick = progress(info.frames) if progress else (lambda: None)
         replacer = make(fps, study)
         try:
-            def frames():
-                for rgb in reader:
-                    yield replacer.process(rgb)
-                    tick()
+            def frames() -> Generator[np.ndarray, None, None]:
+                with contextlib.closing(replacer.stream(reader)) as replaced:
+                    for _, out, _ in replaced:
+                        yield out
+                        tick()
 
             write_frames(
                 header,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -19,7 +21,7 @@ import cv2
 import numpy as np
 
 from dicom_deid.faces.baselines import BASELINES, apply_baseline
-from dicom_deid.faces.leakcheck import DEFAULT_MAX_SIDE, DEFAULT_THRESHOLD, Leak, LeakChecker
+from dicom_deid.faces.leakcheck import DEFAULT_MAX_SIDE, DEFAULT_PRECISION, Leak, LeakChecker
 from dicom_deid.faces.models import FaceModels
 from dicom_deid.faces.region import (
     BASELINE_FOREHEAD,
@@ -30,6 +32,7 @@ from dicom_deid.faces.region import (
     region_polygon,
 )
 from dicom_deid.faces.tracker import DETECTED, LOST, TRACKED, FaceTracker, TrackerConfig, TrackStats
+from dicom_deid.overlap import prefetch
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,11 @@ MAX_UNCHANGED = 0.10
 LEAK_GROW = 0.2
 MAX_LEAK_EVENTS = 1000
 _CHANNEL_SUM = np.ones((1, 3), np.float32)
+
+
+# In `stream`, a face found by the leak check in frame n is handed to the tracker for frame
+# n + STREAM_HINT_LAG: the tracker is then working on frame n + 1 already.
+STREAM_HINT_LAG = 2
 
 
 class Renderer(Protocol):
@@ -78,6 +86,20 @@ class FrameResult:
     leak: bool
     leaks: list[Leak] = field(default_factory=list)
     scene_cut: bool = False
+
+
+@dataclass
+class _Replaced:
+    """A frame tracked, rendered and covered, waiting for its leak check."""
+
+    index: int
+    rgb: np.ndarray
+    out: np.ndarray
+    covered: np.ndarray          # uint8 mask, > 0 where replaced or covered
+    faces: list[FaceResult]
+    fallback: bool
+    conservative: int
+    scene_cut: bool
 
 
 @dataclass
@@ -149,7 +171,8 @@ class FaceReplacer:
         fallback: str | None = None,
         leak_check: bool = True,
         leak_max_side: int = DEFAULT_MAX_SIDE,
-        leak_threshold: float = DEFAULT_THRESHOLD,
+        leak_threshold: float | None = None,
+        leak_precision: str = DEFAULT_PRECISION,
         detect_interval: int = 5,
         hold_s: float = 1.0,
         models: FaceModels | None = None,
@@ -173,7 +196,8 @@ class FaceReplacer:
         )
         # The same independent detector also tells the tracker whether a lost face is still
         # there (on the input), so it is built even when the output check is switched off.
-        checker = LeakChecker(max_side=leak_max_side, threshold=leak_threshold)
+        checker = LeakChecker(max_side=leak_max_side, threshold=leak_threshold,
+                              precision=leak_precision)
         self.leak_checker = checker if leak_check else None
         self._pass_track_id = _takes_track_id(self.renderer)
         config = tracker_config or TrackerConfig(
@@ -183,6 +207,9 @@ class FaceReplacer:
         self.report = FacesReport(method=method)
         self.last: FrameResult | None = None
         self._closed = False
+        self._started = 0                                  # frames given to the tracker
+        self._hints: list[tuple[int, tuple[int, int, int, int]]] = []   # leak boxes by frame
+        self._hints_lock = threading.Lock()
 
     def __enter__(self) -> FaceReplacer:
         return self
@@ -193,20 +220,83 @@ class FaceReplacer:
 
     def process(self, rgb: np.ndarray) -> np.ndarray:
         """The frame with every face replaced or covered (same shape and dtype; input untouched)."""
+        self._check_open()
+        return self._finish(self._replace(rgb, hint_lag=1))
+
+    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray, FrameResult]]:
+        """(input, output, result) for each frame of ``frames``, in order, two frames in flight.
+
+        Tracking and rendering of frame n+1 run in a background thread while the caller's
+        thread runs the leak check of frame n, so the two halves use two cores (frames are
+        also pulled from ``frames`` in that thread). Output frames and results are those of
+        `process` except for one thing: a face the leak check finds in frame n is covered in
+        frame n in both, but is handed to the tracker for frame n+2 here instead of n+1; the
+        lag is fixed, so the output does not depend on thread timing.
+        """
+        self._check_open()
+        done = threading.Condition()
+        # Index of the last frame whose leak check is done: every frame given before this
+        # stream (by `process` or an earlier stream) is.
+        finished = [self._started - 1]
+        stopped = threading.Event()
+
+        def replaced() -> Generator[_Replaced, None, None]:
+            source = iter(frames)
+            try:
+                for rgb in source:
+                    index = self._started
+                    with done:
+                        while finished[0] < index - STREAM_HINT_LAG and not stopped.is_set():
+                            done.wait(0.05)
+                    if stopped.is_set():
+                        return
+                    yield self._replace(rgb, hint_lag=STREAM_HINT_LAG)
+            finally:
+                # A decoding generator is cleaned up here, in the thread that ran it, before
+                # the stream ends; not whenever the garbage collector gets to it.
+                close = getattr(source, "close", None)
+                if close is not None:
+                    close()
+
+        work = prefetch(replaced(), depth=1, name="faces-track")
+        try:
+            for item in work:
+                out = self._finish(item)
+                with done:
+                    finished[0] = item.index
+                    done.notify_all()
+                assert self.last is not None
+                yield item.rgb, out, self.last
+        finally:
+            stopped.set()
+            work.close()
+
+    def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("FaceReplacer is closed")
+
+    def _replace(self, rgb: np.ndarray, hint_lag: int) -> _Replaced:
+        """Track, render and cover one frame: everything but the leak check."""
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(
                 f"expected an H x W x 3 uint8 RGB frame, got {getattr(rgb, 'shape', None)} "
                 f"{getattr(rgb, 'dtype', None)}"
             )
+        index = self._started
+        self._started += 1
+        with self._hints_lock:
+            due = [h for h in self._hints if h[0] <= index - hint_lag]
+            self._hints = [h for h in self._hints if h[0] > index - hint_lag]
+        for _, box in due:
+            self.tracker.add_hint(box)
         cuts_before = self.tracker.scene_cuts
         tracked = self.tracker.update(rgb)
-        index = self.tracker.frame_index
+        assert self.tracker.frame_index == index
         out = rgb.copy()
         covered = np.zeros(rgb.shape[:2], dtype=np.uint8)
         faces: list[FaceResult] = []
         fallback = False
+        conservative = 0
 
         for face in tracked:
             if face.status != TRACKED:
@@ -224,10 +314,14 @@ class FaceReplacer:
             x0, y0, x1, y1 = polygon_bbox(face.cover)
             self._cover(out, face.cover, covered, max(y1 - y0, x1 - x0) / 1.6)
             fallback = True
-            if face.conservative:
-                self.report.conservative_frames += 1
+            conservative += int(face.conservative)
             faces.append(FaceResult(face.track_id, None, face.bbox, face.status, True))
+        return _Replaced(index, rgb, out, covered, faces, fallback, conservative,
+                         self.tracker.scene_cuts > cuts_before)
 
+    def _finish(self, item: _Replaced) -> np.ndarray:
+        """The leak check of one replaced frame, its covers and the report."""
+        out, covered, index = item.out, item.covered, item.index
         leaks: list[Leak] = []
         if self.leak_checker is not None:
             leaks = self.leak_checker.find(out, covered, index)
@@ -239,15 +333,17 @@ class FaceReplacer:
                      [x0 - grow, y1 + grow]], dtype=np.float64,
                 )
                 self._cover(out, poly, covered, max(x1 - x0, y1 - y0))
-                self.tracker.add_hint(leak.box)
             if leaks:
+                with self._hints_lock:
+                    self._hints.extend((index, leak.box) for leak in leaks)
                 log.warning("frame %d: %d face(s) found outside the replaced regions, covered",
                             index, len(leaks))
 
         rep = self.report
         rep.frames += 1
-        rep.face_frames += len(faces)
-        rep.fallback_frames += int(fallback)
+        rep.face_frames += len(item.faces)
+        rep.fallback_frames += int(item.fallback)
+        rep.conservative_frames += item.conservative
         rep.leaks += len(leaks)
         rep.leak_frames += int(bool(leaks))
         room = MAX_LEAK_EVENTS - len(rep.leak_events)
@@ -255,11 +351,11 @@ class FaceReplacer:
             rep.leak_events.extend(leaks[:room])
         self.last = FrameResult(
             index=index,
-            faces=faces,
-            fallback=fallback,
+            faces=item.faces,
+            fallback=item.fallback,
             leak=bool(leaks),
             leaks=leaks,
-            scene_cut=self.tracker.scene_cuts > cuts_before,
+            scene_cut=item.scene_cut,
         )
         return out
 

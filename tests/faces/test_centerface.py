@@ -6,12 +6,14 @@ import cv2
 import numpy as np
 import pytest
 
-from dicom_deid.faces.centerface import MODEL_NAME, CenterFace
+from dicom_deid.faces.centerface import INT8_MODEL_NAME, MODEL_NAME, CenterFace
+from dicom_deid.faces.leakcheck import DEFAULT_MAX_SIDE, THRESHOLDS, LeakChecker
 from dicom_deid.faces.onnx_shapes import OnnxFormatError, set_io_shapes
 from dicom_deid.resources import model_path
 from tests.faces import synth
 
 SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
+INT8_SHA256 = "3ea03fc0b31f4515ef3c340842ea94fe4534512919d486b42cde43cab78ca04e"
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +21,43 @@ def detector() -> CenterFace:
     return CenterFace()
 
 
-def test_shipped_model_is_the_documented_file():
+def test_shipped_models_are_the_documented_files():
     digest = hashlib.sha256(model_path(MODEL_NAME).read_bytes()).hexdigest()
     assert digest == SHA256
+    # The int8 model is built by scripts/quantize_centerface.py; its recall was measured by
+    # benchmarks/centerface_int8.py on exactly this file (models/README.md).
+    digest = hashlib.sha256(model_path(INT8_MODEL_NAME).read_bytes()).hexdigest()
+    assert digest == INT8_SHA256
+
+
+def test_the_leak_check_runs_the_int8_model_at_its_own_threshold():
+    checker = LeakChecker()
+    assert checker.threshold == THRESHOLDS["int8"] < THRESHOLDS["float"]
+    assert LeakChecker(precision="float").threshold == THRESHOLDS["float"]
+    with pytest.raises(ValueError, match="precision"):
+        LeakChecker(precision="int4")
+
+
+@pytest.mark.parametrize("width", [60, 120, 240])
+def test_int8_finds_the_face_the_float_model_finds_in_a_720p_frame(detector, width):
+    """The astronaut pasted into 1280x720 at three face widths, as the leak check sees it."""
+    int8 = CenterFace(precision="int8", threads=1)
+    img = synth.astronaut()
+    lm = synth.astronaut_landmarks()
+    scale = width / float(np.ptp(lm[:, 0]))
+    small = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    small = small[:700, :560]
+    frame[10:10 + small.shape[0], 700:700 + small.shape[1]] = small
+    ref = detector.detect(frame, threshold=THRESHOLDS["float"], max_side=DEFAULT_MAX_SIDE)
+    got = int8.detect(frame, threshold=THRESHOLDS["int8"], max_side=DEFAULT_MAX_SIDE)
+    assert len(ref) == len(got) == 1
+    (a,), (b,) = [d.box for d in ref], [d.box for d in got]
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    assert inter / union > 0.7
+    assert int8.detect(np.full((720, 1280, 3), 128, np.uint8), max_side=DEFAULT_MAX_SIDE,
+                       threshold=THRESHOLDS["int8"]) == []
 
 
 def test_finds_the_astronaut_where_her_landmarks_are(detector):
