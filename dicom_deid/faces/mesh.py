@@ -223,46 +223,57 @@ def rasterize(xy: np.ndarray, depth: np.ndarray, tris: np.ndarray,
     for meshes given a counter-clockwise winding by `full_mesh`) are skipped.
     """
     rows, cols = shape
-    p = xy[tris].astype(np.float32)                           # (T, 3, 2)
-    x0, y0 = p[:, 0, 0], p[:, 0, 1]
-    e1 = p[:, 1] - p[:, 0]
-    e2 = p[:, 2] - p[:, 0]
+    p = xy[tris].astype(np.float32)
+    p0, p1, p2 = p[:, 0], p[:, 1], p[:, 2]
+    e1 = p1 - p0
+    e2 = p2 - p0
     det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     keep = np.abs(det) > 1e-6
     if cull_back:
         keep &= det > 0
-    lo = np.floor(p.min(axis=1)).astype(np.int64)
-    hi = np.ceil(p.max(axis=1)).astype(np.int64)
-    lo = np.maximum(lo, 0)
-    hi[:, 0] = np.minimum(hi[:, 0], cols - 1)
-    hi[:, 1] = np.minimum(hi[:, 1], rows - 1)
+    lo = np.floor(np.minimum(np.minimum(p0, p1), p2)).astype(np.int32)
+    hi = np.ceil(np.maximum(np.maximum(p0, p1), p2)).astype(np.int32)
+    np.maximum(lo, 0, out=lo)
+    np.minimum(hi[:, 0], cols - 1, out=hi[:, 0])
+    np.minimum(hi[:, 1], rows - 1, out=hi[:, 1])
     keep &= (hi[:, 0] >= lo[:, 0]) & (hi[:, 1] >= lo[:, 1])
-    ids = np.nonzero(keep)[0]
+    ids = np.nonzero(keep)[0].astype(np.int32)
     if len(ids) == 0:
         empty = np.zeros(0, np.int32)
         return Raster(empty, empty, empty, np.zeros((0, 3), np.float32), shape)
-    w = (hi[ids, 0] - lo[ids, 0] + 1)
-    h = (hi[ids, 1] - lo[ids, 1] + 1)
-    counts = w * h
+    lo_k, hi_k = lo[ids], hi[ids]
+    w = hi_k[:, 0] - lo_k[:, 0] + 1
+    counts = w * (hi_k[:, 1] - lo_k[:, 1] + 1)
     total = int(counts.sum())
     owner = np.repeat(np.arange(len(ids), dtype=np.int32), counts)
-    starts = (np.cumsum(counts) - counts).astype(np.int32)
-    local = np.arange(total, dtype=np.int32) - starts[owner]
-    wo = w.astype(np.int32)[owner]
-    row, col = np.divmod(local, wo)
-    px = lo[ids, 0].astype(np.int32)[owner] + col
-    py = lo[ids, 1].astype(np.int32)[owner] + row
-    t = ids[owner]
-    dx = px.astype(np.float32) - x0[t]
-    dy = py.astype(np.float32) - y0[t]
-    inv = 1.0 / det[t]
-    b1 = (dx * e2[t, 1] - dy * e2[t, 0]) * inv
-    b2 = (e1[t, 0] * dy - e1[t, 1] * dx) * inv
-    b0 = 1.0 - b1 - b2
+    starts = np.cumsum(counts, dtype=np.int32) - counts
+    local = np.arange(total, dtype=np.int32)
+    local -= starts[owner]
+    row, col = np.divmod(local, w[owner])
+    # Per-triangle constants gathered once per candidate pixel: the pixel relative to p0,
+    # and the two edge vectors scaled by 1/det, give the barycentric weights directly.
+    inv = (1.0 / det[ids]).astype(np.float32)
+    a = np.stack([e2[ids, 1] * inv, -e2[ids, 0] * inv, -e1[ids, 1] * inv, e1[ids, 0] * inv,
+                  lo_k[:, 0] - p0[ids, 0], lo_k[:, 1] - p0[ids, 1]], axis=1).astype(np.float32)
+    c = a[owner]
+    dx = col.astype(np.float32)
+    dx += c[:, 4]
+    dy = row.astype(np.float32)
+    dy += c[:, 5]
+    b1 = dx * c[:, 0]
+    b1 += dy * c[:, 1]
+    b2 = dx * c[:, 2]
+    b2 += dy * c[:, 3]
     eps = -1e-4
-    inside = (b0 >= eps) & (b1 >= eps) & (b2 >= eps)
-    px, py, t, b0, b1, b2 = px[inside], py[inside], t[inside], b0[inside], b1[inside], b2[inside]
-    d = depth[tris[t]].astype(np.float32)
+    inside = np.nonzero((b1 >= eps) & (b2 >= eps) & (b1 + b2 <= 1.0 - eps))[0]
+    owner, b1, b2 = owner[inside], b1[inside], b2[inside]
+    px = col[inside]
+    px += lo_k[owner, 0]
+    py = row[inside]
+    py += lo_k[owner, 1]
+    t = ids[owner]
+    b0 = 1.0 - b1 - b2
+    d = depth.astype(np.float32)[tris[t]]
     far = -(b0 * d[:, 0] + b1 * d[:, 1] + b2 * d[:, 2])
     flat = py * cols + px
     # Depth test: the nearest candidate of each pixel wins (ties lie on a shared edge, where
@@ -270,13 +281,13 @@ def rasterize(xy: np.ndarray, depth: np.ndarray, tris: np.ndarray,
     zbuf = np.full(rows * cols, np.inf, np.float32)
     np.minimum.at(zbuf, flat, far)
     win = np.nonzero(far <= zbuf[flat])[0]
-    winner = np.full(rows * cols, -1, np.int64)
+    winner = np.full(rows * cols, -1, np.int32)
     winner[flat[win]] = win
     sel = winner[winner >= 0]
     bary = np.stack([b0[sel], b1[sel], b2[sel]], axis=1)
     np.clip(bary, 0.0, 1.0, out=bary)
     bary /= bary.sum(axis=1, keepdims=True)
-    return Raster(py[sel], px[sel], t[sel].astype(np.int32), bary.astype(np.float32), shape)
+    return Raster(py[sel], px[sel], t[sel], bary, shape)
 
 
 def landmarks_from_image(rgb: np.ndarray) -> np.ndarray | None:

