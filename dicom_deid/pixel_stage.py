@@ -107,14 +107,18 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
                     yield out
                     t0 = time.monotonic()
 
+        replaced = frames()
         try:
             written = write_frames(
-                template, frames(), target, info, transfer_syntax="same",
+                template, replaced, target, info, transfer_syntax="same",
                 sop_instance_uid=new_uid,
                 source=(str(header_ds.SOPClassUID), str(header_ds.SOPInstanceUID)),
                 pixels_changed=True,
             )
         finally:
+            # write_frames does not close what it was given: on its failure the face stage's
+            # thread must stop here, before the reader and the replacer it uses are closed.
+            replaced.close()
             faces_report = replacer.close()
             for extractor in (extract_original, extract_output):
                 if extractor is not None and hasattr(extractor, "close"):

@@ -119,9 +119,10 @@ def process_dicom(src: Path, dst: Path, make: ReplacerFactory, key, progress: Pr
                         yield out
                         tick()
 
+            replaced = frames()
             write_frames(
                 header,
-                frames(),
+                replaced,
                 dst,
                 info,
                 transfer_syntax="same",

@@ -13,7 +13,8 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from collections.abc import Generator, Iterable, Iterator
+import weakref
+from collections.abc import Generator, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -210,6 +211,7 @@ class FaceReplacer:
         self._started = 0                                  # frames given to the tracker
         self._hints: list[tuple[int, tuple[int, int, int, int]]] = []   # leak boxes by frame
         self._hints_lock = threading.Lock()
+        self._streams: weakref.WeakSet[Generator] = weakref.WeakSet()
 
     def __enter__(self) -> FaceReplacer:
         return self
@@ -223,7 +225,7 @@ class FaceReplacer:
         self._check_open()
         return self._finish(self._replace(rgb, hint_lag=1))
 
-    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray, FrameResult]]:
+    def stream(self, frames: Iterable[np.ndarray]) -> Generator[tuple[np.ndarray, np.ndarray, FrameResult], None, None]:
         """(input, output, result) for each frame of ``frames``, in order, two frames in flight.
 
         Tracking and rendering of frame n+1 run in a background thread while the caller's
@@ -232,8 +234,16 @@ class FaceReplacer:
         `process` except for one thing: a face the leak check finds in frame n is covered in
         frame n in both, but is handed to the tracker for frame n+2 here instead of n+1; the
         lag is fixed, so the output does not depend on thread timing.
+
+        Close the stream (or the replacer, which closes its open streams) when not iterating
+        it to the end: its thread is joined then, and ``frames`` closed in that thread.
         """
         self._check_open()
+        stream = self._stream(frames)
+        self._streams.add(stream)
+        return stream
+
+    def _stream(self, frames: Iterable[np.ndarray]) -> Generator[tuple[np.ndarray, np.ndarray, FrameResult], None, None]:
         done = threading.Condition()
         # Index of the last frame whose leak check is done: every frame given before this
         # stream (by `process` or an earlier stream) is.
@@ -365,6 +375,10 @@ class FaceReplacer:
     def close(self) -> FacesReport:
         if self._closed:
             return self.report
+        # A stream left suspended (its consumer failed) still has a thread using the tracker:
+        # stop and join it before the tracker's models are closed.
+        for stream in list(self._streams):
+            stream.close()
         self._closed = True
         self.report.tracks = self.tracker.stats()
         self.report.faces = len(self.report.tracks)

@@ -344,3 +344,20 @@ def test_stream_raises_the_sources_error_and_leaves_no_thread_behind():
         stream.close()
     assert closed == ["faces-track", "faces-track"]
     assert not [t for t in threading.enumerate() if t.name == "faces-track"]
+
+
+def test_closing_the_replacer_stops_a_stream_its_consumer_abandoned():
+    """write_frames does not close the iterator it fails on: the replacer's close must join
+    the tracking thread before the tracker's models go away."""
+    import threading
+
+    frames, _ = synth.sequence(8, "still")
+    rep = FaceReplacer("blur", fps=25.0)
+    stream = rep.stream(iter(frames))
+    next(stream)
+    assert [t for t in threading.enumerate() if t.name == "faces-track"]
+    report = rep.close()
+    assert not [t for t in threading.enumerate() if t.name == "faces-track"]
+    assert report.frames == 1
+    with pytest.raises(StopIteration):
+        next(stream)
