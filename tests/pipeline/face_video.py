@@ -23,14 +23,19 @@ PHI = {
 
 
 def make_face_video(path: Path, frames: int = 10, size: tuple[int, int] = (320, 320),
-                    motion: str = "translate") -> tuple[Path, list]:
-    """Write the video; returns (path, the RGB frames that went into the encoder)."""
+                    motion: str = "translate", study_uid: str | None = None) -> tuple[Path, list]:
+    """Write the video; returns (path, the RGB frames that went into the encoder).
+
+    study_uid: fixed instead of a fresh one; the swap's donor is keyed by the study, so a
+    fixed UID (with the test key) makes the donor, and the test, deterministic."""
     pictures, _ = synth.sequence(frames, motion, size)
     data = encode_stream(pictures, "libx264", "h264", Fraction(25), bframes=2)
     width, height = size
     ds = base_header(VIDEO_PHOTOGRAPHIC, height, width, frames, 40.0)
     for keyword, value in PHI.items():
         setattr(ds, keyword, value)
+    if study_uid is not None:
+        ds.StudyInstanceUID = study_uid
     ds.SamplesPerPixel = 3
     ds.PhotometricInterpretation = "YBR_PARTIAL_420"
     ds.PlanarConfiguration = 0
