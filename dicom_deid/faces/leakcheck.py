@@ -28,7 +28,6 @@ DEFAULT_MAX_SIDE = 416
 DEFAULT_PRECISION = "int8"
 # Detection score threshold per model precision: int8 scores small faces a little lower.
 THRESHOLDS = {"float": 0.5, "int8": 0.45}
-DEFAULT_THRESHOLD = THRESHOLDS[DEFAULT_PRECISION]
 # onnxruntime intra-op threads of the default detector. The check runs on every frame beside the
 # decoder and encoder threads (and, in the node, beside other workers), so the CPU it costs
 # matters more than its latency: one thread does the same work for 3-4 ms less CPU per 720p

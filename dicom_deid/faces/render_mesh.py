@@ -220,23 +220,14 @@ def to_lab(rgb: np.ndarray) -> np.ndarray:
                         cv2.COLOR_RGB2LAB)
 
 
-def match_colour(rendered: np.ndarray, original: np.ndarray, region: np.ndarray,
-                 shading_sigma: float | None) -> np.ndarray:
-    """Give the rendered face the frame's colour and illumination over ``region``.
-
-    Per-channel mean and standard deviation in CIELAB, then the frame's low-frequency
-    lightness (shading) replaces the rendered one. Both in float32 LAB (L 0..100).
-    """
-    if cv2.countNonZero(region) < 16:
-        return rendered
-    src = to_lab(np.clip(rendered, 0, 255))
-    return match_colour_lab(src, original, region, shading_sigma)
-
-
 def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
                      shading_sigma: float | None) -> np.ndarray:
-    """`match_colour` for a face rendered in float32 LAB already (a texture kept in LAB saves
-    a colour conversion per frame); returns float32 RGB in 0..255."""
+    """Give a face rendered in float32 LAB (L 0..100; a texture kept in LAB saves a colour
+    conversion per frame) the frame's colour and illumination over ``region``.
+
+    Per-channel mean and standard deviation in LAB, then the frame's low-frequency lightness
+    (shading) replaces the rendered one. Returns float32 RGB in 0..255.
+    """
     if cv2.countNonZero(region) < 16:
         return cv2.multiply(cv2.cvtColor(src, cv2.COLOR_LAB2RGB), (255.0, 255.0, 255.0, 0.0))
     ref = to_lab(original)

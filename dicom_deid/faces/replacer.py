@@ -313,7 +313,7 @@ class FaceReplacer:
                 continue
             rendered = self._render(out, rgb, face.landmarks, covered, face.track_id)
             ok = rendered is not None
-            if rendered is not None:
+            if rendered is not None:        # (not `ok`: this narrows the type)
                 out = rendered
             else:
                 self._cover(out, face.cover, covered, face_height(face.landmarks))
