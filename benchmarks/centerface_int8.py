@@ -28,6 +28,7 @@ import glob
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -39,6 +40,7 @@ sys.path.insert(0, str(REPO))
 from dicom_deid.faces.centerface import CenterFace, Detection  # noqa: E402
 from dicom_deid.faces.leakcheck import DEFAULT_MAX_SIDE, THRESHOLDS  # noqa: E402
 from dicom_deid.faces.media import read_video  # noqa: E402
+from dicom_deid.faces.tracker import iou  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 WIDTHS = (40, 60, 90, 150, 300)
@@ -55,28 +57,20 @@ def held_out_photos(root: Path) -> list[Path]:
     return out
 
 
-def iou(a: tuple, b: tuple) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+@dataclass(frozen=True)
+class Detector:
+    """One model at its own threshold, run as the leak check runs it."""
+
+    model: CenterFace
+    threshold: float
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        return self.model.detect(rgb, threshold=self.threshold, max_side=DEFAULT_MAX_SIDE)
 
 
-# Each model runs at its own threshold (--threshold, --int8-threshold; by default the leak
-# check's: leakcheck.THRESHOLDS).
-INT8_THRESHOLD = THRESHOLDS["int8"]
-
-
-def detect(model: CenterFace, rgb: np.ndarray, threshold: float) -> list[Detection]:
-    if getattr(model, "int8", False):
-        threshold = INT8_THRESHOLD
-    return model.detect(rgb, threshold=threshold, max_side=DEFAULT_MAX_SIDE)
-
-
-def pasted_recall(models: dict[str, CenterFace], photos: list[Path], threshold: float) -> dict:
+def pasted_recall(models: dict[str, Detector], photos: list[Path]) -> dict:
     rng = np.random.default_rng(7)
-    reference = models["float"]
+    reference = models["float"].model
     found = {name: {w: 0 for w in WIDTHS} for name in models}
     total = {w: 0 for w in WIDTHS}
     for path in photos:
@@ -100,7 +94,7 @@ def pasted_recall(models: dict[str, CenterFace], photos: list[Path], threshold: 
                 continue            # the face itself was cut off by the frame
             total[width] += 1
             for name, model in models.items():
-                for det in detect(model, canvas, threshold):
+                for det in model.detect(canvas):
                     cx, cy = (det.box[0] + det.box[2]) / 2, (det.box[1] + det.box[3]) / 2
                     if fx0 <= cx <= fx1 and fy0 <= cy <= fy1:
                         found[name][width] += 1
@@ -110,7 +104,7 @@ def pasted_recall(models: dict[str, CenterFace], photos: list[Path], threshold: 
                        for name in models}}
 
 
-def video_agreement(models: dict[str, CenterFace], videos: list[Path], threshold: float) -> dict:
+def video_agreement(models: dict[str, Detector], videos: list[Path]) -> dict:
     rows = {}
     for path in videos:
         for label, rows_720 in (("native", False), ("720p", True)):
@@ -120,28 +114,29 @@ def video_agreement(models: dict[str, CenterFace], videos: list[Path], threshold
                     w = int(round(rgb.shape[1] * 720 / rgb.shape[0] / 2)) * 2
                     rgb = cv2.resize(rgb, (w, 720), interpolation=cv2.INTER_CUBIC)
                 frames += 1
-                ref = detect(models["float"], rgb, threshold)
-                new = detect(models["int8"], rgb, threshold)
+                ref = models["float"].detect(rgb)
+                new = models["int8"].detect(rgb)
+                pairs = [(i, j) for i, d in enumerate(ref) for j, e in enumerate(new)
+                         if iou(d.box, e.box) >= 0.5]
                 ref_count += len(ref)
-                matched = {j for d in ref for j, e in enumerate(new) if iou(d.box, e.box) >= 0.5}
-                kept += sum(1 for d in ref if any(iou(d.box, e.box) >= 0.5 for e in new))
-                added += len(new) - len(matched)
+                kept += len({i for i, _ in pairs})
+                added += len(new) - len({j for _, j in pairs})
             rows[f"{path.name} {label}"] = {"frames": frames, "float_detections": ref_count,
                                            "int8_kept": kept, "int8_added": added}
     return rows
 
 
-def speed(models: dict[str, CenterFace], frames: int = 60) -> dict:
+def speed(models: dict[str, Detector], frames: int = 60) -> dict:
     from skimage import data
 
     rgb = cv2.resize(data.astronaut(), FRAME)
     out = {}
     for name, model in models.items():
         for _ in range(5):
-            detect(model, rgb, THRESHOLDS["float"])
+            model.detect(rgb)
         start = time.process_time()
         for _ in range(frames):
-            detect(model, rgb, THRESHOLDS["float"])
+            model.detect(rgb)
         out[name] = round(1000 * (time.process_time() - start) / frames, 2)
     return out
 
@@ -156,19 +151,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="the int8 model's threshold")
     ap.add_argument("--output", type=Path)
     args = ap.parse_args(argv)
-    global INT8_THRESHOLD
-    INT8_THRESHOLD = args.int8_threshold
-    models = {"float": CenterFace(REPO / "models" / "centerface.onnx", threads=1),
-              "int8": CenterFace(args.int8, threads=1)}
-    models["int8"].int8 = True
+    models = {
+        "float": Detector(CenterFace(REPO / "models" / "centerface.onnx", threads=1), args.threshold),
+        "int8": Detector(CenterFace(args.int8, threads=1), args.int8_threshold),
+    }
     videos = sorted((args.data / "video").glob("*/*.mp*"))
     result = {
         "threshold": args.threshold,
         "int8_threshold": args.int8_threshold,
         "max_side": DEFAULT_MAX_SIDE,
         "cpu_ms_per_720p_detection": speed(models),
-        "pasted_london_held_out": pasted_recall(models, held_out_photos(args.data), args.threshold),
-        "videos": video_agreement(models, videos, args.threshold),
+        "pasted_london_held_out": pasted_recall(models, held_out_photos(args.data)),
+        "videos": video_agreement(models, videos),
     }
     print(json.dumps(result, indent=1))
     out = args.output or REPO / "benchmarks" / "results" / time.strftime("%Y-%m-%d") / "centerface_int8.json"

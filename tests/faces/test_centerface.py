@@ -9,6 +9,7 @@ import pytest
 from dicom_deid.faces.centerface import INT8_MODEL_NAME, MODEL_NAME, CenterFace
 from dicom_deid.faces.leakcheck import DEFAULT_MAX_SIDE, THRESHOLDS, LeakChecker
 from dicom_deid.faces.onnx_shapes import OnnxFormatError, set_io_shapes
+from dicom_deid.faces.tracker import iou
 from dicom_deid.resources import model_path
 from tests.faces import synth
 
@@ -52,10 +53,7 @@ def test_int8_finds_the_face_the_float_model_finds_in_a_720p_frame(detector, wid
     ref = detector.detect(frame, threshold=THRESHOLDS["float"], max_side=DEFAULT_MAX_SIDE)
     got = int8.detect(frame, threshold=THRESHOLDS["int8"], max_side=DEFAULT_MAX_SIDE)
     assert len(ref) == len(got) == 1
-    (a,), (b,) = [d.box for d in ref], [d.box for d in got]
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    assert inter / union > 0.7
+    assert iou(ref[0].box, got[0].box) > 0.7
     assert int8.detect(np.full((720, 1280, 3), 128, np.uint8), max_side=DEFAULT_MAX_SIDE,
                        threshold=THRESHOLDS["int8"]) == []
 
