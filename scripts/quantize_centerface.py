@@ -76,19 +76,6 @@ def calibration_frames(photos: list[Path], seed: int = 0) -> Iterator[np.ndarray
         yield cv2.resize(getattr(samples, name)(), FRAME, interpolation=cv2.INTER_AREA)
 
 
-class _Reader:
-    """onnxruntime's CalibrationDataReader protocol over the calibration frames."""
-
-    def __init__(self, frames: Iterator[np.ndarray]) -> None:
-        self._frames = frames
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        frame = next(self._frames, None)
-        if frame is None:
-            return None
-        return {_INPUT: input_blob(frame, DEFAULT_MAX_SIDE)[0]}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -113,7 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     model = onnx.load_from_string(set_io_shapes(args.model.read_bytes(), _SHAPES))
     # Per-channel DequantizeLinear (its `axis`) needs opset 13; the export is opset 9.
     model = version_converter.convert_version(model, 13)
-    reader = type("Reader", (_Reader, CalibrationDataReader), {})(calibration_frames(photos))
+    class Reader(CalibrationDataReader):
+        """Calibration frames, prepared exactly as the leak check prepares its input."""
+
+        def __init__(self, frames: Iterator[np.ndarray]) -> None:
+            self._frames = frames
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            frame = next(self._frames, None)
+            return None if frame is None else {_INPUT: input_blob(frame, DEFAULT_MAX_SIDE)[0]}
+
+    reader = Reader(calibration_frames(photos))
     with tempfile.TemporaryDirectory() as tmp:
         plain, prepared = Path(tmp) / "plain.onnx", Path(tmp) / "prepared.onnx"
         onnx.save(model, plain)
