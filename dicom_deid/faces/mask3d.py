@@ -159,17 +159,19 @@ class Mask3DRenderer:
             shape[np.array(up)[crossed], 1] = mid[crossed]
             shape[np.array(lo)[crossed], 1] = mid[crossed]
 
-    def render(self, rgb: np.ndarray, landmarks: np.ndarray, track_id: int = 0) -> np.ndarray:
-        """A new frame with the face of ``landmarks`` covered by the mask."""
+    def render(self, rgb: np.ndarray, landmarks: np.ndarray, track_id: int = 0, *,
+               inplace: bool = False) -> np.ndarray:
+        """A new frame with the face of ``landmarks`` covered by the mask (with ``inplace``,
+        ``rgb`` itself, changed)."""
         lm = check_inputs(rgb, landmarks)
         iod = mesh.inter_ocular(lm)
         factor = int(np.clip(np.ceil(self.supersample_iod / max(iod, 1.0)), 1, MAX_SUPERSAMPLE))
         if factor == 1:
-            return self._render(rgb, lm, track_id)
-        return self._render_supersampled(rgb, lm, track_id, factor)
+            return self._render(rgb, lm, track_id, inplace)
+        return self._render_supersampled(rgb, lm, track_id, factor, inplace)
 
     def _render_supersampled(self, rgb: np.ndarray, lm: np.ndarray, track_id: int,
-                             factor: int) -> np.ndarray:
+                             factor: int, inplace: bool) -> np.ndarray:
         """Render a small face at ``factor`` times its size and average back down.
 
         A small face's eye is a few pixels tall: rendered at frame resolution, the lid edge
@@ -185,7 +187,7 @@ class Mask3DRenderer:
         x0, y0 = max(x0, 0), max(y0, 0)
         x1, y1 = min(x1, rgb.shape[1]), min(y1, rgb.shape[0])
         if x1 - x0 < 2 or y1 - y0 < 2:  # the face is off the frame: nothing to refine
-            return self._render(rgb, lm, track_id)
+            return self._render(rgb, lm, track_id, inplace)
         crop = rgb[y0:y1, x0:x1]
         w, hh = x1 - x0, y1 - y0
         big = cv2.resize(crop, (w * factor, hh * factor), interpolation=cv2.INTER_LINEAR)
@@ -194,17 +196,18 @@ class Mask3DRenderer:
         lm_big[:, 0] = (lm[:, 0] - x0 + 0.5) * factor - 0.5
         lm_big[:, 1] = (lm[:, 1] - y0 + 0.5) * factor - 0.5
         lm_big[:, 2] = lm[:, 2] * factor
-        done = self._render(big, lm_big, track_id)
+        done = self._render(big, lm_big, track_id, False)
         changed = np.any(done != big, axis=2).astype(np.float32)
         small = cv2.resize(done, (w, hh), interpolation=cv2.INTER_AREA).astype(np.float32)
         weight = cv2.resize(changed, (w, hh), interpolation=cv2.INTER_AREA)[..., None]
-        out = rgb.copy()
+        out = rgb if inplace else rgb.copy()
         # Pixels the mask did not touch stay exactly the frame's.
         mixed = weight * small + (1.0 - weight) * crop.astype(np.float32)
         out[y0:y1, x0:x1] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
         return out
 
-    def _render(self, rgb: np.ndarray, lm: np.ndarray, track_id: int) -> np.ndarray:
+    def _render(self, rgb: np.ndarray, lm: np.ndarray, track_id: int,
+                inplace: bool = False) -> np.ndarray:
         geo = self.mask_geometry(lm, track_id)
         track = self._tracks[track_id]
         track.cover_scale = _cover_scale(geo, lm, track.cover_scale)
@@ -218,9 +221,10 @@ class Mask3DRenderer:
         extent = [lm[:, :2], geo[:, :2]] + ([] if grown is None else [grown])
         roi = render_mesh.roi_around(np.concatenate(extent).astype(np.float32), rgb.shape,
                                      feather + 2)
-        out = rgb.copy()
+        out = rgb if inplace else rgb.copy()
         if roi.empty:
             return out
+        # A view into ``out`` when in place: read only before `composite` writes the ROI.
         original = roi.of(rgb)
         xy = geo[:, :2] - roi.offset
         shade = self._shading(geo)

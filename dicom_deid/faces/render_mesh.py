@@ -77,8 +77,7 @@ def hull_mask(points_xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 class MeshMaps:
     """Where each ROI pixel looks in the texture, per pixel of the ROI."""
 
-    map_x: np.ndarray     # (rows, cols) float32 texture column
-    map_y: np.ndarray     # (rows, cols) float32 texture row
+    map_xy: np.ndarray    # (rows, cols, 2) float32 texture column and row (a cv2.remap map)
     attrs: np.ndarray     # (rows, cols, 2) float32 opening attributes (open_t, across)
     part: np.ndarray      # (rows, cols) int8 part label, -1 where the mesh does not cover
     covered: np.ndarray   # (rows, cols) uint8, 255 where the mesh covers
@@ -105,25 +104,34 @@ def mesh_maps(xy: np.ndarray, depth: np.ndarray, tris: np.ndarray, parts: np.nda
     raster = mesh.rasterize(pts, depth, tris, small)
     values = np.concatenate([uv, _ATTRS] + ([] if extra is None else [extra]), axis=1)
     values = values.astype(np.float32)
+    # Scatter through flat pixel indices (one index array instead of two).
+    flat = raster.ys * small[1] + raster.xs
     dense = np.zeros(small + (values.shape[1],), np.float32)
-    dense[raster.ys, raster.xs] = raster.interpolate(values, tris)
+    dense.reshape(-1, values.shape[1])[flat] = raster.interpolate(values, tris)
     part = np.full(small, -1, np.int8)
-    part[raster.ys, raster.xs] = parts[raster.tri]
+    part.reshape(-1)[flat] = np.take(parts, raster.tri)
     covered = np.zeros(small, np.uint8)
-    covered[raster.ys, raster.xs] = 255
+    covered.reshape(-1)[flat] = 255
     if small != shape:
         # Extend the maps past the mesh edge first, so that bilinear upsampling never mixes a
         # texture coordinate with an empty pixel.
         dense = _extend(dense, covered)
-        dense = cv2.resize(dense, (cols, rows), interpolation=cv2.INTER_LINEAR)
-        part = cv2.resize(part.astype(np.uint8), (cols, rows),
-                          interpolation=cv2.INTER_NEAREST).astype(np.int8)
+        part = cv2.resize(part.view(np.uint8), (cols, rows),
+                          interpolation=cv2.INTER_NEAREST).view(np.int8)
         covered = cv2.resize(covered, (cols, rows), interpolation=cv2.INTER_LINEAR)
-        covered = np.where(covered >= 128, 255, 0).astype(np.uint8)
+        covered = cv2.threshold(covered, 127, 255, cv2.THRESH_BINARY)[1]
         part[covered == 0] = -1
-    return MeshMaps(np.ascontiguousarray(dense[..., 0]), np.ascontiguousarray(dense[..., 1]),
-                    np.ascontiguousarray(dense[..., 2:4]), part, covered,
-                    None if extra is None else np.ascontiguousarray(dense[..., 4:]))
+    # Texture coordinates, opening attributes and the caller's values in separate contiguous
+    # arrays (cv2.remap takes the coordinates as one two-channel map), each upsampled alone.
+    planes = [dense[..., 0:2], dense[..., 2:4]] + ([] if extra is None else [dense[..., 4:]])
+    if small != shape:
+        planes = [cv2.resize(np.ascontiguousarray(p), (cols, rows),
+                             interpolation=cv2.INTER_LINEAR) for p in planes]
+    planes = [np.ascontiguousarray(p) for p in planes]
+    if extra is not None and planes[2].ndim == 2:
+        planes[2] = planes[2][..., None]
+    return MeshMaps(planes[0], planes[1], part, covered,
+                    None if extra is None else planes[2])
 
 
 def _extend(values: np.ndarray, known: np.ndarray) -> np.ndarray:
@@ -145,7 +153,7 @@ def _extend(values: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 def sample_texture(texture: np.ndarray, maps: MeshMaps) -> np.ndarray:
     """The texture seen through the mesh: (rows, cols, 3) float32 (garbage where not covered)."""
-    return cv2.remap(texture, maps.map_x, maps.map_y, cv2.INTER_LINEAR,
+    return cv2.remap(texture, maps.map_xy, None, cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE)
 
 
@@ -214,6 +222,11 @@ def masked_blur(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarra
     return out
 
 
+# OpenCV's 8-bit LAB: L * 255 / 100, a + 128, b + 128.
+_LAB8_OFFSET = np.array([0.0, 128.0, 128.0], np.float32)
+_LAB8_SCALE = np.array([100.0 / 255.0, 1.0, 1.0], np.float32)
+
+
 def to_lab(rgb: np.ndarray) -> np.ndarray:
     """float32 CIELAB (L 0..100) of an RGB image in 0..255 (any dtype)."""
     return cv2.cvtColor(cv2.multiply(rgb.astype(np.float32, copy=False), 1.0 / 255.0),
@@ -230,19 +243,24 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
     """
     if cv2.countNonZero(region) < 16:
         return cv2.multiply(cv2.cvtColor(src, cv2.COLOR_LAB2RGB), (255.0, 255.0, 255.0, 0.0))
-    ref = to_lab(original)
+    # The frame's side only gives statistics and a low-pass, so OpenCV's 8-bit LAB (L scaled to
+    # 0..255, a and b offset by 128; steps of 0.4 L) serves, at a fraction of the float
+    # conversion's cost; its numbers are brought back to float LAB units here.
+    ref8 = cv2.cvtColor(np.ascontiguousarray(original), cv2.COLOR_RGB2LAB)
     mu_s, sd_s = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(src, mask=region))
-    mu_r, sd_r = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(ref, mask=region))
+    mu8, sd8 = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(ref8, mask=region))
+    mu_r, sd_r = (mu8 - _LAB8_OFFSET) * _LAB8_SCALE, sd8 * _LAB8_SCALE
     gain = np.clip((sd_r + 1e-3) / (sd_s + 1e-3), 0.5, 2.0)
     affine = np.concatenate([np.diag(gain), (mu_r - mu_s * gain)[:, None]], axis=1)
     out = cv2.transform(src, affine.astype(np.float32))
     if shading_sigma:
-        low_ref = masked_blur(ref[..., 0], region, shading_sigma)
+        low_ref = masked_blur(ref8[..., 0].astype(np.float32), region, shading_sigma)
+        low_ref *= _LAB8_SCALE[0]
         low_out = masked_blur(out[..., 0], region, shading_sigma)
         ratio = np.clip((low_ref + 1.0) / (low_out + 1.0), 0.5, 2.0)
         out[..., 0] *= ratio
     rgb = cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
-    return cv2.multiply(rgb, (255.0, 255.0, 255.0, 0.0))
+    return cv2.multiply(rgb, (255.0, 255.0, 255.0, 0.0), dst=rgb)
 
 
 def fill_from(image: np.ndarray, known: np.ndarray, levels: int = 5) -> np.ndarray:

@@ -55,12 +55,14 @@ class Renderer(Protocol):
     def render(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray: ...
 
 
-def _takes_track_id(renderer: Renderer | None) -> bool:
-    """Whether the renderer keeps per-track state (mask3d's neutral face) and so wants the id."""
+def _render_takes(renderer: Renderer | None, name: str) -> bool:
+    """Whether the renderer's `render` has the optional parameter ``name``: ``track_id`` for a
+    renderer that keeps per-track state (mask3d's neutral face), ``inplace`` for one that can
+    render into the frame it is given instead of a copy."""
     if renderer is None:
         return False
     try:
-        return "track_id" in inspect.signature(renderer.render).parameters
+        return name in inspect.signature(renderer.render).parameters
     except (TypeError, ValueError):
         return False
 
@@ -200,7 +202,11 @@ class FaceReplacer:
         checker = LeakChecker(max_side=leak_max_side, threshold=leak_threshold,
                               precision=leak_precision)
         self.leak_checker = checker if leak_check else None
-        self._pass_track_id = _takes_track_id(self.renderer)
+        self._render_kwargs: dict[str, Any] = {}
+        if _render_takes(self.renderer, "inplace"):
+            # ``out`` is already the replacer's own copy of the frame.
+            self._render_kwargs["inplace"] = True
+        self._pass_track_id = _render_takes(self.renderer, "track_id")
         config = tracker_config or TrackerConfig(
             max_faces=max_faces, detect_interval=detect_interval, hold_s=hold_s
         )
@@ -391,9 +397,10 @@ class FaceReplacer:
 
     def _render(self, out: np.ndarray, original: np.ndarray, landmarks: np.ndarray,
                 covered: np.ndarray, track_id: int = 0) -> np.ndarray | None:
-        """The frame with one more tracked face rendered (``out`` itself for a baseline, else
-        the renderer's new frame: ``out`` is a copy, so the original cannot be touched), its
-        hull added to ``covered``; None when the method did not replace the face."""
+        """The frame with one more tracked face rendered (``out`` itself for a baseline and for
+        a renderer that renders in place, else the renderer's new frame: ``out`` is a copy, so
+        the original cannot be touched), its hull added to ``covered``; None when the method
+        did not replace the face."""
         if self.renderer is None:
             poly = region_polygon(landmarks, forehead=BASELINE_FOREHEAD, margin=BASELINE_MARGIN)
             mask = polygon_mask(poly, out.shape)
@@ -401,10 +408,9 @@ class FaceReplacer:
             np.maximum(covered, mask, out=covered)
             return out
         try:
-            if self._pass_track_id:
-                rendered = self.renderer.render(out, landmarks, track_id=track_id)
-            else:
-                rendered = self.renderer.render(out, landmarks)
+            kwargs = dict(self._render_kwargs, track_id=track_id) if self._pass_track_id \
+                else self._render_kwargs
+            rendered = self.renderer.render(out, landmarks, **kwargs)
         except Exception as exc:  # any renderer failure must end in a cover, not a pass-through
             self.report.renderer_failures += 1
             log.warning("renderer %s failed (%s); face covered by %s", self.method,

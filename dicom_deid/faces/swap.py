@@ -129,17 +129,21 @@ class SwapRenderer:
         """The geometry the donor is rendered on: the landmarks blended by ``shape``."""
         return blend_toward_mean(check_landmarks(landmarks), self.model.canonical, self.shape)
 
-    def render(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """A new frame with the face of ``landmarks`` replaced by the donor."""
+    def render(self, rgb: np.ndarray, landmarks: np.ndarray, *,
+               inplace: bool = False) -> np.ndarray:
+        """A new frame with the face of ``landmarks`` replaced by the donor (with ``inplace``,
+        ``rgb`` itself, changed: the replacer renders into its own copy of the frame, which
+        saves copying every frame once more)."""
         lm = check_inputs(rgb, landmarks)
         geo = blend_toward_mean(lm, self.model.canonical, self.shape)
         iod = max(mesh.inter_ocular(lm), 4.0)
         feather = self.feather * iod
         roi = render_mesh.roi_around(np.concatenate([lm[:, :2], geo[:, :2]]), rgb.shape,
                                      feather + 2)
-        out = rgb.copy()
+        out = rgb if inplace else rgb.copy()
         if roi.empty:
             return out
+        # A view into ``out`` when in place: read only before `composite` writes the ROI.
         original = roi.of(rgb)
         xy = geo[:, :2] - roi.offset
         scale = min(1.0, RASTER_IOD / iod)

@@ -186,3 +186,22 @@ def test_a_small_face_is_covered_and_its_blink_shows(astronaut):
     print(ear)
     assert ear["open"] > 0.2
     assert ear["closed"] < 0.12
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.25])
+def test_inplace_render_gives_the_same_frame_in_the_frame_it_was_given(astronaut, factor):
+    """Both the direct and the supersampled (small face) paths, as the replacer calls them."""
+    import cv2
+
+    img, lm = astronaut
+    if factor != 1.0:
+        img = cv2.resize(img, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        lm = lm.copy()
+        lm[:, :2] = (lm[:, :2] + 0.5) * factor - 0.5
+        lm[:, 2] *= factor
+    expected = Mask3DRenderer().render(img, lm, track_id=1)
+    frame = img.copy()
+    out = Mask3DRenderer().render(frame, lm, track_id=1, inplace=True)
+    assert out is frame
+    assert np.array_equal(out, expected)
+    assert not np.array_equal(out, img)

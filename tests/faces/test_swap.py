@@ -205,3 +205,12 @@ def test_swap_through_the_replacer_on_a_moving_sequence():
     assert report.fallback_frames <= 1
     reference = recognizer.descriptor_at(frames[5], tuple(truth[5][:, :2].mean(axis=0)))
     assert recognizer.best_distance(outs[5], reference) >= recognizer.MATCH_DISTANCE
+
+
+def test_inplace_render_gives_the_same_frame_in_the_frame_it_was_given(astronaut, swapped):
+    """The replacer's path: render into its own copy instead of a new frame, same pixels."""
+    img, lm = astronaut
+    frame = img.copy()
+    out = SwapRenderer(donor_seed=1).render(frame, lm, inplace=True)
+    assert out is frame
+    assert np.array_equal(out, swapped[1])
