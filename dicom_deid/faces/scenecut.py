@@ -14,6 +14,11 @@ import numpy as np
 from dicom_deid.faces.shrink import shrink
 
 THUMB = (64, 36)
+# The frame is point-sampled to 4x the thumbnail first, then box-filtered down: each thumbnail
+# pixel still averages 16 samples, at a sixth of the cost of filtering the whole frame (0.07
+# against 0.41 ms at 720p, every frame). On the film excerpt, native and scaled to 720p, the
+# same frames are cuts and the scores move by less than 0.01 and 0.4 grey levels.
+SAMPLED = (4 * THUMB[0], 4 * THUMB[1])
 
 
 class SceneCutDetector:
@@ -31,7 +36,8 @@ class SceneCutDetector:
 
     def __call__(self, rgb: np.ndarray) -> bool:
         """True when rgb starts a new shot (never for the first frame)."""
-        grey = cv2.cvtColor(shrink(rgb, THUMB), cv2.COLOR_RGB2GRAY)
+        sampled = cv2.resize(rgb, SAMPLED, interpolation=cv2.INTER_NEAREST)
+        grey = cv2.cvtColor(shrink(sampled, THUMB), cv2.COLOR_RGB2GRAY)
         hist = cv2.calcHist([grey], [0], None, [32], [0, 256]).ravel()
         hist /= max(float(hist.sum()), 1.0)
         cut = False

@@ -94,3 +94,32 @@ def test_large_face_crop_near_a_fractional_edge_fits_the_crop(x0):
     assert crop.shape == (size, size, 3)
     # The mapping back to frame pixels lands where the region starts.
     assert abs(ox - x0) <= 2 * unit and abs(oy - x0) <= 2 * unit
+
+
+def test_landmark_array_reads_the_serialised_list_as_the_proto_walk_does():
+    """The fast path (x, y, z only) and the fallback (any other field set) give the same
+    numbers as walking the protobuf objects, including on a real face-mesh answer."""
+    import mediapipe as mp
+    from mediapipe.framework.formats import landmark_pb2
+
+    from dicom_deid.faces.models import landmark_array
+
+    def walk(lst):
+        return np.array([(p.x, p.y, p.z) for p in lst.landmark], dtype=np.float64)
+
+    rng = np.random.default_rng(0)
+    plain = landmark_pb2.NormalizedLandmarkList()
+    for x, y, z in rng.normal(size=(478, 3)):
+        plain.landmark.add(x=x, y=y, z=z)
+    assert np.array_equal(landmark_array(plain), walk(plain))
+    with_visibility = landmark_pb2.NormalizedLandmarkList()
+    with_visibility.CopyFrom(plain)
+    with_visibility.landmark[7].visibility = 0.5
+    assert np.array_equal(landmark_array(with_visibility), walk(plain))
+    assert landmark_array(landmark_pb2.NormalizedLandmarkList()).shape == (0, 3)
+
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as mesh:
+        result = mesh.process(np.ascontiguousarray(synth.astronaut()))
+    face = result.multi_face_landmarks[0]
+    assert landmark_array(face).shape == (478, 3)
+    assert np.array_equal(landmark_array(face), walk(face))
