@@ -12,6 +12,12 @@ be used) pasted at face widths of 30 to 400 px into 1280x720 frames over plain a
 backgrounds, plus skimage's sample photos; each frame is prepared exactly as the leak check
 prepares it (`CenterFace.detect`, longer side 416).
 
+The stem (the first convolution, on the 3 colour channels, and the depthwise convolution
+after it) stays float: onnxruntime's int8 kernels are slowest exactly there (3 input channels,
+one group per channel), so the model is faster with them in float than with them in int8.
+The graph then takes the image itself, NHWC uint8 (a Cast and a Transpose in front), so the
+leak check does not convert each frame to NCHW float32 for onnxruntime to convert it back.
+
 Needs the `onnx` package, which pins a protobuf that MediaPipe cannot use, so run it in its own
 environment (the product does not import `onnx`):
 
@@ -29,6 +35,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -36,11 +43,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from dicom_deid.faces.centerface import _INPUT, _SHAPES, input_blob  # noqa: E402
+from dicom_deid.faces.centerface import _INPUT, _SHAPES, NHWC_INPUT, input_blob  # noqa: E402
 from dicom_deid.faces.leakcheck import DEFAULT_MAX_SIDE  # noqa: E402
 from dicom_deid.faces.onnx_shapes import set_io_shapes  # noqa: E402
 
+if TYPE_CHECKING:
+    import onnx
+
 FRAME = (1280, 720)
+# Convolutions left in float, counted from the input (see the module doc).
+FLOAT_STEM = 2
 
 
 def calibration_photos(data: Path) -> list[Path]:
@@ -76,6 +88,26 @@ def calibration_frames(photos: list[Path], seed: int = 0) -> Iterator[np.ndarray
         yield cv2.resize(getattr(samples, name)(), FRAME, interpolation=cv2.INTER_AREA)
 
 
+def nhwc_uint8_input(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its NCHW float input replaced by NHWC uint8 (Cast, then Transpose)."""
+    from onnx import TensorProto, checker, helper
+
+    graph = model.graph
+    old = next(i for i in graph.input if i.name == _INPUT)
+    graph.input.remove(old)
+    graph.input.insert(0, helper.make_tensor_value_info(NHWC_INPUT, TensorProto.UINT8,
+                                                        ["B", "H", "W", 3]))
+    nodes = [helper.make_node("Cast", [NHWC_INPUT], ["image_float"], to=TensorProto.FLOAT,
+                              name="image_cast"),
+             helper.make_node("Transpose", ["image_float"], [_INPUT], perm=[0, 3, 1, 2],
+                              name="image_nchw")]
+    nodes += list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    checker.check_model(model)
+    return model
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -100,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     model = onnx.load_from_string(set_io_shapes(args.model.read_bytes(), _SHAPES))
     # Per-channel DequantizeLinear (its `axis`) needs opset 13; the export is opset 9.
     model = version_converter.convert_version(model, 13)
+    # The export leaves nodes unnamed; quantize_static excludes nodes by name.
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+    stem = [n.name for n in model.graph.node if n.op_type == "Conv"][:FLOAT_STEM]
     class Reader(CalibrationDataReader):
         """Calibration frames, prepared exactly as the leak check prepares its input."""
 
@@ -113,11 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     reader = Reader(calibration_frames(photos))
     with tempfile.TemporaryDirectory() as tmp:
         plain, prepared = Path(tmp) / "plain.onnx", Path(tmp) / "prepared.onnx"
+        quantized = Path(tmp) / "quantized.onnx"
         onnx.save(model, plain)
         quant_pre_process(str(plain), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(args.output), reader, quant_format=QuantFormat.QDQ,
+        quantize_static(str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        per_channel=True, calibrate_method=CalibrationMethod.MinMax)
+                        per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=stem)
+        onnx.save(nhwc_uint8_input(onnx.load(str(quantized))), args.output)
     digest = hashlib.sha256(args.output.read_bytes()).hexdigest()
     print(f"wrote {args.output} ({len(photos)} calibration photos), sha256 {digest}")
     return 0

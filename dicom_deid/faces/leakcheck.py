@@ -9,8 +9,9 @@ Detection runs on a downscaled frame (`max_side`): measured with the astronaut p
 1280x720 frame, CenterFace at a longer side of 416 px still scores a 40 px wide face above 0.5
 and a 60 px face above 0.7, at about a tenth of the full-resolution cost (see benchmarks/).
 
-The check runs the int8 model by default (models/centerface_int8.onnx, about 30 % less CPU
-per frame) at a lower threshold than the float model's: on London faces it never saw, pasted
+The check runs the int8 model by default (models/centerface_int8.onnx, about a third less
+CPU per frame; it takes the downscaled frame as NHWC uint8) at a lower threshold than the float
+model's: on London faces it never saw, pasted
 into 720p frames, int8 at 0.45 finds 98 % of 40 px faces (float at 0.5: 96 %) and all from
 60 px, and on every GRID and film frame it keeps every float detection
 (benchmarks/centerface_int8.py, results/2026-11-29/centerface_int8.json).

@@ -122,6 +122,18 @@ def _replace_shape(value_info: bytes, dims: Sequence[int | str]) -> bytes:
     return out
 
 
+def graph_inputs(model: bytes) -> list[str]:
+    """Names of the graph's inputs that are not initializers, in order."""
+    for field, wire, value, _ in _fields(model):
+        if field != 7 or wire != _LEN:
+            continue
+        entries = list(_fields(value))
+        initializers = {_string_field(v, 8) for f, w, v, _ in entries if f == 5 and w == _LEN}
+        names = [_string_field(v, 1) or "" for f, w, v, _ in entries if f == 11 and w == _LEN]
+        return [name for name in names if name not in initializers]
+    raise OnnxFormatError("no graph in the model")
+
+
 def set_io_shapes(model: bytes, shapes: dict[str, Sequence[int | str]]) -> bytes:
     """Return model bytes whose graph inputs/outputs named in `shapes` have those dims.
 

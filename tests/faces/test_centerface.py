@@ -8,13 +8,13 @@ import pytest
 
 from dicom_deid.faces.centerface import INT8_MODEL_NAME, MODEL_NAME, CenterFace
 from dicom_deid.faces.leakcheck import DEFAULT_MAX_SIDE, THRESHOLDS, LeakChecker
-from dicom_deid.faces.onnx_shapes import OnnxFormatError, set_io_shapes
+from dicom_deid.faces.onnx_shapes import OnnxFormatError, graph_inputs, set_io_shapes
 from dicom_deid.faces.tracker import iou
 from dicom_deid.resources import model_path
 from tests.faces import synth
 
 SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
-INT8_SHA256 = "3ea03fc0b31f4515ef3c340842ea94fe4534512919d486b42cde43cab78ca04e"
+INT8_SHA256 = "9a8373f956d7bdaedf616a0257c7e9de3a09b22ad929b29e0bd041088ca2ccf4"
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,20 @@ def test_shape_rewrite_rejects_unknown_names():
         set_io_shapes(data, {"no-such-input": ("B", 3, "H", "W")})
     with pytest.raises(OnnxFormatError):
         set_io_shapes(b"\x3a\x05abc", {"input.1": (1,)})
+
+
+def test_the_int8_model_takes_the_image_itself_and_the_float_model_nchw_float():
+    """The int8 build's graph starts from NHWC uint8; both models answer on the same frame."""
+    from dicom_deid.faces.centerface import _INPUT, NHWC_INPUT, input_blob
+
+    assert graph_inputs(model_path(INT8_MODEL_NAME).read_bytes()) == [NHWC_INPUT]
+    assert graph_inputs(model_path(MODEL_NAME).read_bytes()) == [_INPUT]
+    frame = cv2.resize(synth.astronaut(), (1280, 720))
+    blob, size = input_blob(frame, DEFAULT_MAX_SIDE, nhwc=True)
+    assert blob.dtype == np.uint8 and blob.shape == (1, 256, 416, 3) and size == (256, 416)
+    nchw, _ = input_blob(frame, DEFAULT_MAX_SIDE)
+    assert np.array_equal(nchw[0], blob[0].transpose(2, 0, 1).astype(np.float32))
+    got = CenterFace(precision="int8").detect(frame, threshold=THRESHOLDS["int8"],
+                                              max_side=DEFAULT_MAX_SIDE)
+    ref = CenterFace().detect(frame, threshold=THRESHOLDS["float"], max_side=DEFAULT_MAX_SIDE)
+    assert len(got) == len(ref) == 1 and iou(got[0].box, ref[0].box) > 0.7
