@@ -135,18 +135,24 @@ def mesh_maps(xy: np.ndarray, depth: np.ndarray, tris: np.ndarray, parts: np.nda
 
 
 def _extend(values: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Copy each known pixel's value to its unknown neighbours, two pixels deep."""
+    """Copy each known pixel's value to its unknown neighbours, two pixels deep.
+
+    ``values`` must be zero where ``known`` is not (as `mesh_maps` builds them): the mean of
+    the known neighbours is then a plain box blur divided by the blurred mask, taken only at
+    the new pixels.
+    """
     out = values.copy()
     mask = known > 0
     kernel = np.ones((3, 3), np.uint8)
     for _ in range(2):
-        grown = cv2.dilate(mask.astype(np.uint8), kernel) > 0
+        grown = cv2.dilate(mask.view(np.uint8), kernel).view(bool)
         new = grown & ~mask
-        if not new.any():
+        ys, xs = np.nonzero(new)
+        if not len(ys):
             break
-        w = cv2.blur(mask.astype(np.float32), (3, 3))
-        v = cv2.blur(out * mask[..., None], (3, 3)) / np.maximum(w, 1e-6)[..., None]
-        out[new] = v[new]
+        w = cv2.blur(mask.astype(np.float32), (3, 3))[ys, xs]
+        v = cv2.blur(out, (3, 3))[ys, xs]
+        out[ys, xs] = v / np.maximum(w, 1e-6)[:, None]
         mask = grown
     return out
 
