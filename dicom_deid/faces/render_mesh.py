@@ -209,22 +209,28 @@ def paint_mouth(attrs: np.ndarray, opening: float, brightness: float) -> np.ndar
 def masked_blur(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian low-pass of ``values`` over ``mask`` only (normalised convolution).
 
-    Works on a reduced copy when sigma is large: the result is smooth anyway.
+    Works on a reduced copy when sigma is large: the result is smooth anyway. The reduction
+    is by a whole factor, over the part of the image that is a whole number of blocks (OpenCV's
+    fast area path, 5x faster than its general one); the few rows and columns beyond repeat
+    the last reduced ones.
     """
     rows, cols = mask.shape
-    factor = max(1, int(sigma // 4))
-    small_shape = (max(1, cols // factor), max(1, rows // factor))
+    factor = max(1, min(int(sigma // 4), rows, cols))
     m = mask.astype(np.float32)
     v = values * (m if values.ndim == 2 else m[..., None])
+    rows_f, cols_f = rows - rows % factor, cols - cols % factor
     if factor > 1:
-        v = cv2.resize(v, small_shape, interpolation=cv2.INTER_AREA)
-        m = cv2.resize(m, small_shape, interpolation=cv2.INTER_AREA)
+        small_shape = (cols_f // factor, rows_f // factor)
+        v = cv2.resize(v[:rows_f, :cols_f], small_shape, interpolation=cv2.INTER_AREA)
+        m = cv2.resize(m[:rows_f, :cols_f], small_shape, interpolation=cv2.INTER_AREA)
     s = sigma / factor
     vb = cv2.GaussianBlur(v, (0, 0), s)
     mb = cv2.GaussianBlur(m, (0, 0), s)
     out = vb / np.maximum(mb, 1e-4) if vb.ndim == 2 else vb / np.maximum(mb, 1e-4)[..., None]
     if factor > 1:
-        out = cv2.resize(out, (cols, rows), interpolation=cv2.INTER_LINEAR)
+        out = cv2.resize(out, (cols_f, rows_f), interpolation=cv2.INTER_LINEAR)
+        if rows_f < rows or cols_f < cols:
+            out = cv2.copyMakeBorder(out, 0, rows - rows_f, 0, cols - cols_f, cv2.BORDER_REPLICATE)
     return out
 
 
