@@ -30,11 +30,14 @@ faster than deface.
 What bounds the ratio: the transcode is not single-threaded. PyAV leaves the encoder's thread
 count at 0 (auto), so libx264 runs its own frame threads and the transcode alone keeps about
 1.7 of 2 cores busy (43-58 CPU-ms per 720p frame, depending on the load of the shared host). A
-method adds its per-frame work (swap, 2026-11-29: about 33 CPU-ms: leak check 11, render 11,
-tracking 8) on top; once both fill the machine, the wall-time ratio tends to the CPU ratio, and
+method adds its per-frame work on top (swap, 2026-11-29: 30-38 CPU-ms measured alone by
+benchmarks/faces_stages.py: leak check 12, render 10, tracking 9; more beside x264, which
+shares the caches); once both fill the machine, the wall-time ratio tends to the CPU ratio, and
 the threaded I/O and the two-stage face stream can only win back the cores the transcode leaves
 idle. On a shared 2-core machine the per-round ratios spread widely between runs of the same
-code, so compare runs by their CPU columns and several runs, not one.
+code (2026-11-29, same code: 0.55-0.75), so compare runs by their CPU columns and several
+runs, not one. A longer clip (--frames 300) spreads less: x264's final flush of its lookahead
+(about a second, both rows) weighs less.
 
 With --dicom the same clip is also written as an H.264 DICOM video and timed through the
 product's DICOM path (dicom_deid.video open_frames -> [FaceReplacer.stream] -> write_frames
