@@ -214,3 +214,37 @@ def test_inplace_render_gives_the_same_frame_in_the_frame_it_was_given(astronaut
     out = SwapRenderer(donor_seed=1).render(frame, lm, inplace=True)
     assert out is frame
     assert np.array_equal(out, swapped[1])
+
+
+@pytest.mark.parametrize("shape", [0.0, 1.0])
+def test_a_close_up_face_is_rendered_reduced_and_still_replaced_whole(astronaut, shape):
+    """A face larger than MAX_RENDER_IOD (a close-up) goes through the reduced render: the
+    hull is replaced completely, what lies beyond the face is the frame's own, the landmarks
+    stay where they were (shape 0) and the recogniser no longer matches."""
+    import cv2
+
+    from dicom_deid.faces.swap import MAX_RENDER_IOD
+
+    img, lm = astronaut
+    factor = 4.0
+    big = cv2.resize(img, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+    lm_big = lm.copy()
+    lm_big[:, :2] = (lm[:, :2] + 0.5) * factor - 0.5
+    lm_big[:, 2] *= factor
+    assert mesh.inter_ocular(lm_big) > 1.2 * MAX_RENDER_IOD
+    renderer = SwapRenderer(donor_seed=1, shape=shape)
+    frame = big.copy()
+    out = renderer.render(frame, lm_big, inplace=True)
+    assert out is frame
+    assert np.array_equal(out, renderer.render(big, lm_big))
+    hull = synth.hull_mask(lm_big, big.shape)
+    # (A rendered pixel may equal the original by chance, as anywhere.)
+    assert np.all(out[hull] == big[hull], axis=1).mean() < 0.001
+    assert np.array_equal(out[1700:], big[1700:])
+    if shape == 0.0:
+        measured = mesh.landmarks_from_image(out)
+        assert measured is not None and _nme(lm_big, measured) < 3.0
+    centre = tuple(lm_big[:, :2].mean(axis=0))
+    reference = recognizer.descriptor_at(big, centre)
+    assert np.linalg.norm(recognizer.descriptor_at(out, centre) - reference) \
+        >= recognizer.MATCH_DISTANCE
