@@ -155,8 +155,10 @@ class SwapRenderer:
 
         geo = blend_toward_mean(lm, self.model.canonical, self.shape)
         iod = mesh.inter_ocular(lm)
+        # Room for the feathered edge and a few reduced pixels more, so that the reduced render
+        # fades out inside the region rather than at its border.
         roi = render_mesh.roi_around(np.concatenate([lm[:, :2], geo[:, :2]]), rgb.shape,
-                                     self.feather * iod + 4)
+                                     self.feather * iod + 4.0 / scale)
         out = rgb if inplace else rgb.copy()
         if roi.empty:
             return out
