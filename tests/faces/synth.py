@@ -48,6 +48,17 @@ def warp_landmarks(landmarks: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return out
 
 
+def scaled(rgb: np.ndarray, landmarks: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """The image resized by ``factor`` (area filter down, cubic up) and its landmarks moved the
+    same way (pixel centres, as cv2.resize maps them; z scales like x)."""
+    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+    image = cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=interp)
+    lm = np.array(landmarks, dtype=np.float32, copy=True)
+    lm[:, :2] = (lm[:, :2] + 0.5) * factor - 0.5
+    lm[:, 2] *= factor
+    return image, lm
+
+
 def frame(matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The astronaut warped by a 2 x 3 matrix into a frame of size (width, height)."""
     return cv2.warpAffine(astronaut(), np.asarray(matrix, dtype=np.float64), size,

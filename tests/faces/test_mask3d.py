@@ -155,12 +155,7 @@ def test_a_small_face_is_covered_and_its_blink_shows(astronaut):
     stays exactly the frame's, the open eye shows its white and the closed one none."""
     import cv2
 
-    img, lm = astronaut
-    factor = 0.25
-    small = cv2.resize(img, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-    lm_small = lm.copy()
-    lm_small[:, :2] = (lm[:, :2] + 0.5) * factor - 0.5
-    lm_small[:, 2] *= factor
+    small, lm_small = synth.scaled(*astronaut, 0.25)
     renderer = Mask3DRenderer()
     assert mesh.inter_ocular(lm_small) < renderer.supersample_iod / 2
     for _ in range(5):
@@ -191,14 +186,7 @@ def test_a_small_face_is_covered_and_its_blink_shows(astronaut):
 @pytest.mark.parametrize("factor", [1.0, 0.25])
 def test_inplace_render_gives_the_same_frame_in_the_frame_it_was_given(astronaut, factor):
     """Both the direct and the supersampled (small face) paths, as the replacer calls them."""
-    import cv2
-
-    img, lm = astronaut
-    if factor != 1.0:
-        img = cv2.resize(img, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-        lm = lm.copy()
-        lm[:, :2] = (lm[:, :2] + 0.5) * factor - 0.5
-        lm[:, 2] *= factor
+    img, lm = synth.scaled(*astronaut, factor) if factor != 1.0 else astronaut
     expected = Mask3DRenderer().render(img, lm, track_id=1)
     frame = img.copy()
     out = Mask3DRenderer().render(frame, lm, track_id=1, inplace=True)

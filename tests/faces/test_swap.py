@@ -221,16 +221,9 @@ def test_a_close_up_face_is_rendered_reduced_and_still_replaced_whole(astronaut,
     """A face larger than MAX_RENDER_IOD (a close-up) goes through the reduced render: the
     hull is replaced completely, what lies beyond the face is the frame's own, the landmarks
     stay where they were (shape 0) and the recogniser no longer matches."""
-    import cv2
-
     from dicom_deid.faces.swap import MAX_RENDER_IOD
 
-    img, lm = astronaut
-    factor = 4.0
-    big = cv2.resize(img, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
-    lm_big = lm.copy()
-    lm_big[:, :2] = (lm[:, :2] + 0.5) * factor - 0.5
-    lm_big[:, 2] *= factor
+    big, lm_big = synth.scaled(*astronaut, 4.0)
     assert mesh.inter_ocular(lm_big) > 1.2 * MAX_RENDER_IOD
     renderer = SwapRenderer(donor_seed=1, shape=shape)
     frame = big.copy()
