@@ -202,10 +202,9 @@ class FaceReplacer:
         checker = LeakChecker(max_side=leak_max_side, threshold=leak_threshold,
                               precision=leak_precision)
         self.leak_checker = checker if leak_check else None
-        self._render_kwargs: dict[str, Any] = {}
-        if _render_takes(self.renderer, "inplace"):
-            # ``out`` is already the replacer's own copy of the frame.
-            self._render_kwargs["inplace"] = True
+        # ``out`` is already the replacer's own copy of the frame: a renderer that can, renders
+        # into it.
+        self._render_inplace = _render_takes(self.renderer, "inplace")
         self._pass_track_id = _render_takes(self.renderer, "track_id")
         config = tracker_config or TrackerConfig(
             max_faces=max_faces, detect_interval=detect_interval, hold_s=hold_s
@@ -408,8 +407,11 @@ class FaceReplacer:
             np.maximum(covered, mask, out=covered)
             return out
         try:
-            kwargs = dict(self._render_kwargs, track_id=track_id) if self._pass_track_id \
-                else self._render_kwargs
+            kwargs: dict[str, Any] = {}
+            if self._render_inplace:
+                kwargs["inplace"] = True
+            if self._pass_track_id:
+                kwargs["track_id"] = track_id
             rendered = self.renderer.render(out, landmarks, **kwargs)
         except Exception as exc:  # any renderer failure must end in a cover, not a pass-through
             self.report.renderer_failures += 1

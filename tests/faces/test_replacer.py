@@ -361,3 +361,31 @@ def test_closing_the_replacer_stops_a_stream_its_consumer_abandoned():
     assert report.frames == 1
     with pytest.raises(StopIteration):
         next(stream)
+
+
+class InplaceRenderer(MirrorRenderer):
+    """Renders into the frame it is given when asked to; records how it was called."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[bool, np.ndarray]] = []
+
+    def render(self, rgb, landmarks, inplace: bool = False):
+        self.calls.append((inplace, rgb))
+        out = super().render(rgb, landmarks)
+        if not inplace:
+            return out
+        rgb[...] = out
+        return rgb
+
+
+def test_an_inplace_renderer_draws_into_the_replacers_copy_and_the_input_stays_untouched():
+    frames, _ = synth.sequence(3, "still")
+    renderer = InplaceRenderer()
+    with FaceReplacer("swap", renderer=renderer, fps=25.0, leak_check=False) as rep:
+        for rgb in frames:
+            before = rgb.copy()
+            out = rep.process(rgb)
+            inplace, given = renderer.calls[-1]
+            assert inplace and given is out and given is not rgb
+            assert np.array_equal(rgb, before)
+            assert not rep.last.fallback and not np.array_equal(out, rgb)
