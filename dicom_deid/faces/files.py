@@ -112,14 +112,15 @@ def process_dicom(src: Path, dst: Path, make: ReplacerFactory, key, progress: Pr
         fps = float(info.fps or 25.0)
         tick = progress(info.frames) if progress else (lambda: None)
         replacer = make(fps, study)
-        try:
-            def frames() -> Generator[np.ndarray, None, None]:
-                with contextlib.closing(replacer.stream(reader)) as replaced:
-                    for _, out, _ in replaced:
-                        yield out
-                        tick()
 
-            replaced = frames()
+        def frames() -> Generator[np.ndarray, None, None]:
+            with contextlib.closing(replacer.stream(reader)) as stream:
+                for _, out, _ in stream:
+                    yield out
+                    tick()
+
+        replaced = frames()
+        try:
             write_frames(
                 header,
                 replaced,
@@ -131,5 +132,8 @@ def process_dicom(src: Path, dst: Path, make: ReplacerFactory, key, progress: Pr
                 pixels_changed=True,
             )
         finally:
+            # write_frames does not close what it was given: on its failure the stream's thread
+            # is stopped here, before the replacer and the reader it uses are closed.
+            replaced.close()
             report = replacer.close()
     return report

@@ -307,3 +307,34 @@ def test_open_frames_consumer_error_propagates_and_joins(tmp_path: Path) -> None
             if i == 3:
                 raise RuntimeError("face stage failed")
     assert not _threads("FrameReader")
+
+
+def test_faces_dicom_encoder_error_leaves_no_face_thread_and_no_file(tmp_path: Path, monkeypatch) -> None:
+    """`dicom-deid faces` on DICOM video: an encoder failure mid-stream reaches the caller, the
+    face stage's tracking thread is stopped and joined, and nothing is written."""
+    from dicom_deid.faces import FaceReplacer
+    from dicom_deid.faces.files import process_dicom
+    from dicom_deid.video import VideoError, encode_mpeg
+
+    original = encode_mpeg.MpegEncoder._encode_frame
+    calls = []
+
+    def failing(self, frame) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise VideoError(self.name, "encoder broke")
+        original(self, frame)
+
+    class Key:
+        def uid(self, name: str) -> str:
+            return "2.25.1234567"
+
+    monkeypatch.setattr(encode_mpeg.MpegEncoder, "_encode_frame", failing)
+    src = _dicom_video(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(VideoError, match="encoder broke"):
+        process_dicom(src, out_dir / "out.dcm", lambda fps, study: FaceReplacer("blur", fps=fps), Key())
+    assert list(out_dir.iterdir()) == []
+    assert not _threads("faces-track")
+    assert not _threads("MpegEncoder")
