@@ -220,16 +220,25 @@ def run_dicom_rows(src: Path, tmp: Path, methods: list[str], rounds: int) -> dic
         for method in methods:
             this[f"dicom-{method}"] = timed_dicom_pass(dicom, tmp / f"{method}.dcm", method)
         runs.append(this)
-    rows = {}
-    for name in runs[0]:
+    return summarise_rounds(runs, "dicom-transcode")
+
+
+def summarise_rounds(rounds: list[dict[str, dict]], reference: str) -> dict[str, dict]:
+    """One row per name timed in every round: medians over the rounds, and the ratio of each
+    round's fps to the ``reference`` row of the same round (median over rounds)."""
+    rows: dict[str, dict] = {}
+    for name in rounds[0]:
+        runs = [r[name] for r in rounds]
         rows[name] = {
-            "frames": runs[0][name]["frames"],
-            "fps_runs": [r[name]["fps"] for r in runs],
-            "fps": round(float(np.median([r[name]["fps"] for r in runs])), 2),
-            "cpu_ms_per_frame": round(float(np.median([r[name]["cpu_ms_per_frame"] for r in runs])), 1),
+            "frames": runs[0]["frames"],
+            "fps": round(float(np.median([r["fps"] for r in runs])), 3),
+            "fps_runs": [r["fps"] for r in runs],
+            "cpu_ms_per_frame": round(float(np.median([r["cpu_ms_per_frame"] for r in runs])), 3),
             "ratio_to_transcode": round(float(np.median(
-                [r[name]["fps"] / r["dicom-transcode"]["fps"] for r in runs])), 3),
+                [r[name]["fps"] / r[reference]["fps"] for r in rounds])), 3),
         }
+        if "report" in runs[-1]:
+            rows[name]["report"] = runs[-1]["report"]
     return rows
 
 
@@ -285,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dicom", action="store_true",
                     help="also time the DICOM path (video layer, H.264 'same', its own encoder "
                          "settings) for the transcode and each method")
-    ap.add_argument("--output", type=Path, help="JSON result (default benchmarks/results/...)")
+    ap.add_argument("--output", type=Path, help="JSON result (default benchmarks/results/<date>/faces_speed_<time>.json)")
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="faces_speed_") as tmp_dir:
@@ -317,21 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         deface_transcode = timed_pass(src, tmp / "transcode_deface.mp4")
         dicom_rows = run_dicom_rows(src, tmp, methods, args.rounds) if args.dicom else {}
 
-    def median(values):
-        return round(float(np.median(values)), 3)
-
-    rows: dict[str, dict] = {}
-    for name in ["transcode"] + methods:
-        runs = [r[name] for r in rounds]
-        rows[name] = {
-            "frames": runs[0]["frames"],
-            "fps": median([r["fps"] for r in runs]),
-            "fps_runs": [r["fps"] for r in runs],
-            "cpu_ms_per_frame": median([r["cpu_ms_per_frame"] for r in runs]),
-            "ratio_to_transcode": median([r[name]["fps"] / r["transcode"]["fps"] for r in rounds]),
-        }
-        if name != "transcode":
-            rows[name]["report"] = runs[-1]["report"]
+    rows = summarise_rounds(rounds, "transcode")
     for name, row in deface.items():
         if "fps" in row:
             # deface is slow: one run, compared with a transcode right after it.
@@ -374,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in summary.items():
         if key.endswith(("_vs_transcode", "_vs_deface", "_cpu")):
             print(f"{key}: {value}")
-    out = args.output or RESULTS / f"faces_speed_{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out = args.output or (RESULTS / time.strftime("%Y-%m-%d")
+                          / f"faces_speed_{time.strftime('%Y%m%dT%H%M%S')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=1) + "\n")
     print(f"wrote {out}")
