@@ -21,6 +21,7 @@ A jittered copy of the neutral (``jitter``) gives the floor of the metric.
 This is a stand-in for dicom_deid/evaluate/expression.py (being written on another branch).
 
     .venv/bin/python benchmarks/expression_swap.py [--shape 1.0] [--limit 24] [--model-only]
+        [--no-expression]
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shape", type=float, default=1.0)
     ap.add_argument("--limit", type=int, default=0, help="first N held-out identities only")
     ap.add_argument("--model-only", action="store_true")
+    ap.add_argument("--no-expression", action="store_true",
+                    help="render the bare mean shape (the swap before issue 15), for comparison")
     ap.add_argument("--save", type=Path, help="write the outputs' PNGs here (not committed)")
     args = ap.parse_args(argv)
 
@@ -130,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             out_n = model.mean + model.expression(model.to_canonical(lm_n)[0])
             out_s = model.mean + model.expression(model.to_canonical(lm_s)[0])
         else:
-            renderer = SwapRenderer(donor_seed=int(ident) * 7919, shape=args.shape)
+            renderer = SwapRenderer(donor_seed=int(ident) * 7919, shape=args.shape,
+                                    keep_expression=not args.no_expression)
             img_n, img_s = renderer.render(rgb_n, lm_n), renderer.render(rgb_s, lm_s)
             if args.save:
                 import cv2
@@ -143,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{ident}: output not landmarked", file=sys.stderr)
                 continue
         rows.append(compare(orig, pair_measures(out_n, out_s)))
-    result = {"shape": args.shape, "mode": "model" if args.model_only else "swap",
+    mode = "model" if args.model_only else "swap-mean-shape" if args.no_expression else "swap"
+    result = {"shape": args.shape, "mode": mode,
               "kept": summarise(rows), "jitter_floor": summarise(floor)}
     print(json.dumps(result, indent=1))
     return 0
