@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dicom_deid.faces import mesh, render_mesh
+from dicom_deid.faces import mesh, mouth, render_mesh
 from dicom_deid.faces.donors import Donor, choose_donor, load_model
 from dicom_deid.faces.expression import ExpressionModel, NeutralTracker, load_expression_model
 from dicom_deid.faces.shrink import shrink
@@ -281,13 +281,12 @@ class SwapRenderer:
             if keep_patient:
                 rendered[sel] = original[sel]
                 continue
-            attrs = maps.attrs[sel]
-            if iris is None:
-                opening = float(np.linalg.norm(geo[13, :2] - geo[14, :2])) / iod
-                rendered[sel] = render_mesh.paint_mouth(attrs, opening, brightness)
-                continue
             ys, xs = sel
             pix = np.stack([xs, ys], axis=1).astype(np.float32)
+            if iris is None:
+                rendered[sel] = mouth.paint_mouth(pix, xy, iod, rendered[sel], brightness)
+                continue
+            attrs = maps.attrs[sel]
             centre = xy[iris[0]]
             radius = float(np.linalg.norm(xy[list(iris[1:])] - centre, axis=1).mean())
             rendered[sel] = render_mesh.paint_eye(pix, attrs, centre, radius,
