@@ -8,7 +8,10 @@ of the data included, stay in out/evaluate/<set>/ (ignored by git: never commit 
 
 Sets:
 - london: 51 identities; gallery = the neutral photos (all identities), probes = the smiling
-  photos of the same people (another capture).
+  photos of the same people (another capture). Each neutral/smiling pair is also an expression
+  pair: evaluate renders the neutral photo a second time under the smiling photo's study (one
+  study, one donor) and reports the expression kept over all identities and over the held-out
+  ones (odd ids; the swap expression model is trained on the even ids).
 - grid: the 6 GRID clips are probes (speakers A..E, two clips of C); the gallery is the DICOM
   video of each speaker (dicom/video/A..E). Those DICOM files are re-encodes of GRID captures:
   for A, B, D and E the same capture as the probe clip (a stronger attack than the protocol's
@@ -115,6 +118,10 @@ def main() -> int:
     parser.add_argument("--tag", default="", help="suffix of the result files (a partial re-run)")
     parser.add_argument("--shape", type=float, default=None,
                         help="swap shape (default: evaluate's, the shipped profiles' value)")
+    parser.add_argument("--keys", type=int, default=None,
+                        help="site keys for swap and mask3d (default: evaluate's, 3)")
+    parser.add_argument("--max-frames", type=int, default=None,
+                        help="frames per video (default: the set's own setting)")
     args = parser.parse_args()
     builders = {"london": london_rows, "grid": grid_rows, "film": film_rows}
     results = REPO / "benchmarks" / "results" / args.date
@@ -128,6 +135,10 @@ def main() -> int:
                "--methods", args.methods, "--output", str(out), *SETS[name]]
         if args.shape is not None:
             cmd += ["--shape", str(args.shape)]
+        if args.keys is not None:
+            cmd += ["--keys", str(args.keys)]
+        if args.max_frames is not None:
+            cmd += ["--max-frames", str(args.max_frames)]
         state = faces_state()
         start = time.monotonic()
         proc = subprocess.run(cmd, cwd=REPO)

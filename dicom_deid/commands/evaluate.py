@@ -31,7 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--body", action="store_true",
                         help="also measure MediaPipe pose and hand keypoints (slower)")
     parser.add_argument("--crops", type=int, default=6,
-                        help="before/after crops in the report (0 = none)")
+                        help="probes shown as before/after crops of every method in the report; "
+                             "the report then embeds original faces (PHI for patient data; "
+                             "0 = no pictures)")
+    parser.add_argument("--keys", type=int, default=3,
+                        help="site keys that swap and mask3d run under (privacy pooled over "
+                             "them and the worst key; default 3)")
     parser.set_defaults(func=run)
 
 
@@ -45,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if not methods:
         print("dicom-deid evaluate: --methods is empty", file=sys.stderr)
         return 2
+    if args.keys < 1:
+        print("dicom-deid evaluate: --keys must be at least 1", file=sys.stderr)
+        return 2
     if args.descriptor_step < 1:
         print("dicom-deid evaluate: --descriptor-step must be at least 1", file=sys.stderr)
         return 2
@@ -56,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         body=args.body,
         crops=max(0, args.crops),
         progress=True,
+        keys=args.keys,
     )
     try:
         metrics = evaluate(args.manifest, args.output, settings)
@@ -71,6 +80,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"{method:10s} " + " ".join(
             f"{k}={values.get(k)}" for k in ("rank1", "rank5", "chance", "linkage_rank1",
                                              "verification_rate", "no_face_rate", "nme_mediapipe",
-                                             "nme_dlib68", "detection_retention", "leaks")))
+                                             "nme_dlib68", "detection_retention", "leaks",
+                                             "rank1_worst_key", "linkage_rank1_worst_key",
+                                             "expression_cosine", "expression_projection",
+                                             "expression_widening_kept",
+                                             "expression_corner_lift_kept",
+                                             "video_expression_cosine", "boundary_contrast",
+                                             "skin_neck_delta_e", "flicker_ratio")))
     print(f"wrote {args.output}/metrics.json and {args.output}/report.html")
+    if settings.crops:
+        print("note: report.html embeds original faces from the data (PHI for patient data); "
+              "keep it with the data, never commit or publish it")
     return 0

@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from dicom_deid.evaluate.appearance import flicker_ratio
 from dicom_deid.evaluate.embeddings import MATCH_THRESHOLD, mean_descriptor
+from dicom_deid.evaluate.expression import ExpressionScores, expression_kept, pool, video_expression
 from dicom_deid.evaluate.manifest import Entry
 from dicom_deid.evaluate.privacy import identify, verification_rate
 from dicom_deid.evaluate.utility import (
@@ -30,6 +32,14 @@ from dicom_deid.evaluate.video_metrics import blink_threshold, count_blinks, pea
 REQUIRED_KEYS = ("rank1", "rank5", "chance", "linkage_rank1", "verification_rate", "no_face_rate",
                  "nme_mediapipe", "nme_dlib68", "detection_retention", "leaks")
 GALLERY_ROLES = ("gallery", "distractor")
+# Rates averaged over the keys (every key has the same probes, so the mean is the pooled rate).
+POOLED_PRIVACY = ("rank1", "rank5", "rank1_frames", "rank5_frames", "linkage_rank1",
+                  "linkage_rank5", "verification_rate", "verification_rate_frames",
+                  "no_face_rate", "no_face_rate_captures")
+EXPRESSION_KEYS = ("cosine", "amplitude", "projection", "widening_kept", "corner_lift_kept",
+                   "widening_kept_pooled", "corner_lift_kept_pooled")
+# Flicker of the first frames of a clip (a renderer settling on its first frames).
+FIRST_FRAMES = 10
 
 
 def _num(value: float | None, digits: int = 5) -> float | None:
@@ -154,8 +164,13 @@ def utility_metrics(caps: dict, originals: dict) -> dict[str, Any]:
     }
     if videos:
         for key in ("ear_r", "ear_mae", "mar_r", "mar_mae", "ear_r_dlib68", "jitter_original",
-                    "jitter_deidentified"):
+                    "jitter_deidentified", "flicker_ratio", "flicker_ratio_first"):
             out[key] = _num(_mean([v[key] for v in videos]), 4)
+        flickers = [v["flicker_ratio"] for v in videos if v["flicker_ratio"] is not None]
+        out["flicker_ratio_worst"] = _num(max(flickers), 4) if flickers else None
+        for key in ("cosine", "amplitude", "projection", "frame_r", "coordinate_r"):
+            out[f"video_expression_{key}"] = _num(
+                _mean([v[f"expression_{key}"] for v in videos]), 4)
         pooled_o = [e for v in videos for e in v["ear_original"]]
         pooled_d = [e for v in videos for e in v["ear_deidentified"]]
         out["ear_r_pooled"] = _num(pearson(pooled_o, pooled_d)[0], 4)
@@ -216,6 +231,9 @@ def _video_metrics(orig, deid) -> dict[str, Any]:
     ear_r_dl, _, _ = pearson(_apply(ref_dl, eye_aspect_ratio, "dlib68"),
                              _apply(out_dl, eye_aspect_ratio, "dlib68"))
     threshold = blink_threshold(ear_o)
+    expr = video_expression(ref_mp, out_mp)
+    flick_o = [o for o, _ in deid.flicker]
+    flick_d = [d for _, d in deid.flicker]
     return {
         "file": orig.entry.name,
         "frames": len(deid.frames),
@@ -227,6 +245,15 @@ def _video_metrics(orig, deid) -> dict[str, Any]:
         "blinks_deidentified": count_blinks(ear_d, threshold),
         "jitter_original": _num(jitter(ref_mp, "mediapipe"), 4),
         "jitter_deidentified": _num(jitter(out_mp, "mediapipe"), 4),
+        "expression_frames": expr.frames,
+        "expression_cosine": _num(expr.cosine, 4),
+        "expression_amplitude": _num(expr.amplitude, 4),
+        "expression_projection": _num(expr.projection, 4),
+        "expression_frame_r": _num(expr.frame_r, 4),
+        "expression_coordinate_r": _num(expr.coordinate_r, 4),
+        "flicker_ratio": _num(flicker_ratio(flick_o, flick_d), 4),
+        "flicker_ratio_first": _num(flicker_ratio(flick_o[:FIRST_FRAMES],
+                                                  flick_d[:FIRST_FRAMES]), 4),
         "ear_original": [_num(v, 4) for v in ear_o],
         "ear_deidentified": [_num(v, 4) for v in ear_d],
         "nme_mediapipe_series": [_num(v, 3) for v in capture_nme(orig, deid, "mediapipe")],
@@ -268,19 +295,137 @@ def noise_floor(originals: dict) -> dict[str, Any]:
     }
 
 
-def method_metrics(method: str, caps: dict | str, originals: dict) -> dict[str, Any]:
+def privacy_over_keys(per_key: list[dict], originals: dict) -> dict[str, Any]:
+    """Privacy of key 0's layout with every rate pooled over the keys, plus the worst key."""
+    values = [privacy_metrics(caps, originals) for caps in per_key]
+    out = dict(values[0])
+    for key in POOLED_PRIVACY:
+        out[key] = _num(_mean([v[key] for v in values]))
+    for key in ("rank1", "linkage_rank1", "verification_rate"):
+        found = [v[key] for v in values if v[key] is not None]
+        out[f"{key}_worst_key"] = _num(max(found)) if found else None
+    out["keys"] = len(values)
+    out["privacy_per_key"] = [{k: v[k] for k in ("rank1", "rank5", "linkage_rank1",
+                                                 "linkage_rank5", "verification_rate",
+                                                 "no_face_rate")} for v in values]
+    return out
+
+
+def leaks_over_keys(per_key: list[dict], originals: dict) -> dict[str, Any]:
+    values = [leak_metrics(caps, originals) for caps in per_key]
+    out: dict[str, Any] = {k: sum(v[k] for v in values) for k in (
+        "leaks", "leaks_recogniser", "leaks_detector", "frames_checked")}
+    files: dict[str, int] = {}
+    for k, v in enumerate(values):
+        for name, count in v["leak_files"].items():
+            files[name if len(values) == 1 else f"key{k}:{name}"] = count
+    out["leak_files"] = files
+    return out
+
+
+def appearance_metrics(caps: dict, originals: dict) -> dict[str, Any]:
+    """Boundary contrast and skin-neck colour difference over the probes' observed frames."""
+    probes = [caps[n] for n in caps if originals[n].entry.role == "probe"]
+    boundary = [b for c in probes for b in c.boundary]
+    skin = [d for c in probes for d in c.skin_neck]
+    return {
+        "boundary_contrast": _num(_mean([b[0] for b in boundary]), 4),
+        "boundary_contrast_original": _num(_mean([b[1] for b in boundary]), 4),
+        "boundary_frames": len(boundary),
+        "skin_neck_delta_e": _num(_mean([d[0] for d in skin]), 3),
+        "skin_neck_delta_e_original": _num(_mean([d[1] for d in skin]), 3),
+        "skin_neck_frames": len(skin),
+    }
+
+
+def _still_mesh(cap, reference: np.ndarray | None) -> np.ndarray | None:
+    if cap is None or not cap.frames:
+        return None
+    return matched(reference, cap.frames[0].meshes) if reference is not None else None
+
+
+def expression_scores(method: str, runs) -> tuple[list[tuple[str, ExpressionScores]], int, int]:
+    """(identity, scores) of every expression pair under every key, the pairs without
+    landmarks on the output and those without landmarks on the originals."""
+    keyed, neutrals, originals = runs.keyed[method], runs.neutral[method], runs.originals
+    scores: list[tuple[str, ExpressionScores]] = []
+    missing = missing_original = 0
+    for caps, neutral in zip(keyed, neutrals, strict=True):
+        for g, p in runs.pairs:
+            oa, ob = originals_mesh(runs, g), originals_mesh(runs, p)
+            if oa is None or ob is None:
+                missing_original += 1
+                continue
+            na, nb = _still_mesh(neutral.get(p), oa), _still_mesh(caps.get(p), ob)
+            if na is None or nb is None:
+                missing += 1
+                continue
+            scores.append((originals[p].entry.identity, expression_kept(oa, ob, na, nb)))
+    return scores, missing, missing_original
+
+
+def _expression_summary(scores: list[tuple[str, ExpressionScores]]) -> dict[str, Any]:
+    from dicom_deid.evaluate.run import held_out
+
+    def rounded(d: dict) -> dict:
+        return {k: (_num(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
+
+    return {"all": rounded(pool([s for _, s in scores])),
+            "held_out": rounded(pool([s for i, s in scores if held_out(i)]))}
+
+
+def expression_metrics(method: str, runs) -> dict[str, Any]:
+    """Expression kept between the two still captures of each person (London neutral and
+    smiling), each output pair rendered under one study (one donor), over every key; summaries
+    over all identities and over the held-out ones (odd London ids)."""
+    if not runs.pairs:
+        return {}
+    scores, missing, missing_original = expression_scores(method, runs)
+    summary = _expression_summary(scores)
+    out: dict[str, Any] = {
+        "expression": {"pairs": len(runs.pairs), "keys": len(runs.keyed[method]),
+                       "compared": len(scores), "no_landmarks_output": missing,
+                       "no_landmarks_original": missing_original, **summary},
+    }
+    for key in EXPRESSION_KEYS:
+        out[f"expression_{key}"] = summary["all"][key]
+        out[f"expression_{key}_held_out"] = summary["held_out"][key]
+    if method == "original" and runs.jitter_control:
+        control = []
+        for g, p in runs.pairs:
+            oa = originals_mesh(runs, g)
+            ob = originals_mesh(runs, p)
+            jit = runs.jitter_control.get(p)
+            if oa is not None and ob is not None and jit is not None:
+                control.append((runs.originals[p].entry.identity,
+                                expression_kept(oa, ob, oa, jit)))
+        out["expression_control_jittered_neutral"] = _expression_summary(control)
+    return out
+
+
+def originals_mesh(runs, n: int) -> np.ndarray | None:
+    cap = runs.originals[n]
+    return cap.frames[0].mesh if cap.frames else None
+
+
+def method_metrics(method: str, runs) -> dict[str, Any]:
     base: dict[str, Any] = {"method": method}
+    originals = runs.originals
     floor = noise_floor(originals)
-    if isinstance(caps, str):
+    per_key = runs.keyed.get(method, "not run")
+    if isinstance(per_key, str):
         base.update({k: None for k in REQUIRED_KEYS})
-        base.update(available=False, error=caps, **floor)
+        base.update(available=False, error=per_key, **floor)
         return base
+    caps = per_key[0]
     base["available"] = True
-    base.update(privacy_metrics(caps, originals))
+    base.update(privacy_over_keys(per_key, originals))
     base.update(utility_metrics(caps, originals))
-    base.update(leak_metrics(caps, originals))
+    base.update(leaks_over_keys(per_key, originals))
+    base.update(appearance_metrics(caps, originals))
+    base.update(expression_metrics(method, runs))
     base.update(floor)
-    reports = [c.faces_report for c in caps.values() if c.faces_report]
+    reports = [c.faces_report for caps_k in per_key for c in caps_k.values() if c.faces_report]
     if reports:
         base["replacer"] = {k: sum(r[k] for r in reports) for k in reports[0]}
     return base
@@ -302,6 +447,7 @@ def run_summary(manifest: Path, entries: list[Entry], settings, originals: dict,
             "methods": settings.methods, "max_frames": settings.max_frames,
             "descriptor_step": settings.descriptor_step, "shape": settings.shape,
             "body": settings.body, "jpeg_quality": settings.jpeg_quality,
+            "keys": settings.keys,
         },
         "noise_floor": noise_floor(originals),
         "dlib_faces_on_originals": original_metrics.get("no_face_rate"),

@@ -1,8 +1,10 @@
 """report.html: the numbers of metrics.json as a table and plots people can read.
 
 Plots are matplotlib figures embedded as base64 PNG, so the report is one self-contained file.
-The before/after crops come from the evaluated data: keep the report beside the data it was made
-from (the crops are the data's, under its licence) and do not publish it with private data.
+The before/after crops come from the evaluated data, made at run time: the report then embeds
+the ORIGINAL FACES of the data (PHI when the data is patients'), says so at its top, and must be
+kept with the data it was made from (under its licence), never committed or published with
+private data. `--crops 0` makes a report without any picture of the data.
 """
 
 from __future__ import annotations
@@ -33,6 +35,39 @@ TABLE_KEYS = (
     ("ear_r", "EAR r", "num"), ("mar_r", "MAR r", "num"), ("jitter_deidentified", "jitter %", "num"),
     ("body_pck05", "body PCK@.05", "pct"), ("leaks", "leak frames", "int"),
 )
+PRIVACY_KEYS = (
+    ("keys", "keys", "int"), ("rank1", "rank-1 pooled", "pct"),
+    ("rank1_worst_key", "rank-1 worst key", "pct"), ("chance", "chance", "pct"),
+    ("linkage_rank1", "linkage pooled", "pct"),
+    ("linkage_rank1_worst_key", "linkage worst key", "pct"),
+    ("verification_rate", "verified pooled", "pct"),
+    ("verification_rate_worst_key", "verified worst key", "pct"),
+)
+EXPRESSION_TABLE = (
+    ("expression_cosine", "cosine", "num"), ("expression_projection", "projection", "num"),
+    ("expression_amplitude", "amplitude", "num"),
+    ("expression_widening_kept", "widening kept", "pct"),
+    ("expression_corner_lift_kept", "corner lift kept", "pct"),
+    ("expression_cosine_held_out", "cosine held-out", "num"),
+    ("expression_projection_held_out", "projection held-out", "num"),
+    ("expression_widening_kept_held_out", "widening held-out", "pct"),
+    ("expression_corner_lift_kept_held_out", "corner lift held-out", "pct"),
+    ("video_expression_cosine", "video cosine", "num"),
+    ("video_expression_frame_r", "video frame r", "num"),
+)
+APPEARANCE_TABLE = (
+    ("boundary_contrast", "boundary contrast", "num"),
+    ("boundary_contrast_original", "same bands, original", "num"),
+    ("skin_neck_delta_e", "skin-neck ΔE00", "num"),
+    ("skin_neck_delta_e_original", "skin-neck ΔE00, original", "num"),
+    ("flicker_ratio", "flicker ratio", "num"), ("flicker_ratio_worst", "flicker worst clip", "num"),
+    ("flicker_ratio_first", "flicker first frames", "num"),
+)
+PHI_WARNING = (
+    "<p style='border:2px solid #b00;padding:8px;background:#fee'><b>This report embeds "
+    "original faces</b> from the evaluated data (the before/after crops below). If the data is "
+    "patients', this file is PHI: keep it with the data, never commit, publish or send it. "
+    "Re-run with <code>--crops 0</code> for a report without pictures.</p>")
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -128,11 +163,34 @@ def _crop_grid(captures: dict, originals: dict) -> str | None:
     return _png(fig)
 
 
+def _table(metrics: dict[str, dict[str, Any]], keys: tuple) -> str:
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in keys)
+    rows = []
+    for method, values in metrics.items():
+        if not values.get("available"):
+            continue
+        cells = "".join(f"<td>{_fmt(values.get(k), kind)}</td>" for k, _, kind in keys)
+        rows.append(f"<tr><td>{html.escape(method)}</td>{cells}</tr>")
+    return f"<table><tr><th>method</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _control(metrics: dict[str, dict[str, Any]]) -> str:
+    control = (metrics.get("original") or {}).get("expression_control_jittered_neutral")
+    if not control:
+        return ""
+    c = control["all"]
+    return ("<p>Control (landmark noise): a jittered copy of each neutral photo in place of the "
+            f"smiling output gives cosine {_fmt(c.get('cosine'), 'num')}, projection "
+            f"{_fmt(c.get('projection'), 'num')} over {c.get('n')} pairs; a method at this level "
+            "keeps no expression.</p>")
+
+
 def render(metrics: dict[str, dict[str, Any]], summary: dict[str, Any], captures: dict,
            originals: dict, *, crops: bool = True) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
+    grid = _crop_grid(captures, originals) if crops else None
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in TABLE_KEYS)
     rows = []
     for method, values in metrics.items():
@@ -149,6 +207,7 @@ def render(metrics: dict[str, dict[str, Any]], summary: dict[str, Any], captures
         "collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
         "td:first-child{text-align:left}</style></head><body>",
         "<h1>dicom-deid evaluation</h1>",
+        PHI_WARNING if grid else "",
         f"<p>Manifest <code>{html.escape(summary.get('manifest', ''))}</code>, "
         f"{summary.get('entries')} captures ({html.escape(str(summary.get('roles')))}), "
         f"{summary.get('identities')} identities, created {summary.get('created')}. "
@@ -162,6 +221,27 @@ def render(metrics: dict[str, dict[str, Any]], summary: dict[str, Any], captures
         f"<table><tr><th>method</th>{head}</tr>{''.join(rows)}</table>",
         "<p>Landmark noise floors (each model against itself): "
         + ", ".join(f"{html.escape(k)} = {_fmt(v, 'num')}" for k, v in floor.items()) + "</p>",
+        "<h2>Privacy over site keys</h2><p>Swap and mask3d choose the donor of a study from the "
+        "site key; they run once per evaluation key (fixed public test keys). Rates pooled over "
+        "the keys and the worst key; chance = 1 / gallery identities.</p>",
+        _table(metrics, PRIVACY_KEYS),
+        "<h2>Expression</h2><p>Displacement of the lips, mouth corners, brows and eyelids between "
+        "a person's two captures (neutral and smiling; both outputs rendered under one study, "
+        "so with one donor), after a similarity alignment on the eye corners and nose bridge, "
+        "in inter-ocular units: cosine (direction kept; 0 erased, 1 kept), projection on the "
+        "original's displacement, amplitude |output|/|original|. Widening and corner lift kept: "
+        "change of mouth width and of mouth-corner elevation (against the eyes and nose) in the "
+        "output over the original's. Held-out: odd-numbered identities (the swap expression "
+        "model learns from the even ones). Video: each frame against the clip's own median "
+        "neutral; frame r = correlation of the per-frame displacement magnitude.</p>",
+        _table(metrics, EXPRESSION_TABLE), _control(metrics),
+        "<h2>Appearance</h2><p>Boundary contrast: mean gradient on the border of the replaced "
+        "region (where the output differs from the original) over the mean just inside and "
+        "outside it (1 = no seam; the original's value on the same bands beside it). Skin-neck: "
+        "CIEDE2000 between cheek/forehead patches and a box under the chin. Flicker: mean "
+        "frame-to-frame change inside the face box, output over original (target &le; 1.5); "
+        "first frames = the first 10 frame pairs.</p>",
+        _table(metrics, APPEARANCE_TABLE),
     ]
     scatter = _scatter(metrics)
     if scatter:
@@ -170,10 +250,9 @@ def render(metrics: dict[str, dict[str, Any]], summary: dict[str, Any], captures
     if series:
         parts.append("<h2>NME over time (videos)</h2>")
         parts += [f"<img src='{png}' alt='{html.escape(name)}'>" for name, png in series]
-    if crops:
-        grid = _crop_grid(captures, originals)
-        if grid:
-            parts.append(f"<h2>Before / after (probe crops)</h2><img src='{grid}'>")
+    if grid:
+        parts.append("<h2>Before / after (probe crops, every method; original faces: PHI)</h2>"
+                     f"<img src='{grid}'>")
     parts.append(f"<h2>Data and attribution</h2><p>{ATTRIBUTION}</p></body></html>")
     return "\n".join(parts)
 

@@ -8,12 +8,13 @@ descriptors, boxes) and a few small crops stay in memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import time
-import zlib
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,9 @@ from dicom_deid.evaluate.utility import matched, nme
 log = logging.getLogger(__name__)
 
 BUILTIN_METHODS = ("original", "swap", "mask3d", "blur", "pixelate", "blackout")
+# Methods whose output depends on the site key (the donor or mask texture of a study): these run
+# once per evaluation key, the others once.
+KEYED_METHODS = ("swap", "mask3d")
 # A CenterFace box on the output whose pixels differ from the original by less than this mean
 # absolute difference (8-bit levels, all channels) was not replaced: a leak. Compression of an
 # already de-identified output stays well under it; every replacement method is far above it.
@@ -46,6 +50,7 @@ class Settings:
     crops: int = 6
     jpeg_quality: int = 90
     progress: bool = True
+    keys: int = 3
 
 
 @dataclass
@@ -60,6 +65,12 @@ class Capture:
     crop: tuple[np.ndarray, np.ndarray] | None = None
     # JPEG noise floor on the original (probes only): (NME MediaPipe, NME dlib-68) per frame.
     jpeg_floor: list[tuple[float | None, float | None]] = field(default_factory=list)
+    # Appearance (probes): per described frame with a face on the original, boundary contrast
+    # (output ratio, original ratio) and skin-neck colour difference (output, original).
+    boundary: list[tuple[float, float]] = field(default_factory=list)
+    skin_neck: list[tuple[float, float]] = field(default_factory=list)
+    # Frame-to-frame change inside the original's face box: (original, output) per frame pair.
+    flicker: list[tuple[float | None, float | None]] = field(default_factory=list)
 
 
 class MethodUnavailable(Exception):
@@ -72,18 +83,27 @@ def _progress(iterable, settings: Settings, **kwargs):
     return tqdm(iterable, disable=not settings.progress or None, leave=False, **kwargs)
 
 
-def donor_seed(entry: Entry) -> int:
-    # One donor per capture, as the node chooses one per study: two captures of one person
-    # get different donors, which the linkage attack then tests.
-    return zlib.crc32(str(entry.path).encode("utf-8"))
+def evaluation_key(index: int):
+    """The index-th evaluation site key: fixed, public secrets (the measure must be
+    reproducible; no real site key is read)."""
+    from dicom_deid.header.keys import SiteKey
+
+    return SiteKey(hashlib.sha256(f"dicom-deid evaluate key {index}".encode()).digest())
 
 
-def make_replacer(method: str, settings: Settings, entry: Entry, fps: float):
+def donor_seed(entry: Entry, key_index: int = 0) -> int:
+    # As the node does (pixel_stage.donor_seed): one donor per study from the site key. Each
+    # capture is its own study here, so two captures of one person get unrelated donors, which
+    # the linkage attack then tests; the expression pairs reuse the probe's study for its
+    # neutral capture (one study, one donor).
+    return evaluation_key(key_index).integer("donor", entry.path.as_posix(), 2**32)
+
+
+def make_replacer(method: str, settings: Settings, entry: Entry, fps: float, seed: int):
     from dicom_deid.faces import FaceReplacer, MethodUnavailableError
 
     try:
-        return FaceReplacer(method=method, shape=settings.shape, donor_seed=donor_seed(entry),
-                            fps=fps)
+        return FaceReplacer(method=method, shape=settings.shape, donor_seed=seed, fps=fps)
     except (MethodUnavailableError, ImportError, FileNotFoundError, NotImplementedError) as exc:
         raise MethodUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
@@ -146,13 +166,31 @@ def _given_outputs(entry: Entry, frames: Iterable[np.ndarray],
         yield frame, out
 
 
+def _appearance(cap: Capture, frame: np.ndarray, out: np.ndarray, ref: FrameObs) -> None:
+    from dicom_deid.evaluate.appearance import boundary_contrast, skin_neck_delta_e, skin_regions
+
+    contrast = boundary_contrast(frame, out)
+    if contrast is not None:
+        cap.boundary.append((contrast.ratio, contrast.ratio_original))
+    if ref.mesh is not None:
+        regions = skin_regions(frame.shape, ref.mesh)
+        if regions is not None:
+            cap.skin_neck.append((skin_neck_delta_e(out, regions),
+                                  skin_neck_delta_e(frame, regions)))
+
+
 def run_capture(entry: Entry, method: str, settings: Settings, models: Models,
                 observer: Observer, noise: Observer | None,
-                original: Capture | None, want_crop: bool) -> Capture:
-    """One capture through one method (original: untouched), observed frame by frame."""
+                original: Capture | None, want_crop: bool, *, seed: int = 0,
+                landmarks: bool = False) -> Capture:
+    """One capture through one method (original: untouched), observed frame by frame.
+    seed: the donor seed of keyed methods; landmarks: observe a gallery capture like a probe
+    (the neutral capture of an expression pair)."""
+    from dicom_deid.evaluate.appearance import box_change
+
     src = open_source(entry.path, settings.max_frames)
     cap = Capture(entry, method, fps=src.fps)
-    probe = entry.role == "probe"
+    probe = entry.role == "probe" or landmarks
     replacer = None
     deid_frames = None
     if method == "deidentified":
@@ -163,10 +201,11 @@ def run_capture(entry: Entry, method: str, settings: Settings, models: Models,
         else:
             deid_frames = open_source(entry.deidentified, settings.max_frames).frames
     elif method != "original":
-        replacer = make_replacer(method, settings, entry, src.fps)
+        replacer = make_replacer(method, settings, entry, src.fps, seed)
     by_index = {o.index: o for o in original.frames} if original is not None else {}
     observer.start()
     pairs = None
+    previous: tuple[np.ndarray, np.ndarray] | None = None
     try:
         # The product's own streaming path (tracking the next frame while this one is checked),
         # so that what is measured is what the video layer writes.
@@ -185,10 +224,15 @@ def run_capture(entry: Entry, method: str, settings: Settings, models: Models,
             ref = by_index.get(i, obs)
             if described and matches(obs.descriptor, ref.descriptor):
                 cap.recogniser_leaks.append(i)
-            if want_crop and cap.crop is None:
-                box = _face_box(ref)
-                if box is not None:
-                    cap.crop = (face_crop(frame, box), face_crop(out, box))
+            box = _face_box(ref)
+            if want_crop and cap.crop is None and box is not None:
+                cap.crop = (face_crop(frame, box), face_crop(out, box))
+            if described and entry.role == "probe":
+                _appearance(cap, frame, out, ref)
+            if previous is not None and box is not None:
+                cap.flicker.append((box_change(previous[0], frame, box),
+                                    box_change(previous[1], out, box)))
+            previous = (frame, out)
             if noise is not None and described:
                 jo = noise.observe(_jpeg(frame, settings.jpeg_quality), i, descriptor=False)
                 jm, jd = matched(obs.mesh, jo.meshes), matched(obs.dlib68, jo.dlib68s)
@@ -206,6 +250,93 @@ def run_capture(entry: Entry, method: str, settings: Settings, models: Models,
     return cap
 
 
+def expression_pairs(entries: list[Entry]) -> list[tuple[int, int]]:
+    """(gallery index, probe index) of one person's two still captures: a probe image whose
+    identity has exactly one gallery image (London: neutral gallery, smiling probe)."""
+    galleries: dict[str, list[int]] = {}
+    for n, e in enumerate(entries):
+        if e.role == "gallery" and e.kind == "image":
+            galleries.setdefault(e.identity, []).append(n)
+    return [(galleries[e.identity][0], n) for n, e in enumerate(entries)
+            if e.role == "probe" and e.kind == "image" and len(galleries.get(e.identity, [])) == 1]
+
+
+def held_out(identity: str) -> bool:
+    """Identities the swap expression model does not learn from: odd-numbered London ids (it
+    trains on the even ones). Identities without a number are not counted as held out."""
+    m = re.search(r"(\d+)$", identity)
+    return m is not None and int(m.group(1)) % 2 == 1
+
+
+def _jittered(rgb: np.ndarray, n: int) -> np.ndarray:
+    """A copy of the photo moved by a small similarity (about 2 px, 1 degree, 1 %): the
+    control for how much expression landmark noise alone reads between two captures."""
+    import cv2
+
+    rng = np.random.default_rng(n)
+    h, w = rgb.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(-1, 1)),
+                                float(1 + rng.uniform(-0.01, 0.01)))
+    m[:, 2] += rng.uniform(-2, 2, size=2)
+    return cv2.warpAffine(rgb, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+
+
+@dataclass
+class Runs:
+    """Everything observed: per method the captures of each key (key 0 first; unkeyed methods
+    have one), the neutral capture of each expression pair under the probe's study, and the
+    controls."""
+
+    originals: dict[int, Capture]
+    pairs: list[tuple[int, int]]
+    keyed: dict[str, list[dict[int, Capture]] | str] = field(default_factory=dict)
+    neutral: dict[str, list[dict[int, Capture]]] = field(default_factory=dict)
+    jitter_control: dict[int, np.ndarray | None] = field(default_factory=dict)  # probe -> mesh
+
+    def first(self, method: str) -> dict[int, Capture] | str:
+        runs = self.keyed.get(method, "not run")
+        return runs if isinstance(runs, str) else runs[0]
+
+
+def _run_method(method: str, entries: list[Entry], settings: Settings, models: Models,
+                runs: Runs) -> None:
+    observer = Observer(models)
+    started = time.monotonic()
+    paired_gallery = {g: p for g, p in runs.pairs}
+    key_count = max(1, settings.keys) if method in KEYED_METHODS else 1
+    per_key: list[dict[int, Capture]] = []
+    neutrals: list[dict[int, Capture]] = []
+    try:
+        for k in range(key_count):
+            done: dict[int, Capture] = {}
+            desc = f"{method} key {k}" if key_count > 1 else method
+            for n, entry in enumerate(_progress(entries, settings, desc=desc)):
+                want = k == 0 and runs.originals[n].crop is not None
+                done[n] = run_capture(entry, method, settings, models, observer, None,
+                                      runs.originals[n], want, seed=donor_seed(entry, k),
+                                      landmarks=n in paired_gallery)
+            neutral: dict[int, Capture] = {}
+            for g, p in runs.pairs:
+                if method in KEYED_METHODS:
+                    # One study, one donor: the neutral capture rendered under the probe's study.
+                    neutral[p] = run_capture(entries[g], method, settings, models, observer,
+                                             None, runs.originals[g], False,
+                                             seed=donor_seed(entries[p], k), landmarks=True)
+                else:
+                    neutral[p] = done[g]
+            per_key.append(done)
+            neutrals.append(neutral)
+        runs.keyed[method] = per_key
+        runs.neutral[method] = neutrals
+        log.info("method %s: %d captures x %d key(s) in %.0f s", method, len(entries),
+                 key_count, time.monotonic() - started)
+    except MethodUnavailable as exc:
+        log.warning("method %s is unavailable: %s", method, exc)
+        runs.keyed[method] = str(exc)
+    finally:
+        observer.close()
+
+
 def evaluate(manifest: str | Path, output: str | Path, settings: Settings) -> dict[str, Any]:
     """Run the evaluation; writes output/metrics.json, output/run.json, output/report.html."""
     from dicom_deid.evaluate.aggregate import method_metrics, run_summary
@@ -219,11 +350,14 @@ def evaluate(manifest: str | Path, output: str | Path, settings: Settings) -> di
                          f"{', '.join((*BUILTIN_METHODS, 'deidentified'))}")
     if "deidentified" in settings.methods and not any(e.deidentified for e in entries):
         raise ValueError(f"{manifest}: method deidentified needs a deidentified column")
+    if settings.keys < 1:
+        raise ValueError("keys must be at least 1")
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
     models = Models(body=settings.body)
+    pairs = expression_pairs(entries)
+    paired_gallery = {g for g, _ in pairs}
     originals: dict[int, Capture] = {}
-    captures: dict[str, dict[int, Capture] | str] = {}
     crops_left = settings.crops
     try:
         orig_obs, noise_obs = Observer(models), Observer(models)
@@ -231,35 +365,23 @@ def evaluate(manifest: str | Path, output: str | Path, settings: Settings) -> di
         for n, entry in enumerate(_progress(entries, settings, desc="original")):
             want = entry.role == "probe" and crops_left > 0
             crops_left -= int(want)
-            originals[n] = run_capture(entry, "original", settings, models, orig_obs, noise_obs,
-                                       None, want)
-        captures["original"] = originals
+            originals[n] = run_capture(entry, "original", settings, models, orig_obs,
+                                       noise_obs if entry.role == "probe" else None, None, want,
+                                       landmarks=n in paired_gallery)
+        runs = Runs(originals, pairs)
+        runs.keyed["original"] = [originals]
+        runs.neutral["original"] = [{p: originals[g] for g, p in pairs}]
+        for g, p in pairs:
+            frame = next(open_source(entries[g].path, 1).frames)
+            runs.jitter_control[p] = orig_obs.observe(_jittered(frame, p), 0, descriptor=False,
+                                                      landmarks=True).mesh
         log.info("originals: %d captures in %.0f s", len(originals), time.monotonic() - started)
         for method in settings.methods:
-            if method == "original":
-                continue
-            observer = Observer(models)
-            done: dict[int, Capture] = {}
-            started = time.monotonic()
-            try:
-                for n, entry in enumerate(_progress(entries, settings, desc=method)):
-                    want = originals[n].crop is not None
-                    done[n] = run_capture(entry, method, settings, models, observer, None,
-                                          originals[n], want)
-                captures[method] = done
-                log.info("method %s: %d captures in %.0f s", method, len(done),
-                         time.monotonic() - started)
-            except MethodUnavailable as exc:
-                log.warning("method %s is unavailable: %s", method, exc)
-                captures[method] = str(exc)
-            finally:
-                observer.close()
-        metrics = {m: method_metrics(m, captures.get(m, "not run"), originals)
-                   for m in settings.methods}
-        if "original" not in settings.methods:
-            metrics_original = method_metrics("original", originals, originals)
-        else:
-            metrics_original = metrics["original"]
+            if method != "original":
+                _run_method(method, entries, settings, models, runs)
+        metrics = {m: method_metrics(m, runs) for m in settings.methods}
+        metrics_original = (metrics["original"] if "original" in settings.methods
+                            else method_metrics("original", runs))
         summary = run_summary(manifest, entries, settings, originals, metrics_original)
         orig_obs.close()
         noise_obs.close()
@@ -267,6 +389,7 @@ def evaluate(manifest: str | Path, output: str | Path, settings: Settings) -> di
         models.close()
     _atomic_json(out_dir / "metrics.json", metrics)
     _atomic_json(out_dir / "run.json", summary)
+    captures = {m: runs.first(m) for m in ("original", *settings.methods)}
     write_report(out_dir / "report.html", metrics, summary, captures, originals)
     return metrics
 

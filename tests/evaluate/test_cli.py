@@ -54,7 +54,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = folder / "out"
     code = main(["evaluate", "--manifest", str(folder / "m.csv"), "--methods",
                  "original,blackout,swap", "--output", str(out), "--descriptor-step", "1",
-                 "--crops", "1"])
+                 "--crops", "1", "--keys", "2"])
     assert code == 0
     return out, json.loads((out / "metrics.json").read_text())
 
@@ -68,6 +68,36 @@ def test_cli_writes_metrics_with_required_keys(run):
         assert not missing, f"{method} lacks {missing}"
     assert (out / "report.html").read_text().count("data:image/png;base64,") >= 2
     assert "CC BY 4.0" in (out / "report.html").read_text()
+    assert "embeds original faces" in (out / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_keys_expression_and_appearance_are_reported(run):
+    _, metrics = run
+    swap, black, orig = metrics["swap"], metrics["blackout"], metrics["original"]
+    # swap runs under each key, the unkeyed methods once.
+    assert swap["keys"] == 2 and len(swap["privacy_per_key"]) == 2
+    assert black["keys"] == 1
+    assert swap["rank1_worst_key"] >= swap["rank1"]
+    # gallery.png and probe.png are one person's two stills: one expression pair per key.
+    assert swap["expression"]["pairs"] == 1 and swap["expression"]["keys"] == 2
+    assert orig["expression"]["compared"] == 1
+    # Nothing replaced on the original; a black block has a hard edge; swap changed the face.
+    assert orig["boundary_contrast"] is None
+    assert black["boundary_contrast"] > 2.0
+    assert swap["boundary_frames"] > 0
+    # The still video does not change from frame to frame, so no flicker ratio can be formed.
+    assert orig["videos"][0]["flicker_ratio"] is None
+
+
+def test_report_without_crops_has_no_pictures_of_the_data(tmp_path: Path):
+    from dicom_deid.evaluate.report import render
+
+    metrics = {"original": {"available": True, "rank1": 1.0, "chance": 1.0}}
+    summary = {"manifest": "m.csv", "entries": 1, "noise_floor": {}}
+    html = render(metrics, summary, {}, {}, crops=False)
+    assert "embeds original faces" not in html
+    assert "Expression" in html and "Appearance" in html and "worst key" in html
 
 
 @pytest.mark.slow
