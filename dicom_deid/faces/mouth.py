@@ -25,27 +25,24 @@ TEETH = np.array([226, 218, 200], np.float32)
 TONGUE = np.array([150, 68, 72], np.float32)
 
 
-def _frame(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Origin, unit axis along the mouth (corner to corner), across it, and the width."""
-    a = xy[mesh.INNER_LIPS_UPPER[0]]
-    b = xy[mesh.INNER_LIPS_UPPER[-1]]
-    along = b - a
+def opening_coordinates(pixels_xy: np.ndarray, xy: np.ndarray, upper: tuple[int, ...],
+                        lower: tuple[int, ...]
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For pixels of an opening bounded by the ``upper`` and ``lower`` contours (corner to
+    corner, sharing the corners): u (0..1 from the first corner to the last), t (0 on the upper
+    contour .. 1 on the lower at that u), and the pixel's distance in pixels below the upper
+    contour and above the lower one (negative outside)."""
+    pts = xy.astype(np.float64)
+    origin = pts[upper[0]]
+    along = pts[upper[-1]] - origin
     width = float(np.hypot(*along))
     if width < 1e-6:
-        return a, np.array([1.0, 0.0]), np.array([0.0, 1.0]), 0.0
-    along = along / width
-    return a, along, np.array([-along[1], along[0]]), width
-
-
-def mouth_coordinates(pixels_xy: np.ndarray, xy: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per pixel: u (0..1 corner to corner), t (0 upper edge .. 1 lower edge), and the pixel's
-    distance in pixels below the upper edge and above the lower edge (negative outside)."""
-    origin, along, across, width = _frame(xy.astype(np.float64))
-    if width == 0.0:
         zeros = np.zeros(len(pixels_xy))
         return zeros, zeros, zeros, zeros
-    if across @ (xy[14] - xy[13]) < 0:   # "across" points from the upper lip to the lower
+    along /= width
+    across = np.array([-along[1], along[0]])
+    mid_up, mid_lo = pts[upper[len(upper) // 2]], pts[lower[len(lower) // 2]]
+    if across @ (mid_lo - mid_up) < 0:   # "across" points from the upper contour to the lower
         across = -across
 
     def local(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -53,13 +50,19 @@ def mouth_coordinates(pixels_xy: np.ndarray, xy: np.ndarray
         return d @ along / width, d @ across
 
     pu, pv = local(pixels_xy.astype(np.float64))
-    uu, vu = local(xy[list(mesh.INNER_LIPS_UPPER)].astype(np.float64))
-    ul, vl = local(xy[list(mesh.INNER_LIPS_LOWER)].astype(np.float64))
+    uu, vu = local(pts[list(upper)])
+    ul, vl = local(pts[list(lower)])
     order_u, order_l = np.argsort(uu), np.argsort(ul)
-    upper = np.interp(pu, uu[order_u], vu[order_u])
-    lower = np.interp(pu, ul[order_l], vl[order_l])
-    gap = np.maximum(lower - upper, 1e-3)
-    return np.clip(pu, 0.0, 1.0), (pv - upper) / gap, pv - upper, lower - pv
+    top = np.interp(pu, uu[order_u], vu[order_u])
+    bottom = np.interp(pu, ul[order_l], vl[order_l])
+    gap = np.maximum(bottom - top, 1e-3)
+    return np.clip(pu, 0.0, 1.0), (pv - top) / gap, pv - top, bottom - pv
+
+
+def mouth_coordinates(pixels_xy: np.ndarray, xy: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`opening_coordinates` of the inner lips."""
+    return opening_coordinates(pixels_xy, xy, mesh.INNER_LIPS_UPPER, mesh.INNER_LIPS_LOWER)
 
 
 def paint_mouth(pixels_xy: np.ndarray, xy: np.ndarray, iod: float, lips: np.ndarray,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dicom_deid.faces import mesh, mouth, render_mesh
+from dicom_deid.faces import eyes, mesh, mouth, render_mesh
 from dicom_deid.faces.donors import Donor, choose_donor, load_model
 from dicom_deid.faces.expression import ExpressionModel, NeutralTracker, load_expression_model
 from dicom_deid.faces.shrink import shrink
@@ -271,9 +271,10 @@ class SwapRenderer:
                         maps: render_mesh.MeshMaps, xy: np.ndarray, geo: np.ndarray,
                         iod: float, skin: np.ndarray) -> None:
         brightness = _skin_brightness(rendered, skin)
-        for label, contour, iris in ((mesh.PART_RIGHT_EYE, mesh.RIGHT_EYE, mesh.RIGHT_IRIS),
-                                     (mesh.PART_LEFT_EYE, mesh.LEFT_EYE, mesh.LEFT_IRIS),
-                                     (mesh.PART_MOUTH, mesh.INNER_LIPS, None)):
+        for label, contour, iris, lids in (
+                (mesh.PART_RIGHT_EYE, mesh.RIGHT_EYE, mesh.RIGHT_IRIS, mesh.APERTURES[0]),
+                (mesh.PART_LEFT_EYE, mesh.LEFT_EYE, mesh.LEFT_IRIS, mesh.APERTURES[1]),
+                (mesh.PART_MOUTH, mesh.INNER_LIPS, None, mesh.APERTURES[2])):
             sel = render_mesh.opening_mask(xy, contour, maps.part, label)
             if sel is None:
                 continue
@@ -286,11 +287,10 @@ class SwapRenderer:
             if iris is None:
                 rendered[sel] = mouth.paint_mouth(pix, xy, iod, rendered[sel], brightness)
                 continue
-            attrs = maps.attrs[sel]
             centre = xy[iris[0]]
             radius = float(np.linalg.norm(xy[list(iris[1:])] - centre, axis=1).mean())
-            rendered[sel] = render_mesh.paint_eye(pix, attrs, centre, radius,
-                                                  self.donor.iris_rgb, brightness)
+            rendered[sel] = eyes.paint_eye(pix, xy, lids[0], lids[1], centre, radius,
+                                           self.donor.iris_rgb, rendered[sel], brightness)
 
 
 def check_landmarks(landmarks: np.ndarray) -> np.ndarray:
