@@ -74,6 +74,7 @@ class ExpressionModel:
         self.rigid = fields["rigid_index"].astype(np.int64)
         self.expression_basis = exp_basis
         self.identity_basis = id_basis
+        self.identity_variances = id_var
         self.noise = float(fields["noise_variance"])
         self.k_id = len(id_basis)
         # Regularised least squares with a Gaussian prior: (A'A + noise * diag(1/var)) c = A'x.
@@ -109,6 +110,19 @@ class ExpressionModel:
         """
         _, b = self.coefficients(canonical)
         return self.displacement(b)
+
+    def identity_sample(self, seed: int, spread: float = 1.0) -> np.ndarray:
+        """A synthetic identity offset (478, 3) for ``seed``, to add to a mean shape: the identity
+        basis with coefficients drawn from its Gaussian prior (``spread`` standard deviations),
+        nobody's shape. The iris points move with their eye's contour."""
+        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x7368617065])  # "shape"
+        z = rng.standard_normal(self.k_id) * float(spread)
+        offset = np.zeros((mesh.LANDMARK_COUNT, 3))
+        offset[: mesh.MESH_POINTS] = ((z * np.sqrt(self.identity_variances))
+                                      @ self.identity_basis).reshape(-1, 3)
+        for eye, iris in _EYE_IRIS:
+            offset[list(iris)] = offset[list(eye)].mean(axis=0)
+        return offset
 
     def displacement(self, expression_coefficients: np.ndarray) -> np.ndarray:
         """The (478, 3) displacement of expression coefficients."""

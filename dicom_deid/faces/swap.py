@@ -131,7 +131,8 @@ class SwapRenderer:
                  donors_dir: Path | None = None, model_path: str | None = None,
                  eyes: str = "synthetic", mouth: str = "synthetic",
                  shading_sigma: float = 0.35, feather: float = 0.12,
-                 keep_expression: bool = True, max_tracks: int = 64) -> None:
+                 keep_expression: bool = True, donor_shape: float = 1.0,
+                 max_tracks: int = 64) -> None:
         if not 0.0 <= float(shape) <= 1.0:
             raise ValueError(f"shape must be within 0..1, got {shape}")
         if eyes not in ("synthetic", "patient") or mouth not in ("synthetic", "patient"):
@@ -145,6 +146,13 @@ class SwapRenderer:
         self._trackers: collections.OrderedDict[int, NeutralTracker] = \
             collections.OrderedDict()
         self.donor: Donor = choose_donor(donor_seed, donors_dir, model_path)
+        # The donor's own neutral shape: the mean shape plus an identity sampled from the
+        # expression model for the same seed (``donor_shape`` standard deviations), so that
+        # donors differ in face shape as well as texture; nobody's shape either way.
+        self.identity_shape = self.model.canonical.astype(np.float64)
+        if self.expression is not None and donor_shape > 0 and self.donor.label.startswith("pca:"):
+            self.identity_shape = self.identity_shape + self.expression.identity_sample(
+                donor_seed, donor_shape)
         self.eyes = eyes
         self.mouth = mouth
         self.shading_sigma = shading_sigma   # in inter-ocular distances; 0 = no shading transfer
@@ -179,12 +187,12 @@ class SwapRenderer:
         against its own neutral, which this call updates)."""
         lm = check_landmarks(landmarks)
         if self.shape <= 0.0 or self.expression is None:
-            return blend_toward_mean(lm, self.model.canonical, self.shape, self.expression)
+            return blend_toward_mean(lm, self.identity_shape, self.shape, self.expression)
         displacement = None
         if track_id is not None:
             patient, _ = self.expression.to_canonical(lm)
             displacement = self._tracker(track_id).update(patient)
-        return blend_toward_mean(lm, self.model.canonical, self.shape, self.expression,
+        return blend_toward_mean(lm, self.identity_shape, self.shape, self.expression,
                                  displacement)
 
     def render(self, rgb: np.ndarray, landmarks: np.ndarray, *,

@@ -165,3 +165,15 @@ def test_the_expression_model_shares_the_donor_models_frame(model):
     donor = load_model().canonical.astype(np.float64)
     err = np.linalg.norm(model.mean - donor, axis=1)[: mesh.MESH_POINTS].mean()
     assert err < 0.05   # eye distances: the same frame, a different set of identities
+
+
+def test_each_donor_has_its_own_synthetic_face_shape(neutral):
+    lm = neutral.astype(np.float32)
+    shapes = {seed: SwapRenderer(donor_seed=seed, shape=1.0).geometry(lm) for seed in (1, 2)}
+    again = SwapRenderer(donor_seed=1, shape=1.0).geometry(lm)
+    assert np.array_equal(shapes[1], again)
+    model = load_expression_model()
+    a, b = (model.to_canonical(shapes[s])[0][: mesh.MESH_POINTS] for s in (1, 2))
+    assert np.linalg.norm(a - b, axis=1).mean() > 0.01     # eye distances: visibly another face
+    plain = SwapRenderer(donor_seed=1, shape=1.0, donor_shape=0.0).geometry(lm)
+    assert not np.allclose(plain, shapes[1])
