@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
 
     def make(fps: float, donor_identity: str) -> FaceReplacer:
-        # Donor per study (or per file for plain media), from the site key: two studies of one
+        # Donor per study (per content digest for plain media), from the site key: two studies of one
         # patient get unrelated donors, and nobody without the key can predict the donor.
         seed = site_key().integer("donor", donor_identity, 2**32) \
             if args.method in KEYED_METHODS else 0

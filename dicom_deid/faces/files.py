@@ -7,6 +7,7 @@ output atomically; on any error nothing is left at the output path.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
 
@@ -25,7 +26,9 @@ from dicom_deid.faces.media import (
 )
 from dicom_deid.faces.replacer import FaceReplacer, FacesReport
 
-# (fps, donor identity: the file name or the StudyInstanceUID) -> a new replacer
+# (fps, donor identity: a digest of the content, or the StudyInstanceUID) -> a new replacer.
+# Never the file name: two captures of one patient that share a name would share a donor (and
+# be linkable), and two different people called x.jpg would get the same face.
 ReplacerFactory = Callable[[float, str], FaceReplacer]
 Progress = Callable[[int | None], Callable[[], None]]  # total frames -> per-frame tick
 
@@ -45,9 +48,30 @@ def kind_of(path: Path) -> str:
     )
 
 
+def image_identity(rgb: np.ndarray) -> str:
+    """The donor identity of an image: a digest of its decoded pixels (and size)."""
+    digest = hashlib.sha256(f"{rgb.shape}".encode())
+    digest.update(np.ascontiguousarray(rgb).data)
+    return "image:" + digest.hexdigest()
+
+
+def video_identity(path: Path) -> str:
+    """The donor identity of a plain video: a digest of the file's bytes. The replacer is made
+    before the first frame is decoded, so the pixels themselves cannot be hashed first; the
+    encoded stream is the content all the same (a re-encode is another capture)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise MediaError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    return "video:" + digest.hexdigest()
+
+
 def process_image(src: Path, dst: Path, make: ReplacerFactory) -> FacesReport:
     rgb = read_image(src)
-    replacer = make(25.0, src.name)
+    replacer = make(25.0, image_identity(rgb))
     try:
         out = replacer.process(rgb)
     finally:
@@ -59,7 +83,7 @@ def process_image(src: Path, dst: Path, make: ReplacerFactory) -> FacesReport:
 def process_video(src: Path, dst: Path, make: ReplacerFactory, progress: Progress | None = None) -> FacesReport:
     info = probe_video(src)
     tick = progress(info.frames) if progress else (lambda: None)
-    replacer = make(float(info.fps), src.name)
+    replacer = make(float(info.fps), video_identity(src))
     writer = None
     try:
         writer = VideoWriter(dst, info)
