@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from dicom_deid.faces import mesh, render_mesh
+from dicom_deid.faces import mask_surface, mesh, render_mesh
 from dicom_deid.faces.donors import load_model
 from dicom_deid.faces.region import (
     BASELINE_FOREHEAD,
@@ -47,6 +47,10 @@ from dicom_deid.faces.region import (
 from dicom_deid.faces.swap import RASTER_IOD, check_inputs
 
 MAX_SUPERSAMPLE = 4
+# Shade of the material beyond the mesh (about the mesh's own at its edge) and the width,
+# in eye distances, over which the mesh fades into it.
+FILL_SHADE = 0.8
+EDGE_RAMP = 0.15
 _EYES = ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER, mesh.RIGHT_IRIS, (33, 133)),
          (mesh.LEFT_EYE_UPPER, mesh.LEFT_EYE_LOWER, mesh.LEFT_IRIS, (263, 362)))
 
@@ -73,10 +77,11 @@ class Mask3DRenderer:
         self.rigid = np.arange(mesh.MESH_POINTS) if rigid is None else rigid
         layout = self.model.layout
         self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
-        # Only the PCA model, never a site's donor photos: the mask is nobody's face.
-        look = self.model.mean() if donor_seed is None else self.model.sample(donor_seed)
-        self.texture = np.ascontiguousarray(look.texture, dtype=np.float32)
-        self.iris_rgb = np.asarray(look.iris_rgb, np.float32)
+        # Only the model's mean shape and layout are used, never a texture of the donor model
+        # or a site's donor photos: the surface is one flat material, tinted per study.
+        self.material = mask_surface.material(donor_seed)
+        self.texture = mask_surface.texture(layout, self.material)
+        self.iris_rgb = self.material.iris
         self.history = history
         self.lid_closed = lid_closed
         self.supersample_iod = supersample_iod
@@ -224,18 +229,13 @@ class Mask3DRenderer:
         out = rgb if inplace else rgb.copy()
         if roi.empty:
             return out
-        # A view into ``out`` when in place: read only before `composite` writes the ROI.
-        original = roi.of(rgb)
         xy = geo[:, :2] - roi.offset
         shade = self._shading(geo)
         maps = render_mesh.mesh_maps(xy, -geo[:, 2], self.tris, self.parts, self.uv,
                                      roi.shape, min(1.0, RASTER_IOD / iod), shade[:, None])
         rendered = render_mesh.sample_texture(self.texture, maps)
         rendered *= maps.extra
-        skin = np.where(maps.part == mesh.PART_SKIN, 255, 0).astype(np.uint8)
-        rendered = _match_exposure(rendered, original, skin)
-        brightness = float(np.clip(cv2.mean(rendered, mask=skin)[1] / 150.0, 0.25, 1.3)) \
-            if cv2.countNonZero(skin) else 1.0
+        brightness = 1.0
         for label, contour, iris in ((mesh.PART_RIGHT_EYE, mesh.RIGHT_EYE, mesh.RIGHT_IRIS),
                                      (mesh.PART_LEFT_EYE, mesh.LEFT_EYE, mesh.LEFT_IRIS),
                                      (mesh.PART_MOUTH, mesh.INNER_LIPS, None)):
@@ -256,8 +256,26 @@ class Mask3DRenderer:
         cover = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape) | maps.covered
         if grown is not None:
             cover |= polygon_mask(grown - roi.offset, roi.shape)
-        render_mesh.composite(out, roi, rendered, maps.covered, cover, feather)
+        canvas = self._extend_surface(rendered, maps.covered, iod)
+        # The canvas covers the whole ROI: nothing for `composite` to extend.
+        render_mesh.composite(out, roi, canvas, np.full(roi.shape, 255, np.uint8), cover,
+                              feather)
         return out
+
+    def _extend_surface(self, rendered: np.ndarray, covered: np.ndarray,
+                        iod: float) -> np.ndarray:
+        """The mask's material over the whole ROI: beyond the mesh (the grown forehead, jaw
+        and ear margin) one flat shade of the skin, the mesh fading into it near its edge.
+
+        A continuation of the rendered pixels (push-pull) runs out of levels over a deep
+        forehead margin and left a black cap above the mask.
+        """
+        canvas = np.empty_like(rendered)
+        canvas[...] = self.material.skin * FILL_SHADE
+        ramp = max(EDGE_RAMP * iod, 1.5)
+        dist = cv2.distanceTransform(covered, cv2.DIST_L2, 3)
+        alpha = cv2.min(dist * (1.0 / ramp), 1.0)
+        return cv2.blendLinear(rendered, canvas, alpha, 1.0 - alpha)
 
     def _shading(self, geo: np.ndarray) -> np.ndarray:
         """Per-vertex Lambert shading of the posed mask, light from the camera and above."""
@@ -275,7 +293,7 @@ class Mask3DRenderer:
         light /= np.linalg.norm(light)
         lambert = np.clip(normals @ light, 0.0, 1.0)
         shade = np.ones(mesh.LANDMARK_COUNT, np.float32)
-        shade[: mesh.MESH_POINTS] = 0.55 + 0.5 * lambert
+        shade[: mesh.MESH_POINTS] = 0.6 + 0.45 * lambert
         return shade
 
 
@@ -328,15 +346,3 @@ def _cover_scale(mask_xy: np.ndarray, patient_xy: np.ndarray, previous: float) -
     needed = float(max(1.0, gauge.max())) * 1.01
     return max(needed, 0.97 * previous + 0.03 * needed, 1.0)
 
-
-def _match_exposure(rendered: np.ndarray, original: np.ndarray, skin: np.ndarray) -> np.ndarray:
-    """Scale the mask's lightness to the frame's: the mask keeps its own colour and contrast."""
-    if not cv2.countNonZero(skin):
-        return rendered
-    lab_r = cv2.cvtColor(np.clip(rendered, 0, 255) / 255.0, cv2.COLOR_RGB2LAB)
-    lab_o = cv2.cvtColor(original.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    mean_r = cv2.mean(lab_r[..., 0], mask=skin)[0]
-    mean_o = cv2.mean(lab_o[..., 0], mask=skin)[0]
-    lab_r[..., 0] = np.clip(lab_r[..., 0] * float(np.clip(mean_o / max(mean_r, 1.0), 0.4, 1.6)),
-                            0, 100)
-    return cv2.cvtColor(lab_r, cv2.COLOR_LAB2RGB) * 255.0
