@@ -7,18 +7,23 @@ synthetic eyeball with the iris at the patient's iris landmarks, the mouth openi
 cavity. Colour and low-frequency shading are matched to the frame and the edge is feathered
 outside the face hull, which is covered completely.
 
-``shape`` (0..1) blends the patient's geometry toward the model's mean shape first (similarity
-aligned per frame), trading landmark fidelity for privacy.
+``shape`` (0..1) blends the patient's geometry toward the model's mean shape carrying the
+patient's expression (faces/expression.py), trading landmark fidelity for privacy: at 1.0 the
+donor's identity shape (the mean shape) smiles, talks and blinks as the patient does. The
+expression is the displacement fitted against the identity basis for one image, and against the
+track's robust neutral in video (``track_id``), so the patient's own face shape is left out.
 """
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import numpy as np
 
 from dicom_deid.faces import mesh, render_mesh
 from dicom_deid.faces.donors import Donor, choose_donor, load_model
+from dicom_deid.faces.expression import ExpressionModel, NeutralTracker, load_expression_model
 from dicom_deid.faces.shrink import shrink
 
 # Rasterise the mesh on a grid where the eyes are about this many pixels apart; the dense warp
@@ -48,19 +53,31 @@ def check_inputs(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return lm
 
 
-def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: float) -> np.ndarray:
+def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: float,
+                      expression: ExpressionModel | None = None,
+                      displacement: np.ndarray | None = None) -> np.ndarray:
     """Move the face geometry ``amount`` of the way to the mean shape posed like the patient.
 
-    The mean shape is aligned to the patient's mesh points by a 3D similarity each frame, the
-    blend happens in that aligned frame, and each iris keeps its offset within its eye so that
-    gaze is still the patient's.
+    With ``expression`` the target is the mean shape plus the patient's expression displacement
+    (``displacement`` in the canonical frame, or the model's single-image fit when None), posed
+    by a similarity fitted on the points expressions barely move; without it, the bare mean
+    shape posed by a fit on all mesh points (the expression is lost). The blend happens in the
+    aligned frame; eyelid and lip openings and each iris's offset within its eye stay the
+    patient's.
     """
     if amount <= 0.0:
         return landmarks.copy()
-    pts = mesh.MESH_POINTS
-    sim = mesh.fit_similarity(canonical[:pts], landmarks[:pts])
-    mean_posed = sim.apply(canonical).astype(np.float32)
-    out = (1.0 - amount) * landmarks + amount * mean_posed
+    if expression is None:
+        pts = mesh.MESH_POINTS
+        sim = mesh.fit_similarity(canonical[:pts], landmarks[:pts])
+        mean_posed = sim.apply(canonical).astype(np.float32)
+        out = (1.0 - amount) * landmarks + amount * mean_posed
+    else:
+        patient, pose = expression.to_canonical(landmarks)
+        d = expression.expression(patient) if displacement is None else displacement
+        target = canonical.astype(np.float64) + d
+        out = expression.from_canonical((1.0 - amount) * patient + amount * target, pose)
+        out = out.astype(np.float32)
     # The mean shape has open eyes and a closed mouth: blended as it is, blinks and speech would
     # fade with `amount` (GRID EAR r 0.75 -> 0.49 at 0.7, no blink left). The apertures are
     # expression, not identity, so they stay the patient's.
@@ -113,13 +130,20 @@ class SwapRenderer:
     def __init__(self, donor_seed: int = 0, shape: float = 0.0, *,
                  donors_dir: Path | None = None, model_path: str | None = None,
                  eyes: str = "synthetic", mouth: str = "synthetic",
-                 shading_sigma: float = 0.35, feather: float = 0.12) -> None:
+                 shading_sigma: float = 0.35, feather: float = 0.12,
+                 keep_expression: bool = True, max_tracks: int = 64) -> None:
         if not 0.0 <= float(shape) <= 1.0:
             raise ValueError(f"shape must be within 0..1, got {shape}")
         if eyes not in ("synthetic", "patient") or mouth not in ("synthetic", "patient"):
             raise ValueError("eyes and mouth must be 'synthetic' or 'patient'")
         self.shape = float(shape)
         self.model = load_model(model_path)
+        # Without the expression model the target is the bare mean shape (the behaviour before
+        # issue 15, kept to measure against).
+        self.expression = load_expression_model() if keep_expression else None
+        self.max_tracks = max_tracks
+        self._trackers: collections.OrderedDict[int, NeutralTracker] = \
+            collections.OrderedDict()
         self.donor: Donor = choose_donor(donor_seed, donors_dir, model_path)
         self.eyes = eyes
         self.mouth = mouth
@@ -131,29 +155,58 @@ class SwapRenderer:
         # Sampled in LAB, where the colour match works, instead of converting every frame.
         self.texture_lab = render_mesh.to_lab(self.texture)
 
-    def geometry(self, landmarks: np.ndarray) -> np.ndarray:
-        """The geometry the donor is rendered on: the landmarks blended by ``shape``."""
-        return blend_toward_mean(check_landmarks(landmarks), self.model.canonical, self.shape)
+    def reset(self, track_id: int | None = None) -> None:
+        """Forget the neutral estimate of one track (or of all)."""
+        if track_id is None:
+            self._trackers.clear()
+        else:
+            self._trackers.pop(track_id, None)
+
+    def _tracker(self, track_id: int) -> NeutralTracker:
+        tracker = self._trackers.get(track_id)
+        if tracker is None:
+            tracker = NeutralTracker(self.expression)
+            self._trackers[track_id] = tracker
+            while len(self._trackers) > self.max_tracks:
+                self._trackers.popitem(last=False)
+        else:
+            self._trackers.move_to_end(track_id)
+        return tracker
+
+    def geometry(self, landmarks: np.ndarray, track_id: int | None = None) -> np.ndarray:
+        """The geometry the donor is rendered on: the landmarks blended by ``shape`` toward the
+        mean shape with the patient's expression (``track_id``: that track's expression
+        against its own neutral, which this call updates)."""
+        lm = check_landmarks(landmarks)
+        if self.shape <= 0.0 or self.expression is None:
+            return blend_toward_mean(lm, self.model.canonical, self.shape, self.expression)
+        displacement = None
+        if track_id is not None:
+            patient, _ = self.expression.to_canonical(lm)
+            displacement = self._tracker(track_id).update(patient)
+        return blend_toward_mean(lm, self.model.canonical, self.shape, self.expression,
+                                 displacement)
 
     def render(self, rgb: np.ndarray, landmarks: np.ndarray, *,
-               inplace: bool = False) -> np.ndarray:
+               inplace: bool = False, track_id: int | None = None) -> np.ndarray:
         """A new frame with the face of ``landmarks`` replaced by the donor (with ``inplace``,
         ``rgb`` itself, changed: the replacer renders into its own copy of the frame, which
-        saves copying every frame once more)."""
+        saves copying every frame once more). ``track_id``: the face's track in a video, whose
+        neutral shape is then estimated over its frames; None for a single image."""
         lm = check_inputs(rgb, landmarks)
+        geo = self.geometry(lm, track_id)
         iod = mesh.inter_ocular(lm)
         if iod > MAX_RENDER_IOD:
-            return self._render_reduced(rgb, lm, MAX_RENDER_IOD / iod, inplace)
-        return self._render(rgb, lm, inplace)
+            return self._render_reduced(rgb, lm, geo, MAX_RENDER_IOD / iod, inplace)
+        return self._render(rgb, lm, geo, inplace)
 
-    def _render_reduced(self, rgb: np.ndarray, lm: np.ndarray, scale: float,
+    def _render_reduced(self, rgb: np.ndarray, lm: np.ndarray, geo: np.ndarray, scale: float,
                         inplace: bool) -> np.ndarray:
         """Render a large face on a copy of its region reduced by ``scale``, then scale the
         result back up into the frame. Pixels the render did not change keep the frame's own
         values; the landmark hull (and the blended geometry's) is replaced completely."""
         import cv2
 
-        geo = blend_toward_mean(lm, self.model.canonical, self.shape)
         iod = mesh.inter_ocular(lm)
         # Room for the feathered edge and a few reduced pixels more, so that the reduced render
         # fades out inside the region rather than at its border.
@@ -170,7 +223,11 @@ class SwapRenderer:
         lm_small[:, 0] = (lm[:, 0] - roi.x0 + 0.5) * sx - 0.5
         lm_small[:, 1] = (lm[:, 1] - roi.y0 + 0.5) * sy - 0.5
         lm_small[:, 2] = lm[:, 2] * sx
-        done = self._render(small, lm_small, inplace=False)
+        geo_small = geo.copy()
+        geo_small[:, 0] = (geo[:, 0] - roi.x0 + 0.5) * sx - 0.5
+        geo_small[:, 1] = (geo[:, 1] - roi.y0 + 0.5) * sy - 0.5
+        geo_small[:, 2] = geo[:, 2] * sx
+        done = self._render(small, lm_small, geo_small, inplace=False)
         changed = np.where(np.any(done != small, axis=2), 1.0, 0.0).astype(np.float32)
         weight = cv2.resize(changed, (cols, rows), interpolation=cv2.INTER_LINEAR)
         hull = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape)
@@ -183,8 +240,8 @@ class SwapRenderer:
         target[...] = cv2.convertScaleAbs(blended)
         return out
 
-    def _render(self, rgb: np.ndarray, lm: np.ndarray, inplace: bool) -> np.ndarray:
-        geo = blend_toward_mean(lm, self.model.canonical, self.shape)
+    def _render(self, rgb: np.ndarray, lm: np.ndarray, geo: np.ndarray,
+                inplace: bool) -> np.ndarray:
         iod = max(mesh.inter_ocular(lm), 4.0)
         feather = self.feather * iod
         roi = render_mesh.roi_around(np.concatenate([lm[:, :2], geo[:, :2]]), rgb.shape,

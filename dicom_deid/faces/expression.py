@@ -1,0 +1,170 @@
+"""Expression separated from identity: a linear model of MediaPipe's 478-point mesh.
+
+In the canonical frame (the donor model's mean shape: outer eye corners 1 apart, x right, y
+down; similarity-aligned on the points that expressions barely move) a face is
+
+    shape = mean + identity_basis @ a + expression_basis @ b + residual
+
+The committed model (``models/expression_model.npz``, built by
+``scripts/build_expression_model.py`` from a training split of the London Set and GRID) holds the
+mean shape, the two bases and their variances. For one image the coefficients are fitted jointly
+(regularised least squares, a Gaussian prior on each coefficient), so that a wide mouth that is
+the person's anatomy goes to ``a`` and a smile goes to ``b``; `ExpressionModel.expression` returns
+only ``expression_basis @ b``: identity and the unexplained residual are dropped.
+
+In video, `NeutralTracker` keeps a robust per-track neutral: the per-point median of each
+frame's neutral estimate (the frame minus its fitted expression). The displacement is the frame
+minus that neutral, so it carries the patient's whole movement (the person's own shape cancels
+within a track), and on the first frame it equals the single-image fit.
+
+Eyelid opening and gaze are not taken from here: the renderers transfer them from the patient
+directly (as ratios and offsets), which a linear basis would smooth.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from dicom_deid.faces import mesh
+
+MODEL_NAME = "expression_model.npz"
+_EYE_IRIS = ((mesh.RIGHT_EYE, mesh.RIGHT_IRIS), (mesh.LEFT_EYE, mesh.LEFT_IRIS))
+
+
+def canonical_transform(landmarks: np.ndarray, reference: np.ndarray,
+                        index: np.ndarray | None = None) -> mesh.Similarity:
+    """The 3D similarity taking ``reference`` (canonical) onto ``landmarks`` (image), fitted on
+    the points ``index`` (all mesh points if None). ``inverse_apply`` goes to the canonical
+    frame, ``apply`` back to the image."""
+    idx = np.arange(mesh.MESH_POINTS) if index is None else np.asarray(index)
+    return mesh.fit_similarity(np.asarray(reference, np.float64)[idx],
+                               np.asarray(landmarks, np.float64)[idx])
+
+
+class ExpressionModel:
+    """Mean shape, identity and expression bases; fits and separates expressions."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                fields = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable expression model ({exc})") from exc
+        required = ("mean_shape", "identity_basis", "identity_variances", "expression_basis",
+                    "expression_variances", "noise_variance", "rigid_index", "attribution")
+        missing = [k for k in required if k not in fields]
+        if missing:
+            raise ValueError(f"{path}: expression model lacks {', '.join(missing)}")
+        self.path = path
+        self.attribution = str(fields["attribution"])
+        self.mean = fields["mean_shape"].astype(np.float64)
+        id_basis = fields["identity_basis"].astype(np.float64)
+        exp_basis = fields["expression_basis"].astype(np.float64)
+        id_var = fields["identity_variances"].astype(np.float64)
+        exp_var = fields["expression_variances"].astype(np.float64)
+        dims = 3 * mesh.MESH_POINTS
+        if self.mean.shape != (mesh.LANDMARK_COUNT, 3) or id_basis.shape[1:] != (dims,) \
+                or exp_basis.shape[1:] != (dims,) or len(id_var) != len(id_basis) \
+                or len(exp_var) != len(exp_basis):
+            raise ValueError(f"{path}: expression model arrays have inconsistent shapes")
+        self.rigid = fields["rigid_index"].astype(np.int64)
+        self.expression_basis = exp_basis
+        self.identity_basis = id_basis
+        self.noise = float(fields["noise_variance"])
+        self.k_id = len(id_basis)
+        # Regularised least squares with a Gaussian prior: (A'A + noise * diag(1/var)) c = A'x.
+        # The solve is folded into one (k, 1404) matrix, so a fit is a single product per frame.
+        a = np.concatenate([id_basis, exp_basis]).T
+        prior = self.noise / np.concatenate([id_var, exp_var])
+        self._solve = np.linalg.solve(a.T @ a + np.diag(prior), a.T)
+
+    def to_canonical(self, landmarks: np.ndarray) -> tuple[np.ndarray, mesh.Similarity]:
+        """The landmarks (478, 3) in the canonical frame, and the transform back to the image."""
+        lm = np.asarray(landmarks, np.float64)
+        if lm.shape != (mesh.LANDMARK_COUNT, 3):
+            raise ValueError(f"landmarks must be {mesh.LANDMARK_COUNT}x3, got {lm.shape}")
+        transform = canonical_transform(lm, self.mean, self.rigid)
+        return transform.inverse_apply(lm), transform
+
+    @staticmethod
+    def from_canonical(points: np.ndarray, transform: mesh.Similarity) -> np.ndarray:
+        """Canonical points posed back into the image by `to_canonical`'s transform."""
+        return transform.apply(np.asarray(points, np.float64))
+
+    def coefficients(self, canonical: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(identity, expression) coefficients of a canonical shape, fitted jointly."""
+        x = (np.asarray(canonical, np.float64)[: mesh.MESH_POINTS]
+             - self.mean[: mesh.MESH_POINTS]).reshape(-1)
+        coef = self._solve @ x
+        return coef[: self.k_id], coef[self.k_id:]
+
+    def expression(self, canonical: np.ndarray) -> np.ndarray:
+        """The expression displacement (478, 3) of one canonical shape, identity left out.
+
+        The iris points move with their eye's contour (gaze is the renderer's business).
+        """
+        _, b = self.coefficients(canonical)
+        return self.displacement(b)
+
+    def displacement(self, expression_coefficients: np.ndarray) -> np.ndarray:
+        """The (478, 3) displacement of expression coefficients."""
+        d = np.zeros((mesh.LANDMARK_COUNT, 3))
+        d[: mesh.MESH_POINTS] = (expression_coefficients @ self.expression_basis).reshape(-1, 3)
+        for eye, iris in _EYE_IRIS:
+            d[list(iris)] = d[list(eye)].mean(axis=0)
+        return d
+
+
+@functools.cache
+def load_expression_model(path: str | None = None) -> ExpressionModel:
+    """The expression model (the committed one unless ``path`` is given), loaded once."""
+    if path is None:
+        from dicom_deid.resources import model_path
+
+        return ExpressionModel(model_path(MODEL_NAME))
+    return ExpressionModel(Path(path))
+
+
+class NeutralTracker:
+    """The expression displacement of one face track, against its robust neutral.
+
+    Each frame's neutral estimate is the canonical shape minus its single-image expression fit;
+    the track's neutral is the per-point median of the recent estimates (recomputed every
+    ``refresh`` frames). Someone who smiles throughout a clip still gets a neutral face as
+    neutral, because each estimate has the smile taken out; someone who talks gets their own
+    mouth at rest, because the median sees more rest than any one mouth position.
+    """
+
+    def __init__(self, model: ExpressionModel | None = None, history: int = 150,
+                 refresh: int = 5) -> None:
+        if history < 1 or refresh < 1:
+            raise ValueError("history and refresh must be at least 1")
+        self.model = model if model is not None else load_expression_model()
+        self.refresh = refresh
+        self._estimates: collections.deque[np.ndarray] = collections.deque(maxlen=history)
+        self._neutral: np.ndarray | None = None
+        self.frames = 0
+
+    @property
+    def neutral(self) -> np.ndarray | None:
+        """The track's current neutral shape (canonical frame), None before the first frame."""
+        return self._neutral
+
+    def update(self, canonical: np.ndarray) -> np.ndarray:
+        """This frame's expression displacement (478, 3) in the canonical frame."""
+        shape = np.asarray(canonical, np.float64)
+        estimate = shape - self.model.expression(shape)
+        self._estimates.append(estimate.astype(np.float32))
+        if self._neutral is None or self.frames % self.refresh == 0:
+            self._neutral = np.median(np.stack(self._estimates), axis=0).astype(np.float64)
+        self.frames += 1
+        d = shape - self._neutral
+        # Gaze is transferred by the renderer as an offset within the eye: the iris points here
+        # follow their eye contour, as in the single-image fit.
+        for eye, iris in _EYE_IRIS:
+            d[list(iris)] = d[list(eye)].mean(axis=0)
+        return d

@@ -1,0 +1,167 @@
+"""The expression model on skimage's astronaut: a synthetic smile comes out as a smile, another
+identity's face shape does not, the per-track neutral follows the patient, and the swap's
+geometry at shape 1.0 carries the smile but not the identity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dicom_deid.faces import mesh
+from dicom_deid.faces.donors import load_model
+from dicom_deid.faces.expression import ExpressionModel, NeutralTracker, load_expression_model
+from dicom_deid.faces.swap import SwapRenderer
+from tests.faces import synth
+
+CORNERS = (61, 291)
+
+
+@pytest.fixture(scope="module")
+def model() -> ExpressionModel:
+    return load_expression_model()
+
+
+@pytest.fixture(scope="module")
+def neutral() -> np.ndarray:
+    return synth.astronaut_landmarks().astype(np.float64)
+
+
+def smile(landmarks: np.ndarray, amount: float = 1.0) -> np.ndarray:
+    """The face with its mouth corners pulled outward and up (a smile), the lips around them
+    following with a smooth falloff; ``amount`` 1 is a clear smile (0.08 / 0.05 eye distances)."""
+    out = landmarks.copy()
+    iod = mesh.inter_ocular(landmarks)
+    sigma = 0.18 * iod
+    for corner, outward in ((CORNERS[0], -1.0), (CORNERS[1], 1.0)):
+        d = np.linalg.norm(landmarks[:, :2] - landmarks[corner, :2], axis=1)
+        w = np.exp(-(d / sigma) ** 2 / 2)
+        out[:, 0] += amount * w * outward * 0.08 * iod
+        out[:, 1] -= amount * w * 0.05 * iod
+    return out
+
+
+def identity_change(model: ExpressionModel, landmarks: np.ndarray) -> np.ndarray:
+    """Another person's face shape: the astronaut moved 2.5 standard deviations along the three
+    leading identity directions, in the canonical frame, and posed back."""
+    canonical, pose = model.to_canonical(landmarks)
+    var = np.load(model.path)["identity_variances"]
+    shift = sum(2.5 * np.sqrt(var[k]) * model.identity_basis[k] for k in range(3))
+    canonical[: mesh.MESH_POINTS] += shift.reshape(-1, 3)
+    return model.from_canonical(canonical, pose)
+
+
+def corner_motion(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How each mouth corner moved from ``a`` to ``b`` (canonical frame), (2, 2) x/y."""
+    return (b - a)[list(CORNERS), :2]
+
+
+def test_canonical_round_trip_and_pose_invariance(model, neutral):
+    canonical, pose = model.to_canonical(neutral)
+    assert np.allclose(model.from_canonical(canonical, pose), neutral, atol=1e-6)
+    # Outer eye corners about 1 apart, as in the donor model's frame.
+    assert mesh.inter_ocular(canonical) == pytest.approx(1.0, abs=0.1)
+    moved = synth.warp_landmarks(neutral, [[0.6, -0.2, 40.0], [0.2, 0.6, -15.0]])
+    again, _ = model.to_canonical(moved)
+    assert np.abs(again - canonical).max() < 1e-6
+
+
+def test_a_synthetic_smile_is_found_as_the_same_smile(model, neutral):
+    base = model.expression(model.to_canonical(neutral)[0])
+    smiling = model.expression(model.to_canonical(smile(neutral))[0])
+    truth = corner_motion(model.to_canonical(neutral)[0], model.to_canonical(smile(neutral))[0])
+    found = corner_motion(base, smiling)
+    # Each corner goes outward (subject's right corner to the image left) and up, by at least
+    # half of what the smile moved it.
+    assert found[0, 0] < 0 < found[1, 0]
+    assert (found[:, 1] < 0).all()
+    cos = (found * truth).sum() / (np.linalg.norm(found) * np.linalg.norm(truth))
+    assert cos > 0.75   # a hand-made smile, not a real one: the model finds most of it
+    assert 0.5 < np.linalg.norm(found) / np.linalg.norm(truth) < 1.5
+
+
+def test_another_identity_does_not_move_the_expression(model, neutral):
+    other = identity_change(model, neutral)
+    can_a, can_b = model.to_canonical(neutral)[0], model.to_canonical(other)[0]
+    shape_change = np.linalg.norm(can_b - can_a, axis=1).mean()
+    expr_change = np.linalg.norm(model.expression(can_b) - model.expression(can_a), axis=1).mean()
+    smile_change = np.linalg.norm(
+        model.expression(model.to_canonical(smile(neutral))[0]) - model.expression(can_a),
+        axis=1).mean()
+    assert shape_change > smile_change        # a larger change of the face than the smile ...
+    assert expr_change < 0.2 * smile_change   # ... that hardly reaches the expression
+
+
+def test_neutral_tracker_starts_as_the_single_image_fit_and_learns_the_neutral(model, neutral):
+    rng = np.random.default_rng(3)
+    iod = mesh.inter_ocular(neutral)
+    tracker = NeutralTracker(model, refresh=1)
+    first = model.to_canonical(smile(neutral))[0]
+    assert np.allclose(tracker.update(first), model.expression(first), atol=1e-5)
+    # Then the patient talks at rest for a while (landmark noise), and smiles again.
+    for _ in range(30):
+        frame = neutral + rng.normal(0, 0.004 * iod, neutral.shape)
+        tracker.update(model.to_canonical(frame)[0])
+    can_n = model.to_canonical(neutral)[0]
+    can_s = model.to_canonical(smile(neutral))[0]
+    d = tracker.update(can_s)
+    # The astronaut smiles a little in her photo: her neutral is her shape with that fitted
+    # expression taken out, and the displacement is measured from there.
+    truth = (can_s - (can_n - model.expression(can_n)))[: mesh.MESH_POINTS].reshape(-1)
+    got = d[: mesh.MESH_POINTS].reshape(-1)
+    assert got @ truth / (np.linalg.norm(got) * np.linalg.norm(truth)) > 0.95
+    assert np.linalg.norm(got) == pytest.approx(np.linalg.norm(truth), rel=0.2)
+
+
+def test_swap_geometry_at_full_shape_smiles_and_drops_identity(neutral):
+    renderer = SwapRenderer(donor_seed=1, shape=1.0)
+    model = renderer.expression
+    plain = renderer.geometry(neutral.astype(np.float32))
+    smiled = renderer.geometry(smile(neutral).astype(np.float32))
+    motion = corner_motion(model.to_canonical(plain)[0], model.to_canonical(smiled)[0])
+    assert motion[0, 0] < 0 < motion[1, 0] and (motion[:, 1] < 0).all()
+    other = renderer.geometry(identity_change(model, neutral).astype(np.float32))
+    # Another face shape at rest renders as (nearly) the same geometry; the bare identity
+    # change of the input is far larger.
+    moved = np.linalg.norm(model.to_canonical(other)[0] - model.to_canonical(plain)[0],
+                           axis=1)[: mesh.MESH_POINTS].mean()
+    input_moved = np.linalg.norm(
+        model.to_canonical(identity_change(model, neutral))[0] - model.to_canonical(neutral)[0],
+        axis=1)[: mesh.MESH_POINTS].mean()
+    assert moved < 0.15 * input_moved
+    # Without the expression model (the former behaviour) the smile was erased.
+    flat = SwapRenderer(donor_seed=1, shape=1.0, keep_expression=False)
+    erased = corner_motion(
+        model.to_canonical(flat.geometry(neutral.astype(np.float32)))[0],
+        model.to_canonical(flat.geometry(smile(neutral).astype(np.float32)))[0])
+    assert np.linalg.norm(erased) < 0.3 * np.linalg.norm(motion)
+
+
+def test_swap_follows_the_track_neutral_in_video(neutral):
+    renderer = SwapRenderer(donor_seed=1, shape=1.0)
+    model = renderer.expression
+    for _ in range(10):
+        renderer.geometry(neutral.astype(np.float32), track_id=7)
+    smiled = renderer.geometry(smile(neutral).astype(np.float32), track_id=7)
+    rest = renderer.geometry(neutral.astype(np.float32), track_id=7)
+    motion = corner_motion(model.to_canonical(rest)[0], model.to_canonical(smiled)[0])
+    truth = corner_motion(model.to_canonical(neutral)[0],
+                          model.to_canonical(smile(neutral))[0])
+    assert (motion * truth).sum() / (np.linalg.norm(motion) * np.linalg.norm(truth)) > 0.95
+    renderer.reset(7)
+    assert 7 not in renderer._trackers
+
+
+def test_a_broken_model_file_is_named(tmp_path):
+    bad = tmp_path / "expression_model.npz"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="expression_model.npz"):
+        ExpressionModel(bad)
+    np.savez(tmp_path / "partial.npz", mean_shape=np.zeros((478, 3)))
+    with pytest.raises(ValueError, match="lacks"):
+        ExpressionModel(tmp_path / "partial.npz")
+
+
+def test_the_expression_model_shares_the_donor_models_frame(model):
+    donor = load_model().canonical.astype(np.float64)
+    err = np.linalg.norm(model.mean - donor, axis=1)[: mesh.MESH_POINTS].mean()
+    assert err < 0.05   # eye distances: the same frame, a different set of identities
