@@ -30,13 +30,14 @@ only the lightness level is taken from the frame.
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from dicom_deid.faces import mask_surface, mesh, render_mesh
 from dicom_deid.faces.donors import load_model
+from dicom_deid.faces.expression import NeutralTracker, load_expression_model
 from dicom_deid.faces.region import (
     BASELINE_FOREHEAD,
     BASELINE_MARGIN,
@@ -57,9 +58,8 @@ _EYES = ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER, mesh.RIGHT_IRIS, (33, 133)
 
 @dataclass
 class _Track:
-    history: collections.deque = field(default_factory=lambda: collections.deque(maxlen=150))
-    neutral: np.ndarray | None = None
-    frames: int = 0
+    expression: NeutralTracker
+    openness: collections.deque   # the patient's eye openings (right, left), canonical units
     cover_scale: float = 1.0
 
 
@@ -67,14 +67,14 @@ class Mask3DRenderer:
     """Renders the digital mask; keeps a neutral-shape estimate per track id."""
 
     def __init__(self, donor_seed: int | None = None, *, model_path: str | None = None,
+                 expression_path: str | None = None,
                  history: int = 150, lid_closed: float = 0.3,
                  supersample_iod: float = 96.0,
                  refresh: int = 5, max_tracks: int = 64, feather: float = 0.12,
                  forehead: float = BASELINE_FOREHEAD, margin: float = BASELINE_MARGIN) -> None:
         self.model = load_model(model_path)
+        self.expression = load_expression_model(expression_path)
         self.canonical = self.model.canonical.astype(np.float64)
-        rigid = self.model.rigid_index
-        self.rigid = np.arange(mesh.MESH_POINTS) if rigid is None else rigid
         layout = self.model.layout
         self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
         # Only the model's mean shape and layout are used, never a texture of the donor model
@@ -107,7 +107,8 @@ class Mask3DRenderer:
     def _track(self, track_id: int) -> _Track:
         track = self._tracks.get(track_id)
         if track is None:
-            track = _Track(collections.deque(maxlen=self.history))
+            track = _Track(NeutralTracker(self.expression, self.history, self.refresh),
+                           collections.deque(maxlen=self.history))
             self._tracks[track_id] = track
             while len(self._tracks) > self.max_tracks:
                 self._tracks.popitem(last=False)
@@ -117,27 +118,34 @@ class Mask3DRenderer:
 
     def mask_geometry(self, landmarks: np.ndarray, track_id: int = 0) -> np.ndarray:
         """The mask's 478 points in frame pixels for these landmarks (updates the track)."""
-        lm = landmarks.astype(np.float64)
-        pose = mesh.fit_similarity(self.canonical[self.rigid], lm[self.rigid])
-        patient = pose.inverse_apply(lm)
+        patient, pose = self.expression.to_canonical(landmarks)
         track = self._track(track_id)
-        track.history.append(patient.astype(np.float32))
-        if track.neutral is None or track.frames % self.refresh == 0:
-            track.neutral = np.median(np.stack(track.history), axis=0).astype(np.float64)
-        track.frames += 1
-        shape = self.canonical + (patient - track.neutral)
-        self._transfer_eyes(shape, patient, track.neutral)
+        # The patient's expression against the track's neutral (on a track's first frame,
+        # a single image, the fit against the identity basis): the patient's shape cancels.
+        shape = self.canonical + track.expression.update(patient)
+        self._transfer_eyes(shape, patient, track)
         self._keep_mouth_closed_order(shape)
         return pose.apply(shape)
 
-    def _transfer_eyes(self, shape: np.ndarray, patient: np.ndarray,
-                       neutral: np.ndarray) -> None:
+    def _transfer_eyes(self, shape: np.ndarray, patient: np.ndarray, track: _Track) -> None:
+        """Eye openness as a ratio to the patient's usual openness; gaze as the iris offset.
+
+        The usual openness is the larger of the track's median opening (what this patient's
+        open eye looks like) and the neutral estimate's (the frame with its fitted expression
+        taken out: on a single image of closed eyes the median alone would call them open).
+        """
         mean = self.canonical
-        for upper, lower, iris, corners in _EYES:
+        neutral = track.expression.neutral
+        now = []
+        for upper, lower, _, _ in _EYES:
             up, lo = list(upper[1:-1]), list(lower[1:-1])
-            open_now = np.linalg.norm(patient[lo, :2] - patient[up, :2], axis=1)
-            open_neutral = np.linalg.norm(neutral[lo, :2] - neutral[up, :2], axis=1)
-            ratio = float(open_now.sum() / max(open_neutral.sum(), 1e-6))
+            now.append(float(np.linalg.norm(patient[lo, :2] - patient[up, :2], axis=1).sum()))
+        track.openness.append(now)
+        usual = np.median(np.asarray(track.openness), axis=0)
+        for k, (upper, lower, iris, corners) in enumerate(_EYES):
+            up, lo = list(upper[1:-1]), list(lower[1:-1])
+            open_neutral = float(np.linalg.norm(neutral[lo, :2] - neutral[up, :2], axis=1).sum())
+            ratio = now[k] / max(usual[k], open_neutral, 1e-6)
             ratio = float(np.clip((ratio - self.lid_closed) / (1.0 - self.lid_closed), 0.0, 1.6))
             mid = (shape[up] + shape[lo]) / 2
             half = (mean[lo] - mean[up]) / 2 * ratio
