@@ -2,8 +2,10 @@
 """mask3d per site key: privacy, linkage and expression on the London set, eyes on GRID.
 
 A quick measurement for the mask work (shared/EVALUATION.md protocol, the evaluation's own
-observers: dlib descriptors with its upsampling rule, MediaPipe face mesh per frame), run
-through `FaceReplacer("mask3d")` as the product runs it:
+observers: dlib descriptors with its upsampling rule, MediaPipe face mesh per frame). London
+photos go through the renderer alone on the landmarks MediaPipe finds on the original (with
+--replacer through `FaceReplacer("mask3d")`, tracker and leak check, about twice the time);
+GRID clips always through `FaceReplacer`:
 
 - London (51 identities), for each key: every capture is its own study, seed =
   key.integer("donor", capture path) as `pixel_stage.donor_seed` derives it from the study.
@@ -41,6 +43,7 @@ from dicom_deid.evaluate.observer import Models  # noqa: E402
 from dicom_deid.evaluate.utility import eye_aspect_ratio  # noqa: E402
 from dicom_deid.evaluate.video_metrics import blink_threshold, count_blinks, pearson  # noqa: E402
 from dicom_deid.faces import FaceReplacer, mesh  # noqa: E402
+from dicom_deid.faces.mask3d import Mask3DRenderer  # noqa: E402
 from dicom_deid.header.keys import SiteKey  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -63,7 +66,11 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def render(rgb: np.ndarray, seed: int) -> np.ndarray:
+def render(rgb: np.ndarray, seed: int, landmarks: np.ndarray | None) -> np.ndarray:
+    """One capture as one study: the renderer alone on the original's landmarks (the fast
+    default), or the whole `FaceReplacer` (tracker, leak check) when ``landmarks`` is None."""
+    if landmarks is not None:
+        return Mask3DRenderer(donor_seed=seed).render(rgb, landmarks.astype(np.float32))
     with FaceReplacer("mask3d", donor_seed=seed, fps=25.0) as rep:
         out = rep.process(rgb)
         rep.close()
@@ -83,16 +90,17 @@ def aligned_displacement(neutral: np.ndarray, smiling: np.ndarray) -> tuple[np.n
     return disp, float(widen), lift
 
 
-def london(keys: list[int], only: set[str], models: Models, save: Path | None) -> list[dict]:
+def london(keys: list[int], only: set[str], models: Models, save: Path | None,
+           replacer: bool, cache: Path | None) -> list[dict]:
     ids = sorted(p.name.split("_")[0] for p in (LONDON / "neutral").glob("*_03.jpg"))
     ids = [i for i in ids if (LONDON / "smiling" / f"{i}_08.jpg").is_file()]
     paths = {(i, "n"): LONDON / "neutral" / f"{i}_03.jpg" for i in ids}
     paths.update({(i, "s"): LONDON / "smiling" / f"{i}_08.jpg" for i in ids})
     probes = [i for i in ids if not only or i in only]
-    orig: dict = {}
+    orig: dict = np.load(cache, allow_pickle=True).item() if cache and cache.exists() else {}
     for i in ids:
         for kind in ("n", "s"):
-            if kind == "s" and i not in probes:
+            if (kind == "s" and i not in probes) or (i, kind) in orig:
                 continue
             rgb = read_rgb(paths[(i, kind)])
             models.dlib.upsample = models.dlib_upsample(rgb)
@@ -100,6 +108,8 @@ def london(keys: list[int], only: set[str], models: Models, save: Path | None) -
             meshes = models.mesh.landmarks(rgb)
             orig[(i, kind)] = (None if face is None else face.descriptor,
                                meshes[0] if meshes else None)
+    if cache:
+        np.save(cache, orig, allow_pickle=True)
     gallery_ids = [i for i in ids if orig[(i, "n")][0] is not None]
     gallery = np.stack([orig[(i, "n")][0] for i in gallery_ids])
     rows = []
@@ -112,7 +122,8 @@ def london(keys: list[int], only: set[str], models: Models, save: Path | None) -
         for i in probes:
             for kind in ("n", "s"):
                 rel = str(paths[(i, kind)].relative_to(SHARED))
-                out = render(read_rgb(paths[(i, kind)]), key.integer("donor", rel, 2**32))
+                lm = None if replacer else orig[(i, kind)][1]
+                out = render(read_rgb(paths[(i, kind)]), key.integer("donor", rel, 2**32), lm)
                 models.dlib.upsample = models.dlib_upsample(out)
                 face = models.dlib.analyse(out)
                 desc[(i, kind)] = None if face is None else face.descriptor
@@ -120,10 +131,14 @@ def london(keys: list[int], only: set[str], models: Models, save: Path | None) -
                 if face is not None and own is not None and \
                         np.linalg.norm(face.descriptor - own) < 0.6:
                     leaks += 1
-            # Expression: one study for both captures.
+            # Expression: one study for both captures (the geometry does not depend on the key:
+            # measured with the first key only).
+            if k != keys[0]:
+                continue
             seed = key.integer("donor", f"london-{i}", 2**32)
             for kind in ("n", "s"):
-                out = render(read_rgb(paths[(i, kind)]), seed)
+                lm = None if replacer else orig[(i, kind)][1]
+                out = render(read_rgb(paths[(i, kind)]), seed, lm)
                 found = models.mesh.landmarks(out)
                 meshes_out[(i, kind)] = found[0] if found else None
                 if save is not None and k == keys[0] and len(probes) <= 12:
@@ -141,7 +156,10 @@ def london(keys: list[int], only: set[str], models: Models, save: Path | None) -
             if link_gallery is not None:
                 link += link_ids[int(np.argmin(np.linalg.norm(link_gallery - d, axis=1)))] == i
         cos, amp, widen_o, widen_d, lift_o, lift_d = [], [], [], [], [], []
-        for i in probes:
+        # Held out: the expression model was trained on the even-numbered London identities.
+        for i in (probes if k == keys[0] else []):
+            if int(i) % 2 == 0:
+                continue
             on, os_ = orig[(i, "n")][1], orig[(i, "s")][1]
             dn, ds = meshes_out[(i, "n")], meshes_out[(i, "s")]
             if on is None or os_ is None or dn is None or ds is None:
@@ -158,7 +176,7 @@ def london(keys: list[int], only: set[str], models: Models, save: Path | None) -
         row = dict(key=k, probes=n, gallery=len(gallery_ids), chance=1 / len(gallery_ids),
                    rank1=r1 / n, linkage_rank1=link / n, linkage_gallery=len(link_ids),
                    no_face=noface / n, leaks=leaks,
-                   expression_pairs=len(cos),
+                   expression_pairs_held_out=len(cos),
                    expression_cosine=float(np.mean(cos)) if cos else None,
                    expression_amplitude=float(np.median(amp)) if amp else None,
                    widening_kept=float(np.mean(widen_d) / np.mean(widen_o)) if cos else None,
@@ -174,6 +192,8 @@ def grid(frames: int, models: Models, seed: int) -> list[dict]:
     for clip in sorted((SHARED / "video" / "grid").glob("*.mpg")):
         cap = cv2.VideoCapture(str(clip))
         ear_o, ear_d = [], []
+        change_o, change_d = [], []
+        previous = None
         with FaceReplacer("mask3d", donor_seed=seed, fps=25.0) as rep:
             while len(ear_o) < frames:
                 ok, bgr = cap.read()
@@ -181,16 +201,32 @@ def grid(frames: int, models: Models, seed: int) -> list[dict]:
                     break
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 out = rep.process(rgb)
+                box = None
                 for series, image in ((ear_o, rgb), (ear_d, out)):
                     found = models.mesh.landmarks(image)
                     series.append(eye_aspect_ratio(found[0], "mediapipe") if found else None)
+                    if image is rgb and found:
+                        x0, y0 = np.maximum(found[0][:, :2].min(axis=0).astype(int), 0)
+                        x1, y1 = found[0][:, :2].max(axis=0).astype(int)
+                        box = (slice(y0, y1), slice(x0, x1))
+                # Flicker: mean frame-to-frame change inside the original's face box.
+                if previous is not None and box is not None:
+                    for store, now, before in ((change_o, rgb, previous[0]),
+                                               (change_d, out, previous[1])):
+                        store.append(float(cv2.absdiff(now[box], before[box]).mean()))
+                previous = (rgb, out)
             report = rep.close()
         cap.release()
         r, mae, n = pearson(ear_o, ear_d)
         thr = blink_threshold(ear_o)
         row = dict(clip=clip.name, frames=len(ear_o), ear_r=r, ear_mae=mae, paired=n,
                    blinks_original=count_blinks(ear_o, thr),
-                   blinks_deidentified=count_blinks(ear_d, thr), leaks=report.leaks)
+                   blinks_deidentified=count_blinks(ear_d, thr), leaks=report.leaks,
+                   flicker_ratio=float(np.mean(change_d) / max(np.mean(change_o), 1e-6))
+                   if change_o else None,
+                   flicker_ratio_first10=float(np.mean(change_d[:10]) /
+                                               max(np.mean(change_o[:10]), 1e-6))
+                   if change_o else None)
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
@@ -205,18 +241,22 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=75)
     ap.add_argument("--save", type=Path, help="write the rendered London probes here (<= 12 ids)")
     ap.add_argument("--output", type=Path, help="write all rows as JSON here")
+    ap.add_argument("--cache", type=Path, help="keep the originals' descriptors and landmarks "
+                    "here (.npy) between runs")
+    ap.add_argument("--replacer", action="store_true",
+                    help="London through FaceReplacer (tracker, leak check) instead of the "
+                         "renderer on the original's landmarks")
     args = ap.parse_args()
     only = {s for s in args.only.split(",") if s}
     models = Models()
     result: dict = {}
     if not args.grid_only:
-        rows = london(list(range(args.keys)), only, models, args.save)
+        rows = london(list(range(args.keys)), only, models, args.save, args.replacer,
+                      args.cache)
         result["london"] = rows
         worst = max(rows, key=lambda r: max(r["rank1"], r["linkage_rank1"]))
         result["london_worst_key"] = worst["key"]
-        summary = {m: float(np.mean([r[m] for r in rows])) for m in
-                   ("rank1", "linkage_rank1", "expression_cosine", "widening_kept")
-                   if all(r[m] is not None for r in rows)}
+        summary = {m: float(np.mean([r[m] for r in rows])) for m in ("rank1", "linkage_rank1")}
         print(json.dumps(dict(pooled=summary, worst_key=worst["key"])), flush=True)
     if args.grid or args.grid_only:
         result["grid"] = grid(args.frames, models, bench_key(0).integer("donor", "grid", 2**32))

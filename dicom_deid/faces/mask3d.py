@@ -3,28 +3,28 @@ gaze, rendered over the patient's face.
 
 Per frame and track:
 
-1. Pose: a 3D similarity fit of the model's mean shape to the patient's landmarks, on the points
-   that expressions barely move (``rigid_index`` in the donor model).
+1. Pose: a 3D similarity fit of the expression model's mean shape to the patient's landmarks,
+   on the points that expressions barely move (faces/expression.py).
 2. Expression, separated from identity: the patient's landmarks are taken into the canonical
-   frame; a per-track neutral estimate (the running median over recent frames) is subtracted
-   and the remaining deltas are added to the mean shape. The patient's own face shape cancels.
-   Eye openness is transferred as a ratio to the track's neutral openness, so a blink closes
-   the mask's eyes fully whatever the patient's eye size; each iris keeps its offset within its
-   eye (gaze).
+   frame and `NeutralTracker` gives the expression displacement (against the track's robust
+   neutral in video; on a track's first frame, a single image, the fit against the model's
+   identity basis), which is added to the mean shape. The patient's own face shape is left
+   out. Eye openness is transferred as a ratio to the patient's usual openness, so a blink
+   closes the mask's eyes fully whatever the patient's eye size; each iris keeps its offset
+   within its eye (gaze).
 3. The mask is posed back into the frame, scaled up just enough (smoothly, per track) that it
-   covers the patient's whole face hull, and rendered with a synthetic skin texture, Lambert
-   shading from the pose, the frame's exposure, painted eyeballs and mouth cavity.
+   covers the patient's whole face hull, and rendered in one flat material (faces/
+   mask_surface.py: a tint, painted lips and brows) with Lambert shading from its own posed
+   geometry, synthetic eyeballs, lash lines and a mouth cavity with teeth. Beyond the mesh
+   (the forehead, jaw and ear margin that is covered too) the same material continues.
 
-The texture is a sample of the donor PCA model chosen per study from the key (``donor_seed``),
-as swap chooses its donor; ``donor_seed=None`` renders the model's mean texture instead. One
-mask for everybody is not unlinkable: when every output wears the same face, a recogniser
-ranks captures by what the mask leaves around it (hairline, ears, neck, lighting) and links two
-captures of one person (London set, dlib linkage rank-1 37% with the mean texture). A texture
-that changes with the study drowns those residual cues as a different donor does for swap.
-The shape stays the mean shape either way: no patient's or donor's face geometry is kept.
-
-The mask keeps no patient pixel inside the covered region; colour comes from the texture and
-only the lightness level is taken from the frame.
+Nothing in the covered region comes from the frame: no texture (neither a photo nor a sample of
+the donor model), no colour and no exposure; only the geometry follows the patient. The
+material's tint is drawn per study from the seed (``donor_seed``, derived from the site key
+as for swap's donor; None gives a default grey-beige): with one identical mask for everybody a
+recogniser ranks captures by what the mask leaves around it and links two captures of one
+person (London set, dlib linkage rank-1 37% with one mean face), while a tint that changes
+with the study and carries nothing of the patient drowns those cues.
 """
 
 from __future__ import annotations
