@@ -61,6 +61,7 @@ class _Track:
     expression: NeutralTracker
     openness: collections.deque   # the patient's eye openings (right, left), canonical units
     cover_scale: float = 1.0
+    outline_scale: float = 1.0
 
 
 class Mask3DRenderer:
@@ -125,7 +126,18 @@ class Mask3DRenderer:
         shape = self.canonical + track.expression.update(patient)
         self._transfer_eyes(shape, patient, track)
         self._keep_mouth_closed_order(shape)
-        return pose.apply(shape)
+        return pose.apply(self._turned(shape))
+
+    def _turned(self, shape: np.ndarray) -> np.ndarray:
+        """The shape turned by the material's yaw and pitch about its centre."""
+        yaw, pitch = self.material.turn
+        if not yaw and not pitch:
+            return shape
+        cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
+        rot = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]) @ \
+            np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+        centre = shape[: mesh.MESH_POINTS].mean(axis=0)
+        return (shape - centre) @ rot.T + centre
 
     def _transfer_eyes(self, shape: np.ndarray, patient: np.ndarray, track: _Track) -> None:
         """Eye openness as a ratio to the patient's usual openness; gaze as the iris offset.
@@ -223,14 +235,22 @@ class Mask3DRenderer:
                 inplace: bool = False) -> np.ndarray:
         geo = self.mask_geometry(lm, track_id)
         track = self._tracks[track_id]
-        track.cover_scale = _cover_scale(geo, lm, track.cover_scale)
-        centre = geo[: mesh.MESH_POINTS].mean(axis=0)
+        pts = mesh.MESH_POINTS
+        track.cover_scale = _containing_scale(geo[:pts, :2], lm[:pts, :2], track.cover_scale)
+        centre = geo[:pts].mean(axis=0)
         geo = (centre + (geo - centre) * track.cover_scale).astype(np.float32)
         iod = max(mesh.inter_ocular(geo), 4.0)
         feather = self.feather * iod
         grown = None
         if self.forehead > 0 or self.margin > 0:
-            grown = region_polygon(lm, forehead=self.forehead, margin=self.margin)
+            # The covered outline is the mask's own (its mean shape grown), enlarged until it
+            # holds the patient's grown outline: drawn around the patient's face instead, the
+            # edge of the mask traced that face's outline for a recogniser to compare.
+            grown = region_polygon(geo, forehead=self.forehead, margin=self.margin)
+            patient = region_polygon(lm, forehead=self.forehead, margin=self.margin)
+            track.outline_scale = _containing_scale(grown, patient, track.outline_scale)
+            middle = grown.mean(axis=0)
+            grown = middle + (grown - middle) * track.outline_scale
         extent = [lm[:, :2], geo[:, :2]] + ([] if grown is None else [grown])
         roi = render_mesh.roi_around(np.concatenate(extent).astype(np.float32), rgb.shape,
                                      feather + 2)
@@ -286,7 +306,8 @@ class Mask3DRenderer:
         return cv2.blendLinear(rendered, canvas, alpha, 1.0 - alpha)
 
     def _shading(self, geo: np.ndarray) -> np.ndarray:
-        """Per-vertex Lambert shading of the posed mask, light from the camera and above."""
+        """Per-vertex Lambert shading of the posed mask, light from the material's direction
+        (about the camera's, from above)."""
         p = geo[: mesh.MESH_POINTS].astype(np.float64)
         t = self._skin_tris
         n = np.cross(p[t[:, 1]] - p[t[:, 0]], p[t[:, 2]] - p[t[:, 0]])
@@ -297,8 +318,7 @@ class Mask3DRenderer:
         # Orient toward the camera (negative z is nearer in MediaPipe's convention).
         if normals[:, 2].mean() > 0:
             normals = -normals
-        light = np.array([0.0, -0.35, -1.0])
-        light /= np.linalg.norm(light)
+        light = self.material.light
         lambert = np.clip(normals @ light, 0.0, 1.0)
         shade = np.ones(mesh.LANDMARK_COUNT, np.float32)
         shade[: mesh.MESH_POINTS] = 0.6 + 0.45 * lambert
@@ -334,13 +354,14 @@ def _draw_lashes(rendered: np.ndarray, xy: np.ndarray, iod: float, brightness: f
         patch += a * colour
 
 
-def _cover_scale(mask_xy: np.ndarray, patient_xy: np.ndarray, previous: float) -> float:
-    """How much the mask must grow about its centre to cover the patient's face hull.
+def _containing_scale(outline: np.ndarray, points: np.ndarray, previous: float) -> float:
+    """How much the convex hull of ``outline`` must grow about the mean of ``outline`` to hold
+    every one of ``points`` (x, y).
 
     Grows at once when needed, shrinks back slowly, so the mask does not pulse from frame to
     frame.
     """
-    m = mask_xy[: mesh.MESH_POINTS, :2].astype(np.float64)
+    m = np.asarray(outline, np.float64)[:, :2]
     c = m.mean(axis=0)
     hull = cv2.convexHull(m.astype(np.float32)).reshape(-1, 2).astype(np.float64)
     edges = np.roll(hull, -1, axis=0) - hull
@@ -349,7 +370,7 @@ def _cover_scale(mask_xy: np.ndarray, patient_xy: np.ndarray, previous: float) -
     normals[offset < 0] *= -1
     offset = np.abs(offset)
     valid = offset > 1e-9
-    pts = patient_xy[: mesh.MESH_POINTS, :2].astype(np.float64) - c
+    pts = np.asarray(points, np.float64)[:, :2] - c
     gauge = (pts @ normals[valid].T) / offset[valid]
     needed = float(max(1.0, gauge.max())) * 1.01
     return max(needed, 0.97 * previous + 0.03 * needed, 1.0)

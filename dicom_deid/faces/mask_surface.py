@@ -16,7 +16,7 @@ alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -39,6 +39,7 @@ _IRIS_PALETTE = np.array([[72, 45, 28], [96, 62, 38], [58, 38, 26], [110, 88, 52
                           [88, 104, 70], [92, 112, 128], [70, 100, 140], [45, 30, 22]],
                          np.float32)
 DEFAULT_SKIN_LAB = (70.0, 10.0, 15.0)
+TURN_DEGREES = 6.0
 
 
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
@@ -56,10 +57,22 @@ class Material:
     brows: np.ndarray
     iris: np.ndarray
     label: str
+    light: np.ndarray = field(default_factory=lambda: _unit([0.0, -0.35, -1.0]))
+    # Yaw and pitch (radians) the mask is turned by on top of the patient's pose.
+    turn: tuple[float, float] = (0.0, 0.0)
+    brow_thickness: float = 1.0    # times the layout's brow
+    brow_lift: float = 0.0         # eye distances, up
+    lip_fullness: float = 1.0      # times the layout's lip height
+
+
+def _unit(v) -> np.ndarray:
+    v = np.asarray(v, np.float64)
+    return v / np.linalg.norm(v)
 
 
 def material(seed: int | None) -> Material:
     """The material of a study's mask: drawn from ``seed`` alone (None: the default grey-beige)."""
+    extra: dict = {}
     if seed is None:
         skin_lab = np.array(DEFAULT_SKIN_LAB, np.float32)
         iris = np.array([80, 60, 45], np.float32)
@@ -74,12 +87,25 @@ def material(seed: int | None) -> Material:
         lip_shift = np.array([rng.uniform(-16, -8), rng.uniform(12, 22), rng.uniform(0, 8)],
                              np.float32)
         label = f"mask:{int(seed) & 0xFFFFFFFF}"
+        # The design of the mask varies per study too, within what a mask maker would vary:
+        # lighting, a slight turn, brow and lip proportions. These, not the tint, are what
+        # move a recogniser's descriptor; without them two captures of one person stay
+        # linkable by their head pose and eye openness alone (the mask's geometry, rendered
+        # on a blank frame: 10 of 20 London pairs linked).
+        extra = dict(
+            light=_unit([rng.uniform(-0.6, 0.6), rng.uniform(-0.7, 0.0), -1.0]),
+            turn=(float(np.radians(rng.uniform(-TURN_DEGREES, TURN_DEGREES))),
+                  float(np.radians(rng.uniform(-TURN_DEGREES, TURN_DEGREES)))),
+            brow_thickness=float(rng.uniform(0.6, 1.7)),
+            brow_lift=float(rng.uniform(-0.05, 0.06)),
+            lip_fullness=float(rng.uniform(0.75, 1.35)),
+        )
     skin = lab_to_rgb(skin_lab)
     lips = lab_to_rgb(skin_lab + lip_shift)
     # Brows: the skin much darker and less saturated, so they read as hair at any tint.
     brows = lab_to_rgb(np.array([max(skin_lab[0] * 0.45, 18.0), skin_lab[1] * 0.4,
                                  skin_lab[2] * 0.6], np.float32))
-    return Material(skin, lips, brows, iris, label)
+    return Material(skin, lips, brows, iris, label, **extra)
 
 
 def texture(layout: TextureLayout, mat: Material) -> np.ndarray:
@@ -93,11 +119,15 @@ def texture(layout: TextureLayout, mat: Material) -> np.ndarray:
     out = np.empty((size, size, 3), np.float32)
     out[...] = mat.skin
     scale = float(np.linalg.norm(uv[33] - uv[263]))  # outer eye corners, texture pixels
-    for contour, colour, soft in ((OUTER_LIPS, mat.lips, 0.012),
-                                  (RIGHT_BROW, mat.brows, 0.02),
-                                  (LEFT_BROW, mat.brows, 0.02)):
+    for contour, colour, soft, stretch, lift in (
+            (OUTER_LIPS, mat.lips, 0.012, mat.lip_fullness, 0.0),
+            (RIGHT_BROW, mat.brows, 0.02, mat.brow_thickness, mat.brow_lift),
+            (LEFT_BROW, mat.brows, 0.02, mat.brow_thickness, mat.brow_lift)):
         alpha = np.zeros((size, size), np.uint8)
-        pts = np.rint(uv[list(contour)] * 16).astype(np.int32)
+        pts = uv[list(contour)].copy()
+        middle = pts.mean(axis=0)
+        pts[:, 1] = middle[1] + (pts[:, 1] - middle[1]) * stretch - lift * scale
+        pts = np.rint(pts * 16).astype(np.int32)
         cv2.fillPoly(alpha, [pts], 255, lineType=cv2.LINE_AA, shift=4)
         a = alpha.astype(np.float32) / 255.0
         a = cv2.GaussianBlur(a, (0, 0), max(soft * scale, 0.5))[..., None]

@@ -180,31 +180,27 @@ def test_mask3d_through_the_replacer_on_a_moving_sequence():
     assert recognizer.best_distance(outs[-1], reference) >= recognizer.MATCH_DISTANCE
 
 
-def test_the_surface_is_one_material_tinted_per_study(astronaut):
+def test_the_surface_is_one_material_designed_per_study(astronaut):
     """No face texture (neither a photo nor a donor-model sample): the albedo is one flat colour
-    with painted lips and brows, drawn from the study's seed alone, and two studies get the same
-    surface up to that tint (the shading is the mask's own)."""
-    img, lm = astronaut
+    with painted lips and brows, and the design (tint, light, a slight turn, brow and lip
+    proportions) is drawn from the study's seed alone; the shape under it is the same for every
+    study up to that turn."""
+    _, lm = astronaut
     a, a2 = Mask3DRenderer(donor_seed=11), Mask3DRenderer(donor_seed=11)
     b = Mask3DRenderer(donor_seed=12)
     assert np.array_equal(a.texture, a2.texture)
     assert np.abs(a.material.skin - b.material.skin).max() > 5.0
-    for r in (a, b):
+    assert not np.array_equal(a.texture, b.texture)
+    for r in (a, b, Mask3DRenderer()):
         flat = np.all(np.abs(r.texture - r.material.skin) < 0.5, axis=2)
-        assert flat.mean() > 0.9   # everything but the lips and brows
-    both_flat = (np.all(np.abs(a.texture - a.material.skin) < 0.5, axis=2)
-                 & np.all(np.abs(b.texture - b.material.skin) < 0.5, axis=2))
-    assert both_flat.mean() > 0.9
-    out_a, out_b = a.render(img, lm), b.render(img, lm)
-    iod = mesh.inter_ocular(lm)
-    for cheek in (50, 280, 151):   # both cheeks and the forehead: plain skin on the mask
-        x, y = np.rint(lm[cheek, :2]).astype(int)
-        r = max(2, int(0.04 * iod))
-        shade_a = out_a[y - r:y + r, x - r:x + r].reshape(-1, 3).mean(0) / a.material.skin
-        shade_b = out_b[y - r:y + r, x - r:x + r].reshape(-1, 3).mean(0) / b.material.skin
-        np.testing.assert_allclose(shade_a, shade_b, atol=0.03)
-    # The geometry is the same whatever the material.
-    np.testing.assert_allclose(a.mask_geometry(lm, 5), b.mask_geometry(lm, 5), atol=1e-4)
+        assert flat.mean() > 0.85   # everything but the lips and brows
+    geo_a, geo_b = a.mask_geometry(lm, 5), b.mask_geometry(lm, 5)
+    fit = mesh.fit_similarity(geo_a, geo_b)
+    residual = np.linalg.norm(fit.apply(geo_a) - geo_b, axis=1).max() / mesh.inter_ocular(lm)
+    assert residual < 1e-3
+    assert fit.scale == pytest.approx(1.0, abs=1e-3)
+    turn = np.degrees(np.arccos(np.clip((np.trace(fit.rotation) - 1) / 2, -1, 1)))
+    assert turn <= 2 * np.sqrt(2) * mask_surface.TURN_DEGREES + 0.1
 
 
 def test_no_patient_pixel_reaches_the_mask(astronaut):
