@@ -60,6 +60,7 @@ _EYES = ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER, mesh.RIGHT_IRIS, (33, 133)
 class _Track:
     expression: NeutralTracker
     openness: collections.deque   # the patient's eye openings (right, left), canonical units
+    attitude: collections.deque   # the patient's head (yaw, pitch), radians
     cover_scale: float = 1.0
     outline_scale: float = 1.0
 
@@ -72,7 +73,8 @@ class Mask3DRenderer:
                  history: int = 150, lid_closed: float = 0.3,
                  supersample_iod: float = 96.0,
                  refresh: int = 5, max_tracks: int = 64, feather: float = 0.12,
-                 forehead: float = BASELINE_FOREHEAD, margin: float = BASELINE_MARGIN) -> None:
+                 forehead: float = BASELINE_FOREHEAD, margin: float = BASELINE_MARGIN,
+                 rest_limit_degrees: float = 8.0) -> None:
         self.model = load_model(model_path)
         self.expression = load_expression_model(expression_path)
         self.canonical = self.model.canonical.astype(np.float64)
@@ -95,6 +97,7 @@ class Mask3DRenderer:
         # dlib linkage rank-1: 0.67 with the bare hull, 0.43 with the baselines' growth).
         self.forehead = forehead
         self.margin = margin
+        self.rest_limit = float(np.radians(rest_limit_degrees))
         self._tracks: collections.OrderedDict[int, _Track] = collections.OrderedDict()
         self._skin_tris = self.tris[self.parts == mesh.PART_SKIN]
 
@@ -109,6 +112,7 @@ class Mask3DRenderer:
         track = self._tracks.get(track_id)
         if track is None:
             track = _Track(NeutralTracker(self.expression, self.history, self.refresh),
+                           collections.deque(maxlen=self.history),
                            collections.deque(maxlen=self.history))
             self._tracks[track_id] = track
             while len(self._tracks) > self.max_tracks:
@@ -126,18 +130,26 @@ class Mask3DRenderer:
         shape = self.canonical + track.expression.update(patient)
         self._transfer_eyes(shape, patient, track)
         self._keep_mouth_closed_order(shape)
-        return pose.apply(self._turned(shape))
+        return pose.apply(self._turned(shape, pose.rotation, track))
 
-    def _turned(self, shape: np.ndarray) -> np.ndarray:
-        """The shape turned by the material's yaw and pitch about its centre."""
-        yaw, pitch = self.material.turn
-        if not yaw and not pitch:
-            return shape
-        cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
-        rot = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]) @ \
-            np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+    def _turned(self, shape: np.ndarray, rotation: np.ndarray, track: _Track) -> np.ndarray:
+        """The shape turned (about its centre, in the canonical frame) so that, once posed, its
+        yaw and pitch are the patient's movement plus the study's resting attitude.
+
+        How a person holds the head at rest (a few degrees of turn or tilt, the same in every
+        capture) is a habit a recogniser picks up even through an identical mask: within
+        ``rest_limit`` the track's median attitude is replaced by the study's turn; movement
+        away from it, and any larger turn, stay the patient's.
+        """
+        roll, yaw, pitch = _euler(rotation)
+        track.attitude.append((yaw, pitch))
+        rest = np.clip(np.median(np.asarray(track.attitude), axis=0), -self.rest_limit,
+                       self.rest_limit)
+        turn = np.asarray(self.material.turn)
+        target = _rotation(roll, yaw - rest[0] + turn[0], pitch - rest[1] + turn[1])
+        change = rotation.T @ target
         centre = shape[: mesh.MESH_POINTS].mean(axis=0)
-        return (shape - centre) @ rot.T + centre
+        return (shape - centre) @ change.T + centre
 
     def _transfer_eyes(self, shape: np.ndarray, patient: np.ndarray, track: _Track) -> None:
         """Eye openness as a ratio to the patient's usual openness; gaze as the iris offset.
@@ -352,6 +364,24 @@ def _draw_lashes(rendered: np.ndarray, xy: np.ndarray, iod: float, brightness: f
         patch = rendered[y0:y1, x0:x1]
         patch *= 1.0 - a
         patch += a * colour
+
+
+def _rotation(roll: float, yaw: float, pitch: float) -> np.ndarray:
+    """Rz(roll) @ Ry(yaw) @ Rx(pitch)."""
+    cr, sr, cy, sy, cp, sp = (np.cos(roll), np.sin(roll), np.cos(yaw), np.sin(yaw),
+                              np.cos(pitch), np.sin(pitch))
+    return (np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
+            @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+            @ np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]]))
+
+
+def _euler(rotation: np.ndarray) -> tuple[float, float, float]:
+    """(roll, yaw, pitch) with ``_rotation(roll, yaw, pitch) == rotation``."""
+    r = np.asarray(rotation, np.float64)
+    yaw = float(np.arcsin(np.clip(-r[2, 0], -1.0, 1.0)))
+    pitch = float(np.arctan2(r[2, 1], r[2, 2]))
+    roll = float(np.arctan2(r[1, 0], r[0, 0]))
+    return roll, yaw, pitch
 
 
 def _containing_scale(outline: np.ndarray, points: np.ndarray, previous: float) -> float:

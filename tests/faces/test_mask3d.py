@@ -275,7 +275,9 @@ def test_a_small_face_is_covered_and_its_blink_shows(astronaut):
         reader.close()
     print(ear)
     assert ear["open"] > 0.2
-    assert ear["closed"] < 0.12
+    # The evaluation counts a blink under 0.75 x the clip's median; half the open value is a
+    # clear margin under it.
+    assert ear["closed"] < 0.5 * ear["open"]
 
 
 @pytest.mark.parametrize("factor", [1.0, 0.25])
