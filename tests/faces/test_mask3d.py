@@ -161,6 +161,41 @@ def test_the_mask_follows_head_pose():
     assert angle(geos[1]) - angle(geos[0]) == pytest.approx(true_turn, abs=2.0)
 
 
+def _yawed(lm: np.ndarray, degrees: float, renderer: Mask3DRenderer) -> np.ndarray:
+    """The same face turned about the vertical axis in 3D."""
+    patient, pose = renderer.expression.to_canonical(lm)
+    t = np.radians(degrees)
+    rot = np.array([[np.cos(t), 0, np.sin(t)], [0, 1, 0], [-np.sin(t), 0, np.cos(t)]])
+    centre = patient[: mesh.MESH_POINTS].mean(axis=0)
+    return pose.apply((patient - centre) @ rot.T + centre).astype(np.float32)
+
+
+def test_the_resting_attitude_is_the_studys_and_movement_the_patients(astronaut):
+    """A head held a few degrees turned at rest (a habit, the same in every capture of a person)
+    gives the same mask as a frontal one; a turn during the track, and a large turn, still move
+    the mask."""
+    _, lm = astronaut
+    renderer = Mask3DRenderer(donor_seed=3)
+    front = renderer.mask_geometry(lm, track_id=0)
+    habit = renderer.mask_geometry(_yawed(lm, 5.0, renderer), track_id=1)
+    def seen(a: np.ndarray, b: np.ndarray) -> float:   # as the camera sees it: x, y only
+        return _shape_difference(a[:, :2], b[:, :2])
+
+    assert seen(_yawed(lm, 5.0, renderer), lm) > 0.005
+    assert seen(front, habit) < 0.1 * seen(_yawed(lm, 5.0, renderer), lm)
+
+    def yaw_of(points: np.ndarray) -> float:
+        _, pose = renderer.expression.to_canonical(points)
+        return float(np.degrees(np.arcsin(-pose.rotation[2, 0])))
+
+    for _ in range(20):
+        renderer.mask_geometry(lm, track_id=2)
+    turned = renderer.mask_geometry(_yawed(lm, 15.0, renderer), track_id=2)
+    assert yaw_of(turned) - yaw_of(front) == pytest.approx(15.0, abs=2.0)
+    large = Mask3DRenderer(donor_seed=3).mask_geometry(_yawed(lm, 30.0, renderer), track_id=0)
+    assert yaw_of(large) - yaw_of(front) > 15.0
+
+
 def test_mask3d_through_the_replacer_on_a_moving_sequence():
     frames, truth = synth.sequence(10, "scale")
     with FaceReplacer("mask3d", fps=25.0) as rep:
