@@ -172,7 +172,9 @@ class Mask3DRenderer:
             ratio = now[k] / max(usual[k], open_neutral, 1e-6)
             ratio = float(np.clip((ratio - self.lid_closed) / (1.0 - self.lid_closed), 0.0, 1.6))
             mid = (shape[up] + shape[lo]) / 2
-            half = (mean[lo] - mean[up]) / 2 * ratio
+            # The open eye's size is the study's: the patient's usual opening, measured
+            # against the model's neutral, is partly the shape of that person's eyes.
+            half = (mean[lo] - mean[up]) / 2 * ratio * self.material.eye_opening
             shape[up] = mid - half
             shape[lo] = mid + half
             # Gaze: the iris keeps its place within the eye, measured between the eye corners.

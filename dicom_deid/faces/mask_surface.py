@@ -63,6 +63,7 @@ class Material:
     brow_thickness: float = 1.0    # times the layout's brow
     brow_lift: float = 0.0         # eye distances, up
     lip_fullness: float = 1.0      # times the layout's lip height
+    eye_opening: float = 1.0       # the open eye's height, times the mean shape's
 
 
 def _unit(v) -> np.ndarray:
@@ -88,7 +89,7 @@ def material(seed: int | None) -> Material:
                              np.float32)
         label = f"mask:{int(seed) & 0xFFFFFFFF}"
         # The design of the mask varies per study too, within what a mask maker would vary:
-        # lighting, a slight turn, brow and lip proportions. These, not the tint, are what
+        # lighting, a slight turn, brow and lip proportions, how wide the eyes open. These, not the tint, are what
         # move a recogniser's descriptor; without them two captures of one person stay
         # linkable by their head pose and eye openness alone (the mask's geometry, rendered
         # on a blank frame: 10 of 20 London pairs linked).
@@ -99,6 +100,7 @@ def material(seed: int | None) -> Material:
             brow_thickness=float(rng.uniform(0.6, 1.7)),
             brow_lift=float(rng.uniform(-0.05, 0.06)),
             lip_fullness=float(rng.uniform(0.75, 1.35)),
+            eye_opening=float(rng.uniform(0.8, 1.2)),
         )
     skin = lab_to_rgb(skin_lab)
     lips = lab_to_rgb(skin_lab + lip_shift)
