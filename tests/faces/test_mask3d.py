@@ -171,18 +171,18 @@ def _yawed(lm: np.ndarray, degrees: float, renderer: Mask3DRenderer) -> np.ndarr
 
 
 def test_the_resting_attitude_is_the_studys_and_movement_the_patients(astronaut):
-    """A head held a few degrees turned at rest (a habit, the same in every capture of a person)
-    gives the same mask as a frontal one; a turn during the track, and a large turn, still move
+    """A head held a few degrees turned at rest (a habit, the same in every capture of a person;
+    within the renderer's 4 degrees) gives the same mask as a frontal one; a turn during the track, and a large turn, still move
     the mask."""
     _, lm = astronaut
     renderer = Mask3DRenderer(donor_seed=3)
     front = renderer.mask_geometry(lm, track_id=0)
-    habit = renderer.mask_geometry(_yawed(lm, 5.0, renderer), track_id=1)
+    habit = renderer.mask_geometry(_yawed(lm, 3.0, renderer), track_id=1)
     def seen(a: np.ndarray, b: np.ndarray) -> float:   # as the camera sees it: x, y only
         return _shape_difference(a[:, :2], b[:, :2])
 
-    assert seen(_yawed(lm, 5.0, renderer), lm) > 0.005
-    assert seen(front, habit) < 0.1 * seen(_yawed(lm, 5.0, renderer), lm)
+    assert seen(_yawed(lm, 3.0, renderer), lm) > 0.003
+    assert seen(front, habit) < 0.1 * seen(_yawed(lm, 3.0, renderer), lm)
 
     def yaw_of(points: np.ndarray) -> float:
         _, pose = renderer.expression.to_canonical(points)
