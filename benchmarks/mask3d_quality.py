@@ -228,7 +228,17 @@ def grid(frames: int, models: Models, seed: int) -> list[dict]:
                                                max(np.mean(change_o[:10]), 1e-6))
                    if change_o else None)
         print(json.dumps(row), flush=True)
+        row["ear_original"], row["ear_deidentified"] = ear_o, ear_d
         rows.append(row)
+    pooled = pearson([e for r in rows for e in r["ear_original"]],
+                     [e for r in rows for e in r["ear_deidentified"]])[0]
+    summary = dict(ear_r_mean=float(np.mean([r["ear_r"] for r in rows if r["ear_r"] is not None])),
+                   ear_r_pooled=pooled,
+                   blinks_original=sum(r["blinks_original"] for r in rows),
+                   blinks_deidentified=sum(r["blinks_deidentified"] for r in rows),
+                   leaks=sum(r["leaks"] for r in rows))
+    print(json.dumps(summary), flush=True)
+    rows.append(summary)
     return rows
 
 
