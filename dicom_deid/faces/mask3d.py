@@ -3,40 +3,41 @@ gaze, rendered over the patient's face.
 
 Per frame and track:
 
-1. Pose: a 3D similarity fit of the model's mean shape to the patient's landmarks, on the points
-   that expressions barely move (``rigid_index`` in the donor model).
+1. Pose: a 3D similarity fit of the expression model's mean shape to the patient's landmarks,
+   on the points that expressions barely move (faces/expression.py).
 2. Expression, separated from identity: the patient's landmarks are taken into the canonical
-   frame; a per-track neutral estimate (the running median over recent frames) is subtracted
-   and the remaining deltas are added to the mean shape. The patient's own face shape cancels.
-   Eye openness is transferred as a ratio to the track's neutral openness, so a blink closes
-   the mask's eyes fully whatever the patient's eye size; each iris keeps its offset within its
-   eye (gaze).
+   frame and `NeutralTracker` gives the expression displacement (against the track's robust
+   neutral in video; on a track's first frame, a single image, the fit against the model's
+   identity basis), which is added to the mean shape. The patient's own face shape is left
+   out. Eye openness is transferred as a ratio to the patient's usual openness, so a blink
+   closes the mask's eyes fully whatever the patient's eye size; each iris keeps its offset
+   within its eye (gaze).
 3. The mask is posed back into the frame, scaled up just enough (smoothly, per track) that it
-   covers the patient's whole face hull, and rendered with a synthetic skin texture, Lambert
-   shading from the pose, the frame's exposure, painted eyeballs and mouth cavity.
+   covers the patient's whole face hull, and rendered in one flat material (faces/
+   mask_surface.py: a tint, painted lips and brows) with Lambert shading from its own posed
+   geometry, synthetic eyeballs, lash lines and a mouth cavity with teeth. Beyond the mesh
+   (the forehead, jaw and ear margin that is covered too) the same material continues.
 
-The texture is a sample of the donor PCA model chosen per study from the key (``donor_seed``),
-as swap chooses its donor; ``donor_seed=None`` renders the model's mean texture instead. One
-mask for everybody is not unlinkable: when every output wears the same face, a recogniser
-ranks captures by what the mask leaves around it (hairline, ears, neck, lighting) and links two
-captures of one person (London set, dlib linkage rank-1 37% with the mean texture). A texture
-that changes with the study drowns those residual cues as a different donor does for swap.
-The shape stays the mean shape either way: no patient's or donor's face geometry is kept.
-
-The mask keeps no patient pixel inside the covered region; colour comes from the texture and
-only the lightness level is taken from the frame.
+Nothing in the covered region comes from the frame: no texture (neither a photo nor a sample of
+the donor model), no colour and no exposure; only the geometry follows the patient. The
+material's tint is drawn per study from the seed (``donor_seed``, derived from the site key
+as for swap's donor; None gives a default grey-beige): with one identical mask for everybody a
+recogniser ranks captures by what the mask leaves around it and links two captures of one
+person (London set, dlib linkage rank-1 37% with one mean face), while a tint that changes
+with the study and carries nothing of the patient drowns those cues.
 """
 
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from dicom_deid.faces import mesh, render_mesh
+from dicom_deid.faces import mask_surface, mesh, render_mesh
 from dicom_deid.faces.donors import load_model
+from dicom_deid.faces.expression import NeutralTracker, load_expression_model
 from dicom_deid.faces.region import (
     BASELINE_FOREHEAD,
     BASELINE_MARGIN,
@@ -47,36 +48,43 @@ from dicom_deid.faces.region import (
 from dicom_deid.faces.swap import RASTER_IOD, check_inputs
 
 MAX_SUPERSAMPLE = 4
+# Shade of the material beyond the mesh (about the mesh's own at its edge) and the width,
+# in eye distances, over which the mesh fades into it.
+FILL_SHADE = 0.8
+EDGE_RAMP = 0.15
 _EYES = ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER, mesh.RIGHT_IRIS, (33, 133)),
          (mesh.LEFT_EYE_UPPER, mesh.LEFT_EYE_LOWER, mesh.LEFT_IRIS, (263, 362)))
 
 
 @dataclass
 class _Track:
-    history: collections.deque = field(default_factory=lambda: collections.deque(maxlen=150))
-    neutral: np.ndarray | None = None
-    frames: int = 0
+    expression: NeutralTracker
+    openness: collections.deque   # the patient's eye openings (right, left), canonical units
+    attitude: collections.deque   # the patient's head (yaw, pitch), radians
     cover_scale: float = 1.0
+    outline_scale: float = 1.0
 
 
 class Mask3DRenderer:
     """Renders the digital mask; keeps a neutral-shape estimate per track id."""
 
     def __init__(self, donor_seed: int | None = None, *, model_path: str | None = None,
+                 expression_path: str | None = None,
                  history: int = 150, lid_closed: float = 0.3,
                  supersample_iod: float = 96.0,
                  refresh: int = 5, max_tracks: int = 64, feather: float = 0.12,
-                 forehead: float = BASELINE_FOREHEAD, margin: float = BASELINE_MARGIN) -> None:
+                 forehead: float = BASELINE_FOREHEAD, margin: float = BASELINE_MARGIN,
+                 rest_limit_degrees: float = 4.0) -> None:
         self.model = load_model(model_path)
+        self.expression = load_expression_model(expression_path)
         self.canonical = self.model.canonical.astype(np.float64)
-        rigid = self.model.rigid_index
-        self.rigid = np.arange(mesh.MESH_POINTS) if rigid is None else rigid
         layout = self.model.layout
         self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
-        # Only the PCA model, never a site's donor photos: the mask is nobody's face.
-        look = self.model.mean() if donor_seed is None else self.model.sample(donor_seed)
-        self.texture = np.ascontiguousarray(look.texture, dtype=np.float32)
-        self.iris_rgb = np.asarray(look.iris_rgb, np.float32)
+        # Only the model's mean shape and layout are used, never a texture of the donor model
+        # or a site's donor photos: the surface is one flat material, tinted per study.
+        self.material = mask_surface.material(donor_seed)
+        self.texture = mask_surface.texture(layout, self.material)
+        self.iris_rgb = self.material.iris
         self.history = history
         self.lid_closed = lid_closed
         self.supersample_iod = supersample_iod
@@ -89,6 +97,7 @@ class Mask3DRenderer:
         # dlib linkage rank-1: 0.67 with the bare hull, 0.43 with the baselines' growth).
         self.forehead = forehead
         self.margin = margin
+        self.rest_limit = float(np.radians(rest_limit_degrees))
         self._tracks: collections.OrderedDict[int, _Track] = collections.OrderedDict()
         self._skin_tris = self.tris[self.parts == mesh.PART_SKIN]
 
@@ -102,7 +111,9 @@ class Mask3DRenderer:
     def _track(self, track_id: int) -> _Track:
         track = self._tracks.get(track_id)
         if track is None:
-            track = _Track(collections.deque(maxlen=self.history))
+            track = _Track(NeutralTracker(self.expression, self.history, self.refresh),
+                           collections.deque(maxlen=self.history),
+                           collections.deque(maxlen=self.history))
             self._tracks[track_id] = track
             while len(self._tracks) > self.max_tracks:
                 self._tracks.popitem(last=False)
@@ -112,30 +123,58 @@ class Mask3DRenderer:
 
     def mask_geometry(self, landmarks: np.ndarray, track_id: int = 0) -> np.ndarray:
         """The mask's 478 points in frame pixels for these landmarks (updates the track)."""
-        lm = landmarks.astype(np.float64)
-        pose = mesh.fit_similarity(self.canonical[self.rigid], lm[self.rigid])
-        patient = pose.inverse_apply(lm)
+        patient, pose = self.expression.to_canonical(landmarks)
         track = self._track(track_id)
-        track.history.append(patient.astype(np.float32))
-        if track.neutral is None or track.frames % self.refresh == 0:
-            track.neutral = np.median(np.stack(track.history), axis=0).astype(np.float64)
-        track.frames += 1
-        shape = self.canonical + (patient - track.neutral)
-        self._transfer_eyes(shape, patient, track.neutral)
+        # The patient's expression against the track's neutral (on a track's first frame,
+        # a single image, the fit against the identity basis): the patient's shape cancels.
+        shape = self.canonical + track.expression.update(patient)
+        self._transfer_eyes(shape, patient, track)
         self._keep_mouth_closed_order(shape)
-        return pose.apply(shape)
+        return pose.apply(self._turned(shape, pose.rotation, track))
 
-    def _transfer_eyes(self, shape: np.ndarray, patient: np.ndarray,
-                       neutral: np.ndarray) -> None:
+    def _turned(self, shape: np.ndarray, rotation: np.ndarray, track: _Track) -> np.ndarray:
+        """The shape turned (about its centre, in the canonical frame) so that, once posed, its
+        yaw and pitch are the patient's movement plus the study's resting attitude.
+
+        How a person holds the head at rest (a few degrees of turn or tilt, the same in every
+        capture) is a habit a recogniser picks up even through an identical mask: within
+        ``rest_limit`` the track's median attitude is replaced by the study's turn; movement
+        away from it, and any larger turn, stay the patient's.
+        """
+        roll, yaw, pitch = _euler(rotation)
+        track.attitude.append((yaw, pitch))
+        rest = np.clip(np.median(np.asarray(track.attitude), axis=0), -self.rest_limit,
+                       self.rest_limit)
+        turn = np.asarray(self.material.turn)
+        target = _rotation(roll, yaw - rest[0] + turn[0], pitch - rest[1] + turn[1])
+        change = rotation.T @ target
+        centre = shape[: mesh.MESH_POINTS].mean(axis=0)
+        return (shape - centre) @ change.T + centre
+
+    def _transfer_eyes(self, shape: np.ndarray, patient: np.ndarray, track: _Track) -> None:
+        """Eye openness as a ratio to the patient's usual openness; gaze as the iris offset.
+
+        The usual openness is the larger of the track's median opening (what this patient's
+        open eye looks like) and the neutral estimate's (the frame with its fitted expression
+        taken out: on a single image of closed eyes the median alone would call them open).
+        """
         mean = self.canonical
-        for upper, lower, iris, corners in _EYES:
+        neutral = track.expression.neutral
+        now = []
+        for upper, lower, _, _ in _EYES:
             up, lo = list(upper[1:-1]), list(lower[1:-1])
-            open_now = np.linalg.norm(patient[lo, :2] - patient[up, :2], axis=1)
-            open_neutral = np.linalg.norm(neutral[lo, :2] - neutral[up, :2], axis=1)
-            ratio = float(open_now.sum() / max(open_neutral.sum(), 1e-6))
+            now.append(float(np.linalg.norm(patient[lo, :2] - patient[up, :2], axis=1).sum()))
+        track.openness.append(now)
+        usual = np.median(np.asarray(track.openness), axis=0)
+        for k, (upper, lower, iris, corners) in enumerate(_EYES):
+            up, lo = list(upper[1:-1]), list(lower[1:-1])
+            open_neutral = float(np.linalg.norm(neutral[lo, :2] - neutral[up, :2], axis=1).sum())
+            ratio = now[k] / max(usual[k], open_neutral, 1e-6)
             ratio = float(np.clip((ratio - self.lid_closed) / (1.0 - self.lid_closed), 0.0, 1.6))
             mid = (shape[up] + shape[lo]) / 2
-            half = (mean[lo] - mean[up]) / 2 * ratio
+            # The open eye's size is the study's: the patient's usual opening, measured
+            # against the model's neutral, is partly the shape of that person's eyes.
+            half = (mean[lo] - mean[up]) / 2 * ratio * self.material.eye_opening
             shape[up] = mid - half
             shape[lo] = mid + half
             # Gaze: the iris keeps its place within the eye, measured between the eye corners.
@@ -210,32 +249,35 @@ class Mask3DRenderer:
                 inplace: bool = False) -> np.ndarray:
         geo = self.mask_geometry(lm, track_id)
         track = self._tracks[track_id]
-        track.cover_scale = _cover_scale(geo, lm, track.cover_scale)
-        centre = geo[: mesh.MESH_POINTS].mean(axis=0)
+        pts = mesh.MESH_POINTS
+        track.cover_scale = _containing_scale(geo[:pts, :2], lm[:pts, :2], track.cover_scale)
+        centre = geo[:pts].mean(axis=0)
         geo = (centre + (geo - centre) * track.cover_scale).astype(np.float32)
         iod = max(mesh.inter_ocular(geo), 4.0)
         feather = self.feather * iod
         grown = None
         if self.forehead > 0 or self.margin > 0:
-            grown = region_polygon(lm, forehead=self.forehead, margin=self.margin)
+            # The covered outline is the mask's own (its mean shape grown), enlarged until it
+            # holds the patient's grown outline: drawn around the patient's face instead, the
+            # edge of the mask traced that face's outline for a recogniser to compare.
+            grown = region_polygon(geo, forehead=self.forehead, margin=self.margin)
+            patient = region_polygon(lm, forehead=self.forehead, margin=self.margin)
+            track.outline_scale = _containing_scale(grown, patient, track.outline_scale)
+            middle = grown.mean(axis=0)
+            grown = middle + (grown - middle) * track.outline_scale
         extent = [lm[:, :2], geo[:, :2]] + ([] if grown is None else [grown])
         roi = render_mesh.roi_around(np.concatenate(extent).astype(np.float32), rgb.shape,
                                      feather + 2)
         out = rgb if inplace else rgb.copy()
         if roi.empty:
             return out
-        # A view into ``out`` when in place: read only before `composite` writes the ROI.
-        original = roi.of(rgb)
         xy = geo[:, :2] - roi.offset
         shade = self._shading(geo)
         maps = render_mesh.mesh_maps(xy, -geo[:, 2], self.tris, self.parts, self.uv,
                                      roi.shape, min(1.0, RASTER_IOD / iod), shade[:, None])
         rendered = render_mesh.sample_texture(self.texture, maps)
         rendered *= maps.extra
-        skin = np.where(maps.part == mesh.PART_SKIN, 255, 0).astype(np.uint8)
-        rendered = _match_exposure(rendered, original, skin)
-        brightness = float(np.clip(cv2.mean(rendered, mask=skin)[1] / 150.0, 0.25, 1.3)) \
-            if cv2.countNonZero(skin) else 1.0
+        brightness = 1.0
         for label, contour, iris in ((mesh.PART_RIGHT_EYE, mesh.RIGHT_EYE, mesh.RIGHT_IRIS),
                                      (mesh.PART_LEFT_EYE, mesh.LEFT_EYE, mesh.LEFT_IRIS),
                                      (mesh.PART_MOUTH, mesh.INNER_LIPS, None)):
@@ -256,11 +298,30 @@ class Mask3DRenderer:
         cover = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape) | maps.covered
         if grown is not None:
             cover |= polygon_mask(grown - roi.offset, roi.shape)
-        render_mesh.composite(out, roi, rendered, maps.covered, cover, feather)
+        canvas = self._extend_surface(rendered, maps.covered, iod)
+        # The canvas covers the whole ROI: nothing for `composite` to extend.
+        render_mesh.composite(out, roi, canvas, np.full(roi.shape, 255, np.uint8), cover,
+                              feather)
         return out
 
+    def _extend_surface(self, rendered: np.ndarray, covered: np.ndarray,
+                        iod: float) -> np.ndarray:
+        """The mask's material over the whole ROI: beyond the mesh (the grown forehead, jaw
+        and ear margin) one flat shade of the skin, the mesh fading into it near its edge.
+
+        A continuation of the rendered pixels (push-pull) runs out of levels over a deep
+        forehead margin and left a black cap above the mask.
+        """
+        canvas = np.empty_like(rendered)
+        canvas[...] = self.material.skin * FILL_SHADE
+        ramp = max(EDGE_RAMP * iod, 1.5)
+        dist = cv2.distanceTransform(covered, cv2.DIST_L2, 3)
+        alpha = cv2.min(dist * (1.0 / ramp), 1.0)
+        return cv2.blendLinear(rendered, canvas, alpha, 1.0 - alpha)
+
     def _shading(self, geo: np.ndarray) -> np.ndarray:
-        """Per-vertex Lambert shading of the posed mask, light from the camera and above."""
+        """Per-vertex Lambert shading of the posed mask, light from the material's direction
+        (about the camera's, from above)."""
         p = geo[: mesh.MESH_POINTS].astype(np.float64)
         t = self._skin_tris
         n = np.cross(p[t[:, 1]] - p[t[:, 0]], p[t[:, 2]] - p[t[:, 0]])
@@ -271,11 +332,10 @@ class Mask3DRenderer:
         # Orient toward the camera (negative z is nearer in MediaPipe's convention).
         if normals[:, 2].mean() > 0:
             normals = -normals
-        light = np.array([0.0, -0.35, -1.0])
-        light /= np.linalg.norm(light)
+        light = self.material.light
         lambert = np.clip(normals @ light, 0.0, 1.0)
         shade = np.ones(mesh.LANDMARK_COUNT, np.float32)
-        shade[: mesh.MESH_POINTS] = 0.55 + 0.5 * lambert
+        shade[: mesh.MESH_POINTS] = 0.6 + 0.45 * lambert
         return shade
 
 
@@ -308,13 +368,32 @@ def _draw_lashes(rendered: np.ndarray, xy: np.ndarray, iod: float, brightness: f
         patch += a * colour
 
 
-def _cover_scale(mask_xy: np.ndarray, patient_xy: np.ndarray, previous: float) -> float:
-    """How much the mask must grow about its centre to cover the patient's face hull.
+def _rotation(roll: float, yaw: float, pitch: float) -> np.ndarray:
+    """Rz(roll) @ Ry(yaw) @ Rx(pitch)."""
+    cr, sr, cy, sy, cp, sp = (np.cos(roll), np.sin(roll), np.cos(yaw), np.sin(yaw),
+                              np.cos(pitch), np.sin(pitch))
+    return (np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
+            @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+            @ np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]]))
+
+
+def _euler(rotation: np.ndarray) -> tuple[float, float, float]:
+    """(roll, yaw, pitch) with ``_rotation(roll, yaw, pitch) == rotation``."""
+    r = np.asarray(rotation, np.float64)
+    yaw = float(np.arcsin(np.clip(-r[2, 0], -1.0, 1.0)))
+    pitch = float(np.arctan2(r[2, 1], r[2, 2]))
+    roll = float(np.arctan2(r[1, 0], r[0, 0]))
+    return roll, yaw, pitch
+
+
+def _containing_scale(outline: np.ndarray, points: np.ndarray, previous: float) -> float:
+    """How much the convex hull of ``outline`` must grow about the mean of ``outline`` to hold
+    every one of ``points`` (x, y).
 
     Grows at once when needed, shrinks back slowly, so the mask does not pulse from frame to
     frame.
     """
-    m = mask_xy[: mesh.MESH_POINTS, :2].astype(np.float64)
+    m = np.asarray(outline, np.float64)[:, :2]
     c = m.mean(axis=0)
     hull = cv2.convexHull(m.astype(np.float32)).reshape(-1, 2).astype(np.float64)
     edges = np.roll(hull, -1, axis=0) - hull
@@ -323,20 +402,8 @@ def _cover_scale(mask_xy: np.ndarray, patient_xy: np.ndarray, previous: float) -
     normals[offset < 0] *= -1
     offset = np.abs(offset)
     valid = offset > 1e-9
-    pts = patient_xy[: mesh.MESH_POINTS, :2].astype(np.float64) - c
+    pts = np.asarray(points, np.float64)[:, :2] - c
     gauge = (pts @ normals[valid].T) / offset[valid]
     needed = float(max(1.0, gauge.max())) * 1.01
     return max(needed, 0.97 * previous + 0.03 * needed, 1.0)
 
-
-def _match_exposure(rendered: np.ndarray, original: np.ndarray, skin: np.ndarray) -> np.ndarray:
-    """Scale the mask's lightness to the frame's: the mask keeps its own colour and contrast."""
-    if not cv2.countNonZero(skin):
-        return rendered
-    lab_r = cv2.cvtColor(np.clip(rendered, 0, 255) / 255.0, cv2.COLOR_RGB2LAB)
-    lab_o = cv2.cvtColor(original.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    mean_r = cv2.mean(lab_r[..., 0], mask=skin)[0]
-    mean_o = cv2.mean(lab_o[..., 0], mask=skin)[0]
-    lab_r[..., 0] = np.clip(lab_r[..., 0] * float(np.clip(mean_o / max(mean_r, 1.0), 0.4, 1.6)),
-                            0, 100)
-    return cv2.cvtColor(lab_r, cv2.COLOR_LAB2RGB) * 255.0

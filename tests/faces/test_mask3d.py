@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dicom_deid.faces import FaceReplacer, mesh
+from dicom_deid.faces import FaceReplacer, mask_surface, mesh
 from dicom_deid.faces.mask3d import Mask3DRenderer
 from dicom_deid.faces.region import BASELINE_FOREHEAD, BASELINE_MARGIN, covered_region
 from tests.faces import recognizer, synth
@@ -41,19 +41,79 @@ def test_mask_covers_the_hull_and_hides_the_identity(astronaut):
     assert recognizer.best_distance(out, reference) >= recognizer.MATCH_DISTANCE
 
 
+def _shape_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean point distance between two shapes once a similarity is taken out (per eye distance)."""
+    pts = mesh.MESH_POINTS
+    fit = mesh.fit_similarity(np.asarray(a[:pts], np.float64), np.asarray(b[:pts], np.float64))
+    err = np.linalg.norm(fit.apply(a[:pts]) - b[:pts], axis=1).mean()
+    return float(err / mesh.inter_ocular(b))
+
+
 def test_the_patients_face_shape_is_not_kept(astronaut):
-    """Two faces of different proportions get the same mask: the mean shape, posed."""
+    """Two people with the same expression get the same mask: a change of face shape along the
+    expression model's identity basis (two standard deviations) does not reach the mask."""
     _, lm = astronaut
-    centre = lm[:, :2].mean(axis=0)
-    other = lm.copy()
-    other[:, 0] = centre[0] + (lm[:, 0] - centre[0]) * 1.25   # a much wider face
-    other[list(mesh.RIGHT_EYE) + list(mesh.LEFT_EYE), 1] -= 4  # eyes set higher
     renderer = Mask3DRenderer()
-    canonical = renderer.model.canonical
-    for i, face in enumerate((lm, other)):
-        geo = renderer.mask_geometry(face, track_id=i)
-        assert _canonical_residual(face, canonical) > 0.02
-        assert _canonical_residual(geo, canonical) < 1e-3
+    model = renderer.expression
+    patient, pose = model.to_canonical(lm)
+    base = renderer.mask_geometry(lm, track_id=0)
+    with np.load(model.path) as data:
+        sd = np.sqrt(data["identity_variances"])
+    for k in range(3):
+        offset = np.zeros((mesh.LANDMARK_COUNT, 3))
+        offset[: mesh.MESH_POINTS] = (model.identity_basis[k] * 2 * sd[k]).reshape(-1, 3)
+        other = pose.apply(patient + offset).astype(np.float32)
+        geo = renderer.mask_geometry(other, track_id=k + 1)
+        assert _shape_difference(lm, other) > 0.01
+        assert _shape_difference(base, geo) < 0.05 * _shape_difference(lm, other)
+    # Nor does its own shape: the mask is the mean shape plus only an expression displacement.
+    assert _canonical_residual(base, renderer.model.canonical) < \
+        _canonical_residual(lm, renderer.model.canonical)
+
+
+def _smile(lm: np.ndarray, amount: float = 1.0) -> np.ndarray:
+    """The landmarks with the lips drawn outward and the corners up, as in a smile."""
+    iod = mesh.inter_ocular(lm)
+    lips = sorted(set(mask_surface.OUTER_LIPS + mesh.INNER_LIPS_UPPER + mesh.INNER_LIPS_LOWER))
+    centre = (lm[61, :2] + lm[291, :2]) / 2
+    half = np.linalg.norm(lm[61, :2] - lm[291, :2]) / 2
+    out = lm.copy()
+    t = (lm[lips, 0] - centre[0]) / half
+    out[lips, 0] += amount * 0.12 * iod * t
+    out[lips, 1] -= amount * 0.08 * iod * t * t
+    return out
+
+
+def _mouth(p: np.ndarray) -> tuple[float, float]:
+    """(corner-to-corner width, corner height above the eye line), per eye distance."""
+    iod = mesh.inter_ocular(p)
+    width = np.linalg.norm(p[61, :2] - p[291, :2]) / iod
+    height = ((p[33, 1] + p[263, 1]) / 2 - (p[61, 1] + p[291, 1]) / 2) / iod
+    return float(width), float(height)
+
+
+def test_a_single_smiling_image_keeps_its_smile(astronaut):
+    """One image, no track history: the expression is fitted against the identity basis, so a
+    smile widens the mask's mouth and lifts its corners (with the old per-track median the
+    neutral of a single image was the image itself, and every photo came out neutral)."""
+    _, lm = astronaut
+    neutral = Mask3DRenderer().mask_geometry(lm, track_id=0)
+    smiling = Mask3DRenderer().mask_geometry(_smile(lm), track_id=0)
+    width_n, height_n = _mouth(neutral)
+    width_s, height_s = _mouth(smiling)
+    patient_widening = _mouth(_smile(lm))[0] - _mouth(lm)[0]
+    assert width_s - width_n > 0.2 * patient_widening
+    assert height_s > height_n + 0.01  # the corners rise toward the eyes
+
+
+def test_a_smile_in_video_moves_the_mask_against_the_tracks_neutral(astronaut):
+    _, lm = astronaut
+    renderer = Mask3DRenderer()
+    for _ in range(10):
+        neutral = renderer.mask_geometry(lm, track_id=4)
+    smiling = renderer.mask_geometry(_smile(lm), track_id=4)
+    patient_widening = _mouth(_smile(lm))[0] - _mouth(lm)[0]
+    assert _mouth(smiling)[0] - _mouth(neutral)[0] > 0.7 * patient_widening
 
 
 def test_eyelids_and_gaze_follow_the_patient(astronaut):
@@ -101,6 +161,41 @@ def test_the_mask_follows_head_pose():
     assert angle(geos[1]) - angle(geos[0]) == pytest.approx(true_turn, abs=2.0)
 
 
+def _yawed(lm: np.ndarray, degrees: float, renderer: Mask3DRenderer) -> np.ndarray:
+    """The same face turned about the vertical axis in 3D."""
+    patient, pose = renderer.expression.to_canonical(lm)
+    t = np.radians(degrees)
+    rot = np.array([[np.cos(t), 0, np.sin(t)], [0, 1, 0], [-np.sin(t), 0, np.cos(t)]])
+    centre = patient[: mesh.MESH_POINTS].mean(axis=0)
+    return pose.apply((patient - centre) @ rot.T + centre).astype(np.float32)
+
+
+def test_the_resting_attitude_is_the_studys_and_movement_the_patients(astronaut):
+    """A head held a few degrees turned at rest (a habit, the same in every capture of a person;
+    within the renderer's 4 degrees) gives the same mask as a frontal one; a turn during the track, and a large turn, still move
+    the mask."""
+    _, lm = astronaut
+    renderer = Mask3DRenderer(donor_seed=3)
+    front = renderer.mask_geometry(lm, track_id=0)
+    habit = renderer.mask_geometry(_yawed(lm, 3.0, renderer), track_id=1)
+    def seen(a: np.ndarray, b: np.ndarray) -> float:   # as the camera sees it: x, y only
+        return _shape_difference(a[:, :2], b[:, :2])
+
+    assert seen(_yawed(lm, 3.0, renderer), lm) > 0.003
+    assert seen(front, habit) < 0.1 * seen(_yawed(lm, 3.0, renderer), lm)
+
+    def yaw_of(points: np.ndarray) -> float:
+        _, pose = renderer.expression.to_canonical(points)
+        return float(np.degrees(np.arcsin(-pose.rotation[2, 0])))
+
+    for _ in range(20):
+        renderer.mask_geometry(lm, track_id=2)
+    turned = renderer.mask_geometry(_yawed(lm, 15.0, renderer), track_id=2)
+    assert yaw_of(turned) - yaw_of(front) == pytest.approx(15.0, abs=2.0)
+    large = Mask3DRenderer(donor_seed=3).mask_geometry(_yawed(lm, 30.0, renderer), track_id=0)
+    assert yaw_of(large) - yaw_of(front) > 15.0
+
+
 def test_mask3d_through_the_replacer_on_a_moving_sequence():
     frames, truth = synth.sequence(10, "scale")
     with FaceReplacer("mask3d", fps=25.0) as rep:
@@ -120,21 +215,56 @@ def test_mask3d_through_the_replacer_on_a_moving_sequence():
     assert recognizer.best_distance(outs[-1], reference) >= recognizer.MATCH_DISTANCE
 
 
-def test_the_mask_texture_is_chosen_per_study(astronaut):
-    """One mask for everybody lets a recogniser link two captures of a person by what the mask
-    leaves around it; the texture therefore comes from the study's key, the shape stays mean."""
-    img, lm = astronaut
-    a, a2, b = Mask3DRenderer(donor_seed=11), Mask3DRenderer(donor_seed=11), Mask3DRenderer(donor_seed=12)
-    mean = Mask3DRenderer()
+def test_the_surface_is_one_material_designed_per_study(astronaut):
+    """No face texture (neither a photo nor a donor-model sample): the albedo is one flat colour
+    with painted lips and brows, and the design (tint, light, a slight turn, brow and lip
+    proportions) is drawn from the study's seed alone; the shape under it is the same for every
+    study up to that turn."""
+    _, lm = astronaut
+    a, a2 = Mask3DRenderer(donor_seed=11), Mask3DRenderer(donor_seed=11)
+    b = Mask3DRenderer(donor_seed=12)
     assert np.array_equal(a.texture, a2.texture)
+    assert np.abs(a.material.skin - b.material.skin).max() > 5.0
     assert not np.array_equal(a.texture, b.texture)
-    assert np.array_equal(mean.texture, mean.model.mean().texture)
-    assert np.abs(a.texture - b.texture).mean() > 3.0
-    hull = synth.hull_mask(lm, img.shape)
-    out_a, out_b = a.render(img, lm), b.render(img, lm)
-    assert np.abs(out_a[hull].astype(int) - out_b[hull].astype(int)).mean() > 3.0
-    # The geometry is the same mean shape whatever the texture.
-    np.testing.assert_allclose(a.mask_geometry(lm, 5), b.mask_geometry(lm, 5), atol=1e-4)
+    for r in (a, b, Mask3DRenderer()):
+        flat = np.all(np.abs(r.texture - r.material.skin) < 0.5, axis=2)
+        assert flat.mean() > 0.85   # everything but the lips and brows
+    geo_a, geo_b = a.mask_geometry(lm, 5), b.mask_geometry(lm, 5)
+    fit = mesh.fit_similarity(geo_a, geo_b)
+    residual = np.linalg.norm(fit.apply(geo_a) - geo_b, axis=1).max() / mesh.inter_ocular(lm)
+    assert residual < 1e-3
+    assert fit.scale == pytest.approx(1.0, abs=1e-3)
+    turn = np.degrees(np.arccos(np.clip((np.trace(fit.rotation) - 1) / 2, -1, 1)))
+    assert turn <= 2 * np.sqrt(2) * mask_surface.TURN_DEGREES + 0.1
+
+
+def test_no_patient_pixel_reaches_the_mask(astronaut):
+    """Whatever the patient's skin, lighting or texture, the covered region comes out the same:
+    colour and lightness are the material's and the pose's, nothing is measured in the frame."""
+    import cv2
+
+    img, lm = astronaut
+    grown = covered_region(lm, img.shape, forehead=BASELINE_FOREHEAD, margin=BASELINE_MARGIN)
+    other = img.copy()
+    other[grown > 0] = 255 - other[grown > 0]
+    out = Mask3DRenderer(donor_seed=5).render(img, lm)
+    out_other = Mask3DRenderer(donor_seed=5).render(other, lm)
+    inner = cv2.erode(grown, np.ones((7, 7), np.uint8)) > 0
+    assert np.array_equal(out[inner], out_other[inner])
+
+
+def test_the_grown_forehead_is_the_material_not_a_dark_band(astronaut):
+    """Beyond the mesh (the grown forehead and jaw margin) the mask continues in its own
+    material; the old continuation of the rendered pixels ran out and left a black cap."""
+    img, lm = astronaut
+    renderer = Mask3DRenderer(donor_seed=5)
+    out = renderer.render(img, lm)
+    grown = covered_region(lm, img.shape, forehead=BASELINE_FOREHEAD, margin=BASELINE_MARGIN) > 0
+    rows = np.arange(img.shape[0])[:, None]
+    above = grown & (rows < lm[10, 1])   # above the mesh's forehead top
+    assert above.sum() > 500
+    ratio = out[above].astype(np.float64).mean(axis=1) / renderer.material.skin.mean()
+    assert np.percentile(ratio, 2) > 0.6
 
 
 def test_a_partly_closed_eye_closes_the_mask(astronaut):
@@ -180,7 +310,9 @@ def test_a_small_face_is_covered_and_its_blink_shows(astronaut):
         reader.close()
     print(ear)
     assert ear["open"] > 0.2
-    assert ear["closed"] < 0.12
+    # The evaluation counts a blink under 0.75 x the clip's median; half the open value is a
+    # clear margin under it.
+    assert ear["closed"] < 0.5 * ear["open"]
 
 
 @pytest.mark.parametrize("factor", [1.0, 0.25])
