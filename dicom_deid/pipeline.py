@@ -12,11 +12,13 @@ Both are written atomically (temp file + rename). An input that fails at any ste
 copied to quarantine_dir with a `<name>.reason.txt` beside it, and nothing is written to
 output_dir for it; the other instances go on. Inputs are never modified.
 
-An instance whose pixels may show a face (video, VL photography, secondary capture; see
+An instance whose pixels may show a face (the profile's face_scope; see
 header.pixels.may_show_face) goes through the pixel stage (pixel_stage.py) unless the face
-method is `none`: faces replaced in every frame, re-encoded under a new keyed SOP Instance
-UID that references its source, and, when the profile asks for keypoints (the default), a
-keypoint Structured Report in its own series:
+method is `none`: faces replaced in every frame and re-encoded, under the same keyed SOP
+Instance UID that every reference to the instance gets (one mapping, derived from the key
+alone); where no frame changed (no face found), the original Pixel Data is kept bit for bit.
+When the profile asks for keypoints (the default), a keypoint Structured Report goes in its
+own series:
 
     output_dir/<StudyUID>/<SRSeriesUID>/<SRSOPUID>.dcm
 
@@ -181,6 +183,7 @@ def _report(header: HeaderResult, profile: Profile, faces: str, pixels: PixelSta
             "may_show_face": header.may_show_face,
             "face_method": faces,
             "faces_cleaned": bool(pixels and pixels.faces_cleaned),
+            "pixels_modified": bool(pixels and pixels.pixels_modified),
             "burned_in_annotation_cleaned": bool(pixels and pixels.burned_in_annotation_cleaned),
         },
     }
@@ -233,17 +236,20 @@ def _process_faces(path: Path, source, header: HeaderResult, profile: Profile, f
 
     original_study = str(source.StudyInstanceUID)
     original_sop = str(source.SOPInstanceUID)
-    # The re-encoded instance gets its own keyed UID: its pixels differ from the source's.
-    new_sop = key.uid("reencoded:" + original_sop)
+    # One mapping from an original SOP Instance UID to its output UID, whatever the pixel
+    # stage does: the header stage's, which every reference to the instance uses too.
+    new_sop = str(header.dataset.SOPInstanceUID)
     target = output_dir / study / series / f"{new_sop}.dcm"
     written: list[Path] = []
     try:
         outcome = clean_faces(path, header.dataset, original_study, original_sop, profile,
                               faces, key, target, durable=durable)
-        written.append(target)
-        out = header.dataset.copy()
-        out.SOPInstanceUID = outcome.sop_instance_uid
+        out = header.dataset
         mark_pixels(out, profile, outcome.status)
+        if not outcome.status.pixels_modified:
+            # No face in any frame: the original Pixel Data goes out bit for bit.
+            write_atomic(out, target, durable=durable)
+        written.append(target)
         report = _report(header, profile, faces, outcome.status, out, target.name, True)
         report.update(outcome.report)
         if outcome.sr is not None:

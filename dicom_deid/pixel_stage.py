@@ -61,9 +61,14 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
     """Replace the faces in every frame of `path` and write the result to `target`.
 
     header_ds is the de-identified header (from the header stage); original_study and
-    original_sop are the source's UIDs, used only to derive keyed values. Raises
-    PixelStageError or dicom_deid.video.VideoError with a PHI-free message.
+    original_sop are the source's UIDs, used only to derive keyed values. The instance keeps
+    the header stage's SOP Instance UID (the key's one mapping of the original, which every
+    reference to it uses too). When no frame changed (no face found, no leak covered), nothing
+    is written and `status.pixels_modified` is False: the caller keeps the original Pixel Data
+    bit for bit. Raises PixelStageError or dicom_deid.video.VideoError with a PHI-free message.
     """
+    import numpy as np
+
     from dicom_deid.faces import FaceReplacer
     from dicom_deid.video import open_frames, write_frames
 
@@ -72,10 +77,14 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
     template = header_ds.copy()
     # The header must say what was done before the frames are written with it.
     mark_pixels(template, profile, status)
-    new_uid = key.uid("reencoded:" + original_sop)
+    new_uid = str(header_ds.SOPInstanceUID)
     timings = {"faces_s": 0.0, "keypoints_s": 0.0}
+    changed = [0]
     originals: list = []
     outputs: list = []
+    # Encoded beside the target and renamed into place only if some frame changed.
+    work = target.with_name(f".{target.name}.faces.tmp")
+    work.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with open_frames(path) as reader:
         info = reader.info
@@ -97,6 +106,8 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
                 for rgb, out, result in replaced:
                     t1 = time.monotonic()
                     timings["faces_s"] += t1 - t0
+                    if out is not rgb and not np.array_equal(out, rgb):
+                        changed[0] += 1
                     if extract_original is not None:
                         originals.append(extract_original.extract(
                             rgb, face_landmarks=_original_face_landmarks(result)))
@@ -110,11 +121,16 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
         replaced = frames()
         try:
             written = write_frames(
-                template, replaced, target, info, transfer_syntax="same",
+                template, replaced, work, info, transfer_syntax="same",
                 sop_instance_uid=new_uid,
-                source=(str(header_ds.SOPClassUID), str(header_ds.SOPInstanceUID)),
+                # The original is never forwarded and its output UID is this instance's own:
+                # no self-reference; the source's own Source Image items stay, remapped.
+                source=None,
                 pixels_changed=True,
             )
+        except BaseException:
+            work.unlink(missing_ok=True)
+            raise
         finally:
             # write_frames does not close what it was given: on its failure the face stage's
             # thread must stop here, before the reader and the replacer it uses are closed.
@@ -125,15 +141,25 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
                     extractor.close()
     total = time.monotonic() - start
     if faces_report.frames != written.frames:
+        work.unlink(missing_ok=True)
         raise PixelStageError(
             f"{faces_report.frames} frames went through the face stage but {written.frames} "
             "were written"
         )
+    modified = changed[0] > 0
+    if modified:
+        _check_fidelity(header_ds, work)
+        work.replace(target)
+    else:
+        work.unlink(missing_ok=True)
+        status = PixelStatus(burned_in_annotation_cleaned=False, faces_cleaned=True,
+                             method=method, pixels_modified=False)
     # Decoding and encoding run in their own threads (dicom_deid.overlap), overlapping the
     # face stage: "decode_encode" is the wall time left over, not the codecs' own cost.
     report: dict[str, Any] = {
         "faces": faces_report.as_dict(),
-        "video": written.to_dict(),
+        "frames_changed": changed[0],
+        "video": written.to_dict() if modified else {"kept": "original pixel data, bit for bit"},
         "timings_s": {"total": round(total, 3),
                       "faces": round(timings["faces_s"], 3),
                       "keypoints": round(timings["keypoints_s"], 3),
@@ -143,12 +169,36 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
     outcome = PixelOutcome(status=status, video=target, sop_instance_uid=new_uid, report=report)
     if want_keypoints:
         outcome.keypoints = originals
+        video_ds = dcmread(target, stop_before_pixels=True) if modified else template
         outcome.sr, report["invariance"] = _keypoint_sr(
-            target, originals, outputs, faces_report, profile, key, original_study, original_sop)
+            video_ds, originals, outputs, faces_report, profile, key, original_study, original_sop)
     return outcome
 
 
-def _keypoint_sr(video_path: Path, originals: list, outputs: list, faces_report: Any,
+# The pixel module attributes whose change the header must state (bit depth, colour model).
+_FIDELITY = ("BitsStored", "SamplesPerPixel", "PixelRepresentation")
+
+
+def _check_fidelity(source_ds: Dataset, written: Path) -> None:
+    """A face was replaced: refuse an output that lost bit depth or signedness, which the
+    8-bit colour face stage would do to any other image (nothing a reader could trust)."""
+    out = dcmread(written, stop_before_pixels=True)
+    lost = []
+    for keyword in _FIDELITY:
+        before, after = source_ds.get(keyword), out.get(keyword)
+        if keyword == "SamplesPerPixel" and before is not None and int(before) == 1:
+            continue  # a grey image may come back as colour: no information lost
+        if before is not None and after is not None and int(before) != int(after):
+            lost.append(f"{keyword} {int(before)} -> {int(after)}")
+    if lost:
+        written.unlink(missing_ok=True)
+        raise PixelStageError(
+            "a face was found, but replacing it would change the image's " + ", ".join(lost)
+            + "; the instance is not written with the face or with a degraded image"
+        )
+
+
+def _keypoint_sr(video_ds: Dataset, originals: list, outputs: list, faces_report: Any,
                  profile: Profile, key: SiteKey, original_study: str,
                  original_sop: str) -> tuple[Dataset, dict[str, Any]]:
     from dicom_deid.keypoints import build_keypoint_sr, invariance
@@ -157,7 +207,6 @@ def _keypoint_sr(video_path: Path, originals: list, outputs: list, faces_report:
     metrics = invariance(originals, outputs,
                          fallback_frames=faces_report.fallback_frames,
                          leak_frames=faces_report.leak_frames)
-    video_ds = dcmread(video_path, stop_before_pixels=True)
     sr = build_keypoint_sr(
         video_ds, originals, metrics,
         series_uid=key.uid("keypoint-sr-series:" + original_study),

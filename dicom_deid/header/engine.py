@@ -532,7 +532,9 @@ def _method_values(profile: Profile, pixels: PixelStatus | None) -> list[str]:
     if pixels is None:
         values.append("pixels not modified")
     else:
-        if pixels.faces_cleaned:
+        if pixels.faces_cleaned and not pixels.pixels_modified:
+            values.append(f"no face found ({pixels.method or 'unspecified'})"[:64])
+        elif pixels.faces_cleaned:
             values.append(f"faces replaced ({pixels.method or 'unspecified'})"[:64])
         if pixels.burned_in_annotation_cleaned:
             values.append("burned-in annotation removed")
@@ -574,7 +576,7 @@ def mark_pixels(out: Dataset, profile: Profile, pixels: PixelStatus | None) -> N
         out.BurnedInAnnotation = "NO"
     if pixels is not None and pixels.faces_cleaned:
         out.RecognizableVisualFeatures = "NO"
-    elif may_show_face(out):
+    elif may_show_face(out, profile.face_scope):
         out.RecognizableVisualFeatures = "YES"
 
 
@@ -605,7 +607,7 @@ def deidentify(ds: Dataset, profile: Profile, key: SiteKey,
     """
     walker = _Walker(profile, key, ds)
     out = walker.walk(ds, (), NORMAL)
-    face = may_show_face(ds)
+    face = may_show_face(ds, profile.face_scope)
     _finish(out, ds, profile, pixels)
     return HeaderResult(
         dataset=out,
