@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicom_deid.header import PixelStatus, Profile, SiteKey, mark_pixels
 
@@ -86,7 +87,13 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
     work = target.with_name(f".{target.name}.faces.tmp")
     work.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    with open_frames(path) as reader:
+    source: Path | Dataset = path
+    meta = getattr(header_ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        # The frame reader seeks into the file for Pixel Data, which a deflated file does not
+        # allow: it gets the inflated dataset instead (deflated files are small stills).
+        source = dcmread(path)
+    with open_frames(source) as reader:
         info = reader.info
         fps = float(info.fps or 25.0)
         replacer = FaceReplacer(method=method, shape=profile.face_shape if method == "swap" else 0.0,

@@ -37,6 +37,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+from pydicom.valuerep import VR as _VR
 
 from dicom_deid import __version__
 from dicom_deid.header.keys import SiteKey
@@ -56,6 +57,7 @@ from dicom_deid.header.values import (
 )
 
 NORMAL, DUMMY, DUMMY_ALL, CLEAN = 0, 1, 2, 3
+KNOWN_VRS = frozenset(str(v.value) for v in _VR)
 _UNDEFINED = 0xFFFFFFFF
 _MAX_DEPTH = 64
 DICOM_ROOT = "1.2.840.10008."
@@ -243,19 +245,25 @@ class _Walker:
             if type(elem) is RawDataElement:
                 _check_raw(elem)
             rule = rules.get(t)
-            if rule is None:
-                if 0x5000 <= group <= 0x60FF and group & 0xFF00 in (0x5000, 0x6000):
-                    # Curves (retired) and overlays: bitmaps the header cannot clean, and
-                    # removing only Overlay Data would leave an invalid Overlay Plane module.
-                    self.counts["X"] += 1
-                    continue
-                new = self._unlisted(src, tag, elem, path, mode)
-            else:
-                if top is not None:
-                    action = top[t]
+            action = None
+            try:
+                if rule is None:
+                    if 0x5000 <= group <= 0x60FF and group & 0xFF00 in (0x5000, 0x6000):
+                        # Curves (retired) and overlays: bitmaps the header cannot clean, and
+                        # removing only Overlay Data would leave an invalid Overlay Plane module.
+                        self.counts["X"] += 1
+                        continue
+                    new = self._unlisted(src, tag, elem, path, mode)
                 else:
-                    action = self.profile.resolve_nested(self.sop_class, t, path)
-                new = self._apply(src, tag, elem, rule, action, path)
+                    if top is not None:
+                        action = top[t]
+                    else:
+                        action = self.profile.resolve_nested(self.sop_class, t, path)
+                    new = self._apply(src, tag, elem, rule, action, path)
+            except DeidentificationError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (pydicom raises many types on bad values)
+                new = self._unreadable(tag, action, exc)
             if new is not None:
                 out[tag] = new
         for t in kept_private:  # a kept private element keeps its private creator
@@ -269,9 +277,34 @@ class _Walker:
             ds.is_undefined_length_sequence_item = src.is_undefined_length_sequence_item
         return ds
 
+    def _unreadable(self, tag: BaseTag, action: str | None, exc: Exception):
+        """An element whose value pydicom cannot convert (a bad VR, a broken charset, a
+        malformed number): acted on by its tag's action where that needs no value, else the
+        instance fails with a reason that names the element (by tag, never its value)."""
+        t = int(tag)
+        if action in ("X", "Z", "D"):
+            self.warnings.append(f"unreadable value of {tag_text(t)} {'removed' if action == 'X' else 'replaced'}")
+            if action == "X":
+                return None
+            vr = _dictionary_vr(t)
+            if action == "Z" or vr in ("UN", "SQ"):
+                return DataElement(tag, "SQ", Sequence()) if vr == "SQ" else DataElement(tag, vr, None)
+            return self._dummy_vr(tag, vr)
+        raise DeidentificationError(
+            f"element {tag_text(t)} cannot be read ({type(exc).__name__}), so it cannot be "
+            "de-identified"
+        )
+
+    def _dummy_vr(self, tag: BaseTag, vr: str):
+        value = dummy_value(vr)
+        if value is None:
+            self.counts["X"] += 1
+            return None
+        return DataElement(tag, vr, value)
+
     def _vr(self, elem: DataElement | RawDataElement, t: int) -> str:
         vr = elem.VR
-        if not vr or vr == "UN" or " or " in vr:
+        if not vr or vr == "UN" or " or " in vr or vr not in KNOWN_VRS:
             known = _dictionary_vr(t)
             if known != "UN" or not vr:
                 return known

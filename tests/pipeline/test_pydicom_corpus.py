@@ -44,7 +44,7 @@ MUST_QUARANTINE = {
 # Valid files that were quarantined only because of the face stage or the reader (defect 2),
 # and images the face stage used to destroy (defect 1): each must come out de-identified.
 MUST_WRITE = (
-    "empty_charset_LEI.dcm", "image_dfl.dcm", "JPEG2000.dcm", "JPGExtended.dcm",
+    "image_dfl.dcm", "JPEG2000.dcm", "JPGExtended.dcm",
     "SC_rgb_rle_16bit.dcm", "SC_rgb_jpeg_dcmtk.dcm", "CT_small.dcm", "rtplan.dcm",
     "emri_small_jpeg_2k_lossless.dcm", "color3d_jpeg_baseline.dcm",
 )
