@@ -13,6 +13,7 @@ target file (atomically, through dicom_deid.video) and returns the SR dataset to
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
@@ -58,11 +60,13 @@ def _original_face_landmarks(result: FrameResult) -> list:
 
 def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_sop: str,
                 profile: Profile, method: str, key: SiteKey, target: Path, *,
-                keypoints: bool | None = None, durable: bool = True) -> PixelOutcome:
+                keypoints: bool | None = None, durable: bool = True,
+                date_offset_days: int | None = None) -> PixelOutcome:
     """Replace the faces in every frame of `path` and write the result to `target`.
 
     header_ds is the de-identified header (from the header stage); original_study and
-    original_sop are the source's UIDs, used only to derive keyed values. The instance keeps
+    original_sop are the source's UIDs, used only to derive keyed values; date_offset_days
+    is the patient's date shift (HeaderResult.offset_days) under the date-shift option. The instance keeps
     the header stage's SOP Instance UID (the key's one mapping of the original, which every
     reference to it uses too). When no frame changed (no face found, no leak covered), nothing
     is written and `status.pixels_modified` is False: the caller keeps the original Pixel Data
@@ -179,7 +183,60 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
         video_ds = dcmread(target, stop_before_pixels=True) if modified else template
         outcome.sr, report["invariance"] = _keypoint_sr(
             video_ds, originals, outputs, faces_report, profile, key, original_study, original_sop)
+        sr_dates_follow_profile(outcome.sr, video_ds, profile.date_mode, date_offset_days)
     return outcome
+
+
+# Type 1 in the SR Document General module: a dummy where the date option removes dates.
+_SR_REQUIRED_DATES = {0x00080023: "DA", 0x00080033: "TM"}
+
+
+def sr_dates_follow_profile(sr: Dataset, video_ds: Dataset, mode: str,
+                            offset_days: int | None) -> None:
+    """The SR's dates and times as the profile treats any other date (issue 16: for a routing
+    node, processing time is close to exam time).
+
+    An attribute the de-identified video has (ContentDate, StudyDate ...) takes the video's
+    value, which the header stage already removed, dummied or shifted. The rest are the
+    builder's own timestamps (InstanceCreationDate/Time, ContributionDateTime ...): kept
+    under retain-longitudinal-full-dates, shifted with the patient under
+    retain-longitudinal-modified-dates (times stay: the shift is whole days), removed
+    otherwise, except ContentDate/Time, which the SR must have: a dummy.
+    """
+    from dicom_deid.header.values import DUMMY_TEXT, shift_da, shift_dt
+
+    def walk(ds: Dataset, top: bool) -> None:
+        for tag in list(ds.keys()):  # noqa: SIM118 (iterating a Dataset decodes every element)
+            if type(ds.get_item(tag)) is RawDataElement:
+                continue  # the encoded keypoint coordinates (keypoints/encode.py): no dates
+            elem = ds[tag]
+            if elem.VR == "SQ":
+                for item in elem.value or ():
+                    walk(item, False)
+                continue
+            if elem.VR not in ("DA", "DT", "TM"):
+                continue
+            tag = int(elem.tag)
+            if top and tag in video_ds:
+                ds[tag] = copy.deepcopy(video_ds[tag])
+                if tag in _SR_REQUIRED_DATES and not ds[tag].value:
+                    ds[tag].value = DUMMY_TEXT[_SR_REQUIRED_DATES[tag]]  # emptied (Z)
+                continue
+            if mode == "keep":
+                continue
+            if mode == "shift" and offset_days is not None:
+                if elem.VR == "TM":
+                    continue
+                shift = shift_da if elem.VR == "DA" else shift_dt
+                moved = shift(str(elem.value or ""), offset_days)
+                elem.value = moved if moved is not None else DUMMY_TEXT[elem.VR]
+                continue
+            if top and tag in _SR_REQUIRED_DATES:
+                elem.value = DUMMY_TEXT[_SR_REQUIRED_DATES[tag]]
+            else:
+                del ds[elem.tag]
+
+    walk(sr, True)
 
 
 # The pixel module attributes whose change the header must state (bit depth, colour model).

@@ -125,6 +125,7 @@ class HeaderResult:
     date_mode: str = "remove"
     pseudonym_source: str | None = None        # 'keyed', 'lookup' or None
     may_show_face: bool = False
+    offset_days: int | None = None             # the patient's date shift, under "shift"
 
 
 def tag_text(tag: int) -> str:
@@ -649,6 +650,7 @@ def deidentify(ds: Dataset, profile: Profile, key: SiteKey,
         date_mode=profile.date_mode,
         pseudonym_source=walker.pseudonym_source,
         may_show_face=face,
+        offset_days=walker.offset_days if profile.date_mode == "shift" else None,
     )
 
 

@@ -117,6 +117,10 @@ def test_swap_video_with_keypoint_sr(face_video, tmp_path: Path, key_file: Path)
     assert sr.SeriesInstanceUID != ds.SeriesInstanceUID
     assert sr.PatientID == ds.PatientID
     assert dciodvfy_errors(sr_path) == []
+    # No option keeps dates: the SR's own processing timestamps are not written.
+    assert "InstanceCreationDate" not in sr and "InstanceCreationTime" not in sr
+    assert all("ContributionDateTime" not in item
+               for item in sr.get("ContributingEquipmentSequence", []))
     dsrdump = require_tool("dsrdump")
     proc = subprocess.run([dsrdump, str(sr_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
