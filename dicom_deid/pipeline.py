@@ -331,7 +331,7 @@ def _process_faces(path: Path, source, header: HeaderResult, profile: Profile, f
     try:
         outcome = clean_faces(path, header.dataset, original_study, original_sop, profile,
                               faces, key, target, durable=durable,
-                              date_offset_days=header.offset_days)
+                              date_offset_days=header.offset_days, original=source)
         out = header.dataset
         mark_pixels(out, profile, outcome.status)
         if not outcome.status.pixels_modified:

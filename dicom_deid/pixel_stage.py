@@ -58,15 +58,33 @@ def _original_face_landmarks(result: FrameResult) -> list:
     return [f.landmarks for f in result.faces if f.landmarks is not None]
 
 
+def _frame_source(path: Path, header_ds: Dataset, original: Dataset | None) -> Path | Dataset:
+    """The file, for the frame reader to stream from; the dataset pydicom read where the file
+    cannot be streamed: deflated (the reader seeks into the file for Pixel Data, which a
+    deflated file does not allow), or encoded in another VR encoding than its transfer syntax
+    says (pydicom notices and reads it; the reader, which trusts the syntax, would not)."""
+    meta = getattr(header_ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax == DeflatedExplicitVRLittleEndian:
+        return original if original is not None else dcmread(path)
+    if original is not None and syntax is not None and syntax.is_transfer_syntax:
+        implicit, _ = original.original_encoding
+        if implicit is not None and implicit != syntax.is_implicit_VR:
+            return original
+    return path
+
+
 def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_sop: str,
                 profile: Profile, method: str, key: SiteKey, target: Path, *,
                 keypoints: bool | None = None, durable: bool = True,
-                date_offset_days: int | None = None) -> PixelOutcome:
+                date_offset_days: int | None = None,
+                original: Dataset | None = None) -> PixelOutcome:
     """Replace the faces in every frame of `path` and write the result to `target`.
 
     header_ds is the de-identified header (from the header stage); original_study and
     original_sop are the source's UIDs, used only to derive keyed values; date_offset_days
-    is the patient's date shift (HeaderResult.offset_days) under the date-shift option. The instance keeps
+    is the patient's date shift (HeaderResult.offset_days) under the date-shift option;
+    original, the dataset as read, is used where the file cannot be streamed (_frame_source). The instance keeps
     the header stage's SOP Instance UID (the key's one mapping of the original, which every
     reference to it uses too). When no frame changed (no face found, no leak covered), nothing
     is written and `status.pixels_modified` is False: the caller keeps the original Pixel Data
@@ -75,7 +93,7 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
     import numpy as np
 
     from dicom_deid.faces import FaceReplacer
-    from dicom_deid.video import open_frames, write_frames
+    from dicom_deid.video import VideoError, open_frames, write_frames
 
     want_keypoints = profile.keypoints if keypoints is None else keypoints
     status = PixelStatus(burned_in_annotation_cleaned=False, faces_cleaned=True, method=method)
@@ -91,13 +109,16 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
     work = target.with_name(f".{target.name}.faces.tmp")
     work.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    source: Path | Dataset = path
-    meta = getattr(header_ds, "file_meta", None)
-    if meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        # The frame reader seeks into the file for Pixel Data, which a deflated file does not
-        # allow: it gets the inflated dataset instead (deflated files are small stills).
-        source = dcmread(path)
-    with open_frames(source) as reader:
+    source = _frame_source(path, header_ds, original)
+    try:
+        reader = open_frames(source)
+    except VideoError:
+        if original is None or source is original:
+            raise
+        # The reader walks the file's elements itself to find Pixel Data; where it loses its
+        # way (a VR that is not there) and pydicom did not, the dataset pydicom read serves.
+        reader = open_frames(original)
+    with reader:
         info = reader.info
         fps = float(info.fps or 25.0)
         replacer = FaceReplacer(method=method, shape=profile.face_shape if method == "swap" else 0.0,

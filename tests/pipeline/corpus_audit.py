@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sys
 import warnings
@@ -53,6 +54,7 @@ REASON_CATEGORIES = (
 @dataclass
 class Audit:
     files: int = 0
+    # Inputs are named by their path relative to the folder that holds them all.
     written: list[str] = field(default_factory=list)
     quarantined: dict[str, str] = field(default_factory=dict)      # input name -> reason
     lost: list[str] = field(default_factory=list)
@@ -148,8 +150,10 @@ def audit_run(inputs: list[Path], output_dir: Path, quarantine_dir: Path, key: S
                if not p.resolve().is_relative_to(quarantine_dir.resolve())}
     written_sops: dict[str, str] = {}          # output UID -> input name
     by_sop: dict[str, list[Path]] = defaultdict(list)
+    root = Path(os.path.commonpath([p.parent for p in inputs])) if inputs else Path()
+    names = {p: p.relative_to(root).as_posix() for p in inputs}   # unique, unlike file names
     for path in inputs:
-        name = path.name
+        name = names[path]
         ds = _read(path)
         sop = _sop(ds)
         if sop:
@@ -181,16 +185,16 @@ def audit_run(inputs: list[Path], output_dir: Path, quarantine_dir: Path, key: S
     for target in outputs.values():
         out = _read(target)
         for where, uid in _references(out) if out is not None else ():
-            if uid in mapped and any(p.name in audit.written for p in by_sop[mapped[uid]]):
+            if uid in mapped and any(names[p] in audit.written for p in by_sop[mapped[uid]]):
                 audit.references += 1
                 if uid not in outputs:
                     audit.dangling.append((target.name, where))
     for paths in by_sop.values():
-        kept = [p for p in paths if p.name not in audit.quarantined]
+        kept = [p for p in paths if names[p] not in audit.quarantined]
         digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in kept}
         if len(digests) > 1:
             audit.overwritten_files += len(digests) - 1
-            audit.overwritten.append(", ".join(sorted(p.name for p in kept)))
+            audit.overwritten.append(", ".join(sorted(names[p] for p in kept)))
     return audit
 
 

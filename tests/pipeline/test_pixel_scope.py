@@ -147,3 +147,32 @@ def test_face_in_a_single_frame_image_adds_no_multiframe_attributes(
     report = json.loads(out_path.with_suffix(".json").read_text())
     assert report["pixels"]["pixels_modified"] is True and report["faces"]["faces"] > 0
     assert new_dciodvfy_errors(source, out_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [
+    "JPEG2000.dcm",            # 16-bit signed NM stored as SC: came out 8-bit, all 127/128
+    "JPGExtended.dcm",         # 12-bit JPEG extended: came out 8-bit JPEG-LS, "lossless"
+    "SC_rgb_rle_16bit.dcm",    # 16-bit RGB RLE: came out 8-bit, still "RLE Lossless"
+    "SC_rgb_rle_32bit.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",   # 8-bit colour JPEG baseline: in scope, no face, no re-encode
+])
+def test_pydicom_files_the_face_stage_damaged_keep_their_pixels(
+        name: str, tmp_path: Path, key_file: Path) -> None:
+    import pydicom.data
+
+    source = Path(pydicom.data.__file__).parent / "test_files" / name
+    if not source.is_file():
+        pytest.skip(f"pydicom's test file {name} is not installed")
+    result = _run(source, tmp_path, key_file)
+    original = dcmread(source)
+    out_path = next(p for p in result.outputs
+                    if p.stem == load_key(key_file).uid(str(original.SOPInstanceUID)))
+    out = dcmread(out_path)
+    assert out.PixelData == original.PixelData
+    for keyword in ("BitsAllocated", "BitsStored", "PhotometricInterpretation",
+                    "PixelRepresentation", "SmallestImagePixelValue", "LargestImagePixelValue",
+                    "NumberOfFrames", "LossyImageCompression"):
+        assert out.get(keyword) == original.get(keyword), keyword
+    assert out.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+    assert "FrameTime" not in out or "FrameTime" in original
