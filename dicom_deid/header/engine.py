@@ -109,6 +109,36 @@ def _code_tags() -> frozenset[int]:
 
 
 CODE_TAGS = _code_tags()
+# What a code says (value and meaning), as opposed to how it is structured.
+CODE_TEXT_TAGS = frozenset({0x00080100, 0x00080104, 0x00080119, 0x00080120})
+CODING_SCHEME_DESIGNATOR = 0x00080102
+# Coding schemes of PS3.16 Table 8-1 whose meanings are a published vocabulary. A local or
+# private scheme (a designator starting with 99, or one this list does not know) may be free
+# text written at the site: it is treated like any other text of the enclosing attribute.
+STANDARD_SCHEMES = frozenset({
+    "DCM", "SCT", "SRT", "SNM3", "LN", "UCUM", "FMA", "RADLEX", "NCIT", "MDC", "UMLS",
+    "I10", "I10P", "I9", "I9C", "ICD10", "ICD10PCS", "ICD9CM", "ICD11", "ICDO3", "HL7",
+    "ACR", "BARI", "NCDR", "NEU", "NICIP", "RFC5646", "RFC3066", "ISO3166_1", "ISO639_1",
+    "ISO639_2", "ISO_OID", "UBERON", "MSH", "RXNORM", "WHOATC", "ATC", "PUBCHEM_CID",
+    "GMDN", "ITIS_TSN", "NCBI", "MGI", "IBSI", "C4", "C5", "CD2", "DC", "DCMUID", "POS",
+    "ASTM-SIGPURPOSE", "CTV3", "HPC", "IHE", "LNC", "MA", "MAYONEDIC", "NYUMCCG", "RO",
+    "UPC", "UNS", "SNOMED", "SNOMED-CT",
+})
+_TIME = re.compile(r"\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?(-\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?)?"
+                   r"|-\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?")
+
+
+def standard_scheme(item: Dataset) -> bool:
+    """Whether the code in this item comes from a standard, published coding scheme."""
+    if CODING_SCHEME_DESIGNATOR not in item:
+        # Long Code Value / URN Code Value without a designator: a URN names a standard
+        # vocabulary only under its own URN; nothing here tells, so it is not kept as code.
+        return False
+    try:
+        designator = str(item[CODING_SCHEME_DESIGNATOR].value or "").strip().upper()
+    except Exception:  # noqa: BLE001 (an unreadable designator is not a known scheme)
+        return False
+    return designator in STANDARD_SCHEMES and not designator.startswith("99")
 
 
 class DeidentificationError(Exception):
@@ -375,10 +405,14 @@ class _Walker:
             if self.date_mode == "keep":
                 return _copy(elem)
             if self.date_mode == "shift":
-                return _copy(elem) if vr == "TM" else self._shift(src, tag, vr)
+                return self._time(src, tag) if vr == "TM" else self._shift(src, tag, vr)
             return self._dummy(src, tag, vr)
         if t in CODE_TAGS and mode != DUMMY_ALL:
-            return _copy(elem)
+            if t not in CODE_TEXT_TAGS or standard_scheme(src):
+                return _copy(elem)
+            # A local or private scheme's value and meaning are free text: they follow the
+            # enclosing sequence's action below.
+            self.counts["local code"] += 1
         if vr in BINARY_VRS:
             self.counts["X"] += 1
             return None
@@ -458,6 +492,18 @@ class _Walker:
         self.counts["shifted"] += 1
         return _element(int(tag), vr, out)
 
+    def _time(self, src: Dataset, tag: BaseTag) -> DataElement:
+        """A time under the date-shift option: kept, as the shift is whole days, if it is a
+        time; any other text in a TM element is replaced by the dummy."""
+        values = []
+        for value in _values(src[tag].value):
+            text = str(value).strip()
+            if text and not _TIME.fullmatch(text):
+                self.warnings.append(f"unreadable TM in {tag_text(int(tag))} replaced by a dummy")
+                text = DUMMY_TEXT["TM"]
+            values.append(text)
+        return _element(int(tag), "TM", values)
+
     def _clean(self, src: Dataset, tag: BaseTag, elem, vr: str):
         """C on one value: replace it with one of similar meaning that identifies nobody.
 
@@ -473,7 +519,9 @@ class _Walker:
                 return self._shift(src, tag, vr)
             return _copy(elem) if self.date_mode == "keep" else self._dummy(src, tag, vr)
         if vr == "TM":
-            return _copy(elem) if self.date_mode in ("shift", "keep") else self._dummy(src, tag, vr)
+            if self.date_mode == "shift":
+                return self._time(src, tag)
+            return _copy(elem) if self.date_mode == "keep" else self._dummy(src, tag, vr)
         if t == TIMEZONE_OFFSET:
             return _element(t, vr, [clean_timezone(str(v)) for v in _values(src[tag].value)])
         if vr == "AE":
