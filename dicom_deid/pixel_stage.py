@@ -179,8 +179,9 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
             "were written"
         )
     modified = changed[0] > 0
+    changes: list[str] = []
     if modified:
-        _check_fidelity(header_ds, work)
+        changes = _check_fidelity(header_ds, work)
         work.replace(target)
     else:
         work.unlink(missing_ok=True)
@@ -198,6 +199,10 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
                       "decode_encode": round(total - timings["faces_s"] - timings["keypoints_s"], 3)},
     }
     report["video"].pop("path", None)
+    if changes:
+        # What the re-encode changed beyond the faces, stated (the header says it too:
+        # PhotometricInterpretation, transfer syntax, LossyImageCompression).
+        report["video"]["changed"] = changes
     outcome = PixelOutcome(status=status, video=target, sop_instance_uid=new_uid, report=report)
     if want_keypoints:
         outcome.keypoints = originals
@@ -264,9 +269,10 @@ def sr_dates_follow_profile(sr: Dataset, video_ds: Dataset, mode: str,
 _FIDELITY = ("BitsStored", "SamplesPerPixel", "PixelRepresentation")
 
 
-def _check_fidelity(source_ds: Dataset, written: Path) -> None:
+def _check_fidelity(source_ds: Dataset, written: Path) -> list[str]:
     """A face was replaced: refuse an output that lost bit depth or signedness, which the
-    8-bit colour face stage would do to any other image (nothing a reader could trust)."""
+    8-bit colour face stage would do to any other image (nothing a reader could trust).
+    Returns the other changes, to be reported: colour model, transfer syntax, lossy step."""
     out = dcmread(written, stop_before_pixels=True)
     lost = []
     for keyword in _FIDELITY:
@@ -281,6 +287,16 @@ def _check_fidelity(source_ds: Dataset, written: Path) -> None:
             "a face was found, but replacing it would change the image's " + ", ".join(lost)
             + "; the instance is not written with the face or with a degraded image"
         )
+    changes = []
+    for keyword in ("PhotometricInterpretation", "LossyImageCompression"):
+        before, after = str(source_ds.get(keyword, "") or ""), str(out.get(keyword, "") or "")
+        if before != after:
+            changes.append(f"{keyword} {before or '(none)'} -> {after or '(none)'}")
+    before_ts = str(getattr(getattr(source_ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    after_ts = str(out.file_meta.get("TransferSyntaxUID", ""))
+    if before_ts and before_ts != after_ts:
+        changes.append(f"TransferSyntaxUID {before_ts} -> {after_ts}")
+    return changes
 
 
 def _keypoint_sr(video_ds: Dataset, originals: list, outputs: list, faces_report: Any,

@@ -146,6 +146,9 @@ def test_face_in_a_single_frame_image_adds_no_multiframe_attributes(
     assert (out.BitsStored, out.SamplesPerPixel) == (8, 3)
     report = json.loads(out_path.with_suffix(".json").read_text())
     assert report["pixels"]["pixels_modified"] is True and report["faces"]["faces"] > 0
+    # Native RGB in, native RGB out: nothing else changed, and nothing is claimed.
+    assert "changed" not in report["video"]
+    assert out.PhotometricInterpretation == "RGB" and "LossyImageCompression" not in out
     assert new_dciodvfy_errors(source, out_path) == []
 
 
