@@ -158,3 +158,19 @@ def test_dicomdir_is_quarantined_not_skipped(tmp_path: Path, key_file: Path) -> 
     shutil.copyfile(_file("DICOMDIR-implicit", TEST_FILES / "dicomdirtests"), inputs / "DICOMDIR")
     result = _run([inputs / "DICOMDIR"], tmp_path, key_file)
     assert "DICOMDIR" in result.failures[0].reason
+
+
+@pytest.mark.slow
+def test_h264_video_with_a_trailing_delimiter(tmp_path: Path, key_file: Path) -> None:
+    """The issue's case: `transcode` read it, `deidentify` quarantined it (NotImplementedError)."""
+    from tests.pipeline.face_video import make_face_video
+
+    video, _ = make_face_video(tmp_path / "clip.dcm", frames=4)
+    with video.open("ab") as handle:
+        handle.write(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+    profile = tmp_path / "blur.yaml"
+    profile.write_text("profile: blur\nbase: basic\nfaces: blur\nkeypoints: false\n")
+    result = _run([video], tmp_path, key_file, profile=profile)
+    assert result.ok, result.failures
+    report = json.loads(result.reports[0].read_text())
+    assert report["faces"]["frames"] == 4 and report["pixels"]["pixels_modified"] is True
