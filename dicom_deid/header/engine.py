@@ -433,7 +433,9 @@ class _Walker:
             return DataElement(tag, "SQ", Sequence()) if vr == "SQ" else DataElement(tag, vr, None)
         if action == "U":
             if vr == "SQ":
-                return self._sequence(src, tag, path, NORMAL)
+                # U* on a reference sequence: its UIDs are replaced (as every UID is), and
+                # anything else in it that is text is not known to be safe: dummied.
+                return self._sequence(src, tag, path, DUMMY)
             return self._uids(src, tag) if vr == "UI" else self._dummy(src, tag, vr)
         if action == "D":
             if vr == "SQ":

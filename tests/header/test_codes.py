@@ -88,3 +88,27 @@ def test_standard_scheme() -> None:
     assert not standard_scheme(_code("1", "99HOSP", "x"))
     assert not standard_scheme(_code("1", "LOCAL", "x"))
     assert not standard_scheme(Dataset())
+
+
+def test_required_reference_sequence_keeps_its_items_remapped(key_file: Path) -> None:
+    """A segmentation's per-frame Source Image Sequence (Type 2, X/Z/U*): its items stay with
+    their UIDs replaced by the one keyed mapping, so the instance's other references to the
+    same images still match; text that happens to be inside is not kept."""
+    key = load_key(key_file)
+    source = Dataset()
+    source.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    source.ReferencedSOPInstanceUID = "1.2.3.4.5.6.7.8.100"
+    source.SegmentLabel = f"{TOKEN} liver"
+    derivation = Dataset()
+    derivation.SourceImageSequence = Sequence([source])
+    frame = Dataset()
+    frame.DerivationImageSequence = Sequence([derivation])
+    ds = _sr()
+    del ds.ContentSequence
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"   # Segmentation Storage
+    ds.PerFrameFunctionalGroupsSequence = Sequence([frame])
+    out = deidentify(ds, load_profile("basic"), key).dataset
+    item = out.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
+    assert item.ReferencedSOPInstanceUID == key.uid("1.2.3.4.5.6.7.8.100")
+    assert item.ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+    assert TOKEN.lower() not in str(out).lower()
