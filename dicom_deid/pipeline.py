@@ -12,11 +12,13 @@ Both are written atomically (temp file + rename). An input that fails at any ste
 copied to quarantine_dir with a `<name>.reason.txt` beside it, and nothing is written to
 output_dir for it; the other instances go on. Inputs are never modified.
 
-An instance whose pixels may show a face (video, VL photography, secondary capture; see
+An instance whose pixels may show a face (the profile's face_scope; see
 header.pixels.may_show_face) goes through the pixel stage (pixel_stage.py) unless the face
-method is `none`: faces replaced in every frame, re-encoded under a new keyed SOP Instance
-UID that references its source, and, when the profile asks for keypoints (the default), a
-keypoint Structured Report in its own series:
+method is `none`: faces replaced in every frame and re-encoded, under the same keyed SOP
+Instance UID that every reference to the instance gets (one mapping, derived from the key
+alone); where no frame changed (no face found), the original Pixel Data is kept bit for bit.
+When the profile asks for keypoints (the default), a keypoint Structured Report goes in its
+own series:
 
     output_dir/<StudyUID>/<SRSeriesUID>/<SRSOPUID>.dcm
 
@@ -28,6 +30,7 @@ the instance goes to quarantine rather than out with text that may identify.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -35,7 +38,6 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +112,7 @@ class StudyResult:
     outputs: list[Path] = field(default_factory=list)
     failures: list[InstanceFailure] = field(default_factory=list)
     reports: list[Path] = field(default_factory=list)
-    duplicates: int = 0
+    duplicates: int = 0          # identical re-sends, stored once
 
     @property
     def ok(self) -> bool:
@@ -133,6 +135,31 @@ def _uid(ds, keyword: str) -> str:
     if not _UID_NAME.match(value):
         raise DeidentificationError(f"{keyword} is not a valid UID, cannot name the output")
     return value
+
+
+def _burned_in_annotation(source) -> bool:
+    try:
+        value = source.get("BurnedInAnnotation", "")
+    except Exception:  # noqa: BLE001 (an unreadable value says nothing: not YES)
+        return False
+    return has_pixels(source) and str(value or "").strip().upper() == "YES"
+
+
+def _check_burned_in_annotation(source, profile: Profile) -> None:
+    """Fail closed on text burned into the pixels (profile burned_in_annotation: quarantine)
+    until this build can remove it; `warn` lets the instance out with a report warning."""
+    if profile.burned_in_annotation == "quarantine" and _burned_in_annotation(source):
+        raise PixelStageError(
+            "BurnedInAnnotation is YES: text burned into the pixels may identify the patient "
+            "and this build cannot remove it (profile setting burned_in_annotation: quarantine)"
+        )
+
+
+def _burned_in_warning(source, profile: Profile) -> list[str]:
+    if profile.burned_in_annotation == "warn" and _burned_in_annotation(source):
+        return ["BurnedInAnnotation is YES: burned-in text was not removed "
+                "(profile setting burned_in_annotation: warn)"]
+    return []
 
 
 def _needs_faces(source, header: HeaderResult, profile: Profile, faces: str) -> bool:
@@ -181,6 +208,7 @@ def _report(header: HeaderResult, profile: Profile, faces: str, pixels: PixelSta
             "may_show_face": header.may_show_face,
             "face_method": faces,
             "faces_cleaned": bool(pixels and pixels.faces_cleaned),
+            "pixels_modified": bool(pixels and pixels.pixels_modified),
             "burned_in_annotation_cleaned": bool(pixels and pixels.burned_in_annotation_cleaned),
         },
     }
@@ -188,16 +216,55 @@ def _report(header: HeaderResult, profile: Profile, faces: str, pixels: PixelSta
 
 @dataclass
 class InstanceOutput:
-    """What one input became: its files (the instance, maybe a keypoint SR) and its report."""
+    """What one input became: its files (the instance, maybe a keypoint SR) and its report.
+    duplicate: an identical re-send of an instance this run already wrote (stored once)."""
 
     files: list[Path]
     report: Path
+    duplicate: bool = False
+
+
+class DuplicateInstanceError(DeidentificationError):
+    """A different instance under a SOP Instance UID that was already written."""
+
+
+def source_digest(path: Path, key: SiteKey) -> str:
+    """A keyed digest of the input file's bytes: tells an identical re-send from another
+    instance under the same SOP Instance UID, without being a hash of PHI anyone can check."""
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return key.token("source-file", sha.hexdigest(), 32)
+
+
+def _written_digest(target: Path) -> str:
+    """The source digest an earlier run recorded for an output ("" when it is unknown)."""
+    try:
+        return str(json.loads(target.with_suffix(".json").read_text()).get("source_digest", ""))
+    except (OSError, ValueError):
+        return ""
+
+
+def _earlier_output(target: Path, report: dict) -> list[Path]:
+    files = [target]
+    sr = report.get("keypoint_sr", {}).get("file") if isinstance(report, dict) else None
+    if sr:
+        files.append(target.parent.parent / sr)
+    return files
 
 
 def process_instance(path: Path, output_dir: Path, profile: Profile, faces: str,
                      key: SiteKey, *, durable: bool = True,
-                     keypoints_csv: bool = False) -> InstanceOutput:
+                     keypoints_csv: bool = False,
+                     registry: dict[str, str] | None = None) -> InstanceOutput:
     """De-identify one file into output_dir.
+
+    registry: output SOP Instance UID -> source digest of what this run has written so far
+    (shared across studies by the caller). An identical re-send is stored once
+    (InstanceOutput.duplicate); another instance under a SOP Instance UID already written,
+    in this run or an earlier one into the same output_dir, raises DuplicateInstanceError:
+    nothing is ever overwritten.
 
     Raises InputError, DeidentificationError, PixelStageError or VideoError (messages
     without PHI). On any error nothing of this instance is left in output_dir.
@@ -206,23 +273,46 @@ def process_instance(path: Path, output_dir: Path, profile: Profile, faces: str,
         # pydicom's warnings quote element values (PHI); they are not shown.
         warnings.simplefilter("ignore")
         source = read_instance(path)
+        _check_burned_in_annotation(source, profile)
         header = deidentify(source, profile, key, pixels=None)
         out = header.dataset
         study, series, sop = (_uid(out, k) for k in
                               ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
+        digest = source_digest(path, key)
+        target = output_dir / study / series / f"{sop}.dcm"
+        earlier = registry.get(sop) if registry is not None else None
+        on_disk = earlier is None and target.exists()
+        if on_disk:
+            earlier = _written_digest(target)
+        if earlier is not None:
+            if earlier != digest:
+                raise DuplicateInstanceError(
+                    "another instance with the same SOP Instance UID but different content "
+                    "was already written; it is not overwritten (duplicate SOP Instance UID)"
+                )
+            report_path = target.with_suffix(".json")
+            files = _earlier_output(target, json.loads(report_path.read_text())) if on_disk \
+                else [target]
+            if registry is not None:
+                registry[sop] = digest
+            # Written by an earlier run: listed as this run's output; seen in this run: not again.
+            return InstanceOutput(files, report_path, duplicate=not on_disk)
+        header.warnings.extend(_burned_in_warning(source, profile))
         source_has_pixels = has_pixels(source)
         if not _needs_faces(source, header, profile, faces):
-            target = output_dir / study / series / f"{sop}.dcm"
             report = _report(header, profile, faces, None, out, target.name, source_has_pixels)
+            report["source_digest"] = digest
             write_atomic(out, target, durable=durable)
             files = [target]
         else:
             files, report = _process_faces(path, source, header, profile, faces, key,
                                            output_dir, study, series, durable, keypoints_csv)
-            target = files[0]
+            report["source_digest"] = digest
         del source
     report_path = target.with_suffix(".json")
     write_atomic((json.dumps(report, indent=2) + "\n").encode(), report_path, durable=durable)
+    if registry is not None:
+        registry[sop] = digest
     return InstanceOutput(files, report_path)
 
 
@@ -233,17 +323,21 @@ def _process_faces(path: Path, source, header: HeaderResult, profile: Profile, f
 
     original_study = str(source.StudyInstanceUID)
     original_sop = str(source.SOPInstanceUID)
-    # The re-encoded instance gets its own keyed UID: its pixels differ from the source's.
-    new_sop = key.uid("reencoded:" + original_sop)
+    # One mapping from an original SOP Instance UID to its output UID, whatever the pixel
+    # stage does: the header stage's, which every reference to the instance uses too.
+    new_sop = str(header.dataset.SOPInstanceUID)
     target = output_dir / study / series / f"{new_sop}.dcm"
     written: list[Path] = []
     try:
         outcome = clean_faces(path, header.dataset, original_study, original_sop, profile,
-                              faces, key, target, durable=durable)
-        written.append(target)
-        out = header.dataset.copy()
-        out.SOPInstanceUID = outcome.sop_instance_uid
+                              faces, key, target, durable=durable,
+                              date_offset_days=header.offset_days, original=source)
+        out = header.dataset
         mark_pixels(out, profile, outcome.status)
+        if not outcome.status.pixels_modified:
+            # No face in any frame: the original Pixel Data goes out bit for bit.
+            write_atomic(out, target, durable=durable)
+        written.append(target)
         report = _report(header, profile, faces, outcome.status, out, target.name, True)
         report.update(outcome.report)
         if outcome.sr is not None:
@@ -306,10 +400,13 @@ def quarantine(path: Path, reason: str, quarantine_dir: Path) -> Path | None:
 
 def process_study(files: Iterable[Path | str], output_dir: Path | str, options: StudyOptions,
                   key: SiteKey, quarantine_dir: Path | str,
-                  progress: Callable[[Path, bool], None] | None = None) -> StudyResult:
+                  progress: Callable[[Path, bool], None] | None = None,
+                  registry: dict[str, str] | None = None) -> StudyResult:
     """De-identify the instances of one study; see the module doc for what is written.
 
-    `progress(path, ok)` is called after each instance. Raises only for problems that
+    `progress(path, ok)` is called after each instance. `registry` (output SOP Instance UID
+    -> source digest) spans studies when the caller passes the same dict to each call, so a
+    SOP Instance UID re-used in another study is caught too (see process_instance). Raises only for problems that
     concern every instance (a bad profile or face method); per-instance problems become
     StudyResult.failures, with the input quarantined.
     """
@@ -317,12 +414,13 @@ def process_study(files: Iterable[Path | str], output_dir: Path | str, options: 
     profile = options.load()
     faces = options.face_method(profile)
     result = StudyResult()
-    seen: Counter = Counter()
+    registry = {} if registry is None else registry
     for raw in files:
         path = Path(raw)
         try:
             done = process_instance(path, output_dir, profile, faces, key,
-                                    durable=options.durable, keypoints_csv=options.keypoints_csv)
+                                    durable=options.durable, keypoints_csv=options.keypoints_csv,
+                                    registry=registry)
         except (InputError, DeidentificationError, PixelStageError, VideoError) as exc:
             reason = str(exc)
         except Exception as exc:  # noqa: BLE001 (one bad instance must not stop the study)
@@ -330,12 +428,11 @@ def process_study(files: Iterable[Path | str], output_dir: Path | str, options: 
             reason = f"unexpected error ({type(exc).__name__}) while de-identifying"
             LOG.debug("unexpected %s for %s", type(exc).__name__, path.name)
         else:
-            seen[done.files[0]] += 1
-            if seen[done.files[0]] == 1:
+            if done.duplicate:
+                result.duplicates += 1
+            else:
                 result.outputs.extend(done.files)
                 result.reports.append(done.report)
-            else:
-                result.duplicates += 1
             if progress:
                 progress(path, True)
             continue

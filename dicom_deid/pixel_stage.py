@@ -13,6 +13,7 @@ target file (atomically, through dicom_deid.video) and returns the SR dataset to
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicom_deid.header import PixelStatus, Profile, SiteKey, mark_pixels
 
@@ -55,29 +58,67 @@ def _original_face_landmarks(result: FrameResult) -> list:
     return [f.landmarks for f in result.faces if f.landmarks is not None]
 
 
+def _frame_source(path: Path, header_ds: Dataset, original: Dataset | None) -> Path | Dataset:
+    """The file, for the frame reader to stream from; the dataset pydicom read where the file
+    cannot be streamed: deflated (the reader seeks into the file for Pixel Data, which a
+    deflated file does not allow), or encoded in another VR encoding than its transfer syntax
+    says (pydicom notices and reads it; the reader, which trusts the syntax, would not)."""
+    meta = getattr(header_ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax == DeflatedExplicitVRLittleEndian:
+        return original if original is not None else dcmread(path)
+    if original is not None and syntax is not None and syntax.is_transfer_syntax:
+        implicit, _ = original.original_encoding
+        if implicit is not None and implicit != syntax.is_implicit_VR:
+            return original
+    return path
+
+
 def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_sop: str,
                 profile: Profile, method: str, key: SiteKey, target: Path, *,
-                keypoints: bool | None = None, durable: bool = True) -> PixelOutcome:
+                keypoints: bool | None = None, durable: bool = True,
+                date_offset_days: int | None = None,
+                original: Dataset | None = None) -> PixelOutcome:
     """Replace the faces in every frame of `path` and write the result to `target`.
 
     header_ds is the de-identified header (from the header stage); original_study and
-    original_sop are the source's UIDs, used only to derive keyed values. Raises
-    PixelStageError or dicom_deid.video.VideoError with a PHI-free message.
+    original_sop are the source's UIDs, used only to derive keyed values; date_offset_days
+    is the patient's date shift (HeaderResult.offset_days) under the date-shift option;
+    original, the dataset as read, is used where the file cannot be streamed (_frame_source). The instance keeps
+    the header stage's SOP Instance UID (the key's one mapping of the original, which every
+    reference to it uses too). When no frame changed (no face found, no leak covered), nothing
+    is written and `status.pixels_modified` is False: the caller keeps the original Pixel Data
+    bit for bit. Raises PixelStageError or dicom_deid.video.VideoError with a PHI-free message.
     """
+    import numpy as np
+
     from dicom_deid.faces import FaceReplacer
-    from dicom_deid.video import open_frames, write_frames
+    from dicom_deid.video import VideoError, open_frames, write_frames
 
     want_keypoints = profile.keypoints if keypoints is None else keypoints
     status = PixelStatus(burned_in_annotation_cleaned=False, faces_cleaned=True, method=method)
     template = header_ds.copy()
     # The header must say what was done before the frames are written with it.
     mark_pixels(template, profile, status)
-    new_uid = key.uid("reencoded:" + original_sop)
+    new_uid = str(header_ds.SOPInstanceUID)
     timings = {"faces_s": 0.0, "keypoints_s": 0.0}
+    changed = [0]
     originals: list = []
     outputs: list = []
+    # Encoded beside the target and renamed into place only if some frame changed.
+    work = target.with_name(f".{target.name}.faces.tmp")
+    work.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    with open_frames(path) as reader:
+    source = _frame_source(path, header_ds, original)
+    try:
+        reader = open_frames(source)
+    except VideoError:
+        if original is None or source is original:
+            raise
+        # The reader walks the file's elements itself to find Pixel Data; where it loses its
+        # way (a VR that is not there) and pydicom did not, the dataset pydicom read serves.
+        reader = open_frames(original)
+    with reader:
         info = reader.info
         fps = float(info.fps or 25.0)
         replacer = FaceReplacer(method=method, shape=profile.face_shape if method == "swap" else 0.0,
@@ -97,6 +138,8 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
                 for rgb, out, result in replaced:
                     t1 = time.monotonic()
                     timings["faces_s"] += t1 - t0
+                    if out is not rgb and not np.array_equal(out, rgb):
+                        changed[0] += 1
                     if extract_original is not None:
                         originals.append(extract_original.extract(
                             rgb, face_landmarks=_original_face_landmarks(result)))
@@ -110,11 +153,16 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
         replaced = frames()
         try:
             written = write_frames(
-                template, replaced, target, info, transfer_syntax="same",
+                template, replaced, work, info, transfer_syntax="same",
                 sop_instance_uid=new_uid,
-                source=(str(header_ds.SOPClassUID), str(header_ds.SOPInstanceUID)),
+                # The original is never forwarded and its output UID is this instance's own:
+                # no self-reference; the source's own Source Image items stay, remapped.
+                source=None,
                 pixels_changed=True,
             )
+        except BaseException:
+            work.unlink(missing_ok=True)
+            raise
         finally:
             # write_frames does not close what it was given: on its failure the face stage's
             # thread must stop here, before the reader and the replacer it uses are closed.
@@ -125,30 +173,133 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
                     extractor.close()
     total = time.monotonic() - start
     if faces_report.frames != written.frames:
+        work.unlink(missing_ok=True)
         raise PixelStageError(
             f"{faces_report.frames} frames went through the face stage but {written.frames} "
             "were written"
         )
+    modified = changed[0] > 0
+    changes: list[str] = []
+    if modified:
+        changes = _check_fidelity(header_ds, work)
+        work.replace(target)
+    else:
+        work.unlink(missing_ok=True)
+        status = PixelStatus(burned_in_annotation_cleaned=False, faces_cleaned=True,
+                             method=method, pixels_modified=False)
     # Decoding and encoding run in their own threads (dicom_deid.overlap), overlapping the
     # face stage: "decode_encode" is the wall time left over, not the codecs' own cost.
     report: dict[str, Any] = {
         "faces": faces_report.as_dict(),
-        "video": written.to_dict(),
+        "frames_changed": changed[0],
+        "video": written.to_dict() if modified else {"kept": "original pixel data, bit for bit"},
         "timings_s": {"total": round(total, 3),
                       "faces": round(timings["faces_s"], 3),
                       "keypoints": round(timings["keypoints_s"], 3),
                       "decode_encode": round(total - timings["faces_s"] - timings["keypoints_s"], 3)},
     }
     report["video"].pop("path", None)
+    if changes:
+        # What the re-encode changed beyond the faces, stated (the header says it too:
+        # PhotometricInterpretation, transfer syntax, LossyImageCompression).
+        report["video"]["changed"] = changes
     outcome = PixelOutcome(status=status, video=target, sop_instance_uid=new_uid, report=report)
     if want_keypoints:
         outcome.keypoints = originals
+        video_ds = dcmread(target, stop_before_pixels=True) if modified else template
         outcome.sr, report["invariance"] = _keypoint_sr(
-            target, originals, outputs, faces_report, profile, key, original_study, original_sop)
+            video_ds, originals, outputs, faces_report, profile, key, original_study, original_sop)
+        sr_dates_follow_profile(outcome.sr, video_ds, profile.date_mode, date_offset_days)
     return outcome
 
 
-def _keypoint_sr(video_path: Path, originals: list, outputs: list, faces_report: Any,
+# Type 1 in the SR Document General module: a dummy where the date option removes dates.
+_SR_REQUIRED_DATES = {0x00080023: "DA", 0x00080033: "TM"}
+
+
+def sr_dates_follow_profile(sr: Dataset, video_ds: Dataset, mode: str,
+                            offset_days: int | None) -> None:
+    """The SR's dates and times as the profile treats any other date (issue 16: for a routing
+    node, processing time is close to exam time).
+
+    An attribute the de-identified video has (ContentDate, StudyDate ...) takes the video's
+    value, which the header stage already removed, dummied or shifted. The rest are the
+    builder's own timestamps (InstanceCreationDate/Time, ContributionDateTime ...): kept
+    under retain-longitudinal-full-dates, shifted with the patient under
+    retain-longitudinal-modified-dates (times stay: the shift is whole days), removed
+    otherwise, except ContentDate/Time, which the SR must have: a dummy.
+    """
+    from dicom_deid.header.values import DUMMY_TEXT, shift_da, shift_dt
+
+    def walk(ds: Dataset, top: bool) -> None:
+        for tag in list(ds.keys()):  # noqa: SIM118 (iterating a Dataset decodes every element)
+            if type(ds.get_item(tag)) is RawDataElement:
+                continue  # the encoded keypoint coordinates (keypoints/encode.py): no dates
+            elem = ds[tag]
+            if elem.VR == "SQ":
+                for item in elem.value or ():
+                    walk(item, False)
+                continue
+            if elem.VR not in ("DA", "DT", "TM"):
+                continue
+            tag = int(elem.tag)
+            if top and tag in video_ds:
+                ds[tag] = copy.deepcopy(video_ds[tag])
+                if tag in _SR_REQUIRED_DATES and not ds[tag].value:
+                    ds[tag].value = DUMMY_TEXT[_SR_REQUIRED_DATES[tag]]  # emptied (Z)
+                continue
+            if mode == "keep":
+                continue
+            if mode == "shift" and offset_days is not None:
+                if elem.VR == "TM":
+                    continue
+                shift = shift_da if elem.VR == "DA" else shift_dt
+                moved = shift(str(elem.value or ""), offset_days)
+                elem.value = moved if moved is not None else DUMMY_TEXT[elem.VR]
+                continue
+            if top and tag in _SR_REQUIRED_DATES:
+                elem.value = DUMMY_TEXT[_SR_REQUIRED_DATES[tag]]
+            else:
+                del ds[elem.tag]
+
+    walk(sr, True)
+
+
+# The pixel module attributes whose change the header must state (bit depth, colour model).
+_FIDELITY = ("BitsStored", "SamplesPerPixel", "PixelRepresentation")
+
+
+def _check_fidelity(source_ds: Dataset, written: Path) -> list[str]:
+    """A face was replaced: refuse an output that lost bit depth or signedness, which the
+    8-bit colour face stage would do to any other image (nothing a reader could trust).
+    Returns the other changes, to be reported: colour model, transfer syntax, lossy step."""
+    out = dcmread(written, stop_before_pixels=True)
+    lost = []
+    for keyword in _FIDELITY:
+        before, after = source_ds.get(keyword), out.get(keyword)
+        if keyword == "SamplesPerPixel" and before is not None and int(before) == 1:
+            continue  # a grey image may come back as colour: no information lost
+        if before is not None and after is not None and int(before) != int(after):
+            lost.append(f"{keyword} {int(before)} -> {int(after)}")
+    if lost:
+        written.unlink(missing_ok=True)
+        raise PixelStageError(
+            "a face was found, but replacing it would change the image's " + ", ".join(lost)
+            + "; the instance is not written with the face or with a degraded image"
+        )
+    changes = []
+    for keyword in ("PhotometricInterpretation", "LossyImageCompression"):
+        before, after = str(source_ds.get(keyword, "") or ""), str(out.get(keyword, "") or "")
+        if before != after:
+            changes.append(f"{keyword} {before or '(none)'} -> {after or '(none)'}")
+    before_ts = str(getattr(getattr(source_ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    after_ts = str(out.file_meta.get("TransferSyntaxUID", ""))
+    if before_ts and before_ts != after_ts:
+        changes.append(f"TransferSyntaxUID {before_ts} -> {after_ts}")
+    return changes
+
+
+def _keypoint_sr(video_ds: Dataset, originals: list, outputs: list, faces_report: Any,
                  profile: Profile, key: SiteKey, original_study: str,
                  original_sop: str) -> tuple[Dataset, dict[str, Any]]:
     from dicom_deid.keypoints import build_keypoint_sr, invariance
@@ -157,7 +308,6 @@ def _keypoint_sr(video_path: Path, originals: list, outputs: list, faces_report:
     metrics = invariance(originals, outputs,
                          fallback_frames=faces_report.fallback_frames,
                          leak_frames=faces_report.leak_frames)
-    video_ds = dcmread(video_path, stop_before_pixels=True)
     sr = build_keypoint_sr(
         video_ds, originals, metrics,
         series_uid=key.uid("keypoint-sr-series:" + original_study),

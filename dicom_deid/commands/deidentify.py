@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def collect_inputs(inputs: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Files to process, in a stable order, and inputs that do not exist.
 
-    In folders, hidden files and DICOMDIR (a media index, not an instance) are skipped.
+    In folders, hidden files are skipped. A DICOMDIR (a media index, not an instance) is
+    kept: it goes to quarantine with that reason, as every input that is not written does.
     """
     files: list[Path] = []
     missing: list[tuple[Path, str]] = []
@@ -62,7 +63,7 @@ def collect_inputs(inputs: list[Path]) -> tuple[list[Path], list[tuple[Path, str
                 rel = path.relative_to(item)
                 if any(part.startswith(".") for part in rel.parts):
                     continue
-                if path.is_file() and path.name.upper() != "DICOMDIR":
+                if path.is_file():
                     files.append(path)
         elif item.is_file():
             files.append(item)
@@ -129,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     failures: list[tuple[Path, str]] = list(missing)
+    registry: dict[str, str] = {}   # one across studies: a SOP Instance UID is global
+    duplicates = 0
     written = 0
     files_written = 0
     studies = 0
@@ -137,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         for _study, members in group_by_study(files).items():
             result = process_study(members, output, options, key, quarantine_dir,
-                                   progress=lambda _path, _ok: bar.update(1))
+                                   progress=lambda _path, _ok: bar.update(1), registry=registry)
+            duplicates += result.duplicates
             written += len(result.reports)
             files_written += len(result.outputs)
             studies += 1 if result.outputs else 0
@@ -151,6 +155,12 @@ def run(args: argparse.Namespace) -> int:
           + f"(profile {profile.name}"
           + (f", options {', '.join(profile.options)}" if profile.options else "")
           + f", faces {faces})")
+    if duplicates:
+        print(f"{duplicates} identical re-send(s) of an instance already written, stored once")
+    conflicts = sum(1 for _, reason in failures if "duplicate SOP Instance UID" in reason)
+    if conflicts:
+        print(f"{conflicts} input(s) re-used the SOP Instance UID of a different instance "
+              "and were quarantined, not overwritten")
     if failures:
         for path, reason in failures:
             print(f"FAILED {path}: {reason}", file=sys.stderr)

@@ -37,6 +37,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+from pydicom.valuerep import VR as _VR
 
 from dicom_deid import __version__
 from dicom_deid.header.keys import SiteKey
@@ -56,6 +57,7 @@ from dicom_deid.header.values import (
 )
 
 NORMAL, DUMMY, DUMMY_ALL, CLEAN = 0, 1, 2, 3
+KNOWN_VRS = frozenset(str(v.value) for v in _VR)
 _UNDEFINED = 0xFFFFFFFF
 _MAX_DEPTH = 64
 DICOM_ROOT = "1.2.840.10008."
@@ -107,6 +109,36 @@ def _code_tags() -> frozenset[int]:
 
 
 CODE_TAGS = _code_tags()
+# What a code says (value and meaning), as opposed to how it is structured.
+CODE_TEXT_TAGS = frozenset({0x00080100, 0x00080104, 0x00080119, 0x00080120})
+CODING_SCHEME_DESIGNATOR = 0x00080102
+# Coding schemes of PS3.16 Table 8-1 whose meanings are a published vocabulary. A local or
+# private scheme (a designator starting with 99, or one this list does not know) may be free
+# text written at the site: it is treated like any other text of the enclosing attribute.
+STANDARD_SCHEMES = frozenset({
+    "DCM", "SCT", "SRT", "SNM3", "LN", "UCUM", "FMA", "RADLEX", "NCIT", "MDC", "UMLS",
+    "I10", "I10P", "I9", "I9C", "ICD10", "ICD10PCS", "ICD9CM", "ICD11", "ICDO3", "HL7",
+    "ACR", "BARI", "NCDR", "NEU", "NICIP", "RFC5646", "RFC3066", "ISO3166_1", "ISO639_1",
+    "ISO639_2", "ISO_OID", "UBERON", "MSH", "RXNORM", "WHOATC", "ATC", "PUBCHEM_CID",
+    "GMDN", "ITIS_TSN", "NCBI", "MGI", "IBSI", "C4", "C5", "CD2", "DC", "DCMUID", "POS",
+    "ASTM-SIGPURPOSE", "CTV3", "HPC", "IHE", "LNC", "MA", "MAYONEDIC", "NYUMCCG", "RO",
+    "UPC", "UNS", "SNOMED", "SNOMED-CT",
+})
+_TIME = re.compile(r"\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?(-\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?)?"
+                   r"|-\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?")
+
+
+def standard_scheme(item: Dataset) -> bool:
+    """Whether the code in this item comes from a standard, published coding scheme."""
+    if CODING_SCHEME_DESIGNATOR not in item:
+        # Long Code Value / URN Code Value without a designator: a URN names a standard
+        # vocabulary only under its own URN; nothing here tells, so it is not kept as code.
+        return False
+    try:
+        designator = str(item[CODING_SCHEME_DESIGNATOR].value or "").strip().upper()
+    except Exception:  # noqa: BLE001 (an unreadable designator is not a known scheme)
+        return False
+    return designator in STANDARD_SCHEMES and not designator.startswith("99")
 
 
 class DeidentificationError(Exception):
@@ -123,6 +155,7 @@ class HeaderResult:
     date_mode: str = "remove"
     pseudonym_source: str | None = None        # 'keyed', 'lookup' or None
     may_show_face: bool = False
+    offset_days: int | None = None             # the patient's date shift, under "shift"
 
 
 def tag_text(tag: int) -> str:
@@ -243,19 +276,25 @@ class _Walker:
             if type(elem) is RawDataElement:
                 _check_raw(elem)
             rule = rules.get(t)
-            if rule is None:
-                if 0x5000 <= group <= 0x60FF and group & 0xFF00 in (0x5000, 0x6000):
-                    # Curves (retired) and overlays: bitmaps the header cannot clean, and
-                    # removing only Overlay Data would leave an invalid Overlay Plane module.
-                    self.counts["X"] += 1
-                    continue
-                new = self._unlisted(src, tag, elem, path, mode)
-            else:
-                if top is not None:
-                    action = top[t]
+            action = None
+            try:
+                if rule is None:
+                    if 0x5000 <= group <= 0x60FF and group & 0xFF00 in (0x5000, 0x6000):
+                        # Curves (retired) and overlays: bitmaps the header cannot clean, and
+                        # removing only Overlay Data would leave an invalid Overlay Plane module.
+                        self.counts["X"] += 1
+                        continue
+                    new = self._unlisted(src, tag, elem, path, mode)
                 else:
-                    action = self.profile.resolve_nested(self.sop_class, t, path)
-                new = self._apply(src, tag, elem, rule, action, path)
+                    if top is not None:
+                        action = top[t]
+                    else:
+                        action = self.profile.resolve_nested(self.sop_class, t, path)
+                    new = self._apply(src, tag, elem, rule, action, path)
+            except DeidentificationError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (pydicom raises many types on bad values)
+                new = self._unreadable(tag, action, exc)
             if new is not None:
                 out[tag] = new
         for t in kept_private:  # a kept private element keeps its private creator
@@ -269,9 +308,34 @@ class _Walker:
             ds.is_undefined_length_sequence_item = src.is_undefined_length_sequence_item
         return ds
 
+    def _unreadable(self, tag: BaseTag, action: str | None, exc: Exception):
+        """An element whose value pydicom cannot convert (a bad VR, a broken charset, a
+        malformed number): acted on by its tag's action where that needs no value, else the
+        instance fails with a reason that names the element (by tag, never its value)."""
+        t = int(tag)
+        if action in ("X", "Z", "D"):
+            self.warnings.append(f"unreadable value of {tag_text(t)} {'removed' if action == 'X' else 'replaced'}")
+            if action == "X":
+                return None
+            vr = _dictionary_vr(t)
+            if action == "Z" or vr in ("UN", "SQ"):
+                return DataElement(tag, "SQ", Sequence()) if vr == "SQ" else DataElement(tag, vr, None)
+            return self._dummy_vr(tag, vr)
+        raise DeidentificationError(
+            f"element {tag_text(t)} cannot be read ({type(exc).__name__}), so it cannot be "
+            "de-identified"
+        )
+
+    def _dummy_vr(self, tag: BaseTag, vr: str):
+        value = dummy_value(vr)
+        if value is None:
+            self.counts["X"] += 1
+            return None
+        return DataElement(tag, vr, value)
+
     def _vr(self, elem: DataElement | RawDataElement, t: int) -> str:
         vr = elem.VR
-        if not vr or vr == "UN" or " or " in vr:
+        if not vr or vr == "UN" or " or " in vr or vr not in KNOWN_VRS:
             known = _dictionary_vr(t)
             if known != "UN" or not vr:
                 return known
@@ -341,10 +405,14 @@ class _Walker:
             if self.date_mode == "keep":
                 return _copy(elem)
             if self.date_mode == "shift":
-                return _copy(elem) if vr == "TM" else self._shift(src, tag, vr)
+                return self._time(src, tag) if vr == "TM" else self._shift(src, tag, vr)
             return self._dummy(src, tag, vr)
         if t in CODE_TAGS and mode != DUMMY_ALL:
-            return _copy(elem)
+            if t not in CODE_TEXT_TAGS or standard_scheme(src):
+                return _copy(elem)
+            # A local or private scheme's value and meaning are free text: they follow the
+            # enclosing sequence's action below.
+            self.counts["local code"] += 1
         if vr in BINARY_VRS:
             self.counts["X"] += 1
             return None
@@ -365,7 +433,9 @@ class _Walker:
             return DataElement(tag, "SQ", Sequence()) if vr == "SQ" else DataElement(tag, vr, None)
         if action == "U":
             if vr == "SQ":
-                return self._sequence(src, tag, path, NORMAL)
+                # U* on a reference sequence: its UIDs are replaced (as every UID is), and
+                # anything else in it that is text is not known to be safe: dummied.
+                return self._sequence(src, tag, path, DUMMY)
             return self._uids(src, tag) if vr == "UI" else self._dummy(src, tag, vr)
         if action == "D":
             if vr == "SQ":
@@ -424,6 +494,18 @@ class _Walker:
         self.counts["shifted"] += 1
         return _element(int(tag), vr, out)
 
+    def _time(self, src: Dataset, tag: BaseTag) -> DataElement:
+        """A time under the date-shift option: kept, as the shift is whole days, if it is a
+        time; any other text in a TM element is replaced by the dummy."""
+        values = []
+        for value in _values(src[tag].value):
+            text = str(value).strip()
+            if text and not _TIME.fullmatch(text):
+                self.warnings.append(f"unreadable TM in {tag_text(int(tag))} replaced by a dummy")
+                text = DUMMY_TEXT["TM"]
+            values.append(text)
+        return _element(int(tag), "TM", values)
+
     def _clean(self, src: Dataset, tag: BaseTag, elem, vr: str):
         """C on one value: replace it with one of similar meaning that identifies nobody.
 
@@ -439,7 +521,9 @@ class _Walker:
                 return self._shift(src, tag, vr)
             return _copy(elem) if self.date_mode == "keep" else self._dummy(src, tag, vr)
         if vr == "TM":
-            return _copy(elem) if self.date_mode in ("shift", "keep") else self._dummy(src, tag, vr)
+            if self.date_mode == "shift":
+                return self._time(src, tag)
+            return _copy(elem) if self.date_mode == "keep" else self._dummy(src, tag, vr)
         if t == TIMEZONE_OFFSET:
             return _element(t, vr, [clean_timezone(str(v)) for v in _values(src[tag].value)])
         if vr == "AE":
@@ -532,7 +616,9 @@ def _method_values(profile: Profile, pixels: PixelStatus | None) -> list[str]:
     if pixels is None:
         values.append("pixels not modified")
     else:
-        if pixels.faces_cleaned:
+        if pixels.faces_cleaned and not pixels.pixels_modified:
+            values.append(f"no face found ({pixels.method or 'unspecified'})"[:64])
+        elif pixels.faces_cleaned:
             values.append(f"faces replaced ({pixels.method or 'unspecified'})"[:64])
         if pixels.burned_in_annotation_cleaned:
             values.append("burned-in annotation removed")
@@ -574,7 +660,7 @@ def mark_pixels(out: Dataset, profile: Profile, pixels: PixelStatus | None) -> N
         out.BurnedInAnnotation = "NO"
     if pixels is not None and pixels.faces_cleaned:
         out.RecognizableVisualFeatures = "NO"
-    elif may_show_face(out):
+    elif may_show_face(out, profile.face_scope):
         out.RecognizableVisualFeatures = "YES"
 
 
@@ -605,7 +691,7 @@ def deidentify(ds: Dataset, profile: Profile, key: SiteKey,
     """
     walker = _Walker(profile, key, ds)
     out = walker.walk(ds, (), NORMAL)
-    face = may_show_face(ds)
+    face = may_show_face(ds, profile.face_scope)
     _finish(out, ds, profile, pixels)
     return HeaderResult(
         dataset=out,
@@ -614,6 +700,7 @@ def deidentify(ds: Dataset, profile: Profile, key: SiteKey,
         date_mode=profile.date_mode,
         pseudonym_source=walker.pseudonym_source,
         may_show_face=face,
+        offset_days=walker.offset_days if profile.date_mode == "shift" else None,
     )
 
 

@@ -20,6 +20,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 _UNDEFINED = 0xFFFFFFFF
 _REQUIRED = (0x00080016, 0x00080018)  # SOP Class UID, SOP Instance UID
+MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
 
 
 class InputError(Exception):
@@ -54,8 +55,21 @@ def read_instance(path: Path | str) -> Dataset:
         raise InputError(f"cannot read the file: {exc.strerror}") from exc
     except Exception as exc:  # noqa: BLE001 (pydicom raises many types on bad data)
         raise InputError(f"corrupt or truncated DICOM ({type(exc).__name__} while parsing)") from exc
-    check_complete(ds, size)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_DIRECTORY:
+        raise InputError("a DICOMDIR (Media Storage Directory index), not an instance")
+    check_complete(ds, size - _strip_stray_delimiters(ds))
     return ds
+
+
+def _strip_stray_delimiters(ds: Dataset) -> int:
+    """Remove top-level item or sequence delimiters, e.g. an (FFFE,E0DD) some writers leave
+    after an encapsulated Pixel Data, which pydicom reads as an element it cannot convert.
+    Returns the bytes they took at the end of the file (8 each)."""
+    stray = [tag for tag in ds.keys() if tag.group == 0xFFFE]  # noqa: SIM118 (no decoding)
+    for tag in stray:
+        del ds[tag]
+    return 8 * len(stray)
 
 
 def check_complete(ds: Dataset, size: int) -> None:

@@ -13,6 +13,11 @@ value carries no information):
   for Type 1, empty for Type 2; removing it would make the instance invalid.
 - an attribute nested at a sequence path the tables do not describe (deep SR content, an
   IOD the tables do not know) resolves a compound action to its keep-present choice.
+- X/Z/U* on a reference sequence the IOD requires present (Type 2: a segmentation's
+  per-frame Source Image Sequence) keeps its items with their UIDs replaced (U*), rather than
+  emptying it: an empty one leaves the instance's other references to the same images
+  unmatched (dciodvfy: "ReferencedSeriesSequence present but Instance does not reference
+  Instances"), and the keyed UIDs carry no information the output's own UIDs do not.
 Conditional types (1C, 2C) count as 1 and 2: the engine only acts on attributes that are
 present, and one that is present most likely met its condition.
 """
@@ -36,7 +41,7 @@ _RESOLUTION: dict[str, dict[str, str]] = {
     "X/D":    {"1": "D", "2": "D", "3": "X", "?": "D"},
     "Z/D":    {"1": "D", "2": "Z", "3": "Z", "?": "D"},
     "X/Z/D":  {"1": "D", "2": "Z", "3": "X", "?": "D"},
-    "X/Z/U*": {"1": "U", "2": "Z", "3": "X", "?": "U"},
+    "X/Z/U*": {"1": "U", "2": "U", "3": "X", "?": "U"},
 }
 
 TypeMap = dict[int, dict[tuple[int, ...], str]]

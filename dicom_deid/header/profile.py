@@ -7,6 +7,8 @@ A profile is a YAML file (the shipped ones are in profiles/):
     base: basic                      # optional: a shipped profile name or a path to start from
     options: [retain-patient-characteristics, clean-descriptors]
     faces: swap                      # default face method: swap|mask3d|blur|pixelate|blackout|none
+    face_scope: camera               # where faces run: camera|secondary-capture|none (header.pixels)
+    burned_in_annotation: quarantine # BurnedInAnnotation YES: quarantine|warn
     face_shape: 1.0                  # swap only: 0 keeps the patient's geometry, 1 the mean shape
     keypoints: true                  # measure keypoints and write them as an SR beside face video
     keypoint_frame_step: 1           # SR holds every Nth frame (1: every frame)
@@ -37,10 +39,12 @@ import yaml
 
 from dicom_deid.header.iod import iod_types, resolve_action
 from dicom_deid.header.options import HEADER_OPTIONS, check_options
+from dicom_deid.header.pixels import FACE_SCOPES
 from dicom_deid.header.table import AnnexTable, TableRow, load_table
 from dicom_deid.resources import profiles_dir
 
 FACE_METHODS = ("swap", "mask3d", "blur", "pixelate", "blackout", "none")
+BURNED_IN_ANNOTATION = ("quarantine", "warn")
 DEFAULT_DATE_SHIFT = (-1095, -1)
 # swap's default geometry blend, measured with `dicom-deid evaluate` on the London set
 # (benchmarks/results/2026-11-24, eyelid and lip openings kept): rank-1 re-identification 9.8%
@@ -53,7 +57,8 @@ OVERRIDE_ACTIONS = {
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
 PROFILE_KEYS = {
-    "profile", "description", "base", "options", "faces", "face_shape", "keypoints",
+    "profile", "description", "base", "options", "faces", "face_scope", "burned_in_annotation",
+    "face_shape", "keypoints",
     "keypoint_frame_step", "pseudonyms", "pseudonym_lookup",
     "pseudonym_lookup_required", "date_shift_days", "safe_private", "clean_terms", "overrides",
 }
@@ -103,6 +108,8 @@ class Profile:
     face_shape: float = DEFAULT_FACE_SHAPE
     keypoints: bool = True
     keypoint_frame_step: int = 1
+    face_scope: str = "camera"
+    burned_in_annotation: str = "quarantine"
     _resolved: dict[str, tuple[dict[int, str], dict]] = field(default_factory=dict, repr=False)
 
     @property
@@ -190,7 +197,9 @@ def _int(value: Any) -> int:
 
 def _load_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's loader where PyYAML has it: the pure-Python one costs the CLI ~0.3 s a run.
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 (safe)
     except OSError as exc:
         raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
@@ -298,6 +307,8 @@ class _Spec:
     face_shape: float = DEFAULT_FACE_SHAPE
     keypoints: bool = True
     keypoint_frame_step: int = 1
+    face_scope: str = "camera"
+    burned_in_annotation: str = "quarantine"
     pseudonyms: bool = False
     lookup: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     lookup_required: bool = False
@@ -330,6 +341,19 @@ def _read_spec(path: Path, depth: int = 0) -> _Spec:
         if faces not in FACE_METHODS:
             raise ProfileError(f"{path}: faces must be one of {', '.join(FACE_METHODS)}, not {faces!r}")
         spec.faces = faces
+    if "face_scope" in data:
+        scope = str(data["face_scope"]).strip().lower()
+        if scope not in FACE_SCOPES:
+            raise ProfileError(f"{path}: face_scope must be one of {', '.join(FACE_SCOPES)}, not {scope!r}")
+        spec.face_scope = scope
+    if "burned_in_annotation" in data:
+        choice = str(data["burned_in_annotation"]).strip().lower()
+        if choice not in BURNED_IN_ANNOTATION:
+            raise ProfileError(
+                f"{path}: burned_in_annotation must be one of {', '.join(BURNED_IN_ANNOTATION)}, "
+                f"not {choice!r}"
+            )
+        spec.burned_in_annotation = choice
     if "face_shape" in data:
         try:
             shape = float(data["face_shape"])
@@ -433,6 +457,8 @@ def build_profile(spec_path: Path | None, options: tuple[str, ...] = ()) -> Prof
         face_shape=spec.face_shape,
         keypoints=spec.keypoints,
         keypoint_frame_step=spec.keypoint_frame_step,
+        face_scope=spec.face_scope,
+        burned_in_annotation=spec.burned_in_annotation,
     )
 
 

@@ -108,12 +108,34 @@ def _evidence(video_ds: Dataset) -> Dataset:
     for elem in video_ds:
         if elem.tag != 0x7FE00010:
             ev.add(elem)
+    _utf8_if_needed(ev)
     # highdicom reads these unconditionally; a de-identified header may have removed them.
     for attr in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex",
                  "AccessionNumber", "StudyID", "StudyDate", "StudyTime"):
         if attr not in ev:
             setattr(ev, attr, None)
     return ev
+
+
+def _utf8_if_needed(ev: Dataset) -> None:
+    """highdicom takes one character set, or a list of its defined terms: an empty first
+    value (the default repertoire with code extensions, e.g. \\ISO 2022 IR 87) or a
+    combination it does not know is decoded here with the source's character set and
+    re-declared as UTF-8, which holds every text the source could."""
+    from highdicom.enum import SpecificCharacterSetValues
+
+    charset = ev.get("SpecificCharacterSet")
+    values = [charset] if isinstance(charset, str) else list(charset or [])
+    try:
+        for value in values:
+            SpecificCharacterSetValues(str(value))
+        if len(values) <= 1:
+            return
+    except ValueError:
+        pass
+    for _elem in ev:  # converting each element decodes its text with the source's charset
+        pass
+    ev.SpecificCharacterSet = "ISO_IR 192"
 
 
 def _frame_count(video_ds: Dataset) -> int | None:

@@ -418,9 +418,13 @@ def _build_dataset(template: Dataset, info: VideoInfo, pixel: _Pixels, new_uid: 
     ds.BitsAllocated, ds.BitsStored = pixel.bits_allocated, pixel.bits_stored
     ds.HighBit = pixel.bits_stored - 1
     ds.PixelRepresentation = 0
-    ds.NumberOfFrames = pixel.frames
-
-    _set_timing(ds, info, pixel.frames, notes)
+    single = (pixel.frames == 1 and "NumberOfFrames" not in template
+              and str(ds.SOPClassUID) not in VIDEO_SOP_CLASSES)
+    if not single:
+        # A single-frame source of a single-frame IOD gets no Multi-frame attributes its
+        # IOD lacks (NumberOfFrames, FrameTime).
+        ds.NumberOfFrames = pixel.frames
+        _set_timing(ds, info, pixel.frames, notes)
     _set_lossy(ds, info, pixel)
     ds.SOPInstanceUID = new_uid
     if source is not None:

@@ -116,4 +116,6 @@ def test_nested_types_follow_the_path():
     assert types.kind(0x00080080, (0x00091002,)) == "?"
     assert resolve_action("X/Z/D", "?") == "D"
     assert resolve_action("X/Z/U*", "1") == "U"
+    assert resolve_action("X/Z/U*", "2") == "U", "a required reference keeps its items, remapped"
+    assert resolve_action("X/Z/U*", "3") == "X"
     assert resolve_action("X", "1") == "D" and resolve_action("X", "3") == "X"

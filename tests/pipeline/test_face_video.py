@@ -95,8 +95,12 @@ def test_swap_video_with_keypoint_sr(face_video, tmp_path: Path, key_file: Path)
     ds = dcmread(out, stop_before_pixels=True)
     src = dcmread(video, stop_before_pixels=True)
     key = load_key(key_file)
-    assert ds.SOPInstanceUID == key.uid("reencoded:" + str(src.SOPInstanceUID))
-    assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == key.uid(str(src.SOPInstanceUID))
+    # One mapping: the re-encoded instance has the UID every reference to it gets, and no
+    # Source Image item pointing at itself.
+    assert ds.SOPInstanceUID == key.uid(str(src.SOPInstanceUID))
+    assert all(item.ReferencedSOPInstanceUID != ds.SOPInstanceUID
+               for item in ds.get("SourceImageSequence", []))
+    assert json.loads(out.with_suffix(".json").read_text())["pixels"]["pixels_modified"] is True
     assert new_dciodvfy_errors(video, out) == []
 
     # The face is replaced: dlib's recogniser no longer matches the astronaut.
@@ -113,6 +117,10 @@ def test_swap_video_with_keypoint_sr(face_video, tmp_path: Path, key_file: Path)
     assert sr.SeriesInstanceUID != ds.SeriesInstanceUID
     assert sr.PatientID == ds.PatientID
     assert dciodvfy_errors(sr_path) == []
+    # No option keeps dates: the SR's own processing timestamps are not written.
+    assert "InstanceCreationDate" not in sr and "InstanceCreationTime" not in sr
+    assert all("ContributionDateTime" not in item
+               for item in sr.get("ContributingEquipmentSequence", []))
     dsrdump = require_tool("dsrdump")
     proc = subprocess.run([dsrdump, str(sr_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
