@@ -556,6 +556,69 @@ class Journal:
                     counts["sends"] += 1
         return counts
 
+    # ------------------------------------------------------------------ quarantine
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """Every quarantined instance and send, PHI-free (ids, pseudonyms, reasons)."""
+        items = [
+            {"id": f"I{r['id']}", "study": r["token"] or "-", "since": r["updated_at"],
+             "reason": r["reason"] or ""}
+            for r in self.query("SELECT i.id, i.reason, i.updated_at, s.token FROM instances i"
+                                " LEFT JOIN studies s ON s.id = i.study_id"
+                                " WHERE i.state = 'quarantined' ORDER BY i.id")]
+        items += [
+            {"id": f"S{r['id']}", "study": r["token"], "since": r["updated_at"],
+             "reason": r["last_error"] or "", "destination": r["destination"]}
+            for r in self.query("SELECT s.id, s.destination, s.last_error, s.updated_at,"
+                                " st.token FROM sends s JOIN outputs o ON o.id = s.output_id"
+                                " JOIN studies st ON st.id = o.study_id"
+                                " WHERE s.state = 'quarantined' ORDER BY s.id")]
+        return items
+
+    def quarantined_item(self, item: str) -> dict[str, Any]:
+        """One quarantined item in detail, PHI-free: no patient or study UIDs."""
+        kind, number = parse_item_id(item)
+        if kind == "I":
+            row = self.query(
+                "SELECT i.*, s.token FROM instances i LEFT JOIN studies s ON s.id = i.study_id"
+                " WHERE i.id = ? AND i.state = 'quarantined'", (number,))
+            if not row:
+                raise JournalError(f"{item}: no quarantined instance with this id")
+            r = row[0]
+            return {"id": f"I{number}", "kind": "instance", "study": r["token"] or "-",
+                    "reason": r["reason"] or "", "calling_aet": r["calling_aet"],
+                    "called_aet": r["called_aet"], "sop_class": r["sop_class_uid"],
+                    "transfer_syntax": r["transfer_syntax"], "modality": r["modality"],
+                    "size": r["size"], "attempts": r["attempts"], "file": r["path"],
+                    "received_at": r["received_at"], "since": r["updated_at"]}
+        row = self.query(
+            "SELECT s.*, o.path, o.sop_class_uid, o.transfer_syntax, st.token FROM sends s"
+            " JOIN outputs o ON o.id = s.output_id JOIN studies st ON st.id = o.study_id"
+            " WHERE s.id = ? AND s.state = 'quarantined'", (number,))
+        if not row:
+            raise JournalError(f"{item}: no quarantined send with this id")
+        r = row[0]
+        return {"id": f"S{number}", "kind": "send", "study": r["token"],
+                "destination": r["destination"], "reason": r["last_error"] or "",
+                "sop_class": r["sop_class_uid"], "transfer_syntax": r["transfer_syntax"],
+                "attempts": r["attempts"], "file": r["path"], "since": r["updated_at"]}
+
+    def discard(self, item: str) -> dict[str, Any]:
+        """Give up on one quarantined item: its journal row goes, and (for an instance)
+        the caller deletes its spooled file. Returns what was discarded."""
+        detail = self.quarantined_item(item)
+        kind, number = parse_item_id(item)
+        now = time.time()
+        with self.transaction() as cur:
+            if kind == "I":
+                cur.execute("DELETE FROM instances WHERE id = ? AND state = 'quarantined'",
+                            (number,))
+            else:
+                cur.execute("DELETE FROM sends WHERE id = ? AND state = 'quarantined'", (number,))
+            self._event(cur, "discarded", detail["id"],
+                        f"discarded by the operator: {detail['reason']}", now)
+        return detail
+
     # ------------------------------------------------------------------ helpers
 
     def event(self, kind: str, subject: str | None, message: str) -> None:

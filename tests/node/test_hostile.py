@@ -170,6 +170,30 @@ def encode(ds) -> bytes:
     return encode_dataset(ds, True, True)  # implicit VR little endian, the context's syntax
 
 
+def test_quarantine_list_show_discard(node, tmp_path):
+    ds = make_instance(generate_uid(), generate_uid(), generate_uid(), 1)
+    del ds.StudyInstanceUID  # quarantined on arrival: no study to file it under
+    path = tmp_path / "nostudy.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    storescu([path], node.port, timeout=30)
+    listed = node.cli("quarantine", "list")
+    assert listed.returncode == 0, listed.stderr
+    item = re.findall(r"^\s*(I\d+)\s.*no StudyInstanceUID", listed.stdout, re.MULTILINE)[-1]
+    shown = node.cli("quarantine", "show", item)
+    assert shown.returncode == 0 and "Secondary Capture Image Storage" in shown.stdout
+    for value in (str(ds.SOPInstanceUID), str(ds.PatientName), str(ds.PatientID)):
+        assert value not in listed.stdout + shown.stdout
+    spooled = node.state_dir / re.search(r"file: (\S+)", shown.stdout).group(1)
+    assert spooled.exists()
+    gone = node.cli("quarantine", "discard", item)
+    assert gone.returncode == 0, gone.stderr
+    assert not spooled.exists()
+    assert item not in node.cli("quarantine", "list").stdout
+    assert f'"event": "discarded", "item": "{item}"' in node.audit()
+    again = node.cli("quarantine", "discard", item)
+    assert again.returncode == 1 and "no quarantined instance" in again.stderr
+
+
 def test_tls_handshakes_that_never_finish_block_no_one_nor_sigterm(tmp_path, study):
     certs = make_certificates(tmp_path / "pki")
     node = Node(tmp_path / "tls", {**KEEP, "listen": {
