@@ -212,25 +212,35 @@ class Journal:
         already processed is processed again: keyed UIDs make the result identical, and the
         archive stores it once.
         """
+        return self.record_received_many([item], now)[0]
+
+    def record_received_many(self, items: Sequence[ReceivedInstance],
+                             now: float | None = None) -> list[tuple[int, list[int]]]:
+        """record_received for several instances in one transaction (one fsync)."""
         now = time.time() if now is None else now
+        results = []
         with self.transaction() as cur:
-            cur.execute(
-                "INSERT INTO studies (study_uid, token, first_received_at, last_received_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT(study_uid) DO UPDATE SET last_received_at = ?",
-                (item.study_uid, item.study_token, now, now, now))
-            study_id = cur.execute("SELECT id FROM studies WHERE study_uid = ?",
-                                   (item.study_uid,)).fetchone()[0]
-            older = [r[0] for r in cur.execute(
-                "SELECT id FROM instances WHERE sop_instance_uid = ? AND study_id = ? "
-                "AND state = 'received'", (item.sop_instance_uid, study_id))]
-            cur.execute(
-                "INSERT INTO instances (study_id, sop_instance_uid, sop_class_uid, transfer_syntax,"
-                " modality, study_description, calling_aet, called_aet, path, size, state,"
-                " received_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,'received',?,?)",
-                (study_id, item.sop_instance_uid, item.sop_class_uid, item.transfer_syntax,
-                 item.modality, item.study_description, item.calling_aet, item.called_aet,
-                 item.path, item.size, now, now))
-            return cur.lastrowid, older
+            for item in items:
+                cur.execute(
+                    "INSERT INTO studies (study_uid, token, first_received_at, last_received_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT(study_uid) DO UPDATE SET"
+                    " last_received_at = ?",
+                    (item.study_uid, item.study_token, now, now, now))
+                study_id = cur.execute("SELECT id FROM studies WHERE study_uid = ?",
+                                       (item.study_uid,)).fetchone()[0]
+                older = [r[0] for r in cur.execute(
+                    "SELECT id FROM instances WHERE sop_instance_uid = ? AND study_id = ? "
+                    "AND state = 'received'", (item.sop_instance_uid, study_id))]
+                cur.execute(
+                    "INSERT INTO instances (study_id, sop_instance_uid, sop_class_uid,"
+                    " transfer_syntax, modality, study_description, calling_aet, called_aet,"
+                    " path, size, state, received_at, updated_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,'received',?,?)",
+                    (study_id, item.sop_instance_uid, item.sop_class_uid, item.transfer_syntax,
+                     item.modality, item.study_description, item.calling_aet, item.called_aet,
+                     item.path, item.size, now, now))
+                results.append((cur.lastrowid, older))
+        return results
 
     def drop_superseded(self, instance_ids: Sequence[int]) -> list[str]:
         """Remove older copies that are still waiting; returns their spool paths."""

@@ -25,7 +25,7 @@ from dicom_deid.header.keys import SiteKey
 from dicom_deid.node.audit import AuditLog, study_token
 from dicom_deid.node.journal import Journal, ReceivedInstance
 from dicom_deid.node.logs import short_reason
-from dicom_deid.node.spool import Spool, free_bytes, remove_file
+from dicom_deid.node.spool import Spool, free_bytes, fsync_dir, fsync_file, remove_file
 
 LOG = logging.getLogger(__name__)
 
@@ -94,6 +94,61 @@ class Reception:
         self._fh.close()
 
 
+class _Pending:
+    __slots__ = ("item", "folder", "result", "error", "done")
+
+    def __init__(self, item: ReceivedInstance, folder: Path):
+        self.item = item
+        self.folder = folder
+        self.result: tuple[int, list[int]] | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class GroupCommit:
+    """Instances arriving on concurrent associations made durable together (group commit):
+    the spool folders they were renamed into are fsync'd, then their journal rows are
+    committed in one transaction, one journal fsync for all that wait instead of one each
+    after the other. Each caller returns only once its own instance is durable."""
+
+    def __init__(self, journal: Journal):
+        self.journal = journal
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._busy = False
+
+    def record(self, item: ReceivedInstance, folder: Path) -> tuple[int, list[int]]:
+        pending = _Pending(item, folder)
+        batch: list[_Pending] | None = None
+        with self._cond:
+            self._queue.append(pending)
+            while not pending.done:
+                if not self._busy:  # lead: commit everything queued, ours included
+                    batch, self._queue, self._busy = self._queue, [], True
+                    break
+                self._cond.wait()
+        if batch is not None:
+            try:
+                for folder in {p.folder for p in batch}:
+                    fsync_dir(folder)  # the renames, before the rows that name them
+                results = self.journal.record_received_many([p.item for p in batch])
+                for waiting, result in zip(batch, results, strict=True):
+                    waiting.result = result
+            except BaseException as exc:
+                for waiting in batch:
+                    waiting.error = exc
+            finally:
+                with self._cond:
+                    for waiting in batch:
+                        waiting.done = True
+                    self._busy = False
+                    self._cond.notify_all()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+
 def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
@@ -128,6 +183,7 @@ class Receiver:
         self.audit = audit
         self.spool = Spool(config.state_dir)
         self.journal = Journal(config.journal_path)
+        self._group = GroupCommit(self.journal)
         self._server: Any = None
         self._stats: dict[int, _AssocStats] = {}
         self._lock = threading.Lock()
@@ -425,13 +481,16 @@ class Receiver:
             sop_class_uid=header["SOPClassUID"] or sop_class, transfer_syntax=transfer_syntax,
             modality=header["Modality"], study_description=header["StudyDescription"],
             calling_aet=calling, called_aet=called, path=relative, size=size)
-        # Journal first, then the durable rename: a crash in between leaves a row without
-        # a file, which recovery drops (that instance was never acknowledged).
-        instance_id, superseded = self.journal.record_received(item)
+        # The data first (each association's fsync in parallel), the rename, then the
+        # rename's folder and the journal row, grouped with other associations'. A crash
+        # before the row is committed leaves a spooled file no row names, which recovery
+        # deletes (it was never acknowledged).
+        fsync_file(received)
+        final = self.spool.place(received, relative)
         try:
-            self.spool.commit(received, relative)
+            instance_id, superseded = self._group.record(item, final.parent)
         except Exception:
-            self.journal.forget_unacknowledged(instance_id)
+            remove_file(final)
             raise
         if superseded:
             for path in self.journal.drop_superseded(superseded):

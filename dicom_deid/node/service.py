@@ -94,6 +94,8 @@ def recover(config: NodeConfig, journal: Journal, spool: Spool) -> None:
     partial = spool.clear_incoming()
     partial += _sweep_temporaries(config)
     counts = journal.recover()
+    partial += spool.sweep_orphans({row["path"] for row in journal.query(
+        "SELECT path FROM instances")})
     # Journalled but never renamed into the spool: the crash came before the
     # acknowledgement, so the sender still holds (and will re-send) these.
     dropped = 0

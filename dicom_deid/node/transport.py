@@ -197,15 +197,22 @@ class GuardedRequestHandler(RequestHandler):
             raw = self.request
             raw.settimeout(self.server.limits.accept_timeout)
             try:
-                tls = self.server.ssl_context.wrap_socket(raw, server_side=True)
+                # Wrapped first, handshake after: wrapping detaches `raw`, so the watchdog
+                # must hold the TLS socket to be able to shut it down mid-handshake.
+                tls = self.server.ssl_context.wrap_socket(raw, server_side=True,
+                                                          do_handshake_on_connect=False)
+                conn.sock = tls
+                if conn.killed_because:
+                    raise TimeoutError(conn.killed_because)
+                tls.do_handshake()
             except (OSError, ValueError) as exc:
-                reason = conn.killed_because or f"TLS handshake failed ({_tls_reason(exc)})"
-                self.server.log_peer_problem(conn, reason)
+                if not conn.killed_because:  # else the watchdog has said why
+                    self.server.log_peer_problem(
+                        conn, f"TLS handshake failed ({_tls_reason(exc)})")
+                self.server.forget(conn)  # closes conn.sock, raw or wrapped
                 with contextlib.suppress(OSError):
                     raw.close()
-                self.server.forget(conn)
                 return
-            conn.sock = tls
             self.request = tls
             if conn.killed_because:  # the watchdog fired as the handshake completed
                 conn.kill(conn.killed_because)
