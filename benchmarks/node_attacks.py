@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,9 +39,16 @@ KEEP = {"default_rule": {"profile": "basic", "faces": "none"},
         "processing": {"stable_seconds": 600, "workers": 1}}
 
 
+SENDER_TIMEOUT = 60.0
+
+
 def sender_time(node: Node, files: list[Path], extra: tuple[str, ...] = ()) -> float | None:
+    """Seconds an allowlisted storescu takes to send `files`; None if it failed or hung."""
     start = time.monotonic()
-    proc = storescu(files, node.port, timeout=60, check=False, extra=extra)
+    try:
+        proc = storescu(files, node.port, timeout=SENDER_TIMEOUT, check=False, extra=extra)
+    except subprocess.TimeoutExpired:
+        return None
     ok = proc.returncode == 0 and "Store Failed" not in proc.stdout
     return time.monotonic() - start if ok else None
 
@@ -73,8 +81,12 @@ def squat(node: Node, files: list[Path], kind: str, count: int, wait: float,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sockets", type=int, default=50)
+    parser.add_argument("--sender-timeout", type=float, default=60.0,
+                        help="seconds before a blocked sender counts as failed")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    global SENDER_TIMEOUT
+    SENDER_TIMEOUT = args.sender_timeout
     n = args.sockets
     results = []
     with tempfile.TemporaryDirectory(prefix="node-attacks-") as tmp:
