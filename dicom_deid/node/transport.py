@@ -69,6 +69,7 @@ class Connection:
 
     def __init__(self, sock: socket.socket, address: str, port: int):
         self.sock = sock
+        self.raw = sock  # keeps id(raw), the server's key for this connection, from reuse
         self.address = address
         self.port = port
         self.accepted_at = time.monotonic()
