@@ -154,8 +154,10 @@ def main() -> int:
                 node.proc.terminate()
                 try:
                     rc = node.proc.wait(30)
-                except Exception:
+                except subprocess.TimeoutExpired:
                     rc = None
+                    node.proc.kill()
+                    node.proc.wait(10)
                 took = time.monotonic() - started
                 node.proc = None
             results.append(row(f"{n} x tls-half/silent+SIGTERM",
