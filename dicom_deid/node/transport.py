@@ -158,7 +158,7 @@ class GuardedDUL(DULServiceProvider):
                 self._protocol_error("a DIMSE message held in memory exceeds "
                                      f"{MAX_MESSAGE_MEMORY} bytes")
                 return
-            body = sock.recv(length) if length else bytearray()
+            body = self._recv_exactly(sock, length)
         except (OSError, ValueError):
             # Timed out, reset, or shut down by the watchdog: the transport is gone.
             self.event_queue.put("Evt17")
@@ -176,6 +176,26 @@ class GuardedDUL(DULServiceProvider):
             return
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
+
+    @staticmethod
+    def _recv_exactly(sock: Any, length: int) -> bytearray:
+        """Up to `length` bytes (fewer if the peer closed) into one buffer, in large reads:
+        pynetdicom's AssociationSocket.recv reads 4 KiB at a time and extends a bytearray."""
+        buffer = bytearray(length)
+        view = memoryview(buffer)
+        raw = sock.socket
+        if raw is None:
+            raise OSError("the connection is closed")
+        got = 0
+        while got < length:
+            n = raw.recv_into(view[got:], min(length - got, 1 << 20))
+            if not n:
+                break
+            got += n
+        view.release()
+        if got < length:
+            del buffer[got:]
+        return buffer
 
     def _message_memory(self) -> int:
         message = getattr(getattr(self.assoc, "dimse", None), "message", None)
