@@ -25,6 +25,7 @@ COMMANDS = (
     "serve",
     "status",
     "retry",
+    "quarantine",
 )
 
 

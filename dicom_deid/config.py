@@ -50,14 +50,23 @@ class ListenConfig:
     host: str = "127.0.0.1"
     port: int = 11112
     allowed_calling_aets: tuple[str, ...] = ()  # empty: any calling AE (loopback only)
-    max_pdu: int = 262144  # largest P-DATA PDU we accept; 0 = unlimited
+    # Largest P-DATA PDU we accept: also what one connection may buffer in memory, so it
+    # has no "unlimited" (0) setting, unlike forward.max_pdu.
+    max_pdu: int = 262144
     max_associations: int = 10
     max_instance_size: int = 4 * 1024**3
     min_free_disk: int = 1024**3  # below this, new associations are refused
     accept_unknown_sop_classes: bool = False  # private/unknown SOP classes as storage
-    acse_timeout: float = 30.0
+    allowed_called_aets: tuple[str, ...] = ()  # empty: only the node's own ae_title
+    acse_timeout: float = 10.0
     dimse_timeout: float = 120.0
-    network_timeout: float = 120.0
+    network_timeout: float = 30.0  # an association idle this long is aborted
+    # Hostile-network limits (see dicom_deid/node/transport.py).
+    accept_timeout: float = 10.0  # TCP accept to A-ASSOCIATE-AC, TLS handshake included
+    pdu_timeout: float = 30.0  # first byte of a PDU to its last byte
+    max_pending_connections: int = 64  # connections not yet accepted (before A-ASSOCIATE-AC)
+    max_pending_per_address: int = 8  # of those, from one source address
+    max_associations_per_address: int = 10  # accepted associations from one source address
     tls: TLSConfig | None = None
 
 
@@ -124,6 +133,8 @@ class RetentionConfig:
 class LogConfig:
     level: str = "INFO"
     file: Path | None = None  # None: standard error
+    max_bytes: int = 50 * 2**20  # the file is rotated at this size
+    backups: int = 5  # rotated files kept
 
 
 @dataclass(frozen=True)
@@ -352,7 +363,9 @@ def _read_listen(reader: _Reader, value: Any) -> ListenConfig:
     data = reader.section(value, path, (
         "ae_title", "host", "port", "allowed_calling_aets", "max_pdu", "max_associations",
         "max_instance_size", "min_free_disk", "accept_unknown_sop_classes", "acse_timeout",
-        "dimse_timeout", "network_timeout", "tls",
+        "dimse_timeout", "network_timeout", "tls", "allowed_called_aets", "accept_timeout",
+        "pdu_timeout", "max_pending_connections", "max_pending_per_address",
+        "max_associations_per_address",
     ))
     d = ListenConfig()
     host = reader.string(data, path, "host", d.host, _check_host)
@@ -366,7 +379,7 @@ def _read_listen(reader: _Reader, value: Any) -> ListenConfig:
         host=host,
         port=reader.integer(data, path, "port", d.port, 1, 65535),
         allowed_calling_aets=allowed,
-        max_pdu=reader.integer(data, path, "max_pdu", d.max_pdu, 0, 2**32 - 1),
+        max_pdu=reader.integer(data, path, "max_pdu", d.max_pdu, 4096, 64 * 2**20),
         max_associations=reader.integer(data, path, "max_associations", d.max_associations, 1, 1000),
         max_instance_size=reader.size(data, path, "max_instance_size", d.max_instance_size),
         min_free_disk=reader.size(data, path, "min_free_disk", d.min_free_disk),
@@ -375,6 +388,15 @@ def _read_listen(reader: _Reader, value: Any) -> ListenConfig:
         acse_timeout=reader.number(data, path, "acse_timeout", d.acse_timeout, 0.1),
         dimse_timeout=reader.number(data, path, "dimse_timeout", d.dimse_timeout, 0.1),
         network_timeout=reader.number(data, path, "network_timeout", d.network_timeout, 0.1),
+        allowed_called_aets=reader.strings(data, path, "allowed_called_aets", _check_ae),
+        accept_timeout=reader.number(data, path, "accept_timeout", d.accept_timeout, 0.1, 300),
+        pdu_timeout=reader.number(data, path, "pdu_timeout", d.pdu_timeout, 0.1, 3600),
+        max_pending_connections=reader.integer(
+            data, path, "max_pending_connections", d.max_pending_connections, 1, 10000),
+        max_pending_per_address=reader.integer(
+            data, path, "max_pending_per_address", d.max_pending_per_address, 1, 10000),
+        max_associations_per_address=reader.integer(
+            data, path, "max_associations_per_address", d.max_associations_per_address, 1, 1000),
         tls=_read_tls(reader, data.get("tls"), _join(path, "tls"), server=True),
     )
 
@@ -555,11 +577,14 @@ def parse_config(data: Any, source: str = "<embedded default>",
         keep_outputs=reader.boolean(rdata, "retention", "keep_outputs", False),
     )
 
-    ldata = reader.section(top.get("log"), "log", ("level", "file"))
+    ldata = reader.section(top.get("log"), "log", ("level", "file", "max_bytes", "backups"))
     level = reader.string(ldata, "log", "level", "INFO",
                           lambda v: None if v.upper() in LOG_LEVELS else
                           f"must be one of {', '.join(LOG_LEVELS)}, got {v!r}")
-    log = LogConfig(level=(level or "INFO").upper(), file=reader.path(ldata, "log", "file", None))
+    log = LogConfig(level=(level or "INFO").upper(), file=reader.path(ldata, "log", "file", None),
+                    max_bytes=max(reader.size(ldata, "log", "max_bytes", LogConfig.max_bytes),
+                                  64 * 1024),
+                    backups=reader.integer(ldata, "log", "backups", LogConfig.backups, 1, 100))
 
     if reader.problems:
         raise ConfigError(source, reader.problems)

@@ -40,7 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from dicom_deid.node.logs import setup_logging
 
     level = "DEBUG" if getattr(args, "verbose", False) else config.log.level
-    setup_logging(level, config.log.file)
+    try:
+        setup_logging(level, config.log.file, max_bytes=config.log.max_bytes,
+                      backups=config.log.backups, min_free=config.listen.min_free_disk)
+    except OSError as exc:
+        print(f"dicom-deid serve: {config.source}: log.file {config.log.file}: cannot be "
+              f"opened ({exc.strerror or exc})", file=sys.stderr)
+        return 2
     try:
         return run_node(config)
     except NodeAlreadyRunning as exc:

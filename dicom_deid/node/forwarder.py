@@ -9,8 +9,10 @@ growing, jittered delay and is quarantined after `forward.max_attempts`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -28,6 +30,14 @@ LOG = logging.getLogger(__name__)
 MAX_CONTEXTS = 128  # presentation contexts one association may propose (PS3.8 9.3.2.2)
 _SUCCESS_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}  # success and the storage warnings
 _FLUSH_EVERY = 32  # deliveries recorded per journal transaction
+
+
+def _uid_name(uid: str) -> str:
+    """A standard UID by name (a UID-shaped string would be masked in the log)."""
+    from pydicom.uid import UID
+
+    name = UID(str(uid)).name
+    return name if name != str(uid) else "a private SOP class or syntax"
 
 
 def backoff_delay(attempts: int, cfg: ForwardConfig, rng: random.Random | None = None) -> float:
@@ -154,6 +164,7 @@ class Forwarder(threading.Thread):
                 ae.add_requested_context(sop_class, [ts])
 
         tls = client_ssl_context(self.dest)
+        started = time.monotonic()
         try:
             assoc = ae.associate(self.dest.host, self.dest.port, ae_title=self.dest.ae_title,
                                  tls_args=(tls, self.dest.host) if tls else None)
@@ -161,9 +172,7 @@ class Forwarder(threading.Thread):
             self._failed_all(batch, f"cannot connect: {short_reason(exc)}", token)
             return 0
         if not assoc.is_established:
-            why = "association rejected" if assoc.is_rejected else (
-                "association aborted" if assoc.is_aborted else "no association (archive unreachable?)")
-            self._failed_all(batch, f"{why} by {self.dest.ae_title}@{self.dest.host}:{self.dest.port}",
+            self._failed_all(batch, self._why_not_associated(assoc, time.monotonic() - started),
                              token)
             return 0
 
@@ -174,7 +183,7 @@ class Forwarder(threading.Thread):
                 if self.stop_event.is_set() or not assoc.is_established:
                     break
                 path = self.config.state_dir / send.path
-                error = self._store_one(assoc, path)
+                error = self._store_one(assoc, path, send)
                 if error is None:
                     done.append(send.send_id)
                     delivered += 1
@@ -192,15 +201,50 @@ class Forwarder(threading.Thread):
                 assoc.release()
         return delivered
 
+    def _why_not_associated(self, assoc: Any, elapsed: float) -> str:
+        """The real cause: pynetdicom reports a refused connection, a timeout, a TLS failure
+        and an archive that accepts none of our contexts all as an aborted association."""
+        dest = self.dest
+        where = f"{dest.ae_title}@{dest.host}:{dest.port}"
+        if assoc.is_rejected:
+            rsp = getattr(assoc.acceptor, "primitive", None)
+            detail = ""
+            with contextlib.suppress(Exception):
+                detail = f" ({rsp.result_str}, {rsp.source_str}: {rsp.reason_str})"
+            return f"association rejected by {where}{detail}"
+        rejected = getattr(assoc, "_rejected_cx", [])
+        if rejected and not assoc.accepted_contexts:
+            names = sorted({f"{_uid_name(cx.abstract_syntax)} in "
+                            f"{_uid_name((cx.transfer_syntax or [''])[0])}" for cx in rejected})
+            return (f"{where} accepted no presentation context: "
+                    f"{'; '.join(names[:5])}{' ...' if len(names) > 5 else ''}")
+        timeout = self.config.forward.timeout
+        try:
+            with socket.create_connection((dest.host, dest.port), timeout=min(timeout, 10)):
+                pass
+        except ConnectionRefusedError:
+            return f"connection refused by {dest.host}:{dest.port}"
+        except TimeoutError:
+            return f"connection to {dest.host}:{dest.port} timed out"
+        except OSError as exc:
+            return f"cannot connect to {dest.host}:{dest.port}: {exc.strerror or exc}"
+        if elapsed >= 0.9 * timeout:
+            return f"no answer from {where} within forward.timeout ({timeout:g} s)"
+        if dest.tls is not None:
+            return f"association aborted by {where} (TLS handshake or association refused)"
+        return f"association aborted by {where}"
+
     @staticmethod
-    def _store_one(assoc: Any, path: Path) -> str | None:
+    def _store_one(assoc: Any, path: Path, send: DueSend | None = None) -> str | None:
         """Send one file; None on success, else why it failed."""
         if not path.is_file():
             return f"de-identified file {path.name} is missing from the outbox"
         try:
             status = assoc.send_c_store(path)
-        except ValueError as exc:  # no accepted context for its SOP class / syntax
-            return f"the archive accepted no presentation context for it ({short_reason(exc)})"
+        except ValueError:  # no accepted context for its SOP class / syntax
+            what = (f"{_uid_name(send.sop_class_uid)} in {_uid_name(send.transfer_syntax)}"
+                    if send is not None else "it")
+            return f"the archive accepted no presentation context for {what}"
         except Exception as exc:
             return f"sending failed: {short_reason(exc)}"
         if not status or "Status" not in status:

@@ -212,25 +212,35 @@ class Journal:
         already processed is processed again: keyed UIDs make the result identical, and the
         archive stores it once.
         """
+        return self.record_received_many([item], now)[0]
+
+    def record_received_many(self, items: Sequence[ReceivedInstance],
+                             now: float | None = None) -> list[tuple[int, list[int]]]:
+        """record_received for several instances in one transaction (one fsync)."""
         now = time.time() if now is None else now
+        results = []
         with self.transaction() as cur:
-            cur.execute(
-                "INSERT INTO studies (study_uid, token, first_received_at, last_received_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT(study_uid) DO UPDATE SET last_received_at = ?",
-                (item.study_uid, item.study_token, now, now, now))
-            study_id = cur.execute("SELECT id FROM studies WHERE study_uid = ?",
-                                   (item.study_uid,)).fetchone()[0]
-            older = [r[0] for r in cur.execute(
-                "SELECT id FROM instances WHERE sop_instance_uid = ? AND study_id = ? "
-                "AND state = 'received'", (item.sop_instance_uid, study_id))]
-            cur.execute(
-                "INSERT INTO instances (study_id, sop_instance_uid, sop_class_uid, transfer_syntax,"
-                " modality, study_description, calling_aet, called_aet, path, size, state,"
-                " received_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,'received',?,?)",
-                (study_id, item.sop_instance_uid, item.sop_class_uid, item.transfer_syntax,
-                 item.modality, item.study_description, item.calling_aet, item.called_aet,
-                 item.path, item.size, now, now))
-            return cur.lastrowid, older
+            for item in items:
+                cur.execute(
+                    "INSERT INTO studies (study_uid, token, first_received_at, last_received_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT(study_uid) DO UPDATE SET"
+                    " last_received_at = ?",
+                    (item.study_uid, item.study_token, now, now, now))
+                study_id = cur.execute("SELECT id FROM studies WHERE study_uid = ?",
+                                       (item.study_uid,)).fetchone()[0]
+                older = [r[0] for r in cur.execute(
+                    "SELECT id FROM instances WHERE sop_instance_uid = ? AND study_id = ? "
+                    "AND state = 'received'", (item.sop_instance_uid, study_id))]
+                cur.execute(
+                    "INSERT INTO instances (study_id, sop_instance_uid, sop_class_uid,"
+                    " transfer_syntax, modality, study_description, calling_aet, called_aet,"
+                    " path, size, state, received_at, updated_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,'received',?,?)",
+                    (study_id, item.sop_instance_uid, item.sop_class_uid, item.transfer_syntax,
+                     item.modality, item.study_description, item.calling_aet, item.called_aet,
+                     item.path, item.size, now, now))
+                results.append((cur.lastrowid, older))
+        return results
 
     def drop_superseded(self, instance_ids: Sequence[int]) -> list[str]:
         """Remove older copies that are still waiting; returns their spool paths."""
@@ -555,6 +565,69 @@ class Journal:
                         raise JournalError(f"{item}: no quarantined send with this id")
                     counts["sends"] += 1
         return counts
+
+    # ------------------------------------------------------------------ quarantine
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """Every quarantined instance and send, PHI-free (ids, pseudonyms, reasons)."""
+        items = [
+            {"id": f"I{r['id']}", "study": r["token"] or "-", "since": r["updated_at"],
+             "reason": r["reason"] or ""}
+            for r in self.query("SELECT i.id, i.reason, i.updated_at, s.token FROM instances i"
+                                " LEFT JOIN studies s ON s.id = i.study_id"
+                                " WHERE i.state = 'quarantined' ORDER BY i.id")]
+        items += [
+            {"id": f"S{r['id']}", "study": r["token"], "since": r["updated_at"],
+             "reason": r["last_error"] or "", "destination": r["destination"]}
+            for r in self.query("SELECT s.id, s.destination, s.last_error, s.updated_at,"
+                                " st.token FROM sends s JOIN outputs o ON o.id = s.output_id"
+                                " JOIN studies st ON st.id = o.study_id"
+                                " WHERE s.state = 'quarantined' ORDER BY s.id")]
+        return items
+
+    def quarantined_item(self, item: str) -> dict[str, Any]:
+        """One quarantined item in detail, PHI-free: no patient or study UIDs."""
+        kind, number = parse_item_id(item)
+        if kind == "I":
+            row = self.query(
+                "SELECT i.*, s.token FROM instances i LEFT JOIN studies s ON s.id = i.study_id"
+                " WHERE i.id = ? AND i.state = 'quarantined'", (number,))
+            if not row:
+                raise JournalError(f"{item}: no quarantined instance with this id")
+            r = row[0]
+            return {"id": f"I{number}", "kind": "instance", "study": r["token"] or "-",
+                    "reason": r["reason"] or "", "calling_aet": r["calling_aet"],
+                    "called_aet": r["called_aet"], "sop_class": r["sop_class_uid"],
+                    "transfer_syntax": r["transfer_syntax"], "modality": r["modality"],
+                    "size": r["size"], "attempts": r["attempts"], "file": r["path"],
+                    "received_at": r["received_at"], "since": r["updated_at"]}
+        row = self.query(
+            "SELECT s.*, o.path, o.sop_class_uid, o.transfer_syntax, st.token FROM sends s"
+            " JOIN outputs o ON o.id = s.output_id JOIN studies st ON st.id = o.study_id"
+            " WHERE s.id = ? AND s.state = 'quarantined'", (number,))
+        if not row:
+            raise JournalError(f"{item}: no quarantined send with this id")
+        r = row[0]
+        return {"id": f"S{number}", "kind": "send", "study": r["token"],
+                "destination": r["destination"], "reason": r["last_error"] or "",
+                "sop_class": r["sop_class_uid"], "transfer_syntax": r["transfer_syntax"],
+                "attempts": r["attempts"], "file": r["path"], "since": r["updated_at"]}
+
+    def discard(self, item: str) -> dict[str, Any]:
+        """Give up on one quarantined item: its journal row goes, and (for an instance)
+        the caller deletes its spooled file. Returns what was discarded."""
+        detail = self.quarantined_item(item)
+        kind, number = parse_item_id(item)
+        now = time.time()
+        with self.transaction() as cur:
+            if kind == "I":
+                cur.execute("DELETE FROM instances WHERE id = ? AND state = 'quarantined'",
+                            (number,))
+            else:
+                cur.execute("DELETE FROM sends WHERE id = ? AND state = 'quarantined'", (number,))
+            self._event(cur, "discarded", detail["id"],
+                        f"discarded by the operator: {detail['reason']}", now)
+        return detail
 
     # ------------------------------------------------------------------ helpers
 

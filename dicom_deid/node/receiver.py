@@ -9,7 +9,9 @@ acknowledged only after it is journalled, fsync'd and renamed into the spool.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import ssl
 import tempfile
 import threading
@@ -23,13 +25,15 @@ from dicom_deid.header.keys import SiteKey
 from dicom_deid.node.audit import AuditLog, study_token
 from dicom_deid.node.journal import Journal, ReceivedInstance
 from dicom_deid.node.logs import short_reason
-from dicom_deid.node.spool import Spool, free_bytes, remove_file
+from dicom_deid.node.spool import Spool, free_bytes, fsync_dir, fsync_file, remove_file
 
 LOG = logging.getLogger(__name__)
 
+# C-STORE statuses, PS3.4 B.2.3.
 STATUS_SUCCESS = 0x0000
-STATUS_OUT_OF_RESOURCES = 0xA700  # "Refused: Out of Resources"
-STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_OUT_OF_RESOURCES = 0xA700  # "Refused: Out of Resources": disk, size; nothing else
+STATUS_DOES_NOT_MATCH = 0xA900  # "Error: Data Set does not match SOP Class"
+STATUS_CANNOT_UNDERSTAND = 0xC000  # "Error: Cannot understand"
 
 _HEADER_TAGS = ("StudyInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality",
                 "StudyDescription")
@@ -48,6 +52,101 @@ class _AssocStats:
     quarantined: int = 0
     pending_bytes: int = 0  # received since the last complete DIMSE message
     aborting: bool = False
+
+
+class Reception:
+    """A C-STORE data set being received: pynetdicom writes it through this object
+    (in place of its NamedTemporaryFile), so the free-disk watermark is checked before
+    every write and ENOSPC refuses the instance (0xA700) instead of aborting."""
+
+    def __init__(self, directory: Path, min_free: int):
+        fd, name = tempfile.mkstemp(suffix=".dcm", dir=directory)
+        self._fh = open(fd, "wb", buffering=0)  # noqa: SIM115 - closed by pynetdicom
+        self.name = name
+        self.file = self  # pynetdicom calls .file.flush() after each write
+        self.min_free = min_free
+        self.failed = ""  # why the data set was not written
+
+    def write(self, data: bytes) -> int:
+        if self.failed:
+            return len(data)
+        try:
+            if free_bytes(Path(self.name).parent) - len(data) < self.min_free:
+                self._fail("writing it would cross listen.min_free_disk")
+                return len(data)
+            view = memoryview(data)
+            while view:
+                view = view[self._fh.write(view):]
+        except OSError as exc:
+            self._fail("no space left on the device" if exc.errno == errno.ENOSPC
+                       else f"write failed ({os.strerror(exc.errno or 0)})")
+        return len(data)
+
+    def _fail(self, reason: str) -> None:
+        self.failed = reason
+        with contextlib.suppress(OSError):
+            self._fh.truncate(0)  # give the space back now; the instance is refused
+
+    def flush(self) -> None:
+        pass  # unbuffered
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class _Pending:
+    __slots__ = ("item", "folder", "result", "error", "done")
+
+    def __init__(self, item: ReceivedInstance, folder: Path):
+        self.item = item
+        self.folder = folder
+        self.result: tuple[int, list[int]] | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class GroupCommit:
+    """Instances arriving on concurrent associations made durable together (group commit):
+    the spool folders they were renamed into are fsync'd, then their journal rows are
+    committed in one transaction, one journal fsync for all that wait instead of one each
+    after the other. Each caller returns only once its own instance is durable."""
+
+    def __init__(self, journal: Journal):
+        self.journal = journal
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._busy = False
+
+    def record(self, item: ReceivedInstance, folder: Path) -> tuple[int, list[int]]:
+        pending = _Pending(item, folder)
+        batch: list[_Pending] | None = None
+        with self._cond:
+            self._queue.append(pending)
+            while not pending.done:
+                if not self._busy:  # lead: commit everything queued, ours included
+                    batch, self._queue, self._busy = self._queue, [], True
+                    break
+                self._cond.wait()
+        if batch is not None:
+            try:
+                for folder in {p.folder for p in batch}:
+                    fsync_dir(folder)  # the renames, before the rows that name them
+                results = self.journal.record_received_many([p.item for p in batch])
+                for waiting, result in zip(batch, results, strict=True):
+                    waiting.result = result
+            except BaseException as exc:
+                for waiting in batch:
+                    waiting.error = exc
+            finally:
+                with self._cond:
+                    for waiting in batch:
+                        waiting.done = True
+                    self._busy = False
+                    self._cond.notify_all()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
 
 
 def _size(n: int) -> str:
@@ -84,10 +183,11 @@ class Receiver:
         self.audit = audit
         self.spool = Spool(config.state_dir)
         self.journal = Journal(config.journal_path)
+        self._group = GroupCommit(self.journal)
         self._server: Any = None
         self._stats: dict[int, _AssocStats] = {}
         self._lock = threading.Lock()
-        self._saved_tempdir: str | None = None
+        self._saved_tempfile: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -97,19 +197,27 @@ class Receiver:
             ALL_TRANSFER_SYNTAXES,
             AllStoragePresentationContexts,
             _config,
+            dimse_messages,
             evt,
         )
         from pynetdicom.sop_class import Verification
 
-        # Chunked reception writes into the temp dir; ours is inside the spool, so the
-        # final rename stays on one file system (and never crosses into /tmp).
+        from dicom_deid.node.transport import GuardedServer, Limits
+
+        # Chunked reception writes each data set to a file as it arrives. pynetdicom opens
+        # it with NamedTemporaryFile (module global, no hook): ours writes inside the spool,
+        # so the final rename stays on one file system, and checks the disk as it goes.
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.UNRESTRICTED_STORAGE_SERVICE = self.listen.accept_unknown_sop_classes
-        self._saved_tempdir = tempfile.tempdir
-        tempfile.tempdir = str(self.spool.incoming)
+        self._saved_tempfile = dimse_messages.NamedTemporaryFile
+        incoming, min_free = self.spool.incoming, self.listen.min_free_disk
+        dimse_messages.NamedTemporaryFile = lambda **_: Reception(incoming, min_free)
 
         ae = AE(ae_title=self.listen.ae_title)
-        ae.maximum_associations = self.listen.max_associations
+        # pynetdicom counts every connection, accepted or not, against this: ours are
+        # counted in _on_requested (accepted ones only) and transport.py (the others).
+        ae.maximum_associations = (self.listen.max_associations
+                                   + self.listen.max_pending_connections + 16)
         ae.maximum_pdu_size = self.listen.max_pdu
         ae.acse_timeout = self.listen.acse_timeout
         ae.dimse_timeout = self.listen.dimse_timeout
@@ -131,9 +239,21 @@ class Receiver:
             (evt.EVT_DATA_RECV, self._on_data),
             (evt.EVT_DIMSE_RECV, self._on_message),
         ]
-        self._server = ae.start_server((self.listen.host, self.listen.port), block=False,
-                                       evt_handlers=handlers,
-                                       ssl_context=server_ssl_context(self.listen))
+        limits = Limits(
+            accept_timeout=self.listen.accept_timeout, pdu_timeout=self.listen.pdu_timeout,
+            max_pdu=self.listen.max_pdu, max_pending=self.listen.max_pending_connections,
+            max_pending_per_address=self.listen.max_pending_per_address)
+        address = (self.listen.host, self.listen.port)
+        try:
+            server = ae.make_server(address, evt_handlers=handlers,
+                                    ssl_context=server_ssl_context(self.listen),
+                                    server_class=GuardedServer, limits=limits)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {self.listen.host}:{self.listen.port}: "
+                                     f"{exc.strerror or exc}") from None
+        ae._servers.append(server)  # AssociationServer.shutdown() removes it
+        threading.Thread(target=server.serve_forever, name="node-accept", daemon=True).start()
+        self._server = server
         LOG.info("listening on %s:%d as %s (%s), %d storage SOP classes, calling AEs: %s",
                  self.listen.host, self.listen.port, self.listen.ae_title,
                  "TLS" if self.listen.tls else "no TLS", len(AllStoragePresentationContexts),
@@ -160,8 +280,11 @@ class Receiver:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
-        if self._saved_tempdir is not None or tempfile.tempdir == str(self.spool.incoming):
-            tempfile.tempdir = self._saved_tempdir
+        if self._saved_tempfile is not None:
+            from pynetdicom import dimse_messages
+
+            dimse_messages.NamedTemporaryFile = self._saved_tempfile
+            self._saved_tempfile = None
         self.journal.close()
 
     # ------------------------------------------------------------------ association
@@ -169,27 +292,64 @@ class Receiver:
     def _on_requested(self, event: Any) -> None:
         assoc = event.assoc
         primitive = assoc.requestor.primitive
+        # Escaped by the log filter; repr() keeps them unambiguous here.
         calling = str(primitive.calling_ae_title or "").strip()
-        peer = f"{assoc.requestor.address}:{assoc.requestor.port}"
+        called = str(primitive.called_ae_title or "").strip()
+        address = str(assoc.requestor.address)
+        peer = f"{address}:{assoc.requestor.port}"
         allowed = self.listen.allowed_calling_aets
         if allowed and calling not in allowed:
             LOG.warning("rejected association from %s: calling AE %r is not in "
                         "listen.allowed_calling_aets", peer, calling)
             self._reject(assoc, 0x01, 0x01, 0x03)  # permanent: calling AE not recognised
             return
-        active = [a for a in assoc.ae.active_associations if a.is_acceptor]
-        if len(active) > self.listen.max_associations:
+        called_allowed = self.listen.allowed_called_aets or (self.listen.ae_title,)
+        if called not in called_allowed:
+            LOG.warning("rejected association from %s (AE %r): called AE %r is not %s",
+                        peer, calling, called, "listen.allowed_called_aets"
+                        if self.listen.allowed_called_aets else "this node's ae_title")
+            self._reject(assoc, 0x01, 0x01, 0x07)  # permanent: called AE not recognised
+            return
+        server = getattr(assoc, "_server", None)
+        if server is not None and hasattr(server, "connections"):
+            # Only accepted associations count: connections still negotiating have a pool
+            # of their own (transport.py), so they cannot take these slots.
+            established = [c for c in server.connections() if c.established and not c.closed]
+        else:
+            established = [a for a in assoc.ae.active_associations
+                           if a.is_acceptor and a.is_established]
+        if len(established) >= self.listen.max_associations:
             LOG.warning("rejected association from %s (AE %r): %d associations already open "
-                        "(listen.max_associations)", peer, calling, len(active) - 1)
+                        "(listen.max_associations)", peer, calling, len(established))
             self._reject(assoc, 0x02, 0x03, 0x02)  # transient: local limit exceeded
             return
-        free = free_bytes(self.config.state_dir)
-        if free < self.listen.min_free_disk:
-            LOG.error("rejected association from %s (AE %r): free disk %d MiB in %s is below "
-                      "listen.min_free_disk (%d MiB)", peer, calling, free // 2**20,
-                      self.config.state_dir, self.listen.min_free_disk // 2**20)
+        from_peer = sum(1 for c in established if getattr(c, "address", None) == address)
+        if from_peer >= self.listen.max_associations_per_address:
+            LOG.warning("rejected association from %s (AE %r): %d associations already open "
+                        "from that address (listen.max_associations_per_address)", peer,
+                        calling, from_peer)
+            self._reject(assoc, 0x02, 0x03, 0x02)
+            return
+        problem = self.disk_problem()
+        if problem:
+            LOG.error("rejected association from %s (AE %r): %s", peer, calling, problem)
             self._reject(assoc, 0x02, 0x03, 0x01)  # transient: temporary congestion
             return
+
+    def disk_problem(self) -> str:
+        """Why the node cannot take data now (free disk under the watermark), or ''."""
+        paths = [("state folder", self.config.state_dir)]
+        if self.config.log.file is not None:
+            paths.append(("log", self.config.log.file.parent))
+        for what, path in paths:
+            try:
+                free = free_bytes(path)
+            except OSError:
+                continue
+            if free < self.listen.min_free_disk:
+                return (f"free disk {free // 2**20} MiB for the {what} ({path}) is below "
+                        f"listen.min_free_disk ({self.listen.min_free_disk // 2**20} MiB)")
+        return ""
 
     @staticmethod
     def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
@@ -261,6 +421,22 @@ class Receiver:
         assoc = event.assoc
         calling = str(assoc.requestor.ae_title or "").strip()
         called = str(assoc.acceptor.ae_title or "").strip()
+        request = event.request
+        reception = getattr(request, "_dataset_file", None)
+        if getattr(request, "_dataset_path", None) is None:
+            LOG.warning("refused a C-STORE from %s: it has no data set", calling)
+            self._count(event, "refused")
+            return STATUS_CANNOT_UNDERSTAND
+        if isinstance(reception, Reception) and reception.failed:
+            LOG.error("refused an instance from %s: %s", calling, reception.failed)
+            self._count(event, "refused")
+            return STATUS_OUT_OF_RESOURCES  # pynetdicom deletes the partial file
+        sop_class = str(request.AffectedSOPClassUID or "")
+        if sop_class != str(event.context.abstract_syntax):
+            LOG.warning("refused an instance from %s: its SOP class is not the one of the "
+                        "presentation context it was sent on", calling)
+            self._count(event, "refused")
+            return STATUS_DOES_NOT_MATCH
         received = Path(event.dataset_path)
         size = received.stat().st_size
         if size > self.listen.max_instance_size:
@@ -270,9 +446,7 @@ class Receiver:
             self._count(event, "refused")
             return STATUS_OUT_OF_RESOURCES  # pynetdicom deletes the partial file
 
-        request = event.request
         transfer_syntax = str(event.context.transfer_syntax)
-        sop_class = str(request.AffectedSOPClassUID or "")
         relative = self.spool.new_relative_path()
         try:
             header = read_header(received)
@@ -295,6 +469,11 @@ class Receiver:
             self._count(event, "quarantined")
             return STATUS_SUCCESS
 
+        if header["SOPClassUID"] and header["SOPClassUID"] != sop_class:
+            LOG.warning("refused an instance from %s: the data set's SOP Class UID differs "
+                        "from the C-STORE request's", calling)
+            self._count(event, "refused")
+            return STATUS_DOES_NOT_MATCH
         token = study_token(self.key, header["StudyInstanceUID"])
         item = ReceivedInstance(
             study_uid=header["StudyInstanceUID"], study_token=token,
@@ -302,13 +481,16 @@ class Receiver:
             sop_class_uid=header["SOPClassUID"] or sop_class, transfer_syntax=transfer_syntax,
             modality=header["Modality"], study_description=header["StudyDescription"],
             calling_aet=calling, called_aet=called, path=relative, size=size)
-        # Journal first, then the durable rename: a crash in between leaves a row without
-        # a file, which recovery drops (that instance was never acknowledged).
-        instance_id, superseded = self.journal.record_received(item)
+        # The data first (each association's fsync in parallel), the rename, then the
+        # rename's folder and the journal row, grouped with other associations'. A crash
+        # before the row is committed leaves a spooled file no row names, which recovery
+        # deletes (it was never acknowledged).
+        fsync_file(received)
+        final = self.spool.place(received, relative)
         try:
-            self.spool.commit(received, relative)
+            instance_id, superseded = self._group.record(item, final.parent)
         except Exception:
-            self.journal.forget_unacknowledged(instance_id)
+            remove_file(final)
             raise
         if superseded:
             for path in self.journal.drop_superseded(superseded):

@@ -92,7 +92,10 @@ def check_profiles(config: NodeConfig) -> list[str]:
 def recover(config: NodeConfig, journal: Journal, spool: Spool) -> None:
     """Resume after any stop, including kill -9 and power loss."""
     partial = spool.clear_incoming()
+    partial += _sweep_temporaries(config)
     counts = journal.recover()
+    partial += spool.sweep_orphans({row["path"] for row in journal.query(
+        "SELECT path FROM instances")})
     # Journalled but never renamed into the spool: the crash came before the
     # acknowledgement, so the sender still holds (and will re-send) these.
     dropped = 0
@@ -104,6 +107,18 @@ def recover(config: NodeConfig, journal: Journal, spool: Spool) -> None:
         LOG.info("recovered: %d partial receptions removed, %d unacknowledged rows dropped, "
                  "%d interrupted jobs, %d instances back in the queue", partial, dropped,
                  counts["interrupted_jobs"], counts["requeued_instances"])
+
+
+def _sweep_temporaries(config: NodeConfig) -> int:
+    """Half-written outputs (`.tmp-*`, written then renamed) left by a kill: never final."""
+    removed = 0
+    for root in (config.outbox_dir, config.quarantine_dir):
+        if root.exists():
+            for path in root.rglob(".tmp-*"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed += 1
+    return removed
 
 
 def prepare_state(config: NodeConfig) -> None:

@@ -45,25 +45,58 @@ class Spool:
         self.state_dir = state_dir
         self.root = ensure_private_dir(state_dir / "spool")
         self.incoming = ensure_private_dir(self.root / "incoming")
+        # All 256 buckets up front: no mkdir (and fsync of the spool) while receiving.
+        missing = [self.root / f"{i:02x}" for i in range(256)
+                   if not (self.root / f"{i:02x}").is_dir()]
+        for bucket in missing:
+            ensure_private_dir(bucket)
+        if missing:
+            fsync_dir(self.root)
 
     def new_relative_path(self) -> str:
         """A fresh spool location, relative to the state dir (journalled before the rename)."""
         name = uuid.uuid4().hex
         return f"spool/{name[:2]}/{name}.dcm"
 
-    def commit(self, received: Path, relative: str) -> Path:
-        """Make a fully received file durable at its final spool location."""
+    def commit(self, received: Path, relative: str, synced: bool = False) -> Path:
+        """Make a fully received file durable at its final spool location.
+
+        synced: the caller has fsync'd the file already. The folder it leaves is not
+        fsync'd: should its old name survive a crash, recovery clears spool/incoming.
+        """
         final = self.state_dir / relative
-        fsync_file(received)
+        if not synced:
+            fsync_file(received)
         parent = final.parent
         if not parent.exists():
             ensure_private_dir(parent)
             fsync_dir(parent.parent)
         os.replace(received, final)
         fsync_dir(parent)
-        if received.parent != parent:
-            fsync_dir(received.parent)
         return final
+
+    def place(self, received: Path, relative: str) -> Path:
+        """Rename a received, already fsync'd file to its spool location; the caller makes
+        the rename durable (fsync of its folder) before relying on it."""
+        final = self.state_dir / relative
+        if not final.parent.is_dir():
+            ensure_private_dir(final.parent)
+            fsync_dir(final.parent.parent)
+        os.replace(received, final)
+        return final
+
+    def sweep_orphans(self, known: set[str]) -> int:
+        """Delete spooled files no journal row names: renamed in, then a crash before
+        their row was committed, so never acknowledged."""
+        removed = 0
+        for bucket in self.root.iterdir():
+            if bucket == self.incoming or not bucket.is_dir():
+                continue
+            for entry in bucket.iterdir():
+                if f"spool/{bucket.name}/{entry.name}" not in known and entry.is_file():
+                    entry.unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
     def write_bytes(self, data: bytes, relative: str) -> Path:
         """Write data durably at a spool location (used when the dataset is in memory)."""

@@ -28,3 +28,53 @@ def test_abandoned_partial_receptions_are_swept(tmp_path):
     finally:
         receiver.journal.close()
         audit.close()
+
+
+def test_group_commit_gives_each_concurrent_instance_its_own_durable_row(tmp_path):
+    import threading
+
+    from dicom_deid.node.journal import ReceivedInstance
+    from dicom_deid.node.receiver import GroupCommit
+
+    config = parse_config({"state_dir": str(tmp_path / "st")})
+    ensure_node_key(config.key_file)
+    audit = AuditLog(config.audit_log)
+    receiver = Receiver(config, load_key(config.key_file), audit)
+    group = GroupCommit(receiver.journal)
+    results: dict[int, tuple[int, list[int]]] = {}
+
+    def one(n: int) -> None:
+        item = ReceivedInstance(
+            study_uid=f"1.2.3.{n % 3}", study_token=f"S-{n % 3}", sop_instance_uid=f"1.2.4.{n}",
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.7", transfer_syntax="1.2.840.10008.1.2",
+            modality="OT", study_description="", calling_aet="PACS", called_aet="DICOM-DEID",
+            path=f"spool/00/{n}.dcm", size=1)
+        results[n] = group.record(item, receiver.spool.root / "00")
+
+    try:
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        ids = [results[n][0] for n in range(24)]
+        assert len(set(ids)) == 24
+        rows = receiver.journal.query("SELECT id, path FROM instances")
+        assert {r["id"]: r["path"] for r in rows} == {results[n][0]: f"spool/00/{n}.dcm"
+                                                      for n in range(24)}
+    finally:
+        receiver.journal.close()
+        audit.close()
+
+
+def test_spooled_files_no_row_names_are_swept(tmp_path):
+    from dicom_deid.node.spool import Spool
+
+    spool = Spool(tmp_path)
+    kept = tmp_path / "spool" / "ab" / "kept.dcm"
+    orphan = tmp_path / "spool" / "cd" / "orphan.dcm"
+    partial = spool.incoming / "tmp.dcm"
+    for path in (kept, orphan, partial):
+        path.write_bytes(b"x")
+    assert spool.sweep_orphans({"spool/ab/kept.dcm"}) == 1
+    assert kept.exists() and not orphan.exists() and partial.exists()

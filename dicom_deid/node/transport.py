@@ -1,0 +1,391 @@
+"""The listener's transport, hardened for a hostile network.
+
+This wraps pynetdicom 3.0's transport (subclasses of ThreadedAssociationServer,
+RequestHandler and DULServiceProvider) because, as shipped, one client can stop it:
+
+- AssociationServer.get_request() runs the TLS handshake inside the accept loop with no
+  deadline, so a socket that never sends a ClientHello blocks every other client, and the
+  server's shutdown (SIGTERM).
+- DULServiceProvider._read_pdu_data() reads a PDU with blocking reads that have no overall
+  deadline (3 bytes of a header, or a byte every 2 s, hold a thread and an association slot
+  forever), and buffers as many bytes as the PDU's length field says before looking at
+  them (0xFFFFFFFF: 4 GiB), whatever maximum PDU length was negotiated.
+- Connections that have not been accepted yet count against max_associations, so
+  unauthenticated sockets lock out the senders the node is for.
+
+Here the handshake runs in the connection's own thread; one watchdog thread shuts down
+any connection past its deadline (accept to A-ASSOCIATE-AC, first to last byte of a PDU);
+a PDU longer than allowed in its state is refused from its header, before anything is
+buffered; connections not yet accepted have their own pool, per source address too,
+where the oldest gives way to a new one. Upstream report: /work/notes/i17.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from pynetdicom.dul import _PDU_TYPES, DULServiceProvider
+from pynetdicom.pdu import A_ASSOCIATE_AC
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+
+from dicom_deid.node.logs import RateLimiter
+
+LOG = logging.getLogger(__name__)
+
+# An A-ASSOCIATE-RQ with the 128 presentation contexts allowed, each proposing ten
+# transfer syntaxes, is about 100 KiB; nothing else a requestor sends before it is
+# accepted needs more than a few bytes.
+MAX_ASSOCIATE_RQ = 256 * 1024
+MAX_CONTROL_PDU = 1024
+# A DIMSE command set, or a data set that is not a C-STORE's (those go to a file), is
+# held in memory until complete.
+MAX_MESSAGE_MEMORY = 1024 * 1024
+# Complete DIMSE messages waiting for the association thread: beyond this the connection
+# is not read (TCP pushes back) rather than queue open temporary files without bound.
+MAX_QUEUED_MESSAGES = 8
+_WATCHDOG_EVERY = 0.2
+
+
+@dataclass(frozen=True)
+class Limits:
+    accept_timeout: float = 10.0
+    pdu_timeout: float = 30.0
+    max_pdu: int = 262144
+    max_pending: int = 64
+    max_pending_per_address: int = 8
+
+
+class Connection:
+    """One TCP connection, from accept to close."""
+
+    def __init__(self, sock: socket.socket, address: str, port: int):
+        self.sock = sock
+        self.raw = sock  # keeps id(raw), the server's key for this connection, from reuse
+        self.address = address
+        self.port = port
+        self.accepted_at = time.monotonic()
+        self.established = False  # an A-ASSOCIATE-AC was sent
+        self.reading_since: float | None = None  # a PDU is partly read
+        self.closed = False
+        self.killed_because = ""
+
+    @property
+    def peer(self) -> str:
+        return f"{self.address}:{self.port}"
+
+    def kill(self, because: str) -> None:
+        """Unblock whatever thread reads, writes or handshakes on this connection."""
+        if not self.killed_because:
+            self.killed_because = because
+        with contextlib.suppress(OSError):
+            # socket.socket's own shutdown: SSLSocket.shutdown would drop its SSL object
+            # under the feet of a thread still reading through it.
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+
+class GuardedDUL(DULServiceProvider):
+    """pynetdicom's DUL with reads bounded in size and time (see the module docstring)."""
+
+    def __init__(self, assoc: Any, conn: Connection, server: GuardedServer):
+        super().__init__(assoc)
+        self.conn = conn
+        self.server = server
+        self._poisoned = False
+
+    def run_reactor(self) -> None:
+        try:
+            super().run_reactor()
+        finally:
+            self.server.forget(self.conn)
+
+    def _send(self, pdu: Any) -> None:
+        if isinstance(pdu, A_ASSOCIATE_AC):
+            self.conn.established = True
+        super()._send(pdu)
+
+    def _is_transport_event(self) -> bool:
+        dimse = getattr(self.assoc, "dimse", None)
+        if dimse is not None and dimse.msg_queue.qsize() >= MAX_QUEUED_MESSAGES:
+            return False  # back-pressure: the peer waits while the handler catches up
+        return super()._is_transport_event()
+
+    def _limit(self, pdu_type: int) -> int:
+        if pdu_type == 0x01:
+            return 0 if self.conn.established else MAX_ASSOCIATE_RQ
+        if pdu_type == 0x04:
+            return self.server.limits.max_pdu if self.conn.established else MAX_CONTROL_PDU
+        return MAX_CONTROL_PDU
+
+    def _protocol_error(self, what: str) -> None:
+        self.server.log_peer_problem(self.conn, what)
+        self._poisoned = True
+        self.event_queue.put("Evt19")  # unrecognised or invalid PDU: A-ABORT, then close
+
+    def _read_pdu_data(self) -> None:
+        sock = self.socket
+        if sock is None:
+            return
+        if self._poisoned:
+            # After a protocol error nothing more is read, decoded or logged.
+            sock.close()
+            return
+        self.conn.reading_since = time.monotonic()
+        try:
+            header = sock.recv(6)
+            if len(header) < 6:
+                self.event_queue.put("Evt17")
+                return
+            pdu_type, _, length = struct.unpack(">BBL", header)
+            if bytes([pdu_type]) not in _PDU_TYPES:
+                self._protocol_error(f"unknown PDU type 0x{pdu_type:02X}")
+                return
+            limit = self._limit(pdu_type)
+            if length > limit:
+                self._protocol_error(
+                    f"PDU type 0x{pdu_type:02X} of {length} bytes, more than the "
+                    f"{limit} allowed {'here' if self.conn.established else 'before accept'}")
+                return
+            if pdu_type == 0x04 and self._message_memory() + length > MAX_MESSAGE_MEMORY:
+                self._protocol_error("a DIMSE message held in memory exceeds "
+                                     f"{MAX_MESSAGE_MEMORY} bytes")
+                return
+            body = self._recv_exactly(sock, length)
+        except (OSError, ValueError):
+            # Timed out, reset, or shut down by the watchdog: the transport is gone.
+            self.event_queue.put("Evt17")
+            return
+        finally:
+            self.conn.reading_since = None
+        if len(body) != length:
+            self.event_queue.put("Evt17")
+            return
+        try:
+            pdu, event = self._decode_pdu(bytearray(header) + body)
+        except Exception as exc:
+            self._protocol_error(f"PDU type 0x{pdu_type:02X} cannot be decoded "
+                                 f"({type(exc).__name__})")
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(pdu)
+
+    @staticmethod
+    def _recv_exactly(sock: Any, length: int) -> bytearray:
+        """Up to `length` bytes (fewer if the peer closed) into one buffer, in large reads:
+        pynetdicom's AssociationSocket.recv reads 4 KiB at a time and extends a bytearray."""
+        buffer = bytearray(length)
+        view = memoryview(buffer)
+        raw = sock.socket
+        if raw is None:
+            raise OSError("the connection is closed")
+        got = 0
+        while got < length:
+            n = raw.recv_into(view[got:], min(length - got, 1 << 20))
+            if not n:
+                break
+            got += n
+        view.release()
+        if got < length:
+            del buffer[got:]
+        return buffer
+
+    def _message_memory(self) -> int:
+        message = getattr(getattr(self.assoc, "dimse", None), "message", None)
+        if message is None:
+            return 0
+        held = message.encoded_command_set.tell()
+        if getattr(message, "_data_set_file", None) is None:
+            held += message.data_set.tell()
+        return held
+
+
+class GuardedRequestHandler(RequestHandler):
+    server: GuardedServer
+
+    conn: Connection
+
+    def handle(self) -> None:
+        conn = self.conn = self.server.connection_of(self.request)
+        if self.server.ssl_context is not None:
+            raw = self.request
+            raw.settimeout(self.server.limits.accept_timeout)
+            try:
+                # Wrapped first, handshake after: wrapping detaches `raw`, so the watchdog
+                # must hold the TLS socket to be able to shut it down mid-handshake.
+                tls = self.server.ssl_context.wrap_socket(raw, server_side=True,
+                                                          do_handshake_on_connect=False)
+                conn.sock = tls
+                if conn.killed_because:
+                    raise TimeoutError(conn.killed_because)
+                tls.do_handshake()
+            except (OSError, ValueError) as exc:
+                if not conn.killed_because:  # else the watchdog has said why
+                    self.server.log_peer_problem(
+                        conn, f"TLS handshake failed ({_tls_reason(exc)})")
+                self.server.forget(conn)  # closes conn.sock, raw or wrapped
+                with contextlib.suppress(OSError):
+                    raw.close()
+                return
+            self.request = tls
+            if conn.killed_because:  # the watchdog fired as the handshake completed
+                conn.kill(conn.killed_because)
+        # A backstop under the watchdog: no single read or write blocks past a PDU's time.
+        self.request.settimeout(self.server.limits.pdu_timeout)
+        try:
+            super().handle()
+        except Exception:
+            self.server.forget(conn)
+            raise
+
+    def _create_association(self) -> Any:
+        assoc = super()._create_association()
+        old = assoc.dul
+        assoc.dul = GuardedDUL(assoc, self.conn, self.server)
+        assoc.dul.socket = old.socket
+        while not old.event_queue.empty():  # Evt5, queued when the socket was wrapped
+            assoc.dul.event_queue.put(old.event_queue.get())
+        # The timers live on the DUL: apply the association's settings to the new one.
+        assoc.acse_timeout = assoc.acse_timeout
+        assoc.network_timeout = assoc.network_timeout
+        return assoc
+
+
+def _tls_reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or type(exc).__name__
+    return type(exc).__name__
+
+
+class GuardedServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with the handshake off the accept loop, deadlines, and
+    a separate, per-address pool for connections not accepted yet."""
+
+    daemon_threads = True  # a stuck handler never holds the process at exit
+
+    def __init__(self, *args: Any, limits: Limits, **kwargs: Any):
+        self.limits = limits
+        self._conns: OrderedDict[int, Connection] = OrderedDict()  # by id() of the raw socket
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._rate = RateLimiter(burst=5, window=60.0)
+        kwargs.setdefault("request_handler", GuardedRequestHandler)
+        super().__init__(*args, **kwargs)
+        self._watchdog = threading.Thread(target=self._watch, name="node-deadlines",
+                                          daemon=True)
+        self._watchdog.start()
+
+    # ------------------------------------------------------------------ accept
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        # No TLS here: the handshake runs in the connection's thread (GuardedRequestHandler).
+        client, address = self.socket.accept()
+        with contextlib.suppress(OSError):
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client, address
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        conn = Connection(request, str(client_address[0]), int(client_address[1]))
+        evicted: list[Connection] = []
+        with self._lock:
+            if self._stopping.is_set():
+                return False
+            pending = [c for c in self._conns.values() if not c.established and not c.closed]
+            same = [c for c in pending if c.address == conn.address]
+            # The oldest unaccepted connection gives way: a sender completes its handshake
+            # in milliseconds, a squatter is the one that has been waiting.
+            while len(same) >= self.limits.max_pending_per_address:
+                victim = same.pop(0)
+                pending.remove(victim)
+                evicted.append(victim)
+            while len(pending) >= self.limits.max_pending:
+                evicted.append(pending.pop(0))
+            self._conns[id(request)] = conn
+        for victim in evicted:
+            victim.closed = True
+            victim.kill("evicted: too many connections not yet accepted")
+        if evicted:
+            self._log_rate(conn.address, "connections from %s not accepted in time were "
+                           "dropped to admit new ones (listen.max_pending_connections / "
+                           "max_pending_per_address)", conn.address)
+        return True
+
+    def connection_of(self, request: Any) -> Connection:
+        with self._lock:
+            return self._conns[id(request)]
+
+    def forget(self, conn: Connection) -> None:
+        conn.closed = True
+        with self._lock:
+            for key in [k for k, c in self._conns.items() if c is conn]:
+                del self._conns[key]
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver would print a traceback to stderr (it may quote peer data).
+        LOG.error("connection from %s:%s failed in the server", *client_address[:2])
+
+    def connections(self) -> list[Connection]:
+        with self._lock:
+            return list(self._conns.values())
+
+    def established_from(self, address: str) -> int:
+        return sum(1 for c in self.connections()
+                   if c.address == address and c.established and not c.closed)
+
+    # ------------------------------------------------------------------ deadlines
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(_WATCHDOG_EVERY):
+            now = time.monotonic()
+            for conn in self.connections():
+                if conn.closed:
+                    continue
+                if not conn.established and now - conn.accepted_at > self.limits.accept_timeout:
+                    conn.kill(f"not accepted within listen.accept_timeout "
+                              f"({self.limits.accept_timeout:g} s)")
+                    self.log_peer_problem(conn, conn.killed_because)
+                    conn.closed = True
+                    continue
+                since = conn.reading_since
+                if since is not None and now - since > self.limits.pdu_timeout:
+                    conn.kill(f"a PDU took longer than listen.pdu_timeout "
+                              f"({self.limits.pdu_timeout:g} s)")
+                    self.log_peer_problem(conn, conn.killed_because)
+                    conn.closed = True
+
+    # ------------------------------------------------------------------ logging
+
+    def log_peer_problem(self, conn: Connection, what: str) -> None:
+        self._log_rate(conn.address, "dropped connection from %s: %s", conn.peer, what)
+
+    def _log_rate(self, key: str, template: str, *args: Any) -> None:
+        allowed, suppressed = self._rate.allow(key)
+        if not allowed:
+            return
+        if suppressed:
+            template += " (%d similar messages about this address suppressed)"
+            args = (*args, suppressed)
+        LOG.warning(template, *args)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def shutdown(self, wait: float = 5.0) -> None:
+        """Stop accepting, drop every connection, and wait (bounded) for their threads."""
+        self._stopping.set()
+        super().shutdown()
+        for conn in self.connections():
+            conn.kill("the node is stopping")
+        deadline = time.monotonic() + wait
+        while self.connections() and time.monotonic() < deadline:
+            time.sleep(0.05)
