@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -488,7 +489,7 @@ _TOP_KEYS = ("listen", "state_dir", "key_file", "audit_log", "processing", "forw
 def parse_config(data: Any, source: str = "<embedded default>",
                  base_dir: Path | None = None) -> NodeConfig:
     """Validate a parsed YAML document; relative paths are taken from base_dir."""
-    from dicom_deid.header.keys import default_state_dir
+    from dicom_deid.header.keys import KEY_ENV, default_state_dir
 
     reader = _Reader(base_dir or Path.cwd())
     top = reader.section(data, "", _TOP_KEYS)
@@ -497,7 +498,10 @@ def parse_config(data: Any, source: str = "<embedded default>",
 
     listen = _read_listen(reader, top.get("listen"))
     state_dir = reader.path(top, "", "state_dir", None) or default_state_dir()
-    key_file = reader.path(top, "", "key_file", None) or state_dir / "site.key"
+    # $DICOM_DEID_KEY names the site key for the CLI and the node alike (header/keys.py).
+    env_key = os.environ.get(KEY_ENV)
+    key_file = (reader.path(top, "", "key_file", None)
+                or (Path(env_key).expanduser() if env_key else state_dir / "site.key"))
     audit_log = reader.path(top, "", "audit_log", None) or state_dir / "audit.log"
 
     pdata = reader.section(top.get("processing"), "processing",
@@ -568,6 +572,8 @@ def parse_config(data: Any, source: str = "<embedded default>",
         processing=processing, forward=forward, destinations=destinations, rules=tuple(rules),
         default_rule=default_rule, retention=retention, log=log, source=source,
     )
+
+
 
 
 def load_config(path: Path | str | None) -> NodeConfig:

@@ -3,8 +3,10 @@
 Writes DIR/<StudyUID>/<SeriesUID>/<SOPUID>.dcm (new UIDs) with a PHI-free <SOPUID>.json
 report beside each; instances that may show a face get the face method (default: the
 profile's) and, beside them in their own series, a keypoint Structured Report; an input that fails is copied to the quarantine folder (default
-DIR/quarantine) with a .reason.txt, named on stderr with its reason, and makes the exit
-status 1. Nothing the inputs contain is printed: only file names, counts and reasons.
+<state folder>/quarantine/cli, never inside DIR: those copies still hold PHI) with a
+.reason.txt, named on stderr with its reason, and makes the exit status 1. Files in folders
+that are not DICOM are skipped and listed. Nothing the inputs contain is printed: only file
+names, counts and reasons.
 """
 
 from __future__ import annotations
@@ -44,38 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="site key file (default: created on first use in the per-user "
                              "state folder)")
     parser.add_argument("--quarantine", type=Path, default=None, metavar="DIR",
-                        help="where failed inputs are copied with their reason "
-                             "(default: OUTPUT/quarantine)")
+                        help="where failed inputs (with their PHI) are copied with their "
+                             "reason, mode 0700, outside OUTPUT (default: <state "
+                             "folder>/quarantine/cli)")
     parser.set_defaults(func=run)
-
-
-def collect_inputs(inputs: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Files to process, in a stable order, and inputs that do not exist.
-
-    In folders, hidden files and DICOMDIR (a media index, not an instance) are skipped.
-    """
-    files: list[Path] = []
-    missing: list[tuple[Path, str]] = []
-    for item in inputs:
-        if item.is_dir():
-            for path in sorted(item.rglob("*")):
-                rel = path.relative_to(item)
-                if any(part.startswith(".") for part in rel.parts):
-                    continue
-                if path.is_file() and path.name.upper() != "DICOMDIR":
-                    files.append(path)
-        elif item.is_file():
-            files.append(item)
-        else:
-            missing.append((item, "no such file or folder"))
-    seen: set[Path] = set()
-    unique = []
-    for path in files:
-        resolved = path.resolve()
-        if resolved not in seen:
-            seen.add(resolved)
-            unique.append(path)
-    return unique, missing
 
 
 def group_by_study(files: list[Path]) -> dict[str, list[Path]]:
@@ -98,11 +72,31 @@ def group_by_study(files: list[Path]) -> dict[str, list[Path]]:
     return groups
 
 
+def quarantine_folder(output: Path, requested: Path | None) -> tuple[Path | None, str | None]:
+    """The quarantine folder (created 0700), or why it cannot be used.
+
+    It holds full copies of the failed inputs, PHI included, so it must never be inside the
+    output, which is what gets shipped."""
+    from dicom_deid.header.keys import default_state_dir
+    from dicom_deid.node.spool import ensure_private_dir
+
+    folder = requested if requested is not None else default_state_dir() / "quarantine" / "cli"
+    resolved, out = folder.resolve(), output.resolve()
+    if resolved.is_relative_to(out) or out.is_relative_to(resolved):
+        return None, (f"--quarantine {folder} must not be inside the output {output} (nor hold "
+                      "it): it keeps copies of failed inputs with their PHI")
+    try:
+        ensure_private_dir(folder)
+    except OSError as exc:
+        return None, f"cannot create the quarantine folder {folder}: {exc.strerror or exc}"
+    return folder, None
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
+    import time
 
-    from tqdm import tqdm
-
+    from dicom_deid.commands.inputs import find_inputs, output_folder_problem, print_skipped
     from dicom_deid.header import KeyFileError, ProfileError, load_key, load_profile
     from dicom_deid.pipeline import StudyOptions, process_study
 
@@ -115,11 +109,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"dicom-deid deidentify: {exc}", file=sys.stderr)
         return 2
     output: Path = args.output
-    quarantine_dir: Path = args.quarantine or output / "quarantine"
-    files, missing = collect_inputs(args.inputs)
+    problem = output_folder_problem(output)
+    quarantine_dir, qproblem = (None, None) if problem else quarantine_folder(output, args.quarantine)
+    if problem or qproblem:
+        print(f"dicom-deid deidentify: {problem or qproblem}", file=sys.stderr)
+        return 2
     # Never take this run's (or an earlier run's) outputs as inputs.
-    skip = (output.resolve(), quarantine_dir.resolve())
-    files = [f for f in files if not any(f.resolve().is_relative_to(s) for s in skip)]
+    found = find_inputs(args.inputs, exclude=(output, quarantine_dir))
+    print_skipped(found)
+    files = found.paths
     options = StudyOptions(profile=profile, faces=args.faces, durable=False,
                            keypoints_csv=args.keypoints_csv)
     try:
@@ -128,36 +126,96 @@ def run(args: argparse.Namespace) -> int:
         print(f"dicom-deid deidentify: {exc}", file=sys.stderr)
         return 2
 
-    failures: list[tuple[Path, str]] = list(missing)
+    failures: list[tuple[Path, str]] = list(found.missing)
     written = 0
     files_written = 0
     studies = 0
-    bar = tqdm(total=len(files), unit="file", file=sys.stderr, disable=not sys.stderr.isatty(),
-               desc="de-identifying")
+    progress = _Progress(len(files))
+    started = time.monotonic()
     try:
         for _study, members in group_by_study(files).items():
             result = process_study(members, output, options, key, quarantine_dir,
-                                   progress=lambda _path, _ok: bar.update(1))
+                                   progress=progress.file_done)
             written += len(result.reports)
             files_written += len(result.outputs)
             studies += 1 if result.outputs else 0
             failures.extend((f.path, f.reason) for f in result.failures)
     finally:
-        bar.close()
+        progress.close()
 
     extra = files_written - written
     print(f"{written} instance(s) of {studies} study(ies) written to {output} "
           + (f"with {extra} keypoint SR(s) " if extra else "")
           + f"(profile {profile.name}"
           + (f", options {', '.join(profile.options)}" if profile.options else "")
-          + f", faces {faces})")
+          + f", faces {faces}) in {time.monotonic() - started:.1f} s"
+          + (f"; {len(found.skipped)} file(s) skipped" if found.skipped else ""))
     if failures:
         for path, reason in failures:
             print(f"FAILED {path}: {reason}", file=sys.stderr)
-        print(f"{len(failures)} input(s) failed; copies and reasons are in {quarantine_dir}",
+        quarantined = len(failures) - len(found.missing)
+        print(f"{len(failures)} input(s) failed"
+              + (f"; copies and reasons are in {quarantine_dir}" if quarantined else ""),
               file=sys.stderr)
         return 1
     if not files:
         print("no input files found", file=sys.stderr)
         return 1
     return 0
+
+
+class _Progress:
+    """A file bar and, inside long videos, a frame bar with ETA (tqdm) on a terminal; one
+    line per finished file when stderr is redirected, so a log shows the run advancing."""
+
+    def __init__(self, total: int):
+        import time
+
+        from tqdm import tqdm
+
+        from dicom_deid.progress import reporting
+
+        self.total, self.done, self.tty = total, 0, sys.stderr.isatty()
+        self.last = time.monotonic()
+        self.files = tqdm(total=total, unit="file", file=sys.stderr, disable=not self.tty,
+                          desc="de-identifying", position=0)
+        self._reporting = reporting(self._frames) if self.tty else None
+        if self._reporting is not None:
+            self._reporting.__enter__()
+
+    def _frames(self, total: int | None):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="frame", file=sys.stderr, leave=False, position=1,
+                   desc="  frames")
+        self._bar = bar
+
+        def tick() -> None:
+            bar.update(1)
+            if total is not None and bar.n >= total:
+                bar.close()
+        return tick
+
+    def file_done(self, path: Path, ok: bool) -> None:
+        import time
+
+        self.done += 1
+        bar = getattr(self, "_bar", None)
+        if bar is not None:
+            bar.close()
+            self._bar = None
+        if self.tty:
+            self.files.update(1)
+            return
+        now = time.monotonic()
+        print(f"[{self.done}/{self.total}] {path.name}: {'done' if ok else 'FAILED'} "
+              f"({now - self.last:.1f} s)", file=sys.stderr, flush=True)
+        self.last = now
+
+    def close(self) -> None:
+        bar = getattr(self, "_bar", None)
+        if bar is not None:
+            bar.close()
+        self.files.close()
+        if self._reporting is not None:
+            self._reporting.__exit__(None, None, None)

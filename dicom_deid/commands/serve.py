@@ -40,7 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from dicom_deid.node.logs import setup_logging
 
     level = "DEBUG" if getattr(args, "verbose", False) else config.log.level
-    setup_logging(level, config.log.file)
+    try:
+        setup_logging(level, config.log.file)
+    except OSError as exc:
+        # For example a log path under a file, or a folder the node's user cannot write.
+        print(f"dicom-deid serve: {config.source}: log.file {config.log.file}: cannot open it "
+              f"({exc.strerror or exc})", file=sys.stderr)
+        return 2
     try:
         return run_node(config)
     except NodeAlreadyRunning as exc:

@@ -59,16 +59,20 @@ def node_running(state_dir: Path) -> int | None:
 
 def ensure_node_key(path: Path) -> Any:
     """The node's site key; created (0600) on first start, like the per-user default."""
-    from dicom_deid.header.keys import load_key
+    from dicom_deid.header.keys import create_key, load_key, same_as_cli_key
 
     if not path.exists():
         ensure_private_dir(path.parent)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(os.urandom(32).hex() + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-    return load_key(path)
+        create_key(path)
+        LOG.warning("created a new site key at %s; back it up (dicom-deid key export "
+                    "--key-file %s FILE): without it the same patient gets new pseudonyms",
+                    path, path)
+    key = load_key(path)
+    LOG.info("site key %s, fingerprint %s", path, key.fingerprint())
+    if same_as_cli_key(key) is False:
+        LOG.warning("the CLI's default key is another key: `dicom-deid deidentify` would give "
+                    "the same patient other pseudonyms; set DICOM_DEID_KEY=%s for the CLI", path)
+    return key
 
 
 def check_profiles(config: NodeConfig) -> list[str]:

@@ -1,0 +1,78 @@
+"""Defaults that keep PHI where it belongs: the quarantine and `faces` on DICOM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dicom_deid.cli import main
+from dicom_deid.commands.faces import describe
+from dicom_deid.faces.replacer import FacesReport
+from tests.helpers import REPO
+
+SAMPLE = REPO / "tests" / "data" / "sample"
+
+
+def test_quarantine_inside_the_output_is_refused(tmp_path: Path, key_file: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["deidentify", str(SAMPLE), "-o", str(out), "--key-file", str(key_file),
+                 "--quarantine", str(out / "q")]) == 2
+    assert "must not be inside the output" in capsys.readouterr().err
+    assert not (out / "q").exists()
+
+
+def test_given_quarantine_is_private(tmp_path: Path, key_file: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"\x00" * 10)
+    quarantine = tmp_path / "q"
+    assert main(["deidentify", str(bad), "-o", str(tmp_path / "out"), "--key-file",
+                 str(key_file), "--quarantine", str(quarantine)]) == 1
+    assert quarantine.stat().st_mode & 0o777 == 0o700
+    assert (quarantine / "bad.dcm.reason.txt").exists()
+    assert f"copies and reasons are in {quarantine}" in capsys.readouterr().err
+
+
+def test_faces_refuses_dicom_without_keep_header(tmp_path: Path, key_file: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    source = SAMPLE / "CT-01-01.dcm"
+    assert main(["faces", str(source), "-o", str(tmp_path / "out"), "--method", "blur",
+                 "--key-file", str(key_file)]) == 1
+    err = capsys.readouterr().err
+    assert f"FAILED {source}: DICOM input refused" in err
+    assert "dicom-deid deidentify --faces blur" in err and "--keep-header" in err
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_faces_report_says_leaks_were_caught_and_covered() -> None:
+    report = FacesReport("swap", frames=100, faces=90, fallback_frames=3, leaks=29, leak_frames=20)
+    text = describe(report)
+    assert "29 missed faces caught by the leak check and covered (in 20 frames)" in text
+    assert "leaks=" not in text
+    assert "no face found by the leak check" in describe(FacesReport("blur", frames=5, faces=5))
+
+
+def test_faces_keep_header_uid_depends_on_the_method(tmp_path: Path, key_file: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from pydicom import dcmread
+
+    from dicom_deid.header import load_key
+    from tests.video import fixtures
+
+    video = fixtures.make_video(tmp_path / "video.dcm", codec="mpeg2", width=64,
+                                height=48, frames=4)
+    source = dcmread(video, stop_before_pixels=True)
+    uids = {}
+    for method in ("blur", "pixelate"):
+        out = tmp_path / method
+        code = main(["faces", str(video), "-o", str(out), "--method", method, "--keep-header",
+                     "--key-file", str(key_file)])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert "header kept as it was (PHI)" in captured.out
+        uids[method] = str(dcmread(out / "video.dcm", stop_before_pixels=True).SOPInstanceUID)
+    assert uids["blur"] != uids["pixelate"]
+    # Nor the UID `deidentify` gives its own re-encoded copy of this instance.
+    assert load_key(key_file).uid("reencoded:" + str(source.SOPInstanceUID)) not in uids.values()
