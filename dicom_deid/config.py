@@ -128,6 +128,16 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The operators' HTTP endpoint (node/http.py): /healthz, /status, /metrics."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 11180
+    token_file: Path | None = None  # bearer token; required off loopback
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     listen: ListenConfig
     state_dir: Path
@@ -140,6 +150,7 @@ class NodeConfig:
     default_rule: Rule | None
     retention: RetentionConfig
     log: LogConfig
+    http: HttpConfig = field(default_factory=HttpConfig)
     source: str = "<embedded default>"
 
     @property
@@ -483,7 +494,7 @@ def _read_rule(reader: _Reader, value: Any, path: str, default_name: str,
 
 
 _TOP_KEYS = ("listen", "state_dir", "key_file", "audit_log", "processing", "forward",
-             "destinations", "rules", "default_rule", "retention", "log")
+             "destinations", "rules", "default_rule", "retention", "log", "http")
 
 
 def parse_config(data: Any, source: str = "<embedded default>",
@@ -565,15 +576,36 @@ def parse_config(data: Any, source: str = "<embedded default>",
                           f"must be one of {', '.join(LOG_LEVELS)}, got {v!r}")
     log = LogConfig(level=(level or "INFO").upper(), file=reader.path(ldata, "log", "file", None))
 
+    http = _read_http(reader, top.get("http"))
+
     if reader.problems:
         raise ConfigError(source, reader.problems)
     return NodeConfig(
         listen=listen, state_dir=state_dir, key_file=key_file, audit_log=audit_log,
         processing=processing, forward=forward, destinations=destinations, rules=tuple(rules),
-        default_rule=default_rule, retention=retention, log=log, source=source,
+        default_rule=default_rule, retention=retention, log=log, http=http, source=source,
     )
 
 
+def _read_http(reader: _Reader, value: Any) -> HttpConfig:
+    path = "http"
+    data = reader.section(value, path, ("enabled", "host", "port", "token_file"))
+    d = HttpConfig()
+    host = reader.string(data, path, "host", d.host, _check_host) or d.host
+    token_file = reader.path(data, path, "token_file", None, must_exist=True)
+    if token_file is not None and token_file.is_file():
+        text = token_file.read_text(encoding="utf-8", errors="replace").strip()
+        if len(text) < 16:
+            reader.problem(_join(path, "token_file"),
+                           f"{token_file} must hold a token of at least 16 characters")
+    enabled = reader.boolean(data, path, "enabled", d.enabled)
+    if enabled and token_file is None and not _is_loopback(host):
+        reader.problem(_join(path, "token_file"),
+                       f"required when the HTTP endpoint listens on a non-loopback address "
+                       f"({host}): /status and /metrics describe the node's work")
+    return HttpConfig(enabled=enabled, host=host,
+                      port=reader.integer(data, path, "port", d.port, 0, 65535),
+                      token_file=token_file)
 
 
 def load_config(path: Path | str | None) -> NodeConfig:

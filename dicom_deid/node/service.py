@@ -121,6 +121,7 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set); returns an exit status."""
     from dicom_deid.node.audit import AuditLog
     from dicom_deid.node.forwarder import Forwarder, StudyClaims
+    from dicom_deid.node.http import start_http
     from dicom_deid.node.receiver import Receiver
     from dicom_deid.node.scheduler import Scheduler, sweep_retention
 
@@ -139,9 +140,13 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
         forwarders += [Forwarder(config, dest, audit, stop, claims, i)
                        for i in range(config.forward.associations)]
 
+    http: Any = None
+
     def job_done(summary: dict[str, Any]) -> None:
         for fwd in forwarders:
             fwd.wake.set()
+        if http is not None:
+            http.faces.add(summary)
 
     scheduler = Scheduler(config, audit, on_job_done=job_done)
     receiver = Receiver(config, key, audit)
@@ -161,6 +166,7 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
         fwd.start()
     scheduler.warm_up()
     receiver.start()
+    http = start_http(config, receiver, scheduler)
     if config.destinations:
         LOG.info("forwarding to %s", ", ".join(
             f"{d.name} ({d.ae_title}@{d.host}:{d.port})" for d in config.destinations))
@@ -188,6 +194,8 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
     finally:
         LOG.info("stopping: no new associations; waiting for running jobs")
         receiver.stop()
+        if http is not None:
+            http.stop()
         scheduler.shutdown(wait=True)
         for fwd in forwarders:
             fwd.wake.set()
