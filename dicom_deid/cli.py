@@ -26,6 +26,8 @@ COMMANDS = (
     "status",
     "retry",
     "key",
+    "route",
+    "lookup",
 )
 
 

@@ -28,8 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", type=Path,
                         help="DICOM files or folders (searched recursively)")
-    parser.add_argument("--output", "-o", required=True, type=Path, metavar="DIR",
-                        help="output folder: DIR/<Study>/<Series>/<SOP>.dcm")
+    parser.add_argument("--output", "-o", type=Path, metavar="DIR",
+                        help="output folder: DIR/<Study>/<Series>/<SOP>.dcm (required unless "
+                             "--dry-run)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="write nothing; print each file's attributes before and after "
+                             "(input values only when stdout is a terminal)")
     parser.add_argument("--profile", default="basic", metavar="NAME|PATH",
                         help="shipped profile name or profile YAML (default: basic; "
                              "see `dicom-deid profiles list`)")
@@ -107,6 +111,17 @@ def run(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile, tuple(args.option))
     except (KeyFileError, ProfileError, ValueError) as exc:
         print(f"dicom-deid deidentify: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        from dicom_deid.commands.dryrun import dry_run
+
+        found = find_inputs(args.inputs)
+        print_skipped(found)
+        for path, why in found.missing:
+            print(f"FAILED {path}: {why}", file=sys.stderr)
+        return max(dry_run(found.paths, profile, key), 1 if found.missing else 0)
+    if args.output is None:
+        print("dicom-deid deidentify: --output DIR is required (or --dry-run)", file=sys.stderr)
         return 2
     output: Path = args.output
     problem = output_folder_problem(output)
