@@ -179,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+LINE_EVERY = 30.0  # seconds between progress lines inside a video when stderr is redirected
+
+
 class _Progress:
     """A file bar and, inside long videos, a frame bar with ETA (tqdm) on a terminal; one
     line per finished file when stderr is redirected, so a log shows the run advancing."""
@@ -194,9 +197,29 @@ class _Progress:
         self.last = time.monotonic()
         self.files = tqdm(total=total, unit="file", file=sys.stderr, disable=not self.tty,
                           desc="de-identifying", position=0)
-        self._reporting = reporting(self._frames) if self.tty else None
-        if self._reporting is not None:
-            self._reporting.__enter__()
+        self._reporting = reporting(self._frames if self.tty else self._frame_lines)
+        self._reporting.__enter__()
+
+    def _frame_lines(self, total: int | None):
+        """Redirected: a line every LINE_EVERY seconds inside a long video, with an ETA."""
+        import time
+
+        started = last = time.monotonic()
+        count = 0
+
+        def tick() -> None:
+            nonlocal last, count
+            count += 1
+            now = time.monotonic()
+            if now - last < LINE_EVERY:
+                return
+            last = now
+            rate = count / (now - started)
+            eta = f", about {(total - count) / rate:.0f} s left" if total and rate else ""
+            print(f"[{self.done + 1}/{self.total}]   frame {count}"
+                  + (f"/{total}" if total else "") + f" ({rate:.1f} frames/s{eta})",
+                  file=sys.stderr, flush=True)
+        return tick
 
     def _frames(self, total: int | None):
         from tqdm import tqdm
@@ -232,5 +255,4 @@ class _Progress:
         if bar is not None:
             bar.close()
         self.files.close()
-        if self._reporting is not None:
-            self._reporting.__exit__(None, None, None)
+        self._reporting.__exit__(None, None, None)

@@ -76,3 +76,23 @@ def test_faces_keep_header_uid_depends_on_the_method(tmp_path: Path, key_file: P
     assert uids["blur"] != uids["pixelate"]
     # Nor the UID `deidentify` gives its own re-encoded copy of this instance.
     assert load_key(key_file).uid("reencoded:" + str(source.SOPInstanceUID)) not in uids.values()
+
+
+def test_redirected_progress_prints_lines_inside_long_videos(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from dicom_deid.commands import deidentify
+    from dicom_deid.progress import start_frames
+
+    monkeypatch.setattr(deidentify, "LINE_EVERY", 0.0)
+    progress = deidentify._Progress(2)
+    tick = start_frames(10)
+    tick()
+    tick()
+    progress.file_done(Path("a.dcm"), True)
+    progress.close()
+    err = capsys.readouterr().err
+    assert "[1/2]   frame 2/10" in err and "left)" in err
+    assert "[1/2] a.dcm: done" in err
+    # Outside a run nothing reports frames.
+    start_frames(10)()
+    assert capsys.readouterr().err == ""
