@@ -137,15 +137,17 @@ class JournalCollector:
         age = GaugeMetricFamily("dicom_deid_oldest_waiting_seconds",
                                 "Age of the oldest instance not yet de-identified (0: none)")
         age.add_metric([], time.time() - oldest if oldest else 0.0)
-        job_states = CounterMetricFamily("dicom_deid_jobs", "Study jobs by outcome",
+        job_states = CounterMetricFamily("dicom_deid_jobs", "Finished study jobs by outcome",
                                          labels=["state"])
-        for state in ("running", "done", "failed", "interrupted"):
+        for state in ("done", "failed", "interrupted"):
             job_states.add_metric([state], jobs.get(state, 0))
+        running = GaugeMetricFamily("dicom_deid_jobs_running", "Study jobs running now")
+        running.add_metric([], jobs.get("running", 0))
         duration = SummaryMetricFamily("dicom_deid_job_duration_seconds",
                                        "Wall time of finished study jobs")
         duration.add_metric([], count_value=durations["n"], sum_value=durations["s"])
         yield from (received, processed, forwarded, quarantined, by_state, queue, send_gauge,
-                    studies, age, job_states, duration)
+                    studies, age, job_states, running, duration)
 
 
 class FaceCounters:

@@ -74,6 +74,7 @@ def test_endpoints_of_a_running_node(tmp_path: Path) -> None:
         assert _metric(text, "dicom_deid_instances_processed_total") == 3
         assert _metric(text, "dicom_deid_instances_quarantined") == 0
         assert _metric(text, "dicom_deid_job_duration_seconds_count") >= 1
+        assert _metric(text, "dicom_deid_jobs_running") == 0
         assert 'dicom_deid_queue_depth{queue="deidentify"} 0.0' in text
         assert "dicom_deid_faces_replaced_total" in text
 
