@@ -22,6 +22,8 @@ def _text(elem) -> str:
     if elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN") or elem.tag == 0x7FE00010:
         size = len(elem.value) if elem.value is not None else 0
         return f"<{elem.VR}, {size} bytes>"
+    if elem.value is None or elem.value == "":
+        return "(empty)"
     text = " ".join(str(elem.value).split())
     if elem.VR == "UI":
         return text  # a cut UID cannot be compared with anything
@@ -72,6 +74,9 @@ def dry_run(paths: list[Path], profile, key, show_input: bool | None = None) -> 
                                                             for c, n in counts.items()))
         print(f"{'tag':12s} {'attribute':32s} {'before':{_WIDTH}s} {'after':{_WIDTH}s} change")
         for tag, keyword, old, new, change in table:
-            shown = old if show or old == "-" or old.startswith("<") else HIDDEN
+            if show or old in ("-", "(empty)") or old.startswith("<"):
+                shown = old
+            else:
+                shown = "(same)" if change == "kept" else HIDDEN
             print(f"{tag:12s} {keyword[:32]:32s} {shown:{_WIDTH}s} {new:{_WIDTH}s} {change}")
     return 1 if failed else 0
