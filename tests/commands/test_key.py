@@ -91,3 +91,22 @@ def test_first_use_key_creation_is_announced(caplog: pytest.LogCaptureFixture) -
     with caplog.at_level("WARNING"):
         load_key()
     assert str(default_key_path()) in caplog.text and "back it up" in caplog.text
+
+
+def test_node_announces_a_new_key_and_a_cli_key_that_differs(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dicom_deid.node.service import ensure_node_key
+
+    load_key()  # the CLI's default key, created first
+    node_key = tmp_path / "node" / "site.key"
+    with caplog.at_level("INFO"):
+        key = ensure_node_key(node_key)
+    assert f"created a new site key at {node_key}" in caplog.text
+    assert key.fingerprint() in caplog.text
+    assert "the CLI's default key is another key" in caplog.text
+    caplog.clear()
+    # Pointing the CLI at the node's key (DICOM_DEID_KEY) silences the warning.
+    monkeypatch.setenv("DICOM_DEID_KEY", str(node_key))
+    with caplog.at_level("INFO"):
+        ensure_node_key(node_key)
+    assert "another key" not in caplog.text and "created" not in caplog.text

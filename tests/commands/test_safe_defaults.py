@@ -96,3 +96,15 @@ def test_redirected_progress_prints_lines_inside_long_videos(
     # Outside a run nothing reports frames.
     start_frames(10)()
     assert capsys.readouterr().err == ""
+
+
+def test_faces_names_a_truncated_dicom_as_truncated(tmp_path: Path, key_file: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    data = (SAMPLE / "CT-01-01.dcm").read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[:400])  # cut inside the header, before the Study Instance UID
+    assert main(["faces", str(cut), "-o", str(tmp_path / "out"), "--method", "blur",
+                 "--keep-header", "--key-file", str(key_file)]) == 1
+    err = capsys.readouterr().err
+    assert f"FAILED {cut}: " in err and "truncated" in err
+    assert "StudyInstanceUID or SOPInstanceUID missing" not in err
