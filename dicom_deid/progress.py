@@ -9,8 +9,9 @@ function call per frame there.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
+from typing import Any
 
 Tick = Callable[[], None]
 Factory = Callable[[int | None], Tick]
@@ -36,3 +37,11 @@ def reporting(factory: Factory) -> Iterator[None]:
         yield
     finally:
         _factory.reset(token)
+
+
+def counted(frames: Iterable[Any], total: int | None) -> Iterator[Any]:
+    """frames, reporting each one as it is taken (for code that hands an iterable on)."""
+    tick = start_frames(total)
+    for frame in frames:
+        tick()
+        yield frame

@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import time
 
+    from dicom_deid.commands.bars import RunProgress
     from dicom_deid.commands.inputs import find_inputs, output_folder_problem, print_skipped
     from dicom_deid.header import KeyFileError, ProfileError, load_key, load_profile
     from dicom_deid.pipeline import StudyOptions, process_study
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     written = 0
     files_written = 0
     studies = 0
-    progress = _Progress(len(files))
+    progress = RunProgress(len(files), unit_desc="de-identifying")
     started = time.monotonic()
     try:
         for _study, members in group_by_study(files).items():
@@ -177,82 +178,3 @@ def run(args: argparse.Namespace) -> int:
         print("no input files found", file=sys.stderr)
         return 1
     return 0
-
-
-LINE_EVERY = 30.0  # seconds between progress lines inside a video when stderr is redirected
-
-
-class _Progress:
-    """A file bar and, inside long videos, a frame bar with ETA (tqdm) on a terminal; one
-    line per finished file when stderr is redirected, so a log shows the run advancing."""
-
-    def __init__(self, total: int):
-        import time
-
-        from tqdm import tqdm
-
-        from dicom_deid.progress import reporting
-
-        self.total, self.done, self.tty = total, 0, sys.stderr.isatty()
-        self.last = time.monotonic()
-        self.files = tqdm(total=total, unit="file", file=sys.stderr, disable=not self.tty,
-                          desc="de-identifying", position=0)
-        self._reporting = reporting(self._frames if self.tty else self._frame_lines)
-        self._reporting.__enter__()
-
-    def _frame_lines(self, total: int | None):
-        """Redirected: a line every LINE_EVERY seconds inside a long video, with an ETA."""
-        import time
-
-        started = last = time.monotonic()
-        count = 0
-
-        def tick() -> None:
-            nonlocal last, count
-            count += 1
-            now = time.monotonic()
-            if now - last < LINE_EVERY:
-                return
-            last = now
-            rate = count / (now - started)
-            eta = f", about {(total - count) / rate:.0f} s left" if total and rate else ""
-            print(f"[{self.done + 1}/{self.total}]   frame {count}"
-                  + (f"/{total}" if total else "") + f" ({rate:.1f} frames/s{eta})",
-                  file=sys.stderr, flush=True)
-        return tick
-
-    def _frames(self, total: int | None):
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="frame", file=sys.stderr, leave=False, position=1,
-                   desc="  frames")
-        self._bar = bar
-
-        def tick() -> None:
-            bar.update(1)
-            if total is not None and bar.n >= total:
-                bar.close()
-        return tick
-
-    def file_done(self, path: Path, ok: bool) -> None:
-        import time
-
-        self.done += 1
-        bar = getattr(self, "_bar", None)
-        if bar is not None:
-            bar.close()
-            self._bar = None
-        if self.tty:
-            self.files.update(1)
-            return
-        now = time.monotonic()
-        print(f"[{self.done}/{self.total}] {path.name}: {'done' if ok else 'FAILED'} "
-              f"({now - self.last:.1f} s)", file=sys.stderr, flush=True)
-        self.last = now
-
-    def close(self) -> None:
-        bar = getattr(self, "_bar", None)
-        if bar is not None:
-            bar.close()
-        self.files.close()
-        self._reporting.__exit__(None, None, None)

@@ -84,9 +84,10 @@ def run(args: argparse.Namespace) -> int:
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
     from pydicom.uid import generate_uid
-    from tqdm import tqdm
 
+    from dicom_deid.commands.bars import RunProgress
     from dicom_deid.commands.inputs import find_inputs, output_folder_problem, print_skipped
+    from dicom_deid.progress import counted
     from dicom_deid.video import VideoError, has_video, open_frames, write_frames
 
     problem = output_folder_problem(args.output)
@@ -101,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
     records: list[dict] = [{"input": str(p), "status": "failed", "reason": r} for p, r in failures]
     records += [{"input": str(p), "status": "skipped", "reason": r} for p, r in found.skipped]
     done, skipped = 0, len(found.skipped)
-    progress = tqdm(files, unit="file", file=sys.stderr, disable=not sys.stderr.isatty())
-    for path, _explicit in progress:
+    progress = RunProgress(len(files), "transcoding", file_lines=False)
+    for path, _explicit in progress.iterate(files):
         start = time.monotonic()
         try:
             header = dcmread(path, stop_before_pixels=True)
@@ -122,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
             with open_frames(path, strict=not args.lenient) as reader:
                 source = (str(header.SOPClassUID), str(header.SOPInstanceUID)) if "SOPInstanceUID" in header else None
                 report = write_frames(
-                    header, reader, out, reader.info, transfer_syntax=args.transfer_syntax,
+                    header, counted(reader, reader.info.frames), out, reader.info,
+                    transfer_syntax=args.transfer_syntax,
                     quality=args.quality, sop_instance_uid=new_uid, source=source,
                     keep_audio=args.keep_audio,
                 )

@@ -80,11 +80,11 @@ def test_faces_keep_header_uid_depends_on_the_method(tmp_path: Path, key_file: P
 
 def test_redirected_progress_prints_lines_inside_long_videos(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from dicom_deid.commands import deidentify
+    from dicom_deid.commands import bars
     from dicom_deid.progress import start_frames
 
-    monkeypatch.setattr(deidentify, "LINE_EVERY", 0.0)
-    progress = deidentify._Progress(2)
+    monkeypatch.setattr(bars, "LINE_EVERY", 0.0)
+    progress = bars.RunProgress(2, "de-identifying")
     tick = start_frames(10)
     tick()
     tick()
@@ -108,3 +108,16 @@ def test_faces_names_a_truncated_dicom_as_truncated(tmp_path: Path, key_file: Pa
     err = capsys.readouterr().err
     assert f"FAILED {cut}: " in err and "truncated" in err
     assert "StudyInstanceUID or SOPInstanceUID missing" not in err
+
+
+def test_transcode_reports_frames_when_redirected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from dicom_deid.commands import bars
+    from tests.video import fixtures
+
+    monkeypatch.setattr(bars, "LINE_EVERY", 0.0)
+    video = fixtures.make_video(tmp_path / "video.dcm", codec="mpeg2", width=64, height=48,
+                                frames=6)
+    assert main(["transcode", str(video), "-o", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "[1/1]   frame 6/6" in err
