@@ -61,12 +61,45 @@ def _quiet_native_logs(verbose: bool) -> None:
         os.environ.setdefault(name, level)
 
 
+class RepeatLimiter(logging.Filter):
+    """Per-frame messages (a leak covered in frame n) would fill a terminal on a long video:
+    the first LIMIT records of each message template pass, the rest are counted, and
+    report() sums them up at the end. Keyed by the template, so it runs before redaction."""
+
+    LIMIT = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        from collections import Counter
+
+        self.seen: Counter[tuple[str, str]] = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        self.seen[key] += 1
+        return self.seen[key] <= self.LIMIT
+
+    def report(self) -> None:
+        for (name, template), count in list(self.seen.items()):
+            if count > self.LIMIT:
+                # The template alone: the values (which could be anything) are not repeated.
+                logging.getLogger(name).warning(
+                    "%d more message(s) like %r not shown (-v shows every one)",
+                    count - self.LIMIT, template)
+
+
+_limiter = RepeatLimiter()
+
+
 def setup_cli_logging(verbose: bool) -> None:
     """Our messages at INFO (DEBUG with -v), libraries at WARNING, every record PHI-masked."""
     from dicom_deid.node.logs import RedactingFilter
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if not verbose:
+        _limiter.seen.clear()
+        handler.addFilter(_limiter)
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -110,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()
+        if not args.verbose:
+            _limiter.report()
         return code
     except KeyboardInterrupt:
         return 130

@@ -172,3 +172,24 @@ def test_noise_pattern_keeps_errors() -> None:
     assert is_noise(b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.")
     assert not is_noise(b"E0000 00:00:1796595539.485334   18656 calculator_graph.cc:887] failed")
     assert not is_noise(b"FAILED in.dcm: truncated")
+
+
+def test_repeated_messages_are_limited_and_summed_up(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from dicom_deid.cli import RepeatLimiter, setup_cli_logging
+
+    setup_cli_logging(verbose=False)
+    log = logging.getLogger("dicom_deid.faces.replacer")
+    for frame in range(10):
+        log.warning("frame %d: %d face(s) found outside the replaced regions, covered", frame, 1)
+    from dicom_deid import cli
+
+    cli._limiter.report()
+    err = capsys.readouterr().err
+    assert err.count("found outside the replaced regions") == RepeatLimiter.LIMIT + 1
+    assert f"{10 - RepeatLimiter.LIMIT} more message(s) like" in err
+    setup_cli_logging(verbose=True)
+    for frame in range(5):
+        log.warning("frame %d: covered", frame)
+    assert capsys.readouterr().err.count("covered") == 5
