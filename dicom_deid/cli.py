@@ -93,7 +93,8 @@ _limiter = RepeatLimiter()
 
 def setup_cli_logging(verbose: bool) -> None:
     """Our messages at INFO (DEBUG with -v), libraries at WARNING, every record PHI-masked."""
-    from dicom_deid.node.logs import RedactingFilter
+    # The node's filter (node/logs.py), the same last line of defence for every command.
+    from dicom_deid.node.logs import _RedactingFilter as RedactingFilter
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

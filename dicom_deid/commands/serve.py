@@ -43,9 +43,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         setup_logging(level, config.log.file)
     except OSError as exc:
-        # For example a log path under a file, or a folder the node's user cannot write.
-        print(f"dicom-deid serve: {config.source}: log.file {config.log.file}: cannot open it "
-              f"({exc.strerror or exc})", file=sys.stderr)
+        print(f"dicom-deid serve: {config.source}: log.file {config.log.file}: cannot be "
+              f"opened ({exc.strerror or exc})", file=sys.stderr)
         return 2
     try:
         return run_node(config)

@@ -95,7 +95,3 @@ def setup_logging(level: str = "INFO", file: Path | None = None) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.showwarning = _showwarning
     warnings.simplefilter("default")
-
-
-# The CLI installs the same filter on its handler (dicom_deid/cli.py).
-RedactingFilter = _RedactingFilter

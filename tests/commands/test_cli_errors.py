@@ -82,7 +82,7 @@ def test_log_file_under_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
     config.write_text(f"state_dir: {tmp_path / 'state'}\nlog:\n  file: {tmp_path}/plain/node.log\n")
     assert main(["serve", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert "log.file" in err and "plain/node.log" in err and "cannot open it" in err
+    assert "log.file" in err and "plain/node.log" in err and "cannot be opened" in err
 
 
 def test_truncated_dicom_is_reported_as_truncated(tmp_path: Path, key_file: Path,
