@@ -21,13 +21,13 @@ COMMANDS = (
     "profiles",
     "transcode",
     "faces",
+    "key",
+    "route",
+    "lookup",
     "evaluate",
     "serve",
     "status",
     "retry",
-    "key",
-    "route",
-    "lookup",
 )
 
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Set up dicom-deid for development on a fresh Debian machine with Python 3.11: the DICOM tools
-# the tests and the node use (DCMTK, dicom3tools, Orthanc as a test archive) and a virtual
+# Set up dicom-deid on a fresh Debian machine with Python 3.11: the DICOM tools the tests
+# and the node use (DCMTK, dicom3tools, Orthanc as a test archive) and a virtual
 # environment in .venv with the package, its test tools and the evaluation extra.
-# (A site installs the Docker image or the package with pip instead; see README.md.)
-# Idempotent: a second run checks the apt packages and, when pyproject.toml and this script
-# are unchanged since the last complete run (.venv/.setup-stamp), installs nothing.
+# Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# This is the development setup; a site installs the Docker image or the package with pip
+# (README.md). A second run checks the apt packages and, when pyproject.toml and this script
+# are unchanged since the last complete run (.venv/.setup-stamp), installs nothing.
 
 APT_PACKAGES=(dcmtk dicom3tools orthanc)
 missing=()
