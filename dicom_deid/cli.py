@@ -19,11 +19,11 @@ from dicom_deid import __version__
 COMMANDS = (
     "deidentify",
     "profiles",
-    "transcode",
-    "faces",
     "key",
     "route",
     "lookup",
+    "transcode",
+    "faces",
     "evaluate",
     "serve",
     "status",
