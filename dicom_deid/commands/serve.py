@@ -40,12 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from dicom_deid.node.logs import setup_logging
 
     level = "DEBUG" if getattr(args, "verbose", False) else config.log.level
-    try:
-        setup_logging(level, config.log.file)
-    except OSError as exc:
-        print(f"dicom-deid serve: {config.source}: log.file {config.log.file}: cannot be "
-              f"opened ({exc.strerror or exc})", file=sys.stderr)
-        return 2
+    setup_logging(level, config.log.file)
     try:
         return run_node(config)
     except NodeAlreadyRunning as exc:
