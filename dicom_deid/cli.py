@@ -55,7 +55,8 @@ _LIBRARY_LOGGERS = ("absl", "mediapipe", "tensorflow", "highdicom", "pydicom", "
 def _quiet_native_logs(verbose: bool) -> None:
     # MediaPipe and TensorFlow Lite write INFO/WARNING lines from C++ straight to stderr,
     # burying our own messages; only their errors are of use to an operator. These must be
-    # set before the libraries load, and they reach the node's worker processes too.
+    # set before the libraries load, and they reach the node's worker processes too. The absl
+    # logging of MediaPipe 0.10 ignores them: stderr_filter.py drops those lines.
     level = "0" if verbose else "2"
     for name in ("GLOG_minloglevel", "TF_CPP_MIN_LOG_LEVEL"):
         os.environ.setdefault(name, level)
