@@ -1,6 +1,7 @@
 """The node's HTTP endpoint for operators and monitoring: health, status and metrics.
 
-    GET /healthz   200 or 503, JSON: the DICOM listener, the worker pool, the journal, disk
+    GET /healthz   200 or 503, JSON: the DICOM listener, the worker pool, the main loop, the
+                   journal, disk
     GET /status    the JSON of `dicom-deid status --json`
     GET /metrics   Prometheus text format, read from the journal at each scrape
 
@@ -180,11 +181,16 @@ class FaceCounters:
 class StatusServer:
     """The HTTP endpoint, serving from a daemon thread until stop()."""
 
+    # The node's main loop turns about four times a second; this long without a turn means
+    # it is stuck (a scheduler tick blocked), though the listener may still accept.
+    LOOP_STALL_S = 60.0
+
     def __init__(self, config: NodeConfig, checks: dict[str, Check] | None = None):
         from prometheus_client import CollectorRegistry
 
         self.config = config
-        self.checks = checks or {}
+        self._last_beat = time.monotonic()
+        self.checks = {**(checks or {}), "main_loop": self._loop_ok}
         self.token = read_token(config)
         self.faces = FaceCounters()
         self.registry = CollectorRegistry(auto_describe=False)
@@ -194,6 +200,16 @@ class StatusServer:
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="http",
                                         daemon=True)
+
+    def beat(self, now: float | None = None) -> None:
+        """Called by the node's main loop on every turn."""
+        self._last_beat = time.monotonic() if now is None else now
+
+    def _loop_ok(self) -> tuple[bool, str]:
+        idle = time.monotonic() - self._last_beat
+        if idle > self.LOOP_STALL_S:
+            return False, f"the main loop has not turned for {idle:.0f} s"
+        return True, f"last turn {idle:.1f} s ago"
 
     @property
     def address(self) -> tuple[str, int]:

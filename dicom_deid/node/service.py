@@ -184,6 +184,8 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
         while not stop.is_set():
             started = scheduler.tick()
             now = time.monotonic()
+            if http is not None:
+                http.beat(now)
             if now - last_sweep > _RETENTION_EVERY:
                 last_sweep = now
                 sweep_retention(config, journal)

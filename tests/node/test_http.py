@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -56,7 +57,7 @@ def test_endpoints_of_a_running_node(tmp_path: Path) -> None:
         assert status == 200 and ctype == "application/json", body
         health = json.loads(body)
         assert health["status"] == "ok"
-        assert set(health["checks"]) == {"listener", "workers", "journal", "disk"}
+        assert set(health["checks"]) == {"listener", "workers", "main_loop", "journal", "disk"}
 
         study = write_study(tmp_path / "study", 3)
         storescu(study.files, node.port)
@@ -125,3 +126,21 @@ def test_unhealthy_when_the_listener_is_down(tmp_path: Path) -> None:
     assert status == 503
     checks = json.loads(body)["checks"]
     assert checks["listener"]["ok"] is False and checks["journal"]["ok"] is True
+
+
+def test_unhealthy_when_the_main_loop_stalls(tmp_path: Path) -> None:
+    from dicom_deid.node.http import StatusServer
+    from dicom_deid.node.journal import Journal
+
+    Journal(tmp_path / "journal.sqlite").close()
+    config = parse_config({"state_dir": str(tmp_path), "http": {"port": free_port()}})
+    server = StatusServer(config).start()
+    try:
+        server.beat()
+        assert _get(server.address[1], "/healthz", token=None)[0] == 200
+        server.beat(time.monotonic() - StatusServer.LOOP_STALL_S - 5)  # last turn long ago
+        status, _, body = _get(server.address[1], "/healthz", token=None)
+    finally:
+        server.stop()
+    assert status == 503
+    assert "has not turned" in json.loads(body)["checks"]["main_loop"]["detail"]
