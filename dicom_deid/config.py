@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -138,6 +139,16 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The operators' HTTP endpoint (node/http.py): /healthz, /status, /metrics."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 11180
+    token_file: Path | None = None  # bearer token; required off loopback
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     listen: ListenConfig
     state_dir: Path
@@ -150,6 +161,7 @@ class NodeConfig:
     default_rule: Rule | None
     retention: RetentionConfig
     log: LogConfig
+    http: HttpConfig = field(default_factory=HttpConfig)
     source: str = "<embedded default>"
 
     @property
@@ -504,13 +516,13 @@ def _read_rule(reader: _Reader, value: Any, path: str, default_name: str,
 
 
 _TOP_KEYS = ("listen", "state_dir", "key_file", "audit_log", "processing", "forward",
-             "destinations", "rules", "default_rule", "retention", "log")
+             "destinations", "rules", "default_rule", "retention", "log", "http")
 
 
 def parse_config(data: Any, source: str = "<embedded default>",
                  base_dir: Path | None = None) -> NodeConfig:
     """Validate a parsed YAML document; relative paths are taken from base_dir."""
-    from dicom_deid.header.keys import default_state_dir
+    from dicom_deid.header.keys import KEY_ENV, default_state_dir
 
     reader = _Reader(base_dir or Path.cwd())
     top = reader.section(data, "", _TOP_KEYS)
@@ -519,7 +531,10 @@ def parse_config(data: Any, source: str = "<embedded default>",
 
     listen = _read_listen(reader, top.get("listen"))
     state_dir = reader.path(top, "", "state_dir", None) or default_state_dir()
-    key_file = reader.path(top, "", "key_file", None) or state_dir / "site.key"
+    # $DICOM_DEID_KEY names the site key for the CLI and the node alike (header/keys.py).
+    env_key = os.environ.get(KEY_ENV)
+    key_file = (reader.path(top, "", "key_file", None)
+                or (Path(env_key).expanduser() if env_key else state_dir / "site.key"))
     audit_log = reader.path(top, "", "audit_log", None) or state_dir / "audit.log"
 
     pdata = reader.section(top.get("processing"), "processing",
@@ -586,13 +601,36 @@ def parse_config(data: Any, source: str = "<embedded default>",
                                   64 * 1024),
                     backups=reader.integer(ldata, "log", "backups", LogConfig.backups, 1, 100))
 
+    http = _read_http(reader, top.get("http"))
+
     if reader.problems:
         raise ConfigError(source, reader.problems)
     return NodeConfig(
         listen=listen, state_dir=state_dir, key_file=key_file, audit_log=audit_log,
         processing=processing, forward=forward, destinations=destinations, rules=tuple(rules),
-        default_rule=default_rule, retention=retention, log=log, source=source,
+        default_rule=default_rule, retention=retention, log=log, http=http, source=source,
     )
+
+
+def _read_http(reader: _Reader, value: Any) -> HttpConfig:
+    path = "http"
+    data = reader.section(value, path, ("enabled", "host", "port", "token_file"))
+    d = HttpConfig()
+    host = reader.string(data, path, "host", d.host, _check_host) or d.host
+    token_file = reader.path(data, path, "token_file", None, must_exist=True)
+    if token_file is not None and token_file.is_file():
+        text = token_file.read_text(encoding="utf-8", errors="replace").strip()
+        if len(text) < 16:
+            reader.problem(_join(path, "token_file"),
+                           f"{token_file} must hold a token of at least 16 characters")
+    enabled = reader.boolean(data, path, "enabled", d.enabled)
+    if enabled and token_file is None and not _is_loopback(host):
+        reader.problem(_join(path, "token_file"),
+                       f"required when the HTTP endpoint listens on a non-loopback address "
+                       f"({host}): /status and /metrics describe the node's work")
+    return HttpConfig(enabled=enabled, host=host,
+                      port=reader.integer(data, path, "port", d.port, 0, 65535),
+                      token_file=token_file)
 
 
 def load_config(path: Path | str | None) -> NodeConfig:

@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicom_deid.header import PixelStatus, Profile, SiteKey, mark_pixels
+from dicom_deid.progress import start_frames
 
 if TYPE_CHECKING:
     from dicom_deid.faces import FrameResult
@@ -130,6 +131,8 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
             extract_original = KeypointExtractor(face=True, fps=fps)
             extract_output = KeypointExtractor(face=True, fps=fps)
 
+        tick = start_frames(info.frames)
+
         def frames():
             # The face stage tracks frame n+1 in its own thread while frame n is leak-checked
             # here: "faces" is the time this thread waited for it and checked, not its CPU.
@@ -147,6 +150,7 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
                         # output.
                         outputs.append(extract_output.extract(out, like=originals[-1]))
                         timings["keypoints_s"] += time.monotonic() - t1
+                    tick()
                     yield out
                     t0 = time.monotonic()
 

@@ -3,8 +3,10 @@
 Writes DIR/<StudyUID>/<SeriesUID>/<SOPUID>.dcm (new UIDs) with a PHI-free <SOPUID>.json
 report beside each; instances that may show a face get the face method (default: the
 profile's) and, beside them in their own series, a keypoint Structured Report; an input that fails is copied to the quarantine folder (default
-DIR/quarantine) with a .reason.txt, named on stderr with its reason, and makes the exit
-status 1. Nothing the inputs contain is printed: only file names, counts and reasons.
+<state folder>/quarantine/cli, never inside DIR: those copies still hold PHI) with a
+.reason.txt, named on stderr with its reason, and makes the exit status 1. Files in folders
+that are not DICOM are skipped and listed. Nothing the inputs contain is printed: only file
+names, counts and reasons.
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", type=Path,
                         help="DICOM files or folders (searched recursively)")
-    parser.add_argument("--output", "-o", required=True, type=Path, metavar="DIR",
-                        help="output folder: DIR/<Study>/<Series>/<SOP>.dcm")
+    parser.add_argument("--output", "-o", type=Path, metavar="DIR",
+                        help="output folder: DIR/<Study>/<Series>/<SOP>.dcm (required unless "
+                             "--dry-run)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="write nothing; print each file's attributes before and after "
+                             "(input values only when stdout is a terminal)")
     parser.add_argument("--profile", default="basic", metavar="NAME|PATH",
                         help="shipped profile name or profile YAML (default: basic; "
                              "see `dicom-deid profiles list`)")
@@ -44,39 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="site key file (default: created on first use in the per-user "
                              "state folder)")
     parser.add_argument("--quarantine", type=Path, default=None, metavar="DIR",
-                        help="where failed inputs are copied with their reason "
-                             "(default: OUTPUT/quarantine)")
+                        help="where failed inputs (with their PHI) are copied with their "
+                             "reason, mode 0700, outside OUTPUT (default: <state "
+                             "folder>/quarantine/cli)")
     parser.set_defaults(func=run)
-
-
-def collect_inputs(inputs: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Files to process, in a stable order, and inputs that do not exist.
-
-    In folders, hidden files are skipped. A DICOMDIR (a media index, not an instance) is
-    kept: it goes to quarantine with that reason, as every input that is not written does.
-    """
-    files: list[Path] = []
-    missing: list[tuple[Path, str]] = []
-    for item in inputs:
-        if item.is_dir():
-            for path in sorted(item.rglob("*")):
-                rel = path.relative_to(item)
-                if any(part.startswith(".") for part in rel.parts):
-                    continue
-                if path.is_file():
-                    files.append(path)
-        elif item.is_file():
-            files.append(item)
-        else:
-            missing.append((item, "no such file or folder"))
-    seen: set[Path] = set()
-    unique = []
-    for path in files:
-        resolved = path.resolve()
-        if resolved not in seen:
-            seen.add(resolved)
-            unique.append(path)
-    return unique, missing
 
 
 def group_by_study(files: list[Path]) -> dict[str, list[Path]]:
@@ -99,11 +76,32 @@ def group_by_study(files: list[Path]) -> dict[str, list[Path]]:
     return groups
 
 
+def quarantine_folder(output: Path, requested: Path | None) -> tuple[Path | None, str | None]:
+    """The quarantine folder (created 0700), or why it cannot be used.
+
+    It holds full copies of the failed inputs, PHI included, so it must never be inside the
+    output, which is what gets shipped."""
+    from dicom_deid.header.keys import default_state_dir
+    from dicom_deid.node.spool import ensure_private_dir
+
+    folder = requested if requested is not None else default_state_dir() / "quarantine" / "cli"
+    resolved, out = folder.resolve(), output.resolve()
+    if resolved.is_relative_to(out) or out.is_relative_to(resolved):
+        return None, (f"--quarantine {folder} must not be inside the output {output} (nor hold "
+                      "it): it keeps copies of failed inputs with their PHI")
+    try:
+        ensure_private_dir(folder)
+    except OSError as exc:
+        return None, f"cannot create the quarantine folder {folder}: {exc.strerror or exc}"
+    return folder, None
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
+    import time
 
-    from tqdm import tqdm
-
+    from dicom_deid.commands.bars import RunProgress
+    from dicom_deid.commands.inputs import find_inputs, output_folder_problem, print_skipped
     from dicom_deid.header import KeyFileError, ProfileError, load_key, load_profile
     from dicom_deid.pipeline import StudyOptions, process_study
 
@@ -115,12 +113,27 @@ def run(args: argparse.Namespace) -> int:
     except (KeyFileError, ProfileError, ValueError) as exc:
         print(f"dicom-deid deidentify: {exc}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        from dicom_deid.commands.dryrun import dry_run
+
+        found = find_inputs(args.inputs)
+        print_skipped(found)
+        for path, why in found.missing:
+            print(f"FAILED {path}: {why}", file=sys.stderr)
+        return max(dry_run(found.paths, profile, key), 1 if found.missing else 0)
+    if args.output is None:
+        print("dicom-deid deidentify: --output DIR is required (or --dry-run)", file=sys.stderr)
+        return 2
     output: Path = args.output
-    quarantine_dir: Path = args.quarantine or output / "quarantine"
-    files, missing = collect_inputs(args.inputs)
+    problem = output_folder_problem(output)
+    quarantine_dir, qproblem = (None, None) if problem else quarantine_folder(output, args.quarantine)
+    if problem or qproblem:
+        print(f"dicom-deid deidentify: {problem or qproblem}", file=sys.stderr)
+        return 2
     # Never take this run's (or an earlier run's) outputs as inputs.
-    skip = (output.resolve(), quarantine_dir.resolve())
-    files = [f for f in files if not any(f.resolve().is_relative_to(s) for s in skip)]
+    found = find_inputs(args.inputs, exclude=(output, quarantine_dir))
+    print_skipped(found)
+    files = found.paths
     options = StudyOptions(profile=profile, faces=args.faces, durable=False,
                            keypoints_csv=args.keypoints_csv)
     try:
@@ -129,32 +142,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"dicom-deid deidentify: {exc}", file=sys.stderr)
         return 2
 
-    failures: list[tuple[Path, str]] = list(missing)
+    failures: list[tuple[Path, str]] = list(found.missing)
     registry: dict[str, str] = {}   # one across studies: a SOP Instance UID is global
     duplicates = 0
     written = 0
     files_written = 0
     studies = 0
-    bar = tqdm(total=len(files), unit="file", file=sys.stderr, disable=not sys.stderr.isatty(),
-               desc="de-identifying")
+    progress = RunProgress(len(files), unit_desc="de-identifying")
+    started = time.monotonic()
     try:
         for _study, members in group_by_study(files).items():
             result = process_study(members, output, options, key, quarantine_dir,
-                                   progress=lambda _path, _ok: bar.update(1), registry=registry)
+                                   progress=progress.file_done, registry=registry)
             duplicates += result.duplicates
             written += len(result.reports)
             files_written += len(result.outputs)
             studies += 1 if result.outputs else 0
             failures.extend((f.path, f.reason) for f in result.failures)
     finally:
-        bar.close()
+        progress.close()
 
     extra = files_written - written
     print(f"{written} instance(s) of {studies} study(ies) written to {output} "
           + (f"with {extra} keypoint SR(s) " if extra else "")
           + f"(profile {profile.name}"
           + (f", options {', '.join(profile.options)}" if profile.options else "")
-          + f", faces {faces})")
+          + f", faces {faces}) in {time.monotonic() - started:.1f} s"
+          + (f"; {len(found.skipped)} file(s) skipped" if found.skipped else ""))
     if duplicates:
         print(f"{duplicates} identical re-send(s) of an instance already written, stored once")
     conflicts = sum(1 for _, reason in failures if "duplicate SOP Instance UID" in reason)
@@ -164,7 +178,9 @@ def run(args: argparse.Namespace) -> int:
     if failures:
         for path, reason in failures:
             print(f"FAILED {path}: {reason}", file=sys.stderr)
-        print(f"{len(failures)} input(s) failed; copies and reasons are in {quarantine_dir}",
+        quarantined = len(failures) - len(found.missing)
+        print(f"{len(failures)} input(s) failed"
+              + (f"; copies and reasons are in {quarantine_dir}" if quarantined else ""),
               file=sys.stderr)
         return 1
     if not files:

@@ -2,7 +2,9 @@
 
 Images, plain videos (see dicom_deid/faces/media.py for what is written per container) and
 DICOM video. Each output keeps its input's file name. DICOM headers are not de-identified here
-(that is `dicom-deid deidentify`); only the pixels change and the instance gets a new UID.
+(that is `dicom-deid deidentify --faces METHOD`), so DICOM inputs are refused unless
+--keep-header says that the header, PHI included, is to be kept; only the pixels change and
+the instance gets a new UID that depends on the method.
 """
 
 from __future__ import annotations
@@ -45,24 +47,46 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="faces followed with landmarks per frame; more are covered")
     parser.add_argument("--report", type=Path, default=None,
                         help="write the per-file reports (counts, no PHI) as JSON here")
+    parser.add_argument("--keep-header", action="store_true",
+                        help="DICOM inputs: keep the header as it is, PatientName, PatientID and "
+                             "all (without this flag DICOM inputs are refused; `dicom-deid "
+                             "deidentify --faces METHOD` de-identifies header and faces)")
     parser.set_defaults(func=run)
 
 
-def _expand(inputs: list[Path]) -> list[tuple[Path, Path]]:
-    """(input file, output path relative to DIR); folders keep their inner layout."""
+def _expand(inputs: list[Path]):
+    """Inputs found (see commands/inputs.py); in folders, files that are neither images,
+    videos nor DICOM are skipped and listed."""
+    from dicom_deid.commands.inputs import find_inputs
     from dicom_deid.faces.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_dicom
 
-    out: list[tuple[Path, Path]] = []
+    def accept(path: Path) -> str | None:
+        if path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES or is_dicom(path):
+            return None
+        return "not an image, a video or DICOM"
+
+    return find_inputs(inputs, accept)
+
+
+def _output_name(path: Path, inputs: list[Path]) -> Path:
+    """The output path relative to DIR: folders keep their inner layout."""
     for item in inputs:
-        if item.is_dir():
-            for path in sorted(p for p in item.rglob("*") if p.is_file()):
-                if path.name.startswith("."):
-                    continue
-                if path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES or is_dicom(path):
-                    out.append((path, path.relative_to(item)))
-        else:
-            out.append((item, Path(item.name)))
-    return out
+        if item.is_dir() and path.is_relative_to(item):
+            return path.relative_to(item)
+    return Path(path.name)
+
+
+def describe(report) -> str:
+    """The report in words: a leak is a face the tracker missed and the independent check
+    caught; it was covered, so it is counted as caught, not as a face shown."""
+    text = (f"{report.frames} frames, {report.faces} faces replaced, "
+            f"{report.fallback_frames} frames covered by the fallback")
+    if report.leaks:
+        text += (f", {report.leaks} missed faces caught by the leak check and covered "
+                 f"(in {report.leak_frames} frames)")
+    else:
+        text += ", no face found by the leak check"
+    return text
 
 
 def _progress_factory(name: str):
@@ -96,14 +120,17 @@ def run(args: argparse.Namespace) -> int:
     if args.max_faces < 1:
         print("dicom-deid faces: --max-faces must be at least 1", file=sys.stderr)
         return 2
-    items = _expand(args.inputs)
-    if not items:
+    from dicom_deid.commands.inputs import output_folder_problem, print_skipped
+
+    found = _expand(args.inputs)
+    print_skipped(found)
+    items = [(p, _output_name(p, args.inputs)) for p in found.paths]
+    if not items and not found.missing:
         print("dicom-deid faces: no input files found", file=sys.stderr)
         return 2
-    try:
-        args.output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"dicom-deid faces: cannot create {args.output}: {exc}", file=sys.stderr)
+    problem = output_folder_problem(args.output)
+    if problem:
+        print(f"dicom-deid faces: {problem}", file=sys.stderr)
         return 2
 
     keys: list = []
@@ -130,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         return FaceReplacer(args.method, shape=args.shape, donor_seed=seed, fps=fps,
                             max_faces=args.max_faces)
 
-    failures: list[str] = []
+    failures: list[str] = [f"{path}: {why}" for path, why in found.missing]
     reports: list[dict] = []
     seen: set[Path] = set()
     output_root = args.output.resolve()
@@ -156,8 +183,14 @@ def run(args: argparse.Namespace) -> int:
                     report = process_image(src, dst, make)
                 elif kind == "video":
                     report = process_video(src, dst, make, progress)
+                elif not args.keep_header:
+                    raise MediaError(
+                        f"{src}: DICOM input refused: this command keeps the header (PatientName, "
+                        "PatientID, ...); use `dicom-deid deidentify --faces "
+                        f"{args.method}` to de-identify both, or --keep-header to keep it")
                 else:
-                    report = process_dicom(src, dst, make, site_key(), progress)
+                    report = process_dicom(src, dst, make, site_key(), progress,
+                                           method=args.method)
             finally:
                 close_bars()
             seconds = time.monotonic() - start
@@ -170,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
             failures.append(f"{name}: unexpected {type(exc).__name__}: {exc}")
             continue
         fps = report.frames / seconds if seconds > 0 else 0.0
-        print(f"{dst}: {report.summary()} ({args.method}, {fps:.1f} frames/s)")
+        kept = "; header kept as it was (PHI)" if kind == "dicom" else ""
+        print(f"{dst}: {describe(report)} ({args.method}, {fps:.1f} frames/s){kept}")
         entry = report.as_dict()
         entry.update(input=src.name, output=str(dst), kind=kind, seconds=round(seconds, 3))
         reports.append(entry)
@@ -186,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
     for line in failures:
         print(f"FAILED {line}", file=sys.stderr)
     if failures:
-        print(f"dicom-deid faces: {len(failures)} of {len(items)} input(s) failed", file=sys.stderr)
+        print(f"dicom-deid faces: {len(failures)} of {len(items) + len(found.missing)} "
+              "input(s) failed", file=sys.stderr)
         return 1
     return 0

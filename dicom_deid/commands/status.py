@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "status", help="show the node's queues, quarantine and recent failures",
         description="Read the node's journal (also while it runs) and report queue depths per "
                     "state and destination, the oldest waiting item, quarantined items with "
-                    "their reasons and ids (for `dicom-deid retry`), and recent failures.")
+                    "their reasons and ids (for `dicom-deid retry`), and recent failures. Exit "
+                    "status 0 when the node is running, 3 when it is not, 1 when there is no "
+                    "journal to read.")
     parser.add_argument("--config", metavar="FILE",
                         help="the node's configuration (default: the embedded default)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -44,4 +46,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(format_report(report))
-    return 0
+    # Like `systemctl status`: 3 when the node is not running, so that scripts and health
+    # checks can rely on the exit status alone.
+    return 0 if report["node"]["running"] else 3

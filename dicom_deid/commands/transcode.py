@@ -8,7 +8,8 @@ description, Lossy Image Compression with its method and ratio appended, and a S
 Sequence item that references the input instance.
 
 Output: DIR/<new SOPInstanceUID>.dcm, one line per input on stdout (input -> output, syntax,
-frames, ratio). Inputs that are not video are skipped and counted. A failure is named on stderr
+frames, ratio). Inputs that are not video, and files in folders that are not DICOM, are skipped,
+listed on stderr and counted. A failure is named on stderr
 with its reason and makes the exit status 1; no partial output file is ever left behind.
 
 Quality (--quality) is the codec's own scale: CRF for H.264 and HEVC (0-51, lower is better;
@@ -75,31 +76,6 @@ def _check_syntax(value: str) -> str | None:
     return f"unknown transfer syntax {value!r} (use {', '.join(SYNTAX_NAMES)} or a UID)"
 
 
-def _collect(inputs: list[Path]) -> tuple[list[tuple[Path, bool]], list[tuple[Path, str]]]:
-    """(file, named explicitly) pairs in a stable order, and inputs that do not exist."""
-    files: list[tuple[Path, bool]] = []
-    missing: list[tuple[Path, str]] = []
-    seen: set[Path] = set()
-    for item in inputs:
-        if item.is_dir():
-            found = [
-                (p, False) for p in sorted(item.rglob("*"))
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(item).parts)
-                and p.name.upper() != "DICOMDIR"
-            ]
-        elif item.is_file():
-            found = [(item, True)]
-        else:
-            missing.append((item, "no such file or folder"))
-            continue
-        for path, explicit in found:
-            key = path.resolve()
-            if key not in seen:
-                seen.add(key)
-                files.append((path, explicit))
-    return files, missing
-
-
 def run(args: argparse.Namespace) -> int:
     problem = _check_syntax(args.transfer_syntax)
     if problem:
@@ -108,33 +84,37 @@ def run(args: argparse.Namespace) -> int:
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
     from pydicom.uid import generate_uid
-    from tqdm import tqdm
 
+    from dicom_deid.commands.bars import RunProgress
+    from dicom_deid.commands.inputs import find_inputs, output_folder_problem, print_skipped
+    from dicom_deid.progress import counted
     from dicom_deid.video import VideoError, has_video, open_frames, write_frames
 
-    files, failures = _collect(args.inputs)
+    problem = output_folder_problem(args.output)
+    if problem:
+        print(f"dicom-deid transcode: {problem}", file=sys.stderr)
+        return 2
+    found = find_inputs(args.inputs, exclude=(args.output,))
+    files, failures = found.files, list(found.missing)
+    print_skipped(found)
     for path, reason in failures:
         print(f"FAILED {path}: {reason}", file=sys.stderr)
-    args.output.mkdir(parents=True, exist_ok=True)
     records: list[dict] = [{"input": str(p), "status": "failed", "reason": r} for p, r in failures]
-    done = skipped = 0
-    progress = tqdm(files, unit="file", file=sys.stderr, disable=not sys.stderr.isatty())
-    for path, explicit in progress:
+    records += [{"input": str(p), "status": "skipped", "reason": r} for p, r in found.skipped]
+    done, skipped = 0, len(found.skipped)
+    progress = RunProgress(len(files), "transcoding", file_lines=False)
+    for path, _explicit in progress.iterate(files):
         start = time.monotonic()
         try:
             header = dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-            if explicit:
-                failures.append((path, f"not a readable DICOM file ({exc})"))
-                print(f"FAILED {path}: not a readable DICOM file ({exc})", file=sys.stderr)
-                records.append({"input": str(path), "status": "failed", "reason": f"not DICOM ({exc})"})
-            else:
-                skipped += 1
-                records.append({"input": str(path), "status": "skipped", "reason": "not DICOM"})
+            failures.append((path, f"not a readable DICOM file ({exc})"))
+            print(f"FAILED {path}: not a readable DICOM file ({exc})", file=sys.stderr)
+            records.append({"input": str(path), "status": "failed", "reason": f"not DICOM ({exc})"})
             continue
         if not has_video(header):
             skipped += 1
-            print(f"skipped {path}: not a video or multi-frame instance")
+            print(f"skipped {path}: not a video or multi-frame instance", file=sys.stderr)
             records.append({"input": str(path), "status": "skipped", "reason": "not video"})
             continue
         new_uid = generate_uid(prefix=None)
@@ -143,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
             with open_frames(path, strict=not args.lenient) as reader:
                 source = (str(header.SOPClassUID), str(header.SOPInstanceUID)) if "SOPInstanceUID" in header else None
                 report = write_frames(
-                    header, reader, out, reader.info, transfer_syntax=args.transfer_syntax,
+                    header, counted(reader, reader.info.frames), out, reader.info,
+                    transfer_syntax=args.transfer_syntax,
                     quality=args.quality, sop_instance_uid=new_uid, source=source,
                     keep_audio=args.keep_audio,
                 )
@@ -168,7 +149,12 @@ def run(args: argparse.Namespace) -> int:
         )
         records.append({"input": str(path), "status": "written", "seconds": round(seconds, 3), **report.to_dict()})
     if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(records, indent=2) + "\n")
+        try:
+            args.report.parent.mkdir(parents=True, exist_ok=True)
+            args.report.write_text(json.dumps(records, indent=2) + "\n")
+        except OSError as exc:
+            failures.append((args.report, f"cannot write the report: {exc.strerror or exc}"))
+            print(f"FAILED {args.report}: cannot write the report: {exc.strerror or exc}",
+                  file=sys.stderr)
     print(f"{done} transcoded, {skipped} skipped, {len(failures)} failed", file=sys.stderr)
     return 1 if failures else 0

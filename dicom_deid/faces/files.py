@@ -111,9 +111,11 @@ def process_video(src: Path, dst: Path, make: ReplacerFactory, progress: Progres
     return report
 
 
-def process_dicom(src: Path, dst: Path, make: ReplacerFactory, key, progress: Progress | None = None) -> FacesReport:
+def process_dicom(src: Path, dst: Path, make: ReplacerFactory, key, progress: Progress | None = None,
+                  method: str = "") -> FacesReport:
     """DICOM video through dicom_deid.video; the header is kept (this is pixel work alone) except
-    for a new SOP Instance UID, derived from the site key as in docs/CONTRACTS.md."""
+    for a new SOP Instance UID, derived from the site key and the method: other pixels (another
+    method) never share a UID, nor with the copy `deidentify` writes."""
     try:
         from dicom_deid.video import open_frames, write_frames
     except ImportError as exc:
@@ -130,6 +132,13 @@ def process_dicom(src: Path, dst: Path, make: ReplacerFactory, key, progress: Pr
     study = str(header.get("StudyInstanceUID", "") or "")
     sop = str(header.get("SOPInstanceUID", "") or "")
     if not study or not sop:
+        # pydicom stops quietly where a file is cut off: say so rather than blame the header.
+        from dicom_deid.header.fileio import InputError, read_instance
+
+        try:
+            read_instance(src)
+        except InputError as exc:
+            raise MediaError(f"{src}: {exc}") from None
         raise MediaError(f"{src}: StudyInstanceUID or SOPInstanceUID missing")
     with open_frames(src) as reader:
         info = reader.info
@@ -151,7 +160,7 @@ def process_dicom(src: Path, dst: Path, make: ReplacerFactory, key, progress: Pr
                 dst,
                 info,
                 transfer_syntax="same",
-                sop_instance_uid=key.uid("reencoded:" + sop),
+                sop_instance_uid=key.uid(f"faces:{method}:" + sop),
                 source=(str(header.SOPClassUID), sop),
                 pixels_changed=True,
             )

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 MIN_KEY_BYTES = 32
+KEY_ENV = "DICOM_DEID_KEY"
+
+log = logging.getLogger(__name__)
 
 
 class KeyFileError(ValueError):
@@ -31,7 +35,17 @@ def default_state_dir() -> Path:
 
 
 def default_key_path() -> Path:
+    """The site key the CLI and the node share by default: $DICOM_DEID_KEY, else
+    <per-user state folder>/site.key (the node's own default when its state_dir is that
+    folder, as in the Docker image and the systemd unit)."""
+    env = os.environ.get(KEY_ENV)
+    if env:
+        return Path(env).expanduser()
     return default_state_dir() / "site.key"
+
+
+def init_hint(path: Path) -> str:
+    return f"create one with: dicom-deid key init --key-file {path}"
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,12 @@ class SiteKey:
         """A keyed upper-case hex token, for pseudonyms and file names."""
         return self.digest(purpose, value).hex()[:length].upper()
 
+    def fingerprint(self) -> str:
+        """A short keyed digest that tells two keys apart without revealing either:
+        HMAC output under its own purpose label, so it is no input of any other derivation."""
+        text = self.digest("fingerprint", b"").hex()[:16].upper()
+        return ":".join(text[i:i + 4] for i in range(0, 16, 4))
+
 
 def _check_permissions(path: Path) -> None:
     mode = path.stat().st_mode
@@ -81,13 +101,20 @@ def load_key(path: Path | str | None = None, *, create: bool = True) -> SiteKey:
         path = default_key_path()
         if not path.exists():
             if not create:
-                raise KeyFileError(f"no key file at {path}")
-            _create_key(path)
+                raise KeyFileError(f"no key file at {path}; {init_hint(path)}")
+            create_key(path)
+            log.warning("created a new site key at %s; back it up (dicom-deid key export FILE): "
+                        "without it the same patient gets new pseudonyms", path)
     path = Path(path)
+    if path.is_dir():
+        raise KeyFileError(f"key file {path} is a folder, not a file")
     if not path.is_file():
-        raise KeyFileError(f"key file {path} does not exist")
-    _check_permissions(path)
-    secret = path.read_bytes().strip()
+        raise KeyFileError(f"key file {path} does not exist; {init_hint(path)}")
+    try:
+        _check_permissions(path)
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key file {path}: {exc.strerror or exc}") from None
     if len(secret) < MIN_KEY_BYTES:
         raise KeyFileError(
             f"key file {path} holds {len(secret)} bytes; at least {MIN_KEY_BYTES} are required"
@@ -95,10 +122,28 @@ def load_key(path: Path | str | None = None, *, create: bool = True) -> SiteKey:
     return SiteKey(secret)
 
 
-def _create_key(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def create_key(path: Path | str) -> Path:
+    """Write a new random 256-bit key to path (mode 0600); never overwrites a key."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"key file {path} already exists; it was left untouched") from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot create key file {path}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "w") as handle:
         handle.write(os.urandom(32).hex() + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+    return path
+
+
+def same_as_cli_key(key: SiteKey) -> bool | None:
+    """Whether the CLI's default key (default_key_path) holds this key; None if it has none
+    or it cannot be read (then nothing is known to differ)."""
+    try:
+        other = load_key(default_key_path(), create=False)
+    except (KeyFileError, OSError):
+        return None
+    return hmac.compare_digest(other.secret, key.secret)

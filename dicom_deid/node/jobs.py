@@ -97,6 +97,18 @@ def _failure_items(result: Any) -> list[tuple[Path, str]]:
     return items
 
 
+def _face_counts(reports: list[Any], faces: int, leaks: int) -> tuple[int, int]:
+    """Add the faces replaced and leak-check hits of the instance reports (for /metrics)."""
+    for report in reports:
+        try:
+            data = json.loads(Path(report).read_text()).get("faces") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        faces += int(data.get("faces", 0) or 0)
+        leaks += int(data.get("leaks", 0) or 0)
+    return faces, leaks
+
+
 def run_study_job(state_dir: str, study_id: int, job_id: int, key_file: str,
                   audit_log: str) -> dict[str, Any]:
     """Process the instances of `study_id` that job `job_id` owns; returns a PHI-free summary."""
@@ -120,6 +132,7 @@ def run_study_job(state_dir: str, study_id: int, job_id: int, key_file: str,
 
         done: list[int] = []
         failed: list[tuple[int, str]] = []
+        faces_replaced = leaks = 0
         outputs: dict[str, OutputRecord] = {}
         outbox = state / "outbox"
         quarantine = state / "quarantine" / token
@@ -157,6 +170,8 @@ def run_study_job(state_dir: str, study_id: int, job_id: int, key_file: str,
                         instances=len(members) - len(failed_ids), outputs=len(result.outputs),
                         failed=len(failed_ids), seconds=round(time.monotonic() - started, 2))
 
+            faces_replaced, leaks = _face_counts(result.reports, faces_replaced, leaks)
+
         accepted = journal.finish_job(job_id, done, failed, list(outputs.values()))
         if not accepted:
             LOG.warning("job %d (study %s): result discarded, the instances were handed to "
@@ -167,7 +182,8 @@ def run_study_job(state_dir: str, study_id: int, job_id: int, key_file: str,
         LOG.info("job %d (study %s): %d instances de-identified into %d files, %d quarantined",
                  job_id, token, len(done), len(outputs), len(failed))
         return {"job": job_id, "study": token, "done": len(done), "failed": len(failed),
-                "outputs": len(outputs), "stale": False}
+                "outputs": len(outputs), "stale": False, "faces_replaced": faces_replaced,
+                "leaks": leaks}
     finally:
         audit.close()
         journal.close()

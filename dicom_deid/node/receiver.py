@@ -173,6 +173,18 @@ def read_header(path: Path) -> dict[str, str]:
     return {kw: str(ds.get(kw, "") or "").strip() for kw in _HEADER_TAGS}
 
 
+def missing_study_problem(path: Path) -> str:
+    """Why a header has no StudyInstanceUID. pydicom stops quietly where a file is cut off, so
+    a truncated file must be named as truncated, not blamed on its header."""
+    from dicom_deid.header.fileio import InputError, read_instance
+
+    try:
+        read_instance(path)
+    except InputError as exc:
+        return str(exc)  # PHI-free by InputError's contract
+    return "no StudyInstanceUID in the header"
+
+
 class Receiver:
     """Owns the pynetdicom AE and its server thread."""
 
@@ -450,7 +462,7 @@ class Receiver:
         relative = self.spool.new_relative_path()
         try:
             header = read_header(received)
-            problem = None if header["StudyInstanceUID"] else "no StudyInstanceUID in the header"
+            problem = None if header["StudyInstanceUID"] else missing_study_problem(received)
         except Exception as exc:
             header, problem = {}, f"header cannot be read ({short_reason(exc)})"
 

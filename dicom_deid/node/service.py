@@ -59,16 +59,20 @@ def node_running(state_dir: Path) -> int | None:
 
 def ensure_node_key(path: Path) -> Any:
     """The node's site key; created (0600) on first start, like the per-user default."""
-    from dicom_deid.header.keys import load_key
+    from dicom_deid.header.keys import create_key, load_key, same_as_cli_key
 
     if not path.exists():
         ensure_private_dir(path.parent)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(os.urandom(32).hex() + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-    return load_key(path)
+        create_key(path)
+        LOG.warning("created a new site key at %s; back it up (dicom-deid key export "
+                    "--key-file %s FILE): without it the same patient gets new pseudonyms",
+                    path, path)
+    key = load_key(path)
+    LOG.info("site key %s, fingerprint %s", path, key.fingerprint())
+    if same_as_cli_key(key) is False:
+        LOG.warning("the CLI's default key is another key: `dicom-deid deidentify` would give "
+                    "the same patient other pseudonyms; set DICOM_DEID_KEY=%s for the CLI", path)
+    return key
 
 
 def check_profiles(config: NodeConfig) -> list[str]:
@@ -132,6 +136,7 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set); returns an exit status."""
     from dicom_deid.node.audit import AuditLog
     from dicom_deid.node.forwarder import Forwarder, StudyClaims
+    from dicom_deid.node.http import start_http
     from dicom_deid.node.receiver import Receiver
     from dicom_deid.node.scheduler import Scheduler, sweep_retention
 
@@ -150,9 +155,13 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
         forwarders += [Forwarder(config, dest, audit, stop, claims, i)
                        for i in range(config.forward.associations)]
 
+    http: Any = None
+
     def job_done(summary: dict[str, Any]) -> None:
         for fwd in forwarders:
             fwd.wake.set()
+        if http is not None:
+            http.faces.add(summary)
 
     scheduler = Scheduler(config, audit, on_job_done=job_done)
     receiver = Receiver(config, key, audit)
@@ -172,6 +181,7 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
         fwd.start()
     scheduler.warm_up()
     receiver.start()
+    http = start_http(config, receiver, scheduler)
     if config.destinations:
         LOG.info("forwarding to %s", ", ".join(
             f"{d.name} ({d.ae_title}@{d.host}:{d.port})" for d in config.destinations))
@@ -189,6 +199,8 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
         while not stop.is_set():
             started = scheduler.tick()
             now = time.monotonic()
+            if http is not None:
+                http.beat(now)
             if now - last_sweep > _RETENTION_EVERY:
                 last_sweep = now
                 sweep_retention(config, journal)
@@ -199,6 +211,8 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
     finally:
         LOG.info("stopping: no new associations; waiting for running jobs")
         receiver.stop()
+        if http is not None:
+            http.stop()
         scheduler.shutdown(wait=True)
         for fwd in forwarders:
             fwd.wake.set()

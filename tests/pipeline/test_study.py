@@ -11,6 +11,7 @@ from pydicom import dcmread
 
 from dicom_deid.cli import main
 from dicom_deid.header import load_key
+from dicom_deid.header.keys import default_state_dir
 from dicom_deid.pipeline import StudyOptions, process_study
 from tests.helpers import REPO, new_dciodvfy_errors
 
@@ -108,7 +109,12 @@ def test_cli_reports_failures_and_exits_1(tmp_path: Path, key_file: Path, capsys
     err = capsys.readouterr().err
     assert code == 1
     assert "bad.dcm" in err and "missing.dcm" in err
-    assert (tmp_path / "out" / "quarantine" / "bad.dcm.reason.txt").exists()
+    # The quarantine holds the inputs' PHI: never inside the output, and private.
+    quarantine = default_state_dir() / "quarantine" / "cli"
+    assert (quarantine / "bad.dcm.reason.txt").exists()
+    assert quarantine.stat().st_mode & 0o777 == 0o700
+    assert not (tmp_path / "out" / "quarantine").exists()
+    assert str(quarantine) in err
 
 
 def test_unknown_face_method_is_refused(tmp_path: Path, key_file: Path) -> None:
