@@ -44,6 +44,8 @@ def node(tmp_path_factory):
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes(b"half")
     node.start()
+    # A worker starting (heavy imports) can stall a 2-core host past the 2 s accept_timeout.
+    wait_for(lambda: "worker processes ready" in node.log(), 120, what="the node's worker")
     node.leftover = leftover
     yield node
     node.stop()
@@ -170,6 +172,28 @@ def encode(ds) -> bytes:
     return encode_dataset(ds, True, True)  # implicit VR little endian, the context's syntax
 
 
+def test_associations_per_address_are_capped_and_squatters_do_not_count(tmp_path):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    node = Node(tmp_path / "cap", {**KEEP, "listen": {
+        "max_associations": 2, "max_associations_per_address": 1}}).start()
+    wait_for(lambda: "worker processes ready" in node.log(), 120, what="the node's worker")
+    ae = AE(ae_title="PACS")
+    ae.add_requested_context(Verification)
+    try:
+        # Pending (unaccepted) connections have their own pool: 20 of them take no slot.
+        with hostile.Squatters(node.port, "idle", 20):
+            first = ae.associate("127.0.0.1", node.port, ae_title="DICOM-DEID")
+            assert first.is_established
+            second = ae.associate("127.0.0.1", node.port, ae_title="DICOM-DEID")
+            assert second.is_rejected  # one accepted association per address
+            first.release()
+        assert "max_associations_per_address" in node.log()
+    finally:
+        node.stop()
+
+
 def test_quarantine_list_show_discard(node, tmp_path):
     ds = make_instance(generate_uid(), generate_uid(), generate_uid(), 1)
     del ds.StudyInstanceUID  # quarantined on arrival: no study to file it under
@@ -202,6 +226,7 @@ def test_tls_handshakes_that_never_finish_block_no_one_nor_sigterm(tmp_path, stu
         client_args=("+tls", str(certs.key), str(certs.cert), "+cf", str(certs.ca)))
     client = ["+tls", str(certs.key), str(certs.cert), "+cf", str(certs.ca)]
     node.start()
+    wait_for(lambda: "worker processes ready" in node.log(), 120, what="the node's worker")
     try:
         with hostile.Squatters(node.port, "tls-silent", 25), \
                 hostile.Squatters(node.port, "tls-half", 25):
