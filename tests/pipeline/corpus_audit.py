@@ -7,13 +7,15 @@ Each input is classified from what the run left on disk (outputs, JSON reports, 
 reasons), never from what the pipeline says it did:
 - written: an output named by the key's mapping of the input's SOP Instance UID exists;
 - quarantined: a `.reason.txt` names the input; its reason is sorted into a category;
+- skipped: a file in a folder that is not an instance (not DICOM, a DICOMDIR), which the CLI
+  lists on stderr as `skipped PATH: why` instead of failing the run;
 - lost: neither (the pipeline dropped it, which must never happen).
 Then: pixels of a written instance must be bit-identical to the input's unless its report
 says a face was replaced; every reference in an output to an instance that was written
 must resolve to an output; inputs sharing a SOP Instance UID must not both count as written
 unless they are the same file.
 
-Run as a script for the counts of one run: `python -m tests.pipeline.corpus_audit IN OUT KEY`.
+Run as a script for the counts of one run: `python -m tests.pipeline.corpus_audit IN OUT KEY [QUARANTINE]`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ REASON_CATEGORIES = (
     ("unexpected error", "crash"),
     ("DICOMDIR", "DICOMDIR"),
     ("not DICOM", "not DICOM"),
+    ("not a DICOM file", "not DICOM"),
     ("truncated", "truncated"),
     ("same SOP Instance UID", "duplicate SOP Instance UID"),
     ("BurnedInAnnotation", "burned-in annotation"),
@@ -56,6 +59,7 @@ class Audit:
     files: int = 0
     # Inputs are named by their path relative to the folder that holds them all.
     written: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)          # input name -> reason
     quarantined: dict[str, str] = field(default_factory=dict)      # input name -> reason
     lost: list[str] = field(default_factory=list)
     pixel_changes: list[str] = field(default_factory=list)         # without a replaced face
@@ -78,7 +82,7 @@ class Audit:
         return (
             f"files {self.files}; de-identified {len(self.written)} "
             f"(faces replaced in {len(self.faces_replaced)}); quarantined "
-            f"{len(self.quarantined)} ({reasons}); lost {len(self.lost)}; crashes "
+            f"{len(self.quarantined)} ({reasons}); skipped {len(self.skipped)}; lost {len(self.lost)}; crashes "
             f"{len(self.crashes)}; pixel changes without a face {len(self.pixel_changes)}; "
             f"references to written instances {self.references}, dangling {len(self.dangling)}; "
             f"overwritten duplicates {self.overwritten_files} (in {len(self.overwritten)} "
@@ -143,9 +147,21 @@ def _quarantine_reasons(quarantine_dir: Path) -> dict[str, str]:
     return reasons
 
 
-def audit_run(inputs: list[Path], output_dir: Path, quarantine_dir: Path, key: SiteKey) -> Audit:
+def skipped_reasons(stderr: str) -> dict[str, str]:
+    """Resolved path -> reason of each `skipped PATH: why` line the CLI printed."""
+    found = {}
+    for line in stderr.splitlines():
+        match = re.match(r"^skipped (.*): (.*)$", line)
+        if match:
+            found[str(Path(match.group(1)).resolve())] = match.group(2)
+    return found
+
+
+def audit_run(inputs: list[Path], output_dir: Path, quarantine_dir: Path, key: SiteKey,
+              skipped: dict[str, str] | None = None) -> Audit:
     audit = Audit(files=len(inputs))
     reasons = _quarantine_reasons(quarantine_dir)
+    skipped = skipped or {}
     outputs = {p.stem: p for p in output_dir.rglob("*.dcm")
                if not p.resolve().is_relative_to(quarantine_dir.resolve())}
     written_sops: dict[str, str] = {}          # output UID -> input name
@@ -161,6 +177,9 @@ def audit_run(inputs: list[Path], output_dir: Path, quarantine_dir: Path, key: S
         reason = reasons.get(str(path.resolve()))
         if reason is not None:
             audit.quarantined[name] = reason
+            continue
+        if str(path.resolve()) in skipped:
+            audit.skipped[name] = skipped[str(path.resolve())]
             continue
         target = outputs.get(key.uid(sop)) if sop else None
         if target is None and sop:
@@ -201,7 +220,8 @@ def audit_run(inputs: list[Path], output_dir: Path, quarantine_dir: Path, key: S
 def main(argv: list[str]) -> int:
     inputs_dir, output_dir, key_file = (Path(a) for a in argv[:3])
     inputs = sorted(p for p in inputs_dir.rglob("*") if p.is_file())
-    audit = audit_run(inputs, output_dir, output_dir / "quarantine", load_key(key_file))
+    quarantine_dir = Path(argv[3]) if len(argv) > 3 else output_dir / "quarantine"
+    audit = audit_run(inputs, output_dir, quarantine_dir, load_key(key_file))
     print(audit.summary())
     for name, reason in sorted(audit.quarantined.items()):
         print(f"  quarantined {name}: {reason}")

@@ -13,6 +13,8 @@ the run from what it left on disk:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 from pathlib import Path
@@ -23,7 +25,7 @@ import pytest
 from dicom_deid.cli import main
 from dicom_deid.header import load_key
 from tests.helpers import new_dciodvfy_errors, require_tool
-from tests.pipeline.corpus_audit import Audit, audit_run, category
+from tests.pipeline.corpus_audit import Audit, audit_run, category, skipped_reasons
 
 PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 
@@ -63,9 +65,14 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Audit, Path, Path,
     with os.fdopen(fd, "w") as handle:
         handle.write("fedcba9876543210" * 4 + "\n")
     out = root / "out"
-    code = main(["deidentify", str(inputs), "--output", str(out), "--key-file", str(key_file)])
+    quarantine = root / "quarantine"
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = main(["deidentify", str(inputs), "--output", str(out), "--key-file",
+                     str(key_file), "--quarantine", str(quarantine)])
     files = sorted(p for p in inputs.rglob("*") if p.is_file())
-    audit = audit_run(files, out, out / "quarantine", load_key(key_file))
+    audit = audit_run(files, out, quarantine, load_key(key_file),
+                      skipped=skipped_reasons(stderr.getvalue()))
     print(audit.summary())
     return audit, inputs, out, code
 
@@ -75,7 +82,7 @@ def test_no_input_is_lost_or_crashes(corpus) -> None:
     assert audit.files > 150, "pydicom's test data is there"
     assert audit.lost == []
     assert audit.crashes == []
-    assert len(audit.written) + len(audit.quarantined) == audit.files
+    assert len(audit.written) + len(audit.quarantined) + len(audit.skipped) == audit.files
     assert code == 1, "some inputs are not instances: the exit status says so"
 
 
@@ -83,9 +90,15 @@ def test_every_quarantine_reason_is_specific(corpus) -> None:
     audit, *_ = corpus
     vague = {n: r for n, r in audit.quarantined.items() if category(r) in ("other", "crash")}
     assert vague == {}
+    # Files in a folder that are not instances at all are skipped and listed (issue 19's rule
+    # for every command) instead of quarantined; either way their reason must be specific.
+    accounted = {**audit.quarantined, **audit.skipped}
     for name, expected in MUST_QUARANTINE.items():
-        assert name in audit.quarantined, f"{name} should be quarantined"
-        assert category(audit.quarantined[name]) == expected, (name, audit.quarantined[name])
+        assert name in accounted, f"{name} should be quarantined or skipped with its reason"
+        assert category(accounted[name]) == expected, (name, accounted[name])
+    vague_skips = {n: r for n, r in audit.skipped.items() if category(r) not in
+                   ("not DICOM", "DICOMDIR")}
+    assert vague_skips == {}
 
 
 def test_valid_files_are_written(corpus) -> None:
