@@ -97,8 +97,8 @@ def material(seed: int | None) -> Material:
             light=_unit([rng.uniform(-0.6, 0.6), rng.uniform(-0.7, 0.0), -1.0]),
             turn=(float(np.radians(rng.uniform(-TURN_DEGREES, TURN_DEGREES))),
                   float(np.radians(rng.uniform(-TURN_DEGREES, TURN_DEGREES)))),
-            brow_thickness=float(rng.uniform(0.6, 1.7)),
-            brow_lift=float(rng.uniform(-0.05, 0.06)),
+            brow_thickness=float(rng.uniform(0.8, 1.3)),
+            brow_lift=float(rng.uniform(-0.03, 0.03)),
             lip_fullness=float(rng.uniform(0.75, 1.35)),
             eye_opening=float(rng.uniform(0.8, 1.2)),
         )
