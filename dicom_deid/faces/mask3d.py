@@ -74,7 +74,7 @@ class Mask3DRenderer:
                  supersample_iod: float = 96.0,
                  refresh: int = 5, max_tracks: int = 64, feather: float = 0.12,
                  forehead: float = BASELINE_FOREHEAD, margin: float = BASELINE_MARGIN,
-                 rest_limit_degrees: float = 4.0) -> None:
+                 rest_limit_degrees: float = 0.0) -> None:
         self.model = load_model(model_path)
         self.expression = load_expression_model(expression_path)
         self.canonical = self.model.canonical.astype(np.float64)

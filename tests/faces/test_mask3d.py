@@ -175,7 +175,9 @@ def test_the_resting_attitude_is_the_studys_and_movement_the_patients(astronaut)
     within the renderer's 4 degrees) gives the same mask as a frontal one; a turn during the track, and a large turn, still move
     the mask."""
     _, lm = astronaut
-    renderer = Mask3DRenderer(donor_seed=3)
+    # Off by default: a mask turned against the head grows to cover the hull, and the leak
+    # check then flags its face box (London 001 smiling, GRID lbbc2a).
+    renderer = Mask3DRenderer(donor_seed=3, rest_limit_degrees=4.0)
     front = renderer.mask_geometry(lm, track_id=0)
     habit = renderer.mask_geometry(_yawed(lm, 3.0, renderer), track_id=1)
     def seen(a: np.ndarray, b: np.ndarray) -> float:   # as the camera sees it: x, y only
@@ -192,7 +194,8 @@ def test_the_resting_attitude_is_the_studys_and_movement_the_patients(astronaut)
         renderer.mask_geometry(lm, track_id=2)
     turned = renderer.mask_geometry(_yawed(lm, 15.0, renderer), track_id=2)
     assert yaw_of(turned) - yaw_of(front) == pytest.approx(15.0, abs=2.0)
-    large = Mask3DRenderer(donor_seed=3).mask_geometry(_yawed(lm, 30.0, renderer), track_id=0)
+    large = Mask3DRenderer(donor_seed=3, rest_limit_degrees=4.0).mask_geometry(
+        _yawed(lm, 30.0, renderer), track_id=0)
     assert yaw_of(large) - yaw_of(front) > 15.0
 
 
