@@ -21,6 +21,7 @@ COMMANDS = (
     "profiles",
     "transcode",
     "faces",
+    "text",
     "evaluate",
     "serve",
     "status",

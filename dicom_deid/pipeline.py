@@ -20,10 +20,14 @@ keypoint Structured Report in its own series:
 
     output_dir/<StudyUID>/<SRSeriesUID>/<SRSOPUID>.dcm
 
-With `faces="none"` such instances are written header-only, with RecognizableVisualFeatures
-YES and without the codes 113101/113102: nothing is claimed that was not done. A profile that
-asks for clean-pixel-data (burned-in text) fails the instance: this build cannot do it, and
-the instance goes to quarantine rather than out with text that may identify.
+The same pass covers burned-in text (dicom_deid.text) unless the profile's burned_in_text is
+`off`; the text stage's having run is what lets the header claim clean-pixel-data (113101)
+and set BurnedInAnnotation NO. With `faces="none"` the pass runs for the text alone; with
+both off such instances are written header-only, with RecognizableVisualFeatures YES and
+without the codes 113101/113102: nothing is claimed that was not done. A profile that asks
+for clean-pixel-data fails an instance the text stage does not run on (burned_in_text off,
+or pixels not of a kind it handles): it goes to quarantine rather than out with text that
+may identify.
 """
 
 from __future__ import annotations
@@ -140,10 +144,12 @@ def _needs_faces(source, header: HeaderResult, profile: Profile, faces: str) -> 
     cannot be done by this build."""
     if not has_pixels(source):
         return False
-    if "clean-pixel-data" in profile.options:
+    text = header.may_show_face and profile.burned_in_text != "off"
+    if "clean-pixel-data" in profile.options and not text:
         raise PixelStageError(
-            "the profile asks for clean-pixel-data, but burned-in annotation removal is not "
-            "available in this build"
+            "the profile asks for clean-pixel-data, but the burned-in text stage does not run "
+            "on this instance (burned_in_text is off, or its pixels are not video, "
+            "photography or secondary capture)"
         )
     if not header.may_show_face:
         return False
@@ -153,7 +159,7 @@ def _needs_faces(source, header: HeaderResult, profile: Profile, faces: str) -> 
                 "the profile asks for clean-recognizable-visual-features, but face method "
                 "'none' was chosen"
             )
-        return False
+        return text
     return True
 
 
@@ -239,7 +245,7 @@ def _process_faces(path: Path, source, header: HeaderResult, profile: Profile, f
     written: list[Path] = []
     try:
         outcome = clean_faces(path, header.dataset, original_study, original_sop, profile,
-                              faces, key, target, durable=durable)
+                              faces, key, target, durable=durable, original_ds=source)
         written.append(target)
         out = header.dataset.copy()
         out.SOPInstanceUID = outcome.sop_instance_uid

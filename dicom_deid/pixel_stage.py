@@ -57,18 +57,29 @@ def _original_face_landmarks(result: FrameResult) -> list:
 
 def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_sop: str,
                 profile: Profile, method: str, key: SiteKey, target: Path, *,
-                keypoints: bool | None = None, durable: bool = True) -> PixelOutcome:
+                keypoints: bool | None = None, durable: bool = True,
+                original_ds: Dataset | None = None) -> PixelOutcome:
     """Replace the faces in every frame of `path` and write the result to `target`.
 
     header_ds is the de-identified header (from the header stage); original_study and
-    original_sop are the source's UIDs, used only to derive keyed values. Raises
-    PixelStageError or dicom_deid.video.VideoError with a PHI-free message.
+    original_sop are the source's UIDs, used only to derive keyed values. Burned-in text is
+    covered in the same pass (dicom_deid.text, profile.burned_in_text); original_ds, the
+    source's header, gives redact-phi the values to look for. method "none" leaves the faces
+    and runs the text stage alone. Raises PixelStageError or dicom_deid.video.VideoError with
+    a PHI-free message.
     """
     from dicom_deid.faces import FaceReplacer
     from dicom_deid.video import open_frames, write_frames
 
     want_keypoints = profile.keypoints if keypoints is None else keypoints
-    status = PixelStatus(burned_in_annotation_cleaned=False, faces_cleaned=True, method=method)
+    # Keypoints are measured beside a face replacement; text alone does not write an SR.
+    want_keypoints = want_keypoints and method != "none"
+    text = _text_stage(profile, original_ds)
+    faces_on = method != "none"
+    if text is None and not faces_on:
+        raise PixelStageError("neither faces nor burned-in text were asked for")
+    status = PixelStatus(burned_in_annotation_cleaned=text is not None, faces_cleaned=faces_on,
+                         method=method if faces_on else None)
     template = header_ds.copy()
     # The header must say what was done before the frames are written with it.
     mark_pixels(template, profile, status)
@@ -81,7 +92,8 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
         info = reader.info
         fps = float(info.fps or 25.0)
         replacer = FaceReplacer(method=method, shape=profile.face_shape if method == "swap" else 0.0,
-                                donor_seed=donor_seed(key, original_study), fps=fps)
+                                donor_seed=donor_seed(key, original_study), fps=fps) \
+            if faces_on else _NoFaces()
         extract_original = extract_output = None
         if want_keypoints:
             from dicom_deid.keypoints import KeypointExtractor
@@ -108,6 +120,10 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
                     t0 = time.monotonic()
 
         replaced = frames()
+        if text is not None:
+            # One pass: the face stage's output frames go through the text stage on their way
+            # to the encoder (it holds up to key_interval frames).
+            replaced = text.stream(replaced)
         try:
             written = write_frames(
                 template, replaced, target, info, transfer_syntax="same",
@@ -140,12 +156,44 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
                       "decode_encode": round(total - timings["faces_s"] - timings["keypoints_s"], 3)},
     }
     report["video"].pop("path", None)
+    if text is not None:
+        report["text"] = text.close().as_dict()
     outcome = PixelOutcome(status=status, video=target, sop_instance_uid=new_uid, report=report)
     if want_keypoints:
         outcome.keypoints = originals
         outcome.sr, report["invariance"] = _keypoint_sr(
             target, originals, outputs, faces_report, profile, key, original_study, original_sop)
     return outcome
+
+
+def _text_stage(profile: Profile, original_ds: Dataset | None):
+    """The burned-in text stage the profile asks for, or None (off)."""
+    mode = getattr(profile, "burned_in_text", "off")
+    if mode == "off":
+        return None
+    from dicom_deid.text import PhiTerms, TextStage
+
+    return TextStage(mode, PhiTerms.from_dataset(original_ds) if mode == "redact-phi" else None,
+                     inplace=True)
+
+
+class _NoFaces:
+    """Stands in for the face stage when only text is cleaned: frames pass unchanged."""
+
+    def __init__(self) -> None:
+        from dicom_deid.faces import FacesReport
+
+        self.report = FacesReport(method="none")
+
+    def stream(self, frames):
+        from dicom_deid.faces import FrameResult
+
+        for index, rgb in enumerate(frames):
+            self.report.frames += 1
+            yield rgb, rgb.copy(), FrameResult(index=index, faces=[], fallback=False, leak=False)
+
+    def close(self):
+        return self.report
 
 
 def _keypoint_sr(video_path: Path, originals: list, outputs: list, faces_report: Any,
