@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from faces_speed import make_clip  # noqa: E402
-from make_text_testset import Block, Line, layout, render  # noqa: E402
+from make_text_testset import Block, Line, place, render  # noqa: E402
 
 from dicom_deid.faces import FaceReplacer  # noqa: E402
 from dicom_deid.faces.media import read_video  # noqa: E402
@@ -49,8 +49,7 @@ def overlay_blocks(width: int, height: int, frames: int) -> list[Block]:
                Line("counter", ["FRM", "0"], False, changing="counter")],
               "DejaVuSansMono-Bold.ttf", 14, "plain-light", (0.0, 1.0)),
     ]
-    for block in blocks:
-        layout(block, width, height, 25.0, frames)
+    place(blocks, width, height, 25.0, frames)
     return blocks
 
 

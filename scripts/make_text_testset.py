@@ -178,8 +178,9 @@ def line_words(line: Line, frame: int, fps: float) -> list[str]:
     return line.words
 
 
-def layout(block: Block, width: int, height: int, fps: float, frames: int) -> None:
-    """Place the block's lines inside the frame at its anchor (widest state of each line)."""
+def layout(block: Block, width: int, height: int, fps: float, frames: int) -> tuple[int, int, int, int]:
+    """Place the block's lines inside the frame at its anchor (widest state of each line);
+    returns the rectangle it takes."""
     step = round(block.size * 1.35)
     widest = 0
     for line in block.lines:
@@ -191,6 +192,36 @@ def layout(block: Block, width: int, height: int, fps: float, frames: int) -> No
     x = int(margin + fx * max(0, width - widest - 2 * margin))
     y = int(margin + fy * max(0, height - total_h - 2 * margin))
     block.layout = [(x, y + round(step * (i + 0.78))) for i in range(len(block.lines))]
+    return x - margin // 2, y - margin // 2, x + widest + margin // 2, y + total_h + margin // 2
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place(blocks: list[Block], width: int, height: int, fps: float, frames: int) -> None:
+    """Lay the blocks out without overlapping each other (a device does not print one field
+    over another): a block that would overlap moves along its side, then gets smaller."""
+    taken: list[tuple[int, int, int, int]] = []
+    for block in blocks:
+        fx, fy = block.anchor
+        while True:
+            tries = [(fx, fy)] + [(fx, y) for y in (0.0, 0.35, 0.7, 1.0) if y != fy] \
+                + [(x, fy) for x in (0.0, 0.5, 1.0) if x != fx]
+            for anchor in tries:
+                block.anchor = anchor
+                rect = layout(block, width, height, fps, frames)
+                if rect[2] <= width and rect[3] <= height and not any(_overlaps(rect, t) for t in taken):
+                    taken.append(rect)
+                    break
+            else:
+                smaller = [s for s in SIZES if s < block.size]
+                if smaller:
+                    block.size = smaller[-1]
+                    block.anchor = (fx, fy)
+                    continue
+                taken.append(rect)         # the smallest size still overlaps: keep it
+            break
 
 
 def render(background: np.ndarray, blocks: list[Block], frame: int, fps: float) -> tuple[np.ndarray, list[dict]]:
@@ -325,8 +356,7 @@ def build_items(data: Path, seed: int = 0, stills: int = 16, clips: int = 4, fra
                           _blocks(rng, "video", frames, sizes_for(5))))
     for item in items:
         first = next(item.backgrounds())
-        for block in item.blocks:
-            layout(block, first.shape[1], first.shape[0], item.fps, item.frames)
+        place(item.blocks, first.shape[1], first.shape[0], item.fps, item.frames)
     return items
 
 
