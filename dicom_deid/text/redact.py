@@ -11,16 +11,22 @@ from __future__ import annotations
 import numpy as np
 
 PAD = 2          # pixels added on every side: anti-aliased edges and shadows lie just outside
+GROW = 0.1       # and this share of the box's height: the detector's box is tighter on large text
 RING = 3         # width of the ring sampled for the fill colour
 
 
-def integer_boxes(boxes: np.ndarray, shape: tuple[int, ...], pad: int = PAD) -> np.ndarray:
-    """N x 4 int32 boxes (x0, y0, x1, y1, end exclusive), padded and clipped to the frame."""
+def integer_boxes(boxes: np.ndarray, shape: tuple[int, ...], pad: int | None = None) -> np.ndarray:
+    """N x 4 int32 boxes (x0, y0, x1, y1, end exclusive), padded and clipped to the frame.
+
+    pad: pixels on every side; None: PAD plus GROW of each box's height (what redaction uses).
+    """
     h, w = shape[:2]
     arr = np.asarray(boxes, np.float32)
     if arr.size == 0:
         return np.zeros((0, 4), np.int32)
     arr = arr.reshape(len(arr), -1)[:, :4]
+    if pad is None:
+        pad = PAD + np.round(GROW * np.maximum(0, arr[:, 3] - arr[:, 1]))
     out = np.empty((len(arr), 4), np.int32)
     out[:, 0] = np.clip(np.floor(arr[:, 0]) - pad, 0, w)
     out[:, 1] = np.clip(np.floor(arr[:, 1]) - pad, 0, h)

@@ -12,12 +12,18 @@ def test_fill_is_the_surrounding_colour_and_nothing_else_changes() -> None:
     rgb[20:30, 20:50] = 255                       # the "text"
     before = rgb.copy()
     boxes = integer_boxes(np.array([[22, 21, 48, 29, 0.9]]), rgb.shape)
-    assert boxes.tolist() == [[20, 19, 50, 31]]
+    # 2 px, and a tenth of the box's height (8 px: 1 more)
+    assert boxes.tolist() == [[19, 18, 51, 32]]
     out = redact(rgb, boxes)
     assert out is rgb
-    assert np.all(out[19:31, 20:50] == (30, 60, 90))
+    assert np.all(out[18:32, 19:51] == (30, 60, 90))
     outside = ~box_mask(rgb.shape, boxes)
     assert np.array_equal(out[outside], before[outside])
+
+
+def test_large_text_gets_a_wider_margin() -> None:
+    boxes = integer_boxes(np.array([[100, 100, 300, 150]]), (400, 400, 3))
+    assert boxes.tolist() == [[93, 93, 307, 157]]
 
 
 def test_boxes_are_clipped_and_empty_ones_dropped() -> None:
