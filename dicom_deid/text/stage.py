@@ -6,23 +6,28 @@
     report = stage.close()                           # TextReport: counts, never text
 
 Video, with static-overlay tracking. The first frame is detected whole. After that, text can
-only appear where the picture changes, so every frame gets a cheap check: edges (half
-resolution) that were not within a pixel of an edge in the previous frame, counted per tile
-(128 frame pixels), outside the boxes already tracked. The frames are held in groups of
-`key_interval`; at the end of a group (a key frame):
+only appear where the picture changes, and burned-in text then stays put, so every frame gets a
+cheap check at half resolution: edges that have been still for three frames (an edge, at the
+same grey level, in this frame and the two before; a moving picture's edges are not) and were
+not still the frame before are new; they are counted per tile (128 frame pixels), outside the
+boxes already tracked. The frames are held in groups of `key_interval`; at the end of a group
+(a key frame):
 
 - each tracked box whose pixels changed since it was found (a running clock, a counter, text
   that went away, something passing in front) is detected again on the key frame; a box whose
   pixels did not change is still there, and is kept without detection;
-- each tile where new edges appeared during the group is detected on the key frame and on the
-  frame of the group where most new edges appeared in it (text that came and went inside the
-  group);
+- each tile with new still edges during the group is detected on the key frame and on the
+  frame of the group where most of them appeared (text that came and went inside the group);
 - every frame of the group is covered with the boxes tracked at its start and every box found
-  at the key frame, so a box that appears, changes or goes between two key frames is covered in
-  every frame of the group (fail closed), at the cost of covering it a little early or late.
+  then, so a box that appears, changes or goes between two key frames is covered in every
+  frame of the group (fail closed), at the cost of covering it a little early or late. The
+  group's last two frames are held over to the next group and covered by both groups' boxes
+  (new text's edges are still only from its third frame), and the last frame of a file is
+  detected whole.
 
-A group holds at most `key_interval` frames, so the producer must hand a new array for each
-frame (decoders and the face stage do).
+Text shown for fewer than three frames (an 80 ms flash at 25 fps) that is on neither a key
+frame nor the first or last frame is not seen. A group holds `key_interval` + 2 frames, so the
+producer must hand a new array for each frame (decoders and the face stage do).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ TILE = 64              # tile side in the half-resolution edge map (128 frame pi
 EDGE_LEVEL = 40        # grey-level step (3x3 morphological gradient) that counts as an edge
 NEW_EDGES = 12         # new edge pixels in a tile (half resolution) that make it changed
 MARGIN = 48            # frame pixels added around changed tiles before they are detected
+HOLD = 2               # frames of a group held over to the next (text is seen 2 frames late)
+STILL_LEVEL = 4        # grey-level change at an edge pixel between two frames that is still "still"
 BOX_CHANGE = 10.0      # mean grey-level difference that says a tracked box's pixels changed
 
 
@@ -182,17 +189,33 @@ class TextStage:
         return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
     @staticmethod
-    def _edges(grey: np.ndarray) -> np.ndarray:
+    def _edges(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(half-resolution grey image, its edge map)."""
         half = cv2.resize(grey, (max(1, grey.shape[1] // 2), max(1, grey.shape[0] // 2)),
                           interpolation=cv2.INTER_AREA)
         grad = cv2.morphologyEx(half, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
-        return (grad >= EDGE_LEVEL).astype(np.uint8)
+        return half, (grad >= EDGE_LEVEL).astype(np.uint8)
 
     @staticmethod
-    def _new_edge_counts(edges: np.ndarray, previous: np.ndarray, known: np.ndarray) -> np.ndarray:
-        """Per tile: edge pixels not within a pixel of an edge in the previous frame, outside
-        the boxes already tracked."""
-        new = edges & (1 - cv2.dilate(previous, np.ones((3, 3), np.uint8)))
+    def _still_edges(half: np.ndarray, edges: np.ndarray, half_before: np.ndarray,
+                     edges_before: np.ndarray) -> np.ndarray:
+        """Edges that are in this frame and the one before, with the same grey level there:
+        where burned-in text is. A moving picture's edges move, so the grey level at an
+        edge pixel changes between two frames even where two edges happen to overlap."""
+        same = cv2.absdiff(half, half_before) <= STILL_LEVEL
+        return edges & edges_before & same.astype(np.uint8)
+
+    @staticmethod
+    def _new_edge_counts(steady: np.ndarray, previous: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """Per tile: still edge pixels (`_still_edges`) not within a pixel of a still edge one
+        frame earlier, outside the boxes already tracked.
+
+        Text that appears stays where it is, so its edges are still from the frame after it
+        appears, and new then; a moving picture's are not, so motion does not make every tile
+        look changed (with plain new edges it did, and the stage cost twice the face stage on a
+        moving 720p clip).
+        """
+        new = steady & (1 - cv2.dilate(previous, np.ones((3, 3), np.uint8)))
         for x0, y0, x1, y1 in known:
             new[y0 // 2:(y1 + 1) // 2, x0 // 2:(x1 + 1) // 2] = 0
         h, w = new.shape
@@ -243,7 +266,8 @@ class TextStage:
         tracked = np.zeros((0, 4), np.float32)     # boxes on screen at the last key frame
         references: list[np.ndarray] = []          # their grey pixels when last confirmed
         pending: list[np.ndarray] = []             # frames since the last key frame
-        previous = None
+        carry = np.zeros((0, 4), np.float32)       # the last group's cover, for its held frames
+        previous = still_before = steady_before = None
         best = peak = None                         # per tile: frame of most new edges, count
         for index, rgb in enumerate(source):
             if shape is None:
@@ -251,14 +275,19 @@ class TextStage:
             elif rgb.shape != shape:
                 raise ValueError(f"frame {index + 1} is {rgb.shape}, the first was {shape}")
             grey = self._grey(rgb)
-            edges = self._edges(grey)
+            half, edges = self._edges(grey)
             if previous is None:
                 found = self._detect_full(rgb)
                 tracked, references = self._track(found[:, :4], grey)
                 yield self._finish(rgb, tracked)
-                previous = edges
+                previous, still_before, steady_before = (half, edges), edges, edges
                 continue
-            counts = self._new_edge_counts(edges, previous, integer_boxes(tracked, shape, pad=4))
+            # Still over three frames: two edges of a textured moving picture meet by chance
+            # now and then, three times in a row much more rarely.
+            still = self._still_edges(half, edges, *previous)
+            steady = still & still_before
+            counts = self._new_edge_counts(steady, steady_before, integer_boxes(tracked, shape, pad=4))
+            still_before, steady_before = still, steady
             if best is None:
                 best = np.full(counts.shape, -1, np.int32)
                 peak = np.zeros(counts.shape, np.int32)
@@ -266,13 +295,20 @@ class TextStage:
             best[more] = len(pending)
             peak[more] = counts[more]
             pending.append(rgb)
-            previous = edges
-            if len(pending) == self.key_interval:
-                tracked, references = yield from self._flush(pending, grey, tracked, references, best)
-                pending, best, peak = [], None, None
+            previous = (half, edges)
+            if len(pending) == self.key_interval + HOLD:
+                tracked, references, carry = yield from self._flush(
+                    pending, grey, tracked, references, best, carry, hold=HOLD)
+                # The last frames of a group are held and go out with the next group, covered
+                # by what both groups found: text that appears on them has no still edges
+                # until two frames later.
+                pending, best, peak = pending[-HOLD:], None, None
         if pending:
             last_grey = self._grey(pending[-1])
-            yield from self._flush(pending, last_grey, tracked, references, best)
+            # The last frame is detected whole: text that appears on the last frames has no
+            # still edges yet.
+            yield from self._flush(pending, last_grey, tracked, references, best, carry,
+                                   whole=True)
 
     def _track(self, boxes: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """Boxes to follow from this frame on, with their grey pixels now."""
@@ -280,7 +316,8 @@ class TextStage:
         return ints.astype(np.float32), [grey[y0:y1, x0:x1].copy() for x0, y0, x1, y1 in ints]
 
     def _flush(self, pending: list[np.ndarray], grey: np.ndarray, tracked: np.ndarray,
-               references: list[np.ndarray], best: np.ndarray | None):
+               references: list[np.ndarray], best: np.ndarray | None, carry: np.ndarray,
+               hold: int = 0, whole: bool = False):
         """Key frame (the last of `pending`, `grey` its grey image): settle what was on screen
         during the group, cover every frame of it, and return the boxes tracked from here on
         with their reference pixels."""
@@ -292,13 +329,17 @@ class TextStage:
             for (x0, y0, x1, y1), ref in zip(ints, references, strict=True)], bool).reshape(-1)
         dirty = best >= 0 if best is not None else np.zeros((1, 1), bool)
         on_key = np.zeros((0, 5), np.float32)
-        if dirty.any() or changed.any():
+        if whole:
+            self.report.key_frames -= 1          # counted again by _detect_full
+            on_key = self._detect_full(pending[last])
+        elif dirty.any() or changed.any():
             on_key = self._detect_regions(pending[last], dirty, tracked[changed])
         between = [self._detect_regions(pending[f], best == f)
                    for f in np.unique(best[dirty]) if f != last] if dirty.any() else []
         cover = _union(tracked, on_key, *between)
-        for frame in pending:
-            yield self._finish(frame, cover)
+        held_over = _union(cover, carry)
+        for i, frame in enumerate(pending[:len(pending) - hold]):
+            yield self._finish(frame, held_over if i < HOLD and len(carry) else cover)
         # Tracked from here on: the boxes whose pixels did not change (compared with when they
         # were found, so that a slow change adds up), and what the key frame shows. Boxes found
         # only on an earlier frame of the group came and went, and were covered above.
@@ -308,7 +349,7 @@ class TextStage:
         if len(kept) and len(new):
             fresh = ~(np.round(new)[:, None, :] == np.round(kept)[None, :, :]).all(-1).any(1)
             new, new_refs = new[fresh], [r for r, f in zip(new_refs, fresh, strict=True) if f]
-        return np.concatenate([kept.reshape(-1, 4), new.reshape(-1, 4)]), kept_refs + new_refs
+        return np.concatenate([kept.reshape(-1, 4), new.reshape(-1, 4)]), kept_refs + new_refs, cover
 
     def close(self) -> TextReport:
         if self.report.frames:

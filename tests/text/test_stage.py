@@ -131,3 +131,17 @@ def test_the_report_holds_counts_only(detector) -> None:
                            "boxes_kept", "frames_redacted", "boxes_redacted", "area_max",
                            "area_mean"}
     assert all(isinstance(v, int | float) for k, v in report.items() if k != "mode")
+
+
+@pytest.mark.parametrize("label", [(4, 7), (5, 8), (6, 9), (17, 20)])
+def test_text_at_the_end_of_a_group_or_of_the_file_is_covered(detector, label) -> None:
+    # interval 4: the first group is frames 1-6, its key frame 6, frames 5 and 6 held over to
+    # the next group (7-10), and so on. The label is on for three frames (the shortest the
+    # still-edge check promises to see): gone before the key frame, on the held frames, across
+    # a key frame, or on the last frames of the file, where its edges are still only at the end.
+    _, texted, truth = _clip(frames=20, label=label)
+    stage = TextStage("redact-all", key_interval=4, detector=detector, record=True)
+    out = list(stage.stream(texted))
+    stage.close()
+    for i in range(*label):
+        assert covered(stage.covered[i], truth[i]["label"], out[i].shape) > 0.98, i
