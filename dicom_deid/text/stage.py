@@ -22,8 +22,8 @@ boxes already tracked. The frames are held in groups of `key_interval`; at the e
   then, so a box that appears, changes or goes between two key frames is covered in every
   frame of the group (fail closed), at the cost of covering it a little early or late. The
   group's last two frames are held over to the next group and covered by both groups' boxes
-  (new text's edges are still only from its third frame), and the last frame of a file is
-  detected whole.
+  (new text's edges are still only from its third frame); at the end of a file, tiles with
+  any new edges in its last two frames are detected on the last frame.
 
 Text shown for fewer than three frames (an 80 ms flash at 25 fps) that is on neither a key
 frame nor the first or last frame is not seen. A group holds `key_interval` + 2 frames, so the
@@ -33,6 +33,7 @@ producer must hand a new array for each frame (decoders and the face stage do).
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
@@ -40,7 +41,7 @@ import cv2
 import numpy as np
 
 from dicom_deid.text.phi import PhiTerms
-from dicom_deid.text.redact import integer_boxes, redact
+from dicom_deid.text.redact import fill_colour, integer_boxes, redact
 
 MODES = ("redact-all", "redact-phi", "off")
 DEFAULT_KEY_INTERVAL = 16
@@ -86,6 +87,30 @@ def _union(*sets: np.ndarray) -> np.ndarray:
     boxes = np.concatenate([p[:, :4] for p in parts]).astype(np.float32)
     # The same box found again (a static overlay on every key frame) is covered once.
     return np.unique(np.round(boxes), axis=0)
+
+
+def _colours(rgb: np.ndarray, cover: np.ndarray) -> list[np.ndarray]:
+    return [fill_colour(rgb, box) for box in integer_boxes(cover, rgb.shape)]
+
+
+def _merge(rects: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Overlapping rectangles as their bounding rectangles: one detection instead of several
+    over the same pixels (a clock and a counter on adjacent lines)."""
+    rects = list(rects)
+    merged = True
+    while merged and len(rects) > 1:
+        merged = False
+        for i in range(len(rects)):
+            for j in range(i + 1, len(rects)):
+                a, b = rects[i], rects[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    rects[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del rects[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return rects
 
 
 class TextStage:
@@ -156,7 +181,7 @@ class TextStage:
             pad = max(8, (y1 - y0) // 2)
             rects.append((x0 - 4 * pad, y0 - pad, x1 + 4 * pad, y1 + pad))
         found = []
-        for x0, y0, x1, y1 in rects:
+        for x0, y0, x1, y1 in _merge(rects):
             rect = (max(0, x0), max(0, y0), min(w, x1), min(h, y1))
             got = self._detect_rect(rgb, rect, scale)
             # A box that touches a cut edge of the rectangle may go on beyond it (a long line
@@ -226,7 +251,9 @@ class TextStage:
 
     # ------------------------------------------------------------------ output
 
-    def _finish(self, rgb: np.ndarray, cover: np.ndarray) -> np.ndarray:
+    def _finish(self, rgb: np.ndarray, cover: np.ndarray,
+                colours: list[np.ndarray] | None = None) -> np.ndarray:
+        """Cover `cover` in `rgb`; colours: the fill of each box (default: from this frame)."""
         boxes = integer_boxes(cover, rgb.shape)
         self.report.frames += 1
         if self.record:
@@ -234,7 +261,7 @@ class TextStage:
         if not len(boxes):
             return rgb
         out = rgb if self.inplace else rgb.copy()
-        redact(out, boxes)
+        redact(out, boxes, colours)
         area = float(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sum())
         share = min(1.0, area / (rgb.shape[0] * rgb.shape[1]))
         self.report.frames_redacted += 1
@@ -267,6 +294,7 @@ class TextStage:
         references: list[np.ndarray] = []          # their grey pixels when last confirmed
         pending: list[np.ndarray] = []             # frames since the last key frame
         carry = np.zeros((0, 4), np.float32)       # the last group's cover, for its held frames
+        raw_recent: deque = deque(maxlen=HOLD)     # plain new edges of the last frames
         previous = still_before = steady_before = None
         best = peak = None                         # per tile: frame of most new edges, count
         for index, rgb in enumerate(source):
@@ -284,9 +312,11 @@ class TextStage:
                 continue
             # Still over three frames: two edges of a textured moving picture meet by chance
             # now and then, three times in a row much more rarely.
+            known = integer_boxes(tracked, shape, pad=4)
+            raw_recent.append((edges, previous[1], known))
             still = self._still_edges(half, edges, *previous)
             steady = still & still_before
-            counts = self._new_edge_counts(steady, steady_before, integer_boxes(tracked, shape, pad=4))
+            counts = self._new_edge_counts(steady, steady_before, known)
             still_before, steady_before = still, steady
             if best is None:
                 best = np.full(counts.shape, -1, np.int32)
@@ -305,10 +335,14 @@ class TextStage:
                 pending, best, peak = pending[-HOLD:], None, None
         if pending:
             last_grey = self._grey(pending[-1])
-            # The last frame is detected whole: text that appears on the last frames has no
-            # still edges yet.
+            # Text that appears on the last two frames has no still edges yet: there, tiles
+            # with any new edges are detected on the last frame.
+            recent = None
+            for edges_now, edges_before, known in raw_recent:
+                changed = self._new_edge_counts(edges_now, edges_before, known) >= NEW_EDGES
+                recent = changed if recent is None else recent | changed
             yield from self._flush(pending, last_grey, tracked, references, best, carry,
-                                   whole=True)
+                                   recent=recent)
 
     def _track(self, boxes: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """Boxes to follow from this frame on, with their grey pixels now."""
@@ -317,7 +351,7 @@ class TextStage:
 
     def _flush(self, pending: list[np.ndarray], grey: np.ndarray, tracked: np.ndarray,
                references: list[np.ndarray], best: np.ndarray | None, carry: np.ndarray,
-               hold: int = 0, whole: bool = False):
+               hold: int = 0, recent: np.ndarray | None = None):
         """Key frame (the last of `pending`, `grey` its grey image): settle what was on screen
         during the group, cover every frame of it, and return the boxes tracked from here on
         with their reference pixels."""
@@ -329,17 +363,24 @@ class TextStage:
             for (x0, y0, x1, y1), ref in zip(ints, references, strict=True)], bool).reshape(-1)
         dirty = best >= 0 if best is not None else np.zeros((1, 1), bool)
         on_key = np.zeros((0, 5), np.float32)
-        if whole:
-            self.report.key_frames -= 1          # counted again by _detect_full
-            on_key = self._detect_full(pending[last])
-        elif dirty.any() or changed.any():
-            on_key = self._detect_regions(pending[last], dirty, tracked[changed])
+        at_key = dirty
+        if recent is not None:
+            at_key = recent | dirty if dirty.shape == recent.shape else recent
+        if at_key.any() or changed.any():
+            on_key = self._detect_regions(pending[last], at_key, tracked[changed])
         between = [self._detect_regions(pending[f], best == f)
                    for f in np.unique(best[dirty]) if f != last] if dirty.any() else []
         cover = _union(tracked, on_key, *between)
         held_over = _union(cover, carry)
+        # One fill colour per box for the group, from its first frame: the fill of a static
+        # overlay does not change, and the colours cost more than the fills.
+        colours = _colours(pending[0], cover)
+        held_colours = _colours(pending[0], held_over) if len(carry) else colours
         for i, frame in enumerate(pending[:len(pending) - hold]):
-            yield self._finish(frame, held_over if i < HOLD and len(carry) else cover)
+            if i < HOLD and len(carry):
+                yield self._finish(frame, held_over, held_colours)
+            else:
+                yield self._finish(frame, cover, colours)
         # Tracked from here on: the boxes whose pixels did not change (compared with when they
         # were found, so that a slow change adds up), and what the key frame shows. Boxes found
         # only on an earlier frame of the group came and went, and were covered above.
