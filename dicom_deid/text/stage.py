@@ -16,8 +16,9 @@ boxes already tracked. The frames are held in groups of `key_interval`; at the e
 - each tracked box whose pixels changed since it was found (a running clock, a counter, text
   that went away, something passing in front) is detected again on the key frame; a box whose
   pixels did not change is still there, and is kept without detection;
-- each tile with new still edges during the group is detected on the key frame and on the
-  frame of the group where most of them appeared (text that came and went inside the group);
+- each tile with new still edges during the group is detected on the key frame, and, when
+  those edges are gone from the key frame (text that came and went inside the group), on the
+  frame of the group where most of them appeared;
 - every frame of the group is covered with the boxes tracked at its start and every box found
   then, so a box that appears, changes or goes between two key frames is covered in every
   frame of the group (fail closed), at the cost of covering it a little early or late. The
@@ -222,16 +223,21 @@ class TextStage:
         return half, (grad >= EDGE_LEVEL).astype(np.uint8)
 
     @staticmethod
-    def _still_edges(half: np.ndarray, edges: np.ndarray, half_before: np.ndarray,
-                     edges_before: np.ndarray) -> np.ndarray:
-        """Edges that are in this frame and the one before, with the same grey level there:
-        where burned-in text is. A moving picture's edges move, so the grey level at an
-        edge pixel changes between two frames even where two edges happen to overlap."""
-        same = cv2.absdiff(half, half_before) <= STILL_LEVEL
-        return edges & edges_before & same.astype(np.uint8)
+    def _still_edges(half: np.ndarray, edges: np.ndarray,
+                     before: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Edges that are in this frame and the frames `before`, at the same grey level:
+        where burned-in text is. A moving picture's edges move, so the grey level at an edge
+        pixel changes even where two edges happen to overlap; compared across two frames,
+        slow motion (under a pixel a frame) has moved far enough too."""
+        still = edges.copy()
+        for half_before, edges_before in before:
+            still &= edges_before
+            still &= (cv2.absdiff(half, half_before) <= STILL_LEVEL).astype(np.uint8)
+        return still
 
     @staticmethod
-    def _new_edge_counts(steady: np.ndarray, previous: np.ndarray, known: np.ndarray) -> np.ndarray:
+    def _new_edge_counts(steady: np.ndarray, previous: np.ndarray, known: np.ndarray,
+                         keep: list | None = None) -> np.ndarray:
         """Per tile: still edge pixels (`_still_edges`) not within a pixel of a still edge one
         frame earlier, outside the boxes already tracked.
 
@@ -243,6 +249,8 @@ class TextStage:
         new = steady & (1 - cv2.dilate(previous, np.ones((3, 3), np.uint8)))
         for x0, y0, x1, y1 in known:
             new[y0 // 2:(y1 + 1) // 2, x0 // 2:(x1 + 1) // 2] = 0
+        if keep is not None:
+            keep.append(new)
         h, w = new.shape
         ty, tx = -(-h // TILE), -(-w // TILE)
         padded = np.zeros((ty * TILE, tx * TILE), np.uint16)
@@ -295,7 +303,8 @@ class TextStage:
         pending: list[np.ndarray] = []             # frames since the last key frame
         carry = np.zeros((0, 4), np.float32)       # the last group's cover, for its held frames
         raw_recent: deque = deque(maxlen=HOLD)     # plain new edges of the last frames
-        previous = still_before = steady_before = None
+        previous = before2 = steady_before = None
+        new_maps: dict[int, np.ndarray] = {}       # per frame of the group: its new still edges
         best = peak = None                         # per tile: frame of most new edges, count
         for index, rgb in enumerate(source):
             if shape is None:
@@ -308,27 +317,31 @@ class TextStage:
                 found = self._detect_full(rgb)
                 tracked, references = self._track(found[:, :4], grey)
                 yield self._finish(rgb, tracked)
-                previous, still_before, steady_before = (half, edges), edges, edges
+                previous, steady_before = (half, edges), edges
                 continue
-            # Still over three frames: two edges of a textured moving picture meet by chance
-            # now and then, three times in a row much more rarely.
+            # Still over three frames (this one and the two before): two edges of a moving
+            # picture meet by chance now and then, three times in a row much more rarely.
             known = integer_boxes(tracked, shape, pad=4)
             raw_recent.append((edges, previous[1], known))
-            still = self._still_edges(half, edges, *previous)
-            steady = still & still_before
-            counts = self._new_edge_counts(steady, steady_before, known)
-            still_before, steady_before = still, steady
+            steady = self._still_edges(half, edges, [previous] + ([before2] if before2 else []))
+            new_map: list = []
+            counts = self._new_edge_counts(steady, steady_before, known, new_map)
+            steady_before = steady
             if best is None:
                 best = np.full(counts.shape, -1, np.int32)
                 peak = np.zeros(counts.shape, np.int32)
             more = (counts >= NEW_EDGES) & (counts > peak)
+            if more.any():
+                new_maps[len(pending)] = new_map[0]
             best[more] = len(pending)
             peak[more] = counts[more]
             pending.append(rgb)
-            previous = (half, edges)
+            before2, previous = previous, (half, edges)
             if len(pending) == self.key_interval + HOLD:
                 tracked, references, carry = yield from self._flush(
-                    pending, grey, tracked, references, best, carry, hold=HOLD)
+                    pending, grey, tracked, references, best, carry, hold=HOLD,
+                    key_edges=edges, new_maps=new_maps)
+                new_maps = {}
                 # The last frames of a group are held and go out with the next group, covered
                 # by what both groups found: text that appears on them has no still edges
                 # until two frames later.
@@ -342,7 +355,7 @@ class TextStage:
                 changed = self._new_edge_counts(edges_now, edges_before, known) >= NEW_EDGES
                 recent = changed if recent is None else recent | changed
             yield from self._flush(pending, last_grey, tracked, references, best, carry,
-                                   recent=recent)
+                                   recent=recent, key_edges=previous[1], new_maps=new_maps)
 
     def _track(self, boxes: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """Boxes to follow from this frame on, with their grey pixels now."""
@@ -351,7 +364,8 @@ class TextStage:
 
     def _flush(self, pending: list[np.ndarray], grey: np.ndarray, tracked: np.ndarray,
                references: list[np.ndarray], best: np.ndarray | None, carry: np.ndarray,
-               hold: int = 0, recent: np.ndarray | None = None):
+               hold: int = 0, recent: np.ndarray | None = None,
+               key_edges: np.ndarray | None = None, new_maps: dict | None = None):
         """Key frame (the last of `pending`, `grey` its grey image): settle what was on screen
         during the group, cover every frame of it, and return the boxes tracked from here on
         with their reference pixels."""
@@ -368,8 +382,20 @@ class TextStage:
             at_key = recent | dirty if dirty.shape == recent.shape else recent
         if at_key.any() or changed.any():
             on_key = self._detect_regions(pending[last], at_key, tracked[changed])
-        between = [self._detect_regions(pending[f], best == f)
-                   for f in np.unique(best[dirty]) if f != last] if dirty.any() else []
+        # A tile whose new edges are still there on the key frame was detected there; one whose
+        # new edges went (text that came and went) is detected where they were.
+        gone = dirty.copy()
+        if dirty.any() and key_edges is not None and new_maps:
+            for ty, tx in np.argwhere(dirty):
+                new = new_maps.get(int(best[ty, tx]))
+                if new is None:
+                    continue
+                sl = np.s_[ty * TILE:(ty + 1) * TILE, tx * TILE:(tx + 1) * TILE]
+                edges_there = int(new[sl].sum())
+                kept_there = int((new[sl] & key_edges[sl]).sum())
+                gone[ty, tx] = kept_there < 0.5 * edges_there
+        between = [self._detect_regions(pending[f], gone & (best == f))
+                   for f in np.unique(best[gone]) if f != last] if gone.any() else []
         cover = _union(tracked, on_key, *between)
         held_over = _union(cover, carry)
         # One fill colour per box for the group, from its first frame: the fill of a static
