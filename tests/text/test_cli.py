@@ -55,3 +55,23 @@ def test_bad_arguments(tmp_path: Path, capsys) -> None:
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), background())
     assert main(["text", str(img), "--output", str(tmp_path / "o"), "--key-interval", "0"]) == 2
+
+
+def test_dicom_keeps_its_header_gets_a_new_uid_and_loses_its_text(tmp_path: Path, detector) -> None:
+    from pydicom import dcmread
+
+    from dicom_deid.video import open_frames
+    from tests.text.test_pipeline import _texted_instance
+
+    src, pictures, boxes = _texted_instance(tmp_path / "sc.dcm", frames=3)
+    out = tmp_path / "out"
+    assert main(["text", str(src), "--output", str(out), "--mode", "redact-phi"]) == 0
+    before, after = dcmread(src, stop_before_pixels=True), dcmread(out / "sc.dcm", stop_before_pixels=True)
+    assert after.SOPInstanceUID != before.SOPInstanceUID
+    assert after.PatientName == before.PatientName        # pixels only: the header is deidentify's
+    with open_frames(out / "sc.dcm") as reader:
+        frames = list(reader)
+    assert len(frames) == 3
+    for frame, frame_boxes in zip(frames, boxes, strict=True):
+        for x0, y0, x1, y1 in frame_boxes:       # the name and the ID match the header: covered
+            assert frame[y0:y1, x0:x1].reshape(-1, 3).std(axis=0).max() < 1.0
