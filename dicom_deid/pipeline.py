@@ -21,7 +21,8 @@ keypoint Structured Report in its own series:
     output_dir/<StudyUID>/<SRSeriesUID>/<SRSOPUID>.dcm
 
 The same pass covers burned-in text (dicom_deid.text) unless the profile's burned_in_text is
-`off`; the text stage's having run is what lets the header claim clean-pixel-data (113101)
+`off`: by default on video and photographs, on secondary captures and other multi-frame images
+when the profile asks for clean-pixel-data (pixel_stage.text_applies); the text stage's having run is what lets the header claim clean-pixel-data (113101)
 and set BurnedInAnnotation NO. With `faces="none"` the pass runs for the text alone; with
 both off such instances are written header-only, with RecognizableVisualFeatures YES and
 without the codes 113101/113102: nothing is claimed that was not done. A profile that asks
@@ -144,7 +145,9 @@ def _needs_faces(source, header: HeaderResult, profile: Profile, faces: str) -> 
     cannot be done by this build."""
     if not has_pixels(source):
         return False
-    text = header.may_show_face and profile.burned_in_text != "off"
+    from dicom_deid.pixel_stage import text_applies
+
+    text = header.may_show_face and text_applies(profile, source)
     if "clean-pixel-data" in profile.options and not text:
         raise PixelStageError(
             "the profile asks for clean-pixel-data, but the burned-in text stage does not run "

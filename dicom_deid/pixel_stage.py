@@ -166,11 +166,36 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
     return outcome
 
 
+# Video and photographs get the text stage by default (issue 18); other pixels that may show a
+# face (secondary capture, multi-frame images) when the profile asks for clean-pixel-data.
+_TEXT_SOP_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.77.1.1",    # VL endoscopic image and video
+    "1.2.840.10008.5.1.4.1.1.77.1.4",    # VL photographic image and video
+    "1.2.840.10008.5.1.4.1.1.77.1.5",    # ophthalmic photography
+    "1.2.840.10008.5.1.4.1.1.77.1.7",    # dermoscopic photography
+)
+
+
+def text_applies(profile: Profile, original_ds: Dataset | None) -> bool:
+    """Whether the burned-in text stage runs on this instance (its pixels may show a face)."""
+    if original_ds is None or getattr(profile, "burned_in_text", "off") == "off":
+        return False
+    if "clean-pixel-data" in profile.options:
+        return True
+    from dicom_deid.video.syntaxes import MPEG_SYNTAXES
+
+    sop_class = str(original_ds.get("SOPClassUID", "") or "")
+    meta = getattr(original_ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    return syntax in MPEG_SYNTAXES or any(sop_class == p or sop_class.startswith(p + ".")
+                                           for p in _TEXT_SOP_PREFIXES)
+
+
 def _text_stage(profile: Profile, original_ds: Dataset | None):
-    """The burned-in text stage the profile asks for, or None (off)."""
-    mode = getattr(profile, "burned_in_text", "off")
-    if mode == "off":
+    """The burned-in text stage for this instance, or None."""
+    if not text_applies(profile, original_ds):
         return None
+    mode = profile.burned_in_text
     from dicom_deid.text import PhiTerms, TextStage
 
     return TextStage(mode, PhiTerms.from_dataset(original_ds) if mode == "redact-phi" else None,

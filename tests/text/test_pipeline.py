@@ -117,3 +117,29 @@ def test_profile_key_bad_value(tmp_path: Path) -> None:
 
     with pytest.raises(ProfileError, match="burned_in_text must be one of"):
         load_profile(_profile(tmp_path, "burned_in_text: blur"))
+
+
+def test_a_secondary_capture_gets_the_text_stage_only_when_asked(tmp_path: Path) -> None:
+    # Video and photographs get it by default; a secondary capture when the profile asks for
+    # clean-pixel-data (the first test above).
+    source, _, _ = _texted_instance(tmp_path / "sc.dcm", frames=2)
+    result = _run(tmp_path, source, "faces: none")
+    assert result.ok, result.failures
+    ds = dcmread(result.outputs[0], stop_before_pixels=True)
+    assert ds.BurnedInAnnotation == "YES"
+    report = json.loads(result.outputs[0].with_suffix(".json").read_text())
+    assert "text" not in report and report["pixels"]["burned_in_annotation_cleaned"] is False
+
+
+def test_video_gets_the_text_stage_by_default(tmp_path: Path) -> None:
+    from tests.video.fixtures import make_video
+
+    source = make_video(tmp_path / "v.dcm", width=96, height=64, frames=6)
+    result = _run(tmp_path, source, "faces: none")
+    assert result.ok, result.failures
+    out = result.outputs[0]
+    ds = dcmread(out, stop_before_pixels=True)
+    assert ds.BurnedInAnnotation == "NO"
+    assert "113101" in {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["text"]["frames"] == 6 and report["text"]["mode"] == "redact-all"
