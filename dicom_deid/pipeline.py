@@ -21,10 +21,11 @@ keypoint Structured Report in its own series:
     output_dir/<StudyUID>/<SRSeriesUID>/<SRSOPUID>.dcm
 
 The same pass covers burned-in text (dicom_deid.text) unless the profile's burned_in_text is
-`off`: by default on video and photographs, on secondary captures and other multi-frame images
-when the profile asks for clean-pixel-data (pixel_stage.text_applies); the text stage's having run is what lets the header claim clean-pixel-data (113101)
-and set BurnedInAnnotation NO. With `faces="none"` the pass runs for the text alone; with
-both off such instances are written header-only, with RecognizableVisualFeatures YES and
+`off`: by default on video and photographs, on secondary captures and other images when the
+profile asks for clean-pixel-data (pixel_stage.text_applies). The text stage's having run is
+what lets the header claim clean-pixel-data (113101) and set BurnedInAnnotation NO. With
+`faces="none"` the pass runs for the text alone when the profile asks for clean-pixel-data;
+otherwise such instances are written header-only, with RecognizableVisualFeatures YES and
 without the codes 113101/113102: nothing is claimed that was not done. A profile that asks
 for clean-pixel-data fails an instance the text stage does not run on (burned_in_text off,
 or pixels not of a kind it handles): it goes to quarantine rather than out with text that
@@ -162,7 +163,9 @@ def _needs_faces(source, header: HeaderResult, profile: Profile, faces: str) -> 
                 "the profile asks for clean-recognizable-visual-features, but face method "
                 "'none' was chosen"
             )
-        return text
+        # Face method none is the header-only route (the node's fast rules): the pixels are
+        # touched for text only when the profile asks for clean-pixel-data.
+        return text and "clean-pixel-data" in profile.options
     return True
 
 
