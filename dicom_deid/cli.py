@@ -24,6 +24,7 @@ COMMANDS = (
     "lookup",
     "transcode",
     "faces",
+    "text",
     "evaluate",
     "serve",
     "status",

@@ -22,10 +22,16 @@ own series:
 
     output_dir/<StudyUID>/<SRSeriesUID>/<SRSOPUID>.dcm
 
-With `faces="none"` such instances are written header-only, with RecognizableVisualFeatures
-YES and without the codes 113101/113102: nothing is claimed that was not done. A profile that
-asks for clean-pixel-data (burned-in text) fails the instance: this build cannot do it, and
-the instance goes to quarantine rather than out with text that may identify.
+The same pass covers burned-in text (dicom_deid.text) unless the profile's burned_in_text is
+`off`: by default on video and photographs, on secondary captures and other images when the
+profile asks for clean-pixel-data (pixel_stage.text_applies). The text stage's having run is
+what lets the header claim clean-pixel-data (113101) and set BurnedInAnnotation NO. With
+`faces="none"` the pass runs for the text alone when the profile asks for clean-pixel-data;
+otherwise such instances are written header-only, with RecognizableVisualFeatures YES and
+without the codes 113101/113102: nothing is claimed that was not done. A profile that asks
+for clean-pixel-data fails an instance the text stage does not run on (burned_in_text off,
+or pixels not of a kind it handles): it goes to quarantine rather than out with text that
+may identify.
 """
 
 from __future__ import annotations
@@ -145,21 +151,33 @@ def _burned_in_annotation(source) -> bool:
     return has_pixels(source) and str(value or "").strip().upper() == "YES"
 
 
-def _check_burned_in_annotation(source, profile: Profile) -> None:
-    """Fail closed on text burned into the pixels (profile burned_in_annotation: quarantine)
-    until this build can remove it; `warn` lets the instance out with a report warning."""
-    if profile.burned_in_annotation == "quarantine" and _burned_in_annotation(source):
+def _text_runs(source, header: HeaderResult, profile: Profile, faces: str) -> bool:
+    """Whether the pixel pass will run the burned-in text stage on this instance."""
+    from dicom_deid.pixel_stage import text_applies
+
+    if not has_pixels(source) or not header.may_show_face:
+        return False
+    if not text_applies(profile, source):
+        return False
+    return faces != "none" or "clean-pixel-data" in profile.options
+
+
+def _check_burned_in_annotation(source, header: HeaderResult, profile: Profile,
+                                faces: str) -> list[str]:
+    """Fail closed on text the header says is burned into the pixels where the text stage
+    does not run on the instance (profile burned_in_annotation: quarantine); `warn` lets it
+    out with a report warning. Where the text stage runs, it covers the text: no warning."""
+    if not _burned_in_annotation(source) or _text_runs(source, header, profile, faces):
+        return []
+    if profile.burned_in_annotation == "quarantine":
         raise PixelStageError(
             "BurnedInAnnotation is YES: text burned into the pixels may identify the patient "
-            "and this build cannot remove it (profile setting burned_in_annotation: quarantine)"
+            "and the burned-in text stage does not run on this instance (burned_in_text off, "
+            "face method none without clean-pixel-data, or pixels it does not handle; profile "
+            "setting burned_in_annotation: quarantine)"
         )
-
-
-def _burned_in_warning(source, profile: Profile) -> list[str]:
-    if profile.burned_in_annotation == "warn" and _burned_in_annotation(source):
-        return ["BurnedInAnnotation is YES: burned-in text was not removed "
-                "(profile setting burned_in_annotation: warn)"]
-    return []
+    return ["BurnedInAnnotation is YES: burned-in text was not removed "
+            "(profile setting burned_in_annotation: warn)"]
 
 
 def _needs_faces(source, header: HeaderResult, profile: Profile, faces: str) -> bool:
@@ -167,10 +185,14 @@ def _needs_faces(source, header: HeaderResult, profile: Profile, faces: str) -> 
     cannot be done by this build."""
     if not has_pixels(source):
         return False
-    if "clean-pixel-data" in profile.options:
+    from dicom_deid.pixel_stage import text_applies
+
+    text = header.may_show_face and text_applies(profile, source)
+    if "clean-pixel-data" in profile.options and not text:
         raise PixelStageError(
-            "the profile asks for clean-pixel-data, but burned-in annotation removal is not "
-            "available in this build"
+            "the profile asks for clean-pixel-data, but the burned-in text stage does not run "
+            "on this instance (burned_in_text is off, or its pixels are not video, "
+            "photography or secondary capture)"
         )
     if not header.may_show_face:
         return False
@@ -180,7 +202,9 @@ def _needs_faces(source, header: HeaderResult, profile: Profile, faces: str) -> 
                 "the profile asks for clean-recognizable-visual-features, but face method "
                 "'none' was chosen"
             )
-        return False
+        # Face method none is the header-only route (the node's fast rules): the pixels are
+        # touched for text only when the profile asks for clean-pixel-data.
+        return text and "clean-pixel-data" in profile.options
     return True
 
 
@@ -273,8 +297,8 @@ def process_instance(path: Path, output_dir: Path, profile: Profile, faces: str,
         # pydicom's warnings quote element values (PHI); they are not shown.
         warnings.simplefilter("ignore")
         source = read_instance(path)
-        _check_burned_in_annotation(source, profile)
         header = deidentify(source, profile, key, pixels=None)
+        burned_in = _check_burned_in_annotation(source, header, profile, faces)
         out = header.dataset
         study, series, sop = (_uid(out, k) for k in
                               ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
@@ -297,7 +321,7 @@ def process_instance(path: Path, output_dir: Path, profile: Profile, faces: str,
                 registry[sop] = digest
             # Written by an earlier run: listed as this run's output; seen in this run: not again.
             return InstanceOutput(files, report_path, duplicate=not on_disk)
-        header.warnings.extend(_burned_in_warning(source, profile))
+        header.warnings.extend(burned_in)
         source_has_pixels = has_pixels(source)
         if not _needs_faces(source, header, profile, faces):
             report = _report(header, profile, faces, None, out, target.name, source_has_pixels)

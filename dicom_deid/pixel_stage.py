@@ -85,11 +85,14 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
     header_ds is the de-identified header (from the header stage); original_study and
     original_sop are the source's UIDs, used only to derive keyed values; date_offset_days
     is the patient's date shift (HeaderResult.offset_days) under the date-shift option;
-    original, the dataset as read, is used where the file cannot be streamed (_frame_source). The instance keeps
-    the header stage's SOP Instance UID (the key's one mapping of the original, which every
-    reference to it uses too). When no frame changed (no face found, no leak covered), nothing
-    is written and `status.pixels_modified` is False: the caller keeps the original Pixel Data
-    bit for bit. Raises PixelStageError or dicom_deid.video.VideoError with a PHI-free message.
+    original, the dataset as read, is used where the file cannot be streamed (_frame_source)
+    and gives redact-phi the values to look for. Burned-in text is covered in the same pass
+    (dicom_deid.text, profile.burned_in_text); method "none" leaves the faces and runs the
+    text stage alone. The instance keeps the header stage's SOP Instance UID (the key's one
+    mapping of the original, which every reference to it uses too). When no frame changed (no
+    face found, no leak covered, no text covered), nothing is written and
+    `status.pixels_modified` is False: the caller keeps the original Pixel Data bit for bit.
+    Raises PixelStageError or dicom_deid.video.VideoError with a PHI-free message.
     """
     import numpy as np
 
@@ -97,7 +100,14 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
     from dicom_deid.video import VideoError, open_frames, write_frames
 
     want_keypoints = profile.keypoints if keypoints is None else keypoints
-    status = PixelStatus(burned_in_annotation_cleaned=False, faces_cleaned=True, method=method)
+    # Keypoints are measured beside a face replacement; text alone does not write an SR.
+    want_keypoints = want_keypoints and method != "none"
+    text = _text_stage(profile, original)
+    faces_on = method != "none"
+    if text is None and not faces_on:
+        raise PixelStageError("neither faces nor burned-in text were asked for")
+    status = PixelStatus(burned_in_annotation_cleaned=text is not None, faces_cleaned=faces_on,
+                         method=method if faces_on else None)
     template = header_ds.copy()
     # The header must say what was done before the frames are written with it.
     mark_pixels(template, profile, status)
@@ -123,7 +133,8 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
         info = reader.info
         fps = float(info.fps or 25.0)
         replacer = FaceReplacer(method=method, shape=profile.face_shape if method == "swap" else 0.0,
-                                donor_seed=donor_seed(key, original_study), fps=fps)
+                                donor_seed=donor_seed(key, original_study), fps=fps) \
+            if faces_on else _NoFaces()
         extract_original = extract_output = None
         if want_keypoints:
             from dicom_deid.keypoints import KeypointExtractor
@@ -155,6 +166,10 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
                     t0 = time.monotonic()
 
         replaced = frames()
+        if text is not None:
+            # One pass: the face stage's output frames go through the text stage on their way
+            # to the encoder (it holds up to key_interval frames).
+            replaced = text.stream(replaced)
         try:
             written = write_frames(
                 template, replaced, work, info, transfer_syntax="same",
@@ -182,15 +197,17 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
             f"{faces_report.frames} frames went through the face stage but {written.frames} "
             "were written"
         )
-    modified = changed[0] > 0
+    text_report = text.close() if text is not None else None
+    modified = changed[0] > 0 or (text_report is not None and text_report.frames_redacted > 0)
     changes: list[str] = []
     if modified:
         changes = _check_fidelity(header_ds, work)
         work.replace(target)
     else:
         work.unlink(missing_ok=True)
-        status = PixelStatus(burned_in_annotation_cleaned=False, faces_cleaned=True,
-                             method=method, pixels_modified=False)
+        status = PixelStatus(burned_in_annotation_cleaned=status.burned_in_annotation_cleaned,
+                             faces_cleaned=status.faces_cleaned, method=status.method,
+                             pixels_modified=False)
     # Decoding and encoding run in their own threads (dicom_deid.overlap), overlapping the
     # face stage: "decode_encode" is the wall time left over, not the codecs' own cost.
     report: dict[str, Any] = {
@@ -207,6 +224,8 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
         # What the re-encode changed beyond the faces, stated (the header says it too:
         # PhotometricInterpretation, transfer syntax, LossyImageCompression).
         report["video"]["changed"] = changes
+    if text_report is not None:
+        report["text"] = text_report.as_dict()
     outcome = PixelOutcome(status=status, video=target, sop_instance_uid=new_uid, report=report)
     if want_keypoints:
         outcome.keypoints = originals
@@ -215,6 +234,82 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
             video_ds, originals, outputs, faces_report, profile, key, original_study, original_sop)
         sr_dates_follow_profile(outcome.sr, video_ds, profile.date_mode, date_offset_days)
     return outcome
+
+
+# Video and photographs get the text stage by default (issue 18); other pixels that may show a
+# face (secondary capture, multi-frame images) when the profile asks for clean-pixel-data.
+_TEXT_SOP_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.77.1.1",    # VL endoscopic image and video
+    "1.2.840.10008.5.1.4.1.1.77.1.4",    # VL photographic image and video
+    "1.2.840.10008.5.1.4.1.1.77.1.5",    # ophthalmic photography
+    "1.2.840.10008.5.1.4.1.1.77.1.7",    # dermoscopic photography
+)
+
+
+def text_applies(profile: Profile, original: Dataset | None) -> bool:
+    """Whether the burned-in text stage runs on this instance (its pixels may show a face)."""
+    if original is None or getattr(profile, "burned_in_text", "off") == "off":
+        return False
+    if "clean-pixel-data" in profile.options:
+        return True
+    from dicom_deid.video.syntaxes import MPEG_SYNTAXES
+
+    sop_class = str(original.get("SOPClassUID", "") or "")
+    meta = getattr(original, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    return syntax in MPEG_SYNTAXES or any(sop_class == p or sop_class.startswith(p + ".")
+                                           for p in _TEXT_SOP_PREFIXES)
+
+
+def _text_stage(profile: Profile, original: Dataset | None):
+    """The burned-in text stage for this instance, or None."""
+    if not text_applies(profile, original):
+        return None
+    mode = profile.burned_in_text
+    from dicom_deid.text import PhiTerms, TextStage
+
+    return TextStage(mode, PhiTerms.from_dataset(original) if mode == "redact-phi" else None,
+                     inplace=True)
+
+
+class _NoFaces:
+    """Stands in for the face stage when only text is cleaned: frames pass unchanged."""
+
+    def __init__(self) -> None:
+        from dicom_deid.faces import FacesReport
+
+        self.report = FacesReport(method="none")
+
+    def stream(self, frames):
+        from dicom_deid.faces import FrameResult
+
+        for index, rgb in enumerate(frames):
+            self.report.frames += 1
+            yield rgb, rgb.copy(), FrameResult(index=index, faces=[], fallback=False, leak=False)
+
+    def close(self):
+        return self.report
+
+
+def _keypoint_sr(video_path: Path, originals: list, outputs: list, faces_report: Any,
+                 profile: Profile, key: SiteKey, original_study: str,
+                 original_sop: str) -> tuple[Dataset, dict[str, Any]]:
+    from dicom_deid.keypoints import build_keypoint_sr, invariance
+
+    t0 = time.monotonic()
+    metrics = invariance(originals, outputs,
+                         fallback_frames=faces_report.fallback_frames,
+                         leak_frames=faces_report.leak_frames)
+    video_ds = dcmread(video_path, stop_before_pixels=True)
+    sr = build_keypoint_sr(
+        video_ds, originals, metrics,
+        series_uid=key.uid("keypoint-sr-series:" + original_study),
+        sop_uid=key.uid("keypoint-sr:" + original_sop),
+        frame_step=profile.keypoint_frame_step,
+    )
+    summary = metrics.as_dict() if hasattr(metrics, "as_dict") else dict(vars(metrics))
+    summary["sr_build_s"] = round(time.monotonic() - t0, 3)
+    return sr, summary
 
 
 # Type 1 in the SR Document General module: a dummy where the date option removes dates.

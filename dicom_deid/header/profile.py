@@ -12,6 +12,7 @@ A profile is a YAML file (the shipped ones are in profiles/):
     face_shape: 1.0                  # swap only: 0 keeps the patient's geometry, 1 the mean shape
     keypoints: true                  # measure keypoints and write them as an SR beside face video
     keypoint_frame_step: 1           # SR holds every Nth frame (1: every frame)
+    burned_in_text: redact-all       # text in video/photo pixels: redact-all|redact-phi|off
     pseudonyms: true                 # PatientID / PatientName -> keyed pseudonyms
     pseudonym_lookup: lookup.csv     # CSV original_patient_id,patient_id[,patient_name]
     pseudonym_lookup_required: false  # true: a patient missing from the CSV fails the instance
@@ -61,7 +62,11 @@ PROFILE_KEYS = {
     "face_shape", "keypoints",
     "keypoint_frame_step", "pseudonyms", "pseudonym_lookup",
     "pseudonym_lookup_required", "date_shift_days", "safe_private", "clean_terms", "overrides",
+    "burned_in_text",
 }
+# Burned-in text in the pixels of video and photographs (dicom_deid.text): every text region
+# covered by default, only identifying text under redact-phi, none under off.
+BURNED_IN_TEXT_MODES = ("redact-all", "redact-phi", "off")
 
 
 class ProfileError(ValueError):
@@ -110,6 +115,7 @@ class Profile:
     keypoint_frame_step: int = 1
     face_scope: str = "camera"
     burned_in_annotation: str = "quarantine"
+    burned_in_text: str = "redact-all"
     _resolved: dict[str, tuple[dict[int, str], dict]] = field(default_factory=dict, repr=False)
 
     @property
@@ -309,6 +315,7 @@ class _Spec:
     keypoint_frame_step: int = 1
     face_scope: str = "camera"
     burned_in_annotation: str = "quarantine"
+    burned_in_text: str = "redact-all"
     pseudonyms: bool = False
     lookup: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     lookup_required: bool = False
@@ -371,6 +378,15 @@ def _read_spec(path: Path, depth: int = 0) -> _Spec:
         if isinstance(step, bool) or not isinstance(step, int) or step < 1:
             raise ProfileError(f"{path}: keypoint_frame_step must be a whole number >= 1, not {step!r}")
         spec.keypoint_frame_step = step
+    if "burned_in_text" in data:
+        # YAML 1.1 reads a bare `off` as false.
+        value = data["burned_in_text"]
+        mode = "off" if value is False else str(value).strip().lower()
+        if mode not in BURNED_IN_TEXT_MODES:
+            raise ProfileError(
+                f"{path}: burned_in_text must be one of {', '.join(BURNED_IN_TEXT_MODES)}, not {mode!r}"
+            )
+        spec.burned_in_text = mode
     if "pseudonyms" in data:
         if not isinstance(data["pseudonyms"], bool):
             raise ProfileError(f"{path}: pseudonyms must be true or false")
@@ -459,6 +475,7 @@ def build_profile(spec_path: Path | None, options: tuple[str, ...] = ()) -> Prof
         keypoint_frame_step=spec.keypoint_frame_step,
         face_scope=spec.face_scope,
         burned_in_annotation=spec.burned_in_annotation,
+        burned_in_text=spec.burned_in_text,
     )
 
 

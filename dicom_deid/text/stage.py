@@ -1,0 +1,424 @@
+"""The burned-in text stage: find text in every frame and cover it.
+
+    stage = TextStage(mode="redact-all")             # or "redact-phi" with PhiTerms
+    for out in stage.stream(frames): ...             # same frames, in order, text covered
+    out = stage.process_image(rgb)                   # a still
+    report = stage.close()                           # TextReport: counts, never text
+
+Video, with static-overlay tracking. The first frame is detected whole. After that, text can
+only appear where the picture changes, and burned-in text then stays put, so every frame gets a
+cheap check at half resolution: edges that have been still for three frames (an edge, at the
+same grey level, in this frame and the two before; a moving picture's edges are not) and were
+not still the frame before are new; they are counted per tile (128 frame pixels), outside the
+boxes already tracked. The frames are held in groups of `key_interval`; at the end of a group
+(a key frame):
+
+- each tracked box whose pixels changed since it was found (a running clock, a counter, text
+  that went away, something passing in front) is detected again on the key frame; a box whose
+  pixels did not change is still there, and is kept without detection;
+- each tile with new still edges during the group is detected on the key frame, and, when
+  those edges are gone from the key frame (text that came and went inside the group), on the
+  frame of the group where most of them appeared;
+- every frame of the group is covered with the boxes tracked at its start and every box found
+  then, so a box that appears, changes or goes between two key frames is covered in every
+  frame of the group (fail closed), at the cost of covering it a little early or late. The
+  group's last two frames are held over to the next group and covered by both groups' boxes
+  (new text's edges are still only from its third frame); at the end of a file, tiles with
+  any new edges in its last two frames are detected on the last frame.
+
+Text shown for fewer than three frames (an 80 ms flash at 25 fps) that is on neither a key
+frame nor the first or last frame is not seen. A group holds `key_interval` + 2 frames, so the
+producer must hand a new array for each frame (decoders and the face stage do).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from dicom_deid.text.phi import PhiTerms
+from dicom_deid.text.redact import fill_colour, integer_boxes, redact
+
+MODES = ("redact-all", "redact-phi", "off")
+DEFAULT_KEY_INTERVAL = 16
+TILE = 64              # tile side in the half-resolution edge map (128 frame pixels)
+EDGE_LEVEL = 40        # grey-level step (3x3 morphological gradient) that counts as an edge
+NEW_EDGES = 12         # new edge pixels in a tile (half resolution) that make it changed
+MARGIN = 48            # frame pixels added around changed tiles before they are detected
+HOLD = 2               # frames of a group held over to the next (text is seen 2 frames late)
+STILL_LEVEL = 4        # grey-level change at an edge pixel between two frames that is still "still"
+BOX_CHANGE = 10.0      # mean grey-level difference that says a tracked box's pixels changed
+
+
+@dataclass
+class TextReport:
+    """What the text stage did to one file: counts only (no text, no positions)."""
+
+    mode: str
+    frames: int = 0
+    key_frames: int = 0
+    region_checks: int = 0
+    boxes_found: int = 0
+    boxes_kept: int = 0          # redact-phi: read and judged not identifying
+    frames_redacted: int = 0
+    boxes_redacted: int = 0      # summed over frames
+    area_max: float = 0.0        # largest share of one frame covered (box areas summed)
+    area_mean: float = 0.0
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["area_max"] = round(self.area_max, 5)
+        out["area_mean"] = round(self.area_mean, 5)
+        return out
+
+    def summary(self) -> str:
+        return (f"{self.frames} frame(s), {self.frames_redacted} with text covered, "
+                f"{self.key_frames} key frame(s), {self.region_checks} region check(s)")
+
+
+def _union(*sets: np.ndarray) -> np.ndarray:
+    parts = [s for s in sets if s is not None and len(s)]
+    if not parts:
+        return np.zeros((0, 4), np.float32)
+    boxes = np.concatenate([p[:, :4] for p in parts]).astype(np.float32)
+    # The same box found again (a static overlay on every key frame) is covered once.
+    return np.unique(np.round(boxes), axis=0)
+
+
+def _colours(rgb: np.ndarray, cover: np.ndarray) -> list[np.ndarray]:
+    return [fill_colour(rgb, box) for box in integer_boxes(cover, rgb.shape)]
+
+
+def _merge(rects: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Overlapping rectangles as their bounding rectangles: one detection instead of several
+    over the same pixels (a clock and a counter on adjacent lines)."""
+    rects = list(rects)
+    merged = True
+    while merged and len(rects) > 1:
+        merged = False
+        for i in range(len(rects)):
+            for j in range(i + 1, len(rects)):
+                a, b = rects[i], rects[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    rects[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del rects[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return rects
+
+
+class TextStage:
+    """Burned-in text detection and redaction for one file (stateful across its frames)."""
+
+    def __init__(self, mode: str = "redact-all", phi: PhiTerms | None = None, *,
+                 key_interval: int = DEFAULT_KEY_INTERVAL, detector=None, recognizer=None,
+                 record: bool = False, inplace: bool = False) -> None:
+        if mode not in MODES:
+            raise ValueError(f"burned_in_text must be one of {', '.join(MODES)}, not {mode!r}")
+        if key_interval < 1:
+            raise ValueError("key_interval must be at least 1")
+        self.mode = mode
+        self.phi = phi or PhiTerms()
+        self.key_interval = key_interval
+        self.record = record
+        self.inplace = inplace
+        self.covered: list[np.ndarray] = []     # per output frame, when record: int boxes
+        self.report = TextReport(mode)
+        self._area_sum = 0.0
+        if mode == "off":
+            self._det = self._rec = None
+            return
+        from dicom_deid.text.ppocr import shared_detector, shared_recognizer
+
+        self._det = detector or shared_detector()
+        self._rec = (recognizer or shared_recognizer()) if mode == "redact-phi" else None
+
+    # ------------------------------------------------------------------ detection
+
+    def _keep(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """redact-phi: only the boxes whose text identifies; redact-all: all of them."""
+        self.report.boxes_found += len(boxes)
+        if self._rec is None or not len(boxes):
+            return boxes
+        texts = self._rec.read(rgb, boxes)
+        keep = np.array([self.phi.identifying(t, c) for t, c in texts], bool)
+        self.report.boxes_kept += int((~keep).sum())
+        return boxes[keep]
+
+    def _detect_full(self, rgb: np.ndarray) -> np.ndarray:
+        self.report.key_frames += 1
+        return self._keep(rgb, self._det.detect(rgb))
+
+    def _detect_rect(self, rgb: np.ndarray, rect: tuple[int, int, int, int], scale: float) -> np.ndarray:
+        x0, y0, x1, y1 = rect
+        self.report.region_checks += 1
+        boxes = self._det.detect(np.ascontiguousarray(rgb[y0:y1, x0:x1]), scale=scale)
+        if len(boxes):
+            boxes[:, [0, 2]] += x0
+            boxes[:, [1, 3]] += y0
+        return boxes
+
+    def _detect_regions(self, rgb: np.ndarray, tiles: np.ndarray,
+                        boxes: np.ndarray | None = None) -> np.ndarray:
+        """Detect text in the bounding rectangles of connected groups of tiles (and around
+        `boxes`), at the scale a whole frame would be detected at."""
+        h, w = rgb.shape[:2]
+        scale = self._det.scale_for(h, w)
+        rects = []
+        n, _, stats, _ = cv2.connectedComponentsWithStats(tiles.astype(np.uint8), connectivity=8)
+        for i in range(1, n):
+            tx, ty, tw, th, _ = stats[i]
+            rects.append((tx * TILE * 2 - MARGIN, ty * TILE * 2 - MARGIN,
+                          (tx + tw) * TILE * 2 + MARGIN, (ty + th) * TILE * 2 + MARGIN))
+        for x0, y0, x1, y1 in integer_boxes(boxes if boxes is not None else np.zeros((0, 4)),
+                                            rgb.shape, pad=0):
+            pad = max(8, (y1 - y0) // 2)
+            rects.append((x0 - 4 * pad, y0 - pad, x1 + 4 * pad, y1 + pad))
+        found = []
+        for x0, y0, x1, y1 in _merge(rects):
+            rect = (max(0, x0), max(0, y0), min(w, x1), min(h, y1))
+            got = self._detect_rect(rgb, rect, scale)
+            # A box that touches a cut edge of the rectangle may go on beyond it (a long line
+            # whose far end did not change enough): detect again with room around it.
+            if len(got) and self._touches_cut(got, rect, w, h):
+                bx0, by0 = got[:, 0].min(), got[:, 1].min()
+                bx1, by1 = got[:, 2].max(), got[:, 3].max()
+                grow = 4 * TILE
+                rect = (int(max(0, min(rect[0], bx0 - grow))), int(max(0, min(rect[1], by0 - grow // 2))),
+                        int(min(w, max(rect[2], bx1 + grow))), int(min(h, max(rect[3], by1 + grow // 2))))
+                got = self._detect_rect(rgb, rect, scale)
+            found.append(got)
+        if not found:
+            return np.zeros((0, 5), np.float32)
+        return self._keep(rgb, np.concatenate(found))
+
+    @staticmethod
+    def _touches_cut(boxes: np.ndarray, rect: tuple[int, int, int, int], w: int, h: int) -> bool:
+        x0, y0, x1, y1 = rect
+        near = 3.0
+        return bool(((x0 > 0) & (boxes[:, 0] <= x0 + near)).any()
+                    or ((y0 > 0) & (boxes[:, 1] <= y0 + near)).any()
+                    or ((x1 < w) & (boxes[:, 2] >= x1 - near)).any()
+                    or ((y1 < h) & (boxes[:, 3] >= y1 - near)).any())
+
+    # ------------------------------------------------------------------ change check
+
+    @staticmethod
+    def _grey(rgb: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+    @staticmethod
+    def _edges(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(half-resolution grey image, its edge map)."""
+        half = cv2.resize(grey, (max(1, grey.shape[1] // 2), max(1, grey.shape[0] // 2)),
+                          interpolation=cv2.INTER_AREA)
+        grad = cv2.morphologyEx(half, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+        return half, (grad >= EDGE_LEVEL).astype(np.uint8)
+
+    @staticmethod
+    def _still_edges(half: np.ndarray, edges: np.ndarray,
+                     before: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Edges that are in this frame and the frames `before`, at the same grey level:
+        where burned-in text is. A moving picture's edges move, so the grey level at an edge
+        pixel changes even where two edges happen to overlap; compared across two frames,
+        slow motion (under a pixel a frame) has moved far enough too."""
+        still = edges.copy()
+        for half_before, edges_before in before:
+            still &= edges_before
+            still &= (cv2.absdiff(half, half_before) <= STILL_LEVEL).astype(np.uint8)
+        return still
+
+    @staticmethod
+    def _new_edge_counts(steady: np.ndarray, previous: np.ndarray, known: np.ndarray,
+                         keep: list | None = None) -> np.ndarray:
+        """Per tile: still edge pixels (`_still_edges`) not within a pixel of a still edge one
+        frame earlier, outside the boxes already tracked.
+
+        Text that appears stays where it is, so its edges are still from the frame after it
+        appears, and new then; a moving picture's are not, so motion does not make every tile
+        look changed (with plain new edges it did, and the stage cost twice the face stage on a
+        moving 720p clip).
+        """
+        new = steady & (1 - cv2.dilate(previous, np.ones((3, 3), np.uint8)))
+        for x0, y0, x1, y1 in known:
+            new[y0 // 2:(y1 + 1) // 2, x0 // 2:(x1 + 1) // 2] = 0
+        if keep is not None:
+            keep.append(new)
+        h, w = new.shape
+        ty, tx = -(-h // TILE), -(-w // TILE)
+        padded = np.zeros((ty * TILE, tx * TILE), np.uint16)
+        padded[:h, :w] = new
+        return padded.reshape(ty, TILE, tx, TILE).sum(axis=(1, 3))
+
+    # ------------------------------------------------------------------ output
+
+    def _finish(self, rgb: np.ndarray, cover: np.ndarray,
+                colours: list[np.ndarray] | None = None) -> np.ndarray:
+        """Cover `cover` in `rgb`; colours: the fill of each box (default: from this frame)."""
+        boxes = integer_boxes(cover, rgb.shape)
+        self.report.frames += 1
+        if self.record:
+            self.covered.append(boxes)
+        if not len(boxes):
+            return rgb
+        out = rgb if self.inplace else rgb.copy()
+        redact(out, boxes, colours)
+        area = float(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sum())
+        share = min(1.0, area / (rgb.shape[0] * rgb.shape[1]))
+        self.report.frames_redacted += 1
+        self.report.boxes_redacted += len(boxes)
+        self.report.area_max = max(self.report.area_max, share)
+        self._area_sum += share
+        return out
+
+    def process_image(self, rgb: np.ndarray) -> np.ndarray:
+        """One still: full detection and cover."""
+        if self.mode == "off":
+            self.report.frames += 1
+            return rgb
+        return self._finish(rgb, self._detect_full(rgb))
+
+    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """The frames with their text covered, in order, up to `key_interval` frames behind."""
+        source = iter(frames)
+        with contextlib.closing(source) if hasattr(source, "close") else contextlib.nullcontext():
+            if self.mode == "off":
+                for rgb in source:
+                    self.report.frames += 1
+                    yield rgb
+                return
+            yield from self._stream(source)
+
+    def _stream(self, source: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        shape = None
+        tracked = np.zeros((0, 4), np.float32)     # boxes on screen at the last key frame
+        references: list[np.ndarray] = []          # their grey pixels when last confirmed
+        pending: list[np.ndarray] = []             # frames since the last key frame
+        carry = np.zeros((0, 4), np.float32)       # the last group's cover, for its held frames
+        raw_recent: deque = deque(maxlen=HOLD)     # plain new edges of the last frames
+        previous = before2 = steady_before = None
+        new_maps: dict[int, np.ndarray] = {}       # per frame of the group: its new still edges
+        best = peak = None                         # per tile: frame of most new edges, count
+        for index, rgb in enumerate(source):
+            if shape is None:
+                shape = rgb.shape
+            elif rgb.shape != shape:
+                raise ValueError(f"frame {index + 1} is {rgb.shape}, the first was {shape}")
+            grey = self._grey(rgb)
+            half, edges = self._edges(grey)
+            if previous is None:
+                found = self._detect_full(rgb)
+                tracked, references = self._track(found[:, :4], grey)
+                yield self._finish(rgb, tracked)
+                previous, steady_before = (half, edges), edges
+                continue
+            # Still over three frames (this one and the two before): two edges of a moving
+            # picture meet by chance now and then, three times in a row much more rarely.
+            known = integer_boxes(tracked, shape, pad=4)
+            raw_recent.append((edges, previous[1], known))
+            steady = self._still_edges(half, edges, [previous] + ([before2] if before2 else []))
+            new_map: list = []
+            counts = self._new_edge_counts(steady, steady_before, known, new_map)
+            steady_before = steady
+            if best is None:
+                best = np.full(counts.shape, -1, np.int32)
+                peak = np.zeros(counts.shape, np.int32)
+            more = (counts >= NEW_EDGES) & (counts > peak)
+            if more.any():
+                new_maps[len(pending)] = new_map[0]
+            best[more] = len(pending)
+            peak[more] = counts[more]
+            pending.append(rgb)
+            before2, previous = previous, (half, edges)
+            if len(pending) == self.key_interval + HOLD:
+                tracked, references, carry = yield from self._flush(
+                    pending, grey, tracked, references, best, carry, hold=HOLD,
+                    key_edges=edges, new_maps=new_maps)
+                new_maps = {}
+                # The last frames of a group are held and go out with the next group, covered
+                # by what both groups found: text that appears on them has no still edges
+                # until two frames later.
+                pending, best, peak = pending[-HOLD:], None, None
+        if pending:
+            last_grey = self._grey(pending[-1])
+            # Text that appears on the last two frames has no still edges yet: there, tiles
+            # with any new edges are detected on the last frame.
+            recent = None
+            for edges_now, edges_before, known in raw_recent:
+                changed = self._new_edge_counts(edges_now, edges_before, known) >= NEW_EDGES
+                recent = changed if recent is None else recent | changed
+            yield from self._flush(pending, last_grey, tracked, references, best, carry,
+                                   recent=recent, key_edges=previous[1], new_maps=new_maps)
+
+    def _track(self, boxes: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Boxes to follow from this frame on, with their grey pixels now."""
+        ints = integer_boxes(_union(boxes), grey.shape, pad=0)
+        return ints.astype(np.float32), [grey[y0:y1, x0:x1].copy() for x0, y0, x1, y1 in ints]
+
+    def _flush(self, pending: list[np.ndarray], grey: np.ndarray, tracked: np.ndarray,
+               references: list[np.ndarray], best: np.ndarray | None, carry: np.ndarray,
+               hold: int = 0, recent: np.ndarray | None = None,
+               key_edges: np.ndarray | None = None, new_maps: dict | None = None):
+        """Key frame (the last of `pending`, `grey` its grey image): settle what was on screen
+        during the group, cover every frame of it, and return the boxes tracked from here on
+        with their reference pixels."""
+        self.report.key_frames += 1
+        last = len(pending) - 1
+        ints = integer_boxes(tracked, grey.shape, pad=0)
+        changed = np.array([
+            np.abs(grey[y0:y1, x0:x1].astype(np.int16) - ref).mean() > BOX_CHANGE
+            for (x0, y0, x1, y1), ref in zip(ints, references, strict=True)], bool).reshape(-1)
+        dirty = best >= 0 if best is not None else np.zeros((1, 1), bool)
+        on_key = np.zeros((0, 5), np.float32)
+        at_key = dirty
+        if recent is not None:
+            at_key = recent | dirty if dirty.shape == recent.shape else recent
+        if at_key.any() or changed.any():
+            on_key = self._detect_regions(pending[last], at_key, tracked[changed])
+        # A tile whose new edges are still there on the key frame was detected there; one whose
+        # new edges went (text that came and went) is detected where they were.
+        gone = dirty.copy()
+        if dirty.any() and key_edges is not None and new_maps:
+            for ty, tx in np.argwhere(dirty):
+                new = new_maps.get(int(best[ty, tx]))
+                if new is None:
+                    continue
+                sl = np.s_[ty * TILE:(ty + 1) * TILE, tx * TILE:(tx + 1) * TILE]
+                edges_there = int(new[sl].sum())
+                kept_there = int((new[sl] & key_edges[sl]).sum())
+                gone[ty, tx] = kept_there < 0.5 * edges_there
+        between = [self._detect_regions(pending[f], gone & (best == f))
+                   for f in np.unique(best[gone]) if f != last] if gone.any() else []
+        cover = _union(tracked, on_key, *between)
+        held_over = _union(cover, carry)
+        # One fill colour per box for the group, from its first frame: the fill of a static
+        # overlay does not change, and the colours cost more than the fills.
+        colours = _colours(pending[0], cover)
+        held_colours = _colours(pending[0], held_over) if len(carry) else colours
+        for i, frame in enumerate(pending[:len(pending) - hold]):
+            if i < HOLD and len(carry):
+                yield self._finish(frame, held_over, held_colours)
+            else:
+                yield self._finish(frame, cover, colours)
+        # Tracked from here on: the boxes whose pixels did not change (compared with when they
+        # were found, so that a slow change adds up), and what the key frame shows. Boxes found
+        # only on an earlier frame of the group came and went, and were covered above.
+        kept = tracked[~changed]
+        kept_refs = [r for r, c in zip(references, changed, strict=True) if not c]
+        new, new_refs = self._track(on_key[:, :4], grey)
+        if len(kept) and len(new):
+            fresh = ~(np.round(new)[:, None, :] == np.round(kept)[None, :, :]).all(-1).any(1)
+            new, new_refs = new[fresh], [r for r, f in zip(new_refs, fresh, strict=True) if f]
+        return np.concatenate([kept.reshape(-1, 4), new.reshape(-1, 4)]), kept_refs + new_refs, cover
+
+    def close(self) -> TextReport:
+        if self.report.frames:
+            self.report.area_mean = self._area_sum / self.report.frames
+        return self.report

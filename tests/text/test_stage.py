@@ -1,0 +1,147 @@
+"""The text stage on short videos drawn here: static overlays, a running clock, a label that
+appears and goes between two key frames, and frames with no text at all."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dicom_deid.text import PhiTerms, TextStage
+from dicom_deid.text.redact import box_mask
+from tests.text.frames import background, covered, put
+
+
+def _clip(frames: int = 20, label: tuple[int, int] = (5, 9)) -> tuple[list, list, list]:
+    """(frames with text, the same without, per frame {field: box})."""
+    clean, texted, truth = [], [], []
+    for i in range(frames):
+        base = background(seed=i)          # noise differs per frame, like a camera's
+        rgb = base.copy()
+        boxes = {"name": put(rgb, "DOE^JANE", 8, 24), "id": put(rgb, "ID 48213977", 8, 48)}
+        boxes["clock"] = put(rgb, f"14:32:{i // 4:02d}", 200, 228, colour=(250, 250, 120))
+        if label[0] <= i < label[1]:
+            boxes["label"] = put(rgb, "DR KOWALSKI", 110, 140, colour=(0, 0, 0))
+        clean.append(base)
+        texted.append(rgb)
+        truth.append(boxes)
+    return clean, texted, truth
+
+
+@pytest.mark.parametrize("interval", [1, 8])
+def test_every_frame_a_text_is_on_is_covered(detector, interval: int) -> None:
+    clean, texted, truth = _clip()
+    stage = TextStage("redact-all", key_interval=interval, detector=detector, record=True)
+    out = list(stage.stream(iter([f.copy() for f in texted])))
+    report = stage.close()
+    assert len(out) == len(texted) == len(stage.covered)
+    for i, (frame, boxes) in enumerate(zip(out, truth, strict=True)):
+        for field, box in boxes.items():
+            assert covered(stage.covered[i], box, frame.shape) > 0.98, (i, field)
+        mask = box_mask(frame.shape, stage.covered[i])
+        # Outside the covered boxes the frame is the input, bit for bit.
+        assert np.array_equal(frame[~mask], texted[i][~mask])
+        # The covered area is the text and its surroundings, not the picture.
+        assert mask.mean() < 0.2
+    assert report.frames == len(texted) and report.frames_redacted == len(texted)
+    if interval == 8:
+        # key frames 0, 8, 16 and the last; the label (frames 5-8) appears between two of them
+        assert report.key_frames == 4
+        assert report.region_checks >= 1
+
+
+def test_a_label_between_key_frames_is_found_by_the_region_check(detector) -> None:
+    # Key frames 0 and 15 both lack the label (on from 4 to 7): only the region check sees it.
+    clean, texted, truth = _clip(frames=16, label=(4, 8))
+    stage = TextStage("redact-all", key_interval=15, detector=detector, record=True)
+    out = list(stage.stream(texted))
+    stage.close()
+    for i in range(4, 8):
+        assert covered(stage.covered[i], truth[i]["label"], out[i].shape) > 0.98, i
+    assert stage.report.region_checks >= 1
+
+
+def test_frames_without_text_are_untouched(detector) -> None:
+    frames = [background(seed=i) for i in range(6)]
+    stage = TextStage("redact-all", key_interval=4, detector=detector)
+    out = list(stage.stream([f.copy() for f in frames]))
+    report = stage.close()
+    assert all(np.array_equal(a, b) for a, b in zip(out, frames, strict=True))
+    assert report.frames_redacted == 0 and report.boxes_found == 0
+    assert report.area_max == 0.0
+
+
+def test_redact_phi_keeps_harmless_text(detector, recognizer) -> None:
+    rgb = background()
+    name = put(rgb, "DOE JANE", 8, 30, scale=0.8, thickness=2)
+    harmless = put(rgb, "ZOOM", 200, 200, scale=0.8, thickness=2)
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.PatientName = "DOE^JANE"
+    stage = TextStage("redact-phi", PhiTerms.from_dataset(ds), detector=detector,
+                      recognizer=recognizer, record=True)
+    stage.process_image(rgb.copy())
+    report = stage.close()
+    assert covered(stage.covered[0], name, rgb.shape) > 0.98
+    assert covered(stage.covered[0], harmless, rgb.shape) == 0.0
+    assert report.boxes_kept == 1 and report.frames_redacted == 1
+
+
+def test_off_passes_frames_and_counts_them() -> None:
+    frames = [background(seed=i) for i in range(3)]
+    stage = TextStage("off")
+    out = list(stage.stream(frames))
+    assert all(a is b for a, b in zip(out, frames, strict=True))
+    assert stage.close().frames == 3
+
+
+def test_bad_settings_and_frame_size_changes_are_refused(detector) -> None:
+    with pytest.raises(ValueError, match="burned_in_text must be one of"):
+        TextStage("blur")
+    with pytest.raises(ValueError, match="key_interval"):
+        TextStage("redact-all", key_interval=0, detector=detector)
+    stage = TextStage("redact-all", key_interval=4, detector=detector)
+    with pytest.raises(ValueError, match="frame 2 is"):
+        list(stage.stream([background(), background(160, 120)]))
+
+
+def test_closing_the_stream_closes_its_source(detector) -> None:
+    closed = []
+
+    def source():
+        try:
+            for i in range(10):
+                yield background(seed=i)
+        finally:
+            closed.append(True)
+
+    stage = TextStage("redact-all", key_interval=4, detector=detector)
+    stream = stage.stream(source())
+    next(stream)
+    stream.close()
+    assert closed == [True]
+
+
+def test_the_report_holds_counts_only(detector) -> None:
+    _, texted, _ = _clip(frames=3)
+    stage = TextStage("redact-all", detector=detector)
+    list(stage.stream(texted))
+    report = stage.close().as_dict()
+    assert set(report) == {"mode", "frames", "key_frames", "region_checks", "boxes_found",
+                           "boxes_kept", "frames_redacted", "boxes_redacted", "area_max",
+                           "area_mean"}
+    assert all(isinstance(v, int | float) for k, v in report.items() if k != "mode")
+
+
+@pytest.mark.parametrize("label", [(4, 7), (5, 8), (6, 9), (17, 20)])
+def test_text_at_the_end_of_a_group_or_of_the_file_is_covered(detector, label) -> None:
+    # interval 4: the first group is frames 1-6, its key frame 6, frames 5 and 6 held over to
+    # the next group (7-10), and so on. The label is on for three frames (the shortest the
+    # still-edge check promises to see): gone before the key frame, on the held frames, across
+    # a key frame, or on the last frames of the file, where its edges are still only at the end.
+    _, texted, truth = _clip(frames=20, label=label)
+    stage = TextStage("redact-all", key_interval=4, detector=detector, record=True)
+    out = list(stage.stream(texted))
+    stage.close()
+    for i in range(*label):
+        assert covered(stage.covered[i], truth[i]["label"], out[i].shape) > 0.98, i
