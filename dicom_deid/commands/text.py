@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dicom_deid.commands.faces import _expand
+    from dicom_deid.commands.faces import _expand, _output_name
+    from dicom_deid.commands.inputs import output_folder_problem, print_skipped
     from dicom_deid.faces.files import kind_of
     from dicom_deid.faces.media import MediaError, atomic_write
     from dicom_deid.header.keys import KeyFileError, load_key
@@ -56,20 +57,23 @@ def run(args: argparse.Namespace) -> int:
     if interval < 1:
         print("dicom-deid text: --key-interval must be at least 1", file=sys.stderr)
         return 2
-    items = _expand(args.inputs)
-    if not items:
+    # The same input rules as every command (commands/inputs.py): files in folders that are
+    # not images, videos or DICOM are skipped and listed; a missing input fails.
+    found = _expand(args.inputs)
+    print_skipped(found)
+    items = [(p, _output_name(p, args.inputs)) for p in found.paths]
+    if not items and not found.missing:
         print("dicom-deid text: no input files found", file=sys.stderr)
         return 2
-    try:
-        args.output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"dicom-deid text: cannot create {args.output}: {exc}", file=sys.stderr)
+    problem = output_folder_problem(args.output)
+    if problem:
+        print(f"dicom-deid text: {problem}", file=sys.stderr)
         return 2
 
     def make(phi) -> TextStage:
         return TextStage(args.mode, phi, key_interval=interval, inplace=True)
 
-    failures: list[str] = []
+    failures: list[str] = [f"{path}: {why}" for path, why in found.missing]
     reports: list[dict] = []
     seen: set[Path] = set()
     output_root = args.output.resolve()
@@ -118,6 +122,6 @@ def run(args: argparse.Namespace) -> int:
     for line in failures:
         print(f"FAILED {line}", file=sys.stderr)
     if failures:
-        print(f"dicom-deid text: {len(failures)} of {len(items)} input(s) failed", file=sys.stderr)
+        print(f"dicom-deid text: {len(failures)} of {len(items) + len(found.missing)} input(s) failed", file=sys.stderr)
         return 1
     return 0

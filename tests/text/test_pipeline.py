@@ -95,7 +95,13 @@ def test_clean_pixel_data_without_the_text_stage_is_quarantined(tmp_path: Path) 
 
 def test_off_writes_the_header_only_and_claims_nothing(tmp_path: Path) -> None:
     source, _, _ = _texted_instance(tmp_path / "sc.dcm", frames=2)
-    result = _run(tmp_path, source, "faces: none", "burned_in_text: off")
+    # The header says BurnedInAnnotation YES and nothing will remove the text: quarantined by
+    # default (issue 16), let out with a warning under burned_in_annotation: warn.
+    (tmp_path / "default").mkdir()
+    held = _run(tmp_path / "default", source, "faces: none", "burned_in_text: off")
+    assert not held.ok and "BurnedInAnnotation" in held.failures[0].reason
+    result = _run(tmp_path, source, "faces: none", "burned_in_text: off",
+                  "burned_in_annotation: warn")
     assert result.ok, result.failures
     ds = dcmread(result.outputs[0], stop_before_pixels=True)
     assert ds.BurnedInAnnotation == "YES"
@@ -123,7 +129,7 @@ def test_a_secondary_capture_gets_the_text_stage_only_when_asked(tmp_path: Path)
     # Video and photographs get it by default; a secondary capture when the profile asks for
     # clean-pixel-data (the first test above).
     source, _, _ = _texted_instance(tmp_path / "sc.dcm", frames=2)
-    result = _run(tmp_path, source, "faces: none")
+    result = _run(tmp_path, source, "faces: none", "burned_in_annotation: warn")
     assert result.ok, result.failures
     ds = dcmread(result.outputs[0], stop_before_pixels=True)
     assert ds.BurnedInAnnotation == "YES"
