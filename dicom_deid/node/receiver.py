@@ -95,21 +95,20 @@ class Reception:
 
 
 class _Pending:
-    __slots__ = ("item", "folder", "result", "error", "done")
+    __slots__ = ("item", "result", "error", "done")
 
-    def __init__(self, item: ReceivedInstance, folder: Path):
+    def __init__(self, item: ReceivedInstance):
         self.item = item
-        self.folder = folder
         self.result: tuple[int, list[int]] | None = None
         self.error: BaseException | None = None
         self.done = False
 
 
 class GroupCommit:
-    """Instances arriving on concurrent associations made durable together (group commit):
-    the spool folders they were renamed into are fsync'd, then their journal rows are
-    committed in one transaction, one journal fsync for all that wait instead of one each
-    after the other. Each caller returns only once its own instance is durable."""
+    """Journal rows of instances arriving on concurrent associations committed together
+    (group commit): one transaction, one journal fsync for all that wait instead of one
+    each after the other. The caller has made the spooled file and its name durable
+    before; each caller returns only once its own row is durable."""
 
     def __init__(self, journal: Journal):
         self.journal = journal
@@ -117,8 +116,8 @@ class GroupCommit:
         self._queue: list[_Pending] = []
         self._busy = False
 
-    def record(self, item: ReceivedInstance, folder: Path) -> tuple[int, list[int]]:
-        pending = _Pending(item, folder)
+    def record(self, item: ReceivedInstance) -> tuple[int, list[int]]:
+        pending = _Pending(item)
         batch: list[_Pending] | None = None
         with self._cond:
             self._queue.append(pending)
@@ -129,8 +128,6 @@ class GroupCommit:
                 self._cond.wait()
         if batch is not None:
             try:
-                for folder in {p.folder for p in batch}:
-                    fsync_dir(folder)  # the renames, before the rows that name them
                 results = self.journal.record_received_many([p.item for p in batch])
                 for waiting, result in zip(batch, results, strict=True):
                     waiting.result = result
@@ -493,14 +490,18 @@ class Receiver:
             sop_class_uid=header["SOPClassUID"] or sop_class, transfer_syntax=transfer_syntax,
             modality=header["Modality"], study_description=header["StudyDescription"],
             calling_aet=calling, called_aet=called, path=relative, size=size)
-        # The data first (each association's fsync in parallel), the rename, then the
-        # rename's folder and the journal row, grouped with other associations'. A crash
-        # before the row is committed leaves a spooled file no row names, which recovery
-        # deletes (it was never acknowledged).
-        fsync_file(received)
+        # Renamed into the spool first, then the file and its folder fsync'd (in this
+        # association's thread, in parallel with the others): on ext4 the file's fsync
+        # commits the rename with it, so the folder's fsync that follows finds nothing left
+        # to write, where fsync'ing the folder after a later rename cost a second journal
+        # commit per instance. Then the journal row, grouped with other associations'.
+        # Nothing is acknowledged before all three are on disk; a crash before the row
+        # leaves a spooled file no row names, which recovery deletes.
         final = self.spool.place(received, relative)
         try:
-            instance_id, superseded = self._group.record(item, final.parent)
+            fsync_file(final)
+            fsync_dir(final.parent)
+            instance_id, superseded = self._group.record(item)
         except Exception:
             remove_file(final)
             raise

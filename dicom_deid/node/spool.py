@@ -76,8 +76,8 @@ class Spool:
         return final
 
     def place(self, received: Path, relative: str) -> Path:
-        """Rename a received, already fsync'd file to its spool location; the caller makes
-        the rename durable (fsync of its folder) before relying on it."""
+        """Rename a received file to its spool location; the caller makes the data and
+        the rename durable (fsync of the file, then of its folder) before relying on it."""
         final = self.state_dir / relative
         if not final.parent.is_dir():
             ensure_private_dir(final.parent)

@@ -12,6 +12,10 @@ RequestHandler and DULServiceProvider) because, as shipped, one client can stop 
   them (0xFFFFFFFF: 4 GiB), whatever maximum PDU length was negotiated.
 - Connections that have not been accepted yet count against max_associations, so
   unauthenticated sockets lock out the senders the node is for.
+- RequestHandler._create_association() deep-copies the server's supported contexts for
+  every connection: with every storage class x every transfer syntax that is ~6,000 UIDs,
+  each re-validated by pydicom's regex, 0.3-1.5 s of CPU (and the GIL) per connection
+  before its first byte is read; _SupportedContexts makes the copy a cheap one.
 
 Here the handshake runs in the connection's own thread; one watchdog thread shuts down
 any connection past its deadline (accept to A-ASSOCIATE-AC, first to last byte of a PDU);
@@ -23,6 +27,7 @@ where the oldest gives way to a new one. Upstream report: /work/notes/i17.md.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import socket
 import ssl
@@ -266,6 +271,22 @@ def _tls_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class _SupportedContexts(list):
+    """The server's supported presentation contexts; deepcopy() of it (done by pynetdicom
+    for every accepted connection, so that negotiation cannot change the server's list)
+    copies each context and its transfer syntax list, the one mutable member a context has
+    (context id, roles and result are ints/bools, UIDs are immutable str), instead of
+    rebuilding, and re-validating, every UID."""
+
+    def __deepcopy__(self, memo: dict) -> list:
+        copies = []
+        for context in self:
+            twin = copy.copy(context)
+            twin._transfer_syntax = list(context._transfer_syntax)
+            copies.append(twin)
+        return copies
+
+
 class GuardedServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with the handshake off the accept loop, deadlines, and
     a separate, per-address pool for connections not accepted yet."""
@@ -280,6 +301,7 @@ class GuardedServer(ThreadedAssociationServer):
         self._rate = RateLimiter(burst=5, window=60.0)
         kwargs.setdefault("request_handler", GuardedRequestHandler)
         super().__init__(*args, **kwargs)
+        self.contexts = _SupportedContexts(self.contexts)
         self._watchdog = threading.Thread(target=self._watch, name="node-deadlines",
                                           daemon=True)
         self._watchdog.start()

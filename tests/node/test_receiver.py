@@ -49,7 +49,7 @@ def test_group_commit_gives_each_concurrent_instance_its_own_durable_row(tmp_pat
             sop_class_uid="1.2.840.10008.5.1.4.1.1.7", transfer_syntax="1.2.840.10008.1.2",
             modality="OT", study_description="", calling_aet="PACS", called_aet="DICOM-DEID",
             path=f"spool/00/{n}.dcm", size=1)
-        results[n] = group.record(item, receiver.spool.root / "00")
+        results[n] = group.record(item)
 
     try:
         threads = [threading.Thread(target=one, args=(n,)) for n in range(24)]
@@ -78,3 +78,37 @@ def test_spooled_files_no_row_names_are_swept(tmp_path):
         path.write_bytes(b"x")
     assert spool.sweep_orphans({"spool/ab/kept.dcm"}) == 1
     assert kept.exists() and not orphan.exists() and partial.exists()
+
+
+def test_per_connection_contexts_are_independent_copies():
+    """pynetdicom deep-copies the server's contexts for each connection; our cheap copy
+    must still be a copy: negotiation on one connection cannot change the server's list."""
+    import copy
+
+    from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+    from pynetdicom.presentation import PresentationContext
+
+    from dicom_deid.node.transport import _SupportedContexts
+
+    contexts = []
+    for n, cx in enumerate(AllStoragePresentationContexts[:5]):
+        context = PresentationContext()
+        context.context_id = 2 * n + 1
+        context.abstract_syntax = cx.abstract_syntax
+        context.transfer_syntax = list(ALL_TRANSFER_SYNTAXES)
+        contexts.append(context)
+    server = _SupportedContexts(contexts)
+    mine = copy.deepcopy(server)
+    assert type(mine) is list and len(mine) == len(server)
+    for original, twin in zip(server, mine, strict=True):
+        assert twin is not original
+        assert twin.abstract_syntax == original.abstract_syntax
+        assert twin.context_id == original.context_id
+        assert twin.transfer_syntax == original.transfer_syntax
+    mine[0].transfer_syntax = [ALL_TRANSFER_SYNTAXES[0]]  # what negotiation does
+    mine[1]._transfer_syntax.clear()
+    mine[2].result = 0
+    mine[3].context_id = 99
+    assert server[0].transfer_syntax == list(ALL_TRANSFER_SYNTAXES)
+    assert server[1].transfer_syntax == list(ALL_TRANSFER_SYNTAXES)
+    assert server[2].result is None and server[3].context_id == 7
