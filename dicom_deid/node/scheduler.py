@@ -28,6 +28,10 @@ LOG = logging.getLogger(__name__)
 # A journalled instance whose file is not in the spool this long after arrival lost its
 # reception half-way (the receiver forgets such rows itself; this covers a missed case).
 _MISSING_FILE_GRACE = 120.0
+# How long a stopping node (SIGTERM) waits for running de-identification jobs before it
+# kills their workers: the journal resumes them at the next start, and SIGTERM must end
+# the process within seconds (systemd, containers), however long a video job takes.
+STOP_GRACE = 3.0
 
 
 class Scheduler:
@@ -181,12 +185,36 @@ class Scheduler:
     def busy(self) -> bool:
         return bool(self._running)
 
-    def shutdown(self, wait: bool = True) -> None:
+    def shutdown(self, grace: float = STOP_GRACE) -> int:
+        """Stop the workers; returns the number of jobs interrupted.
+
+        Running jobs get `grace` seconds to finish; then their worker processes are killed
+        and the jobs stay 'running' in the journal, which recover() hands back to the
+        scheduler at the next start, exactly as after a kill -9 (outputs are written under
+        .tmp- names and renamed, so a killed job leaves nothing half-written behind).
+        """
+        interrupted = 0
         if self._pool is not None:
-            self._pool.shutdown(wait=wait, cancel_futures=True)
+            deadline = time.monotonic() + grace
+            while (self._running or self._warming) and time.monotonic() < deadline:
+                self._collect()
+                self._warming = [f for f in self._warming if not f.done()]
+                time.sleep(0.05)
+            self._collect()
+            if self._running or self._warming:
+                interrupted = len(self._running)
+                LOG.warning("stopping: %d running job(s) interrupted after %g s; they are "
+                            "resumed from the journal at the next start", interrupted, grace)
+                for process in list(getattr(self._pool, "_processes", {}).values()):
+                    process.kill()
+                self._running.clear()
+                self._warming = []
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            else:
+                self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        self._collect()
         self.journal.close()
+        return interrupted
 
 
 def sweep_retention(config: NodeConfig, journal: Journal) -> tuple[int, int]:

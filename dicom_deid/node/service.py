@@ -138,7 +138,7 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
     from dicom_deid.node.forwarder import Forwarder, StudyClaims
     from dicom_deid.node.http import start_http
     from dicom_deid.node.receiver import Receiver
-    from dicom_deid.node.scheduler import Scheduler, sweep_retention
+    from dicom_deid.node.scheduler import STOP_GRACE, Scheduler, sweep_retention
 
     prepare_state(config)
     lock = acquire_state_lock(config.state_dir)
@@ -209,11 +209,12 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
                     _prune_empty_dirs(config.outbox_dir)
             stop.wait(0.05 if started else 0.25)
     finally:
-        LOG.info("stopping: no new associations; waiting for running jobs")
+        LOG.info("stopping: no new associations; running jobs get %g s to finish",
+                 STOP_GRACE)
         receiver.stop()
         if http is not None:
             http.stop()
-        scheduler.shutdown(wait=True)
+        scheduler.shutdown()
         for fwd in forwarders:
             fwd.wake.set()
         for fwd in forwarders:
