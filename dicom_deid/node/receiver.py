@@ -490,11 +490,12 @@ class Receiver:
             sop_class_uid=header["SOPClassUID"] or sop_class, transfer_syntax=transfer_syntax,
             modality=header["Modality"], study_description=header["StudyDescription"],
             calling_aet=calling, called_aet=called, path=relative, size=size)
-        # Renamed into the spool first, then the file and its folder fsync'd (in this
-        # association's thread, in parallel with the others): on ext4 the file's fsync
-        # commits the rename with it, so the folder's fsync that follows finds nothing left
-        # to write, where fsync'ing the folder after a later rename cost a second journal
-        # commit per instance. Then the journal row, grouped with other associations'.
+        # Renamed into the spool first, then the file and its folder fsync'd in this
+        # association's thread, in parallel with the other associations (the group's lead
+        # used to fsync one folder per instance of the group, one after the other): on
+        # ext4 the file's fsync commits the rename with it, which leaves the folder's fsync
+        # less to do (measured 3.7-4.0 ms vs 5.0-5.6 ms). Then the journal row, grouped
+        # with other associations'.
         # Nothing is acknowledged before all three are on disk; a crash before the row
         # leaves a spooled file no row names, which recovery deletes.
         final = self.spool.place(received, relative)
