@@ -189,7 +189,9 @@ class SwapRenderer:
         # single-image expression fit still carries some of the patient's shape (a neutral
         # face's fitted expression is about 2/3 of a smile's size); a varied donor shape drowns
         # it: a landmark-only linkage attack on held-out London pairs links 25 % with the mean
-        # shape, 15 % at 1.0, 11 % at 1.5, 8 % at 2.0 standard deviations (chance 4 %).
+        # shape, 15 % at 1.0, 11 % at 1.5, 8 % at 2.0 standard deviations (chance 4 %). The
+        # shape fades out toward the outline (``donor_outline``, DONOR_OUTLINE_REACH), where it
+        # moved the jaw landmarks most.
         self.identity_shape = self.model.canonical.astype(np.float64)
         if self.expression is not None and donor_shape > 0 and self.donor.label.startswith("pca:"):
             self.identity_shape = donor_identity_shape(self.identity_shape, self.expression,
