@@ -33,6 +33,14 @@ from dicom_deid.faces import mesh
 
 MODEL_NAME = "expression_model.npz"
 _EYE_IRIS = ((mesh.RIGHT_EYE, mesh.RIGHT_IRIS), (mesh.LEFT_EYE, mesh.LEFT_IRIS))
+# Where expressions show: the lips (outer and inner contour), eyes and brows. A transferred
+# displacement far from them is mostly the patient's shape that the identity basis missed.
+_BROWS = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46,
+          300, 293, 334, 296, 336, 285, 295, 282, 283, 276)
+_OUTER_LIPS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291,
+               185, 40, 39, 37, 0, 267, 269, 270, 409)
+EXPRESSION_REGIONS = tuple(sorted(set(mesh.RIGHT_EYE + mesh.LEFT_EYE + mesh.INNER_LIPS
+                                      + _OUTER_LIPS + _BROWS)))
 
 
 def canonical_transform(landmarks: np.ndarray, reference: np.ndarray,
@@ -75,6 +83,7 @@ class ExpressionModel:
         self.expression_basis = exp_basis
         self.identity_basis = id_basis
         self.identity_variances = id_var
+        self.expression_variances = exp_var
         self.noise = float(fields["noise_variance"])
         self.k_id = len(id_basis)
         # Regularised least squares with a Gaussian prior: (A'A + noise * diag(1/var)) c = A'x.
@@ -110,6 +119,36 @@ class ExpressionModel:
         """
         _, b = self.coefficients(canonical)
         return self.displacement(b)
+
+    def private_expression(self, canonical: np.ndarray, threshold: float = 0.0,
+                           reach: float | None = None) -> np.ndarray:
+        """`expression` with less of the person's shape in it, for single images.
+
+        ``threshold``: each expression coefficient is shrunk toward 0 by this many of its prior
+        standard deviations (soft threshold): a neutral face's small fitted coefficients are
+        mostly shape the identity basis missed, a smile's are large and survive.
+        ``reach``: the displacement is kept on `EXPRESSION_REGIONS` and fades with the distance
+        from them (Gaussian, this many canonical units, outer eye corners 1 apart); None keeps
+        it everywhere.
+        """
+        _, b = self.coefficients(canonical)
+        if threshold > 0:
+            sd = np.sqrt(self.expression_variances)
+            z = b / sd
+            b = np.sign(z) * np.maximum(np.abs(z) - threshold, 0.0) * sd
+        d = self.displacement(b)
+        if reach is not None:
+            d *= self.region_weights(reach)[:, None]
+        return d
+
+    @functools.cache  # noqa: B019 - one model object lives for the process (load_expression_model)
+    def region_weights(self, reach: float) -> np.ndarray:
+        """Per-point weights (478,): 1 on `EXPRESSION_REGIONS`, a Gaussian of the distance from
+        them (in the mean shape's x, y; ``reach`` its standard deviation) elsewhere."""
+        xy = self.mean[:, :2]
+        anchors = xy[list(EXPRESSION_REGIONS)]
+        dist = np.min(np.linalg.norm(xy[:, None, :] - anchors[None, :, :], axis=2), axis=1)
+        return np.exp(-0.5 * (dist / max(float(reach), 1e-6)) ** 2)
 
     def identity_sample(self, seed: int, spread: float = 1.0) -> np.ndarray:
         """A synthetic identity offset (478, 3) for ``seed``, to add to a mean shape: the identity

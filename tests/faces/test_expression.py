@@ -9,8 +9,13 @@ import pytest
 
 from dicom_deid.faces import mesh
 from dicom_deid.faces.donors import load_model
-from dicom_deid.faces.expression import ExpressionModel, NeutralTracker, load_expression_model
-from dicom_deid.faces.swap import SwapRenderer
+from dicom_deid.faces.expression import (
+    EXPRESSION_REGIONS,
+    ExpressionModel,
+    NeutralTracker,
+    load_expression_model,
+)
+from dicom_deid.faces.swap import SwapRenderer, donor_identity_shape
 from tests.faces import synth
 
 CORNERS = (61, 291)
@@ -177,3 +182,34 @@ def test_each_donor_has_its_own_synthetic_face_shape(neutral):
     assert np.linalg.norm(a - b, axis=1).mean() > 0.01     # eye distances: visibly another face
     plain = SwapRenderer(donor_seed=1, shape=1.0, donor_shape=0.0).geometry(lm)
     assert not np.allclose(plain, shapes[1])
+
+
+def test_the_donor_shape_leaves_the_face_outline_where_the_mean_shape_has_it(model):
+    canonical = load_model().canonical.astype(np.float64)
+    everywhere = donor_identity_shape(canonical, model, 5, 1.75) - canonical
+    faded = donor_identity_shape(canonical, model, 5, 1.75, outline_reach=0.2) - canonical
+    oval = list(mesh.FACE_OVAL)
+    assert np.abs(faded[oval]).max() < 1e-9
+    assert np.linalg.norm(everywhere[oval], axis=1).mean() > 0.01
+    # Inside the face (the nose tip, far from the outline) the donor's shape is kept.
+    assert np.allclose(faded[1], everywhere[1], atol=0.2 * np.abs(everywhere[1]).max())
+
+
+def test_the_private_expression_keeps_the_smile_and_drops_movement_far_from_it(model, neutral):
+    smiled, _ = model.to_canonical(smile(neutral))
+    full = model.expression(smiled)
+    kept = model.private_expression(smiled, reach=0.3)
+    weights = model.region_weights(0.3)
+    corners = list(CORNERS)
+    assert np.allclose(kept[corners], full[corners])
+    assert (weights[list(EXPRESSION_REGIONS)] == 1.0).all()
+    # The forehead top and the jaw outline are the farthest from the regions: damped there.
+    far = weights < 0.5
+    assert far.sum() > 20 and weights.min() < 0.3
+    assert np.allclose(kept[far], full[far] * weights[far, None])
+    assert np.linalg.norm(kept[far]) < 0.5 * np.linalg.norm(full[far])
+    # A soft threshold shrinks every coefficient: a smaller movement, in the same direction.
+    shrunk = model.private_expression(smiled, threshold=0.3)
+    cos = (shrunk * full).sum() / (np.linalg.norm(shrunk) * np.linalg.norm(full))
+    assert np.linalg.norm(shrunk) < np.linalg.norm(full) and cos > 0.9
+    assert np.allclose(model.private_expression(smiled), full)
