@@ -43,7 +43,10 @@ With --dicom the same clip is also written as an H.264 DICOM video and timed thr
 product's DICOM path (dicom_deid.video open_frames -> [FaceReplacer.stream] -> write_frames
 "same", as `dicom-deid transcode` and the pixel stage run it, keypoints off). Its encoder is
 the video layer's (x264 preset veryfast), about half the CPU of the mp4 rows' preset medium,
-so the same face stage is a larger share of the time there and its ratio is lower.
+so the same face stage is a larger share of the time there and its ratio is lower. With
+--dicom-text each method is also timed with the burned-in text stage after the face stage
+(rows dicom-<method>+text), as pixel_stage.clean_faces runs video by default since issue 18;
+the rows without it separate the face stage's own effect.
 
 The input is a 1280x720 clip of skimage's astronaut moving across the frame (generated, face
 about 230 px wide), or --video PATH (scaled to 720 rows when it is smaller).
@@ -183,9 +186,13 @@ def make_dicom(src: Path, dst: Path) -> None:
                      transfer_syntax="h264")
 
 
-def timed_dicom_pass(src: Path, dst: Path, method: str | None = None) -> dict:
-    """The product's DICOM path: open_frames -> [FaceReplacer.stream] -> write_frames("same"),
-    i.e. dicom-deid transcode, or the faces stage as the pixel stage runs it (keypoints off)."""
+def timed_dicom_pass(src: Path, dst: Path, method: str | None = None,
+                     text: bool = False) -> dict:
+    """The product's DICOM path: open_frames -> [FaceReplacer.stream] -> [TextStage.stream]
+    -> write_frames("same"), i.e. dicom-deid transcode, or the faces stage as the pixel stage
+    runs it (keypoints off); with text, the burned-in text stage (redact-all, in place) wraps
+    the face stage's output as pixel_stage.clean_faces does by default on video. Both stages
+    are built before the clock starts, as the pixel stage builds the text stage."""
     from pydicom import dcmread
 
     from dicom_deid.faces import FaceReplacer
@@ -193,16 +200,25 @@ def timed_dicom_pass(src: Path, dst: Path, method: str | None = None) -> dict:
 
     template = dcmread(src, stop_before_pixels=True)
     replacer = FaceReplacer(method, donor_seed=1234, fps=25.0) if method else None
+    stage = None
+    if text:
+        from dicom_deid.text import TextStage
+
+        stage = TextStage("redact-all", None, inplace=True)
     start = time.perf_counter()
     cpu_start = time.process_time()
     try:
         with open_frames(src) as reader:
             frames = reader if replacer is None else (out for _, out, _ in replacer.stream(reader))
+            if stage is not None:
+                frames = stage.stream(frames)
             report = write_frames(template, frames, dst, reader.info, transfer_syntax="same",
-                                  pixels_changed=replacer is not None)
+                                  pixels_changed=replacer is not None or stage is not None)
     finally:
         if replacer is not None:
             replacer.close()
+        if stage is not None:
+            stage.close()
     seconds = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
     return {"frames": report.frames, "seconds": round(seconds, 3),
@@ -210,7 +226,10 @@ def timed_dicom_pass(src: Path, dst: Path, method: str | None = None) -> dict:
             "cpu_ms_per_frame": round(1000 * cpu / max(report.frames, 1), 1)}
 
 
-def run_dicom_rows(src: Path, tmp: Path, methods: list[str], rounds: int) -> dict:
+def run_dicom_rows(src: Path, tmp: Path, methods: list[str], rounds: int,
+                   text: bool = False) -> dict:
+    """DICOM rows; with text, each method also as `dicom-<method>+text` (the text stage on, the
+    pixel stage's default on video), in the same round, so the two differ only by that stage."""
     dicom = tmp / "input.dcm"
     make_dicom(src, dicom)
     timed_dicom_pass(dicom, tmp / "warm.dcm")
@@ -219,6 +238,9 @@ def run_dicom_rows(src: Path, tmp: Path, methods: list[str], rounds: int) -> dic
         this = {"dicom-transcode": timed_dicom_pass(dicom, tmp / "transcode.dcm")}
         for method in methods:
             this[f"dicom-{method}"] = timed_dicom_pass(dicom, tmp / f"{method}.dcm", method)
+            if text:
+                this[f"dicom-{method}+text"] = timed_dicom_pass(
+                    dicom, tmp / f"{method}_text.dcm", method, text=True)
         runs.append(this)
     return summarise_rounds(runs, "dicom-transcode")
 
@@ -291,9 +313,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3,
                     help="transcode/method alternations; medians are reported")
     ap.add_argument("--no-deface-cli", action="store_true")
+    ap.add_argument("--no-deface", action="store_true",
+                    help="skip both deface rows (slow; for a comparison with the transcode only)")
     ap.add_argument("--dicom", action="store_true",
                     help="also time the DICOM path (video layer, H.264 'same', its own encoder "
                          "settings) for the transcode and each method")
+    ap.add_argument("--dicom-text", action="store_true",
+                    help="with --dicom, also time each method with the burned-in text stage on "
+                         "(rows dicom-<method>+text), as the pixel stage runs video by default")
     ap.add_argument("--output", type=Path, help="JSON result (default benchmarks/results/<date>/faces_speed_<time>.json)")
     args = ap.parse_args(argv)
 
@@ -318,13 +345,17 @@ def main(argv: list[str] | None = None) -> int:
             for method in methods:
                 this[method] = run_replacer(src, tmp / f"{method}.mp4", method)
             rounds.append(this)
-        deface = {"deface-api": run_deface_api(src, tmp / "deface_api.mp4")}
-        if not args.no_deface_cli:
-            cli = run_deface_cli(src, tmp / "deface_cli.mp4")
-            if cli is not None:
-                deface["deface-cli"] = cli
-        deface_transcode = timed_pass(src, tmp / "transcode_deface.mp4")
-        dicom_rows = run_dicom_rows(src, tmp, methods, args.rounds) if args.dicom else {}
+        deface: dict[str, dict] = {}
+        deface_transcode = None
+        if not args.no_deface:
+            deface["deface-api"] = run_deface_api(src, tmp / "deface_api.mp4")
+            if not args.no_deface_cli:
+                cli = run_deface_cli(src, tmp / "deface_cli.mp4")
+                if cli is not None:
+                    deface["deface-cli"] = cli
+            deface_transcode = timed_pass(src, tmp / "transcode_deface.mp4")
+        dicom_rows = (run_dicom_rows(src, tmp, methods, args.rounds, text=args.dicom_text)
+                      if args.dicom else {})
 
     rows = summarise_rounds(rounds, "transcode")
     for name, row in deface.items():
@@ -332,9 +363,10 @@ def main(argv: list[str] | None = None) -> int:
             # deface is slow: one run, compared with a transcode right after it.
             row["ratio_to_transcode"] = round(row["fps"] / deface_transcode["fps"], 3)
         rows[name] = row
-    rows["transcode-after-deface"] = deface_transcode
+    if deface_transcode is not None:
+        rows["transcode-after-deface"] = deface_transcode
     rows.update(dicom_rows)
-    deface_ratio = rows["deface-api"]["ratio_to_transcode"]
+    deface_ratio = rows["deface-api"]["ratio_to_transcode"] if deface else None
     summary: dict = {
         "source": source,
         "size": f"{info.width}x{info.height}",
@@ -350,11 +382,16 @@ def main(argv: list[str] | None = None) -> int:
         summary[f"{method}_vs_transcode"] = rows[method]["ratio_to_transcode"]
         if dicom_rows:
             summary[f"dicom_{method}_vs_transcode"] = rows[f"dicom-{method}"]["ratio_to_transcode"]
+            if args.dicom_text:
+                summary[f"dicom_{method}+text_vs_transcode"] = \
+                    rows[f"dicom-{method}+text"]["ratio_to_transcode"]
         # Against deface both ways: each normalised by its own round's transcode (robust to
         # the load changing between them), and CPU time per frame (load-independent).
-        summary[f"{method}_vs_deface"] = round(rows[method]["ratio_to_transcode"] / deface_ratio, 3)
-        summary[f"{method}_vs_deface_cpu"] = round(
-            rows["deface-api"]["cpu_ms_per_frame"] / rows[method]["cpu_ms_per_frame"], 3)
+        if deface_ratio is not None:
+            summary[f"{method}_vs_deface"] = round(
+                rows[method]["ratio_to_transcode"] / deface_ratio, 3)
+            summary[f"{method}_vs_deface_cpu"] = round(
+                rows["deface-api"]["cpu_ms_per_frame"] / rows[method]["cpu_ms_per_frame"], 3)
         summary[f"{method}_vs_transcode_cpu"] = round(
             rows["transcode"]["cpu_ms_per_frame"] / rows[method]["cpu_ms_per_frame"], 3)
 
