@@ -60,8 +60,8 @@ EDGE_RAMP = 0.15
 # drawn from the seed alone and nobody's, moves the descriptor far more than tint or design.
 IDENTITY_SPREAD = 1.0
 # A resting head attitude within this many degrees (yaw, pitch; the track's median) is replaced
-# by the study's turn (`_turned`).
-REST_LIMIT_DEGREES = 6.0
+# by the study's turn (`_turned`). Off by default: see mask_surface.TURN_DEGREES.
+REST_LIMIT_DEGREES = 0.0
 _EYES = ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER, mesh.RIGHT_IRIS, (33, 133)),
          (mesh.LEFT_EYE_UPPER, mesh.LEFT_EYE_LOWER, mesh.LEFT_IRIS, (263, 362)))
 

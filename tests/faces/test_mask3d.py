@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dicom_deid.faces import FaceReplacer, mask_surface, mesh
-from dicom_deid.faces.mask3d import IDENTITY_SPREAD, REST_LIMIT_DEGREES, Mask3DRenderer
+from dicom_deid.faces.mask3d import IDENTITY_SPREAD, Mask3DRenderer
 from dicom_deid.faces.region import BASELINE_FOREHEAD, BASELINE_MARGIN, covered_region
 from tests.faces import recognizer, synth
 
@@ -172,11 +172,10 @@ def _yawed(lm: np.ndarray, degrees: float, renderer: Mask3DRenderer) -> np.ndarr
 
 def test_the_resting_attitude_is_the_studys_and_movement_the_patients(astronaut):
     """A head held a few degrees turned at rest (a habit, the same in every capture of a person;
-    within the renderer's REST_LIMIT_DEGREES, by default) gives the same mask as a frontal one;
-    a turn during the track, and a large turn, still move the mask."""
+    within the renderer's rest limit, an option, off by default) gives the same mask as a
+    frontal one; a turn during the track, and a large turn, still move the mask."""
     _, lm = astronaut
-    renderer = Mask3DRenderer(donor_seed=3)
-    assert REST_LIMIT_DEGREES >= 6.0
+    renderer = Mask3DRenderer(donor_seed=3, rest_limit_degrees=8.0)
     front = renderer.mask_geometry(lm, track_id=0)
     habit = renderer.mask_geometry(_yawed(lm, 6.0, renderer), track_id=1)
     def seen(a: np.ndarray, b: np.ndarray) -> float:   # as the camera sees it: x, y only
@@ -193,7 +192,7 @@ def test_the_resting_attitude_is_the_studys_and_movement_the_patients(astronaut)
         renderer.mask_geometry(lm, track_id=2)
     turned = renderer.mask_geometry(_yawed(lm, 15.0, renderer), track_id=2)
     assert yaw_of(turned) - yaw_of(front) == pytest.approx(15.0, abs=2.0)
-    large = Mask3DRenderer(donor_seed=3).mask_geometry(
+    large = Mask3DRenderer(donor_seed=3, rest_limit_degrees=8.0).mask_geometry(
         _yawed(lm, 30.0, renderer), track_id=0)
     assert yaw_of(large) - yaw_of(front) > 15.0
 
