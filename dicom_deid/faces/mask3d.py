@@ -8,7 +8,8 @@ Per frame and track:
 2. Expression, separated from identity: the patient's landmarks are taken into the canonical
    frame and `NeutralTracker` gives the expression displacement (against the track's robust
    neutral in video; on a track's first frame, a single image, the fit against the model's
-   identity basis), which is added to the mean shape. The patient's own face shape is left
+   identity basis), which is added to the study's shape (the mean shape plus a synthetic
+   identity drawn from the seed, IDENTITY_SPREAD). The patient's own face shape is left
    out. Eye openness is transferred as a ratio to the patient's usual openness, so a blink
    closes the mask's eyes fully whatever the patient's eye size; each iris keeps its offset
    within its eye (gaze).
@@ -91,7 +92,7 @@ class Mask3DRenderer:
         self.canonical = self.model.canonical.astype(np.float64)
         layout = self.model.layout
         self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
-        # Only the model's mean shape and layout are used, never a texture of the donor model
+        # Only the model's mean shape (plus the study's synthetic identity) and layout are used, never a texture of the donor model
         # or a site's donor photos: the surface is one flat material, tinted per study.
         self.material = mask_surface.material(donor_seed)
         self.texture = mask_surface.texture(layout, self.material)
