@@ -8,7 +8,8 @@ Per frame and track:
 2. Expression, separated from identity: the patient's landmarks are taken into the canonical
    frame and `NeutralTracker` gives the expression displacement (against the track's robust
    neutral in video; on a track's first frame, a single image, the fit against the model's
-   identity basis), which is added to the mean shape. The patient's own face shape is left
+   identity basis), which is added to the study's shape (the mean shape plus a synthetic
+   identity drawn from the seed, IDENTITY_SPREAD). The patient's own face shape is left
    out. Eye openness is transferred as a ratio to the patient's usual openness, so a blink
    closes the mask's eyes fully whatever the patient's eye size; each iris keeps its offset
    within its eye (gaze).
@@ -52,6 +53,16 @@ MAX_SUPERSAMPLE = 4
 # in eye distances, over which the mesh fades into it.
 FILL_SHADE = 0.8
 EDGE_RAMP = 0.15
+# Standard deviations of the identity prior the study's synthetic mask shape is drawn with
+# (`ExpressionModel.identity_sample`, as swap's donor shape). One mean shape for every study
+# left the mask's geometry (head attitude, eye opening, expression fit on the mean face) as
+# the thing a recogniser linked two captures of one person by (London, dlib, round 1: rank-1
+# 5.9 % on the worst of 3 keys against 2.0 % chance); a shape that changes with the study,
+# drawn from the seed alone and nobody's, moves the descriptor far more than tint or design.
+IDENTITY_SPREAD = 1.0
+# A resting head attitude within this many degrees (yaw, pitch; the track's median) is replaced
+# by the study's turn (`_turned`). Off by default: see mask_surface.TURN_DEGREES.
+REST_LIMIT_DEGREES = 0.0
 _EYES = ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER, mesh.RIGHT_IRIS, (33, 133)),
          (mesh.LEFT_EYE_UPPER, mesh.LEFT_EYE_LOWER, mesh.LEFT_IRIS, (263, 362)))
 
@@ -74,13 +85,14 @@ class Mask3DRenderer:
                  supersample_iod: float = 96.0,
                  refresh: int = 5, max_tracks: int = 64, feather: float = 0.12,
                  forehead: float = BASELINE_FOREHEAD, margin: float = BASELINE_MARGIN,
-                 rest_limit_degrees: float = 0.0) -> None:
+                 rest_limit_degrees: float = REST_LIMIT_DEGREES,
+                 identity_spread: float = IDENTITY_SPREAD) -> None:
         self.model = load_model(model_path)
         self.expression = load_expression_model(expression_path)
         self.canonical = self.model.canonical.astype(np.float64)
         layout = self.model.layout
         self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
-        # Only the model's mean shape and layout are used, never a texture of the donor model
+        # Only the model's mean shape (plus the study's synthetic identity) and layout are used, never a texture of the donor model
         # or a site's donor photos: the surface is one flat material, tinted per study.
         self.material = mask_surface.material(donor_seed)
         self.texture = mask_surface.texture(layout, self.material)
@@ -98,6 +110,9 @@ class Mask3DRenderer:
         self.forehead = forehead
         self.margin = margin
         self.rest_limit = float(np.radians(rest_limit_degrees))
+        # The study's mask shape: mean + a synthetic identity drawn from the seed alone.
+        self.identity_offset = (np.zeros_like(self.canonical) if donor_seed is None
+                                else self.expression.identity_sample(donor_seed, identity_spread))
         self._tracks: collections.OrderedDict[int, _Track] = collections.OrderedDict()
         self._skin_tris = self.tris[self.parts == mesh.PART_SKIN]
 
@@ -127,7 +142,7 @@ class Mask3DRenderer:
         track = self._track(track_id)
         # The patient's expression against the track's neutral (on a track's first frame,
         # a single image, the fit against the identity basis): the patient's shape cancels.
-        shape = self.canonical + track.expression.update(patient)
+        shape = self.canonical + self.identity_offset + track.expression.update(patient)
         self._transfer_eyes(shape, patient, track)
         self._keep_mouth_closed_order(shape)
         return pose.apply(self._turned(shape, pose.rotation, track))
@@ -158,7 +173,7 @@ class Mask3DRenderer:
         open eye looks like) and the neutral estimate's (the frame with its fitted expression
         taken out: on a single image of closed eyes the median alone would call them open).
         """
-        mean = self.canonical
+        mean = self.canonical + self.identity_offset     # the study's mask shape
         neutral = track.expression.neutral
         now = []
         for upper, lower, _, _ in _EYES:

@@ -389,3 +389,58 @@ def test_an_inplace_renderer_draws_into_the_replacers_copy_and_the_input_stays_u
             assert inplace and given is out and given is not rgb
             assert np.array_equal(rgb, before)
             assert not rep.last.fallback and not np.array_equal(out, rgb)
+
+
+class EnlargingRenderer:
+    """Stand-in for mask3d's grown outline: draws the face enlarged about its centre over an
+    ellipse larger than the hull, so a detector finds a face whose box is mostly outside the
+    hull (as CenterFace does on mask3d's London 009 and 096 renders)."""
+
+    def __init__(self, scale: float = 2.0) -> None:
+        self.scale = scale
+
+    def render(self, rgb, landmarks):
+        import cv2
+
+        x0, y0 = landmarks[:, :2].min(axis=0)
+        x1, y1 = landmarks[:, :2].max(axis=0)
+        cx, cy, s = (x0 + x1) / 2, (y0 + y1) / 2, self.scale
+        warp = np.float32([[s, 0, cx * (1 - s)], [0, s, cy * (1 - s)]])
+        big = cv2.warpAffine(rgb, warp, (rgb.shape[1], rgb.shape[0]),
+                             borderMode=cv2.BORDER_REFLECT)
+        region = np.zeros(rgb.shape[:2], np.uint8)
+        cv2.ellipse(region, (int(cx), int(cy)), (int(s * (x1 - x0) / 2), int(s * (y1 - y0) / 2)),
+                    0, 0, 360, 1, -1)
+        out = rgb.copy()
+        out[region > 0] = big[region > 0]
+        return out
+
+
+def test_a_face_drawn_larger_than_the_hull_is_not_a_leak_but_a_face_beside_it_is():
+    size = (512, 256)
+    left = synth.motion_matrices(1, "still", (256, 256))[0]
+    right = left.copy()
+    right[0, 2] += 256
+    lm = synth.astronaut_landmarks()
+    truth_left = synth.warp_landmarks(lm, left)
+    truth_right = synth.warp_landmarks(lm, right)
+    rgb = np.where(np.arange(512)[None, :, None] < 256, synth.frame(left, size),
+                   synth.frame(right, size)).astype(np.uint8)
+    renderer = EnlargingRenderer()
+    # The scenario holds: counted by its hull alone, the enlarged face is a leak.
+    drawn = renderer.render(rgb, truth_left)
+    hull_only = covered_region(truth_left, rgb.shape)
+    with FaceReplacer("swap", renderer=renderer, fps=25.0, models=Blindfold(hide_right_of=256)) as rep:
+        enlarged = [leak for leak in rep.leak_checker.find(drawn, hull_only, 0)
+                    if (leak.box[0] + leak.box[2]) / 2 < 256]
+        assert enlarged, "the enlarged face must lie mostly outside the hull"
+        out = rep.process(rgb)
+        leaks = rep.last.leaks
+        assert not rep.last.faces[0].fallback
+        report = rep.close()
+    # The replaced (enlarged) face is not a leak; the face hidden from the tracker beside it,
+    # untouched by the renderer, still is, and is covered.
+    assert all((leak.box[0] + leak.box[2]) / 2 > 256 for leak in leaks)
+    assert len(leaks) == 1 and report.leaks == 1
+    assert _uncovered(out, rgb, truth_right, "blur") < 0.01
+    assert _uncovered(out, rgb, truth_left, "swap") < 0.01
