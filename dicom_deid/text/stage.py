@@ -13,10 +13,12 @@ not still the frame before are new; they are counted per tile (128 frame pixels)
 boxes already tracked. The frames are held in groups of `key_interval`; at the end of a group
 (a key frame):
 
-- each tracked box whose pixels changed since it was found (a running clock, a counter, text
-  that went away, something passing in front) is detected again on the key frame; a box whose
-  pixels did not change is still there, and is kept without detection;
-- each tile with new still edges during the group is detected on the key frame, and, when
+- each tracked box whose text changed since it was found (a running clock, a counter, text
+  that went away, something passing in front; judged on its glyph pixels, so that a moving
+  picture behind unchanged text does not count) is detected again on the key frame; a box
+  whose text did not change is still there, and is kept without detection;
+- each tile with new still edges during the group is detected on the key frame (around the
+  clusters of those edges, not the whole tile), and, when
   those edges are gone from the key frame (text that came and went inside the group), on the
   frame of the group where most of them appeared;
 - every frame of the group is covered with the boxes tracked at its start and every box found
@@ -118,7 +120,16 @@ def _text_changed(now: np.ndarray, reference: tuple[np.ndarray, np.ndarray]) -> 
     pixels, glyphs = reference
     if not glyphs.any():
         return bool(cv2.absdiff(now, pixels).mean() > GLYPH_STEP / 4)
-    return bool((cv2.absdiff(now, pixels)[glyphs] > GLYPH_STEP).mean() > GLYPH_CHANGE)
+    if (cv2.absdiff(now, pixels)[glyphs] > GLYPH_STEP).mean() > GLYPH_CHANGE:
+        return True
+    # Strokes can also be added where the old glyphs were not (a 5 that became a 6 keeps
+    # most of its pixels): pixels of the glyphs' grey level that were not there before.
+    level = int(np.median(pixels[glyphs]))
+    like_now = cv2.absdiff(now, np.full_like(now, level)) <= GLYPH_STEP // 2
+    like_before = cv2.absdiff(pixels, np.full_like(pixels, level)) <= GLYPH_STEP // 2
+    near = cv2.dilate(glyphs.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    added = int((like_now & ~like_before & ~near).sum())
+    return added > max(3, GLYPH_CHANGE * glyphs.sum())
 
 
 def _merge(rects: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
