@@ -200,6 +200,15 @@ class TextStage:
             # at 1.5x (the two tokens Tesseract still read in round 1's evaluation, 12 and 24 px).
             h, w = rgb.shape[:2]
             more = self._det.detect(rgb, scale=STILL_UPSCALE * self._det.scale_for(h, w))
+            if len(boxes) and len(more):
+                # Only what the first pass missed: a line found twice would be read, counted
+                # and covered twice.
+                ix = (np.minimum(more[:, None, 2], boxes[None, :, 2])
+                      - np.maximum(more[:, None, 0], boxes[None, :, 0])).clip(0)
+                iy = (np.minimum(more[:, None, 3], boxes[None, :, 3])
+                      - np.maximum(more[:, None, 1], boxes[None, :, 1])).clip(0)
+                own = ((more[:, 2] - more[:, 0]) * (more[:, 3] - more[:, 1])).clip(1e-6)
+                more = more[((ix * iy).max(axis=1) / own) < 0.5]
             boxes = np.concatenate([boxes, more])
         return self._keep(rgb, boxes)
 
