@@ -36,6 +36,7 @@ producer must hand a new array for each frame (decoders and the face stage do).
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -386,7 +387,15 @@ class TextStage:
                     self.report.frames += 1
                     yield rgb
                 return
-            yield from self._stream(source)
+            # A single frame is a still (a photograph, a secondary capture): detected as one.
+            first = next(source, None)
+            if first is None:
+                return
+            second = next(source, None)
+            if second is None:
+                yield self.process_image(first)
+                return
+            yield from self._stream(itertools.chain((first, second), source))
 
     def _stream(self, source: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         shape = None
