@@ -209,7 +209,7 @@ class TextStage:
                 iy = (np.minimum(more[:, None, 3], boxes[None, :, 3])
                       - np.maximum(more[:, None, 1], boxes[None, :, 1])).clip(0)
                 own = ((more[:, 2] - more[:, 0]) * (more[:, 3] - more[:, 1])).clip(1e-6)
-                more = more[((ix * iy).max(axis=1) / own) < 0.5]
+                more = more[((ix * iy).max(axis=1) / own) < 0.9]
             boxes = np.concatenate([boxes, more])
         return self._keep(rgb, boxes)
 
