@@ -126,8 +126,11 @@ def evaluate(items, key_interval: int, workers: int = 2) -> dict:
                 ident = (item.name, t["text"], tuple(t["box"]))
                 if ident not in first_seen and len(_norm(t["text"])) >= 3:
                     first_seen[ident] = (_crop(orig, t["box"], t["size_px"]),
-                                         _crop(out, t["box"], t["size_px"]), t)
+                                         _crop(out, t["box"], t["size_px"]),
+                                         {**t, "item": item.name, "frame": index,
+                                          "covered": round(_covered(mask, t["box"]), 3)})
     readable = defaultdict(lambda: {"tokens": 0, "before": 0, "after": 0})
+    still_read = []            # the tokens read after cleaning: where and how (invented text)
     with tempfile.TemporaryDirectory(prefix="text_eval_") as tmpdir, \
             ThreadPoolExecutor(workers) as pool:
         tmp = Path(tmpdir)
@@ -141,6 +144,9 @@ def evaluate(items, key_interval: int, workers: int = 2) -> dict:
                 readable[key]["tokens"] += 1
                 readable[key]["before"] += target in _norm(before.result())
                 readable[key]["after"] += target in _norm(after.result())
+            if target in _norm(after.result()):
+                still_read.append({k: t.get(k) for k in ("item", "frame", "field", "size_px", "font",
+                                                          "style", "covered")})
     sizes = sorted(k for k in readable if k != "all")
     return {
         "items": len(items),
@@ -153,6 +159,7 @@ def evaluate(items, key_interval: int, workers: int = 2) -> dict:
             for k in [*sizes, "all"]},
         "covered_token_frames": {k: {"covered": v[0], "total": v[1],
                                      "share": round(v[0] / max(1, v[1]), 4)} for k, v in cover.items()},
+        "readable_after": still_read,
         "covered_by_size": {str(k): round(v[0] / max(1, v[1]), 4) for k, v in sorted(cover_size.items())},
         "psnr_outside_min_db": "identical" if psnr_min == float("inf") else round(psnr_min, 2),
         "no_text_area": {"mean": round(float(np.mean(no_text)), 5),
