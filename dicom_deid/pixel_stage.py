@@ -291,27 +291,6 @@ class _NoFaces:
         return self.report
 
 
-def _keypoint_sr(video_path: Path, originals: list, outputs: list, faces_report: Any,
-                 profile: Profile, key: SiteKey, original_study: str,
-                 original_sop: str) -> tuple[Dataset, dict[str, Any]]:
-    from dicom_deid.keypoints import build_keypoint_sr, invariance
-
-    t0 = time.monotonic()
-    metrics = invariance(originals, outputs,
-                         fallback_frames=faces_report.fallback_frames,
-                         leak_frames=faces_report.leak_frames)
-    video_ds = dcmread(video_path, stop_before_pixels=True)
-    sr = build_keypoint_sr(
-        video_ds, originals, metrics,
-        series_uid=key.uid("keypoint-sr-series:" + original_study),
-        sop_uid=key.uid("keypoint-sr:" + original_sop),
-        frame_step=profile.keypoint_frame_step,
-    )
-    summary = metrics.as_dict() if hasattr(metrics, "as_dict") else dict(vars(metrics))
-    summary["sr_build_s"] = round(time.monotonic() - t0, 3)
-    return sr, summary
-
-
 # Type 1 in the SR Document General module: a dummy where the date option removes dates.
 _SR_REQUIRED_DATES = {0x00080023: "DA", 0x00080033: "TM"}
 

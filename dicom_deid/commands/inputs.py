@@ -116,3 +116,24 @@ def output_folder_problem(path: Path) -> str | None:
     if not os.access(path, os.W_OK | os.X_OK):
         return f"output folder {path} is not writable by this user"
     return None
+
+
+def claim_output(src: Path, dst: Path, output: Path, seen: set[Path]) -> None:
+    """Check that `dst` may be written for `src` (one output per input, never the input
+    itself, never outside `output`), record it in `seen` and create its folder.
+
+    Raises MediaError naming the input. Used by the commands that keep input file names
+    (faces, text)."""
+    from dicom_deid.faces.media import MediaError
+
+    if not src.is_file():
+        raise MediaError(f"{src}: no such file")
+    target = dst.resolve()
+    if target in seen:
+        raise MediaError(f"{src}: output {dst} would overwrite another input's output")
+    if target == src.resolve():
+        raise MediaError(f"{src}: output would overwrite the input itself")
+    if not target.is_relative_to(output.resolve()):
+        raise MediaError(f"{src}: output path escapes {output}")
+    seen.add(target)
+    dst.parent.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dicom_deid.commands.faces import _expand, _output_name
-    from dicom_deid.commands.inputs import output_folder_problem, print_skipped
+    from dicom_deid.commands.inputs import claim_output, output_folder_problem, print_skipped
     from dicom_deid.faces.files import kind_of
     from dicom_deid.faces.media import MediaError, atomic_write
     from dicom_deid.header.keys import KeyFileError, load_key
@@ -76,21 +76,11 @@ def run(args: argparse.Namespace) -> int:
     failures: list[str] = [f"{path}: {why}" for path, why in found.missing]
     reports: list[dict] = []
     seen: set[Path] = set()
-    output_root = args.output.resolve()
     for src, rel in items:
         dst = args.output / rel
         name = str(src)
         try:
-            if not src.is_file():
-                raise MediaError(f"{src}: no such file")
-            if dst.resolve() in seen:
-                raise MediaError(f"{src}: output {dst} would overwrite another input's output")
-            if dst.resolve() == src.resolve():
-                raise MediaError(f"{src}: output would overwrite the input itself")
-            if not dst.resolve().is_relative_to(output_root):
-                raise MediaError(f"{src}: output path escapes {args.output}")
-            seen.add(dst.resolve())
-            dst.parent.mkdir(parents=True, exist_ok=True)
+            claim_output(src, dst, args.output, seen)
             kind = kind_of(src)
             start = time.monotonic()
             if kind == "image":
