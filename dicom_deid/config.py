@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dicom_deid.errors import DeidError
+
 FACE_METHODS = ("none", "swap", "mask3d", "blur", "pixelate", "blackout")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
@@ -25,7 +27,7 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
-class ConfigError(ValueError):
+class ConfigError(DeidError, ValueError):
     """A config file is unreadable or invalid; `problems` holds one line per bad key."""
 
     def __init__(self, source: str, problems: list[str]):

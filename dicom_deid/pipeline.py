@@ -49,11 +49,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dicom_deid import __version__
+from dicom_deid.errors import DeidError
 from dicom_deid.header import (
     FACE_METHODS,
     DeidentificationError,
     HeaderResult,
-    InputError,
     PixelStatus,
     Profile,
     SiteKey,
@@ -65,7 +65,6 @@ from dicom_deid.header import (
     write_atomic,
 )
 from dicom_deid.pixel_stage import PixelStageError
-from dicom_deid.video.errors import VideoError
 
 LOG = logging.getLogger(__name__)
 _UID_NAME = re.compile(r"^[0-9][0-9.]{0,63}$")
@@ -290,8 +289,8 @@ def process_instance(path: Path, output_dir: Path, profile: Profile, faces: str,
     in this run or an earlier one into the same output_dir, raises DuplicateInstanceError:
     nothing is ever overwritten.
 
-    Raises InputError, DeidentificationError, PixelStageError or VideoError (messages
-    without PHI). On any error nothing of this instance is left in output_dir.
+    Raises a DeidError (dicom_deid.errors: a message without PHI) for anything this
+    instance's content makes impossible. On any error nothing of this instance is left in output_dir.
     """
     with warnings.catch_warnings():
         # pydicom's warnings quote element values (PHI); they are not shown.
@@ -445,7 +444,8 @@ def process_study(files: Iterable[Path | str], output_dir: Path | str, options: 
             done = process_instance(path, output_dir, profile, faces, key,
                                     durable=options.durable, keypoints_csv=options.keypoints_csv,
                                     registry=registry)
-        except (InputError, DeidentificationError, PixelStageError, VideoError) as exc:
+        except DeidError as exc:
+            # Every project error says what went wrong without PHI (dicom_deid.errors).
             reason = str(exc)
         except Exception as exc:  # noqa: BLE001 (one bad instance must not stop the study)
             # The message of an unexpected error may quote a value: only its type is kept.

@@ -25,6 +25,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from dicom_deid.errors import DeidError
 from dicom_deid.header import PixelStatus, Profile, SiteKey, mark_pixels
 from dicom_deid.progress import start_frames
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 
-class PixelStageError(Exception):
+class PixelStageError(DeidError):
     """The pixel work an instance needs cannot be done; the message carries no PHI."""
 
 

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dicom_deid.errors import DeidError
+
 # dlib's documented operating point: two descriptors closer than this are the same person
 # (99.38% on LFW).
 MATCH_THRESHOLD = 0.6
 
 
-class EvaluationDependencyError(RuntimeError):
+class EvaluationDependencyError(DeidError, RuntimeError):
     """dlib or its models are missing (install the `eval` extra)."""
 
 

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from dicom_deid.errors import DeidError
 from dicom_deid.faces.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_dicom
 
 ROLES = ("gallery", "probe", "distractor")
 REQUIRED = ("path", "identity", "role")
 
 
-class ManifestError(ValueError):
+class ManifestError(DeidError, ValueError):
     """A manifest that cannot be used, naming the file, the row and the problem."""
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from dicom_deid.errors import DeidError
 from dicom_deid.evaluate.manifest import Entry, open_source, read_manifest
 from dicom_deid.evaluate.observer import FrameObs, Models, Observer
 from dicom_deid.evaluate.privacy import matches
@@ -73,7 +74,7 @@ class Capture:
     flicker: list[tuple[float | None, float | None]] = field(default_factory=list)
 
 
-class MethodUnavailable(Exception):
+class MethodUnavailable(DeidError):
     pass
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dicom_deid.errors import DeidError
 from dicom_deid.overlap import DEFAULT_DEPTH, BackgroundConsumer
 from dicom_deid.overlap import prefetch as overlap_prefetch
 
@@ -48,7 +49,7 @@ VIDEO_FORMATS = {
 VIDEO_SUFFIXES = tuple(VIDEO_FORMATS)
 
 
-class MediaError(ValueError):
+class MediaError(DeidError, ValueError):
     """An input or output file that cannot be read or written, with the reason."""
 
 

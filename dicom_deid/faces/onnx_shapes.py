@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from dicom_deid.errors import DeidError
+
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
 
-class OnnxFormatError(ValueError):
+class OnnxFormatError(DeidError, ValueError):
     """The bytes are not a protobuf message of the expected layout."""
 
 

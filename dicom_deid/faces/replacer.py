@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from dicom_deid.errors import DeidError
 from dicom_deid.faces.baselines import BASELINES, apply_baseline
 from dicom_deid.faces.leakcheck import DEFAULT_MAX_SIDE, DEFAULT_PRECISION, Leak, LeakChecker
 from dicom_deid.faces.models import FaceModels
@@ -75,7 +76,7 @@ def _render_takes(renderer: Renderer | None, name: str) -> bool:
         return False
 
 
-class MethodUnavailableError(RuntimeError):
+class MethodUnavailableError(DeidError, RuntimeError):
     """The method's renderer is not part of this installation."""
 
 

@@ -40,6 +40,7 @@ from pydicom.uid import (
 from pydicom.valuerep import VR as _VR
 
 from dicom_deid import __version__
+from dicom_deid.errors import DeidError
 from dicom_deid.header.keys import SiteKey
 from dicom_deid.header.options import BASIC_PROFILE_CODE, OPTION_CODES
 from dicom_deid.header.pixels import PixelStatus, may_show_face
@@ -141,7 +142,7 @@ def standard_scheme(item: Dataset) -> bool:
     return designator in STANDARD_SCHEMES and not designator.startswith("99")
 
 
-class DeidentificationError(Exception):
+class DeidentificationError(DeidError):
     """An instance the engine cannot de-identify. The message carries no PHI (tags only)."""
 
 

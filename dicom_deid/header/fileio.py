@@ -18,12 +18,14 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from dicom_deid.errors import DeidError
+
 _UNDEFINED = 0xFFFFFFFF
 _REQUIRED = (0x00080016, 0x00080018)  # SOP Class UID, SOP Instance UID
 MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
 
 
-class InputError(Exception):
+class InputError(DeidError):
     """An input that is not a complete DICOM instance. The message carries no PHI."""
 
 

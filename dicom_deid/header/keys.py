@@ -15,13 +15,15 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from dicom_deid.errors import DeidError
+
 MIN_KEY_BYTES = 32
 KEY_ENV = "DICOM_DEID_KEY"
 
 log = logging.getLogger(__name__)
 
 
-class KeyFileError(ValueError):
+class KeyFileError(DeidError, ValueError):
     """The key file is missing, unreadable, too short or readable by others."""
 
 

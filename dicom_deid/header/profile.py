@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from dicom_deid.errors import DeidError
 from dicom_deid.header.iod import iod_types, resolve_action
 from dicom_deid.header.options import HEADER_OPTIONS, check_options
 from dicom_deid.header.pixels import FACE_SCOPES
@@ -69,7 +70,7 @@ PROFILE_KEYS = {
 BURNED_IN_TEXT_MODES = ("redact-all", "redact-phi", "off")
 
 
-class ProfileError(ValueError):
+class ProfileError(DeidError, ValueError):
     """A profile file that cannot be used; the message names the file and the key."""
 
 

@@ -36,6 +36,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
+from dicom_deid.errors import DeidError
 from dicom_deid.keypoints.encode import ScoordFrames, dataset_item
 from dicom_deid.keypoints.metrics import InvarianceMetrics
 from dicom_deid.keypoints.points import SETS, FrameKeypoints, point_order_text
@@ -84,7 +85,7 @@ COORDINATES_TEXT = (
 )
 
 
-class KeypointSRError(ValueError):
+class KeypointSRError(DeidError, ValueError):
     """The keypoint SR cannot be built or read; the message carries no PHI."""
 
 

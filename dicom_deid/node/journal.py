@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dicom_deid.errors import DeidError
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -99,7 +101,7 @@ CREATE TABLE IF NOT EXISTS events (
 INSTANCE_STATES = ("received", "processing", "done", "forwarded", "quarantined")
 
 
-class JournalError(RuntimeError):
+class JournalError(DeidError, RuntimeError):
     pass
 
 

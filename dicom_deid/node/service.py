@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from dicom_deid.config import NodeConfig
+from dicom_deid.errors import DeidError
 from dicom_deid.node.journal import Journal
 from dicom_deid.node.spool import Spool, ensure_private_dir
 
@@ -22,7 +23,7 @@ LOCK_NAME = "node.lock"
 _RETENTION_EVERY = 5.0
 
 
-class NodeAlreadyRunning(RuntimeError):
+class NodeAlreadyRunning(DeidError, RuntimeError):
     pass
 
 

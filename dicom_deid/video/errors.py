@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dicom_deid.errors import DeidError
 
-class VideoError(Exception):
+
+class VideoError(DeidError):
     """A video instance cannot be read or written; the message names the file and the problem."""
 
     def __init__(self, source: str | Path | None, problem: str) -> None:

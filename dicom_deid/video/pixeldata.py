@@ -58,7 +58,7 @@ def read_header(path: Path) -> tuple[Dataset, int]:
     except FileNotFoundError:
         raise VideoError(path, "file not found") from None
     except (InvalidDicomError, EOFError, struct.error, ValueError, OSError, KeyError) as exc:
-        raise VideoError(path, f"not a readable DICOM file ({exc})") from exc
+        raise VideoError(path, f"not a readable DICOM file ({type(exc).__name__})") from exc
 
 
 def _syntax(ds: Dataset) -> str:
@@ -156,7 +156,7 @@ def _read_full(path: Path) -> Dataset:
     try:
         return dcmread(path)
     except Exception as exc:  # pydicom raises many types for broken files
-        raise VideoError(path, f"not a readable DICOM file ({exc})") from exc
+        raise VideoError(path, f"not a readable DICOM file ({type(exc).__name__})") from exc
 
 
 def layout_from_dataset(ds: Dataset, name: str = "<dataset>") -> PixelLayout:
