@@ -1,5 +1,7 @@
-"""One study in, a de-identified study out (DESIGN.md: "the path of one study").
+"""One study in, a de-identified study out: file placement, duplicates and quarantine around
+the library's Deidentifier (dicom_deid.deidentifier), which does the de-identification.
 
+    result = process_study(files, output_dir, Deidentifier("basic", key=key), None, quarantine_dir)
     result = process_study(files, output_dir, StudyOptions("basic"), key, quarantine_dir)
 
 For each input instance, in order: read (strictly: a truncated file is refused) -> header
@@ -39,32 +41,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dicom_deid import __version__
+from dicom_deid.atomic import atomic_path
+from dicom_deid.deidentifier import Deidentifier, Outcome, Prepared
 from dicom_deid.errors import DeidError
-from dicom_deid.header import (
-    FACE_METHODS,
-    DeidentificationError,
-    HeaderResult,
-    PixelStatus,
-    Profile,
-    SiteKey,
-    deidentify,
-    has_pixels,
-    load_profile,
-    mark_pixels,
-    read_instance,
-    write_atomic,
-)
-from dicom_deid.pixel_stage import PixelStageError
+from dicom_deid.header import DeidentificationError, Profile, SiteKey, write_atomic
 
 LOG = logging.getLogger(__name__)
 _UID_NAME = re.compile(r"^[0-9][0-9.]{0,63}$")
@@ -88,19 +75,9 @@ class StudyOptions:
     durable: bool = True
     keypoints_csv: bool = False
 
-    def load(self) -> Profile:
-        if isinstance(self.profile, Profile):
-            if not self.options:
-                return self.profile
-            source = self.profile.path or self.profile.name
-            return load_profile(source, tuple(self.profile.options) + tuple(self.options))
-        return load_profile(self.profile, tuple(self.options))
-
-    def face_method(self, profile: Profile) -> str:
-        method = (self.faces or profile.faces or "none").strip().lower()
-        if method not in FACE_METHODS:
-            raise ValueError(f"face method {method!r} is not one of {', '.join(FACE_METHODS)}")
-        return method
+    def deidentifier(self, key: SiteKey) -> Deidentifier:
+        """The library's Deidentifier for a study under these options."""
+        return Deidentifier(self.profile, key=key, options=self.options, faces=self.faces)
 
 
 @dataclass(frozen=True)
@@ -118,6 +95,11 @@ class StudyResult:
     failures: list[InstanceFailure] = field(default_factory=list)
     reports: list[Path] = field(default_factory=list)
     duplicates: int = 0          # identical re-sends, stored once
+    # What the node's job records per output, known without reading the files back:
+    # output path -> (SOP Class UID, Transfer Syntax UID); faces replaced and leak-check hits.
+    facts: dict[Path, tuple[str, str]] = field(default_factory=dict)
+    faces_replaced: int = 0
+    leaks: int = 0
 
     @property
     def ok(self) -> bool:
@@ -125,13 +107,6 @@ class StudyResult:
 
 
 # ------------------------------------------------------------------------ one instance
-
-@dataclass
-class _Written:
-    output: Path
-    report: Path
-    duplicate: bool
-
 
 def _uid(ds, keyword: str) -> str:
     value = str(ds.get(keyword, "") or "").strip()
@@ -142,101 +117,6 @@ def _uid(ds, keyword: str) -> str:
     return value
 
 
-def _burned_in_annotation(source) -> bool:
-    try:
-        value = source.get("BurnedInAnnotation", "")
-    except Exception:  # noqa: BLE001 (an unreadable value says nothing: not YES)
-        return False
-    return has_pixels(source) and str(value or "").strip().upper() == "YES"
-
-
-def _text_runs(source, header: HeaderResult, profile: Profile, faces: str) -> bool:
-    """Whether the pixel pass will run the burned-in text stage on this instance."""
-    from dicom_deid.pixel_stage import text_applies
-
-    if not has_pixels(source) or not header.may_show_face:
-        return False
-    if not text_applies(profile, source):
-        return False
-    return faces != "none" or "clean-pixel-data" in profile.options
-
-
-def _check_burned_in_annotation(source, header: HeaderResult, profile: Profile,
-                                faces: str) -> list[str]:
-    """Fail closed on text the header says is burned into the pixels where the text stage
-    does not run on the instance (profile burned_in_annotation: quarantine); `warn` lets it
-    out with a report warning. Where the text stage runs, it covers the text: no warning."""
-    if not _burned_in_annotation(source) or _text_runs(source, header, profile, faces):
-        return []
-    if profile.burned_in_annotation == "quarantine":
-        raise PixelStageError(
-            "BurnedInAnnotation is YES: text burned into the pixels may identify the patient "
-            "and the burned-in text stage does not run on this instance (burned_in_text off, "
-            "face method none without clean-pixel-data, or pixels it does not handle; profile "
-            "setting burned_in_annotation: quarantine)"
-        )
-    return ["BurnedInAnnotation is YES: burned-in text was not removed "
-            "(profile setting burned_in_annotation: warn)"]
-
-
-def _needs_faces(source, header: HeaderResult, profile: Profile, faces: str) -> bool:
-    """Whether the face stage must run; PixelStageError when the pixel work asked for
-    cannot be done by this build."""
-    if not has_pixels(source):
-        return False
-    from dicom_deid.pixel_stage import text_applies
-
-    text = header.may_show_face and text_applies(profile, source)
-    if "clean-pixel-data" in profile.options and not text:
-        raise PixelStageError(
-            "the profile asks for clean-pixel-data, but the burned-in text stage does not run "
-            "on this instance (burned_in_text is off, or its pixels are not video, "
-            "photography or secondary capture)"
-        )
-    if not header.may_show_face:
-        return False
-    if faces == "none":
-        if "clean-recognizable-visual-features" in profile.options:
-            raise PixelStageError(
-                "the profile asks for clean-recognizable-visual-features, but face method "
-                "'none' was chosen"
-            )
-        # Face method none is the header-only route (the node's fast rules): the pixels are
-        # touched for text only when the profile asks for clean-pixel-data.
-        return text and "clean-pixel-data" in profile.options
-    return True
-
-
-def _report(header: HeaderResult, profile: Profile, faces: str, pixels: PixelStatus | None,
-            out, dcm_name: str, source_has_pixels: bool) -> dict:
-    actions = {k: v for k, v in sorted(header.actions.items())}
-    return {
-        "tool": f"dicom-deid {__version__}",
-        "file": dcm_name,
-        "sop_class_uid": str(out.get("SOPClassUID", "")),
-        "study_instance_uid": str(out.get("StudyInstanceUID", "")),
-        "series_instance_uid": str(out.get("SeriesInstanceUID", "")),
-        "sop_instance_uid": str(out.get("SOPInstanceUID", "")),
-        "profile": profile.name,
-        "options": list(profile.options),
-        "annex_e_table_sha256": profile.table.sha256,
-        "actions": actions,
-        "dates": {"keep": "kept", "shift": "shifted per patient", "remove": "removed"}[
-            header.date_mode
-        ],
-        "pseudonyms": header.pseudonym_source or ("keyed" if profile.pseudonyms else "none"),
-        "warnings": list(header.warnings),
-        "pixels": {
-            "present": source_has_pixels,
-            "may_show_face": header.may_show_face,
-            "face_method": faces,
-            "faces_cleaned": bool(pixels and pixels.faces_cleaned),
-            "pixels_modified": bool(pixels and pixels.pixels_modified),
-            "burned_in_annotation_cleaned": bool(pixels and pixels.burned_in_annotation_cleaned),
-        },
-    }
-
-
 @dataclass
 class InstanceOutput:
     """What one input became: its files (the instance, maybe a keypoint SR) and its report.
@@ -245,6 +125,9 @@ class InstanceOutput:
     files: list[Path]
     report: Path
     duplicate: bool = False
+    facts: dict[Path, tuple[str, str]] = field(default_factory=dict)
+    faces_replaced: int = 0
+    leaks: int = 0
 
 
 class DuplicateInstanceError(DeidentificationError):
@@ -277,9 +160,8 @@ def _earlier_output(target: Path, report: dict) -> list[Path]:
     return files
 
 
-def process_instance(path: Path, output_dir: Path, profile: Profile, faces: str,
-                     key: SiteKey, *, durable: bool = True,
-                     keypoints_csv: bool = False,
+def process_instance(path: Path, output_dir: Path, deid: Deidentifier, *,
+                     durable: bool = True, keypoints_csv: bool = False,
                      registry: dict[str, str] | None = None) -> InstanceOutput:
     """De-identify one file into output_dir.
 
@@ -290,90 +172,86 @@ def process_instance(path: Path, output_dir: Path, profile: Profile, faces: str,
     nothing is ever overwritten.
 
     Raises a DeidError (dicom_deid.errors: a message without PHI) for anything this
-    instance's content makes impossible. On any error nothing of this instance is left in output_dir.
+    instance's content makes impossible. On any error nothing of this instance is left in
+    output_dir.
     """
     with warnings.catch_warnings():
         # pydicom's warnings quote element values (PHI); they are not shown.
         warnings.simplefilter("ignore")
-        source = read_instance(path)
-        header = deidentify(source, profile, key, pixels=None)
-        burned_in = _check_burned_in_annotation(source, header, profile, faces)
-        out = header.dataset
-        study, series, sop = (_uid(out, k) for k in
-                              ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
-        digest = source_digest(path, key)
-        target = output_dir / study / series / f"{sop}.dcm"
-        earlier = registry.get(sop) if registry is not None else None
-        on_disk = earlier is None and target.exists()
-        if on_disk:
-            earlier = _written_digest(target)
-        if earlier is not None:
-            if earlier != digest:
-                raise DuplicateInstanceError(
-                    "another instance with the same SOP Instance UID but different content "
-                    "was already written; it is not overwritten (duplicate SOP Instance UID)"
-                )
-            report_path = target.with_suffix(".json")
-            files = _earlier_output(target, json.loads(report_path.read_text())) if on_disk \
-                else [target]
-            if registry is not None:
-                registry[sop] = digest
-            # Written by an earlier run: listed as this run's output; seen in this run: not again.
-            return InstanceOutput(files, report_path, duplicate=not on_disk)
-        header.warnings.extend(burned_in)
-        source_has_pixels = has_pixels(source)
-        if not _needs_faces(source, header, profile, faces):
-            report = _report(header, profile, faces, None, out, target.name, source_has_pixels)
-            report["source_digest"] = digest
-            write_atomic(out, target, durable=durable)
-            files = [target]
-        else:
-            files, report = _process_faces(path, source, header, profile, faces, key,
-                                           output_dir, study, series, durable, keypoints_csv)
-            report["source_digest"] = digest
-        del source
+        return _process_instance(path, output_dir, deid, durable, keypoints_csv, registry)
+
+
+def _process_instance(path: Path, output_dir: Path, deid: Deidentifier, durable: bool,
+                      keypoints_csv: bool, registry: dict[str, str] | None) -> InstanceOutput:
+    prepared = deid.prepare(path)
+    out = prepared.dataset
+    study, series, sop = (_uid(out, k) for k in
+                          ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
+    digest = source_digest(path, deid.key)
+    target = output_dir / study / series / f"{sop}.dcm"
+    earlier = registry.get(sop) if registry is not None else None
+    on_disk = earlier is None and target.exists()
+    if on_disk:
+        earlier = _written_digest(target)
+    if earlier is not None:
+        if earlier != digest:
+            raise DuplicateInstanceError(
+                "another instance with the same SOP Instance UID but different content "
+                "was already written; it is not overwritten (duplicate SOP Instance UID)"
+            )
+        report_path = target.with_suffix(".json")
+        if registry is not None:
+            registry[sop] = digest
+        if not on_disk:
+            return InstanceOutput([target], report_path, duplicate=True)
+        # Written by an earlier run (a job cut short): listed as this run's output, with the
+        # faces its report counts; seen in this run: not again.
+        earlier_report = json.loads(report_path.read_text())
+        faces = earlier_report.get("faces") or {}
+        return InstanceOutput(_earlier_output(target, earlier_report), report_path,
+                              faces_replaced=int(faces.get("faces", 0) or 0),
+                              leaks=int(faces.get("leaks", 0) or 0))
+    files, report, outcome = _place(prepared, deid, output_dir, study, target, durable,
+                                    keypoints_csv)
+    del prepared
+    report["source_digest"] = digest
     report_path = target.with_suffix(".json")
     write_atomic((json.dumps(report, indent=2) + "\n").encode(), report_path, durable=durable)
     if registry is not None:
         registry[sop] = digest
-    return InstanceOutput(files, report_path)
+    return InstanceOutput(list(files), report_path, facts=files,
+                          faces_replaced=outcome.faces_replaced, leaks=outcome.leaks)
 
 
-def _process_faces(path: Path, source, header: HeaderResult, profile: Profile, faces: str,
-                   key: SiteKey, output_dir: Path, study: str, series: str, durable: bool,
-                   keypoints_csv: bool) -> tuple[list[Path], dict]:
-    from dicom_deid.pixel_stage import clean_faces
-
-    original_study = str(source.StudyInstanceUID)
-    original_sop = str(source.SOPInstanceUID)
-    # One mapping from an original SOP Instance UID to its output UID, whatever the pixel
-    # stage does: the header stage's, which every reference to the instance uses too.
-    new_sop = str(header.dataset.SOPInstanceUID)
-    target = output_dir / study / series / f"{new_sop}.dcm"
+def _place(prepared: Prepared, deid: Deidentifier, output_dir: Path, study: str,
+           target: Path, durable: bool, keypoints_csv: bool,
+           ) -> tuple[dict[Path, tuple[str, str]], dict, Outcome]:
+    """Run the Deidentifier on the instance and put what it made in place: the instance at
+    target, its keypoint SR in the SR's series folder, the CSV beside the instance. Returns
+    the files written (path -> SOP Class UID, Transfer Syntax UID), the report to write and
+    the outcome."""
     written: list[Path] = []
     try:
-        outcome = clean_faces(path, header.dataset, original_study, original_sop, profile,
-                              faces, key, target, durable=durable,
-                              date_offset_days=header.offset_days, original=source)
-        out = header.dataset
-        mark_pixels(out, profile, outcome.status)
-        if not outcome.status.pixels_modified:
-            # No face in any frame: the original Pixel Data goes out bit for bit.
-            write_atomic(out, target, durable=durable)
+        outcome = deid.deidentify(prepared, video=target)
+        if outcome.video is None:
+            # Header only, or no face in any frame: the original Pixel Data goes out bit for bit.
+            write_atomic(outcome.dataset, target, durable=durable)
         written.append(target)
-        report = _report(header, profile, faces, outcome.status, out, target.name, True)
-        report.update(outcome.report)
+        facts = {target: (outcome.sop_class_uid, outcome.transfer_syntax)}
+        report = _placed_report(outcome, target.name)
         if outcome.sr is not None:
             sr = outcome.sr
             sr_path = output_dir / study / str(sr.SeriesInstanceUID) / f"{sr.SOPInstanceUID}.dcm"
             write_atomic(sr, sr_path, durable=durable)
             written.append(sr_path)
+            facts[sr_path] = (str(sr.SOPClassUID), str(sr.file_meta.TransferSyntaxUID))
+            built = report["keypoint_sr"]
             report["keypoint_sr"] = {
                 "file": f"{sr.SeriesInstanceUID}/{sr_path.name}",
-                "series_instance_uid": str(sr.SeriesInstanceUID),
-                "sop_instance_uid": str(sr.SOPInstanceUID),
+                "series_instance_uid": built["series_instance_uid"],
+                "sop_instance_uid": built["sop_instance_uid"],
                 "bytes": sr_path.stat().st_size,
-                "frame_step": profile.keypoint_frame_step,
+                "frame_step": built["frame_step"],
             }
         if keypoints_csv and outcome.keypoints is not None:
             from dicom_deid.keypoints import write_keypoints_csv
@@ -387,7 +265,13 @@ def _process_faces(path: Path, source, header: HeaderResult, profile: Profile, f
             done.unlink(missing_ok=True)
         target.unlink(missing_ok=True)
         raise
-    return written, report
+    return facts, report, outcome
+
+
+def _placed_report(outcome: Outcome, name: str) -> dict:
+    """The Deidentifier's report with the file's name after the tool's."""
+    report = dict(outcome.report)
+    return {"tool": report.pop("tool"), "file": name, **report}
 
 
 # ------------------------------------------------------------------------ quarantine
@@ -404,14 +288,8 @@ def quarantine(path: Path, reason: str, quarantine_dir: Path) -> Path | None:
     reason_text = f"input: {path}\nreason: {reason}\n".encode()
     copied: Path | None = target
     try:
-        fd, tmp = tempfile.mkstemp(dir=quarantine_dir, prefix=".tmp-")
-        os.close(fd)
-        try:
+        with atomic_path(target, durable=False) as tmp:
             shutil.copyfile(path, tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     except OSError:
         copied = None
         reason_text += b"the input could not be copied here\n"
@@ -421,29 +299,43 @@ def quarantine(path: Path, reason: str, quarantine_dir: Path) -> Path | None:
 
 # ------------------------------------------------------------------------ one study
 
-def process_study(files: Iterable[Path | str], output_dir: Path | str, options: StudyOptions,
-                  key: SiteKey, quarantine_dir: Path | str,
+def process_study(files: Iterable[Path | str], output_dir: Path | str,
+                  options: StudyOptions | Deidentifier, key: SiteKey | None,
+                  quarantine_dir: Path | str,
                   progress: Callable[[Path, bool], None] | None = None,
-                  registry: dict[str, str] | None = None) -> StudyResult:
+                  registry: dict[str, str] | None = None, *,
+                  durable: bool | None = None,
+                  keypoints_csv: bool | None = None) -> StudyResult:
     """De-identify the instances of one study; see the module doc for what is written.
+
+    options: the study's Deidentifier (its key is used; `key` may be None), or StudyOptions
+    with the key to build one from. durable and keypoints_csv: see StudyOptions (for a
+    Deidentifier: default True and False).
 
     `progress(path, ok)` is called after each instance. `registry` (output SOP Instance UID
     -> source digest) spans studies when the caller passes the same dict to each call, so a
-    SOP Instance UID re-used in another study is caught too (see process_instance). Raises only for problems that
-    concern every instance (a bad profile or face method); per-instance problems become
-    StudyResult.failures, with the input quarantined.
+    SOP Instance UID re-used in another study is caught too (see process_instance). Raises only
+    for problems that concern every instance (a bad profile, key or face method: a DeidError);
+    per-instance problems become StudyResult.failures, with the input quarantined.
     """
     output_dir, quarantine_dir = Path(output_dir), Path(quarantine_dir)
-    profile = options.load()
-    faces = options.face_method(profile)
+    if isinstance(options, Deidentifier):
+        deid = options
+    else:
+        if key is None:
+            raise ValueError("process_study needs the site key with StudyOptions")
+        deid = options.deidentifier(key)
+        durable = options.durable if durable is None else durable
+        keypoints_csv = options.keypoints_csv if keypoints_csv is None else keypoints_csv
+    durable = True if durable is None else durable
+    keypoints_csv = bool(keypoints_csv)
     result = StudyResult()
     registry = {} if registry is None else registry
     for raw in files:
         path = Path(raw)
         try:
-            done = process_instance(path, output_dir, profile, faces, key,
-                                    durable=options.durable, keypoints_csv=options.keypoints_csv,
-                                    registry=registry)
+            done = process_instance(path, output_dir, deid, durable=durable,
+                                    keypoints_csv=keypoints_csv, registry=registry)
         except DeidError as exc:
             # Every project error says what went wrong without PHI (dicom_deid.errors).
             reason = str(exc)
@@ -457,6 +349,9 @@ def process_study(files: Iterable[Path | str], output_dir: Path | str, options: 
             else:
                 result.outputs.extend(done.files)
                 result.reports.append(done.report)
+                result.facts.update(done.facts)
+                result.faces_replaced += done.faces_replaced
+                result.leaks += done.leaks
             if progress:
                 progress(path, True)
             continue
@@ -464,5 +359,5 @@ def process_study(files: Iterable[Path | str], output_dir: Path | str, options: 
         if progress:
             progress(path, False)
     LOG.debug("study: %d instances written, %d failed, %d duplicates",
-             len(result.outputs), len(result.failures), result.duplicates)
+              len(result.outputs), len(result.failures), result.duplicates)
     return result

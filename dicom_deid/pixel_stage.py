@@ -1,18 +1,19 @@
 """The pixel stage of one instance: decode -> keypoints -> replace faces -> encode -> SR.
 
-    outcome = clean_faces(path, header, profile, method, key, target)
+    context = InstanceContext(header=..., original=..., path=..., profile=..., pixels=..., key=...)
+    outcome = clean_faces(context, target)
 
-The caller (pipeline.py) has already de-identified the header; this module re-encodes the
-frames with every face replaced (dicom_deid.faces), measures keypoints on the original frames
-and on the output (dicom_deid.keypoints), and builds the keypoint Structured Report. The
-re-encoded instance and the SR get UIDs derived from the site key (docs/CONTRACTS.md), so a
-re-run or a re-send after a crash gives the same UIDs. Nothing here writes anything but the
-target file (atomically, through dicom_deid.video) and returns the SR dataset to the caller.
+The caller (dicom_deid.deidentifier) has already de-identified the header; this module
+re-encodes the frames with every face replaced (dicom_deid.faces), measures keypoints on the
+original frames and on the output (dicom_deid.keypoints), and builds the keypoint Structured
+Report. The re-encoded instance and the SR get UIDs derived from the site key
+(docs/CONTRACTS.md), so a re-run or a re-send after a crash gives the same UIDs. Nothing here
+writes anything but the target file (atomically, through dicom_deid.video) and returns the SR
+dataset to the caller.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import time
@@ -27,21 +28,94 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicom_deid.errors import DeidError
 from dicom_deid.header import PixelStatus, Profile, SiteKey, mark_pixels
+from dicom_deid.header.keys import donor_seed, keypoint_sr_uids
 from dicom_deid.progress import start_frames
 
 if TYPE_CHECKING:
-    from dicom_deid.faces import FrameResult
+    from dicom_deid.faces import FaceReplacer, FrameResult
 
 LOG = logging.getLogger(__name__)
+
+__all__ = ["InstanceContext", "PixelOutcome", "PixelSettings", "PixelStageError", "clean_faces",
+           "donor_seed", "make_replacer", "pixel_settings", "text_applies"]
 
 
 class PixelStageError(DeidError):
     """The pixel work an instance needs cannot be done; the message carries no PHI."""
 
 
+@dataclass(frozen=True)
+class PixelSettings:
+    """How the pixels of a study are cleaned (the profile's pixel keys, after overrides).
+
+    method: the face method (none | swap | mask3d | blur | pixelate | blackout)
+    face_shape: swap's donor-shape weight (0 keeps the patient's geometry)
+    keypoints: measure keypoints and write the keypoint SR beside a face replacement
+    keypoint_frame_step: the SR holds every Nth frame
+    burned_in_text: redact-all | redact-phi | off
+    """
+
+    method: str = "none"
+    face_shape: float = 1.0
+    keypoints: bool = True
+    keypoint_frame_step: int = 1
+    burned_in_text: str = "redact-all"
+
+
+def pixel_settings(profile: Profile, *, faces: str | None = None,
+                   face_shape: float | None = None) -> PixelSettings:
+    """The one place that reads the pixel settings off a profile; `faces` and `face_shape`
+    override the profile's. The method is checked by the caller (FACE_METHODS)."""
+    return PixelSettings(
+        method=(faces or profile.faces or "none").strip().lower(),
+        face_shape=float(profile.face_shape if face_shape is None else face_shape),
+        keypoints=bool(profile.keypoints),
+        keypoint_frame_step=int(profile.keypoint_frame_step),
+        burned_in_text=str(getattr(profile, "burned_in_text", "off") or "off"),
+    )
+
+
+@dataclass(frozen=True)
+class InstanceContext:
+    """One instance on its way through the pixel stage.
+
+    header:   the de-identified header (header stage); the written instance's header
+    original: the dataset as read: the frames where the file cannot be streamed
+              (_frame_source), the values redact-phi looks for, the UIDs keyed values derive
+              from (never written)
+    path:     the file to stream the frames from; None: the frames come from `original`
+    profile:  the header profile (options, date mode: what the header says was done)
+    pixels:   how the pixels are cleaned
+    date_offset_days: the patient's date shift under the date-shift option (the SR follows it)
+    """
+
+    header: Dataset
+    original: Dataset
+    path: Path | None
+    profile: Profile
+    pixels: PixelSettings
+    key: SiteKey
+    date_offset_days: int | None = None
+
+    @property
+    def method(self) -> str:
+        return self.pixels.method
+
+    @property
+    def original_study(self) -> str:
+        return str(self.original.StudyInstanceUID)
+
+    @property
+    def original_sop(self) -> str:
+        return str(self.original.SOPInstanceUID)
+
+
 @dataclass
 class PixelOutcome:
-    """What the pixel stage did to one instance (PHI-free, JSON-ready through `report`)."""
+    """What the pixel stage did to one instance (PHI-free, JSON-ready through `report`).
+
+    written_header: the header of the file written at `video` (read back once for the
+    fidelity check and reused for the SR); None when nothing was written."""
 
     status: PixelStatus
     video: Path
@@ -49,61 +123,64 @@ class PixelOutcome:
     sr: Dataset | None = None
     keypoints: list | None = None
     report: dict[str, Any] = field(default_factory=dict)
+    written_header: Dataset | None = None
 
 
-def donor_seed(key: SiteKey, original_study_uid: str) -> int:
-    """The synthetic donor of a study: keyed, so two studies of one patient differ."""
-    return key.integer("donor", original_study_uid, 2**32)
+def make_replacer(pixels: PixelSettings, key: SiteKey, original_study_uid: str,
+                  fps: float) -> FaceReplacer:
+    """The face stage of one instance of a study: the study's donor from the key (two studies
+    of one patient get unrelated donors), swap's shape weight from the settings."""
+    from dicom_deid.faces import FaceReplacer
+
+    shape = pixels.face_shape if pixels.method == "swap" else 0.0
+    return FaceReplacer(method=pixels.method, shape=shape,
+                        donor_seed=donor_seed(key, original_study_uid), fps=fps)
 
 
 def _original_face_landmarks(result: FrameResult) -> list:
     return [f.landmarks for f in result.faces if f.landmarks is not None]
 
 
-def _frame_source(path: Path, header_ds: Dataset, original: Dataset | None) -> Path | Dataset:
+def _frame_source(context: InstanceContext) -> Path | Dataset:
     """The file, for the frame reader to stream from; the dataset pydicom read where the file
     cannot be streamed: deflated (the reader seeks into the file for Pixel Data, which a
     deflated file does not allow), or encoded in another VR encoding than its transfer syntax
     says (pydicom notices and reads it; the reader, which trusts the syntax, would not)."""
-    meta = getattr(header_ds, "file_meta", None)
+    original, path = context.original, context.path
+    if path is None:
+        return original
+    meta = getattr(context.header, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if syntax == DeflatedExplicitVRLittleEndian:
-        return original if original is not None else dcmread(path)
-    if original is not None and syntax is not None and syntax.is_transfer_syntax:
+        return original
+    if syntax is not None and syntax.is_transfer_syntax:
         implicit, _ = original.original_encoding
         if implicit is not None and implicit != syntax.is_implicit_VR:
             return original
     return path
 
 
-def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_sop: str,
-                profile: Profile, method: str, key: SiteKey, target: Path, *,
-                keypoints: bool | None = None, durable: bool = True,
-                date_offset_days: int | None = None,
-                original: Dataset | None = None) -> PixelOutcome:
-    """Replace the faces in every frame of `path` and write the result to `target`.
+def clean_faces(context: InstanceContext, target: Path) -> PixelOutcome:
+    """Replace the faces in every frame of the instance and write the result to `target`.
 
-    header_ds is the de-identified header (from the header stage); original_study and
-    original_sop are the source's UIDs, used only to derive keyed values; date_offset_days
-    is the patient's date shift (HeaderResult.offset_days) under the date-shift option;
-    original, the dataset as read, is used where the file cannot be streamed (_frame_source)
-    and gives redact-phi the values to look for. Burned-in text is covered in the same pass
-    (dicom_deid.text, profile.burned_in_text); method "none" leaves the faces and runs the
-    text stage alone. The instance keeps the header stage's SOP Instance UID (the key's one
-    mapping of the original, which every reference to it uses too). When no frame changed (no
-    face found, no leak covered, no text covered), nothing is written and
-    `status.pixels_modified` is False: the caller keeps the original Pixel Data bit for bit.
-    Raises PixelStageError or dicom_deid.video.VideoError with a PHI-free message.
+    Burned-in text is covered in the same pass (dicom_deid.text, pixels.burned_in_text);
+    method "none" leaves the faces and runs the text stage alone. The instance keeps the
+    header stage's SOP Instance UID (the key's one mapping of the original, which every
+    reference to it uses too). When no frame changed (no face found, no leak covered, no text
+    covered), nothing is written and `status.pixels_modified` is False: the caller keeps the
+    original Pixel Data bit for bit. Raises PixelStageError or dicom_deid.video.VideoError
+    with a PHI-free message.
     """
     import numpy as np
 
-    from dicom_deid.faces import FaceReplacer
-    from dicom_deid.video import VideoError, open_frames, write_frames
+    from dicom_deid.faces.dicom_pass import replace_and_write
+    from dicom_deid.video import VideoError, open_frames
 
-    want_keypoints = profile.keypoints if keypoints is None else keypoints
+    pixels, profile, header_ds = context.pixels, context.profile, context.header
+    method = pixels.method
     # Keypoints are measured beside a face replacement; text alone does not write an SR.
-    want_keypoints = want_keypoints and method != "none"
-    text = _text_stage(profile, original)
+    want_keypoints = pixels.keypoints and method != "none"
+    text = _text_stage(pixels, profile, context.original)
     faces_on = method != "none"
     if text is None and not faces_on:
         raise PixelStageError("neither faces nor burned-in text were asked for")
@@ -113,7 +190,7 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
     # The header must say what was done before the frames are written with it.
     mark_pixels(template, profile, status)
     new_uid = str(header_ds.SOPInstanceUID)
-    timings = {"faces_s": 0.0, "keypoints_s": 0.0}
+    keypoints_s = [0.0]
     changed = [0]
     originals: list = []
     outputs: list = []
@@ -121,20 +198,19 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
     work = target.with_name(f".{target.name}.faces.tmp")
     work.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    source = _frame_source(path, header_ds, original)
+    source = _frame_source(context)
     try:
         reader = open_frames(source)
     except VideoError:
-        if original is None or source is original:
+        if source is context.original:
             raise
         # The reader walks the file's elements itself to find Pixel Data; where it loses its
         # way (a VR that is not there) and pydicom did not, the dataset pydicom read serves.
-        reader = open_frames(original)
+        reader = open_frames(context.original)
     with reader:
         info = reader.info
         fps = float(info.fps or 25.0)
-        replacer = FaceReplacer(method=method, shape=profile.face_shape if method == "swap" else 0.0,
-                                donor_seed=donor_seed(key, original_study), fps=fps) \
+        replacer = make_replacer(pixels, context.key, context.original_study, fps) \
             if faces_on else _NoFaces()
         extract_original = extract_output = None
         if want_keypoints:
@@ -145,52 +221,36 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
 
         tick = start_frames(info.frames)
 
-        def frames():
-            # The face stage tracks frame n+1 in its own thread while frame n is leak-checked
-            # here: "faces" is the time this thread waited for it and checked, not its CPU.
-            with contextlib.closing(replacer.stream(reader)) as replaced:
-                t0 = time.monotonic()
-                for rgb, out, result in replaced:
-                    t1 = time.monotonic()
-                    timings["faces_s"] += t1 - t0
-                    if out is not rgb and not np.array_equal(out, rgb):
-                        changed[0] += 1
-                    if extract_original is not None:
-                        originals.append(extract_original.extract(
-                            rgb, face_landmarks=_original_face_landmarks(result)))
-                        # Sets the original lacks cannot be compared, so they are not run on the
-                        # output.
-                        outputs.append(extract_output.extract(out, like=originals[-1]))
-                        timings["keypoints_s"] += time.monotonic() - t1
-                    tick()
-                    yield out
-                    t0 = time.monotonic()
+        def each(rgb, out, result) -> None:
+            t1 = time.monotonic()
+            if out is not rgb and not np.array_equal(out, rgb):
+                changed[0] += 1
+            if extract_original is not None:
+                originals.append(extract_original.extract(
+                    rgb, face_landmarks=_original_face_landmarks(result)))
+                # Sets the original lacks cannot be compared, so they are not run on the
+                # output.
+                outputs.append(extract_output.extract(out, like=originals[-1]))
+                keypoints_s[0] += time.monotonic() - t1
+            tick()
 
-        replaced = frames()
-        if text is not None:
-            # One pass: the face stage's output frames go through the text stage on their way
-            # to the encoder (it holds up to key_interval frames).
-            replaced = text.stream(replaced)
         try:
-            written = write_frames(
-                template, replaced, work, info, transfer_syntax="same",
-                sop_instance_uid=new_uid,
-                # The original is never forwarded and its output UID is this instance's own:
-                # no self-reference; the source's own Source Image items stay, remapped.
-                source=None,
-                pixels_changed=True,
-            )
+            # The original is never forwarded and its output UID is this instance's own:
+            # no self-reference; the source's own Source Image items stay, remapped.
+            done = replace_and_write(
+                reader, replacer, template, work, info, sop_instance_uid=new_uid, source=None,
+                each=each,
+                # One pass: the face stage's output frames go through the text stage on their
+                # way to the encoder (it holds up to key_interval frames).
+                then=text.stream if text is not None else None)
         except BaseException:
-            work.unlink(missing_ok=True)
+            work.unlink(missing_ok=True)   # a crashed run's leftover, if any
             raise
         finally:
-            # write_frames does not close what it was given: on its failure the face stage's
-            # thread must stop here, before the reader and the replacer it uses are closed.
-            replaced.close()
-            faces_report = replacer.close()
             for extractor in (extract_original, extract_output):
-                if extractor is not None and hasattr(extractor, "close"):
+                if extractor is not None:
                     extractor.close()
+    written, faces_report = done.written, done.faces
     total = time.monotonic() - start
     if faces_report.frames != written.frames:
         work.unlink(missing_ok=True)
@@ -201,8 +261,9 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
     text_report = text.close() if text is not None else None
     modified = changed[0] > 0 or (text_report is not None and text_report.frames_redacted > 0)
     changes: list[str] = []
+    written_header = None
     if modified:
-        changes = _check_fidelity(header_ds, work)
+        changes, written_header = _check_fidelity(header_ds, work)
         work.replace(target)
     else:
         work.unlink(missing_ok=True)
@@ -211,14 +272,15 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
                              pixels_modified=False)
     # Decoding and encoding run in their own threads (dicom_deid.overlap), overlapping the
     # face stage: "decode_encode" is the wall time left over, not the codecs' own cost.
+    faces_s = done.faces_s
     report: dict[str, Any] = {
         "faces": faces_report.as_dict(),
         "frames_changed": changed[0],
         "video": written.to_dict() if modified else {"kept": "original pixel data, bit for bit"},
         "timings_s": {"total": round(total, 3),
-                      "faces": round(timings["faces_s"], 3),
-                      "keypoints": round(timings["keypoints_s"], 3),
-                      "decode_encode": round(total - timings["faces_s"] - timings["keypoints_s"], 3)},
+                      "faces": round(faces_s, 3),
+                      "keypoints": round(keypoints_s[0], 3),
+                      "decode_encode": round(total - faces_s - keypoints_s[0], 3)},
     }
     report["video"].pop("path", None)
     if changes:
@@ -227,13 +289,15 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
         report["video"]["changed"] = changes
     if text_report is not None:
         report["text"] = text_report.as_dict()
-    outcome = PixelOutcome(status=status, video=target, sop_instance_uid=new_uid, report=report)
+    outcome = PixelOutcome(status=status, video=target, sop_instance_uid=new_uid, report=report,
+                           written_header=written_header)
     if want_keypoints:
         outcome.keypoints = originals
-        video_ds = dcmread(target, stop_before_pixels=True) if modified else template
+        video_ds = written_header if written_header is not None else template
         outcome.sr, report["invariance"] = _keypoint_sr(
-            video_ds, originals, outputs, faces_report, profile, key, original_study, original_sop)
-        sr_dates_follow_profile(outcome.sr, video_ds, profile.date_mode, date_offset_days)
+            video_ds, originals, outputs, faces_report, pixels, context)
+        sr_dates_follow_profile(outcome.sr, video_ds, profile.date_mode,
+                                context.date_offset_days)
     return outcome
 
 
@@ -247,11 +311,13 @@ _TEXT_SOP_PREFIXES = (
 )
 
 
-def text_applies(profile: Profile, original: Dataset | None) -> bool:
-    """Whether the burned-in text stage runs on this instance (its pixels may show a face)."""
-    if original is None or getattr(profile, "burned_in_text", "off") == "off":
+def text_applies(pixels: PixelSettings, options: tuple[str, ...],
+                 original: Dataset | None) -> bool:
+    """Whether the burned-in text stage runs on this instance (its pixels may show a face);
+    options: the profile's PS3.15 options."""
+    if original is None or pixels.burned_in_text == "off":
         return False
-    if "clean-pixel-data" in profile.options:
+    if "clean-pixel-data" in options:
         return True
     from dicom_deid.video.syntaxes import MPEG_SYNTAXES
 
@@ -262,11 +328,11 @@ def text_applies(profile: Profile, original: Dataset | None) -> bool:
                                            for p in _TEXT_SOP_PREFIXES)
 
 
-def _text_stage(profile: Profile, original: Dataset | None):
+def _text_stage(pixels: PixelSettings, profile: Profile, original: Dataset | None):
     """The burned-in text stage for this instance, or None."""
-    if not text_applies(profile, original):
+    if not text_applies(pixels, profile.options, original):
         return None
-    mode = profile.burned_in_text
+    mode = pixels.burned_in_text
     from dicom_deid.text import PhiTerms, TextStage
 
     return TextStage(mode, PhiTerms.from_dataset(original) if mode == "redact-phi" else None,
@@ -348,10 +414,11 @@ def sr_dates_follow_profile(sr: Dataset, video_ds: Dataset, mode: str,
 _FIDELITY = ("BitsStored", "SamplesPerPixel", "PixelRepresentation")
 
 
-def _check_fidelity(source_ds: Dataset, written: Path) -> list[str]:
+def _check_fidelity(source_ds: Dataset, written: Path) -> tuple[list[str], Dataset]:
     """A face was replaced: refuse an output that lost bit depth or signedness, which the
     8-bit colour face stage would do to any other image (nothing a reader could trust).
-    Returns the other changes, to be reported: colour model, transfer syntax, lossy step."""
+    Returns the other changes, to be reported (colour model, transfer syntax, lossy step),
+    and the written file's header."""
     out = dcmread(written, stop_before_pixels=True)
     lost = []
     for keyword in _FIDELITY:
@@ -375,24 +442,21 @@ def _check_fidelity(source_ds: Dataset, written: Path) -> list[str]:
     after_ts = str(out.file_meta.get("TransferSyntaxUID", ""))
     if before_ts and before_ts != after_ts:
         changes.append(f"TransferSyntaxUID {before_ts} -> {after_ts}")
-    return changes
+    return changes, out
 
 
 def _keypoint_sr(video_ds: Dataset, originals: list, outputs: list, faces_report: Any,
-                 profile: Profile, key: SiteKey, original_study: str,
-                 original_sop: str) -> tuple[Dataset, dict[str, Any]]:
+                 pixels: PixelSettings, context: InstanceContext) -> tuple[Dataset, dict[str, Any]]:
     from dicom_deid.keypoints import build_keypoint_sr, invariance
 
     t0 = time.monotonic()
     metrics = invariance(originals, outputs,
                          fallback_frames=faces_report.fallback_frames,
                          leak_frames=faces_report.leak_frames)
-    sr = build_keypoint_sr(
-        video_ds, originals, metrics,
-        series_uid=key.uid("keypoint-sr-series:" + original_study),
-        sop_uid=key.uid("keypoint-sr:" + original_sop),
-        frame_step=profile.keypoint_frame_step,
-    )
+    series_uid, sop_uid = keypoint_sr_uids(context.key, context.original_study,
+                                           context.original_sop)
+    sr = build_keypoint_sr(video_ds, originals, metrics, series_uid=series_uid, sop_uid=sop_uid,
+                           frame_step=pixels.keypoint_frame_step)
     summary = metrics.as_dict() if hasattr(metrics, "as_dict") else dict(vars(metrics))
     summary["sr_build_s"] = round(time.monotonic() - t0, 3)
     return sr, summary

@@ -102,8 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
     from dicom_deid.commands.bars import RunProgress
     from dicom_deid.commands.inputs import find_inputs, output_folder_problem, print_skipped
+    from dicom_deid.deidentifier import Deidentifier
+    from dicom_deid.errors import DeidError
     from dicom_deid.header import KeyFileError, ProfileError, load_key, load_profile
-    from dicom_deid.pipeline import StudyOptions, process_study
+    from dicom_deid.pipeline import process_study
 
     # pydicom's own log messages may quote header values: keep them out of the output.
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
@@ -134,11 +136,14 @@ def run(args: argparse.Namespace) -> int:
     found = find_inputs(args.inputs, exclude=(output, quarantine_dir))
     print_skipped(found)
     files = found.paths
-    options = StudyOptions(profile=profile, faces=args.faces, durable=False,
-                           keypoints_csv=args.keypoints_csv)
+
+    def study_deidentifier() -> Deidentifier:
+        # One per study: what must agree within a study is held by it (docs/LIBRARY.md).
+        return Deidentifier(profile, key=key, faces=args.faces)
+
     try:
-        faces = options.face_method(profile)
-    except ValueError as exc:
+        faces = study_deidentifier().method
+    except DeidError as exc:
         print(f"dicom-deid deidentify: {exc}", file=sys.stderr)
         return 2
 
@@ -152,8 +157,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         for _study, members in group_by_study(files).items():
-            result = process_study(members, output, options, key, quarantine_dir,
-                                   progress=progress.file_done, registry=registry)
+            result = process_study(members, output, study_deidentifier(), None, quarantine_dir,
+                                   progress=progress.file_done, registry=registry,
+                                   durable=False, keypoints_csv=args.keypoints_csv)
             duplicates += result.duplicates
             written += len(result.reports)
             files_written += len(result.outputs)

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from dicom_deid.faces import FaceReplacer, MethodUnavailableError
     from dicom_deid.faces.files import kind_of, process_dicom, process_image, process_video
     from dicom_deid.faces.media import MediaError
-    from dicom_deid.header.keys import KeyFileError, load_key
+    from dicom_deid.header.keys import KeyFileError, donor_seed, load_key
     from dicom_deid.video import VideoError
 
     if not 0.0 <= args.shape <= 1.0:
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     def make(fps: float, donor_identity: str) -> FaceReplacer:
         # Donor per study (per content digest for plain media), from the site key: two studies of one
         # patient get unrelated donors, and nobody without the key can predict the donor.
-        seed = site_key().integer("donor", donor_identity, 2**32) \
+        seed = donor_seed(site_key(), donor_identity) \
             if args.method in KEYED_METHODS else 0
         return FaceReplacer(args.method, shape=args.shape, donor_seed=seed, fps=fps,
                             max_faces=args.max_faces)
@@ -200,11 +200,11 @@ def run(args: argparse.Namespace) -> int:
         reports.append(entry)
 
     if args.report is not None:
-        from dicom_deid.faces.media import atomic_write
+        from dicom_deid.atomic import write_atomic
 
         text = json.dumps(reports, indent=2)
         try:
-            atomic_write(args.report, lambda tmp: tmp.write_text(text))
+            write_atomic(text, args.report, durable=False, public=True)
         except OSError as exc:
             failures.append(f"{args.report}: cannot write the report: {exc}")
     for line in failures:

@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
 def _find(journal, key, value: str) -> tuple[str, str, str | None, str] | None:
     import time
 
+    from dicom_deid.header.keys import reencoded_uid
+
     def when(t: float) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
@@ -89,7 +91,7 @@ def _find(journal, key, value: str) -> tuple[str, str, str | None, str] | None:
         for inst in journal.query("SELECT study_id, sop_instance_uid FROM instances"
                                   " WHERE sop_instance_uid IS NOT NULL"):
             sop = inst["sop_instance_uid"]
-            if value in (key.uid(sop), key.uid("reencoded:" + sop)):
+            if value in (key.uid(sop), reencoded_uid(key, sop)):
                 study = by_id.get(inst["study_id"])
                 if study is not None:
                     return (study["token"], study["study_uid"], sop,

@@ -44,10 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dicom_deid.atomic import write_atomic
     from dicom_deid.commands.faces import _expand, _output_name
     from dicom_deid.commands.inputs import claim_output, output_folder_problem, print_skipped
     from dicom_deid.faces.files import kind_of
-    from dicom_deid.faces.media import MediaError, atomic_write
+    from dicom_deid.faces.media import MediaError
     from dicom_deid.header.keys import KeyFileError, load_key
     from dicom_deid.text import DEFAULT_KEY_INTERVAL, TextStage
     from dicom_deid.text.files import process_dicom, process_image, process_video
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report is not None:
         text = json.dumps(reports, indent=2)
         try:
-            atomic_write(args.report, lambda tmp: tmp.write_text(text))
+            write_atomic(text, args.report, durable=False, public=True)
         except OSError as exc:
             failures.append(f"{args.report}: cannot write the report: {exc}")
     for line in failures:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dicom_deid.atomic import write_atomic
 
 ATTRIBUTION = (
     "Face Research Lab London Set: DeBruine, L. &amp; Jones, B. (2017), figshare "
@@ -260,11 +260,5 @@ def render(metrics: dict[str, dict[str, Any]], summary: dict[str, Any], captures
 def write_report(path: Path, metrics: dict[str, dict[str, Any]], summary: dict[str, Any],
                  captures: dict, originals: dict, *, crops: bool = True) -> None:
     text = render(metrics, summary, captures, originals, crops=crops)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Not public: the report may embed original faces.
+    write_atomic(text, path, durable=False)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from dicom_deid.atomic import write_atomic
 from dicom_deid.errors import DeidError
 from dicom_deid.evaluate.manifest import Entry, open_source, read_manifest
 from dicom_deid.evaluate.observer import FrameObs, Models, Observer
@@ -92,19 +91,24 @@ def evaluation_key(index: int):
     return SiteKey(hashlib.sha256(f"dicom-deid evaluate key {index}".encode()).digest())
 
 
-def donor_seed(entry: Entry, key_index: int = 0) -> int:
-    # As the node does (pixel_stage.donor_seed): one donor per study from the site key. Each
-    # capture is its own study here, so two captures of one person get unrelated donors, which
-    # the linkage attack then tests; the expression pairs reuse the probe's study for its
-    # neutral capture (one study, one donor).
-    return evaluation_key(key_index).integer("donor", entry.path.as_posix(), 2**32)
+def study_of(entry: Entry) -> str:
+    """The study a capture stands for, from which its donor derives as the node derives one
+    from the original StudyInstanceUID. Each capture is its own study here, so two captures
+    of one person get unrelated donors, which the linkage attack then tests; the expression
+    pairs reuse the probe's study for its neutral capture (one study, one donor)."""
+    return entry.path.as_posix()
 
 
-def make_replacer(method: str, settings: Settings, entry: Entry, fps: float, seed: int):
-    from dicom_deid.faces import FaceReplacer, MethodUnavailableError
+def make_replacer(method: str, settings: Settings, fps: float, key_index: int, study: str):
+    """The capture's face stage, made as the node makes it: by the library's Deidentifier for
+    the study, under the key_index-th evaluation key."""
+    from dicom_deid.deidentifier import Deidentifier
+    from dicom_deid.faces import MethodUnavailableError
 
     try:
-        return FaceReplacer(method=method, shape=settings.shape, donor_seed=seed, fps=fps)
+        deid = Deidentifier(key=evaluation_key(key_index), faces=method,
+                            face_shape=settings.shape)
+        return deid.face_replacer(study, fps)
     except (MethodUnavailableError, ImportError, FileNotFoundError, NotImplementedError) as exc:
         raise MethodUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
@@ -182,10 +186,11 @@ def _appearance(cap: Capture, frame: np.ndarray, out: np.ndarray, ref: FrameObs)
 
 def run_capture(entry: Entry, method: str, settings: Settings, models: Models,
                 observer: Observer, noise: Observer | None,
-                original: Capture | None, want_crop: bool, *, seed: int = 0,
-                landmarks: bool = False) -> Capture:
+                original: Capture | None, want_crop: bool, *, key_index: int = 0,
+                study: str | None = None, landmarks: bool = False) -> Capture:
     """One capture through one method (original: untouched), observed frame by frame.
-    seed: the donor seed of keyed methods; landmarks: observe a gallery capture like a probe
+    key_index, study: the evaluation key and the study (default: the capture's own) the
+    donor of keyed methods derives from; landmarks: observe a gallery capture like a probe
     (the neutral capture of an expression pair)."""
     from dicom_deid.evaluate.appearance import box_change
 
@@ -202,7 +207,8 @@ def run_capture(entry: Entry, method: str, settings: Settings, models: Models,
         else:
             deid_frames = open_source(entry.deidentified, settings.max_frames).frames
     elif method != "original":
-        replacer = make_replacer(method, settings, entry, src.fps, seed)
+        replacer = make_replacer(method, settings, src.fps, key_index,
+                                 study if study is not None else study_of(entry))
     by_index = {o.index: o for o in original.frames} if original is not None else {}
     observer.start()
     pairs = None
@@ -314,7 +320,7 @@ def _run_method(method: str, entries: list[Entry], settings: Settings, models: M
             for n, entry in enumerate(_progress(entries, settings, desc=desc)):
                 want = k == 0 and runs.originals[n].crop is not None
                 done[n] = run_capture(entry, method, settings, models, observer, None,
-                                      runs.originals[n], want, seed=donor_seed(entry, k),
+                                      runs.originals[n], want, key_index=k,
                                       landmarks=n in paired_gallery)
             neutral: dict[int, Capture] = {}
             for g, p in runs.pairs:
@@ -322,7 +328,8 @@ def _run_method(method: str, entries: list[Entry], settings: Settings, models: M
                     # One study, one donor: the neutral capture rendered under the probe's study.
                     neutral[p] = run_capture(entries[g], method, settings, models, observer,
                                              None, runs.originals[g], False,
-                                             seed=donor_seed(entries[p], k), landmarks=True)
+                                             key_index=k, study=study_of(entries[p]),
+                                             landmarks=True)
                 else:
                     neutral[p] = done[g]
             per_key.append(done)
@@ -396,12 +403,5 @@ def evaluate(manifest: str | Path, output: str | Path, settings: Settings) -> di
 
 
 def _atomic_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False, allow_nan=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    write_atomic(text, path, durable=False)

@@ -116,14 +116,9 @@ def process_dicom(src: Path, dst: Path, make: ReplacerFactory, key, progress: Pr
     """DICOM video through dicom_deid.video; the header is kept (this is pixel work alone) except
     for a new SOP Instance UID, derived from the site key and the method: other pixels (another
     method) never share a UID, nor with the copy `deidentify` writes."""
-    try:
-        from dicom_deid.video import open_frames, write_frames
-    except ImportError as exc:
-        raise MediaError(
-            f"{src}: DICOM input needs dicom_deid.video (open_frames, write_frames), which is "
-            f"not available in this installation ({exc})"
-        ) from exc
     import pydicom
+
+    from dicom_deid.video import open_frames
 
     try:
         header = pydicom.dcmread(str(src), stop_before_pixels=True)
@@ -140,33 +135,16 @@ def process_dicom(src: Path, dst: Path, make: ReplacerFactory, key, progress: Pr
         except InputError as exc:
             raise MediaError(f"{src}: {exc}") from None
         raise MediaError(f"{src}: StudyInstanceUID or SOPInstanceUID missing")
+    from dicom_deid.faces.dicom_pass import replace_and_write
+    from dicom_deid.header.keys import faces_only_uid
+
     with open_frames(src) as reader:
         info = reader.info
-        fps = float(info.fps or 25.0)
         tick = progress(info.frames) if progress else (lambda: None)
-        replacer = make(fps, study)
-
-        def frames() -> Generator[np.ndarray, None, None]:
-            with contextlib.closing(replacer.stream(reader)) as stream:
-                for _, out, _ in stream:
-                    yield out
-                    tick()
-
-        replaced = frames()
-        try:
-            write_frames(
-                header,
-                replaced,
-                dst,
-                info,
-                transfer_syntax="same",
-                sop_instance_uid=key.uid(f"faces:{method}:" + sop),
-                source=(str(header.SOPClassUID), sop),
-                pixels_changed=True,
-            )
-        finally:
-            # write_frames does not close what it was given: on its failure the stream's thread
-            # is stopped here, before the replacer and the reader it uses are closed.
-            replaced.close()
-            report = replacer.close()
-    return report
+        replacer = make(float(info.fps or 25.0), study)
+        done = replace_and_write(
+            reader, replacer, header, dst, info,
+            sop_instance_uid=faces_only_uid(key, method, sop),
+            source=(str(header.SOPClassUID), sop),
+            each=lambda rgb, out, result: tick())
+    return done.faces

@@ -23,15 +23,14 @@ renamed when complete.
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from dicom_deid.atomic import publish, temp_beside, write_atomic
 from dicom_deid.errors import DeidError
 from dicom_deid.overlap import DEFAULT_DEPTH, BackgroundConsumer
 from dicom_deid.overlap import prefetch as overlap_prefetch
@@ -95,7 +94,7 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
     ok, encoded = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise MediaError(f"{path}: cannot encode the image as {suffix}")
-    atomic_write(path, lambda tmp: tmp.write_bytes(encoded.tobytes()))
+    write_atomic(encoded.tobytes(), path, durable=False, public=True)
 
 
 # -- videos ---------------------------------------------------------------------------------
@@ -166,9 +165,7 @@ class VideoWriter:
         self.format, codec = VIDEO_FORMATS[suffix]
         self.path = path
         self.frames = 0
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = temp_beside(path)
         try:
             self._container = av.open(str(self._tmp), mode="w", format=self.format)
             stream = self._container.add_stream(codec, rate=info.fps)
@@ -219,7 +216,7 @@ class VideoWriter:
         except Exception:
             self._discard()
             raise
-        _publish(self._tmp, self.path)
+        publish(self._tmp, self.path, durable=False, public=True)
 
     def abort(self) -> None:
         self._discard()
@@ -235,24 +232,3 @@ class VideoWriter:
             with contextlib.suppress(Exception):
                 container.close()
         self._tmp.unlink(missing_ok=True)
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call write(tmp) on a temporary file beside path, then rename it to path."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        _publish(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
-def _publish(tmp: Path, path: Path) -> None:
-    """Give the finished temporary file ordinary permissions (mkstemp makes it 0600) and
-    rename it into place."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)

@@ -1,4 +1,4 @@
-"""Reading instances strictly and writing them atomically.
+"""Reading instances strictly (writing them atomically: dicom_deid.atomic.write_atomic).
 
 pydicom reads a cut-off file without complaint: it stops at the last element it can
 parse, or returns a value shorter than its declared length. read_instance() refuses both,
@@ -7,9 +7,6 @@ so that a truncated input is quarantined instead of being written out without it
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 from pydicom import dcmread
@@ -18,11 +15,14 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from dicom_deid.atomic import write_atomic
 from dicom_deid.errors import DeidError
 
 _UNDEFINED = 0xFFFFFFFF
 _REQUIRED = (0x00080016, 0x00080018)  # SOP Class UID, SOP Instance UID
 MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
+
+__all__ = ["InputError", "check_complete", "read_instance", "write_atomic"]
 
 
 class InputError(DeidError):
@@ -100,23 +100,3 @@ def check_complete(ds: Dataset, size: int) -> None:
                 f"truncated or corrupt: {size - last_end} bytes after the last readable element"
             )
         raise InputError("truncated: the last element runs past the end of the file")
-
-
-def write_atomic(data: bytes | Dataset, path: Path, *, durable: bool = True) -> None:
-    """Write bytes or a dataset (as a DICOM file) to path: temp file, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if isinstance(data, Dataset):
-                data.save_as(handle, enforce_file_format=True)
-            else:
-                handle.write(data)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -84,6 +84,34 @@ class SiteKey:
         return ":".join(text[i:i + 4] for i in range(0, 16, 4))
 
 
+# Values derived from the key outside the header stage. The purpose labels are part of the
+# contract (docs/CONTRACTS.md): changing one changes every output UID or donor it derives.
+
+def donor_seed(key: SiteKey, original_study_uid: str) -> int:
+    """The synthetic donor (or mask tint) of a study: keyed, so two studies of one patient
+    get unrelated donors."""
+    return key.integer("donor", original_study_uid, 2**32)
+
+
+def keypoint_sr_uids(key: SiteKey, original_study_uid: str,
+                     original_sop_instance_uid: str) -> tuple[str, str]:
+    """(series, instance) UIDs of the keypoint SR of a video: one SR series per study."""
+    return (key.uid("keypoint-sr-series:" + original_study_uid),
+            key.uid("keypoint-sr:" + original_sop_instance_uid))
+
+
+def reencoded_uid(key: SiteKey, original_sop_instance_uid: str) -> str:
+    """The instance UID a pixels-only command (`dicom-deid text` on DICOM) writes, its header
+    otherwise kept: never the UID the de-identified copy gets (key.uid of the original)."""
+    return key.uid("reencoded:" + original_sop_instance_uid)
+
+
+def faces_only_uid(key: SiteKey, method: str, original_sop_instance_uid: str) -> str:
+    """The instance UID `dicom-deid faces` writes on DICOM: per method, so other pixels never
+    share a UID, nor with the copy `deidentify` writes."""
+    return key.uid(f"faces:{method}:" + original_sop_instance_uid)
+
+
 def _check_permissions(path: Path) -> None:
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):

@@ -52,10 +52,11 @@ def warm_up() -> int:
     return os.getpid()
 
 
-def _study_options(route: dict[str, Any]) -> Any:
-    from dicom_deid.pipeline import StudyOptions
+def _deidentifier(route: dict[str, Any], key: Any) -> Any:
+    """The library's Deidentifier for the instances of one study under one route."""
+    from dicom_deid.deidentifier import Deidentifier
 
-    return StudyOptions(profile=route["profile"], options=tuple(route["options"]),
+    return Deidentifier(route["profile"], key=key, options=tuple(route["options"]),
                         faces=route["faces"])
 
 
@@ -97,18 +98,6 @@ def _failure_items(result: Any) -> list[tuple[Path, str]]:
     return items
 
 
-def _face_counts(reports: list[Any], faces: int, leaks: int) -> tuple[int, int]:
-    """Add the faces replaced and leak-check hits of the instance reports (for /metrics)."""
-    for report in reports:
-        try:
-            data = json.loads(Path(report).read_text()).get("faces") or {}
-        except (OSError, ValueError, AttributeError):
-            continue
-        faces += int(data.get("faces", 0) or 0)
-        leaks += int(data.get("leaks", 0) or 0)
-    return faces, leaks
-
-
 def run_study_job(state_dir: str, study_id: int, job_id: int, key_file: str,
                   audit_log: str) -> dict[str, Any]:
     """Process the instances of `study_id` that job `job_id` owns; returns a PHI-free summary."""
@@ -142,8 +131,8 @@ def run_study_job(state_dir: str, study_id: int, job_id: int, key_file: str,
             secrets = [v for r in members for v in (r["sop_instance_uid"] or "",)]
             started = time.monotonic()
             try:
-                result = process_study(sorted(by_path), outbox, _study_options(route), key,
-                                       quarantine)
+                result = process_study(sorted(by_path), outbox, _deidentifier(route, key),
+                                       None, quarantine)
             except Exception as exc:
                 reason = "de-identification failed: " + short_reason(exc, secrets)
                 LOG.error("job %d (study %s): %s", job_id, token, reason)
@@ -161,7 +150,8 @@ def run_study_job(state_dir: str, study_id: int, job_id: int, key_file: str,
             for out in result.outputs:
                 out_path = Path(out).resolve()
                 relative = str(out_path.relative_to(state.resolve()))
-                sop_class, syntax = _output_facts(out_path)
+                # Known from the de-identification; read back only for an earlier run's output.
+                sop_class, syntax = result.facts.get(Path(out)) or _output_facts(out_path)
                 outputs[relative] = OutputRecord(relative, sop_class, syntax,
                                                  tuple(route["destinations"]))
             audit.write("deidentified", study=token, job=job_id, rule=route["rule"],
@@ -170,7 +160,8 @@ def run_study_job(state_dir: str, study_id: int, job_id: int, key_file: str,
                         instances=len(members) - len(failed_ids), outputs=len(result.outputs),
                         failed=len(failed_ids), seconds=round(time.monotonic() - started, 2))
 
-            faces_replaced, leaks = _face_counts(result.reports, faces_replaced, leaks)
+            faces_replaced += result.faces_replaced
+            leaks += result.leaks
 
         accepted = journal.finish_job(job_id, done, failed, list(outputs.values()))
         if not accepted:

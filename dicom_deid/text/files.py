@@ -56,6 +56,7 @@ def process_dicom(src: Path, dst: Path, make: StageFactory, key) -> TextReport:
     import pydicom
 
     from dicom_deid.faces.media import MediaError
+    from dicom_deid.header.keys import reencoded_uid
     from dicom_deid.video import open_frames, write_frames
 
     try:
@@ -70,7 +71,7 @@ def process_dicom(src: Path, dst: Path, make: StageFactory, key) -> TextReport:
         cleaned = stage.stream(reader)
         try:
             write_frames(header, cleaned, dst, reader.info, transfer_syntax="same",
-                         sop_instance_uid=key.uid("reencoded:" + sop),
+                         sop_instance_uid=reencoded_uid(key, sop),
                          source=(str(header.SOPClassUID), sop), pixels_changed=True)
         finally:
             cleaned.close()

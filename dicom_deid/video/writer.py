@@ -13,7 +13,6 @@ its final name only when complete (write to a temporary name, fsync, rename).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydicom import dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate_buffer
 from pydicom.sequence import Sequence
@@ -39,6 +37,7 @@ from pydicom.uid import (
 from pydicom.valuerep import DSfloat, format_number_as_ds
 
 from dicom_deid import __version__
+from dicom_deid.atomic import write_atomic
 from dicom_deid.video.encode_mpeg import MpegEncoder
 from dicom_deid.video.encode_still import LOSSY_METHOD as STILL_LOSSY_METHOD
 from dicom_deid.video.encode_still import NATIVE, StillEncoder
@@ -522,24 +521,7 @@ def _add_source(ds: Dataset, source: tuple[str, str], purpose: str) -> None:
 
 
 def _save_atomic(ds: Dataset, out_path: Path, name: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            dcmwrite(handle, ds, enforce_file_format=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, out_path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise VideoError(name, f"cannot write {out_path.name} ({exc})") from exc
-        raise
-    try:
-        dir_fd = os.open(out_path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+        write_atomic(ds, out_path, durable=True)
+    except OSError as exc:
+        raise VideoError(name, f"cannot write {out_path.name} ({exc})") from exc

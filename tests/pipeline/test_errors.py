@@ -69,12 +69,12 @@ def test_project_error_message_becomes_the_reason(tmp_path: Path, key_file: Path
                                                   error: DeidError) -> None:
     # Fault injection: the real paths to these errors need a broken model file or an SR
     # built from inconsistent keypoints; the header stage stands in as where it is raised.
-    import dicom_deid.pipeline as pipeline
+    import dicom_deid.deidentifier as deidentifier
 
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(pipeline, "deidentify", fail)
+    monkeypatch.setattr(deidentifier, "deidentify", fail)
     files = sorted(SAMPLE.glob("CT-01-*.dcm"))
     result = process_study(files, tmp_path / "out", StudyOptions("basic"), load_key(key_file),
                            tmp_path / "q")
@@ -87,7 +87,7 @@ def test_other_errors_keep_only_their_type(tmp_path: Path, key_file: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from pydicom import dcmread
 
-    import dicom_deid.pipeline as pipeline
+    import dicom_deid.deidentifier as deidentifier
 
     files = sorted(SAMPLE.glob("CT-01-*.dcm"))
     name = str(dcmread(files[0]).PatientName)
@@ -95,7 +95,7 @@ def test_other_errors_keep_only_their_type(tmp_path: Path, key_file: Path,
     def fail(*args, **kwargs):
         raise RuntimeError(f"cannot convert {name}")   # a third-party message quoting PHI
 
-    monkeypatch.setattr(pipeline, "deidentify", fail)
+    monkeypatch.setattr(deidentifier, "deidentify", fail)
     result = process_study(files, tmp_path / "out", StudyOptions("basic"), load_key(key_file),
                            tmp_path / "q")
     assert len(result.failures) == len(files)
