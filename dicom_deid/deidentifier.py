@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from dicom_deid import __version__
@@ -178,10 +179,14 @@ class Deidentifier:
             # pydicom's warnings quote element values (PHI); they are not shown.
             warnings.simplefilter("ignore")
             if not prepared.pixel_pass:
+                _load_deferred_pixels(prepared.dataset)
                 return Outcome(prepared.dataset, self._report(prepared, None),
                                warnings=list(prepared.header.warnings))
             if video is not None:
-                return self._pixels(prepared, video)
+                outcome = self._pixels(prepared, video)
+                if outcome.video is None:
+                    _load_deferred_pixels(outcome.dataset)
+                return outcome
             scratch = Path(tempfile.mkdtemp(prefix="dicom-deid-"))
             try:
                 outcome = self._pixels(prepared, scratch / "instance.dcm")
@@ -190,6 +195,8 @@ class Deidentifier:
 
                     outcome.dataset = dcmread(outcome.video)   # Pixel Data included
                     outcome.video = None
+                else:
+                    _load_deferred_pixels(outcome.dataset)
                 return outcome
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -204,8 +211,12 @@ class Deidentifier:
                 original, path = source, None
             else:
                 path = Path(source)
-                original = read_instance(path)
+                # The Pixel Data value stays in the file (checked complete without reading
+                # it): the frames are streamed from the file, and the value is read only
+                # where it goes out unchanged.
+                original = read_instance(path, defer_pixels=True)
             header = deidentify(original, self.profile, self.key, pixels=None)
+            _lend_file(header.dataset, original)
             header.warnings.extend(self._check_burned_in_annotation(original, header))
             return Prepared(original, path, header, self._needs_pixels(original, header))
 
@@ -329,3 +340,26 @@ def _burned_in_annotation(source: Dataset) -> bool:
     except Exception:  # noqa: BLE001 (an unreadable value says nothing: not YES)
         return False
     return has_pixels(source) and str(value or "").strip().upper() == "YES"
+
+
+_PIXEL_DATA = 0x7FE00010
+
+
+def _deferred(ds: Dataset) -> bool:
+    raw = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
+    return type(raw) is RawDataElement and raw.value is None and raw.length != 0
+
+
+def _lend_file(out: Dataset, original: Dataset) -> None:
+    """The header stage passes a Pixel Data value left in the file on as it is; the output
+    gets what pydicom needs to read it from there on first access (writing it included)."""
+    if _deferred(out):
+        out.filename, out.fileobj_type = original.filename, original.fileobj_type
+        out.timestamp, out.buffer = getattr(original, "timestamp", None), None
+
+
+def _load_deferred_pixels(ds: Dataset) -> None:
+    """Read a Pixel Data value still in the input file into ds, so the outcome does not
+    depend on the file any more."""
+    if _deferred(ds):
+        ds[_PIXEL_DATA]   # noqa: B018 (pydicom reads a deferred value on access and keeps it)

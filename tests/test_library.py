@@ -121,8 +121,12 @@ def test_face_video_in_memory_and_into_a_file(tmp_path: Path, key_file: Path) ->
 
     target = tmp_path / "file" / "video.dcm"
     target.parent.mkdir()
-    to_file = deid.deidentify(video, video=target)
+    prepared = deid.prepare(video)
+    to_file = deid.deidentify(prepared, video=target)
     assert to_file.video == target and target.exists()
+    # Read once: the frames were streamed from the file; the input's Pixel Data value was
+    # never read into memory.
+    assert prepared.original.get_item(0x7FE00010, keep_deferred=True).value is None
     assert "PixelData" not in to_file.dataset      # the header of the file written
     assert to_file.dataset.SOPInstanceUID == in_memory.dataset.SOPInstanceUID
     assert to_file.transfer_syntax == str(dcmread(target).file_meta.TransferSyntaxUID)

@@ -247,7 +247,7 @@ class _Walker:
                 rule = self.rules.get(t)
                 if rule is not None and rule.action == "K":
                     continue
-                vr = ds.get_item(tag).VR or _dictionary_vr(t)
+                vr = ds.get_item(tag, keep_deferred=True).VR or _dictionary_vr(t)
                 if vr == "PN" or t in IDENTIFYING_TEXT:
                     for value in _values(ds[tag].value):
                         words.update(w.lower() for w in re.findall(r"[^\W_]+", str(value)) if len(w) > 1)
@@ -273,7 +273,8 @@ class _Walker:
                 continue
             if not t & 0xFFFF or group == 2:
                 continue  # group lengths (retired, and wrong after editing); stray file meta
-            elem = src.get_item(tag)
+            # keep_deferred: a Pixel Data value left in its file (read_instance) stays there.
+            elem = src.get_item(tag, keep_deferred=True)
             if type(elem) is RawDataElement:
                 _check_raw(elem)
             rule = rules.get(t)

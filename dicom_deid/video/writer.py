@@ -398,11 +398,12 @@ def _build_dataset(template: Dataset, info: VideoInfo, pixel: _Pixels, new_uid: 
     drop = set(_DROP) | _PALETTE
     if not pixel.photometric.startswith("MONOCHROME"):
         drop |= _GREY_ONLY
-    for elem in template:
-        tag = int(elem.tag)
-        if tag in drop or elem.tag.element == 0 or elem.tag.group == 0x0002:
+    # By tag first: a dropped element (the old Pixel Data, possibly still in its file) is
+    # never decoded.
+    for tag in template.keys():  # noqa: SIM118 (iterating a Dataset decodes every element)
+        if int(tag) in drop or tag.element == 0 or tag.group == 0x0002:
             continue
-        ds.add(copy.deepcopy(elem))
+        ds.add(copy.deepcopy(template[tag]))
     if "SOPClassUID" not in ds:
         raise VideoError(info.name, "the template has no SOP Class UID")
 
