@@ -225,7 +225,7 @@ def clean_faces(context: InstanceContext, target: Path) -> PixelOutcome:
             t1 = time.monotonic()
             if out is not rgb and not np.array_equal(out, rgb):
                 changed[0] += 1
-            if extract_original is not None:
+            if extract_original is not None and extract_output is not None:
                 originals.append(extract_original.extract(
                     rgb, face_landmarks=_original_face_landmarks(result)))
                 # Sets the original lacks cannot be compared, so they are not run on the

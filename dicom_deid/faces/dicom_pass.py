@@ -39,8 +39,8 @@ class FaceStage(Protocol):
     """What the pass needs of a face stage: FaceReplacer, or the pixel stage's stand-in
     when only text is cleaned."""
 
-    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[
-            tuple[np.ndarray, np.ndarray, FrameResult]]: ...
+    def stream(self, frames: Iterable[np.ndarray]) -> Generator[
+            tuple[np.ndarray, np.ndarray, FrameResult], None, None]: ...
 
     def close(self) -> FacesReport: ...
 

@@ -91,7 +91,9 @@ def _read_deferring_pixels(path: Path, size: int) -> Dataset | None:
             ds = dcmread(fp, stop_before_pixels=True)
             start = fp.tell()
             meta = getattr(ds, "file_meta", None)
-            syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+            if meta is None:
+                return None
+            syntax = meta.get("TransferSyntaxUID")
             if (syntax is None or not syntax.is_transfer_syntax or syntax.is_deflated
                     or not syntax.is_little_endian
                     or str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_DIRECTORY
