@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FACE_METHODS = ("none", "swap", "mask3d", "blur", "pixelate", "blackout")
+from dicom_deid import face_methods
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
@@ -503,8 +504,8 @@ def _read_rule(reader: _Reader, value: Any, path: str, default_name: str,
     else:
         dests = tuple(d.name for d in destinations)  # omitted: every configured destination
     faces = reader.string(data, path, "faces", None,
-                          lambda v: None if v in FACE_METHODS else
-                          f"must be one of {', '.join(FACE_METHODS)}, got {v!r}")
+                          lambda v: None if v in face_methods.choices() else
+                          f"must be one of {', '.join(face_methods.choices())}, got {v!r}")
     return Rule(
         name=reader.string(data, path, "name", default_name) or default_name,
         match=match,

@@ -48,9 +48,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dicom_deid import __version__
+from dicom_deid import __version__, face_methods
 from dicom_deid.header import (
-    FACE_METHODS,
     DeidentificationError,
     HeaderResult,
     InputError,
@@ -99,8 +98,9 @@ class StudyOptions:
 
     def face_method(self, profile: Profile) -> str:
         method = (self.faces or profile.faces or "none").strip().lower()
-        if method not in FACE_METHODS:
-            raise ValueError(f"face method {method!r} is not one of {', '.join(FACE_METHODS)}")
+        if method not in face_methods.choices():
+            raise ValueError(f"face method {method!r} is not one of "
+                             f"{', '.join(face_methods.choices())}")
         return method
 
 

@@ -22,17 +22,19 @@ from typing import Any
 
 import numpy as np
 
+from dicom_deid import face_methods
 from dicom_deid.evaluate.manifest import Entry, open_source, read_manifest
 from dicom_deid.evaluate.observer import FrameObs, Models, Observer
 from dicom_deid.evaluate.privacy import matches
 from dicom_deid.evaluate.utility import matched, nme
+from dicom_deid.face_methods import MethodUnavailableError
 
 log = logging.getLogger(__name__)
 
-BUILTIN_METHODS = ("original", "swap", "mask3d", "blur", "pixelate", "blackout")
-# Methods whose output depends on the site key (the donor or mask texture of a study): these run
-# once per evaluation key, the others once.
-KEYED_METHODS = ("swap", "mask3d")
+# Beside the face methods (face_methods): the unchanged input, and the manifest's own
+# de-identified column.
+ORIGINAL = "original"
+DEIDENTIFIED = "deidentified"
 # A CenterFace box on the output whose pixels differ from the original by less than this mean
 # absolute difference (8-bit levels, all channels) was not replaced: a leak. Compression of an
 # already de-identified output stays well under it; every replacement method is far above it.
@@ -73,8 +75,9 @@ class Capture:
     flicker: list[tuple[float | None, float | None]] = field(default_factory=list)
 
 
-class MethodUnavailable(Exception):
-    pass
+def methods() -> tuple[str, ...]:
+    """What `--methods` may name: the original, every face method, the manifest's column."""
+    return (ORIGINAL, *face_methods.names(), DEIDENTIFIED)
 
 
 def _progress(iterable, settings: Settings, **kwargs):
@@ -100,12 +103,10 @@ def donor_seed(entry: Entry, key_index: int = 0) -> int:
 
 
 def make_replacer(method: str, settings: Settings, entry: Entry, fps: float, seed: int):
-    from dicom_deid.faces import FaceReplacer, MethodUnavailableError
+    from dicom_deid.faces import FaceReplacer
 
-    try:
-        return FaceReplacer(method=method, shape=settings.shape, donor_seed=seed, fps=fps)
-    except (MethodUnavailableError, ImportError, FileNotFoundError, NotImplementedError) as exc:
-        raise MethodUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    # MethodUnavailableError (face_methods) propagates: _run_method records it.
+    return FaceReplacer(method=method, shape=settings.shape, donor_seed=seed, fps=fps)
 
 
 def _face_box(obs: FrameObs) -> tuple[float, float, float, float] | None:
@@ -303,7 +304,8 @@ def _run_method(method: str, entries: list[Entry], settings: Settings, models: M
     observer = Observer(models)
     started = time.monotonic()
     paired_gallery = {g: p for g, p in runs.pairs}
-    key_count = max(1, settings.keys) if method in KEYED_METHODS else 1
+    keyed = method in face_methods.keyed()
+    key_count = max(1, settings.keys) if keyed else 1
     per_key: list[dict[int, Capture]] = []
     neutrals: list[dict[int, Capture]] = []
     try:
@@ -317,7 +319,7 @@ def _run_method(method: str, entries: list[Entry], settings: Settings, models: M
                                       landmarks=n in paired_gallery)
             neutral: dict[int, Capture] = {}
             for g, p in runs.pairs:
-                if method in KEYED_METHODS:
+                if keyed:
                     # One study, one donor: the neutral capture rendered under the probe's study.
                     neutral[p] = run_capture(entries[g], method, settings, models, observer,
                                              None, runs.originals[g], False,
@@ -330,7 +332,7 @@ def _run_method(method: str, entries: list[Entry], settings: Settings, models: M
         runs.neutral[method] = neutrals
         log.info("method %s: %d captures x %d key(s) in %.0f s", method, len(entries),
                  key_count, time.monotonic() - started)
-    except MethodUnavailable as exc:
+    except MethodUnavailableError as exc:
         log.warning("method %s is unavailable: %s", method, exc)
         runs.keyed[method] = str(exc)
     finally:
@@ -344,10 +346,11 @@ def evaluate(manifest: str | Path, output: str | Path, settings: Settings) -> di
 
     manifest = Path(manifest)
     entries = read_manifest(manifest)
-    unknown = [m for m in settings.methods if m not in (*BUILTIN_METHODS, "deidentified")]
+    known = methods()
+    unknown = [m for m in settings.methods if m not in known]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; expected some of "
-                         f"{', '.join((*BUILTIN_METHODS, 'deidentified'))}")
+                         f"{', '.join(known)}")
     if "deidentified" in settings.methods and not any(e.deidentified for e in entries):
         raise ValueError(f"{manifest}: method deidentified needs a deidentified column")
     if settings.keys < 1:

@@ -38,13 +38,13 @@ from typing import Any
 
 import yaml
 
+from dicom_deid import face_methods
 from dicom_deid.header.iod import iod_types, resolve_action
 from dicom_deid.header.options import HEADER_OPTIONS, check_options
 from dicom_deid.header.pixels import FACE_SCOPES
 from dicom_deid.header.table import AnnexTable, TableRow, load_table
 from dicom_deid.resources import profiles_dir
 
-FACE_METHODS = ("swap", "mask3d", "blur", "pixelate", "blackout", "none")
 BURNED_IN_ANNOTATION = ("quarantine", "warn")
 DEFAULT_DATE_SHIFT = (-1095, -1)
 # swap's default geometry blend, measured with `dicom-deid evaluate` on the London set
@@ -345,8 +345,9 @@ def _read_spec(path: Path, depth: int = 0) -> _Spec:
         raise ProfileError(f"{path}: options: {exc}") from exc
     if "faces" in data:
         faces = str(data["faces"]).strip().lower()
-        if faces not in FACE_METHODS:
-            raise ProfileError(f"{path}: faces must be one of {', '.join(FACE_METHODS)}, not {faces!r}")
+        if faces not in face_methods.choices():
+            raise ProfileError(f"{path}: faces must be one of "
+                               f"{', '.join(face_methods.choices())}, not {faces!r}")
         spec.faces = faces
     if "face_scope" in data:
         scope = str(data["face_scope"]).strip().lower()
