@@ -97,7 +97,7 @@ class StudyOptions:
         return load_profile(self.profile, tuple(self.options))
 
     def face_method(self, profile: Profile) -> str:
-        method = (self.faces or profile.faces or "none").strip().lower()
+        method = (self.faces or profile.pixels.faces or "none").strip().lower()
         if method not in face_methods.choices():
             raise ValueError(f"face method {method!r} is not one of "
                              f"{', '.join(face_methods.choices())}")
@@ -374,7 +374,7 @@ def _process_faces(path: Path, source, header: HeaderResult, profile: Profile, f
                 "series_instance_uid": str(sr.SeriesInstanceUID),
                 "sop_instance_uid": str(sr.SOPInstanceUID),
                 "bytes": sr_path.stat().st_size,
-                "frame_step": profile.keypoint_frame_step,
+                "frame_step": profile.pixels.keypoint_frame_step,
             }
         if keypoints_csv and outcome.keypoints is not None:
             from dicom_deid.keypoints import write_keypoints_csv

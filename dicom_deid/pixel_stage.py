@@ -87,7 +87,7 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
     is the patient's date shift (HeaderResult.offset_days) under the date-shift option;
     original, the dataset as read, is used where the file cannot be streamed (_frame_source)
     and gives redact-phi the values to look for. Burned-in text is covered in the same pass
-    (dicom_deid.text, profile.burned_in_text); method "none" leaves the faces and runs the
+    (dicom_deid.text, profile.pixels.burned_in_text); method "none" leaves the faces and runs the
     text stage alone. The instance keeps the header stage's SOP Instance UID (the key's one
     mapping of the original, which every reference to it uses too). When no frame changed (no
     face found, no leak covered, no text covered), nothing is written and
@@ -99,7 +99,7 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
     from dicom_deid.faces import FaceReplacer
     from dicom_deid.video import VideoError, open_frames, write_frames
 
-    want_keypoints = profile.keypoints if keypoints is None else keypoints
+    want_keypoints = profile.pixels.keypoints if keypoints is None else keypoints
     # Keypoints are measured beside a face replacement; text alone does not write an SR.
     want_keypoints = want_keypoints and method != "none"
     text = _text_stage(profile, original)
@@ -132,7 +132,7 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
     with reader:
         info = reader.info
         fps = float(info.fps or 25.0)
-        replacer = FaceReplacer(method=method, shape=profile.face_shape if method == "swap" else 0.0,
+        replacer = FaceReplacer(method=method, shape=profile.pixels.shape_for(method),
                                 donor_seed=donor_seed(key, original_study), fps=fps) \
             if faces_on else _NoFaces()
         extract_original = extract_output = None
@@ -248,7 +248,7 @@ _TEXT_SOP_PREFIXES = (
 
 def text_applies(profile: Profile, original: Dataset | None) -> bool:
     """Whether the burned-in text stage runs on this instance (its pixels may show a face)."""
-    if original is None or getattr(profile, "burned_in_text", "off") == "off":
+    if original is None or profile.pixels.burned_in_text == "off":
         return False
     if "clean-pixel-data" in profile.options:
         return True
@@ -265,7 +265,7 @@ def _text_stage(profile: Profile, original: Dataset | None):
     """The burned-in text stage for this instance, or None."""
     if not text_applies(profile, original):
         return None
-    mode = profile.burned_in_text
+    mode = profile.pixels.burned_in_text
     from dicom_deid.text import PhiTerms, TextStage
 
     return TextStage(mode, PhiTerms.from_dataset(original) if mode == "redact-phi" else None,
@@ -390,7 +390,7 @@ def _keypoint_sr(video_ds: Dataset, originals: list, outputs: list, faces_report
         video_ds, originals, metrics,
         series_uid=key.uid("keypoint-sr-series:" + original_study),
         sop_uid=key.uid("keypoint-sr:" + original_sop),
-        frame_step=profile.keypoint_frame_step,
+        frame_step=profile.pixels.keypoint_frame_step,
     )
     summary = metrics.as_dict() if hasattr(metrics, "as_dict") else dict(vars(metrics))
     summary["sr_build_s"] = round(time.monotonic() - t0, 3)

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from dicom_deid import face_methods
-from dicom_deid.header.profile import DEFAULT_FACE_SHAPE
+from dicom_deid.policy import DEFAULT_FACE_SHAPE
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from dicom_deid import face_methods
-from dicom_deid.header.profile import DEFAULT_FACE_SHAPE
+from dicom_deid.policy import DEFAULT_FACE_SHAPE
 
 log = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ def test_a_registered_method_is_accepted_everywhere(invert, tmp_path):
     assert config.default_rule is not None and config.default_rule.faces == "invert"
     profile_file = tmp_path / "p.yaml"
     profile_file.write_text("profile: p\nbase: basic\nfaces: invert\n")
-    assert load_profile(profile_file).faces == "invert"
+    assert load_profile(profile_file).pixels.faces == "invert"
     parser = build_parser()
     assert "invert" in _choices(parser, "faces", "--method")
     assert "invert" in _choices(parser, "deidentify", "--faces")
