@@ -27,12 +27,16 @@ _UID_RE = re.compile(r"(?<![\w.])[0-9]+(?:\.[0-9]+){3,}(?![\w.])")
 # A quoted value as repr() and f-strings write it: 'x', "x", b'x'. Libraries quote the
 # values they complain about; none of those values belongs in a log.
 _QUOTED_RE = re.compile(r"""(?<![A-Za-z0-9])(?:b?'(?:[^'\\]|\\.)*'|b?"(?:[^"\\]|\\.)*")""")
+# A DICOM person name (PN) as it is written in a header: components joined by '^'
+# (DOE^JOHN, Doe^Jane^^Dr). Our own messages never use '^', so anything shaped like one is a
+# name that reached a log line by mistake.
+_PN_RE = re.compile(r"[^\s^'\"=:/\\()\[\],;<>]+(?:\^[^\s^'\"=:/\\()\[\],;<>]*)+")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _OWN = "dicom_deid"
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Mask the given values and anything shaped like a UID in text."""
+    """Mask the given values and anything shaped like a UID or a person name in text."""
     for secret in sorted({s.strip() for s in secrets if s and len(s.strip()) >= 3},
                          key=len, reverse=True):
         text = text.replace(secret, "<redacted>")
@@ -41,6 +45,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
             for part in secret.split("^"):
                 if len(part) >= 3:
                     text = re.sub(re.escape(part), "<redacted>", text, flags=re.IGNORECASE)
+    text = _PN_RE.sub("<name>", text)
     return _UID_RE.sub(_mask_uid, text)
 
 
