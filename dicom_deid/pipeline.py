@@ -127,13 +127,6 @@ class StudyResult:
 
 # ------------------------------------------------------------------------ one instance
 
-@dataclass
-class _Written:
-    output: Path
-    report: Path
-    duplicate: bool
-
-
 def _uid(ds, keyword: str) -> str:
     value = str(ds.get(keyword, "") or "").strip()
     if not value:

@@ -188,7 +188,7 @@ def clean_faces(path: Path, header_ds: Dataset, original_study: str, original_so
             replaced.close()
             faces_report = replacer.close()
             for extractor in (extract_original, extract_output):
-                if extractor is not None and hasattr(extractor, "close"):
+                if extractor is not None:
                     extractor.close()
     total = time.monotonic() - start
     if faces_report.frames != written.frames:
@@ -392,6 +392,6 @@ def _keypoint_sr(video_ds: Dataset, originals: list, outputs: list, faces_report
         sop_uid=key.uid("keypoint-sr:" + original_sop),
         frame_step=profile.pixels.keypoint_frame_step,
     )
-    summary = metrics.as_dict() if hasattr(metrics, "as_dict") else dict(vars(metrics))
+    summary = metrics.as_dict()
     summary["sr_build_s"] = round(time.monotonic() - t0, 3)
     return sr, summary

@@ -264,10 +264,6 @@ class FaceTracker:
         """Per-track statistics, ended and live tracks, by track id."""
         return sorted(self._ended + [tr.stats for tr in self._tracks], key=lambda s: s.track_id)
 
-    @property
-    def active_tracks(self) -> int:
-        return len(self._tracks)
-
     def close(self) -> None:
         for tr in self._tracks:
             self._ended.append(tr.stats)

@@ -319,8 +319,10 @@ class Receiver:
                         if self.listen.allowed_called_aets else "this node's ae_title")
             self._reject(assoc, 0x01, 0x01, 0x07)  # permanent: called AE not recognised
             return
+        from dicom_deid.node.transport import GuardedServer
+
         server = getattr(assoc, "_server", None)
-        if server is not None and hasattr(server, "connections"):
+        if isinstance(server, GuardedServer):
             # Only accepted associations count: connections still negotiating have a pool
             # of their own (transport.py), so they cannot take these slots.
             established = [c for c in server.connections() if c.established and not c.closed]

@@ -77,10 +77,8 @@ def ensure_node_key(path: Path) -> Any:
 
 def check_profiles(config: NodeConfig) -> list[str]:
     """Problems with the rules' profiles and options, named by key path."""
-    try:
-        from dicom_deid.header import load_profile
-    except ImportError:
-        return []  # header engine not installed in this build: the job will report it
+    from dicom_deid.header import load_profile
+
     problems = []
     rules = [(f"rules[{i}]", r) for i, r in enumerate(config.rules)]
     if config.default_rule is not None:
