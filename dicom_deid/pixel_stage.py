@@ -320,7 +320,7 @@ def sr_dates_follow_profile(sr: Dataset, video_ds: Dataset, mode: str,
                 continue
             if elem.VR not in ("DA", "DT", "TM"):
                 continue
-            tag = int(elem.tag)
+            tag = int(elem.tag)  # type: ignore[assignment]
             if top and tag in video_ds:
                 ds[tag] = copy.deepcopy(video_ds[tag])
                 if tag in _SR_REQUIRED_DATES and not ds[tag].value:

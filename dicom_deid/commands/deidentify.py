@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if problem or qproblem:
         print(f"dicom-deid deidentify: {problem or qproblem}", file=sys.stderr)
         return 2
+    assert quarantine_dir is not None           # set whenever there was no problem
     # Never take this run's (or an earlier run's) outputs as inputs.
     found = find_inputs(args.inputs, exclude=(output, quarantine_dir))
     print_skipped(found)

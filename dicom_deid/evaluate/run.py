@@ -115,7 +115,8 @@ def _face_box(obs: FrameObs) -> tuple[float, float, float, float] | None:
         x1, y1 = obs.mesh[:, :2].max(axis=0)
         return float(x0), float(y0), float(x1), float(y1)
     if obs.dlib_box is not None:
-        return tuple(float(v) for v in obs.dlib_box)
+        x0, y0, x1, y1 = (float(v) for v in obs.dlib_box)
+        return x0, y0, x1, y1
     return None
 
 
@@ -238,8 +239,10 @@ def run_capture(entry: Entry, method: str, settings: Settings, models: Models,
                 jo = noise.observe(_jpeg(frame, settings.jpeg_quality), i, descriptor=False)
                 jm, jd = matched(obs.mesh, jo.meshes), matched(obs.dlib68, jo.dlib68s)
                 cap.jpeg_floor.append((
-                    nme(obs.mesh, jm, "mediapipe") if jm is not None else None,
-                    nme(obs.dlib68, jd, "dlib68") if jd is not None else None,
+                    nme(obs.mesh, jm, "mediapipe")
+                    if jm is not None and obs.mesh is not None else None,
+                    nme(obs.dlib68, jd, "dlib68")
+                    if jd is not None and obs.dlib68 is not None else None,
                 ))
     finally:
         if pairs is not None:

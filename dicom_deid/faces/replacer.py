@@ -140,7 +140,9 @@ class FacesReport:
 def load_renderer(method: str, *, shape: float, donor_seed: int) -> Renderer | None:
     """The renderer of method (face_methods), None for the baselines; MethodUnavailableError
     when it cannot be built here."""
-    return face_methods.get(method).renderer(shape=shape, donor_seed=donor_seed)  # type: ignore[no-any-return]
+    renderer: Renderer | None = face_methods.get(method).renderer(shape=shape,
+                                                                   donor_seed=donor_seed)
+    return renderer
 
 
 class FaceReplacer:
@@ -292,6 +294,7 @@ class FaceReplacer:
         for face in tracked:
             if face.status != TRACKED:
                 continue
+            assert face.landmarks is not None           # a tracked face has its mesh
             rendered = self._render(out, rgb, face.landmarks, covered, face.track_id)
             ok = rendered is not None
             if rendered is not None:        # (not `ok`: this narrows the type)

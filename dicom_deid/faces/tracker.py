@@ -170,7 +170,8 @@ class FaceTracker:
 
     def add_hint(self, box: Box) -> None:
         """A face box found by someone else (the leak check) to try on the next frame."""
-        self._hints.append(tuple(float(v) for v in box))
+        x0, y0, x1, y1 = (float(v) for v in box)
+        self._hints.append((x0, y0, x1, y1))
 
     def update(self, rgb: np.ndarray) -> list[TrackedFace]:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:

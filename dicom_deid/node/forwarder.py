@@ -210,7 +210,7 @@ class Forwarder(threading.Thread):
             rsp = getattr(assoc.acceptor, "primitive", None)
             detail = ""
             with contextlib.suppress(Exception):
-                detail = f" ({rsp.result_str}, {rsp.source_str}: {rsp.reason_str})"
+                detail = f" ({rsp.result_str}, {rsp.source_str}: {rsp.reason_str})"  # type: ignore[union-attr]
             return f"association rejected by {where}{detail}"
         rejected = getattr(assoc, "_rejected_cx", [])
         if rejected and not assoc.accepted_contexts:

@@ -151,7 +151,7 @@ def run_study_job(state_dir: str, study_id: int, job_id: int, key_file: str,
                 continue
             failed_ids: set[int] = set()
             for path, reason in _failure_items(result):
-                row = by_path.get(path.resolve())
+                row = by_path.get(path.resolve())  # type: ignore[assignment]
                 if row is None:
                     continue
                 clean = redact(reason, _identifying_values(path) + secrets)

@@ -240,7 +240,7 @@ class Journal:
                      item.modality, item.study_description, item.calling_aet, item.called_aet,
                      item.path, item.size, now, now))
                 results.append((cur.lastrowid, older))
-        return results
+        return results  # type: ignore[return-value]
 
     def drop_superseded(self, instance_ids: Sequence[int]) -> list[str]:
         """Remove older copies that are still waiting; returns their spool paths."""
@@ -266,7 +266,7 @@ class Journal:
                  now, now))
             instance_id = cur.lastrowid
             self._event(cur, "quarantined", f"I{instance_id}", reason, now)
-            return instance_id
+            return instance_id  # type: ignore[return-value]
 
     def forget_unacknowledged(self, instance_id: int) -> None:
         """Remove an instance whose spooling failed before it was acknowledged."""

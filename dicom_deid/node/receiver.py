@@ -209,7 +209,7 @@ class Receiver:
             dimse_messages,
             evt,
         )
-        from pynetdicom.sop_class import Verification
+        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
         from dicom_deid.node.transport import GuardedServer, Limits
 
@@ -220,7 +220,7 @@ class Receiver:
         _config.UNRESTRICTED_STORAGE_SERVICE = self.listen.accept_unknown_sop_classes
         self._saved_tempfile = dimse_messages.NamedTemporaryFile
         incoming, min_free = self.spool.incoming, self.listen.min_free_disk
-        dimse_messages.NamedTemporaryFile = lambda **_: Reception(incoming, min_free)
+        dimse_messages.NamedTemporaryFile = lambda **_: Reception(incoming, min_free)  # type: ignore[assignment]
 
         ae = AE(ae_title=self.listen.ae_title)
         # pynetdicom counts every connection, accepted or not, against this: ours are
@@ -237,7 +237,7 @@ class Receiver:
         for cx in AllStoragePresentationContexts:
             # Every transfer syntax pydicom knows, video and JPEG family included:
             # instances are stored as received, never transcoded here.
-            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)  # type: ignore[arg-type]
         handlers = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
@@ -254,7 +254,7 @@ class Receiver:
             max_pending_per_address=self.listen.max_pending_per_address)
         address = (self.listen.host, self.listen.port)
         try:
-            server = ae.make_server(address, evt_handlers=handlers,
+            server = ae.make_server(address, evt_handlers=handlers,  # type: ignore[arg-type]
                                     ssl_context=server_ssl_context(self.listen),
                                     server_class=GuardedServer, limits=limits)
         except OSError as exc:

@@ -155,7 +155,7 @@ class GuardedDUL(DULServiceProvider):
                 abort = A_ABORT_RQ()
                 abort.source, abort.reason_diagnostic = 0x02, 0x00
                 with contextlib.suppress(Exception):
-                    self.socket.send(abort.encode())
+                    self.socket.send(abort.encode())  # type: ignore[union-attr]
                 self.assoc.is_aborted = True
                 self.assoc.is_established = False
                 self.assoc._kill = True
@@ -377,7 +377,7 @@ class GuardedRequestHandler(RequestHandler):
         old = assoc.dul
         assoc.dul = GuardedDUL(assoc, self.conn, self.server)
         assoc.dul.socket = old.socket
-        assoc._reactor_checkpoint = ReactorGate(assoc)
+        assoc._reactor_checkpoint = ReactorGate(assoc)  # type: ignore[assignment]
         while not old.event_queue.empty():  # Evt5, queued when the socket was wrapped
             assoc.dul.event_queue.put(old.event_queue.get())
         # The timers live on the DUL: apply the association's settings to the new one.
@@ -433,7 +433,7 @@ class GuardedServer(ThreadedAssociationServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         # No TLS here: the handshake runs in the connection's thread (GuardedRequestHandler).
-        client, address = self.socket.accept()
+        client, address = self.socket.accept()  # type: ignore[union-attr]
         with contextlib.suppress(OSError):
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address

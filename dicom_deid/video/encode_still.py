@@ -47,7 +47,7 @@ class StillResult:
 def photometric_for(syntax: str, grey: bool) -> str:
     if grey:
         return "MONOCHROME2"
-    return {JPEGBaseline8Bit: "YBR_FULL_422", JPEG2000Lossless: "YBR_RCT", JPEG2000: "YBR_ICT"}.get(syntax, "RGB")
+    return {JPEGBaseline8Bit: "YBR_FULL_422", JPEG2000Lossless: "YBR_RCT", JPEG2000: "YBR_ICT"}.get(syntax, "RGB")  # type: ignore[call-overload]
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
@@ -63,7 +63,7 @@ class StillEncoder:
         self.rows, self.columns = rows, columns
         self.grey = grey
         self.name = name
-        self.quality = quality if quality is not None else DEFAULT_STILL_QUALITY.get(syntax)
+        self.quality = quality if quality is not None else DEFAULT_STILL_QUALITY.get(syntax)  # type: ignore[call-overload]
         self.photometric = photometric_for(syntax, grey)
         self.segments: list[tuple[int, int]] = []
         self._offset = 0
@@ -74,7 +74,7 @@ class StillEncoder:
 
             self._encoder = get_encoder(syntax)
             if not self._encoder.is_available:
-                raise VideoError(name, f"no encoder plugin is installed for {syntax.name}")
+                raise VideoError(name, f"no encoder plugin is installed for {syntax.name}")  # type: ignore[attr-defined]
             self._kwargs = {
                 "rows": rows, "columns": columns, "samples_per_pixel": 1 if grey else 3,
                 "photometric_interpretation": "MONOCHROME2" if grey else "RGB",
@@ -111,9 +111,9 @@ class StillEncoder:
             data = buf.tobytes()
         else:
             try:
-                data = self._encoder.encode(np.ascontiguousarray(pixels), **self._kwargs)
+                data = self._encoder.encode(np.ascontiguousarray(pixels), **self._kwargs)  # type: ignore[union-attr]
             except Exception as exc:  # plugins raise their own types
-                raise VideoError(self.name, f"{self.syntax.name} encoding failed at frame {len(self.segments) + 1} ({exc})") from exc
+                raise VideoError(self.name, f"{self.syntax.name} encoding failed at frame {len(self.segments) + 1} ({exc})") from exc  # type: ignore[attr-defined]
         written = os.write(self.fd, data)
         while written < len(data):
             written += os.write(self.fd, data[written:])

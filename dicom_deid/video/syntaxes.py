@@ -92,7 +92,7 @@ def family(uid: str) -> str | None:
 
 def base_syntax(uid: str) -> UID:
     """The single-fragment syntax for a fragmentable one (identity otherwise)."""
-    return UID(_BASE_OF.get(uid, uid))
+    return UID(_BASE_OF.get(uid, uid))  # type: ignore[call-overload]
 
 
 def syntax_name(uid: str) -> str:
