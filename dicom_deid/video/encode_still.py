@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from pydicom.uid import (
     JPEG2000,
+    UID,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -44,10 +45,10 @@ class StillResult:
     quality: float | None
 
 
-def photometric_for(syntax: str, grey: bool) -> str:
+def photometric_for(syntax: UID, grey: bool) -> str:
     if grey:
         return "MONOCHROME2"
-    return {JPEGBaseline8Bit: "YBR_FULL_422", JPEG2000Lossless: "YBR_RCT", JPEG2000: "YBR_ICT"}.get(syntax, "RGB")  # type: ignore[call-overload]
+    return {JPEGBaseline8Bit: "YBR_FULL_422", JPEG2000Lossless: "YBR_RCT", JPEG2000: "YBR_ICT"}.get(syntax, "RGB")
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
@@ -57,13 +58,13 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 
 
 class StillEncoder:
-    def __init__(self, fd: int, syntax: str, rows: int, columns: int, grey: bool, quality: float | None, name: str) -> None:
+    def __init__(self, fd: int, syntax: UID, rows: int, columns: int, grey: bool, quality: float | None, name: str) -> None:
         self.fd = fd
         self.syntax = syntax
         self.rows, self.columns = rows, columns
         self.grey = grey
         self.name = name
-        self.quality = quality if quality is not None else DEFAULT_STILL_QUALITY.get(syntax)  # type: ignore[call-overload]
+        self.quality = quality if quality is not None else DEFAULT_STILL_QUALITY.get(syntax)
         self.photometric = photometric_for(syntax, grey)
         self.segments: list[tuple[int, int]] = []
         self._offset = 0
@@ -74,7 +75,7 @@ class StillEncoder:
 
             self._encoder = get_encoder(syntax)
             if not self._encoder.is_available:
-                raise VideoError(name, f"no encoder plugin is installed for {syntax.name}")  # type: ignore[attr-defined]
+                raise VideoError(name, f"no encoder plugin is installed for {syntax.name}")
             self._kwargs = {
                 "rows": rows, "columns": columns, "samples_per_pixel": 1 if grey else 3,
                 "photometric_interpretation": "MONOCHROME2" if grey else "RGB",
@@ -82,10 +83,13 @@ class StillEncoder:
                 "number_of_frames": 1, "planar_configuration": 0,
             }
             if syntax == JPEGLSNearLossless:
+                assert self.quality is not None         # every lossy syntax has a default
                 self._kwargs["jls_error"] = int(self.quality)
             elif syntax == JPEG2000:
+                assert self.quality is not None
                 self._kwargs["j2k_psnr"] = [float(self.quality)]
         elif syntax == JPEGBaseline8Bit:
+            assert self.quality is not None
             q = int(self.quality)
             if not 1 <= q <= 100:
                 raise ValueError(f"JPEG quality {q} is outside 1..100")
@@ -113,7 +117,7 @@ class StillEncoder:
             try:
                 data = self._encoder.encode(np.ascontiguousarray(pixels), **self._kwargs)  # type: ignore[union-attr]
             except Exception as exc:  # plugins raise their own types
-                raise VideoError(self.name, f"{self.syntax.name} encoding failed at frame {len(self.segments) + 1} ({exc})") from exc  # type: ignore[attr-defined]
+                raise VideoError(self.name, f"{self.syntax.name} encoding failed at frame {len(self.segments) + 1} ({exc})") from exc
         written = os.write(self.fd, data)
         while written < len(data):
             written += os.write(self.fd, data[written:])
