@@ -94,13 +94,27 @@ class ForwardConfig:
 
 
 @dataclass(frozen=True)
+class DestinationAuth:
+    """HTTP credentials of a dicomweb destination, read from files at each request."""
+
+    type: str  # "basic" or "bearer"
+    username: str = ""
+    password_file: Path | None = None
+    token_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class Destination:
     name: str
-    ae_title: str
-    host: str
-    port: int
+    ae_title: str  # dicomweb: empty
+    host: str  # dicomweb: the URL's host
+    port: int  # dicomweb: the URL's port
     calling_ae_title: str = ""  # empty: the node's own AE title
     tls: TLSConfig | None = None
+    type: str = "dicom"  # "dicom" (C-STORE) or "dicomweb" (STOW-RS)
+    url: str = ""  # dicomweb: the STOW-RS base URL ({url}/studies)
+    auth: DestinationAuth | None = None
+    timeout: float | None = None  # dicomweb: per request; None: forward.timeout
 
 
 @dataclass(frozen=True)
@@ -445,10 +459,15 @@ def _read_destinations(reader: _Reader, value: Any, node_ae: str) -> tuple[Desti
     for i, item in enumerate(value):
         path = f"destinations[{i}]"
         data = reader.section(item, path, ("name", "ae_title", "host", "port",
-                                           "calling_ae_title", "tls"))
+                                           "calling_ae_title", "tls", "type", "url", "auth",
+                                           "timeout"))
         if not isinstance(item, dict):
             continue
-        for required in ("name", "ae_title", "host", "port"):
+        kind = reader.string(data, path, "type", "dicom",
+                             lambda v: None if v in ("dicom", "dicomweb")
+                             else f"must be dicom or dicomweb, got {v!r}")
+        for required in (("name", "url") if kind == "dicomweb" else
+                         ("name", "ae_title", "host", "port")):
             if data.get(required) is None:
                 reader.problem(_join(path, required), "is required")
         name = reader.string(data, path, "name", f"#{i}",
@@ -457,6 +476,12 @@ def _read_destinations(reader: _Reader, value: Any, node_ae: str) -> tuple[Desti
         if name in names:
             reader.problem(_join(path, "name"), f"duplicate destination name {name!r}")
         names.add(name)
+        if kind == "dicomweb":
+            out.append(_read_dicomweb(reader, data, path, name))
+            continue
+        for web_only in ("url", "auth", "timeout"):
+            if data.get(web_only) is not None:
+                reader.problem(_join(path, web_only), "only for type: dicomweb")
         out.append(Destination(
             name=name,
             ae_title=reader.string(data, path, "ae_title", "ANY-SCP", _check_ae),
@@ -466,6 +491,55 @@ def _read_destinations(reader: _Reader, value: Any, node_ae: str) -> tuple[Desti
             tls=_read_tls(reader, data.get("tls"), _join(path, "tls"), server=False),
         ))
     return tuple(out)
+
+
+def _read_dicomweb(reader: _Reader, data: dict, path: str, name: str) -> Destination:
+    from urllib.parse import urlsplit
+
+    for dicom_only in ("ae_title", "host", "port", "calling_ae_title"):
+        if data.get(dicom_only) is not None:
+            reader.problem(_join(path, dicom_only), "only for type: dicom (give 'url')")
+    url = reader.string(data, path, "url", "") or ""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = 0
+    if url and (parts.scheme not in ("http", "https") or not parts.hostname or not port
+                or parts.query or parts.fragment):
+        reader.problem(_join(path, "url"), f"must be an http:// or https:// URL, got {url!r}")
+    elif parts.username or parts.password:
+        # Credentials in the URL would be logged with it: they go in 'auth'.
+        reader.problem(_join(path, "url"), "must not hold credentials: use 'auth'")
+    auth = None
+    apath = _join(path, "auth")
+    adata = reader.section(data.get("auth"), apath,
+                           ("type", "username", "password_file", "token_file"))
+    if adata:
+        atype = reader.string(adata, apath, "type", None,
+                              lambda v: None if v in ("basic", "bearer")
+                              else f"must be basic or bearer, got {v!r}")
+        need = {"basic": ("username", "password_file"), "bearer": ("token_file",)}.get(atype or "")
+        for key in need or ("type",):
+            if adata.get(key) is None:
+                reader.problem(_join(apath, key), "is required" + ("" if need else
+                               " (basic or bearer)"))
+        for key in set(("username", "password_file", "token_file")) - set(need or ()):
+            if adata.get(key) is not None:
+                reader.problem(_join(apath, key), f"not used by auth type {atype}")
+        auth = DestinationAuth(
+            type=atype or "basic", username=reader.string(adata, apath, "username", "") or "",
+            password_file=reader.path(adata, apath, "password_file", None, must_exist=True),
+            token_file=reader.path(adata, apath, "token_file", None, must_exist=True))
+    if parts.scheme == "http" and data.get("tls") is not None:
+        reader.problem(_join(path, "tls"), "needs an https:// url")
+    timeout = data.get("timeout")
+    return Destination(
+        name=name, ae_title="", host=parts.hostname or "", port=port, type="dicomweb",
+        url=url.rstrip("/"), auth=auth,
+        tls=_read_tls(reader, data.get("tls"), _join(path, "tls"), server=False),
+        timeout=None if timeout is None else reader.number(data, path, "timeout", 60.0, 0.1),
+    )
 
 
 _RULE_KEYS = ("name", "match", "profile", "options", "faces", "destinations")

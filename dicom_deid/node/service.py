@@ -139,6 +139,7 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
     from dicom_deid.node.http import start_http
     from dicom_deid.node.receiver import Receiver
     from dicom_deid.node.scheduler import STOP_GRACE, Scheduler, sweep_retention
+    from dicom_deid.node.senders import describe
 
     prepare_state(config)
     lock = acquire_state_lock(config.state_dir)
@@ -184,7 +185,7 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
     http = start_http(config, receiver, scheduler)
     if config.destinations:
         LOG.info("forwarding to %s", ", ".join(
-            f"{d.name} ({d.ae_title}@{d.host}:{d.port})" for d in config.destinations))
+            f"{d.name} ({describe(d)})" for d in config.destinations))
     else:
         LOG.info("no destination configured: de-identified studies are kept in %s",
                  config.outbox_dir)

@@ -7,10 +7,11 @@ import stat
 import pytest
 
 from dicom_deid.config import ForwardConfig, parse_config
-from dicom_deid.node.forwarder import MAX_CONTEXTS, backoff_delay, context_batches
+from dicom_deid.node.forwarder import backoff_delay
 from dicom_deid.node.journal import DueSend, Journal, JournalError, OutputRecord, ReceivedInstance
 from dicom_deid.node.logs import redact, short_reason
 from dicom_deid.node.routing import InstanceFacts, choose_rule, no_match_reason
+from dicom_deid.node.senders.cstore import MAX_CONTEXTS, context_batches
 
 
 def _item(study: str, sop: str, path: str, **kw) -> ReceivedInstance:
