@@ -14,6 +14,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,14 @@ _REFERENCED = "00081199"  # ReferencedSOPSequence
 _FAILED = "00081198"  # FailedSOPSequence
 _SOP_INSTANCE = "00081155"  # ReferencedSOPInstanceUID
 _FAILURE_REASON = "00081197"  # FailureReason
-_XML_NS = ""  # NativeDicomModel has no namespace in PS3.19 A.1
 
 
+@dataclass(frozen=True)
 class StowResponse:
     """What the archive said about each SOP instance of a request."""
 
-    def __init__(self, stored: set[str], failed: dict[str, int | None]):
-        self.stored = stored
-        self.failed = failed
+    stored: set[str]
+    failed: dict[str, int | None]  # SOP instance UID -> FailureReason
 
 
 def parse_stow_response(body: bytes, content_type: str) -> StowResponse | None:
@@ -84,6 +84,8 @@ def _parse_xml(text: bytes) -> StowResponse | None:
         root = ET.fromstring(text)  # noqa: S314 - expat refuses external entities
     except ET.ParseError:
         return None
+    if root.tag.rsplit("}", 1)[-1] != "NativeDicomModel":
+        return None  # a proxy's error page, not a Store Instances Response
 
     def attr(parent: ET.Element, tag: str) -> ET.Element | None:
         for el in parent:
