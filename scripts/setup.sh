@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up dicom-deid on a fresh Debian machine with Python 3.11: the DICOM tools the tests
-# and the node use (DCMTK, dicom3tools, Orthanc and its DICOMweb plugin as a test archive; Tesseract, the second OCR
-# engine of benchmarks/text_eval.py) and a virtual
+# and the node use (DCMTK, dicom3tools, Orthanc and its DICOMweb plugin as a test archive;
+# Tesseract, the second OCR engine of benchmarks/text_eval.py) and a virtual
 # environment in .venv with the package, its test tools and the evaluation extra.
 # Idempotent: a second run only checks.
 set -euo pipefail
