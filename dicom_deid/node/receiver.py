@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pynetdicom.association import Association
+from pynetdicom.events import Event
+
 from dicom_deid.config import ListenConfig, NodeConfig
 from dicom_deid.header.keys import SiteKey
 from dicom_deid.node.audit import AuditLog, study_token
@@ -298,7 +301,7 @@ class Receiver:
 
     # ------------------------------------------------------------------ association
 
-    def _on_requested(self, event: Any) -> None:
+    def _on_requested(self, event: Event) -> None:
         assoc = event.assoc
         primitive = assoc.requestor.primitive
         # Escaped by the log filter; repr() keeps them unambiguous here.
@@ -361,19 +364,19 @@ class Receiver:
         return ""
 
     @staticmethod
-    def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
+    def _reject(assoc: Association, result: int, source: int, diagnostic: int) -> None:
         assoc.acse.send_reject(result, source, diagnostic)
         from pynetdicom import evt
 
         evt.trigger(assoc, evt.EVT_REJECTED, {})
         assoc.kill()
 
-    def _on_accepted(self, event: Any) -> None:
+    def _on_accepted(self, event: Event) -> None:
         calling = str(event.assoc.requestor.ae_title or "").strip()
         with self._lock:
             self._stats[id(event.assoc)] = _AssocStats(calling)
 
-    def _on_closed(self, event: Any) -> None:
+    def _on_closed(self, event: Event) -> None:
         with self._lock:
             stats = self._stats.pop(id(event.assoc), None)
         if stats and (stats.stored or stats.refused or stats.quarantined):
@@ -382,7 +385,7 @@ class Receiver:
                      "released" if event.event.name == "EVT_RELEASED" else "aborted",
                      stats.stored, stats.quarantined, stats.refused)
 
-    def _on_data(self, event: Any) -> None:
+    def _on_data(self, event: Event) -> None:
         """Cut off an instance that grows past listen.max_instance_size while it arrives,
         rather than spool it whole and refuse it afterwards."""
         with self._lock:
@@ -400,13 +403,13 @@ class Receiver:
         # Not from this (the association's reader) thread: abort waits for it to stop.
         threading.Thread(target=event.assoc.abort, name="abort-oversized", daemon=True).start()
 
-    def _on_message(self, event: Any) -> None:
+    def _on_message(self, event: Event) -> None:
         with self._lock:
             stats = self._stats.get(id(event.assoc))
             if stats is not None:
                 stats.pending_bytes = 0
 
-    def _count(self, event: Any, field: str) -> None:
+    def _count(self, event: Event, field: str) -> None:
         with self._lock:
             stats = self._stats.get(id(event.assoc))
             if stats:
@@ -415,10 +418,10 @@ class Receiver:
     # ------------------------------------------------------------------ services
 
     @staticmethod
-    def _on_echo(event: Any) -> int:
+    def _on_echo(event: Event) -> int:
         return STATUS_SUCCESS
 
-    def _on_store(self, event: Any) -> int:
+    def _on_store(self, event: Event) -> int:
         try:
             return self._store(event)
         except Exception as exc:  # never let a handler exception reach pynetdicom's logger
@@ -426,7 +429,7 @@ class Receiver:
             self._count(event, "refused")
             return STATUS_OUT_OF_RESOURCES
 
-    def _store(self, event: Any) -> int:
+    def _store(self, event: Event) -> int:
         assoc = event.assoc
         calling = str(assoc.requestor.ae_title or "").strip()
         called = str(assoc.acceptor.ae_title or "").strip()

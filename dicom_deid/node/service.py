@@ -98,14 +98,13 @@ def recover(config: NodeConfig, journal: Journal, spool: Spool) -> None:
     partial = spool.clear_incoming()
     partial += _sweep_temporaries(config)
     counts = journal.recover()
-    partial += spool.sweep_orphans({row["path"] for row in journal.query(
-        "SELECT path FROM instances")})
+    partial += spool.sweep_orphans(journal.instance_paths())
     # Journalled but never renamed into the spool: the crash came before the
     # acknowledgement, so the sender still holds (and will re-send) these.
     dropped = 0
-    for row in journal.query("SELECT id, path FROM instances WHERE state = 'received'"):
-        if not (config.state_dir / row["path"]).exists():
-            journal.forget_unacknowledged(row["id"])
+    for waiting in journal.waiting_files():
+        if not (config.state_dir / waiting.path).exists():
+            journal.forget_unacknowledged(waiting.id)
             dropped += 1
     if partial or dropped or any(counts.values()):
         LOG.info("recovered: %d partial receptions removed, %d unacknowledged rows dropped, "
