@@ -42,6 +42,46 @@ class StudyClaims:
         self.ids: set[int] = set()
 
 
+class ForwarderSet:
+    """Every forwarder of the node; replaced as a whole when a reload changes the
+    destinations or the forward policy (each destination's queue stays in the journal)."""
+
+    def __init__(self, audit: AuditLog):
+        self.audit = audit
+        self.claims: dict[str, StudyClaims] = {}  # kept across reloads: one per destination
+        self.threads: list[Forwarder] = []
+        self._stop = threading.Event()
+
+    def start(self, config: NodeConfig) -> None:
+        self._stop = threading.Event()
+        self.threads = []
+        for dest in config.destinations:
+            claims = self.claims.setdefault(dest.name, StudyClaims())
+            self.threads += [Forwarder(config, dest, self.audit, self._stop, claims, i)
+                             for i in range(config.forward.associations)]
+        for thread in self.threads:
+            thread.start()
+
+    def wake(self) -> None:
+        for thread in self.threads:
+            thread.wake.set()
+
+    def signal_stop(self) -> None:
+        """Stop after the file (C-STORE) or request (STOW-RS) each one is sending."""
+        self._stop.set()
+        self.wake()
+
+    def join(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def restart(self, config: NodeConfig) -> None:
+        self.signal_stop()
+        self.join()
+        self.start(config)
+
+
 class _Recorder:
     """The Outcome of one batch: journals what the sender reports, each send once."""
 

@@ -9,6 +9,7 @@ acknowledged only after it is journalled, fsync'd and renamed into the spool.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -270,6 +271,18 @@ class Receiver:
                  self.listen.host, self.listen.port, self.listen.ae_title,
                  "TLS" if self.listen.tls else "no TLS", len(AllStoragePresentationContexts),
                  ", ".join(self.listen.allowed_calling_aets) or "any")
+
+    def update_allowlists(self, listen: ListenConfig) -> None:
+        """Take a reloaded configuration's calling/called AE lists (next association on)."""
+        self.listen = dataclasses.replace(
+            self.listen, allowed_calling_aets=listen.allowed_calling_aets,
+            allowed_called_aets=listen.allowed_called_aets) if dataclasses.is_dataclass(
+            self.listen) else self.listen.model_copy(update={
+                "allowed_calling_aets": listen.allowed_calling_aets,
+                "allowed_called_aets": listen.allowed_called_aets})
+        server = self._server
+        if server is not None:  # pynetdicom's own check (the backstop) must agree
+            server.ae.require_calling_aet = list(listen.allowed_calling_aets)
 
     def sweep_incoming(self) -> int:
         """Remove receptions abandoned by an aborted association (pynetdicom keeps them).
