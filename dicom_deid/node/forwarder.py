@@ -50,6 +50,7 @@ class ForwarderSet:
         self.audit = audit
         self.claims: dict[str, StudyClaims] = {}  # kept across reloads: one per destination
         self.threads: list[Forwarder] = []
+        self.retiring: list[Forwarder] = []  # replaced by a reload, finishing their file
         self._stop = threading.Event()
 
     def start(self, config: NodeConfig) -> None:
@@ -73,12 +74,17 @@ class ForwarderSet:
 
     def join(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        for thread in self.threads:
+        for thread in self.retiring + self.threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def restart(self, config: NodeConfig) -> None:
+        """New forwarders at once; the old ones end after the file or request in flight.
+
+        The claims are shared, so a study an old one is still sending is not taken by a
+        new one meanwhile; the main loop does not wait for them.
+        """
         self.signal_stop()
-        self.join()
+        self.retiring = [t for t in self.retiring + self.threads if t.is_alive()]
         self.start(config)
 
 

@@ -132,13 +132,22 @@ def prepare_state(config: NodeConfig) -> None:
 
 
 def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or `stop` is set); returns an exit status."""
+    """Run until SIGTERM/SIGINT (or `stop` is set); SIGHUP reloads the configuration
+    (reload_config). Returns an exit status."""
     from dicom_deid.node.audit import AuditLog
     from dicom_deid.node.forwarder import ForwarderSet
     from dicom_deid.node.http import start_http
     from dicom_deid.node.receiver import Receiver
     from dicom_deid.node.scheduler import STOP_GRACE, Scheduler, sweep_retention
 
+    reload_requested = threading.Event()
+
+    def on_hangup(signum: int, frame: Any) -> None:
+        reload_requested.set()  # the main loop reloads: nothing heavy in a signal handler
+
+    if threading.current_thread() is threading.main_thread():
+        # Installed first: SIGHUP's default action would end a node still starting.
+        signal.signal(signal.SIGHUP, on_hangup)
     prepare_state(config)
     lock = acquire_state_lock(config.state_dir)
     stop = stop or threading.Event()
@@ -150,7 +159,6 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
 
     forwarders = ForwarderSet(audit)
     http: Any = None
-    reload_requested = threading.Event()
 
     def job_done(summary: dict[str, Any]) -> None:
         forwarders.wake()
@@ -167,13 +175,9 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
         LOG.info("signal %d: stopping (send it again to exit at once)", signum)
         stop.set()
 
-    def on_hangup(signum: int, frame: Any) -> None:
-        reload_requested.set()  # the main loop reloads: nothing heavy in a signal handler
-
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGHUP, on_hangup)
 
     forwarders.start(config)
     scheduler.warm_up()
