@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,11 +23,12 @@ from pydicom import dcmread
 from dicom_deid.config import ConfigError, parse_config
 from dicom_deid.node.audit import AuditLog
 from dicom_deid.node.forwarder import Forwarder
-from dicom_deid.node.journal import Journal, OutputRecord, ReceivedInstance
+from dicom_deid.node.journal import DueSend, Journal, OutputRecord, ReceivedInstance
 from dicom_deid.node.senders import make_sender
 from dicom_deid.node.senders.cstore import CStoreSender
 from dicom_deid.node.senders.stowrs import StowRsSender, parse_stow_response
 from tests.node.factory import write_study
+from tests.node.peers import make_certificates
 
 ORTHANC_BODY = b"""{
  "00080005": {"Value": ["ISO_IR 100"], "vr": "CS"},
@@ -61,8 +63,16 @@ def test_response_json_and_xml_give_stored_and_failed_instances():
 class _Archive(ThreadingHTTPServer):
     """A STOW-RS archive on loopback that refuses the SOP instances in `refuse`."""
 
-    def __init__(self, password: str = "right", xml: bool = False):
+    def __init__(self, password: str = "right", xml: bool = False, tls=None, bearer=None):
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.scheme = "http"
+        if tls is not None:  # https; a client certificate signed by tls.ca is required
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tls.ca))
+            ctx.load_cert_chain(str(tls.cert), str(tls.key))
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            self.socket = ctx.wrap_socket(self.socket, server_side=True)
+            self.scheme = "https"
+        self.bearer = bearer
         self.password = password
         self.xml = xml
         self.refuse: set[str] = set()
@@ -72,7 +82,7 @@ class _Archive(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/dicom-web"
+        return f"{self.scheme}://127.0.0.1:{self.server_address[1]}/dicom-web"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -85,6 +95,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.requests += 1
         expected = "Basic " + base64.b64encode(f"deid:{self.server.password}".encode()).decode()
+        if self.server.bearer is not None:
+            expected = f"Bearer {self.server.bearer}"
         if self.headers.get("Authorization") != expected:
             self._answer(401, b"", "text/plain")
             return
@@ -257,3 +269,77 @@ def test_dicomweb_destination_problems_are_named(tmp_path):
     assert "destinations[4].type: must be dicom or dicomweb, got 'stow'" in problems
     assert "destinations[5].url: only for type: dicomweb" in problems
     assert "pw" not in problems.replace("password_file", "")
+
+
+def _web_config(tmp_path: Path, archive: _Archive, **destination) -> tuple:
+    state = tmp_path / "state"
+    study = write_study(state / "outbox" / "study", 2)
+    config = parse_config({"state_dir": str(state), "destinations": [
+        {"name": "web", "type": "dicomweb", "url": archive.url, **destination}]})
+    sends = [DueSend(i, i, str(f.relative_to(state)), "", "", 0, 1)
+             for i, f in enumerate(study.files)]
+    return config, sends
+
+
+class _Outcomes:
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self.failed: list[tuple[list[int], str]] = []
+
+    def sent_(self, send) -> None:
+        self.sent.append(send.send_id)
+
+    def failed_(self, sends, error) -> None:
+        self.failed.append(([s.send_id for s in sends], error))
+
+
+def _deliver(config, sends) -> _Outcomes:
+    outcomes = _Outcomes()
+    recorder = type("Recorder", (), {"sent": lambda _, s: outcomes.sent_(s),
+                                     "failed": lambda _, ss, e: outcomes.failed_(ss, e)})()
+    sender = StowRsSender(config, config.destinations[0], threading.Event())
+    try:
+        sender.deliver(sends, recorder)
+    finally:
+        sender.close()
+    return outcomes
+
+
+def test_https_with_the_archive_ca_and_a_client_certificate(tmp_path):
+    """Orthanc 1.10's HTTPS server exits at the first TLS connection on this Debian (seen
+    with SslEnabled, with and without SslVerifyPeers), so TLS is checked against this
+    archive: a real TLS handshake on loopback, client certificate required."""
+    certs = make_certificates(tmp_path / "certs")
+    stranger = make_certificates(tmp_path / "stranger")
+    archive = _Archive(tls=certs)
+    token = tmp_path / "token"
+    token.write_text("bearer-token-0123456789\n")
+    archive.bearer = "bearer-token-0123456789"
+    try:
+        client = {"ca": str(certs.ca), "cert": str(certs.cert), "key": str(certs.key)}
+        auth = {"type": "bearer", "token_file": str(token)}
+        config, sends = _web_config(tmp_path / "ok", archive, tls=client, auth=auth)
+        ok = _deliver(config, sends)
+        assert ok.sent == [0, 1] and ok.failed == []
+        assert len(archive.stored) == 2
+
+        config, sends = _web_config(tmp_path / "ca", archive, auth=auth,
+                                    tls={**client, "ca": str(stranger.ca)})
+        unknown_ca = _deliver(config, sends)
+        assert unknown_ca.sent == [] and unknown_ca.failed[0][0] == [0, 1]
+        assert "TLS failed" in unknown_ca.failed[0][1]
+        assert "CERTIFICATE_VERIFY_FAILED" in unknown_ca.failed[0][1]
+
+        config, sends = _web_config(tmp_path / "nocert", archive, auth=auth,
+                                    tls={"ca": str(certs.ca)})
+        no_client_cert = _deliver(config, sends)
+        assert no_client_cert.sent == [] and no_client_cert.failed[0][0] == [0, 1]
+        assert len(archive.stored) == 2
+
+        token.write_text("another-token-0123456789\n")
+        config, sends = _web_config(tmp_path / "rotated", archive, tls=client, auth=auth)
+        refused = _deliver(config, sends)
+        assert refused.sent == [] and "HTTP 401" in refused.failed[0][1]
+        assert "another-token" not in refused.failed[0][1]
+    finally:
+        archive.shutdown()

@@ -240,8 +240,8 @@ class StowRsSender:
                                      response.headers.get("Content-Type", ""))
         http_reason = f"HTTP {status} {response.reason or ''}".strip()
         if status in (401, 403):
-            outcome.failed(sends, f"{http_reason} from {where}: check destinations "
-                                  f"{self.dest.name}'s auth")
+            outcome.failed(sends, f"{http_reason} from {where}: check the auth of "
+                                  f"destination {self.dest.name}")
             return 0
         if status not in (200, 202, 409) and not (200 <= status < 300):
             outcome.failed(sends, f"{http_reason} from {where}")
