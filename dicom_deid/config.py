@@ -335,9 +335,17 @@ def _http_url(value: Any) -> str:
 
     text = _text()(value)
     parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (parts.scheme not in ("http", "https") or not parts.hostname or port == -1
+            or parts.query or parts.fragment):
         raise fail(f"must be an http:// or https:// URL, got {text!r}")
-    return text
+    if parts.username or parts.password:
+        # Credentials in the URL would be logged with it: they go in 'auth'.
+        raise fail("must not hold credentials: use 'auth'")
+    return text.rstrip("/")
 
 
 class DestinationAuth(_Section):
@@ -398,6 +406,15 @@ class Destination(_Section):
                 if getattr(self, key):
                     raise fail("is for type: dicom destinations (a dicomweb destination is "
                                 "reached at its url)", key)
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.url)
+            if parts.scheme == "http" and self.tls is not None:
+                raise fail("needs an https:// url", "tls")
+            # host and port name the archive in logs, as for a dicom destination.
+            object.__setattr__(self, "host", parts.hostname or "")
+            object.__setattr__(self, "port", parts.port or (443 if parts.scheme == "https"
+                                                            else 80))
         return self
 
 

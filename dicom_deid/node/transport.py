@@ -47,6 +47,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from pynetdicom.association import Association
 from pynetdicom.dul import _PDU_TYPES, DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
@@ -112,7 +113,7 @@ class Connection:
 class GuardedDUL(DULServiceProvider):
     """pynetdicom's DUL with reads bounded in size and time (see the module docstring)."""
 
-    def __init__(self, assoc: Any, conn: Connection, server: GuardedServer):
+    def __init__(self, assoc: Association, conn: Connection, server: GuardedServer):
         super().__init__(assoc)
         self.conn = conn
         self.server = server
@@ -310,7 +311,7 @@ class ReactorGate:
     until a DIMSE message is queued, or _IDLE_WAIT passes (release, abort and the idle
     timer are still seen within it). The checkpoint's own wait comes last, as before."""
 
-    def __init__(self, assoc: Any):
+    def __init__(self, assoc: Association):
         self._assoc = assoc
         self._event = threading.Event()
         self._event.set()
@@ -372,7 +373,7 @@ class GuardedRequestHandler(RequestHandler):
             self.server.forget(conn)
             raise
 
-    def _create_association(self) -> Any:
+    def _create_association(self) -> Association:
         assoc = super()._create_association()
         old = assoc.dul
         assoc.dul = GuardedDUL(assoc, self.conn, self.server)

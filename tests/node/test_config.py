@@ -162,7 +162,9 @@ def test_dicomweb_destination_contract(tmp_path):
     assert web.auth is not None and (web.auth.type, web.auth.username) == ("basic", "node")
     assert web.auth.password_file == secret and web.auth.token_file is None
     assert web2.auth is not None and web2.auth.token_file == secret and web2.timeout == 5.0
-    assert (web.ae_title, web.host, web.port) == ("", "", 0)
+    # host and port come from the url (they name the archive in logs)
+    assert (web.ae_title, web.host, web.port) == ("", "archive.example", 443)
+    assert (web2.host, web2.port) == ("127.0.0.1", 8042)
 
 
 def test_destination_type_checks_are_reported_together(tmp_path):
