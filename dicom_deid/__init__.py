@@ -9,9 +9,14 @@ message carries no PHI.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+try:
+    # One source of the version: pyproject.toml, as installed.
+    __version__ = version("dicom-deid")
+except PackageNotFoundError:  # a source tree used without installing it
+    __version__ = "0+unknown"
 
 __all__ = ["DeidError", "Deidentifier", "Outcome", "__version__"]
 

@@ -30,6 +30,7 @@ COMMANDS = (
     "status",
     "retry",
     "quarantine",
+    "reload",
 )
 
 

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from dicom_deid import __version__
 from dicom_deid.errors import DeidError
 from dicom_deid.header import (
-    FACE_METHODS,
     HeaderResult,
     PixelStatus,
     Profile,
@@ -44,14 +44,8 @@ from dicom_deid.header import (
     mark_pixels,
     read_instance,
 )
-from dicom_deid.pixel_stage import (
-    InstanceContext,
-    PixelSettings,
-    PixelStageError,
-    make_replacer,
-    pixel_settings,
-    text_applies,
-)
+from dicom_deid.pixel_stage import InstanceContext, PixelStageError, make_replacer, text_applies
+from dicom_deid.policy import PixelPolicy
 
 if TYPE_CHECKING:
     from dicom_deid.faces import FaceReplacer
@@ -125,6 +119,25 @@ class Outcome:
         return int((self.report.get("faces") or {}).get("leaks", 0) or 0)
 
 
+def _pixel_policy(profile: Profile, faces: str | None, face_shape: float | None) -> PixelPolicy:
+    """The one place that reads the pixel settings: the profile's PixelPolicy with the
+    caller's face method and shape, checked as a profile's are."""
+    update: dict[str, Any] = {}
+    if faces is not None:
+        update["faces"] = faces
+    if face_shape is not None:
+        update["face_shape"] = face_shape
+    if not update:
+        return profile.pixels
+    try:
+        return PixelPolicy.model_validate({**profile.pixels.model_dump(), **update})
+    except ValidationError as exc:
+        names = {"faces": "face method", "face_shape": "face_shape"}
+        raise SettingsError("; ".join(
+            f"{names.get(str(e['loc'][0]), str(e['loc'][0])) if e['loc'] else 'settings'}: "
+            f"{e['msg']}" for e in exc.errors())) from None
+
+
 def _load(profile: str | Path | Profile, options: tuple[str, ...]) -> Profile:
     if isinstance(profile, Profile):
         if not options:
@@ -151,16 +164,12 @@ class Deidentifier:
                  faces: str | None = None, face_shape: float | None = None) -> None:
         self.profile = _load(profile, tuple(options))
         self.key = key if isinstance(key, SiteKey) else load_key(key)
-        self.pixels: PixelSettings = pixel_settings(self.profile, faces=faces,
-                                                    face_shape=face_shape)
-        if self.pixels.method not in FACE_METHODS:
-            raise SettingsError(f"face method {self.pixels.method!r} is not one of "
-                                f"{', '.join(FACE_METHODS)}")
+        self.pixels: PixelPolicy = _pixel_policy(self.profile, faces, face_shape)
 
     @property
     def method(self) -> str:
         """The face method of this study."""
-        return self.pixels.method
+        return self.pixels.faces
 
     # ------------------------------------------------------------------ one instance
 

@@ -29,6 +29,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from dicom_deid.errors import DeidError
 from dicom_deid.header import PixelStatus, Profile, SiteKey, mark_pixels
 from dicom_deid.header.keys import donor_seed, keypoint_sr_uids
+from dicom_deid.policy import PixelPolicy
 from dicom_deid.progress import start_frames
 
 if TYPE_CHECKING:
@@ -36,43 +37,12 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["InstanceContext", "PixelOutcome", "PixelSettings", "PixelStageError", "clean_faces",
-           "donor_seed", "make_replacer", "pixel_settings", "text_applies"]
+__all__ = ["InstanceContext", "PixelOutcome", "PixelStageError", "clean_faces", "donor_seed",
+           "make_replacer", "text_applies"]
 
 
 class PixelStageError(DeidError):
     """The pixel work an instance needs cannot be done; the message carries no PHI."""
-
-
-@dataclass(frozen=True)
-class PixelSettings:
-    """How the pixels of a study are cleaned (the profile's pixel keys, after overrides).
-
-    method: the face method (none | swap | mask3d | blur | pixelate | blackout)
-    face_shape: swap's donor-shape weight (0 keeps the patient's geometry)
-    keypoints: measure keypoints and write the keypoint SR beside a face replacement
-    keypoint_frame_step: the SR holds every Nth frame
-    burned_in_text: redact-all | redact-phi | off
-    """
-
-    method: str = "none"
-    face_shape: float = 1.0
-    keypoints: bool = True
-    keypoint_frame_step: int = 1
-    burned_in_text: str = "redact-all"
-
-
-def pixel_settings(profile: Profile, *, faces: str | None = None,
-                   face_shape: float | None = None) -> PixelSettings:
-    """The one place that reads the pixel settings off a profile; `faces` and `face_shape`
-    override the profile's. The method is checked by the caller (FACE_METHODS)."""
-    return PixelSettings(
-        method=(faces or profile.faces or "none").strip().lower(),
-        face_shape=float(profile.face_shape if face_shape is None else face_shape),
-        keypoints=bool(profile.keypoints),
-        keypoint_frame_step=int(profile.keypoint_frame_step),
-        burned_in_text=str(getattr(profile, "burned_in_text", "off") or "off"),
-    )
 
 
 @dataclass(frozen=True)
@@ -85,7 +55,8 @@ class InstanceContext:
               from (never written)
     path:     the file to stream the frames from; None: the frames come from `original`
     profile:  the header profile (options, date mode: what the header says was done)
-    pixels:   how the pixels are cleaned
+    pixels:   how the pixels are cleaned (the profile's PixelPolicy, with the caller's
+              face method and shape)
     date_offset_days: the patient's date shift under the date-shift option (the SR follows it)
     """
 
@@ -93,13 +64,13 @@ class InstanceContext:
     original: Dataset
     path: Path | None
     profile: Profile
-    pixels: PixelSettings
+    pixels: PixelPolicy
     key: SiteKey
     date_offset_days: int | None = None
 
     @property
     def method(self) -> str:
-        return self.pixels.method
+        return self.pixels.faces
 
     @property
     def original_study(self) -> str:
@@ -126,14 +97,13 @@ class PixelOutcome:
     written_header: Dataset | None = None
 
 
-def make_replacer(pixels: PixelSettings, key: SiteKey, original_study_uid: str,
+def make_replacer(pixels: PixelPolicy, key: SiteKey, original_study_uid: str,
                   fps: float) -> FaceReplacer:
     """The face stage of one instance of a study: the study's donor from the key (two studies
-    of one patient get unrelated donors), swap's shape weight from the settings."""
+    of one patient get unrelated donors), the geometry blend where the method takes one."""
     from dicom_deid.faces import FaceReplacer
 
-    shape = pixels.face_shape if pixels.method == "swap" else 0.0
-    return FaceReplacer(method=pixels.method, shape=shape,
+    return FaceReplacer(method=pixels.faces, shape=pixels.shape_for(pixels.faces),
                         donor_seed=donor_seed(key, original_study_uid), fps=fps)
 
 
@@ -177,7 +147,7 @@ def clean_faces(context: InstanceContext, target: Path) -> PixelOutcome:
     from dicom_deid.video import VideoError, open_frames
 
     pixels, profile, header_ds = context.pixels, context.profile, context.header
-    method = pixels.method
+    method = pixels.faces
     # Keypoints are measured beside a face replacement; text alone does not write an SR.
     want_keypoints = pixels.keypoints and method != "none"
     text = _text_stage(pixels, profile, context.original)
@@ -311,7 +281,7 @@ _TEXT_SOP_PREFIXES = (
 )
 
 
-def text_applies(pixels: PixelSettings, options: tuple[str, ...],
+def text_applies(pixels: PixelPolicy, options: tuple[str, ...],
                  original: Dataset | None) -> bool:
     """Whether the burned-in text stage runs on this instance (its pixels may show a face);
     options: the profile's PS3.15 options."""
@@ -328,7 +298,7 @@ def text_applies(pixels: PixelSettings, options: tuple[str, ...],
                                            for p in _TEXT_SOP_PREFIXES)
 
 
-def _text_stage(pixels: PixelSettings, profile: Profile, original: Dataset | None):
+def _text_stage(pixels: PixelPolicy, profile: Profile, original: Dataset | None):
     """The burned-in text stage for this instance, or None."""
     if not text_applies(pixels, profile.options, original):
         return None
@@ -387,7 +357,7 @@ def sr_dates_follow_profile(sr: Dataset, video_ds: Dataset, mode: str,
                 continue
             if elem.VR not in ("DA", "DT", "TM"):
                 continue
-            tag = int(elem.tag)
+            tag = int(elem.tag)  # type: ignore[assignment]
             if top and tag in video_ds:
                 ds[tag] = copy.deepcopy(video_ds[tag])
                 if tag in _SR_REQUIRED_DATES and not ds[tag].value:
@@ -446,7 +416,7 @@ def _check_fidelity(source_ds: Dataset, written: Path) -> tuple[list[str], Datas
 
 
 def _keypoint_sr(video_ds: Dataset, originals: list, outputs: list, faces_report: Any,
-                 pixels: PixelSettings, context: InstanceContext) -> tuple[Dataset, dict[str, Any]]:
+                 pixels: PixelPolicy, context: InstanceContext) -> tuple[Dataset, dict[str, Any]]:
     from dicom_deid.keypoints import build_keypoint_sr, invariance
 
     t0 = time.monotonic()
@@ -457,6 +427,6 @@ def _keypoint_sr(video_ds: Dataset, originals: list, outputs: list, faces_report
                                            context.original_sop)
     sr = build_keypoint_sr(video_ds, originals, metrics, series_uid=series_uid, sop_uid=sop_uid,
                            frame_step=pixels.keypoint_frame_step)
-    summary = metrics.as_dict() if hasattr(metrics, "as_dict") else dict(vars(metrics))
+    summary = metrics.as_dict()
     summary["sr_build_s"] = round(time.monotonic() - t0, 3)
     return sr, summary

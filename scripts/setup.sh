@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up dicom-deid on a fresh Debian machine with Python 3.11: the DICOM tools the tests
-# and the node use (DCMTK, dicom3tools, Orthanc as a test archive; Tesseract, the second OCR
-# engine of benchmarks/text_eval.py) and a virtual
+# and the node use (DCMTK, dicom3tools, Orthanc and its DICOMweb plugin as a test archive;
+# Tesseract, the second OCR engine of benchmarks/text_eval.py) and a virtual
 # environment in .venv with the package, its test tools and the evaluation extra.
 # Idempotent: a second run only checks.
 set -euo pipefail
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # (README.md). A second run checks the apt packages and, when pyproject.toml and this script
 # are unchanged since the last complete run (.venv/.setup-stamp), installs nothing.
 
-APT_PACKAGES=(dcmtk dicom3tools orthanc tesseract-ocr)
+APT_PACKAGES=(dcmtk dicom3tools orthanc orthanc-dicomweb tesseract-ocr)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -16,8 +16,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from dicom_deid import face_methods
 from dicom_deid.header.options import OPTIONS
-from dicom_deid.header.profile import FACE_METHODS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,9 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--option", action="append", default=[], metavar="NAME",
                         choices=OPTIONS, help="add a PS3.15 option (repeatable): "
                         + ", ".join(OPTIONS))
-    parser.add_argument("--faces", choices=FACE_METHODS, default=None, metavar="METHOD",
+    parser.add_argument("--faces", choices=face_methods.choices(), default=None, metavar="METHOD",
                         help="face method for pixels that may show a face "
-                             f"({'|'.join(FACE_METHODS)}; default: the profile's)")
+                             f"({'|'.join(face_methods.choices())}; default: the profile's)")
     parser.add_argument("--keypoints-csv", action="store_true",
                         help="also write the keypoints measured on the original frames as a "
                              "tidy CSV (frame, set, point, x, y, ...) beside each face video")
@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     if problem or qproblem:
         print(f"dicom-deid deidentify: {problem or qproblem}", file=sys.stderr)
         return 2
+    assert quarantine_dir is not None           # set whenever there was no problem
     # Never take this run's (or an earlier run's) outputs as inputs.
     found = find_inputs(args.inputs, exclude=(output, quarantine_dir))
     print_skipped(found)

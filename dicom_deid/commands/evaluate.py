@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dicom_deid.header.profile import DEFAULT_FACE_SHAPE
-
-DEFAULT_METHODS = "original,swap,mask3d,blur,pixelate,blackout"
+from dicom_deid import face_methods
+from dicom_deid.policy import DEFAULT_FACE_SHAPE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,9 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run each method on the probes of a manifest (path,identity,role"
                     "[,deidentified]) and write DIR/metrics.json, DIR/run.json, DIR/report.html.",
     )
+    # The unchanged input and every registered face method.
+    default_methods = ",".join(("original", *face_methods.names()))
     parser.add_argument("--manifest", required=True, help="CSV: path,identity,role[,deidentified]")
-    parser.add_argument("--methods", default=DEFAULT_METHODS,
-                        help=f"comma-separated (default {DEFAULT_METHODS}; 'deidentified' uses "
+    parser.add_argument("--methods", default=default_methods,
+                        help=f"comma-separated (default {default_methods}; 'deidentified' uses "
                              "the manifest's deidentified column)")
     parser.add_argument("--output", required=True, help="folder for metrics.json and report.html")
     parser.add_argument("--max-frames", type=int, default=75,
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "the report then embeds original faces (PHI for patient data; "
                              "0 = no pictures)")
     parser.add_argument("--keys", type=int, default=3,
-                        help="site keys that swap and mask3d run under (privacy pooled over "
+                        help=f"site keys that {' and '.join(face_methods.keyed())} run under (privacy pooled over "
                              "them and the worst key; default 3)")
     parser.set_defaults(func=run)
 

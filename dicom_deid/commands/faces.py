@@ -16,13 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-from dicom_deid.header.profile import DEFAULT_FACE_SHAPE
+from dicom_deid import face_methods
+from dicom_deid.policy import DEFAULT_FACE_SHAPE
 
 log = logging.getLogger(__name__)
 
-METHODS = ("swap", "mask3d", "blur", "pixelate", "blackout")
-# Methods whose look (swap's donor, the mask's texture) is chosen per study from the site key.
-KEYED_METHODS = ("swap", "mask3d")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                         help="files, or folders (searched recursively)")
     parser.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
-    parser.add_argument("--method", "-m", choices=METHODS, default="swap")
+    parser.add_argument("--method", "-m", choices=face_methods.names(), default="swap")
     parser.add_argument("--shape", type=float, default=DEFAULT_FACE_SHAPE,
                         help="swap only: 0 keeps the patient's face geometry, 1 the mean shape "
                              f"(default {DEFAULT_FACE_SHAPE}, as the shipped profiles)")
@@ -142,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             keys.append(load_key(args.key_file))
         return keys[0]
 
-    if args.method in KEYED_METHODS:
+    if face_methods.get(args.method).keyed:
         try:
             site_key()
         except KeyFileError as exc:
@@ -153,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         # Donor per study (per content digest for plain media), from the site key: two studies of one
         # patient get unrelated donors, and nobody without the key can predict the donor.
         seed = donor_seed(site_key(), donor_identity) \
-            if args.method in KEYED_METHODS else 0
+            if face_methods.get(args.method).keyed else 0
         return FaceReplacer(args.method, shape=args.shape, donor_seed=seed, fps=fps,
                             max_faces=args.max_faces)
 

@@ -80,20 +80,17 @@ def _find(journal, key, value: str) -> tuple[str, str, str | None, str] | None:
     def when(t: float) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
-    rows = journal.query("SELECT id, study_uid, token, first_received_at FROM studies")
-    for row in rows:
-        if value in (row["token"], key.uid(row["study_uid"])):
-            return row["token"], row["study_uid"], None, when(row["first_received_at"])
+    studies = journal.studies()
+    for study in studies:
+        if value in (study.token, key.uid(study.study_uid)):
+            return study.token, study.study_uid, None, when(study.first_received_at)
     if value.startswith("2.25."):
         # A de-identified SOP Instance UID: the keyed remap of the original, or of the
         # re-encoded copy the pixel stage writes (pipeline.py).
-        by_id = {row["id"]: row for row in rows}
-        for inst in journal.query("SELECT study_id, sop_instance_uid FROM instances"
-                                  " WHERE sop_instance_uid IS NOT NULL"):
-            sop = inst["sop_instance_uid"]
+        by_id = {study.id: study for study in studies}
+        for study_id, sop in journal.instance_uids():
             if value in (key.uid(sop), reencoded_uid(key, sop)):
-                study = by_id.get(inst["study_id"])
-                if study is not None:
-                    return (study["token"], study["study_uid"], sop,
-                            when(study["first_received_at"]))
+                found = by_id.get(study_id)
+                if found is not None:
+                    return found.token, found.study_uid, sop, when(found.first_received_at)
     return None

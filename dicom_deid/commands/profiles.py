@@ -39,7 +39,7 @@ def run_list(args: argparse.Namespace) -> int:
     for name in shipped_profiles():
         profile = load_profile(name)
         options = ", ".join(profile.options) or "no options"
-        print(f"{name:12s} {options}; faces {profile.faces}")
+        print(f"{name:12s} {options}; faces {profile.pixels.faces}")
         if profile.description:
             print(f"{'':12s} {profile.description}")
     return 0
@@ -82,7 +82,7 @@ def run_show(args: argparse.Namespace) -> int:
     if profile.description:
         print(f"description:  {profile.description}")
     print(f"options:      {', '.join(profile.options) or 'none'}")
-    print(f"faces:        {profile.faces}")
+    print(f"faces:        {profile.pixels.faces}")
     print(f"dates:        {profile.date_mode}"
           + (f" (per-patient offset in [{low}, {high}] days)" if profile.date_mode == "shift" else ""))
     print(f"pseudonyms:   {'keyed' if profile.pseudonyms else 'off'}"

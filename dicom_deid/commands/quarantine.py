@@ -64,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "list":
             items = journal.quarantined()
             for item in items:
-                where = f" -> {item['destination']}" if "destination" in item else ""
-                print(f"{item['id']:>8}  {item['study']:<20}{where}  since {_when(item['since'])}"
-                      f"  {item['reason']}")
+                where = f" -> {item.destination}" if item.destination is not None else ""
+                print(f"{item.id:>8}  {item.study:<20}{where}  since {_when(item.since)}"
+                      f"  {item.reason}")
             print(f"{len(items)} quarantined")
             return 0
         if args.action == "show":

@@ -42,7 +42,7 @@ EXPRESSION_KEYS = ("cosine", "amplitude", "projection", "widening_kept", "corner
 FIRST_FRAMES = 10
 
 
-def _num(value: float | None, digits: int = 5) -> float | None:
+def _num(value: float | np.floating | None, digits: int = 5) -> float | None:
     if value is None:
         return None
     value = float(value)

@@ -73,12 +73,6 @@ class DlibFaces:
             faces.append(DlibFace((rect.left(), rect.top(), rect.right(), rect.bottom()), pts, desc))
         return faces
 
-    def landmarks_at(self, rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-        """68 landmarks inside a given box (to compare two frames on the same face region)."""
-        rect = self._dlib.rectangle(*(int(v) for v in box))
-        shape = self._predictor(np.ascontiguousarray(rgb), rect)
-        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-
 
 def mean_descriptor(descriptors: list[np.ndarray]) -> np.ndarray | None:
     """A clip's descriptor: the mean of its frames' descriptors (None when no frame had one)."""

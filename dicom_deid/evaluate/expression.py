@@ -255,12 +255,13 @@ def video_expression(orig: Sequence[np.ndarray | None],
     either side has no landmarks are left out of both (same frames on each side)."""
     if len(orig) != len(out):
         raise ValueError(f"frame counts differ: {len(orig)} vs {len(out)}")
-    keep = [i for i in range(len(orig)) if orig[i] is not None and out[i] is not None]
-    if len(keep) < 3:
-        return VideoExpressionScores(len(keep), None, None, None, None, None)
-    template = canonical_frame(orig[keep[0]])
-    d_orig = track_displacements([orig[i] for i in keep], template)
-    d_out = track_displacements([out[i] for i in keep], template)
+    kept = [(a, b) for a, b in zip(orig, out, strict=True) if a is not None and b is not None]
+    keep = range(len(kept))
+    if len(kept) < 3:
+        return VideoExpressionScores(len(kept), None, None, None, None, None)
+    template = canonical_frame(kept[0][0])
+    d_orig = track_displacements([a for a, _ in kept], template)
+    d_out = track_displacements([b for _, b in kept], template)
     cosine, amplitude, projection, _ = _compare(d_orig, d_out)
     mag_orig = np.linalg.norm(d_orig.reshape(len(keep), -1), axis=1)
     mag_out = np.linalg.norm(d_out.reshape(len(keep), -1), axis=1)

@@ -9,6 +9,7 @@ Observer. The heavy models are shared.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -99,7 +100,9 @@ class Models:
 class Observer:
     def __init__(self, models: Models) -> None:
         self.models = models
-        self._pose = self._hands = None
+        # MediaPipe's solutions (untyped); None without the body models.
+        self._pose: Any = None
+        self._hands: Any = None
         if models.body:
             import mediapipe as mp
 

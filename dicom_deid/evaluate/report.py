@@ -105,11 +105,11 @@ def _scatter(metrics: dict[str, dict[str, Any]]) -> str | None:
         colour = f"C{k % 10}"
         for nme, marker in ((nme_mp, "o"), (nme_dl, "s")):
             x = edge if nme is None else nme
-            ax.scatter(x, 100 * rank1, marker=marker, color=colour,
+            ax.scatter(x, 100 * rank1, marker=marker, color=colour,  # type: ignore[operator]
                        facecolors="none" if nme is None else colour)
         x = edge if nme_mp is None else nme_mp
         ax.annotate(name if nme_mp is not None else f"{name} (no landmarks)",
-                    (x, 100 * rank1), fontsize=8, xytext=(4, 3), textcoords="offset points",
+                    (x, 100 * rank1), fontsize=8, xytext=(4, 3), textcoords="offset points",  # type: ignore[operator]
                     color=colour)
     chance = next((v.get("chance") for v in metrics.values() if v.get("chance")), None)
     if chance:
@@ -130,7 +130,7 @@ def _nme_over_time(metrics: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     plots = []
     for name, series in list(files.items())[:8]:
         fig, ax = plt.subplots(figsize=(6, 2.4))
-        for method, values in series.items():
+        for method, values in series.items():  # type: ignore[assignment]
             y = np.array([np.nan if v is None else v for v in values], dtype=float)
             ax.plot(np.arange(len(y)), y, label=method, linewidth=1)
         ax.set_xlabel("frame")

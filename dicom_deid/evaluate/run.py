@@ -20,19 +20,20 @@ from typing import Any
 
 import numpy as np
 
+from dicom_deid import face_methods
 from dicom_deid.atomic import write_atomic
-from dicom_deid.errors import DeidError
 from dicom_deid.evaluate.manifest import Entry, open_source, read_manifest
 from dicom_deid.evaluate.observer import FrameObs, Models, Observer
 from dicom_deid.evaluate.privacy import matches
 from dicom_deid.evaluate.utility import matched, nme
+from dicom_deid.face_methods import MethodUnavailableError
 
 log = logging.getLogger(__name__)
 
-BUILTIN_METHODS = ("original", "swap", "mask3d", "blur", "pixelate", "blackout")
-# Methods whose output depends on the site key (the donor or mask texture of a study): these run
-# once per evaluation key, the others once.
-KEYED_METHODS = ("swap", "mask3d")
+# Beside the face methods (face_methods): the unchanged input, and the manifest's own
+# de-identified column.
+ORIGINAL = "original"
+DEIDENTIFIED = "deidentified"
 # A CenterFace box on the output whose pixels differ from the original by less than this mean
 # absolute difference (8-bit levels, all channels) was not replaced: a leak. Compression of an
 # already de-identified output stays well under it; every replacement method is far above it.
@@ -73,8 +74,9 @@ class Capture:
     flicker: list[tuple[float | None, float | None]] = field(default_factory=list)
 
 
-class MethodUnavailable(DeidError):
-    pass
+def methods() -> tuple[str, ...]:
+    """What `--methods` may name: the original, every face method, the manifest's column."""
+    return (ORIGINAL, *face_methods.names(), DEIDENTIFIED)
 
 
 def _progress(iterable, settings: Settings, **kwargs):
@@ -101,16 +103,12 @@ def study_of(entry: Entry) -> str:
 
 def make_replacer(method: str, settings: Settings, fps: float, key_index: int, study: str):
     """The capture's face stage, made as the node makes it: by the library's Deidentifier for
-    the study, under the key_index-th evaluation key."""
+    the study, under the key_index-th evaluation key. MethodUnavailableError (face_methods)
+    propagates: _run_method records it."""
     from dicom_deid.deidentifier import Deidentifier
-    from dicom_deid.faces import MethodUnavailableError
 
-    try:
-        deid = Deidentifier(key=evaluation_key(key_index), faces=method,
-                            face_shape=settings.shape)
-        return deid.face_replacer(study, fps)
-    except (MethodUnavailableError, ImportError, FileNotFoundError, NotImplementedError) as exc:
-        raise MethodUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    deid = Deidentifier(key=evaluation_key(key_index), faces=method, face_shape=settings.shape)
+    return deid.face_replacer(study, fps)
 
 
 def _face_box(obs: FrameObs) -> tuple[float, float, float, float] | None:
@@ -119,7 +117,8 @@ def _face_box(obs: FrameObs) -> tuple[float, float, float, float] | None:
         x1, y1 = obs.mesh[:, :2].max(axis=0)
         return float(x0), float(y0), float(x1), float(y1)
     if obs.dlib_box is not None:
-        return tuple(float(v) for v in obs.dlib_box)
+        x0, y0, x1, y1 = (float(v) for v in obs.dlib_box)
+        return x0, y0, x1, y1
     return None
 
 
@@ -244,8 +243,10 @@ def run_capture(entry: Entry, method: str, settings: Settings, models: Models,
                 jo = noise.observe(_jpeg(frame, settings.jpeg_quality), i, descriptor=False)
                 jm, jd = matched(obs.mesh, jo.meshes), matched(obs.dlib68, jo.dlib68s)
                 cap.jpeg_floor.append((
-                    nme(obs.mesh, jm, "mediapipe") if jm is not None else None,
-                    nme(obs.dlib68, jd, "dlib68") if jd is not None else None,
+                    nme(obs.mesh, jm, "mediapipe")
+                    if jm is not None and obs.mesh is not None else None,
+                    nme(obs.dlib68, jd, "dlib68")
+                    if jd is not None and obs.dlib68 is not None else None,
                 ))
     finally:
         if pairs is not None:
@@ -310,7 +311,8 @@ def _run_method(method: str, entries: list[Entry], settings: Settings, models: M
     observer = Observer(models)
     started = time.monotonic()
     paired_gallery = {g: p for g, p in runs.pairs}
-    key_count = max(1, settings.keys) if method in KEYED_METHODS else 1
+    keyed = method in face_methods.keyed()
+    key_count = max(1, settings.keys) if keyed else 1
     per_key: list[dict[int, Capture]] = []
     neutrals: list[dict[int, Capture]] = []
     try:
@@ -324,7 +326,7 @@ def _run_method(method: str, entries: list[Entry], settings: Settings, models: M
                                       landmarks=n in paired_gallery)
             neutral: dict[int, Capture] = {}
             for g, p in runs.pairs:
-                if method in KEYED_METHODS:
+                if keyed:
                     # One study, one donor: the neutral capture rendered under the probe's study.
                     neutral[p] = run_capture(entries[g], method, settings, models, observer,
                                              None, runs.originals[g], False,
@@ -338,7 +340,7 @@ def _run_method(method: str, entries: list[Entry], settings: Settings, models: M
         runs.neutral[method] = neutrals
         log.info("method %s: %d captures x %d key(s) in %.0f s", method, len(entries),
                  key_count, time.monotonic() - started)
-    except MethodUnavailable as exc:
+    except MethodUnavailableError as exc:
         log.warning("method %s is unavailable: %s", method, exc)
         runs.keyed[method] = str(exc)
     finally:
@@ -352,10 +354,11 @@ def evaluate(manifest: str | Path, output: str | Path, settings: Settings) -> di
 
     manifest = Path(manifest)
     entries = read_manifest(manifest)
-    unknown = [m for m in settings.methods if m not in (*BUILTIN_METHODS, "deidentified")]
+    known = methods()
+    unknown = [m for m in settings.methods if m not in known]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; expected some of "
-                         f"{', '.join((*BUILTIN_METHODS, 'deidentified'))}")
+                         f"{', '.join(known)}")
     if "deidentified" in settings.methods and not any(e.deidentified for e in entries):
         raise ValueError(f"{manifest}: method deidentified needs a deidentified column")
     if settings.keys < 1:

@@ -51,7 +51,7 @@ def eye_aspect_ratio(points: np.ndarray, scheme: str) -> float:
         width = np.linalg.norm(pts[p1] - pts[p4])
         height = np.linalg.norm(pts[p2] - pts[p6]) + np.linalg.norm(pts[p3] - pts[p5])
         values.append(height / (2.0 * width) if width > 0 else np.nan)
-    return float(np.mean(values))
+    return float(np.mean(values))  # type: ignore[arg-type]
 
 
 def mouth_aspect_ratio(points: np.ndarray, scheme: str) -> float:

@@ -5,18 +5,16 @@ The public API is `FaceReplacer` (docs/CONTRACTS.md); importing this package is 
 models load when a replacer is built.
 """
 
+from dicom_deid.face_methods import MethodUnavailableError
 from dicom_deid.faces.region import covered_region
 from dicom_deid.faces.replacer import (
-    METHODS,
     FaceReplacer,
     FaceResult,
     FacesReport,
     FrameResult,
-    MethodUnavailableError,
 )
 
 __all__ = [
-    "METHODS",
     "FaceReplacer",
     "FaceResult",
     "FacesReport",

@@ -93,7 +93,7 @@ class CenterFace:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
         self._session = ort.InferenceSession(
-            set_io_shapes(data, _NHWC_SHAPES if self._nhwc else _SHAPES),
+            set_io_shapes(data, _NHWC_SHAPES if self._nhwc else _SHAPES),  # type: ignore[arg-type]
             sess_options=options,
             providers=providers or ["CPUExecutionProvider"],
         )

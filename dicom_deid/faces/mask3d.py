@@ -183,7 +183,7 @@ class Mask3DRenderer:
         usual = np.median(np.asarray(track.openness), axis=0)
         for k, (upper, lower, iris, corners) in enumerate(_EYES):
             up, lo = list(upper[1:-1]), list(lower[1:-1])
-            open_neutral = float(np.linalg.norm(neutral[lo, :2] - neutral[up, :2], axis=1).sum())
+            open_neutral = float(np.linalg.norm(neutral[lo, :2] - neutral[up, :2], axis=1).sum())  # type: ignore[index]
             ratio = now[k] / max(usual[k], open_neutral, 1e-6)
             ratio = float(np.clip((ratio - self.lid_closed) / (1.0 - self.lid_closed), 0.0, 1.6))
             mid = (shape[up] + shape[lo]) / 2
@@ -195,9 +195,9 @@ class Mask3DRenderer:
             # Gaze: the iris keeps its place within the eye, measured between the eye corners.
             a, b = corners
             p_centre = (patient[a] + patient[b]) / 2
-            p_width = max(np.linalg.norm(patient[a, :2] - patient[b, :2]), 1e-6)
+            p_width = max(float(np.linalg.norm(patient[a, :2] - patient[b, :2])), 1e-6)
             m_centre = (shape[a] + shape[b]) / 2
-            m_width = np.linalg.norm(shape[a, :2] - shape[b, :2])
+            m_width = float(np.linalg.norm(shape[a, :2] - shape[b, :2]))
             offset = (patient[list(iris)] - p_centre) * (m_width / p_width)
             iris_shape = mean[list(iris)] - (mean[a] + mean[b]) / 2
             # Iris size stays the mean's; only the centre moves with the patient's gaze.

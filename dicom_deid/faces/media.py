@@ -169,18 +169,18 @@ class VideoWriter:
         try:
             self._container = av.open(str(self._tmp), mode="w", format=self.format)
             stream = self._container.add_stream(codec, rate=info.fps)
-            stream.width, stream.height = info.width, info.height
+            stream.width, stream.height = info.width, info.height  # type: ignore[union-attr]
             if codec == "libx264":
                 odd = info.width % 2 or info.height % 2
                 # 4:2:0 needs even sides; an odd-sized input keeps its size in 4:4:4.
-                stream.pix_fmt = "yuv444p" if odd else "yuv420p"
+                stream.pix_fmt = "yuv444p" if odd else "yuv420p"  # type: ignore[union-attr]
                 stream.options = {"crf": "18", "preset": "medium"}
             else:
                 if info.width % 2 or info.height % 2:
                     raise MediaError(f"{path}: MPEG-2 cannot hold an odd frame size")
-                stream.pix_fmt = "yuv420p"
+                stream.pix_fmt = "yuv420p"  # type: ignore[union-attr]
                 # About one bit per pixel: visually transparent MPEG-2 at SD sizes.
-                stream.bit_rate = max(4_000_000, int(info.width * info.height * float(info.fps)))
+                stream.bit_rate = max(4_000_000, int(info.width * info.height * float(info.fps)))  # type: ignore[union-attr]
             # Kept apart: the muxer may change the stream's time base once it writes its
             # header (MPEG-PS switches to 90 kHz), while frames count in 1/fps.
             self._time_base = Fraction(1, 1) / info.fps
@@ -204,13 +204,13 @@ class VideoWriter:
 
     def _encode(self, frame: object) -> None:
         # Runs in the encoder thread, the only one that touches the stream until it is joined.
-        for packet in self._stream.encode(frame):
+        for packet in self._stream.encode(frame):  # type: ignore[arg-type, union-attr]
             self._container.mux(packet)
 
     def finish(self) -> None:
         try:
             self._encoder.close()
-            for packet in self._stream.encode():
+            for packet in self._stream.encode():  # type: ignore[union-attr]
                 self._container.mux(packet)
             self._container.close()
         except Exception:

@@ -145,7 +145,7 @@ def eye_aspect_ratio(landmarks: np.ndarray) -> float:
         vertical = np.linalg.norm(p[1] - p[5]) + np.linalg.norm(p[2] - p[4])
         horizontal = 2.0 * np.linalg.norm(p[0] - p[3])
         values.append(vertical / horizontal if horizontal > 0 else 0.0)
-    return float(np.mean(values))
+    return float(np.mean(values))  # type: ignore[arg-type]
 
 
 def inter_ocular(landmarks: np.ndarray) -> float:

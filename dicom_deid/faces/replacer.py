@@ -10,7 +10,6 @@ knowingly: a renderer that raises or leaves its region unchanged is replaced by 
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import weakref
@@ -21,8 +20,8 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from dicom_deid.errors import DeidError
-from dicom_deid.faces.baselines import BASELINES, apply_baseline
+from dicom_deid import face_methods
+from dicom_deid.faces.baselines import apply_baseline
 from dicom_deid.faces.leakcheck import DEFAULT_MAX_SIDE, DEFAULT_PRECISION, Leak, LeakChecker
 from dicom_deid.faces.models import FaceModels
 from dicom_deid.faces.region import (
@@ -38,7 +37,6 @@ from dicom_deid.overlap import prefetch
 
 log = logging.getLogger(__name__)
 
-METHODS = ("swap", "mask3d") + BASELINES
 # A renderer that leaves more than this share of its hull bit-identical did not replace it.
 MAX_UNCHANGED = 0.10
 # Leak boxes are covered grown by this share of their larger side on every side.
@@ -61,23 +59,15 @@ STREAM_HINT_LAG = 2
 
 
 class Renderer(Protocol):
-    def render(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray: ...
+    """A face method's renderer (face_methods.FaceMethod.factory builds one).
 
+    ``track_id``: the face's track in a video, for a renderer that keeps per-track state
+    (a neutral face estimated over the track's frames); ``inplace``: the renderer may draw into
+    ``rgb`` itself (the replacer gives it its own copy of the frame) instead of a new frame.
+    """
 
-def _render_takes(renderer: Renderer | None, name: str) -> bool:
-    """Whether the renderer's `render` has the optional parameter ``name``: ``track_id`` for a
-    renderer that keeps per-track state (mask3d's neutral face), ``inplace`` for one that can
-    render into the frame it is given instead of a copy."""
-    if renderer is None:
-        return False
-    try:
-        return name in inspect.signature(renderer.render).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-class MethodUnavailableError(DeidError, RuntimeError):
-    """The method's renderer is not part of this installation."""
+    def render(self, rgb: np.ndarray, landmarks: np.ndarray, *, track_id: int = 0,
+               inplace: bool = False) -> np.ndarray: ...
 
 
 @dataclass
@@ -148,25 +138,11 @@ class FacesReport:
 
 
 def load_renderer(method: str, *, shape: float, donor_seed: int) -> Renderer | None:
-    """The renderer of method, None for the baselines; a clear error when it is missing."""
-    if method in BASELINES:
-        return None
-    try:
-        if method == "swap":
-            from dicom_deid.faces.swap import SwapRenderer
-
-            return SwapRenderer(donor_seed=donor_seed, shape=shape)
-        if method == "mask3d":
-            from dicom_deid.faces.mask3d import Mask3DRenderer
-
-            return Mask3DRenderer(donor_seed=donor_seed)
-    except ImportError as exc:
-        module = "swap (SwapRenderer)" if method == "swap" else "mask3d (Mask3DRenderer)"
-        raise MethodUnavailableError(
-            f"face method {method!r} needs dicom_deid.faces.{module}, which is not available "
-            f"in this installation ({exc}); use one of {BASELINES} meanwhile"
-        ) from exc
-    raise ValueError(f"unknown face method {method!r}; expected one of {METHODS}")
+    """The renderer of method (face_methods), None for the baselines; MethodUnavailableError
+    when it cannot be built here."""
+    renderer: Renderer | None = face_methods.get(method).renderer(shape=shape,
+                                                                   donor_seed=donor_seed)
+    return renderer
 
 
 class FaceReplacer:
@@ -191,16 +167,13 @@ class FaceReplacer:
         renderer: Renderer | None = None,
         tracker_config: TrackerConfig | None = None,
     ) -> None:
-        if method not in METHODS:
-            raise ValueError(f"unknown face method {method!r}; expected one of {METHODS}")
+        spec = face_methods.get(method)
         if not 0.0 <= float(shape) <= 1.0:
             raise ValueError(f"shape must be within 0..1, got {shape}")
         if fallback is None:
-            # Pixelate and blackout sites get their own method as fallback; for the others a
-            # strong blur, which keeps the scene readable while hiding the identity.
-            fallback = method if method in ("pixelate", "blackout") else "blur"
-        if fallback not in BASELINES:
-            raise ValueError(f"fallback must be one of {BASELINES}, got {fallback!r}")
+            fallback = spec.fallback
+        if fallback not in face_methods.baselines():
+            raise ValueError(f"fallback must be one of {face_methods.baselines()}, got {fallback!r}")
         self.method = method
         self.fallback_method = fallback
         self.renderer = renderer if renderer is not None else load_renderer(
@@ -211,10 +184,6 @@ class FaceReplacer:
         checker = LeakChecker(max_side=leak_max_side, threshold=leak_threshold,
                               precision=leak_precision)
         self.leak_checker = checker if leak_check else None
-        # ``out`` is already the replacer's own copy of the frame: a renderer that can, renders
-        # into it.
-        self._render_inplace = _render_takes(self.renderer, "inplace")
-        self._pass_track_id = _render_takes(self.renderer, "track_id")
         config = tracker_config or TrackerConfig(
             max_faces=max_faces, detect_interval=detect_interval, hold_s=hold_s
         )
@@ -325,6 +294,7 @@ class FaceReplacer:
         for face in tracked:
             if face.status != TRACKED:
                 continue
+            assert face.landmarks is not None           # a tracked face has its mesh
             rendered = self._render(out, rgb, face.landmarks, covered, face.track_id)
             ok = rendered is not None
             if rendered is not None:        # (not `ok`: this narrows the type)
@@ -416,12 +386,9 @@ class FaceReplacer:
             np.maximum(covered, mask, out=covered)
             return out
         try:
-            kwargs: dict[str, Any] = {}
-            if self._render_inplace:
-                kwargs["inplace"] = True
-            if self._pass_track_id:
-                kwargs["track_id"] = track_id
-            rendered = self.renderer.render(out, landmarks, **kwargs)
+            # ``out`` is already the replacer's own copy of the frame: the renderer may draw
+            # into it.
+            rendered = self.renderer.render(out, landmarks, track_id=track_id, inplace=True)
         except Exception as exc:  # any renderer failure must end in a cover, not a pass-through
             self.report.renderer_failures += 1
             log.warning("renderer %s failed (%s); face covered by %s", self.method,

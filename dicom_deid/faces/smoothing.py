@@ -52,7 +52,7 @@ class OneEuroFilter:
         self._t = t
         dx = (x - self._x) / dt
         a_d = _alpha(self.d_cutoff, dt)
-        self._dx = a_d * dx + (1.0 - a_d) * self._dx
+        self._dx = a_d * dx + (1.0 - a_d) * self._dx  # type: ignore[operator]
         speed = np.abs(self._dx) / max(scale, 1e-6)
         cutoff = self.min_cutoff + self.beta * speed
         a = _alpha(cutoff, dt)

@@ -118,7 +118,7 @@ def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: floa
     for upper, lower in mesh.APERTURES:
         _keep_aperture(out, landmarks, upper, lower)
     for eye, iris in ((mesh.RIGHT_EYE, mesh.RIGHT_IRIS), (mesh.LEFT_EYE, mesh.LEFT_IRIS)):
-        eye, iris = list(eye), list(iris)
+        eye, iris = list(eye), list(iris)  # type: ignore[assignment]
         before = landmarks[eye].mean(axis=0)
         after = out[eye].mean(axis=0)
         width_before = mesh.inter_ocular(landmarks) or 1.0

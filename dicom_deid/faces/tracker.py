@@ -170,7 +170,8 @@ class FaceTracker:
 
     def add_hint(self, box: Box) -> None:
         """A face box found by someone else (the leak check) to try on the next frame."""
-        self._hints.append(tuple(float(v) for v in box))
+        x0, y0, x1, y1 = (float(v) for v in box)
+        self._hints.append((x0, y0, x1, y1))
 
     def update(self, rgb: np.ndarray) -> list[TrackedFace]:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -263,10 +264,6 @@ class FaceTracker:
     def stats(self) -> list[TrackStats]:
         """Per-track statistics, ended and live tracks, by track id."""
         return sorted(self._ended + [tr.stats for tr in self._tracks], key=lambda s: s.track_id)
-
-    @property
-    def active_tracks(self) -> int:
-        return len(self._tracks)
 
     def close(self) -> None:
         for tr in self._tracks:

@@ -16,7 +16,6 @@ from dicom_deid.header.keys import KeyFileError, SiteKey, load_key
 from dicom_deid.header.options import OPTIONS
 from dicom_deid.header.pixels import PixelStatus, has_pixels, may_show_face
 from dicom_deid.header.profile import (
-    FACE_METHODS,
     Profile,
     ProfileError,
     load_profile,
@@ -24,7 +23,6 @@ from dicom_deid.header.profile import (
 )
 
 __all__ = [
-    "FACE_METHODS",
     "OPTIONS",
     "DeidentificationError",
     "HeaderResult",

@@ -679,7 +679,7 @@ def _finish(out: Dataset, src: Dataset, profile: Profile, pixels: PixelStatus | 
         meta.MediaStorageSOPClassUID = out[SOP_CLASS_UID].value
     if SOP_INSTANCE_UID in out:
         meta.MediaStorageSOPInstanceUID = out[SOP_INSTANCE_UID].value
-    meta.TransferSyntaxUID = _transfer_syntax(src)
+    meta.TransferSyntaxUID = _transfer_syntax(src)  # type: ignore[assignment]
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = f"DICOMDEID_{__version__}"[:16]
     out.file_meta = meta

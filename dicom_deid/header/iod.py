@@ -53,15 +53,11 @@ def resolve_action(action: str, kind: str) -> str:
     return table[kind] if table else action
 
 
-def is_type_dependent(action: str) -> bool:
-    return action in _RESOLUTION
-
-
 @lru_cache(maxsize=1)
 def _tables() -> tuple[dict[str, str], dict[str, tuple[int, ...]], tuple[TypeMap, ...]]:
     from dicom_deid.header import _iod_types as t
 
-    return t.SOP_CLASS_IOD, t.IOD_MODULES, t.MODULES
+    return t.SOP_CLASS_IOD, t.IOD_MODULES, t.MODULES  # type: ignore[return-value]
 
 
 def iod_for_sop_class(sop_class_uid: str | None) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 # Option name -> (CID 7050 code value, code meaning). Order is the order they are reported in.
 OPTION_CODES: dict[str, tuple[str, str]] = {
     "clean-pixel-data": ("113101", "Clean Pixel Data Option"),
@@ -29,7 +31,7 @@ PIXEL_OPTIONS = frozenset({"clean-pixel-data", "clean-recognizable-visual-featur
 HEADER_OPTIONS = frozenset(OPTIONS) - PIXEL_OPTIONS
 
 
-def check_options(options: object) -> tuple[str, ...]:
+def check_options(options: str | Iterable[str] | None) -> tuple[str, ...]:
     """Validate option names; returns them de-duplicated in canonical order."""
     if isinstance(options, str):
         options = [options]

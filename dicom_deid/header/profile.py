@@ -34,44 +34,40 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, ValidationError
 
 from dicom_deid.errors import DeidError
 from dicom_deid.header.iod import iod_types, resolve_action
 from dicom_deid.header.options import HEADER_OPTIONS, check_options
 from dicom_deid.header.pixels import FACE_SCOPES
 from dicom_deid.header.table import AnnexTable, TableRow, load_table
+from dicom_deid.policy import PixelPolicy
 from dicom_deid.resources import profiles_dir
+from dicom_deid.validation import fail, kind, problems, strict_bool
 
-FACE_METHODS = ("swap", "mask3d", "blur", "pixelate", "blackout", "none")
 BURNED_IN_ANNOTATION = ("quarantine", "warn")
 DEFAULT_DATE_SHIFT = (-1095, -1)
-# swap's default geometry blend, measured with `dicom-deid evaluate` on the London set
-# (benchmarks/results/2026-11-24, eyelid and lip openings kept): rank-1 re-identification 9.8%
-# at 0, 7.8% at 0.7, 2.0% (chance) at 1; landmark NME MediaPipe 1.4/2.2/2.7%, dlib-68
-# 2.7/3.5/4.0% (targets <= 5%, <= 3%, <= 5%). GRID blinks survive at 1 (EAR r 0.76).
-DEFAULT_FACE_SHAPE = 1.0
 OVERRIDE_ACTIONS = {
     "keep": "K", "remove": "X", "empty": "Z", "dummy": "D", "clean": "C", "uid": "U",
 }
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
-PROFILE_KEYS = {
-    "profile", "description", "base", "options", "faces", "face_scope", "burned_in_annotation",
-    "face_shape", "keypoints",
-    "keypoint_frame_step", "pseudonyms", "pseudonym_lookup",
-    "pseudonym_lookup_required", "date_shift_days", "safe_private", "clean_terms", "overrides",
-    "burned_in_text",
-}
-# Burned-in text in the pixels of video and photographs (dicom_deid.text): every text region
-# covered by default, only identifying text under redact-phi, none under off.
-BURNED_IN_TEXT_MODES = ("redact-all", "redact-phi", "off")
-
-
 class ProfileError(DeidError, ValueError):
-    """A profile file that cannot be used; the message names the file and the key."""
+    """A profile file that cannot be used; the message names the file and the key (every
+    problem of the file's keys at once, one per line of `problems`)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+    @classmethod
+    def of(cls, path: Path, problems: list[str]) -> ProfileError:
+        if len(problems) == 1:
+            return cls(f"{path}: {problems[0]}", problems)
+        return cls(f"{path}: {len(problems)} problems:\n  " + "\n  ".join(problems), problems)
 
 
 @dataclass(frozen=True)
@@ -100,7 +96,6 @@ class Profile:
     description: str
     path: Path | None
     options: tuple[str, ...]
-    faces: str
     pseudonyms: bool
     date_shift_days: tuple[int, int]
     lookup: dict[str, tuple[str, str | None]]
@@ -111,12 +106,11 @@ class Profile:
     group_rules: dict[str, Rule]          # '50xxxxxx', '60xx3000', '60xx4000', 'private'
     table: AnnexTable
     overridden: dict[int, Rule] = field(default_factory=dict)
-    face_shape: float = DEFAULT_FACE_SHAPE
-    keypoints: bool = True
-    keypoint_frame_step: int = 1
+    # The pixel settings of the same file (faces, face_shape, keypoints, keypoint_frame_step,
+    # burned_in_text): not header rules, carried here so one load gives both.
+    pixels: PixelPolicy = field(default_factory=PixelPolicy)
     face_scope: str = "camera"
     burned_in_annotation: str = "quarantine"
-    burned_in_text: str = "redact-all"
     _resolved: dict[str, tuple[dict[int, str], dict]] = field(default_factory=dict, repr=False)
 
     @property
@@ -305,18 +299,96 @@ def shipped_profiles() -> list[str]:
     return names
 
 
+def _choice(choices: tuple[str, ...]) -> BeforeValidator:
+    def check(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise fail(f"must be one of {', '.join(choices)}, not {text!r}")
+        return text
+
+    return BeforeValidator(check)
+
+
+def _options(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise fail(f"must be a list of option names, got {kind(value)}")
+    try:
+        return list(check_options([str(v) for v in value]))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
+def _date_shift(value: Any) -> tuple[int, int]:
+    try:
+        low, high = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise fail("must be [min, max] in days") from None
+    if low > high:
+        raise fail(f"min {low} is above max {high}")
+    if low <= 0 <= high:
+        raise fail(f"[{low}, {high}] includes 0, which would keep real dates")
+    return low, high
+
+
+def _override_key(value: str) -> str:
+    tag = _parse_tag(value)
+    if tag is None:
+        raise fail(f"{value!r} is neither a keyword nor a tag")
+    if tag >> 16 & 1:
+        raise fail(f"{value!r} is private; use safe_private for private attributes")
+    return value
+
+
+def _override_action(value: Any) -> Rule:
+    if isinstance(value, dict) and set(value) == {"replace"}:
+        return Rule("REPLACE", "override", "", str(value["replace"]))
+    if isinstance(value, str) and value.strip().lower() in OVERRIDE_ACTIONS:
+        return Rule(OVERRIDE_ACTIONS[value.strip().lower()], "override")
+    raise fail(f"{value!r} is not one of {', '.join(OVERRIDE_ACTIONS)} or {{replace: VALUE}}")
+
+
+def _overrides(value: Any) -> Any:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise fail("must be a mapping of attribute -> action")
+    return {str(k): v for k, v in value.items()}
+
+
+class _ProfileFile(PixelPolicy):
+    """A profile file as written: the header keys here, the pixel keys from PixelPolicy."""
+
+    profile: Annotated[str, BeforeValidator(str)]
+    description: Annotated[str, BeforeValidator(str)] = ""
+    base: Annotated[str, BeforeValidator(str)] | None = None
+    options: Annotated[list[str], BeforeValidator(_options)] = []
+    face_scope: Annotated[str, _choice(FACE_SCOPES)] = "camera"
+    burned_in_annotation: Annotated[str, _choice(BURNED_IN_ANNOTATION)] = "quarantine"
+    pseudonyms: Annotated[bool, BeforeValidator(strict_bool)] = False
+    pseudonym_lookup: Annotated[str, BeforeValidator(str)] | None = None
+    pseudonym_lookup_required: Annotated[bool, BeforeValidator(bool)] = False
+    date_shift_days: Annotated[tuple[int, int], BeforeValidator(_date_shift)] = DEFAULT_DATE_SHIFT
+    safe_private: Any = None      # a file name or a list; checked by _load_safe_private
+    clean_terms: Any = None       # a file name or a list; checked by _load_terms
+    overrides: Annotated[dict[Annotated[str, AfterValidator(_override_key)],
+                              Annotated[Rule, BeforeValidator(_override_action)]],
+                         BeforeValidator(_overrides)] = {}
+
+
+# Every key a profile file may hold (docs/PROFILES.md documents each).
+PROFILE_KEYS = frozenset(_ProfileFile.model_fields)
+
+
 @dataclass
 class _Spec:
     name: str = ""
     description: str = ""
     options: list[str] = field(default_factory=list)
-    faces: str = "none"
-    face_shape: float = DEFAULT_FACE_SHAPE
-    keypoints: bool = True
-    keypoint_frame_step: int = 1
+    pixels: PixelPolicy = field(default_factory=PixelPolicy)
     face_scope: str = "camera"
     burned_in_annotation: str = "quarantine"
-    burned_in_text: str = "redact-all"
     pseudonyms: bool = False
     lookup: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     lookup_required: bool = False
@@ -330,109 +402,38 @@ def _read_spec(path: Path, depth: int = 0) -> _Spec:
     if depth > 8:
         raise ProfileError(f"{path}: profiles extend each other too deeply (a cycle?)")
     data = _load_yaml(path)
-    unknown = sorted(set(data) - PROFILE_KEYS)
-    if unknown:
-        raise ProfileError(
-            f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(PROFILE_KEYS))}"
-        )
     if "profile" not in data:
         raise ProfileError(f"{path}: not a profile (no 'profile:' name)")
-    spec = _read_spec(find_profile(data["base"]), depth + 1) if data.get("base") else _Spec()
-    spec.name = str(data["profile"])
-    spec.description = str(data.get("description", spec.description))
     try:
-        spec.options = list(check_options(list(spec.options) + list(data.get("options") or [])))
+        given = _ProfileFile.model_validate(data)
+    except ValidationError as exc:
+        raise ProfileError.of(path, problems(exc, _ProfileFile)) from None
+    spec = _read_spec(find_profile(given.base), depth + 1) if given.base else _Spec()
+    was_set = given.model_fields_set
+    spec.name = given.profile
+    if "description" in was_set:
+        spec.description = given.description
+    try:
+        spec.options = list(check_options(list(spec.options) + given.options))
     except ValueError as exc:
         raise ProfileError(f"{path}: options: {exc}") from exc
-    if "faces" in data:
-        faces = str(data["faces"]).strip().lower()
-        if faces not in FACE_METHODS:
-            raise ProfileError(f"{path}: faces must be one of {', '.join(FACE_METHODS)}, not {faces!r}")
-        spec.faces = faces
-    if "face_scope" in data:
-        scope = str(data["face_scope"]).strip().lower()
-        if scope not in FACE_SCOPES:
-            raise ProfileError(f"{path}: face_scope must be one of {', '.join(FACE_SCOPES)}, not {scope!r}")
-        spec.face_scope = scope
-    if "burned_in_annotation" in data:
-        choice = str(data["burned_in_annotation"]).strip().lower()
-        if choice not in BURNED_IN_ANNOTATION:
-            raise ProfileError(
-                f"{path}: burned_in_annotation must be one of {', '.join(BURNED_IN_ANNOTATION)}, "
-                f"not {choice!r}"
-            )
-        spec.burned_in_annotation = choice
-    if "face_shape" in data:
-        try:
-            shape = float(data["face_shape"])
-        except (TypeError, ValueError) as exc:
-            raise ProfileError(f"{path}: face_shape must be a number within 0..1") from exc
-        if not 0.0 <= shape <= 1.0:
-            raise ProfileError(f"{path}: face_shape must be within 0..1, not {shape}")
-        spec.face_shape = shape
-    if "keypoints" in data:
-        if not isinstance(data["keypoints"], bool):
-            raise ProfileError(f"{path}: keypoints must be true or false")
-        spec.keypoints = data["keypoints"]
-    if "keypoint_frame_step" in data:
-        step = data["keypoint_frame_step"]
-        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-            raise ProfileError(f"{path}: keypoint_frame_step must be a whole number >= 1, not {step!r}")
-        spec.keypoint_frame_step = step
-    if "burned_in_text" in data:
-        # YAML 1.1 reads a bare `off` as false.
-        value = data["burned_in_text"]
-        mode = "off" if value is False else str(value).strip().lower()
-        if mode not in BURNED_IN_TEXT_MODES:
-            raise ProfileError(
-                f"{path}: burned_in_text must be one of {', '.join(BURNED_IN_TEXT_MODES)}, not {mode!r}"
-            )
-        spec.burned_in_text = mode
-    if "pseudonyms" in data:
-        if not isinstance(data["pseudonyms"], bool):
-            raise ProfileError(f"{path}: pseudonyms must be true or false")
-        spec.pseudonyms = data["pseudonyms"]
-    if data.get("pseudonym_lookup"):
-        spec.lookup = _load_lookup(str(data["pseudonym_lookup"]), path)
-    if "pseudonym_lookup_required" in data:
-        spec.lookup_required = bool(data["pseudonym_lookup_required"])
-    if "date_shift_days" in data:
-        value = data["date_shift_days"]
-        try:
-            low, high = (int(v) for v in value)
-        except (TypeError, ValueError) as exc:
-            raise ProfileError(f"{path}: date_shift_days must be [min, max] in days") from exc
-        if low > high:
-            raise ProfileError(f"{path}: date_shift_days: min {low} is above max {high}")
-        if low <= 0 <= high:
-            raise ProfileError(
-                f"{path}: date_shift_days [{low}, {high}] includes 0, which would keep real dates"
-            )
-        spec.date_shift_days = (low, high)
+    spec.pixels = spec.pixels.model_copy(update={
+        key: getattr(given, key) for key in PixelPolicy.model_fields if key in was_set})
+    for key in ("face_scope", "burned_in_annotation", "pseudonyms", "date_shift_days"):
+        if key in was_set:
+            setattr(spec, key, getattr(given, key))
+    if "pseudonym_lookup_required" in was_set:
+        spec.lookup_required = given.pseudonym_lookup_required
+    if given.pseudonym_lookup:
+        spec.lookup = _load_lookup(given.pseudonym_lookup, path)
     if spec.lookup_required and not spec.lookup:
         raise ProfileError(f"{path}: pseudonym_lookup_required is set but no pseudonym_lookup is given")
-    spec.safe_private |= _load_safe_private(data.get("safe_private"), path)
-    spec.clean_terms |= _load_terms(data.get("clean_terms"), path)
-    overrides = data.get("overrides") or {}
-    if not isinstance(overrides, dict):
-        raise ProfileError(f"{path}: overrides must be a mapping of attribute -> action")
-    for attr, action in overrides.items():
+    spec.safe_private |= _load_safe_private(given.safe_private, path)
+    spec.clean_terms |= _load_terms(given.clean_terms, path)
+    for attr, rule in given.overrides.items():
         tag = _parse_tag(attr)
-        if tag is None:
-            raise ProfileError(f"{path}: overrides: {attr!r} is neither a keyword nor a tag")
-        if tag >> 16 & 1:
-            raise ProfileError(
-                f"{path}: overrides: {attr!r} is private; use safe_private for private attributes"
-            )
-        if isinstance(action, dict) and set(action) == {"replace"}:
-            spec.overrides[tag] = Rule("REPLACE", "override", str(attr), str(action["replace"]))
-        elif isinstance(action, str) and action.strip().lower() in OVERRIDE_ACTIONS:
-            spec.overrides[tag] = Rule(OVERRIDE_ACTIONS[action.strip().lower()], "override", str(attr))
-        else:
-            raise ProfileError(
-                f"{path}: overrides: {attr}: {action!r} is not one of "
-                f"{', '.join(OVERRIDE_ACTIONS)} or {{replace: VALUE}}"
-            )
+        assert tag is not None          # _override_key checked it
+        spec.overrides[tag] = Rule(rule.action, rule.source, attr, rule.value)
     return spec
 
 
@@ -460,7 +461,6 @@ def build_profile(spec_path: Path | None, options: tuple[str, ...] = ()) -> Prof
         description=spec.description,
         path=spec_path,
         options=all_options,
-        faces=spec.faces,
         pseudonyms=spec.pseudonyms,
         date_shift_days=spec.date_shift_days,
         lookup=spec.lookup,
@@ -471,12 +471,9 @@ def build_profile(spec_path: Path | None, options: tuple[str, ...] = ()) -> Prof
         group_rules=group_rules,
         table=table,
         overridden=dict(spec.overrides),
-        face_shape=spec.face_shape,
-        keypoints=spec.keypoints,
-        keypoint_frame_step=spec.keypoint_frame_step,
+        pixels=spec.pixels,
         face_scope=spec.face_scope,
         burned_in_annotation=spec.burned_in_annotation,
-        burned_in_text=spec.burned_in_text,
     )
 
 

@@ -81,7 +81,8 @@ def shift_da(value: str, days: int) -> str | None:
     if not match:
         return None
     try:
-        return _shift_date(*(int(g) for g in match.groups()), days).strftime("%Y%m%d")
+        year, month, day = (int(g) for g in match.groups())
+        return _shift_date(year, month, day, days).strftime("%Y%m%d")
     except ValueError:
         return None
 

@@ -14,11 +14,14 @@ tracking is lost; that is what keeps this affordable on a CPU.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dicom_deid.keypoints.points import FACE_POINTS, SETS, FrameKeypoints
+
+if TYPE_CHECKING:
+    from dicom_deid.faces.tracker import FaceTracker
 
 # Pose wrists (subject's left, right) and the hand model's wrist: used to tell the hands apart.
 _POSE_WRISTS = (15, 16)
@@ -62,7 +65,9 @@ class KeypointExtractor:
         self.fps = float(fps)
         self.frames = 0
         self._min_confidence = min_confidence
-        self._pose = self._hands = self._tracker = None
+        self._pose: Any = None
+        self._hands: Any = None
+        self._tracker: FaceTracker | None = None
         self._closed = False
         import mediapipe as mp
 

@@ -163,6 +163,7 @@ def build_keypoint_sr(video_ds: Dataset, keypoints: Sequence[FrameKeypoints],
     from highdicom.sr import (
         CodedConcept,
         ContainerContentItem,
+        ContentItem,
         ContentSequence,
         NumContentItem,
         RelationshipTypeValues,
@@ -230,9 +231,10 @@ def build_keypoint_sr(video_ds: Dataset, keypoints: Sequence[FrameKeypoints],
         code, meaning = SET_CODES[set_name]
         group = ContainerContentItem(_code(code, meaning), is_content_continuous=False,
                                      relationship_type=contains)
-        children = [TextContentItem(_code("KP-ORDER", "Point order"),
-                                    point_order_text(set_name), relationship_type=contains)]
-        if set_name == "face" and face_points is not None:
+        children: list[ContentItem] = [TextContentItem(
+            _code("KP-ORDER", "Point order"), point_order_text(set_name),
+            relationship_type=contains)]
+        if set_name == "face" and face_index is not None:
             count = len(face_index)
             children.append(TextContentItem(
                 _code("KP-INDICES", "Point indices"),

@@ -1,43 +1,29 @@
-"""Forwarders: one thread per destination, C-STORE SCU with retries.
+"""Forwarders: one thread per destination and association, the delivery queue's logic.
 
-Each forwarder takes the due sends of one study at a time and delivers them over one
-association (more only when the study needs over 128 presentation contexts). Files are
-sent as written by the pipeline, without decoding (pynetdicom's chunked send), so the
-archive receives exactly the de-identified outputs. A failed send waits an exponentially
-growing, jittered delay and is quarantined after `forward.max_attempts`.
+Each forwarder takes the due sends of one study at a time and hands them, batch by batch,
+to its destination's sender (node/senders/: C-STORE or DICOMweb STOW-RS). What the sender
+reports is recorded in the journal: delivered sends in groups, each failed one as an
+attempt that waits an exponentially growing, jittered delay and is quarantined after
+`forward.max_attempts`. The policy is the same whatever the destination type.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
-import socket
-import ssl
 import threading
 import time
-from collections import defaultdict
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
 from dicom_deid.config import Destination, ForwardConfig, NodeConfig
 from dicom_deid.node.audit import AuditLog
 from dicom_deid.node.journal import DueSend, Journal
 from dicom_deid.node.logs import short_reason
+from dicom_deid.node.senders import Sender, make_sender
 
 LOG = logging.getLogger(__name__)
 
-MAX_CONTEXTS = 128  # presentation contexts one association may propose (PS3.8 9.3.2.2)
-_SUCCESS_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}  # success and the storage warnings
 _FLUSH_EVERY = 32  # deliveries recorded per journal transaction
-
-
-def _uid_name(uid: str) -> str:
-    """A standard UID by name (a UID-shaped string would be masked in the log)."""
-    from pydicom.uid import UID
-
-    name = UID(str(uid)).name
-    return name if name != str(uid) else "a private SOP class or syntax"
 
 
 def backoff_delay(attempts: int, cfg: ForwardConfig, rng: random.Random | None = None) -> float:
@@ -45,34 +31,6 @@ def backoff_delay(attempts: int, cfg: ForwardConfig, rng: random.Random | None =
     base = min(cfg.max_delay, cfg.initial_delay * (2 ** max(0, attempts - 1)))
     factor = 1.0 + (rng or random).uniform(-cfg.jitter, cfg.jitter)
     return max(0.0, base * factor)
-
-
-def client_ssl_context(dest: Destination) -> ssl.SSLContext | None:
-    if dest.tls is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
-                                     cafile=str(dest.tls.ca) if dest.tls.ca else None)
-    ctx.check_hostname = dest.tls.verify_hostname
-    if dest.tls.cert is not None:
-        ctx.load_cert_chain(str(dest.tls.cert), str(dest.tls.key))
-    return ctx
-
-
-def context_batches(sends: list[DueSend]) -> list[list[DueSend]]:
-    """Split sends so that no batch needs more than MAX_CONTEXTS (SOP class, syntax) pairs."""
-    batches: list[list[DueSend]] = []
-    contexts: list[set[tuple[str, str]]] = []
-    for send in sends:
-        pair = (send.sop_class_uid, send.transfer_syntax)
-        for batch, used in zip(batches, contexts, strict=True):
-            if pair in used or len(used) < MAX_CONTEXTS:
-                batch.append(send)
-                used.add(pair)
-                break
-        else:
-            batches.append([send])
-            contexts.append({pair})
-    return batches
 
 
 class StudyClaims:
@@ -84,8 +42,84 @@ class StudyClaims:
         self.ids: set[int] = set()
 
 
+class ForwarderSet:
+    """Every forwarder of the node; replaced as a whole when a reload changes the
+    destinations or the forward policy (each destination's queue stays in the journal)."""
+
+    def __init__(self, audit: AuditLog):
+        self.audit = audit
+        self.claims: dict[str, StudyClaims] = {}  # kept across reloads: one per destination
+        self.threads: list[Forwarder] = []
+        self.retiring: list[Forwarder] = []  # replaced by a reload, finishing their file
+        self._stop = threading.Event()
+
+    def start(self, config: NodeConfig) -> None:
+        self._stop = threading.Event()
+        self.threads = []
+        for dest in config.destinations:
+            claims = self.claims.setdefault(dest.name, StudyClaims())
+            self.threads += [Forwarder(config, dest, self.audit, self._stop, claims, i)
+                             for i in range(config.forward.associations)]
+        for thread in self.threads:
+            thread.start()
+
+    def wake(self) -> None:
+        for thread in self.threads:
+            thread.wake.set()
+
+    def signal_stop(self) -> None:
+        """Stop after the file (C-STORE) or request (STOW-RS) each one is sending."""
+        self._stop.set()
+        self.wake()
+
+    def join(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self.retiring + self.threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def restart(self, config: NodeConfig) -> None:
+        """New forwarders at once; the old ones end after the file or request in flight.
+
+        The claims are shared, so a study an old one is still sending is not taken by a
+        new one meanwhile; the main loop does not wait for them.
+        """
+        self.signal_stop()
+        self.retiring = [t for t in self.retiring + self.threads if t.is_alive()]
+        self.start(config)
+
+
+class _Recorder:
+    """The Outcome of one batch: journals what the sender reports, each send once."""
+
+    def __init__(self, forwarder: Forwarder, token: str):
+        self.forwarder = forwarder
+        self.token = token
+        self.pending: list[int] = []
+        self.reported: set[int] = set()
+        self.delivered = 0
+
+    def sent(self, send: DueSend) -> None:
+        if send.send_id in self.reported:
+            return
+        self.reported.add(send.send_id)
+        self.pending.append(send.send_id)
+        self.delivered += 1
+        if len(self.pending) >= _FLUSH_EVERY:
+            self.flush()
+
+    def failed(self, sends: Sequence[DueSend], error: str) -> None:
+        fresh = [s for s in sends if s.send_id not in self.reported]
+        self.reported.update(s.send_id for s in fresh)
+        self.forwarder.failed(fresh, error, self.token)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.forwarder.journal_or_fail().mark_sent(self.pending)
+            self.pending = []
+
+
 class Forwarder(threading.Thread):
-    """One association at a time to one destination; `forward.associations` of them run
+    """One connection at a time to one destination; `forward.associations` of them run
     side by side per destination, sharing a StudyClaims."""
 
     def __init__(self, config: NodeConfig, destination: Destination, audit: AuditLog,
@@ -98,7 +132,13 @@ class Forwarder(threading.Thread):
         self.claims = claims or StudyClaims()
         self.wake = threading.Event()
         self.journal: Journal | None = None
+        self.sender: Sender = make_sender(config, destination, stop)
         self._rng = random.Random()
+
+    def journal_or_fail(self) -> Journal:
+        if self.journal is None:
+            raise RuntimeError("the forwarder's journal is open only while it runs")
+        return self.journal
 
     def run(self) -> None:
         self.journal = Journal(self.config.journal_path)
@@ -118,22 +158,22 @@ class Forwarder(threading.Thread):
                 self.wake.wait(wait)
                 self.wake.clear()
         finally:
+            self.sender.close()
             self.journal.close()
 
     def deliver_due(self) -> int:
         """Deliver the due sends of one study; returns how many were attempted."""
-        assert self.journal is not None
+        journal = self.journal_or_fail()
         with self.claims.lock:
-            sends = self.journal.due_sends(self.dest.name, time.time(),
-                                           exclude=tuple(self.claims.ids))
+            sends = journal.due_sends(self.dest.name, time.time(), exclude=tuple(self.claims.ids))
             if not sends:
                 return 0
             study_id = sends[0].study_id
             self.claims.ids.add(study_id)
         try:
-            token = self.journal.study_token(study_id)
+            token = journal.study_token(study_id)
             sent = 0
-            for batch in context_batches(sends):
+            for batch in self.sender.batches(sends):
                 if self.stop_event.is_set():
                     break
                 sent += self._deliver(batch, token)
@@ -147,134 +187,30 @@ class Forwarder(threading.Thread):
         return len(sends)
 
     def _deliver(self, batch: list[DueSend], token: str) -> int:
-        from pynetdicom import AE, _config
-
-        # Send the files' bytes as they are: no decoding, no transcoding on the way out.
-        _config.STORE_SEND_CHUNKED_DATASET = True
-        cfg = self.config.forward
-        ae = AE(ae_title=self.dest.calling_ae_title or self.config.listen.ae_title)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = cfg.timeout
-        ae.maximum_pdu_size = cfg.max_pdu
-        syntaxes: dict[str, list[str]] = defaultdict(list)
-        for send in batch:
-            if send.transfer_syntax not in syntaxes[send.sop_class_uid]:
-                syntaxes[send.sop_class_uid].append(send.transfer_syntax)
-        for sop_class, tss in syntaxes.items():
-            for ts in tss:  # one context per pair: the archive must accept each as stored
-                ae.add_requested_context(sop_class, [ts])
-
-        tls = client_ssl_context(self.dest)
-        started = time.monotonic()
+        recorder = _Recorder(self, token)
         try:
-            assoc = ae.associate(self.dest.host, self.dest.port, ae_title=self.dest.ae_title,
-                                 tls_args=(tls, self.dest.host) if tls else None)
+            self.sender.deliver(batch, recorder)
         except Exception as exc:
-            self._failed_all(batch, f"cannot connect: {short_reason(exc)}", token)
-            return 0
-        if not assoc.is_established:
-            self._failed_all(batch, self._why_not_associated(assoc, time.monotonic() - started),
-                             token)
-            return 0
-
-        done: list[int] = []
-        delivered = 0
-        try:
-            for index, send in enumerate(batch):
-                if self.stop_event.is_set() or not assoc.is_established:
-                    break
-                path = self.config.state_dir / send.path
-                error = self._store_one(assoc, path, send)
-                if error is None:
-                    done.append(send.send_id)
-                    delivered += 1
-                    if len(done) >= _FLUSH_EVERY:
-                        self._record_sent(done)
-                        done = []
-                else:
-                    self._failed(send, error, token)
-                    if not assoc.is_established:
-                        self._failed_all(batch[index + 1:], f"association lost: {error}", token)
-                        break
+            # A sender bug must not leave sends due at once forever: count an attempt.
+            recorder.flush()
+            recorder.failed(batch, f"sending failed: {short_reason(exc)}")
+            return recorder.delivered
         finally:
-            self._record_sent(done)
-            if assoc.is_established:
-                assoc.release()
-        return delivered
+            recorder.flush()
+        if not self.stop_event.is_set():  # stopping: unreported sends stay due for the restart
+            unreported = [s for s in batch if s.send_id not in recorder.reported]
+            recorder.failed(unreported, "not sent: the connection closed before it")
+        return recorder.delivered
 
-    def _why_not_associated(self, assoc: Any, elapsed: float) -> str:
-        """The real cause: pynetdicom reports a refused connection, a timeout, a TLS failure
-        and an archive that accepts none of our contexts all as an aborted association."""
-        dest = self.dest
-        where = f"{dest.ae_title}@{dest.host}:{dest.port}"
-        if assoc.is_rejected:
-            rsp = getattr(assoc.acceptor, "primitive", None)
-            detail = ""
-            with contextlib.suppress(Exception):
-                detail = f" ({rsp.result_str}, {rsp.source_str}: {rsp.reason_str})"
-            return f"association rejected by {where}{detail}"
-        rejected = getattr(assoc, "_rejected_cx", [])
-        if rejected and not assoc.accepted_contexts:
-            names = sorted({f"{_uid_name(cx.abstract_syntax)} in "
-                            f"{_uid_name((cx.transfer_syntax or [''])[0])}" for cx in rejected})
-            return (f"{where} accepted no presentation context: "
-                    f"{'; '.join(names[:5])}{' ...' if len(names) > 5 else ''}")
-        timeout = self.config.forward.timeout
-        try:
-            with socket.create_connection((dest.host, dest.port), timeout=min(timeout, 10)):
-                pass
-        except ConnectionRefusedError:
-            return f"connection refused by {dest.host}:{dest.port}"
-        except TimeoutError:
-            return f"connection to {dest.host}:{dest.port} timed out"
-        except OSError as exc:
-            return f"cannot connect to {dest.host}:{dest.port}: {exc.strerror or exc}"
-        if elapsed >= 0.9 * timeout:
-            return f"no answer from {where} within forward.timeout ({timeout:g} s)"
-        if dest.tls is not None:
-            return f"association aborted by {where} (TLS handshake or association refused)"
-        return f"association aborted by {where}"
-
-    @staticmethod
-    def _store_one(assoc: Any, path: Path, send: DueSend | None = None) -> str | None:
-        """Send one file; None on success, else why it failed."""
-        if not path.is_file():
-            return f"de-identified file {path.name} is missing from the outbox"
-        try:
-            status = assoc.send_c_store(path)
-        except ValueError:  # no accepted context for its SOP class / syntax
-            what = (f"{_uid_name(send.sop_class_uid)} in {_uid_name(send.transfer_syntax)}"
-                    if send is not None else "it")
-            return f"the archive accepted no presentation context for {what}"
-        except Exception as exc:
-            return f"sending failed: {short_reason(exc)}"
-        if not status or "Status" not in status:
-            return "no response from the archive (association aborted or timed out)"
-        code = int(status.Status)
-        if code in _SUCCESS_STATUSES:
-            return None
-        from pynetdicom.status import code_to_category
-
-        return f"archive answered status 0x{code:04X} ({code_to_category(code)})"
-
-    def _record_sent(self, send_ids: list[int]) -> None:
-        if not send_ids:
-            return
-        assert self.journal is not None
-        self.journal.mark_sent(send_ids)
-
-    def _failed(self, send: DueSend, error: str, token: str) -> None:
-        self._failed_all([send], error, token)
-
-    def _failed_all(self, batch: list[DueSend], error: str, token: str) -> None:
-        """One failed attempt for each send; they retry together, as one association."""
+    def failed(self, batch: Sequence[DueSend], error: str, token: str) -> None:
+        """One failed attempt for each send; they retry together, as one batch."""
         if not batch:
             return
-        assert self.journal is not None
         attempts = max(s.attempts for s in batch) + 1
         delay = backoff_delay(attempts, self.config.forward, self._rng)
-        quarantined = self.journal.mark_send_failed([s.send_id for s in batch], error,
-                                                    time.time() + delay,
-                                                    self.config.forward.max_attempts)
+        quarantined = self.journal_or_fail().mark_send_failed(
+            [s.send_id for s in batch], error, time.time() + delay,
+            self.config.forward.max_attempts)
         retried = len(batch) - len(quarantined)
         if retried:
             LOG.warning("study %s: %d files not delivered to %s (attempt %d), retry in %.1f s: %s",

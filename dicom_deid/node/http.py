@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from dicom_deid.config import NodeConfig
-from dicom_deid.node.journal import INSTANCE_STATES, Journal
+from dicom_deid.node.journal import Journal
 
 LOG = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _journal_ok(config: NodeConfig) -> tuple[bool, str]:
     journal = _journal(config)
     try:
         started = time.monotonic()
-        journal.query("SELECT COUNT(*) FROM jobs WHERE state = 'running'")
+        journal.running_jobs()
         return True, f"readable in {1000 * (time.monotonic() - started):.0f} ms"
     finally:
         journal.close()
@@ -88,24 +88,15 @@ class JournalCollector:
 
         journal = _journal(self.config)
         try:
-            q = journal.query
-            states = dict.fromkeys(INSTANCE_STATES, 0)
-            for row in q("SELECT state, COUNT(*) AS n FROM instances GROUP BY state"):
-                states[row["state"]] = row["n"]
-            sends: dict[tuple[str, str], int] = {}
-            for row in q("SELECT destination, state, COUNT(*) AS n FROM sends"
-                         " GROUP BY destination, state"):
-                sends[(row["destination"], row["state"])] = row["n"]
-            jobs = {row["state"]: row["n"] for row in
-                    q("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")}
-            durations = q("SELECT COUNT(*) AS n, COALESCE(SUM(finished_at - started_at), 0) AS s"
-                          " FROM jobs WHERE state = 'done' AND finished_at IS NOT NULL")[0]
-            oldest = q("SELECT MIN(received_at) AS t FROM instances WHERE state IN"
-                       " ('received', 'processing')")[0]["t"]
-            waiting = q("SELECT COUNT(DISTINCT study_id) AS n FROM instances"
-                        " WHERE state = 'received'")[0]["n"]
+            counts = journal.counts()
         finally:
             journal.close()
+        states = counts.instances
+        sends = {(dest, state): getattr(c, state) for dest, c in counts.sends.items()
+                 for state in ("pending", "sent", "quarantined")}
+        jobs = counts.jobs
+        oldest = counts.oldest_waiting_at
+        waiting = counts.studies_waiting
 
         received = CounterMetricFamily(
             "dicom_deid_instances_received", "Instances received and journalled")
@@ -146,7 +137,7 @@ class JournalCollector:
         running.add_metric([], jobs.get("running", 0))
         duration = SummaryMetricFamily("dicom_deid_job_duration_seconds",
                                        "Wall time of finished study jobs")
-        duration.add_metric([], count_value=durations["n"], sum_value=durations["s"])
+        duration.add_metric([], count_value=counts.jobs_done, sum_value=counts.jobs_done_seconds)
         yield from (received, processed, forwarded, quarantined, by_state, queue, send_gauge,
                     studies, age, job_states, running, duration)
 

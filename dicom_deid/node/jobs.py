@@ -1,10 +1,12 @@
-"""One study job: de-identify the instances a job was given, record the result.
+"""One study job: de-identify the instances a job was given, return the result.
 
-A job reads and writes only through the state folder (spool, outbox, quarantine) and the
-journal, and takes primitive arguments, so any engine that can call an importable function
-with strings and integers (the local process pool here, Celery later) can run it. Running a
-job twice is harmless: keyed UIDs give the same outputs, and the journal accepts a result
-only from the job that currently owns the instances.
+A job reads and writes only the state folder (spool, outbox, quarantine) and the audit
+log; it never opens the journal. It takes primitive arguments (the instances as the
+journal's records, as dicts) and returns a primitive result, so any engine that can call
+an importable function (the local process pool here, Celery later) can run it; the node
+process records the result (Scheduler._collect -> Journal.finish_job). Running a job twice
+is harmless: keyed UIDs give the same outputs, and the journal accepts a result only from
+the job that currently owns the instances.
 """
 
 from __future__ import annotations
@@ -98,22 +100,20 @@ def _failure_items(result: Any) -> list[tuple[Path, str]]:
     return items
 
 
-def run_study_job(state_dir: str, study_id: int, job_id: int, key_file: str,
-                  audit_log: str) -> dict[str, Any]:
-    """Process the instances of `study_id` that job `job_id` owns; returns a PHI-free summary."""
+def run_study_job(state_dir: str, job_id: int, token: str, rows: list[dict[str, Any]],
+                  key_file: str, audit_log: str) -> dict[str, Any]:
+    """Process `rows` (the journal's records of the instances job `job_id` owns).
+
+    Returns a PHI-free summary, with under "result" what the node records in the journal:
+    done instance ids, (id, reason) of failed ones, and the outputs with their destinations.
+    """
     from dicom_deid.header.keys import load_key
     from dicom_deid.node.audit import AuditLog
-    from dicom_deid.node.journal import Journal, OutputRecord
     from dicom_deid.pipeline import process_study
 
     state = Path(state_dir)
-    journal = Journal(state / "journal.sqlite", create=False)
     audit = AuditLog(Path(audit_log))
     try:
-        rows = journal.job_instances(job_id)
-        token = journal.study_token(study_id)
-        if not rows:
-            return {"job": job_id, "study": token, "stale": True}
         key = load_key(key_file)
         groups: dict[str, list[Any]] = defaultdict(list)
         for row in rows:
@@ -122,7 +122,7 @@ def run_study_job(state_dir: str, study_id: int, job_id: int, key_file: str,
         done: list[int] = []
         failed: list[tuple[int, str]] = []
         faces_replaced = leaks = 0
-        outputs: dict[str, OutputRecord] = {}
+        outputs: dict[str, tuple[str, str, str, list[str]]] = {}
         outbox = state / "outbox"
         quarantine = state / "quarantine" / token
         for route_json, members in groups.items():
@@ -140,7 +140,7 @@ def run_study_job(state_dir: str, study_id: int, job_id: int, key_file: str,
                 continue
             failed_ids: set[int] = set()
             for path, reason in _failure_items(result):
-                row = by_path.get(path.resolve())
+                row = by_path.get(path.resolve())  # type: ignore[assignment]
                 if row is None:
                     continue
                 clean = redact(reason, _identifying_values(path) + secrets)
@@ -152,8 +152,7 @@ def run_study_job(state_dir: str, study_id: int, job_id: int, key_file: str,
                 relative = str(out_path.relative_to(state.resolve()))
                 # Known from the de-identification; read back only for an earlier run's output.
                 sop_class, syntax = result.facts.get(Path(out)) or _output_facts(out_path)
-                outputs[relative] = OutputRecord(relative, sop_class, syntax,
-                                                 tuple(route["destinations"]))
+                outputs[relative] = (relative, sop_class, syntax, list(route["destinations"]))
             audit.write("deidentified", study=token, job=job_id, rule=route["rule"],
                         profile=route["profile"], options=route["options"],
                         faces=route["faces"] or "profile default",
@@ -163,18 +162,9 @@ def run_study_job(state_dir: str, study_id: int, job_id: int, key_file: str,
             faces_replaced += result.faces_replaced
             leaks += result.leaks
 
-        accepted = journal.finish_job(job_id, done, failed, list(outputs.values()))
-        if not accepted:
-            LOG.warning("job %d (study %s): result discarded, the instances were handed to "
-                        "another job after a restart", job_id, token)
-            return {"job": job_id, "study": token, "stale": True}
-        for instance_id, reason in failed:
-            audit.write("quarantined", study=token, instance=f"I{instance_id}", reason=reason)
-        LOG.info("job %d (study %s): %d instances de-identified into %d files, %d quarantined",
-                 job_id, token, len(done), len(outputs), len(failed))
         return {"job": job_id, "study": token, "done": len(done), "failed": len(failed),
                 "outputs": len(outputs), "stale": False, "faces_replaced": faces_replaced,
-                "leaks": leaks}
+                "leaks": leaks,
+                "result": {"done": done, "failed": failed, "outputs": list(outputs.values())}}
     finally:
         audit.close()
-        journal.close()

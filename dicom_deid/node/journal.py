@@ -143,6 +143,88 @@ class DueSend:
     study_id: int
 
 
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One journalled instance (a row of `instances`); its UIDs are originals: PHI."""
+
+    id: int
+    study_id: int | None
+    sop_instance_uid: str | None
+    sop_class_uid: str | None
+    transfer_syntax: str | None
+    modality: str | None
+    study_description: str | None
+    calling_aet: str | None
+    called_aet: str | None
+    path: str
+    size: int
+    state: str
+    reason: str | None
+    route: str | None  # JSON of the rule chosen when processing began
+    job_id: int | None
+    attempts: int
+    received_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file the journal names (relative to the state dir), by the id of its row."""
+
+    id: int
+    path: str
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    id: int
+    study_uid: str  # original: PHI
+    token: str
+    first_received_at: float
+
+
+@dataclass(frozen=True)
+class QuarantinedItem:
+    """A quarantined instance (`I<n>`) or send (`S<n>`), PHI-free."""
+
+    id: str
+    study: str
+    since: float
+    reason: str
+    destination: str | None = None  # sends only
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float
+    kind: str
+    subject: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class DestinationCounts:
+    pending: int = 0
+    sent: int = 0
+    quarantined: int = 0
+    oldest_pending_output_at: float | None = None  # when its oldest pending output was made
+
+
+@dataclass(frozen=True)
+class JournalCounts:
+    """The numbers `status` and /metrics show, read in one go."""
+
+    instances: dict[str, int]  # every INSTANCE_STATES key
+    studies_waiting: int
+    oldest_waiting_at: float | None
+    sends: dict[str, DestinationCounts]
+    held_outputs: int  # outputs with no send (no destination for their rule)
+    oldest_held_at: float | None
+    jobs: dict[str, int]
+    jobs_done: int
+    jobs_done_seconds: float
+
+
 def _create_private_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
@@ -199,7 +281,12 @@ class Journal:
             finally:
                 cur.close()
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Raw SQL for tests and diagnostics; the node's code calls the methods below."""
+        with self._lock:
+            return [tuple(r) for r in self.conn.execute(sql, params).fetchall()]
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self.conn.execute(sql, params).fetchall()
 
@@ -242,7 +329,7 @@ class Journal:
                      item.modality, item.study_description, item.calling_aet, item.called_aet,
                      item.path, item.size, now, now))
                 results.append((cur.lastrowid, older))
-        return results
+        return results  # type: ignore[return-value]
 
     def drop_superseded(self, instance_ids: Sequence[int]) -> list[str]:
         """Remove older copies that are still waiting; returns their spool paths."""
@@ -268,7 +355,7 @@ class Journal:
                  now, now))
             instance_id = cur.lastrowid
             self._event(cur, "quarantined", f"I{instance_id}", reason, now)
-            return instance_id
+            return instance_id  # type: ignore[return-value]
 
     def forget_unacknowledged(self, instance_id: int) -> None:
         """Remove an instance whose spooling failed before it was acknowledged."""
@@ -279,7 +366,7 @@ class Journal:
 
     def stable_studies(self, quiet_since: float, limit: int = 100) -> list[int]:
         """Studies with received instances and no arrival since quiet_since, no job running."""
-        rows = self.query(
+        rows = self._rows(
             "SELECT s.id FROM studies s WHERE s.last_received_at <= ?"
             " AND EXISTS (SELECT 1 FROM instances i WHERE i.study_id = s.id AND i.state = 'received')"
             " AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.study_id = s.id"
@@ -287,9 +374,10 @@ class Journal:
             " ORDER BY s.last_received_at LIMIT ?", (quiet_since, limit))
         return [r["id"] for r in rows]
 
-    def received_instances(self, study_id: int) -> list[sqlite3.Row]:
-        return self.query("SELECT * FROM instances WHERE study_id = ? AND state = 'received'"
-                          " ORDER BY id", (study_id,))
+    def received_instances(self, study_id: int) -> list[InstanceRecord]:
+        return [InstanceRecord(**dict(r)) for r in self._rows(
+            "SELECT * FROM instances WHERE study_id = ? AND state = 'received' ORDER BY id",
+            (study_id,))]
 
     def start_job(self, study_id: int, routed: Sequence[tuple[int, dict]],
                   unrouted: Sequence[tuple[int, str]]) -> int | None:
@@ -315,12 +403,13 @@ class Journal:
                             (json.dumps(route, sort_keys=True), job_id, now, instance_id))
             return job_id
 
-    def job_instances(self, job_id: int) -> list[sqlite3.Row]:
-        return self.query("SELECT * FROM instances WHERE job_id = ? AND state = 'processing'"
-                          " ORDER BY id", (job_id,))
+    def job_instances(self, job_id: int) -> list[InstanceRecord]:
+        return [InstanceRecord(**dict(r)) for r in self._rows(
+            "SELECT * FROM instances WHERE job_id = ? AND state = 'processing' ORDER BY id",
+            (job_id,))]
 
     def study_token(self, study_id: int) -> str:
-        rows = self.query("SELECT token FROM studies WHERE id = ?", (study_id,))
+        rows = self._rows("SELECT token FROM studies WHERE id = ?", (study_id,))
         return rows[0]["token"] if rows else "?"
 
     def finish_job(self, job_id: int, done: Sequence[int], failed: Sequence[tuple[int, str]],
@@ -427,7 +516,7 @@ class Journal:
         return [DueSend(**dict(r)) for r in rows]
 
     def next_due_time(self, destination: str, exclude: Collection[int] = ()) -> float | None:
-        rows = self.query("SELECT MIN(s.next_attempt_at) AS t FROM sends s JOIN outputs o"
+        rows = self._rows("SELECT MIN(s.next_attempt_at) AS t FROM sends s JOIN outputs o"
                           " ON o.id = s.output_id WHERE s.destination = ? AND s.state = 'pending'"
                           + _not_in("o.study_id", exclude), (destination, *exclude))
         return rows[0]["t"] if rows else None
@@ -499,24 +588,34 @@ class Journal:
 
     # ------------------------------------------------------------------ retention
 
-    def removable_originals(self) -> list[sqlite3.Row]:
-        return self.query("SELECT id, path FROM instances WHERE state = 'forwarded' AND path != ''")
+    def removable_originals(self) -> list[StoredFile]:
+        return [StoredFile(r["id"], r["path"]) for r in self._rows(
+            "SELECT id, path FROM instances WHERE state = 'forwarded' AND path != ''")]
 
     def mark_original_removed(self, instance_id: int) -> None:
         with self.transaction() as cur:
             cur.execute("UPDATE instances SET path = '' WHERE id = ?", (instance_id,))
 
-    def removable_outputs(self) -> list[sqlite3.Row]:
-        return self.query(
+    def removable_outputs(self) -> list[StoredFile]:
+        return [StoredFile(r["id"], r["path"]) for r in self._rows(
             "SELECT o.id, o.path FROM outputs o WHERE o.removed = 0"
             " AND EXISTS (SELECT 1 FROM sends s WHERE s.output_id = o.id)"
-            " AND NOT EXISTS (SELECT 1 FROM sends s WHERE s.output_id = o.id AND s.state != 'sent')")
+            " AND NOT EXISTS (SELECT 1 FROM sends s WHERE s.output_id = o.id AND s.state != 'sent')")]
 
     def mark_output_removed(self, output_id: int) -> None:
         with self.transaction() as cur:
             cur.execute("UPDATE outputs SET removed = 1 WHERE id = ?", (output_id,))
 
     # ------------------------------------------------------------------ recovery and retry
+
+    def instance_paths(self) -> set[str]:
+        """Every spool path an instance row names (what the spool must keep)."""
+        return {r[0] for r in self._rows("SELECT path FROM instances")}
+
+    def waiting_files(self) -> list[StoredFile]:
+        """Instances received and not yet processed, with their spool paths."""
+        return [StoredFile(r["id"], r["path"]) for r in self._rows(
+            "SELECT id, path FROM instances WHERE state = 'received'")]
 
     def recover(self) -> dict[str, int]:
         """After a restart: interrupted jobs give their instances back to the scheduler."""
@@ -570,28 +669,89 @@ class Journal:
 
     # ------------------------------------------------------------------ quarantine
 
-    def quarantined(self) -> list[dict[str, Any]]:
-        """Every quarantined instance and send, PHI-free (ids, pseudonyms, reasons)."""
+    def quarantined(self, limit: int | None = None, newest_first: bool = False
+                    ) -> list[QuarantinedItem]:
+        """Quarantined instances, then sends, PHI-free (ids, pseudonyms, reasons).
+
+        limit/newest_first: at most `limit` of each kind, most recently quarantined first.
+        """
+        order = "updated_at DESC" if newest_first else "id"
+        cap = f" LIMIT {int(limit)}" if limit is not None else ""
         items = [
-            {"id": f"I{r['id']}", "study": r["token"] or "-", "since": r["updated_at"],
-             "reason": r["reason"] or ""}
-            for r in self.query("SELECT i.id, i.reason, i.updated_at, s.token FROM instances i"
+            QuarantinedItem(f"I{r['id']}", r["token"] or "-", r["updated_at"], r["reason"] or "")
+            for r in self._rows("SELECT i.id, i.reason, i.updated_at, s.token FROM instances i"
                                 " LEFT JOIN studies s ON s.id = i.study_id"
-                                " WHERE i.state = 'quarantined' ORDER BY i.id")]
+                                f" WHERE i.state = 'quarantined' ORDER BY i.{order}{cap}")]
         items += [
-            {"id": f"S{r['id']}", "study": r["token"], "since": r["updated_at"],
-             "reason": r["last_error"] or "", "destination": r["destination"]}
-            for r in self.query("SELECT s.id, s.destination, s.last_error, s.updated_at,"
+            QuarantinedItem(f"S{r['id']}", r["token"], r["updated_at"], r["last_error"] or "",
+                            r["destination"])
+            for r in self._rows("SELECT s.id, s.destination, s.last_error, s.updated_at,"
                                 " st.token FROM sends s JOIN outputs o ON o.id = s.output_id"
                                 " JOIN studies st ON st.id = o.study_id"
-                                " WHERE s.state = 'quarantined' ORDER BY s.id")]
+                                f" WHERE s.state = 'quarantined' ORDER BY s.{order}{cap}")]
         return items
+
+    def quarantine_sizes(self) -> tuple[int, int]:
+        """(instances, sends) in quarantine."""
+        row = self._rows("SELECT (SELECT COUNT(*) FROM instances WHERE state = 'quarantined'),"
+                         " (SELECT COUNT(*) FROM sends WHERE state = 'quarantined')")[0]
+        return row[0], row[1]
+
+    # ------------------------------------------------------------------ reporting
+
+    def counts(self) -> JournalCounts:
+        """Queue depths and totals for `status` and /metrics (a few indexed COUNTs)."""
+        q = self._rows
+        instances = dict.fromkeys(INSTANCE_STATES, 0)
+        for row in q("SELECT state, COUNT(*) AS n FROM instances GROUP BY state"):
+            instances[row["state"]] = row["n"]
+        waiting = q("SELECT COUNT(DISTINCT study_id) AS n FROM instances"
+                    " WHERE state = 'received'")[0]["n"]
+        oldest = q("SELECT MIN(received_at) AS t FROM instances WHERE state IN"
+                   " ('received', 'processing')")[0]["t"]
+        per_dest: dict[str, dict[str, Any]] = {}
+        for row in q("SELECT destination, state, COUNT(*) AS n FROM sends"
+                     " GROUP BY destination, state"):
+            per_dest.setdefault(row["destination"], {})[row["state"]] = row["n"]
+        for row in q("SELECT s.destination, MIN(o.created_at) AS t FROM sends s JOIN outputs o"
+                     " ON o.id = s.output_id WHERE s.state = 'pending' GROUP BY s.destination"):
+            per_dest.setdefault(row["destination"], {})["oldest_pending_output_at"] = row["t"]
+        held = q("SELECT COUNT(*) AS n, MIN(created_at) AS t FROM outputs o WHERE removed = 0"
+                 " AND NOT EXISTS (SELECT 1 FROM sends s WHERE s.output_id = o.id)")[0]
+        jobs = {row["state"]: row["n"] for row in
+                q("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")}
+        done = q("SELECT COUNT(*) AS n, COALESCE(SUM(finished_at - started_at), 0) AS s"
+                 " FROM jobs WHERE state = 'done' AND finished_at IS NOT NULL")[0]
+        return JournalCounts(
+            instances=instances, studies_waiting=waiting, oldest_waiting_at=oldest,
+            sends={d: DestinationCounts(**v) for d, v in per_dest.items()},
+            held_outputs=held["n"], oldest_held_at=held["t"], jobs=jobs,
+            jobs_done=done["n"], jobs_done_seconds=float(done["s"]))
+
+    def recent_events(self, limit: int) -> list[Event]:
+        return [Event(r["at"], r["kind"], r["subject"], r["message"]) for r in self._rows(
+            "SELECT at, kind, subject, message FROM events ORDER BY id DESC LIMIT ?", (limit,))]
+
+    def running_jobs(self) -> int:
+        return self._rows("SELECT COUNT(*) FROM jobs WHERE state = 'running'")[0][0]
+
+    # ------------------------------------------------------------------ lookup (operators)
+
+    def studies(self) -> list[StudyRecord]:
+        """Every study with its original UID: for `dicom-deid lookup` only (PHI)."""
+        return [StudyRecord(r["id"], r["study_uid"], r["token"], r["first_received_at"])
+                for r in self._rows("SELECT id, study_uid, token, first_received_at FROM studies")]
+
+    def instance_uids(self) -> list[tuple[int, str]]:
+        """(study id, original SOP Instance UID) of every instance: for lookup only (PHI)."""
+        return [(r[0], r[1]) for r in self._rows(
+            "SELECT study_id, sop_instance_uid FROM instances WHERE sop_instance_uid IS NOT NULL")]
 
     def quarantined_item(self, item: str) -> dict[str, Any]:
         """One quarantined item in detail, PHI-free: no patient or study UIDs."""
         kind, number = parse_item_id(item)
         if kind == "I":
-            row = self.query(
+            row = self._rows(
                 "SELECT i.*, s.token FROM instances i LEFT JOIN studies s ON s.id = i.study_id"
                 " WHERE i.id = ? AND i.state = 'quarantined'", (number,))
             if not row:
@@ -603,7 +763,7 @@ class Journal:
                     "transfer_syntax": r["transfer_syntax"], "modality": r["modality"],
                     "size": r["size"], "attempts": r["attempts"], "file": r["path"],
                     "received_at": r["received_at"], "since": r["updated_at"]}
-        row = self.query(
+        row = self._rows(
             "SELECT s.*, o.path, o.sop_class_uid, o.transfer_syntax, st.token FROM sends s"
             " JOIN outputs o ON o.id = s.output_id JOIN studies st ON st.id = o.study_id"
             " WHERE s.id = ? AND s.state = 'quarantined'", (number,))

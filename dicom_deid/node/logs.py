@@ -22,17 +22,22 @@ import time
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import IO
 
 _UID_RE = re.compile(r"(?<![\w.])[0-9]+(?:\.[0-9]+){3,}(?![\w.])")
 # A quoted value as repr() and f-strings write it: 'x', "x", b'x'. Libraries quote the
 # values they complain about; none of those values belongs in a log.
 _QUOTED_RE = re.compile(r"""(?<![A-Za-z0-9])(?:b?'(?:[^'\\]|\\.)*'|b?"(?:[^"\\]|\\.)*")""")
+# A DICOM person name (PN) as it is written in a header: components joined by '^'
+# (DOE^JOHN, Doe^Jane^^Dr). Our own messages never use '^', so anything shaped like one is a
+# name that reached a log line by mistake.
+_PN_RE = re.compile(r"[^\s^'\"=:/\\()\[\],;<>]+(?:\^[^\s^'\"=:/\\()\[\],;<>]*)+")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _OWN = "dicom_deid"
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Mask the given values and anything shaped like a UID in text."""
+    """Mask the given values and anything shaped like a UID or a person name in text."""
     for secret in sorted({s.strip() for s in secrets if s and len(s.strip()) >= 3},
                          key=len, reverse=True):
         text = text.replace(secret, "<redacted>")
@@ -41,6 +46,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
             for part in secret.split("^"):
                 if len(part) >= 3:
                     text = re.sub(re.escape(part), "<redacted>", text, flags=re.IGNORECASE)
+    text = _PN_RE.sub("<name>", text)
     return _UID_RE.sub(_mask_uid, text)
 
 
@@ -139,12 +145,13 @@ def _showwarning(message, category, filename, lineno, file=None, line=None) -> N
 class _PrivateFileMixin:
     """Log files are created 0600 and not written while their file system is low."""
 
+    baseFilename: str                # set by the logging.FileHandler this is mixed into
     min_free: int = 0
     _checked_at = 0.0
     _low = False
     dropped = 0
 
-    def _open(self):  # type: ignore[no-untyped-def]
+    def _open(self) -> IO[str]:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.fchmod(fd, 0o600)  # an older, wider file is tightened too
         return os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
@@ -171,11 +178,11 @@ class _PrivateFileMixin:
         super().emit(record)  # type: ignore[misc]
 
 
-class PrivateRotatingFileHandler(_PrivateFileMixin, logging.handlers.RotatingFileHandler):
+class PrivateRotatingFileHandler(_PrivateFileMixin, logging.handlers.RotatingFileHandler):  # type: ignore[misc]
     pass
 
 
-class PrivateWatchedFileHandler(_PrivateFileMixin, logging.handlers.WatchedFileHandler):
+class PrivateWatchedFileHandler(_PrivateFileMixin, logging.handlers.WatchedFileHandler):  # type: ignore[misc]
     """For worker processes: the node process rotates, workers follow the new file."""
 
 
@@ -196,7 +203,7 @@ def setup_logging(level: str = "INFO", file: Path | None = None, *, max_bytes: i
         else:
             file_handler = PrivateWatchedFileHandler(file, encoding="utf-8")
         file_handler.min_free = min_free
-        handler = file_handler  # type: ignore[assignment]
+        handler = file_handler
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pynetdicom.association import Association
+from pynetdicom.events import Event
+
 from dicom_deid.config import ListenConfig, NodeConfig
 from dicom_deid.header.keys import SiteKey
 from dicom_deid.node.audit import AuditLog, study_token
@@ -209,7 +212,7 @@ class Receiver:
             dimse_messages,
             evt,
         )
-        from pynetdicom.sop_class import Verification
+        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
         from dicom_deid.node.transport import GuardedServer, Limits
 
@@ -220,7 +223,7 @@ class Receiver:
         _config.UNRESTRICTED_STORAGE_SERVICE = self.listen.accept_unknown_sop_classes
         self._saved_tempfile = dimse_messages.NamedTemporaryFile
         incoming, min_free = self.spool.incoming, self.listen.min_free_disk
-        dimse_messages.NamedTemporaryFile = lambda **_: Reception(incoming, min_free)
+        dimse_messages.NamedTemporaryFile = lambda **_: Reception(incoming, min_free)  # type: ignore[assignment]
 
         ae = AE(ae_title=self.listen.ae_title)
         # pynetdicom counts every connection, accepted or not, against this: ours are
@@ -237,7 +240,7 @@ class Receiver:
         for cx in AllStoragePresentationContexts:
             # Every transfer syntax pydicom knows, video and JPEG family included:
             # instances are stored as received, never transcoded here.
-            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)  # type: ignore[arg-type]
         handlers = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
@@ -254,7 +257,7 @@ class Receiver:
             max_pending_per_address=self.listen.max_pending_per_address)
         address = (self.listen.host, self.listen.port)
         try:
-            server = ae.make_server(address, evt_handlers=handlers,
+            server = ae.make_server(address, evt_handlers=handlers,  # type: ignore[arg-type]
                                     ssl_context=server_ssl_context(self.listen),
                                     server_class=GuardedServer, limits=limits)
         except OSError as exc:
@@ -267,6 +270,15 @@ class Receiver:
                  self.listen.host, self.listen.port, self.listen.ae_title,
                  "TLS" if self.listen.tls else "no TLS", len(AllStoragePresentationContexts),
                  ", ".join(self.listen.allowed_calling_aets) or "any")
+
+    def update_allowlists(self, listen: ListenConfig) -> None:
+        """Take a reloaded configuration's calling/called AE lists (next association on)."""
+        self.listen = self.listen.model_copy(update={
+            "allowed_calling_aets": listen.allowed_calling_aets,
+            "allowed_called_aets": listen.allowed_called_aets})
+        server = self._server
+        if server is not None:  # pynetdicom's own check (the backstop) must agree
+            server.ae.require_calling_aet = list(listen.allowed_calling_aets)
 
     def sweep_incoming(self) -> int:
         """Remove receptions abandoned by an aborted association (pynetdicom keeps them).
@@ -298,12 +310,12 @@ class Receiver:
 
     # ------------------------------------------------------------------ association
 
-    def _on_requested(self, event: Any) -> None:
+    def _on_requested(self, event: Event) -> None:
         assoc = event.assoc
         primitive = assoc.requestor.primitive
         # Escaped by the log filter; repr() keeps them unambiguous here.
-        calling = str(primitive.calling_ae_title or "").strip()
-        called = str(primitive.called_ae_title or "").strip()
+        calling = str(primitive.calling_ae_title or "").strip()  # type: ignore[union-attr]
+        called = str(primitive.called_ae_title or "").strip()  # type: ignore[union-attr]
         address = str(assoc.requestor.address)
         peer = f"{address}:{assoc.requestor.port}"
         allowed = self.listen.allowed_calling_aets
@@ -319,13 +331,15 @@ class Receiver:
                         if self.listen.allowed_called_aets else "this node's ae_title")
             self._reject(assoc, 0x01, 0x01, 0x07)  # permanent: called AE not recognised
             return
+        from dicom_deid.node.transport import GuardedServer
+
         server = getattr(assoc, "_server", None)
-        if server is not None and hasattr(server, "connections"):
+        if isinstance(server, GuardedServer):
             # Only accepted associations count: connections still negotiating have a pool
             # of their own (transport.py), so they cannot take these slots.
             established = [c for c in server.connections() if c.established and not c.closed]
         else:
-            established = [a for a in assoc.ae.active_associations
+            established = [a for a in assoc.ae.active_associations  # type: ignore[misc]
                            if a.is_acceptor and a.is_established]
         if len(established) >= self.listen.max_associations:
             LOG.warning("rejected association from %s (AE %r): %d associations already open "
@@ -361,19 +375,19 @@ class Receiver:
         return ""
 
     @staticmethod
-    def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
+    def _reject(assoc: Association, result: int, source: int, diagnostic: int) -> None:
         assoc.acse.send_reject(result, source, diagnostic)
         from pynetdicom import evt
 
         evt.trigger(assoc, evt.EVT_REJECTED, {})
         assoc.kill()
 
-    def _on_accepted(self, event: Any) -> None:
+    def _on_accepted(self, event: Event) -> None:
         calling = str(event.assoc.requestor.ae_title or "").strip()
         with self._lock:
             self._stats[id(event.assoc)] = _AssocStats(calling)
 
-    def _on_closed(self, event: Any) -> None:
+    def _on_closed(self, event: Event) -> None:
         with self._lock:
             stats = self._stats.pop(id(event.assoc), None)
         if stats and (stats.stored or stats.refused or stats.quarantined):
@@ -382,7 +396,7 @@ class Receiver:
                      "released" if event.event.name == "EVT_RELEASED" else "aborted",
                      stats.stored, stats.quarantined, stats.refused)
 
-    def _on_data(self, event: Any) -> None:
+    def _on_data(self, event: Event) -> None:
         """Cut off an instance that grows past listen.max_instance_size while it arrives,
         rather than spool it whole and refuse it afterwards."""
         with self._lock:
@@ -400,13 +414,13 @@ class Receiver:
         # Not from this (the association's reader) thread: abort waits for it to stop.
         threading.Thread(target=event.assoc.abort, name="abort-oversized", daemon=True).start()
 
-    def _on_message(self, event: Any) -> None:
+    def _on_message(self, event: Event) -> None:
         with self._lock:
             stats = self._stats.get(id(event.assoc))
             if stats is not None:
                 stats.pending_bytes = 0
 
-    def _count(self, event: Any, field: str) -> None:
+    def _count(self, event: Event, field: str) -> None:
         with self._lock:
             stats = self._stats.get(id(event.assoc))
             if stats:
@@ -415,10 +429,10 @@ class Receiver:
     # ------------------------------------------------------------------ services
 
     @staticmethod
-    def _on_echo(event: Any) -> int:
+    def _on_echo(event: Event) -> int:
         return STATUS_SUCCESS
 
-    def _on_store(self, event: Any) -> int:
+    def _on_store(self, event: Event) -> int:
         try:
             return self._store(event)
         except Exception as exc:  # never let a handler exception reach pynetdicom's logger
@@ -426,7 +440,7 @@ class Receiver:
             self._count(event, "refused")
             return STATUS_OUT_OF_RESOURCES
 
-    def _store(self, event: Any) -> int:
+    def _store(self, event: Event) -> int:
         assoc = event.assoc
         calling = str(assoc.requestor.ae_title or "").strip()
         called = str(assoc.acceptor.ae_title or "").strip()
@@ -486,7 +500,8 @@ class Receiver:
         token = study_token(self.key, header["StudyInstanceUID"])
         item = ReceivedInstance(
             study_uid=header["StudyInstanceUID"], study_token=token,
-            sop_instance_uid=header["SOPInstanceUID"] or str(request.AffectedSOPInstanceUID),
+            sop_instance_uid=header["SOPInstanceUID"]
+            or str(request.AffectedSOPInstanceUID),  # type: ignore[union-attr]
             sop_class_uid=header["SOPClassUID"] or sop_class, transfer_syntax=transfer_syntax,
             modality=header["Modality"], study_description=header["StudyDescription"],
             calling_aet=calling, called_aet=called, path=relative, size=size)

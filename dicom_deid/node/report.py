@@ -10,76 +10,51 @@ import time
 from typing import Any
 
 from dicom_deid.config import NodeConfig
-from dicom_deid.node.journal import INSTANCE_STATES, Journal
+from dicom_deid.node.journal import Journal
 from dicom_deid.node.service import node_running
 
 
 def build_report(config: NodeConfig, journal: Journal, recent: int = 10) -> dict[str, Any]:
     now = time.time()
-    q = journal.query
-    instances = {state: 0 for state in INSTANCE_STATES}
-    for row in q("SELECT state, COUNT(*) AS n FROM instances GROUP BY state"):
-        instances[row["state"]] = row["n"]
+    counts = journal.counts()
 
-    waiting_studies = q("SELECT COUNT(DISTINCT study_id) AS n FROM instances"
-                        " WHERE state = 'received'")[0]["n"]
-    oldest_waiting = q("SELECT MIN(received_at) AS t FROM instances WHERE state IN"
-                       " ('received', 'processing')")[0]["t"]
+    def age(t: float | None) -> float | None:
+        return round(now - t, 1) if t else None
 
-    configured = [d.name for d in config.destinations]
     destinations: dict[str, dict[str, Any]] = {
-        name: {"pending": 0, "sent": 0, "quarantined": 0, "oldest_pending_age_s": None,
-               "configured": True} for name in configured}
-    for row in q("SELECT destination, state, COUNT(*) AS n, MIN(CASE WHEN state = 'pending'"
-                 " THEN updated_at END) AS oldest FROM sends GROUP BY destination, state"):
-        entry = destinations.setdefault(row["destination"], {
-            "pending": 0, "sent": 0, "quarantined": 0, "oldest_pending_age_s": None,
-            "configured": False})
-        entry[row["state"]] = row["n"]
-    for row in q("SELECT s.destination, MIN(o.created_at) AS t FROM sends s JOIN outputs o"
-                 " ON o.id = s.output_id WHERE s.state = 'pending' GROUP BY s.destination"):
-        destinations[row["destination"]]["oldest_pending_age_s"] = round(now - row["t"], 1)
-
-    held = q("SELECT COUNT(*) AS n, MIN(created_at) AS t FROM outputs o WHERE removed = 0"
-             " AND NOT EXISTS (SELECT 1 FROM sends s WHERE s.output_id = o.id)")[0]
-
-    quarantined_instances = [
-        {"id": f"I{r['id']}", "study": r["token"] or "-", "age_s": round(now - r["updated_at"], 1),
-         "reason": r["reason"]}
-        for r in q("SELECT i.id, i.reason, i.updated_at, s.token FROM instances i LEFT JOIN"
-                   " studies s ON s.id = i.study_id WHERE i.state = 'quarantined'"
-                   " ORDER BY i.updated_at DESC LIMIT 50")]
-    quarantined_sends = [
-        {"id": f"S{r['id']}", "study": r["token"], "destination": r["destination"],
-         "age_s": round(now - r["updated_at"], 1), "reason": r["last_error"]}
-        for r in q("SELECT s.id, s.destination, s.last_error, s.updated_at, st.token FROM sends s"
-                   " JOIN outputs o ON o.id = s.output_id JOIN studies st ON st.id = o.study_id"
-                   " WHERE s.state = 'quarantined' ORDER BY s.updated_at DESC LIMIT 50")]
-    failures = [
-        {"age_s": round(now - r["at"], 1), "kind": r["kind"], "subject": r["subject"],
-         "message": r["message"]}
-        for r in q("SELECT at, kind, subject, message FROM events ORDER BY id DESC LIMIT ?",
-                   (recent,))]
+        d.name: {"pending": 0, "sent": 0, "quarantined": 0, "oldest_pending_age_s": None,
+                 "configured": True} for d in config.destinations}
+    for name, c in counts.sends.items():
+        entry = destinations.setdefault(name, {"configured": False})
+        entry.update(pending=c.pending, sent=c.sent, quarantined=c.quarantined,
+                     oldest_pending_age_s=age(c.oldest_pending_output_at))
+    items = [{"id": q.id, "study": q.study, **({"destination": q.destination}
+                                               if q.destination is not None else {}),
+              "age_s": round(now - q.since, 1), "reason": q.reason}
+             for q in journal.quarantined(limit=50, newest_first=True)]
+    in_quarantine, sends_quarantined = journal.quarantine_sizes()
     pid = node_running(config.state_dir)
     return {
         "node": {"running": pid is not None, "pid": pid if pid and pid > 0 else None,
                  "state_dir": str(config.state_dir), "config": config.source,
                  "listen": f"{config.listen.ae_title}@{config.listen.host}:{config.listen.port}"},
-        "instances": instances,
-        "studies_waiting": waiting_studies,
-        "oldest_waiting_age_s": round(now - oldest_waiting, 1) if oldest_waiting else None,
+        "instances": counts.instances,
+        "studies_waiting": counts.studies_waiting,
+        "oldest_waiting_age_s": age(counts.oldest_waiting_at),
         "destinations": destinations,
         "held_in_outbox": {
-            "outputs": held["n"],
-            "oldest_age_s": round(now - held["t"], 1) if held["t"] else None,
-            "why": "no destination configured for their rule" if held["n"] else None,
+            "outputs": counts.held_outputs,
+            "oldest_age_s": age(counts.oldest_held_at),
+            "why": "no destination configured for their rule" if counts.held_outputs else None,
         },
         "quarantine": {
-            "instances": sum(1 for _ in q("SELECT id FROM instances WHERE state = 'quarantined'")),
-            "sends": sum(1 for _ in q("SELECT id FROM sends WHERE state = 'quarantined'")),
-            "items": quarantined_instances + quarantined_sends,
+            "instances": in_quarantine,
+            "sends": sends_quarantined,
+            "items": items,
         },
-        "recent_failures": failures,
+        "recent_failures": [
+            {"age_s": round(now - e.at, 1), "kind": e.kind, "subject": e.subject,
+             "message": e.message} for e in journal.recent_events(recent)],
     }
 
 

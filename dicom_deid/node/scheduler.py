@@ -13,13 +13,14 @@ import multiprocessing
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from dicom_deid.config import NodeConfig
 from dicom_deid.node.audit import AuditLog
 from dicom_deid.node.jobs import run_study_job, warm_up, worker_init
-from dicom_deid.node.journal import Journal
+from dicom_deid.node.journal import Journal, OutputRecord
 from dicom_deid.node.logs import short_reason
 from dicom_deid.node.routing import InstanceFacts, choose_rule, no_match_reason, route_of
 
@@ -85,19 +86,19 @@ class Scheduler:
         routed: list[tuple[int, dict]] = []
         unrouted: list[tuple[int, str]] = []
         now = time.time()
-        for row in self.journal.received_instances(study_id):
-            if not (state / row["path"]).exists():
-                if now - row["received_at"] > _MISSING_FILE_GRACE:
-                    unrouted.append((row["id"], "the spooled file is missing"))
+        for inst in self.journal.received_instances(study_id):
+            if not (state / inst.path).exists():
+                if now - inst.received_at > _MISSING_FILE_GRACE:
+                    unrouted.append((inst.id, "the spooled file is missing"))
                 continue  # still being renamed into the spool
-            facts = InstanceFacts(row["calling_aet"] or "", row["called_aet"] or "",
-                                  row["modality"] or "", row["sop_class_uid"] or "",
-                                  row["study_description"] or "")
+            facts = InstanceFacts(inst.calling_aet or "", inst.called_aet or "",
+                                  inst.modality or "", inst.sop_class_uid or "",
+                                  inst.study_description or "")
             rule = choose_rule(self.config, facts)
             if rule is None:
-                unrouted.append((row["id"], no_match_reason(facts)))
+                unrouted.append((inst.id, no_match_reason(facts)))
             else:
-                routed.append((row["id"], route_of(rule)))
+                routed.append((inst.id, route_of(rule)))
         job_id = self.journal.start_job(study_id, routed, unrouted)
         token = self.journal.study_token(study_id)
         for instance_id, reason in unrouted:
@@ -105,15 +106,18 @@ class Scheduler:
             LOG.warning("study %s: instance I%d quarantined: %s", token, instance_id, reason)
         if job_id is None:
             return False
-        future = self._submit(study_id, job_id)
+        future = self._submit(job_id, token)
         if future is None:
             return False
         self._running[future] = (job_id, study_id, time.monotonic())
         LOG.info("study %s: job %d started with %d instances", token, job_id, len(routed))
         return True
 
-    def _submit(self, study_id: int, job_id: int) -> Future | None:
-        args = (str(self.config.state_dir), study_id, job_id, str(self.config.key_file),
+    def _submit(self, job_id: int, token: str) -> Future | None:
+        # The worker gets the journal's records and returns its result: it never opens
+        # the journal (one writer process; a remote worker needs no access to it).
+        rows = [asdict(inst) for inst in self.journal.job_instances(job_id)]
+        args = (str(self.config.state_dir), job_id, token, rows, str(self.config.key_file),
                 str(self.config.audit_log))
         try:
             return self._executor().submit(run_study_job, *args)
@@ -138,10 +142,27 @@ class Scheduler:
             except Exception as exc:
                 self._job_failed(job_id, f"job error: {short_reason(exc)}")
                 continue
-            if self.on_job_done and not summary.get("stale"):
+            if self._record(job_id, summary) and self.on_job_done:
                 self.on_job_done(summary)
         if broken:
             self._replace_pool()
+
+    def _record(self, job_id: int, summary: dict[str, Any]) -> bool:
+        """Journal a finished job's result; False when it is no longer current."""
+        result = summary.pop("result")
+        token = summary["study"]
+        outputs = [OutputRecord(path, sop_class, syntax, tuple(dests))
+                   for path, sop_class, syntax, dests in result["outputs"]]
+        failed = [(instance_id, reason) for instance_id, reason in result["failed"]]
+        if not self.journal.finish_job(job_id, result["done"], failed, outputs):
+            LOG.warning("job %d (study %s): result discarded, the instances were handed to "
+                        "another job after a restart", job_id, token)
+            return False
+        for instance_id, reason in failed:
+            self.audit.write("quarantined", study=token, instance=f"I{instance_id}", reason=reason)
+        LOG.info("job %d (study %s): %d instances de-identified into %d files, %d quarantined",
+                 job_id, token, len(result["done"]), len(outputs), len(failed))
+        return True
 
     def _stop_overdue(self) -> None:
         """Stop the workers when a job has run past processing.job_timeout.
@@ -222,16 +243,16 @@ def sweep_retention(config: NodeConfig, journal: Journal) -> tuple[int, int]:
     state: Path = config.state_dir
     originals = outputs = 0
     if not config.retention.keep_originals:
-        for row in journal.removable_originals():
-            (state / row["path"]).unlink(missing_ok=True)
-            journal.mark_original_removed(row["id"])
+        for original in journal.removable_originals():
+            (state / original.path).unlink(missing_ok=True)
+            journal.mark_original_removed(original.id)
             originals += 1
     if not config.retention.keep_outputs:
-        for row in journal.removable_outputs():
-            output = state / row["path"]
+        for stored in journal.removable_outputs():
+            output = state / stored.path
             output.unlink(missing_ok=True)
             # The pipeline's per-instance report beside it (PHI-free, but it must not pile up).
             output.with_suffix(".json").unlink(missing_ok=True)
-            journal.mark_output_removed(row["id"])
+            journal.mark_output_removed(stored.id)
             outputs += 1
     return originals, outputs

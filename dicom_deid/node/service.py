@@ -78,10 +78,8 @@ def ensure_node_key(path: Path) -> Any:
 
 def check_profiles(config: NodeConfig) -> list[str]:
     """Problems with the rules' profiles and options, named by key path."""
-    try:
-        from dicom_deid.header import load_profile
-    except ImportError:
-        return []  # header engine not installed in this build: the job will report it
+    from dicom_deid.header import load_profile
+
     problems = []
     rules = [(f"rules[{i}]", r) for i, r in enumerate(config.rules)]
     if config.default_rule is not None:
@@ -99,14 +97,13 @@ def recover(config: NodeConfig, journal: Journal, spool: Spool) -> None:
     partial = spool.clear_incoming()
     partial += _sweep_temporaries(config)
     counts = journal.recover()
-    partial += spool.sweep_orphans({row["path"] for row in journal.query(
-        "SELECT path FROM instances")})
+    partial += spool.sweep_orphans(journal.instance_paths())
     # Journalled but never renamed into the spool: the crash came before the
     # acknowledgement, so the sender still holds (and will re-send) these.
     dropped = 0
-    for row in journal.query("SELECT id, path FROM instances WHERE state = 'received'"):
-        if not (config.state_dir / row["path"]).exists():
-            journal.forget_unacknowledged(row["id"])
+    for waiting in journal.waiting_files():
+        if not (config.state_dir / waiting.path).exists():
+            journal.forget_unacknowledged(waiting.id)
             dropped += 1
     if partial or dropped or any(counts.values()):
         LOG.info("recovered: %d partial receptions removed, %d unacknowledged rows dropped, "
@@ -134,13 +131,22 @@ def prepare_state(config: NodeConfig) -> None:
 
 
 def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or `stop` is set); returns an exit status."""
+    """Run until SIGTERM/SIGINT (or `stop` is set); SIGHUP reloads the configuration
+    (reload_config). Returns an exit status."""
     from dicom_deid.node.audit import AuditLog
-    from dicom_deid.node.forwarder import Forwarder, StudyClaims
+    from dicom_deid.node.forwarder import ForwarderSet
     from dicom_deid.node.http import start_http
     from dicom_deid.node.receiver import Receiver
     from dicom_deid.node.scheduler import STOP_GRACE, Scheduler, sweep_retention
 
+    reload_requested = threading.Event()
+
+    def on_hangup(signum: int, frame: Any) -> None:
+        reload_requested.set()  # the main loop reloads: nothing heavy in a signal handler
+
+    if threading.current_thread() is threading.main_thread():
+        # Installed first: SIGHUP's default action would end a node still starting.
+        signal.signal(signal.SIGHUP, on_hangup)
     prepare_state(config)
     lock = acquire_state_lock(config.state_dir)
     stop = stop or threading.Event()
@@ -150,17 +156,11 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
     spool = Spool(config.state_dir)
     recover(config, journal, spool)
 
-    forwarders = []
-    for dest in config.destinations:
-        claims = StudyClaims()
-        forwarders += [Forwarder(config, dest, audit, stop, claims, i)
-                       for i in range(config.forward.associations)]
-
+    forwarders = ForwarderSet(audit)
     http: Any = None
 
     def job_done(summary: dict[str, Any]) -> None:
-        for fwd in forwarders:
-            fwd.wake.set()
+        forwarders.wake()
         if http is not None:
             http.faces.add(summary)
 
@@ -178,17 +178,11 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
-    for fwd in forwarders:
-        fwd.start()
+    forwarders.start(config)
     scheduler.warm_up()
     receiver.start()
     http = start_http(config, receiver, scheduler)
-    if config.destinations:
-        LOG.info("forwarding to %s", ", ".join(
-            f"{d.name} ({d.ae_title}@{d.host}:{d.port})" for d in config.destinations))
-    else:
-        LOG.info("no destination configured: de-identified studies are kept in %s",
-                 config.outbox_dir)
+    _log_destinations(config)
     LOG.info("state folder %s; studies are processed %g s after their last instance, "
              "by %d worker(s)", config.state_dir, config.processing.stable_seconds,
              config.processing.workers)
@@ -198,6 +192,9 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
     last_sweep = 0.0
     try:
         while not stop.is_set():
+            if reload_requested.is_set():
+                reload_requested.clear()
+                config = reload_config(config, audit, forwarders, scheduler, receiver, http)
             started = scheduler.tick()
             now = time.monotonic()
             if http is not None:
@@ -215,16 +212,70 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
         receiver.stop()
         if http is not None:
             http.stop()
+        forwarders.signal_stop()
         scheduler.shutdown()
-        for fwd in forwarders:
-            fwd.wake.set()
-        for fwd in forwarders:
-            fwd.join(timeout=30)
+        forwarders.join(timeout=30)
         audit.write("stopped")
         audit.close()
         journal.close()
         lock.close()
     return 0
+
+
+def _log_destinations(config: NodeConfig) -> None:
+    from dicom_deid.node.senders import describe
+
+    if config.destinations:
+        LOG.info("forwarding to %s", ", ".join(
+            f"{d.name} ({describe(d)})" for d in config.destinations))
+    else:
+        LOG.info("no destination configured: de-identified studies are kept in %s",
+                 config.outbox_dir)
+
+
+def reload_config(config: NodeConfig, audit: Any, forwarders: Any, scheduler: Any,
+                  receiver: Any, http: Any) -> NodeConfig:
+    """Re-read config.source (SIGHUP); returns the configuration the node runs on now."""
+    from dicom_deid.config import ConfigError, load_config
+    from dicom_deid.node.reload import plan_reload
+
+    if config.source.startswith("<"):
+        LOG.warning("reload requested, but the node runs on the embedded default (no "
+                    "--config file): nothing to re-read")
+        return config
+    try:
+        new = load_config(config.source)
+        problems = check_profiles(new)
+    except ConfigError as exc:
+        problems = exc.problems
+    if problems:
+        LOG.error("configuration reload: %s is invalid; the node keeps running with the "
+                  "previous configuration:\n  %s", config.source, "\n  ".join(problems))
+        audit.write("config-rejected", config=config.source, problems=problems)
+        return config
+    plan = plan_reload(config, new)
+    current = plan.config
+    if {"destinations", "forward"} & set(plan.applied):
+        forwarders.restart(current)
+        _log_destinations(current)
+    scheduler.config = current
+    receiver.config = current
+    receiver.update_allowlists(current.listen)
+    if http is not None:
+        http.config = current
+    LOG.info("configuration reloaded from %s: %s", config.source,
+             ", ".join(plan.applied) or "no change that applies")
+    if plan.need_restart:
+        LOG.warning("configuration reload: %s changed but needs a restart of the node; "
+                    "running on with the previous value", ", ".join(plan.need_restart))
+    removed = {d.name for d in config.destinations} - {d.name for d in current.destinations}
+    if removed:
+        LOG.warning("destinations removed: %s; their pending sends stay in the journal and "
+                    "go out if the destination is configured again (`dicom-deid status`)",
+                    ", ".join(sorted(removed)))
+    audit.write("config-reloaded", config=config.source, applied=plan.applied,
+                need_restart=plan.need_restart)
+    return current
 
 
 def _prune_empty_dirs(root: Path) -> None:

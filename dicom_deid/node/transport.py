@@ -47,6 +47,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from pynetdicom.association import Association
 from pynetdicom.dul import _PDU_TYPES, DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
@@ -112,7 +113,7 @@ class Connection:
 class GuardedDUL(DULServiceProvider):
     """pynetdicom's DUL with reads bounded in size and time (see the module docstring)."""
 
-    def __init__(self, assoc: Any, conn: Connection, server: GuardedServer):
+    def __init__(self, assoc: Association, conn: Connection, server: GuardedServer):
         super().__init__(assoc)
         self.conn = conn
         self.server = server
@@ -155,7 +156,7 @@ class GuardedDUL(DULServiceProvider):
                 abort = A_ABORT_RQ()
                 abort.source, abort.reason_diagnostic = 0x02, 0x00
                 with contextlib.suppress(Exception):
-                    self.socket.send(abort.encode())
+                    self.socket.send(abort.encode())  # type: ignore[union-attr]
                 self.assoc.is_aborted = True
                 self.assoc.is_established = False
                 self.assoc._kill = True
@@ -310,7 +311,7 @@ class ReactorGate:
     until a DIMSE message is queued, or _IDLE_WAIT passes (release, abort and the idle
     timer are still seen within it). The checkpoint's own wait comes last, as before."""
 
-    def __init__(self, assoc: Any):
+    def __init__(self, assoc: Association):
         self._assoc = assoc
         self._event = threading.Event()
         self._event.set()
@@ -372,12 +373,12 @@ class GuardedRequestHandler(RequestHandler):
             self.server.forget(conn)
             raise
 
-    def _create_association(self) -> Any:
+    def _create_association(self) -> Association:
         assoc = super()._create_association()
         old = assoc.dul
         assoc.dul = GuardedDUL(assoc, self.conn, self.server)
         assoc.dul.socket = old.socket
-        assoc._reactor_checkpoint = ReactorGate(assoc)
+        assoc._reactor_checkpoint = ReactorGate(assoc)  # type: ignore[assignment]
         while not old.event_queue.empty():  # Evt5, queued when the socket was wrapped
             assoc.dul.event_queue.put(old.event_queue.get())
         # The timers live on the DUL: apply the association's settings to the new one.
@@ -433,7 +434,7 @@ class GuardedServer(ThreadedAssociationServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         # No TLS here: the handshake runs in the connection's thread (GuardedRequestHandler).
-        client, address = self.socket.accept()
+        client, address = self.socket.accept()  # type: ignore[union-attr]
         with contextlib.suppress(OSError):
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address

@@ -37,13 +37,13 @@ def process_video(src: Path, dst: Path, make: StageFactory) -> TextReport:
     writer = VideoWriter(dst, info)
     try:
         with contextlib.closing(read_video(src)) as frames, \
-                contextlib.closing(stage.stream(frames)) as cleaned:
+                contextlib.closing(stage.stream(frames)) as cleaned:  # type: ignore[type-var]
             for out in cleaned:
                 writer.write(out)
         if writer.frames == 0:
             raise MediaError(f"{src}: no frame could be decoded")
         writer.finish()
-        writer = None
+        writer = None  # type: ignore[assignment]
     finally:
         if writer is not None:
             writer.abort()
@@ -74,5 +74,5 @@ def process_dicom(src: Path, dst: Path, make: StageFactory, key) -> TextReport:
                          sop_instance_uid=reencoded_uid(key, sop),
                          source=(str(header.SOPClassUID), sop), pixels_changed=True)
         finally:
-            cleaned.close()
+            cleaned.close()  # type: ignore[attr-defined]
     return stage.close()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import threading
 from functools import lru_cache
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -182,10 +181,3 @@ def shared_detector(threads: int | None = None) -> TextDetector:
 @lru_cache(maxsize=2)
 def shared_recognizer(threads: int | None = None) -> TextRecognizer:
     return TextRecognizer(threads=threads)
-
-
-def models_present() -> bool:
-    from dicom_deid.resources import models_dir
-
-    base = Path(models_dir())
-    return (base / DET_MODEL).is_file() and (base / REC_MODEL).is_file()

@@ -40,12 +40,16 @@ import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from dicom_deid.text.phi import PhiTerms
 from dicom_deid.text.redact import fill_colour, integer_boxes, redact
+
+if TYPE_CHECKING:
+    from dicom_deid.text.ppocr import TextDetector
 
 MODES = ("redact-all", "redact-phi", "off")
 DEFAULT_KEY_INTERVAL = 16
@@ -180,6 +184,12 @@ class TextStage:
         self._det = detector or shared_detector()
         self._rec = (recognizer or shared_recognizer()) if mode == "redact-phi" else None
 
+    @property
+    def _detector(self) -> TextDetector:
+        """The detector; only the modes other than 'off' detect anything."""
+        assert self._det is not None, "the text stage is off"
+        return self._det
+
     # ------------------------------------------------------------------ detection
 
     def _keep(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -194,13 +204,13 @@ class TextStage:
 
     def _detect_full(self, rgb: np.ndarray, still: bool = False) -> np.ndarray:
         self.report.key_frames += 1
-        boxes = self._det.detect(rgb)
+        boxes = self._detector.detect(rgb)
         if still:
             # A still is detected once more at 1.5x: light text on a light picture (contrast
             # ~20 grey levels) gave no probability at all at the frame's scale and a clear box
             # at 1.5x (the two tokens Tesseract still read in round 1's evaluation, 12 and 24 px).
             h, w = rgb.shape[:2]
-            more = self._det.detect(rgb, scale=STILL_UPSCALE * self._det.scale_for(h, w))
+            more = self._detector.detect(rgb, scale=STILL_UPSCALE * self._detector.scale_for(h, w))
             if len(boxes) and len(more):
                 # Only what the first pass missed: a line found twice would be read, counted
                 # and covered twice.
@@ -226,7 +236,7 @@ class TextStage:
         y0 = max(0, min(y0 - (gh - (y1 - y0)) // 2, h - gh))
         x1, y1 = min(w, x0 + gw), min(h, y0 + gh)
         self.report.region_checks += 1
-        boxes = self._det.detect(np.ascontiguousarray(rgb[y0:y1, x0:x1]), scale=scale)
+        boxes = self._detector.detect(np.ascontiguousarray(rgb[y0:y1, x0:x1]), scale=scale)
         if len(boxes):
             boxes[:, [0, 2]] += x0
             boxes[:, [1, 3]] += y0
@@ -268,7 +278,7 @@ class TextStage:
         """Detect text around the new edges in connected groups of tiles (`_edge_rects`) and
         around `boxes`, at the scale a whole frame would be detected at."""
         h, w = rgb.shape[:2]
-        scale = self._det.scale_for(h, w)
+        scale = self._detector.scale_for(h, w)
         rects = self._edge_rects(tiles, edges) if tiles.any() else []
         for x0, y0, x1, y1 in integer_boxes(boxes if boxes is not None else np.zeros((0, 4)),
                                             rgb.shape, pad=0):
@@ -381,7 +391,7 @@ class TextStage:
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """The frames with their text covered, in order, up to `key_interval` frames behind."""
         source = iter(frames)
-        with contextlib.closing(source) if hasattr(source, "close") else contextlib.nullcontext():
+        with contextlib.closing(source) if hasattr(source, "close") else contextlib.nullcontext():  # type: ignore[type-var]
             if self.mode == "off":
                 for rgb in source:
                     self.report.frames += 1
@@ -427,7 +437,7 @@ class TextStage:
             raw_recent.append((edges, previous[1], known))
             steady = self._still_edges(half, edges, [previous] + ([before2] if before2 else []))
             new_map: list = []
-            counts = self._new_edge_counts(steady, steady_before, known, new_map)
+            counts = self._new_edge_counts(steady, steady_before, known, new_map)  # type: ignore[arg-type]
             steady_before = steady
             group_edges = new_map[0] if group_edges is None else group_edges | new_map[0]
             if best is None:
@@ -437,7 +447,7 @@ class TextStage:
             if more.any():
                 new_maps[len(pending)] = new_map[0]
             best[more] = len(pending)
-            peak[more] = counts[more]
+            peak[more] = counts[more]  # type: ignore[index]
             pending.append(rgb)
             before2, previous = previous, (half, edges)
             if len(pending) == self.key_interval + HOLD:
@@ -460,7 +470,7 @@ class TextStage:
                 recent = changed if recent is None else recent | changed
                 group_edges = maps[0] if group_edges is None else group_edges | maps[0]
             yield from self._flush(pending, last_grey, tracked, references, best, carry,
-                                   recent=recent, key_edges=previous[1], new_maps=new_maps,
+                                   recent=recent, key_edges=previous[1], new_maps=new_maps,  # type: ignore[index]
                                    group_edges=group_edges)
 
     def _track(self, boxes: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -470,7 +480,7 @@ class TextStage:
         for x0, y0, x1, y1 in ints:
             crop = grey[y0:y1, x0:x1].copy()
             refs.append((crop, _glyphs(crop)))
-        return ints.astype(np.float32), refs
+        return ints.astype(np.float32), refs  # type: ignore[return-value]
 
     def _flush(self, pending: list[np.ndarray], grey: np.ndarray, tracked: np.ndarray,
                references: list[np.ndarray], best: np.ndarray | None, carry: np.ndarray,
@@ -483,7 +493,7 @@ class TextStage:
         self.report.key_frames += 1
         last = len(pending) - 1
         ints = integer_boxes(tracked, grey.shape, pad=0)
-        changed = np.array([_text_changed(grey[y0:y1, x0:x1], ref)
+        changed = np.array([_text_changed(grey[y0:y1, x0:x1], ref)  # type: ignore[arg-type, type-var]
                             for (x0, y0, x1, y1), ref in zip(ints, references, strict=True)],
                            bool).reshape(-1)
         dirty = best >= 0 if best is not None else np.zeros((1, 1), bool)
@@ -498,15 +508,15 @@ class TextStage:
         gone = dirty.copy()
         if dirty.any() and key_edges is not None and new_maps:
             for ty, tx in np.argwhere(dirty):
-                new = new_maps.get(int(best[ty, tx]))
+                new = new_maps.get(int(best[ty, tx]))  # type: ignore[index]
                 if new is None:
                     continue
                 sl = np.s_[ty * TILE:(ty + 1) * TILE, tx * TILE:(tx + 1) * TILE]
                 edges_there = int(new[sl].sum())
                 kept_there = int((new[sl] & key_edges[sl]).sum())
                 gone[ty, tx] = kept_there < 0.5 * edges_there
-        between = [self._detect_regions(pending[f], gone & (best == f), edges=new_maps.get(int(f)))
-                   for f in np.unique(best[gone]) if f != last] if gone.any() else []
+        between = [self._detect_regions(pending[f], gone & (best == f), edges=new_maps.get(int(f)))  # type: ignore[union-attr]
+                   for f in np.unique(best[gone]) if f != last] if gone.any() else []  # type: ignore[index]
         cover = _union(tracked, on_key, *between)
         held_over = _union(cover, carry)
         # One fill colour per box for the group, from its first frame: the fill of a static

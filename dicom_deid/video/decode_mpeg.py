@@ -85,7 +85,10 @@ class MpegDecoder:
         self.name = name
         self.syntax = syntax
         self.strict = strict
-        self._family = family(syntax)
+        found_family = family(syntax)
+        if found_family is None:
+            raise VideoError(name, f"transfer syntax {syntax} is not MPEG-2, H.264 or HEVC video")
+        self._family: str = found_family
         self._stream = ConcatStream(layout.opener, layout.items)
         if self._stream.size == 0:
             self._stream.close()
@@ -193,11 +196,11 @@ class MpegDecoder:
     def close(self) -> None:
         container = getattr(self, "_container", None)
         if container is not None:
-            self._container = None
+            self._container = None  # type: ignore[assignment]
             container.close()
         watch = getattr(self, "_watch", None)
         if watch is not None:
-            self._watch = None
+            self._watch = None  # type: ignore[assignment]
             watch.__exit__(None, None, None)
         self._stream.close()
 

@@ -140,18 +140,18 @@ class MpegEncoder:
         except (av.error.FFmpegError, ValueError) as exc:
             raise VideoError(name, f"cannot start the {self.codec_name} encoder ({exc})") from exc
         cc = self._stream.codec_context
-        cc.width, cc.height, cc.pix_fmt = width, height, self.pix_fmt
+        cc.width, cc.height, cc.pix_fmt = width, height, self.pix_fmt  # type: ignore[union-attr]
         if self._pts_ticks is not None:
             cc.time_base = Fraction(1, 90000)
             self._stream.time_base = Fraction(1, 90000)
         else:
             cc.time_base = 1 / stream_rate
         if self._colorspace != 2:
-            cc.colorspace = self._colorspace
-        cc.color_range = self._color_range
+            cc.colorspace = self._colorspace  # type: ignore[union-attr]
+        cc.color_range = self._color_range  # type: ignore[union-attr]
         if fam == "mpeg2":
-            cc.max_b_frames = 2
-            cc.gop_size = 15
+            cc.max_b_frames = 2  # type: ignore[union-attr]
+            cc.gop_size = 15  # type: ignore[union-attr]
         cc.thread_type = "AUTO"
         self._reformatter = VideoReformatter()
         self.frames = 0        # frames handed to encode()
@@ -180,8 +180,8 @@ class MpegEncoder:
                 opts["x264-params"] = ":".join(params)
             return opts
         if self.family == "hevc":
-            params = "log-level=error:level-idc=51:high-tier=0:vbv-maxrate=40000:vbv-bufsize=40000"
-            opts = {"crf": f"{q:g}", "preset": X265_PRESET, "x265-params": params}
+            params = "log-level=error:level-idc=51:high-tier=0:vbv-maxrate=40000:vbv-bufsize=40000"  # type: ignore[assignment]
+            opts = {"crf": f"{q:g}", "preset": X265_PRESET, "x265-params": params}  # type: ignore[dict-item]
             opts["profile"] = "main10" if self.syntax == HEVCM10P51 else "main"
             return opts
         high = self.syntax == MPEG2MPHL
@@ -213,7 +213,7 @@ class MpegEncoder:
 
     def _mux(self, frame: av.VideoFrame | None) -> None:
         try:
-            packets = self._stream.encode(frame)
+            packets = self._stream.encode(frame)  # type: ignore[arg-type, union-attr]
             if packets:
                 self._out.mux(packets)
         except (av.error.FFmpegError, ValueError) as exc:

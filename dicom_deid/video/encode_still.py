@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from pydicom.uid import (
     JPEG2000,
+    UID,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -44,7 +45,7 @@ class StillResult:
     quality: float | None
 
 
-def photometric_for(syntax: str, grey: bool) -> str:
+def photometric_for(syntax: UID, grey: bool) -> str:
     if grey:
         return "MONOCHROME2"
     return {JPEGBaseline8Bit: "YBR_FULL_422", JPEG2000Lossless: "YBR_RCT", JPEG2000: "YBR_ICT"}.get(syntax, "RGB")
@@ -57,7 +58,7 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 
 
 class StillEncoder:
-    def __init__(self, fd: int, syntax: str, rows: int, columns: int, grey: bool, quality: float | None, name: str) -> None:
+    def __init__(self, fd: int, syntax: UID, rows: int, columns: int, grey: bool, quality: float | None, name: str) -> None:
         self.fd = fd
         self.syntax = syntax
         self.rows, self.columns = rows, columns
@@ -82,10 +83,13 @@ class StillEncoder:
                 "number_of_frames": 1, "planar_configuration": 0,
             }
             if syntax == JPEGLSNearLossless:
+                assert self.quality is not None         # every lossy syntax has a default
                 self._kwargs["jls_error"] = int(self.quality)
             elif syntax == JPEG2000:
+                assert self.quality is not None
                 self._kwargs["j2k_psnr"] = [float(self.quality)]
         elif syntax == JPEGBaseline8Bit:
+            assert self.quality is not None
             q = int(self.quality)
             if not 1 <= q <= 100:
                 raise ValueError(f"JPEG quality {q} is outside 1..100")
@@ -111,7 +115,7 @@ class StillEncoder:
             data = buf.tobytes()
         else:
             try:
-                data = self._encoder.encode(np.ascontiguousarray(pixels), **self._kwargs)
+                data = self._encoder.encode(np.ascontiguousarray(pixels), **self._kwargs)  # type: ignore[union-attr]
             except Exception as exc:  # plugins raise their own types
                 raise VideoError(self.name, f"{self.syntax.name} encoding failed at frame {len(self.segments) + 1} ({exc})") from exc
         written = os.write(self.fd, data)

@@ -168,7 +168,7 @@ def layout_from_dataset(ds: Dataset, name: str = "<dataset>") -> PixelLayout:
         buffer = elem.value
 
         def opener() -> BinaryIO:
-            return _SharedView(buffer)
+            return _SharedView(buffer)  # type: ignore[return-value]
     else:
         data = elem.value
         if data is None:
@@ -221,7 +221,7 @@ class _SharedView(io.RawIOBase):
     def tell(self) -> int:
         return self._pos
 
-    def readinto(self, b) -> int:  # type: ignore[override]
+    def readinto(self, b) -> int:
         self._buffer.seek(self._pos)
         data = self._buffer.read(len(b))
         b[: len(data)] = data
@@ -268,7 +268,7 @@ class ConcatStream(io.RawIOBase):
     def tell(self) -> int:
         return self._pos
 
-    def readinto(self, b) -> int:  # type: ignore[override]
+    def readinto(self, b) -> int:
         want = len(b)
         done = 0
         view = memoryview(b)
@@ -327,7 +327,7 @@ class FileSlice(io.BufferedIOBase):
         return True
 
     @property
-    def closed(self) -> bool:  # type: ignore[override]
+    def closed(self) -> bool:
         try:
             os.fstat(self._fd)
         except OSError:
@@ -347,7 +347,7 @@ class FileSlice(io.BufferedIOBase):
     def tell(self) -> int:
         return self._pos
 
-    def read(self, size: int | None = -1) -> bytes:  # type: ignore[override]
+    def read(self, size: int | None = -1) -> bytes:
         total = self._total()
         if self._pos >= total:
             return b""
@@ -365,7 +365,7 @@ class FileSlice(io.BufferedIOBase):
         self._pos += len(out)
         return out
 
-    def read1(self, size: int = -1) -> bytes:  # type: ignore[override]
+    def read1(self, size: int = -1) -> bytes:
         return self.read(size)
 
 

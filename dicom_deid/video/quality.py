@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import numpy as np
 
@@ -21,13 +20,3 @@ def luma_psnr(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError(f"frame sizes differ: {a.shape} and {b.shape}")
     mse = float(np.mean((luma(a) - luma(b)) ** 2))
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
-
-
-def sequence_psnr(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, int]:
-    """(minimum, mean) luma PSNR over frame pairs, and the number of pairs."""
-    values = [luma_psnr(a, b) for a, b in pairs]
-    if not values:
-        return math.nan, math.nan, 0
-    finite = [v for v in values if math.isfinite(v)]
-    mean = sum(finite) / len(finite) if finite else math.inf
-    return min(values), mean, len(values)

@@ -117,7 +117,7 @@ class FrameReader:
                 colorspace=int(first.colorspace),
                 color_range=int(first.color_range),
                 fragments=len(layout.items),
-                **common,
+                **common,  # type: ignore[arg-type]
             )
         else:
             if "Rows" not in ds or "Columns" not in ds:
@@ -135,7 +135,7 @@ class FrameReader:
                 bits_stored=int(ds.get("BitsStored", 8) or 8),
                 timing_from_header=timing_from_header,
                 fragments=len(layout.items),
-                **common,
+                **common,  # type: ignore[arg-type]
             )
 
     # -- iteration --------------------------------------------------------------------------
@@ -185,7 +185,7 @@ class FrameReader:
         self._prefetching = None
         if live is not None:
             # Stops and joins the decoding thread before anything it uses is closed.
-            live.close()
+            live.close()  # type: ignore[attr-defined]
         if self._mpeg is not None:
             self._mpeg.close()
             self._mpeg = None
@@ -206,5 +206,5 @@ def open_frames(src: str | os.PathLike[str] | Dataset, strict: bool = True,
     prefetch: frames decoded ahead in a background thread (0: decode in the caller's thread).
     """
     if isinstance(src, str | os.PathLike) and not Path(src).exists():
-        raise VideoError(src, "file not found")
+        raise VideoError(src, "file not found")  # type: ignore[arg-type]
     return FrameReader(src, strict=strict, prefetch=prefetch)

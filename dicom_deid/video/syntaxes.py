@@ -68,7 +68,7 @@ FRAGMENTABLE = {
     MPEG2MPML: MPEG2MPMLF, MPEG2MPHL: MPEG2MPHLF, MPEG4HP41: MPEG4HP41F, MPEG4HP41BD: MPEG4HP41BDF,
     MPEG4HP422D: MPEG4HP422DF, MPEG4HP423D: MPEG4HP423DF, MPEG4HP42STEREO: MPEG4HP42STEREOF,
 }
-_BASE_OF = {frag: base for base, frag in FRAGMENTABLE.items()}
+_BASE_OF: dict[str, UID] = {frag: base for base, frag in FRAGMENTABLE.items()}
 
 # Largest value an item can hold (its length is 32 bits, 0xFFFFFFFF is reserved, lengths are even).
 MAX_ITEM_LENGTH = 0xFFFFFFFE

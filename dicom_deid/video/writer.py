@@ -439,7 +439,7 @@ def _build_dataset(template: Dataset, info: VideoInfo, pixel: _Pixels, new_uid: 
         else:
             # One item per frame; offsets are 32 bits, so very large values go without a table.
             has_bot = pixel.nbytes + 8 * len(slices) < 2**32
-        ds.PixelData = encapsulate_buffer(slices, has_bot=has_bot)
+        ds.PixelData = encapsulate_buffer(slices, has_bot=has_bot)  # type: ignore[arg-type]
         ds["PixelData"].VR = "OB"
     else:
         start, length = pixel.segments[0]
@@ -448,7 +448,7 @@ def _build_dataset(template: Dataset, info: VideoInfo, pixel: _Pixels, new_uid: 
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = new_uid
+    meta.MediaStorageSOPInstanceUID = new_uid  # type: ignore[assignment]
     meta.TransferSyntaxUID = pixel.syntax
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = f"DICOM-DEID {__version__}"[:16]

@@ -196,3 +196,26 @@ def test_repeated_messages_are_limited_and_summed_up(capsys: pytest.CaptureFixtu
     for frame in range(5):
         log.warning("frame %d: covered", frame)
     assert capsys.readouterr().err.count("covered") == 5
+
+
+def test_every_command_masks_phi_in_log_lines(monkeypatch, capsys) -> None:
+    # The command's body is replaced by one that logs header values through the package
+    # logger, as a careless message would; cli.main's filter is what is under test.
+    import logging
+
+    from dicom_deid import cli
+    from dicom_deid.commands import profiles
+
+    def careless(args) -> int:
+        log = logging.getLogger("dicom_deid.commands.profiles")
+        log.warning("could not read %s for study %s", "DOE^JOHN",
+                    "1.2.826.0.1.3680043.8.498.12345")
+        log.warning("patient %s", "Zyxwv^Quin^^Dr")
+        return 0
+
+    monkeypatch.setattr(profiles, "run_list", careless)
+    assert cli.main(["profiles", "list"]) == 0
+    err = capsys.readouterr().err
+    assert "could not read <name> for study <uid>" in err
+    for value in ("DOE", "JOHN", "Zyxwv", "Quin", "1.2.826.0.1.3680043"):
+        assert value not in err

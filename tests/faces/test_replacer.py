@@ -165,7 +165,7 @@ class MirrorRenderer:
     """Stand-in renderer (the real ones are tested in test_swap*/test_mask3d*): writes the
     mirror image of the face into its hull, which is still a face to any detector."""
 
-    def render(self, rgb, landmarks):
+    def render(self, rgb, landmarks, *, track_id=0, inplace=False):
         out = rgb.copy()
         hull = covered_region(landmarks, rgb.shape) > 0
         ys, xs = np.nonzero(hull)
@@ -179,7 +179,7 @@ class BrokenRenderer:
     def __init__(self, mode: str) -> None:
         self.mode = mode
 
-    def render(self, rgb, landmarks):
+    def render(self, rgb, landmarks, *, track_id=0, inplace=False):
         if self.mode == "raise":
             raise RuntimeError("renderer bug")
         if self.mode == "unchanged":
@@ -199,7 +199,7 @@ class FaintRenderer:
     """Changes every hull pixel by one level in one channel: replaced, however faintly (the
     unchanged-region check must count a pixel as changed when any channel differs)."""
 
-    def render(self, rgb, landmarks):
+    def render(self, rgb, landmarks, *, track_id=0, inplace=False):
         out = rgb.copy()
         ys, xs = np.nonzero(covered_region(landmarks, rgb.shape) > 0)
         green = out[ys, xs, 1]
@@ -369,7 +369,7 @@ class InplaceRenderer(MirrorRenderer):
     def __init__(self) -> None:
         self.calls: list[tuple[bool, np.ndarray]] = []
 
-    def render(self, rgb, landmarks, inplace: bool = False):
+    def render(self, rgb, landmarks, *, track_id=0, inplace: bool = False):
         self.calls.append((inplace, rgb))
         out = super().render(rgb, landmarks)
         if not inplace:
@@ -399,7 +399,7 @@ class EnlargingRenderer:
     def __init__(self, scale: float = 2.0) -> None:
         self.scale = scale
 
-    def render(self, rgb, landmarks):
+    def render(self, rgb, landmarks, *, track_id=0, inplace=False):
         import cv2
 
         x0, y0 = landmarks[:, :2].min(axis=0)

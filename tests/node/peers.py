@@ -139,11 +139,21 @@ def orthanc_exe() -> str:
     return found
 
 
-class Orthanc:
-    """A private Orthanc: loopback ports, storage in a temporary folder, no auth."""
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
-    def __init__(self, root: Path, aet: str = "ARCHIVE", tls: Certificates | None = None):
+
+class Orthanc:
+    """A private Orthanc: loopback ports, storage in a temporary folder, no auth unless
+    `users` is given (HTTP basic, also for the REST calls below); `dicomweb` loads the
+    DICOMweb plugin (Debian orthanc-dicomweb) at /dicom-web."""
+
+    def __init__(self, root: Path, aet: str = "ARCHIVE", tls: Certificates | None = None,
+                 dicomweb: bool = False, users: dict[str, str] | None = None):
         self.exe = orthanc_exe()
+        if dicomweb and not DICOMWEB_PLUGIN.exists():
+            pytest.skip(f"Orthanc's DICOMweb plugin is not installed ({DICOMWEB_PLUGIN}; "
+                        "scripts/setup.sh installs orthanc-dicomweb)")
+        self.users = dict(users or {})
         self.root = root
         self.aet = aet
         self.http_port = free_port()
@@ -165,10 +175,12 @@ class Orthanc:
             "DicomPort": self.dicom_port,
             "DicomAet": aet,
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
+            "AuthenticationEnabled": bool(self.users),
+            "RegisteredUsers": self.users,
             "DicomCheckCalledAet": True,
             "UnknownSopClassAccepted": True,
-            "Plugins": [],
+            "Plugins": [str(DICOMWEB_PLUGIN)] if dicomweb else [],
+            "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
             "HttpThreadsCount": 4,
             "ConcurrentJobs": 1,
             **settings,
@@ -201,12 +213,26 @@ class Orthanc:
                 self.proc.wait(5)
         self.proc = None
 
+    @property
+    def dicomweb_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/dicom-web"
+
+    def _open(self, path: str, method: str = "GET") -> Any:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", method=method)
+        if self.users:
+            import base64
+
+            user, password = next(iter(self.users.items()))
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        return urllib.request.urlopen(req, timeout=10)
+
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
+        with self._open(path) as r:
             return json.loads(r.read())
 
     def text(self, path: str) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
+        with self._open(path) as r:
             return r.read().decode()
 
     def instances(self) -> list[str]:
@@ -220,9 +246,7 @@ class Orthanc:
 
     def clear(self) -> None:
         for patient in self.get("/patients"):
-            req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}/patients/{patient}",
-                                         method="DELETE")
-            urllib.request.urlopen(req, timeout=10).close()
+            self._open(f"/patients/{patient}", method="DELETE").close()
 
 
 class Node:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dicom_deid.config import ConfigError, load_config, parse_config
+from dicom_deid.config import ConfigError, known_keys, load_config, parse_config
 from tests.helpers import REPO
 
 EXAMPLE = REPO / "deploy" / "node.example.yaml"
@@ -108,16 +108,7 @@ def test_example_config_is_valid_and_documents_every_key():
     config = parse_config(yaml.safe_load(text), source=str(EXAMPLE), base_dir=Path("/"))
     assert config.destinations and config.rules
     # Every key the loader knows must appear in the example, active or commented out.
-    source = Path(REPO / "dicom_deid" / "config.py").read_text()
-    known: set[str] = set()
-    for block in re.findall(r"section\([^,]+,\s*[^,]+,\s*\(([^)]*)\)", source):
-        known |= set(re.findall(r'"([a-z_]+)"', block))
-    for block in re.findall(r"known = \(([^)]*)\)", source):
-        known |= set(re.findall(r'"([a-z_]+)"', block))
-    known |= set(re.findall(r'_TOP_KEYS = \(([^)]*)\)', source)[0].replace('"', "").replace(
-        ",", " ").split())
-    known |= set(re.findall(r'_RULE_KEYS = \(([^)]*)\)', source)[0].replace('"', "").replace(
-        ",", " ").split())
+    known = {path.rsplit(".", 1)[-1] for path in known_keys()}
     documented = set(re.findall(r"^\s*#?\s*-?\s*([a-z_]+):", text, re.MULTILINE))
     assert known, "no keys found in config.py"
     assert not known - documented, f"keys missing from {EXAMPLE.name}: {sorted(known - documented)}"
@@ -151,3 +142,65 @@ def test_compose_config_is_valid():
     assert config.listen.allowed_calling_aets  # it listens on 0.0.0.0 in the container
     assert config.destinations[0].host == "archive"
     assert config.default_rule is not None and config.default_rule.faces != "none"
+
+
+def test_dicomweb_destination_contract(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("secret\n")
+    config = parse_config({
+        "forward": {"timeout": 30},
+        "destinations": [
+            {"name": "pacs", "ae_title": "PACS", "host": "10.0.0.5", "port": 104},
+            {"name": "web", "type": "dicomweb", "url": "https://archive.example/dicom-web",
+             "auth": {"type": "basic", "username": "node", "password_file": str(secret)}},
+            {"name": "web2", "type": "dicomweb", "url": "http://127.0.0.1:8042/dicom-web",
+             "auth": {"type": "bearer", "token_file": "pw"}, "timeout": 5},
+        ]}, base_dir=tmp_path)
+    pacs, web, web2 = config.destinations
+    assert (pacs.type, pacs.calling_ae_title, pacs.url, pacs.auth) == ("dicom", "DICOM-DEID", "", None)
+    assert (web.type, web.url, web.timeout) == ("dicomweb", "https://archive.example/dicom-web", 30.0)
+    assert web.auth is not None and (web.auth.type, web.auth.username) == ("basic", "node")
+    assert web.auth.password_file == secret and web.auth.token_file is None
+    assert web2.auth is not None and web2.auth.token_file == secret and web2.timeout == 5.0
+    # host and port come from the url (they name the archive in logs)
+    assert (web.ae_title, web.host, web.port) == ("", "archive.example", 443)
+    assert (web2.host, web2.port) == ("127.0.0.1", 8042)
+
+
+def test_destination_type_checks_are_reported_together(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        parse_config({"destinations": [
+            {"name": "web", "type": "dicomweb"},
+            {"name": "ftp", "type": "ftp", "url": "ftp://x"},
+            {"name": "pacs", "host": "10.0.0.5"},
+            {"name": "auth", "type": "dicomweb", "url": "https://a/b",
+             "auth": {"type": "bearer", "password_file": "nope"}},
+            {"name": "web", "type": "dicomweb", "url": "https://a/b", "ae_title": "X"},
+        ]}, base_dir=tmp_path)
+    problems = info.value.problems
+    joined = "\n".join(problems)
+    assert "destinations[0].url: is required (a dicomweb destination needs url)" in problems
+    assert "destinations[1].type: must be 'dicom' or 'dicomweb', got 'ftp'" in problems
+    assert "destinations[1].url: must be an http:// or https:// URL" in joined
+    assert "destinations[2].ae_title: is required (a dicom destination needs ae_title, port)" \
+        in problems
+    assert f"destinations[3].auth.password_file: file {tmp_path / 'nope'} does not exist" in joined
+    assert "destinations[4].ae_title: is for type: dicom destinations" in joined
+    assert len(problems) >= 5
+
+
+def test_duplicate_names_and_wrong_shapes_name_their_paths():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"destinations": [
+            {"name": "a", "ae_title": "A", "host": "h", "port": 1},
+            {"name": "a", "ae_title": "A", "host": "h", "port": 1}],
+            "rules": "all", "retention": [], "log": {"level": "loud", "backups": True},
+            "listen": {"tls": {"cert": None, "verify_hostname": False}}})
+    problems = info.value.problems
+    assert "destinations[1].name: duplicate destination name 'a'" in problems
+    assert "rules: must be a list, got 'all' (str)" in problems
+    assert "retention: must be a mapping, got a list" in problems
+    assert "log.level: must be one of DEBUG, INFO, WARNING, ERROR, got 'loud'" in problems
+    assert "log.backups: must be an integer, got true (a boolean)" in problems
+    assert "listen.tls.verify_hostname: unknown key (verify_hostname is for destinations)" \
+        in problems

@@ -9,7 +9,7 @@ import time
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from dicom_deid.config import parse_config
-from dicom_deid.node.forwarder import Forwarder
+from dicom_deid.node.senders.cstore import CStoreSender
 from tests.node.peers import free_port
 
 
@@ -20,14 +20,14 @@ def _attempt(tmp_path, port: int, timeout: float = 2.0) -> str:
         "state_dir": str(tmp_path / "st"), "forward": {"timeout": timeout},
         "destinations": [{"name": "archive", "ae_title": "ARCHIVE", "host": "127.0.0.1",
                           "port": port}]})
-    fwd = Forwarder(config, config.destinations[0], audit=None, stop=threading.Event())
+    sender = CStoreSender(config, config.destinations[0], stop=threading.Event())
     ae = AE(ae_title="DICOM-DEID")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian])
     started = time.monotonic()
     assoc = ae.associate("127.0.0.1", port, ae_title="ARCHIVE")
     assert not assoc.is_established
-    return fwd._why_not_associated(assoc, time.monotonic() - started)
+    return sender._why_not_associated(assoc, time.monotonic() - started)
 
 
 def test_refused_connection_is_named(tmp_path):

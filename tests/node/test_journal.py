@@ -7,10 +7,11 @@ import stat
 import pytest
 
 from dicom_deid.config import ForwardConfig, parse_config
-from dicom_deid.node.forwarder import MAX_CONTEXTS, backoff_delay, context_batches
+from dicom_deid.node.forwarder import backoff_delay
 from dicom_deid.node.journal import DueSend, Journal, JournalError, OutputRecord, ReceivedInstance
 from dicom_deid.node.logs import redact, short_reason
 from dicom_deid.node.routing import InstanceFacts, choose_rule, no_match_reason
+from dicom_deid.node.senders.cstore import MAX_CONTEXTS, context_batches
 
 
 def _item(study: str, sop: str, path: str, **kw) -> ReceivedInstance:
@@ -44,7 +45,7 @@ def test_full_lifecycle_to_forwarded(journal):
     route = {"rule": "default", "profile": "basic", "options": [], "faces": None,
              "destinations": ["a", "b"]}
     job = journal.start_job(study, [(i, route) for i in ids[:2]], [(ids[2], "no rule")])
-    assert {r["id"] for r in journal.job_instances(job)} == set(ids[:2])
+    assert {r.id for r in journal.job_instances(job)} == set(ids[:2])
     assert journal.stable_studies(quiet_since=1e12) == []  # a job of this study is running
     outputs = [OutputRecord(f"outbox/x/{n}.dcm", "1.2.840.10008.5.1.4.1.1.7",
                             "1.2.840.10008.1.2.1", ("a", "b")) for n in range(2)]
@@ -80,8 +81,8 @@ def test_failed_job_requeues_then_quarantines(journal):
         job = journal.start_job(study, [(iid, {})], [])
         quarantined = journal.fail_job(job, "worker died", max_attempts=3)
         assert quarantined == ([iid] if attempt == 3 else [])
-    row = journal.query("SELECT state, reason FROM instances")[0]
-    assert row["state"] == "quarantined" and "3 attempts" in row["reason"]
+    state, reason = journal.query("SELECT state, reason FROM instances")[0]
+    assert state == "quarantined" and "3 attempts" in reason
     assert journal.retry([f"I{iid}"]) == {"instances": 1, "sends": 0}
     assert journal.query("SELECT state, attempts FROM instances")[0][:] == ("received", 0)
     with pytest.raises(JournalError, match="no quarantined instance"):
@@ -107,7 +108,7 @@ def test_duplicate_waiting_instance_is_superseded(journal):
     second, older = journal.record_received(_item("1.2.3.6", "1.2.3.6.1", "spool/b.dcm"))
     assert older == [first]
     assert journal.drop_superseded(older) == ["spool/a.dcm"]
-    assert [r["id"] for r in journal.query("SELECT id FROM instances")] == [second]
+    assert [r[0] for r in journal.query("SELECT id FROM instances")] == [second]
 
 
 def test_send_failures_back_off_then_quarantine_and_retry(journal):

@@ -60,7 +60,7 @@ def test_group_commit_gives_each_concurrent_instance_its_own_durable_row(tmp_pat
         ids = [results[n][0] for n in range(24)]
         assert len(set(ids)) == 24
         rows = receiver.journal.query("SELECT id, path FROM instances")
-        assert {r["id"]: r["path"] for r in rows} == {results[n][0]: f"spool/00/{n}.dcm"
+        assert dict(rows) == {results[n][0]: f"spool/00/{n}.dcm"
                                                       for n in range(24)}
     finally:
         receiver.journal.close()

@@ -10,6 +10,7 @@ import time
 
 from dicom_deid.config import parse_config
 from dicom_deid.node.audit import AuditLog
+from dicom_deid.node.journal import Journal, ReceivedInstance
 from dicom_deid.node.scheduler import Scheduler
 
 
@@ -49,14 +50,33 @@ def test_a_job_longer_than_the_grace_is_interrupted_and_its_worker_killed(tmp_pa
         assert not process.is_alive()
 
 
-def test_a_job_that_ends_within_the_grace_is_collected(tmp_path):
+def test_a_job_that_ends_within_the_grace_is_collected_and_recorded(tmp_path):
+    """The worker returns its result; the node process (not the worker) journals it."""
     done: list = []
     scheduler = _scheduler(tmp_path, done)
-    future = scheduler._executor().submit(dict, job=3)  # a summary, as run_study_job returns
-    scheduler._running[future] = (3, 1, time.monotonic())
+    journal = scheduler.journal
+    [(iid, _)] = journal.record_received_many([ReceivedInstance(
+        study_uid="1.2.3", study_token="S-test", sop_instance_uid="1.2.3.1",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.7", transfer_syntax="1.2.840.10008.1.2.1",
+        modality="OT", study_description="", calling_aet="PACS", called_aet="DICOM-DEID",
+        path="spool/a.dcm", size=1)], now=1.0)
+    job = journal.start_job(journal.stable_studies(2.0)[0], [(iid, {"destinations": []})], [])
+    output = ["outbox/x/1.dcm", "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.1.2.1", ["a"]]
+    # A summary as run_study_job returns it, from a real worker process of the pool.
+    future = scheduler._executor().submit(dict, job=job, study="S-test", result={
+        "done": [iid], "failed": [], "outputs": [output]})
+    scheduler._running[future] = (job, 1, time.monotonic())
     _wait_running_or_done(future)
+    assert journal.query("SELECT state FROM instances") == [("processing",)]
+    path = journal.path
     assert scheduler.shutdown(grace=60) == 0
-    assert done == [{"job": 3}]
+    assert done == [{"job": job, "study": "S-test"}]
+    check = Journal(path)
+    try:
+        assert check.query("SELECT state FROM instances") == [("done",)]
+        assert check.query("SELECT destination, state FROM sends") == [("a", "pending")]
+    finally:
+        check.close()
 
 
 def _wait_running_or_done(future, timeout: float = 120.0) -> None:

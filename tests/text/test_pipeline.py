@@ -113,15 +113,15 @@ def test_off_writes_the_header_only_and_claims_nothing(tmp_path: Path) -> None:
 def test_profile_key(tmp_path: Path, value: str, expected: str) -> None:
     from dicom_deid.header import load_profile
 
-    assert load_profile(_profile(tmp_path, f"burned_in_text: {value}")).burned_in_text == expected
-    assert load_profile("basic").burned_in_text == "redact-all"
+    assert load_profile(_profile(tmp_path, f"burned_in_text: {value}")).pixels.burned_in_text == expected
+    assert load_profile("basic").pixels.burned_in_text == "redact-all"
 
 
 def test_profile_key_bad_value(tmp_path: Path) -> None:
     from dicom_deid.header import load_profile
     from dicom_deid.header.profile import ProfileError
 
-    with pytest.raises(ProfileError, match="burned_in_text must be one of"):
+    with pytest.raises(ProfileError, match="burned_in_text: must be one of"):
         load_profile(_profile(tmp_path, "burned_in_text: blur"))
 
 
