@@ -174,7 +174,7 @@ class Deidentifier:
     # ------------------------------------------------------------------ one instance
 
     def deidentify(self, source: Dataset | Path | str | Prepared, *,
-                   video: Path | None = None) -> Outcome:
+                   video: Path | None = None, durable: bool = True) -> Outcome:
         """De-identify one instance: a pydicom Dataset (not modified), a file, or what
         prepare() returned.
 
@@ -182,6 +182,8 @@ class Deidentifier:
         face replaced, text covered), atomically; then Outcome.dataset is its header only.
         Without it the instance is encoded in a temporary folder and read back whole into
         Outcome.dataset (simple, but a long video is then held in memory).
+        durable: the file at `video` survives a power cut once this returns (fsync of the
+        file and its folder; the node needs it, a one-shot CLI run does not).
         """
         prepared = source if isinstance(source, Prepared) else self.prepare(source)
         with warnings.catch_warnings():
@@ -192,13 +194,13 @@ class Deidentifier:
                 return Outcome(prepared.dataset, self._report(prepared, None),
                                warnings=list(prepared.header.warnings))
             if video is not None:
-                outcome = self._pixels(prepared, video)
+                outcome = self._pixels(prepared, video, durable)
                 if outcome.video is None:
                     _load_deferred_pixels(outcome.dataset)
                 return outcome
             scratch = Path(tempfile.mkdtemp(prefix="dicom-deid-"))
             try:
-                outcome = self._pixels(prepared, scratch / "instance.dcm")
+                outcome = self._pixels(prepared, scratch / "instance.dcm", False)
                 if outcome.video is not None:
                     from pydicom import dcmread
 
@@ -288,13 +290,14 @@ class Deidentifier:
 
     # ------------------------------------------------------------------ the pixel stage
 
-    def _pixels(self, prepared: Prepared, target: Path) -> Outcome:
+    def _pixels(self, prepared: Prepared, target: Path, durable: bool) -> Outcome:
         from dicom_deid.pixel_stage import clean_faces
 
         header = prepared.header
         context = InstanceContext(header=header.dataset, original=prepared.original,
                                   path=prepared.path, profile=self.profile, pixels=self.pixels,
-                                  key=self.key, date_offset_days=header.offset_days)
+                                  key=self.key, date_offset_days=header.offset_days,
+                                  durable=durable)
         done = clean_faces(context, target)
         out = header.dataset
         mark_pixels(out, self.profile, done.status)

@@ -232,7 +232,7 @@ def _place(prepared: Prepared, deid: Deidentifier, output_dir: Path, study: str,
     the outcome."""
     written: list[Path] = []
     try:
-        outcome = deid.deidentify(prepared, video=target)
+        outcome = deid.deidentify(prepared, video=target, durable=durable)
         if outcome.video is None:
             # Header only, or no face in any frame: the original Pixel Data goes out bit for bit.
             write_atomic(outcome.dataset, target, durable=durable)

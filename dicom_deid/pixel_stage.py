@@ -26,6 +26,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from dicom_deid.atomic import publish
 from dicom_deid.errors import DeidError
 from dicom_deid.header import PixelStatus, Profile, SiteKey, mark_pixels
 from dicom_deid.header.keys import donor_seed, keypoint_sr_uids
@@ -58,6 +59,8 @@ class InstanceContext:
     pixels:   how the pixels are cleaned (the profile's PixelPolicy, with the caller's
               face method and shape)
     date_offset_days: the patient's date shift under the date-shift option (the SR follows it)
+    durable:  the written video survives a power cut once clean_faces returns (fsync of the file
+              and of its folder after the rename; the node needs it)
     """
 
     header: Dataset
@@ -67,6 +70,7 @@ class InstanceContext:
     pixels: PixelPolicy
     key: SiteKey
     date_offset_days: int | None = None
+    durable: bool = True
 
     @property
     def method(self) -> str:
@@ -234,7 +238,7 @@ def clean_faces(context: InstanceContext, target: Path) -> PixelOutcome:
     written_header = None
     if modified:
         changes, written_header = _check_fidelity(header_ds, work)
-        work.replace(target)
+        publish(work, target, durable=context.durable)
     else:
         work.unlink(missing_ok=True)
         status = PixelStatus(burned_in_annotation_cleaned=status.burned_in_annotation_cleaned,
