@@ -60,9 +60,17 @@ EDGE_RAMP = 0.15
 # 5.9 % on the worst of 3 keys against 2.0 % chance); a shape that changes with the study,
 # drawn from the seed alone and nobody's, moves the descriptor far more than tint or design.
 IDENTITY_SPREAD = 1.0
-# A resting head attitude within this many degrees (yaw, pitch; the track's median) is replaced
-# by the study's turn (`_turned`). Off by default: see mask_surface.TURN_DEGREES.
-REST_LIMIT_DEGREES = 0.0
+# A resting head attitude within this many degrees (yaw, pitch; the track's median; for a single
+# image its own) is replaced by the study's turn (`_turned`, the turn is 0: the mask looks
+# straight ahead at rest). The resting attitude is what linked two captures of one person
+# through the mask (London key 0: 5 of 51 pairs linked with it kept, 1 without; 3 keys:
+# linkage 9.8/3.9/5.9 % -> 2.0/2.0/3.9 %, benchmarks/mask3d_quality.py --keys 3). It costs a
+# little of the expression measure (held-out cosine 0.820 -> 0.796), which compares the mask's
+# movement with the original's as the camera saw it, head movement between the captures
+# included. The pitch may get its own limit (None: the same): 4 degrees kept the cosine at 0.800
+# but linked 2.0/3.9/11.8 %; yaw alone 0.822 and 5.9 % on key 0.
+REST_LIMIT_DEGREES = 8.0
+REST_PITCH_LIMIT_DEGREES: float | None = None
 _EYES = ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER, mesh.RIGHT_IRIS, (33, 133)),
          (mesh.LEFT_EYE_UPPER, mesh.LEFT_EYE_LOWER, mesh.LEFT_IRIS, (263, 362)))
 
@@ -86,6 +94,7 @@ class Mask3DRenderer:
                  refresh: int = 5, max_tracks: int = 64, feather: float = 0.12,
                  forehead: float = BASELINE_FOREHEAD, margin: float = BASELINE_MARGIN,
                  rest_limit_degrees: float = REST_LIMIT_DEGREES,
+                 rest_pitch_limit_degrees: float | None = REST_PITCH_LIMIT_DEGREES,
                  identity_spread: float = IDENTITY_SPREAD) -> None:
         self.model = load_model(model_path)
         self.expression = load_expression_model(expression_path)
@@ -110,6 +119,8 @@ class Mask3DRenderer:
         self.forehead = forehead
         self.margin = margin
         self.rest_limit = float(np.radians(rest_limit_degrees))
+        self.rest_pitch_limit = float(np.radians(
+            rest_limit_degrees if rest_pitch_limit_degrees is None else rest_pitch_limit_degrees))
         # The study's mask shape: mean + a synthetic identity drawn from the seed alone.
         self.identity_offset = (np.zeros_like(self.canonical) if donor_seed is None
                                 else self.expression.identity_sample(donor_seed, identity_spread))
@@ -158,8 +169,8 @@ class Mask3DRenderer:
         """
         roll, yaw, pitch = _euler(rotation)
         track.attitude.append((yaw, pitch))
-        rest = np.clip(np.median(np.asarray(track.attitude), axis=0), -self.rest_limit,
-                       self.rest_limit)
+        limit = np.array([self.rest_limit, self.rest_pitch_limit])
+        rest = np.clip(np.median(np.asarray(track.attitude), axis=0), -limit, limit)
         turn = np.asarray(self.material.turn)
         target = _rotation(roll, yaw - rest[0] + turn[0], pitch - rest[1] + turn[1])
         change = rotation.T @ target
