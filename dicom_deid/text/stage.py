@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from dicom_deid.text.ink import tighten
 from dicom_deid.text.phi import PhiTerms
 from dicom_deid.text.redact import fill_colour, integer_boxes, redact
 
@@ -59,7 +60,17 @@ LINK = 9               # half-resolution pixels that join new edges into one clu
 HOLD = 2               # frames of a group held over to the next (text is seen 2 frames late)
 STILL_LEVEL = 4        # grey-level change at an edge pixel between two frames that is still "still"
 STILL_UPSCALE = 1.5    # a still's second detection, at this times the frame's scale
+GLYPH_CELL = 8         # half-resolution cell (16 frame pixels) for a lone character's edges
+GLYPH_EDGES = 12       # new edges in one such cell that make its tile changed
+FINE_RECT = 112        # a region check finding nothing in a rectangle up to this side (frame
+FINE_SCALE = 4.0       # pixels) is done again at this scale (at least twice the frame's)
+FLASH = 2              # text shown for up to this many frames is looked for as a flash
+FLASH_STEP = 40        # grey-level jump (half resolution) of a flashed glyph pixel, in and out
+FLASH_SAME = 24        # grey-level change that still counts as "the same picture"
+FLASH_EDGES = 12       # flashed edge pixels in a tile that make it detected on the flash frame
 GLYPH_STEP = 40        # grey-level change at a glyph pixel of a tracked box that counts
+ABSENT = 0.4          # share of a new box's glyph pixels (at its busiest frame) that keep their
+                      # grey level on a frame where its text is there: a ticking clock keeps most
 GLYPH_CHANGE = 0.03    # share of a tracked box's glyph pixels changed that says its text changed
 
 
@@ -134,6 +145,80 @@ def _text_changed(now: np.ndarray, reference: tuple[np.ndarray, np.ndarray]) -> 
     return added > max(3, GLYPH_CHANGE * glyphs.sum())
 
 
+def _tile_counts(mask: np.ndarray, cell: int = TILE) -> np.ndarray:
+    """Set pixels of a half-resolution mask per cell x cell square, over the TILE grid (the
+    mask padded to whole tiles)."""
+    h, w = mask.shape
+    ty, tx = -(-h // TILE) * (TILE // cell), -(-w // TILE) * (TILE // cell)
+    padded = np.zeros((ty * cell, tx * cell), np.uint16)
+    padded[:h, :w] = mask
+    return padded.reshape(ty, cell, tx, cell).sum(axis=(1, 3))
+
+
+def _flash_mask(halves: list[np.ndarray], edges: np.ndarray) -> np.ndarray:
+    """Edge pixels of text shown for len(halves) - 2 frames (1 or 2) and gone again: `halves`
+    are half-resolution grey frames, before, the frames shown, after; `edges` the first
+    shown frame's edge map. Such text never has edges that are still for three frames, so the
+    still-edge check cannot see it (round 2 left it as a known gap). Its pixels jump away from
+    the picture and back: the shown frames differ from the frames before and after by
+    FLASH_STEP and agree with each other, and the frames before and after agree (the picture
+    did not move there). A moving picture's pixels do not come back, so motion does not
+    trigger; text flashed over a part of the picture that moves is not seen either.
+    """
+    before, shown, after = halves[0], halves[1:-1], halves[-1]
+    mask = edges.copy()
+    mask &= (cv2.absdiff(shown[0], before) > FLASH_STEP).astype(np.uint8)
+    mask &= (cv2.absdiff(shown[-1], after) > FLASH_STEP).astype(np.uint8)
+    mask &= (cv2.absdiff(before, after) <= FLASH_SAME).astype(np.uint8)
+    for a, b in itertools.pairwise(shown):
+        mask &= (cv2.absdiff(a, b) <= FLASH_SAME).astype(np.uint8)
+    return mask
+
+
+def _present(cover: np.ndarray, tracked: np.ndarray, frame_edges: list, greys: list,
+             shape: tuple[int, ...]) -> np.ndarray | None:
+    """Per frame of a group and box of its `cover`: whether the box is covered on that frame.
+
+    A box found during the group (not tracked at its start) covered the whole group, so a
+    label shown for 5 frames was covered for 18 (round 2's evaluation: the largest share of the
+    area redacted where no text is). A box is left uncovered only on a frame where under
+    ABSENT of its glyph pixels at its busiest frame of the group (most edges) have their grey
+    level (within GLYPH_STEP), and on its neighbours too: a clock that ticks keeps most of its
+    glyphs and stays covered; a picture behind a label that went has other grey levels where
+    the glyphs were. Light text gone from a light picture still matches, and stays covered:
+    fail closed. (Edges did not do: a face's edges in a label's box counted 0.41 of the
+    label's, and matched a third of them within a pixel.) Tracked boxes, and every box where
+    the frames are not at hand, are covered throughout. None: every box on every frame.
+    """
+    frames = len(greys)
+    if len(frame_edges) != frames or not frames or not len(cover):
+        return None
+    old = np.round(tracked[:, :4]) if len(tracked) else np.zeros((0, 4), np.float32)
+    fresh = ~(np.round(cover[:, :4])[:, None, :] == old[None, :, :]).all(-1).any(1) \
+        if len(old) else np.ones(len(cover), bool)
+    ints = integer_boxes(cover, shape, pad=0)
+    if not fresh.any() or len(ints) != len(cover):
+        return None
+    present = np.ones((frames, len(cover)), bool)
+    for k in np.flatnonzero(fresh):
+        x0, y0, x1, y1 = (int(v) for v in ints[k])
+        half = np.s_[y0 // 2:(y1 + 1) // 2, x0 // 2:(x1 + 1) // 2]
+        busiest = int(np.argmax([int(e[half].sum()) for e in frame_edges]))
+        reference = greys[busiest][y0:y1, x0:x1]
+        glyphs = _glyphs(reference)
+        if not glyphs.any():
+            continue
+        level = reference[glyphs].astype(np.int16)
+        kept = np.array([(np.abs(g[y0:y1, x0:x1][glyphs].astype(np.int16) - level) <= GLYPH_STEP).mean()
+                         for g in greys])
+        there = kept >= ABSENT
+        # a frame's neighbours count too: a fade, a frame's worth of timing
+        there[1:] |= there[:-1].copy()
+        there[:-1] |= there[1:].copy()
+        present[:, k] = there
+    return present
+
+
 def _merge(rects: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
     """Overlapping rectangles as their bounding rectangles: one detection instead of several
     over the same pixels (a clock and a counter on adjacent lines)."""
@@ -183,8 +268,10 @@ class TextStage:
     # ------------------------------------------------------------------ detection
 
     def _keep(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """redact-phi: only the boxes whose text identifies; redact-all: all of them."""
+        """The boxes shrunk to their ink (`ink.tighten`); redact-phi: only those whose text
+        identifies, redact-all: all of them."""
         self.report.boxes_found += len(boxes)
+        boxes = tighten(rgb, boxes)
         if self._rec is None or not len(boxes):
             return boxes
         texts = self._rec.read(rgb, boxes)
@@ -278,6 +365,12 @@ class TextStage:
         for x0, y0, x1, y1 in _merge(rects):
             rect = (max(0, x0), max(0, y0), min(w, x1), min(h, y1))
             got, rect = self._detect_rect(rgb, rect, scale)
+            if not len(got) and max(rect[2] - rect[0], rect[3] - rect[1]) <= FINE_RECT:
+                # A lone character (a digit added to a field, a 10 px letter) gives the
+                # detector too little context at the frame's scale: a 10 px "7" was found
+                # neither at 2x nor 3x, and was at 4x. Small rectangles only: the cost grows
+                # with the square of the scale.
+                got, _ = self._detect_rect(rgb, rect, max(FINE_SCALE, 2 * scale))
             # A box that touches a cut edge of the rectangle may go on beyond it (a long line
             # whose far end did not change enough): detect again with room around it.
             if len(got) and self._touches_cut(got, rect, w, h):
@@ -403,11 +496,16 @@ class TextStage:
         references: list = []                      # their grey pixels and glyph masks when found
         group_edges = None                         # new still edges of the group's frames
         pending: list[np.ndarray] = []             # frames since the last key frame
-        carry = np.zeros((0, 4), np.float32)       # the last group's cover, for its held frames
+        pending_edges: list[np.ndarray] = []       # their edge maps (half resolution)
+        pending_greys: list[np.ndarray] = []       # and grey images
+        carry: list[np.ndarray] = []               # the last group's cover of its held frames
         raw_recent: deque = deque(maxlen=HOLD)     # plain new edges of the last frames
         previous = before2 = steady_before = None
         new_maps: dict[int, np.ndarray] = {}       # per frame of the group: its new still edges
         best = peak = None                         # per tile: frame of most new edges, count
+        halves: deque = deque(maxlen=FLASH + 2)    # (half grey, edges) of the last frames
+        flashes: dict[int, list] = {}              # per frame of `pending`: boxes of text on it
+                                                   # for under three frames (`_flash_mask`)
         for index, rgb in enumerate(source):
             if shape is None:
                 shape = rgb.shape
@@ -415,6 +513,7 @@ class TextStage:
                 raise ValueError(f"frame {index + 1} is {rgb.shape}, the first was {shape}")
             grey = self._grey(rgb)
             half, edges = self._edges(grey)
+            halves.append((half, edges))
             if previous is None:
                 found = self._detect_full(rgb)
                 tracked, references = self._track(found[:, :4], grey)
@@ -433,22 +532,49 @@ class TextStage:
             if best is None:
                 best = np.full(counts.shape, -1, np.int32)
                 peak = np.zeros(counts.shape, np.int32)
-            more = (counts >= NEW_EDGES) & (counts > peak)
+            # A tile counts as changed with NEW_EDGES new edges, or with GLYPH_EDGES of them
+            # packed into one cell of a glyph's size (a single small character added: a 10 px
+            # digit has about 19, under NEW_EDGES; a moving picture's chance still edges are
+            # spread over the tile).
+            cells = _tile_counts(new_map[0], GLYPH_CELL)
+            packed = cells.reshape(counts.shape[0], TILE // GLYPH_CELL,
+                                   counts.shape[1], TILE // GLYPH_CELL).max(axis=(1, 3))
+            more = ((counts >= NEW_EDGES) | (packed >= GLYPH_EDGES)) & (counts > peak)
             if more.any():
                 new_maps[len(pending)] = new_map[0]
             best[more] = len(pending)
             peak[more] = counts[more]
             pending.append(rgb)
+            pending_edges.append(edges)
+            pending_greys.append(grey)
+            known_half = integer_boxes(tracked, shape, pad=4)
+            for span in range(1, FLASH + 1):
+                if len(halves) < span + 2 or len(pending) < span + 1:
+                    continue
+                mask = _flash_mask([h for h, _ in halves][-span - 2:], halves[-span - 1][1])
+                for x0, y0, x1, y1 in known_half:
+                    mask[y0 // 2:(y1 + 1) // 2, x0 // 2:(x1 + 1) // 2] = 0
+                tiles = _tile_counts(mask) >= FLASH_EDGES
+                if tiles.any():
+                    first = len(pending) - 1 - span
+                    found = self._detect_regions(pending[first], tiles, edges=mask)
+                    if len(found):
+                        for f in range(max(0, first - 1), min(len(pending), first + span + 1)):
+                            flashes.setdefault(f, []).append(found[:, :4])
             before2, previous = previous, (half, edges)
             if len(pending) == self.key_interval + HOLD:
                 tracked, references, carry = yield from self._flush(
                     pending, grey, tracked, references, best, carry, hold=HOLD,
-                    key_edges=edges, new_maps=new_maps, group_edges=group_edges)
+                    key_edges=edges, new_maps=new_maps, group_edges=group_edges,
+                    frame_edges=pending_edges, frame_greys=pending_greys, flashes=flashes)
+                shift = len(pending) - HOLD
+                flashes = {f - shift: b for f, b in flashes.items() if f >= shift}
                 new_maps, group_edges = {}, None
                 # The last frames of a group are held and go out with the next group, covered
                 # by what both groups found: text that appears on them has no still edges
                 # until two frames later.
                 pending, best, peak = pending[-HOLD:], None, None
+                pending_edges, pending_greys = pending_edges[-HOLD:], pending_greys[-HOLD:]
         if pending:
             last_grey = self._grey(pending[-1])
             # Text that appears on the last two frames has no still edges yet: there, tiles
@@ -461,7 +587,8 @@ class TextStage:
                 group_edges = maps[0] if group_edges is None else group_edges | maps[0]
             yield from self._flush(pending, last_grey, tracked, references, best, carry,
                                    recent=recent, key_edges=previous[1], new_maps=new_maps,
-                                   group_edges=group_edges)
+                                   group_edges=group_edges, frame_edges=pending_edges,
+                                   frame_greys=pending_greys, flashes=flashes)
 
     def _track(self, boxes: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """Boxes to follow from this frame on, with their grey pixels now."""
@@ -473,10 +600,11 @@ class TextStage:
         return ints.astype(np.float32), refs
 
     def _flush(self, pending: list[np.ndarray], grey: np.ndarray, tracked: np.ndarray,
-               references: list[np.ndarray], best: np.ndarray | None, carry: np.ndarray,
+               references: list[np.ndarray], best: np.ndarray | None, carry: list[np.ndarray],
                hold: int = 0, recent: np.ndarray | None = None,
                key_edges: np.ndarray | None = None, new_maps: dict | None = None,
-               group_edges: np.ndarray | None = None):
+               group_edges: np.ndarray | None = None, frame_edges: list | None = None,
+               frame_greys: list | None = None, flashes: dict | None = None):
         """Key frame (the last of `pending`, `grey` its grey image): settle what was on screen
         during the group, cover every frame of it, and return the boxes tracked from here on
         with their reference pixels."""
@@ -508,16 +636,26 @@ class TextStage:
         between = [self._detect_regions(pending[f], gone & (best == f), edges=new_maps.get(int(f)))
                    for f in np.unique(best[gone]) if f != last] if gone.any() else []
         cover = _union(tracked, on_key, *between)
-        held_over = _union(cover, carry)
         # One fill colour per box for the group, from its first frame: the fill of a static
         # overlay does not change, and the colours cost more than the fills.
         colours = _colours(pending[0], cover)
-        held_colours = _colours(pending[0], held_over) if len(carry) else colours
+        present = _present(cover, tracked, frame_edges or [], frame_greys or [], grey.shape)
         for i, frame in enumerate(pending[:len(pending) - hold]):
-            if i < HOLD and len(carry):
-                yield self._finish(frame, held_over, held_colours)
+            if i < len(carry):
+                # held over from the last group: what either group covers on it
+                mine = cover if present is None else cover[present[i]]
+                boxes, fills = _union(mine, carry[i]), None
+            elif present is None or present[i].all():
+                boxes, fills = cover, colours
             else:
-                yield self._finish(frame, cover, colours)
+                keep = np.flatnonzero(present[i])
+                boxes, fills = cover[keep], [colours[k] for k in keep]
+            if flashes and i in flashes:
+                # Text on screen for a frame or two: covered there (and a frame either side),
+                # in the colours of this frame's surroundings.
+                extra = _union(*flashes[i])
+                boxes, fills = np.concatenate([boxes[:, :4], extra]), None
+            yield self._finish(frame, boxes, fills)
         # Tracked from here on: the boxes whose pixels did not change (compared with when they
         # were found, so that a slow change adds up), and what the key frame shows. Boxes found
         # only on an earlier frame of the group came and went, and were covered above.
@@ -527,7 +665,9 @@ class TextStage:
         if len(kept) and len(new):
             fresh = ~(np.round(new)[:, None, :] == np.round(kept)[None, :, :]).all(-1).any(1)
             new, new_refs = new[fresh], [r for r, f in zip(new_refs, fresh, strict=True) if f]
-        return np.concatenate([kept.reshape(-1, 4), new.reshape(-1, 4)]), kept_refs + new_refs, cover
+        held = [cover if present is None else cover[present[i]]
+                for i in range(len(pending) - hold, len(pending))]
+        return np.concatenate([kept.reshape(-1, 4), new.reshape(-1, 4)]), kept_refs + new_refs, held
 
     def close(self) -> TextReport:
         if self.report.frames:
