@@ -4,9 +4,10 @@ The detector's box is its text kernel grown back by DB's unclip distance, which 
 small text: a 10 px time in a 675 px still got a 48 x 27 box around ink 8 px tall (measured on
 the text_eval set: most of the area redacted where no text is came from such margins, not from
 boxes over things that are not text). Where the box's rim is a plain ground (a label box, a
-flat picture), the pixels that differ clearly from it are the text, and the box can shrink to
-them. Where the rim is busy (text straight on a textured or moving picture) nothing here can
-tell text from picture, and the box is kept as found: fail closed.
+flat picture) and the text stands out clearly, the pixels that differ clearly from it are the
+text, and the box can shrink to them, when that is no more than the detector's margin. Where the rim is
+busy (text straight on a textured picture) or the text is faint, nothing here can tell text
+from picture, and the box is kept as found: fail closed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ FLOOR = 20           # grey levels from the ground that are ink at least
 RELATIVE = 0.4       # and this share of the strongest contrast in the box (its 99th percentile)
 BUSY_RIM = 0.15      # share of the rim that is "ink" above which the ground is not plain
 MARGIN = 0.25        # ink height added around the ink (anti-aliasing, shadows, accents)
+CLEAR = 60           # contrast (99th percentile) under which the text is too faint to be told
+                     # from the picture's shading, and the box is kept
+SHRINK_X = 0.6       # most a side may move in, as a share of the box's height: left and right
+SHRINK_Y = 0.4       # top and bottom (more: the ink is not the text, the box is kept)
 
 
 def tighten(rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -35,10 +40,16 @@ def tighten(rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
             continue
         ix0, iy0, ix1, iy1 = found
         grow = max(2.0, MARGIN * (iy1 - iy0))
-        row[0] = max(row[0], x0 + ix0 - grow)
-        row[1] = max(row[1], y0 + iy0 - grow)
-        row[2] = min(row[2], x0 + ix1 + grow)
-        row[3] = min(row[3], y0 + iy1 + grow)
+        new = (max(row[0], x0 + ix0 - grow), max(row[1], y0 + iy0 - grow),
+               min(row[2], x0 + ix1 + grow), min(row[3], y0 + iy1 + grow))
+        # The detector's margin (DB's unclip) is about a third of the box's height on every
+        # side; ink that would move a side in further is not the box's text (seen: light text
+        # on a white shirt, the "ink" a fold at one end of the line), and the box is kept.
+        height = row[3] - row[1]
+        if max(new[0] - row[0], row[2] - new[2]) > SHRINK_X * height or \
+                max(new[1] - row[1], row[3] - new[3]) > SHRINK_Y * height:
+            continue
+        row[:4] = new
     return out
 
 
@@ -49,7 +60,10 @@ def _ink_box(crop: np.ndarray) -> tuple[int, int, int, int] | None:
     rim = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
     ground = np.median(rim, axis=0)
     diff = np.abs(pixels - ground).max(axis=2)
-    level = max(FLOOR, RELATIVE * float(np.percentile(diff, 99)))
+    strongest = float(np.percentile(diff, 99))
+    if strongest < CLEAR:
+        return None
+    level = max(FLOOR, RELATIVE * strongest)
     ink = diff > level
     rim_ink = np.concatenate([ink[0], ink[-1], ink[1:-1, 0], ink[1:-1, -1]])
     if rim_ink.mean() > BUSY_RIM:

@@ -21,16 +21,20 @@ boxes already tracked. The frames are held in groups of `key_interval`; at the e
   clusters of those edges, not the whole tile), and, when
   those edges are gone from the key frame (text that came and went inside the group), on the
   frame of the group where most of them appeared;
-- every frame of the group is covered with the boxes tracked at its start and every box found
-  then, so a box that appears, changes or goes between two key frames is covered in every
-  frame of the group (fail closed), at the cost of covering it a little early or late. The
-  group's last two frames are held over to the next group and covered by both groups' boxes
-  (new text's edges are still only from its third frame); at the end of a file, tiles with
-  any new edges in its last two frames are detected on the last frame.
+- every frame of the group is covered with the boxes tracked at its start, and each box found
+  during the group on the frames where its glyphs are (`_present`; a frame either side, and
+  throughout where that cannot be told), so a box that appears, changes or goes between two
+  key frames is covered on every frame it is on (fail closed). The group's last two frames
+  are held over to the next group and covered by both groups' boxes (new text's edges are
+  still only from its third frame); at the end of a file, tiles with any new edges in its
+  last two frames are detected on the last frame.
 
-Text shown for fewer than three frames (an 80 ms flash at 25 fps) that is on neither a key
-frame nor the first or last frame is not seen. A group holds `key_interval` + 2 frames, so the
-producer must hand a new array for each frame (decoders and the face stage do).
+Text shown for one or two frames (an 80 ms flash at 25 fps) never has still edges; a flash
+check (`_flash_mask`) looks, on every frame, for edge pixels that jumped away from the picture
+and back while the picture there stood still, and detects around them on the frame they were
+shown, right away. A flash over a part of the picture that moves is not seen. A group holds
+`key_interval` + 2 frames, so the producer must hand a new array for each frame (decoders and
+the face stage do).
 """
 
 from __future__ import annotations
@@ -175,15 +179,15 @@ def _flash_mask(halves: list[np.ndarray], edges: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _present(cover: np.ndarray, tracked: np.ndarray, frame_edges: list, greys: list,
-             shape: tuple[int, ...]) -> np.ndarray | None:
+def _present(cover: np.ndarray, tracked: np.ndarray, greys: list,
+             found: list[tuple[int, np.ndarray]], shape: tuple[int, ...]) -> np.ndarray | None:
     """Per frame of a group and box of its `cover`: whether the box is covered on that frame.
 
     A box found during the group (not tracked at its start) covered the whole group, so a
     label shown for 5 frames was covered for 18 (round 2's evaluation: the largest share of the
     area redacted where no text is). A box is left uncovered only on a frame where under
-    ABSENT of its glyph pixels at its busiest frame of the group (most edges) have their grey
-    level (within GLYPH_STEP), and on its neighbours too: a clock that ticks keeps most of its
+    ABSENT of its glyph pixels have their grey level (within GLYPH_STEP) as on a frame where
+    it was detected (`found`: frame, boxes detected there), nor on either neighbour: a clock that ticks keeps most of its
     glyphs and stays covered; a picture behind a label that went has other grey levels where
     the glyphs were. Light text gone from a light picture still matches, and stays covered:
     fail closed. (Edges did not do: a face's edges in a label's box counted 0.41 of the
@@ -191,7 +195,7 @@ def _present(cover: np.ndarray, tracked: np.ndarray, frame_edges: list, greys: l
     the frames are not at hand, are covered throughout. None: every box on every frame.
     """
     frames = len(greys)
-    if len(frame_edges) != frames or not frames or not len(cover):
+    if not frames or not len(cover) or not found:
         return None
     old = np.round(tracked[:, :4]) if len(tracked) else np.zeros((0, 4), np.float32)
     fresh = ~(np.round(cover[:, :4])[:, None, :] == old[None, :, :]).all(-1).any(1) \
@@ -202,16 +206,20 @@ def _present(cover: np.ndarray, tracked: np.ndarray, frame_edges: list, greys: l
     present = np.ones((frames, len(cover)), bool)
     for k in np.flatnonzero(fresh):
         x0, y0, x1, y1 = (int(v) for v in ints[k])
-        half = np.s_[y0 // 2:(y1 + 1) // 2, x0 // 2:(x1 + 1) // 2]
-        busiest = int(np.argmax([int(e[half].sum()) for e in frame_edges]))
-        reference = greys[busiest][y0:y1, x0:x1]
-        glyphs = _glyphs(reference)
-        if not glyphs.any():
+        there = np.zeros(frames, bool)
+        sources = [f for f, boxes in found if len(boxes) and
+                   (np.round(boxes[:, :4]) == np.round(cover[k, :4])).all(1).any()]
+        if not sources:
             continue
-        level = reference[glyphs].astype(np.int16)
-        kept = np.array([(np.abs(g[y0:y1, x0:x1][glyphs].astype(np.int16) - level) <= GLYPH_STEP).mean()
-                         for g in greys])
-        there = kept >= ABSENT
+        for found_on in sources:
+            reference = greys[found_on][y0:y1, x0:x1]
+            glyphs = _glyphs(reference)
+            if not glyphs.any():
+                there[:] = True
+                break
+            level = reference[glyphs].astype(np.int16)
+            there |= np.array([(np.abs(g[y0:y1, x0:x1][glyphs].astype(np.int16) - level)
+                                <= GLYPH_STEP).mean() for g in greys]) >= ABSENT
         # a frame's neighbours count too: a fade, a frame's worth of timing
         there[1:] |= there[:-1].copy()
         there[:-1] |= there[1:].copy()
@@ -496,8 +504,7 @@ class TextStage:
         references: list = []                      # their grey pixels and glyph masks when found
         group_edges = None                         # new still edges of the group's frames
         pending: list[np.ndarray] = []             # frames since the last key frame
-        pending_edges: list[np.ndarray] = []       # their edge maps (half resolution)
-        pending_greys: list[np.ndarray] = []       # and grey images
+        pending_greys: list[np.ndarray] = []       # their grey images
         carry: list[np.ndarray] = []               # the last group's cover of its held frames
         raw_recent: deque = deque(maxlen=HOLD)     # plain new edges of the last frames
         previous = before2 = steady_before = None
@@ -545,7 +552,6 @@ class TextStage:
             best[more] = len(pending)
             peak[more] = counts[more]
             pending.append(rgb)
-            pending_edges.append(edges)
             pending_greys.append(grey)
             known_half = integer_boxes(tracked, shape, pad=4)
             for span in range(1, FLASH + 1):
@@ -566,7 +572,7 @@ class TextStage:
                 tracked, references, carry = yield from self._flush(
                     pending, grey, tracked, references, best, carry, hold=HOLD,
                     key_edges=edges, new_maps=new_maps, group_edges=group_edges,
-                    frame_edges=pending_edges, frame_greys=pending_greys, flashes=flashes)
+                    frame_greys=pending_greys, flashes=flashes)
                 shift = len(pending) - HOLD
                 flashes = {f - shift: b for f, b in flashes.items() if f >= shift}
                 new_maps, group_edges = {}, None
@@ -574,7 +580,7 @@ class TextStage:
                 # by what both groups found: text that appears on them has no still edges
                 # until two frames later.
                 pending, best, peak = pending[-HOLD:], None, None
-                pending_edges, pending_greys = pending_edges[-HOLD:], pending_greys[-HOLD:]
+                pending_greys = pending_greys[-HOLD:]
         if pending:
             last_grey = self._grey(pending[-1])
             # Text that appears on the last two frames has no still edges yet: there, tiles
@@ -587,8 +593,8 @@ class TextStage:
                 group_edges = maps[0] if group_edges is None else group_edges | maps[0]
             yield from self._flush(pending, last_grey, tracked, references, best, carry,
                                    recent=recent, key_edges=previous[1], new_maps=new_maps,
-                                   group_edges=group_edges, frame_edges=pending_edges,
-                                   frame_greys=pending_greys, flashes=flashes)
+                                   group_edges=group_edges, frame_greys=pending_greys,
+                                   flashes=flashes)
 
     def _track(self, boxes: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """Boxes to follow from this frame on, with their grey pixels now."""
@@ -603,8 +609,8 @@ class TextStage:
                references: list[np.ndarray], best: np.ndarray | None, carry: list[np.ndarray],
                hold: int = 0, recent: np.ndarray | None = None,
                key_edges: np.ndarray | None = None, new_maps: dict | None = None,
-               group_edges: np.ndarray | None = None, frame_edges: list | None = None,
-               frame_greys: list | None = None, flashes: dict | None = None):
+               group_edges: np.ndarray | None = None, frame_greys: list | None = None,
+               flashes: dict | None = None):
         """Key frame (the last of `pending`, `grey` its grey image): settle what was on screen
         during the group, cover every frame of it, and return the boxes tracked from here on
         with their reference pixels."""
@@ -639,7 +645,10 @@ class TextStage:
         # One fill colour per box for the group, from its first frame: the fill of a static
         # overlay does not change, and the colours cost more than the fills.
         colours = _colours(pending[0], cover)
-        present = _present(cover, tracked, frame_edges or [], frame_greys or [], grey.shape)
+        between_on = [int(f) for f in np.unique(best[gone]) if f != last] if gone.any() else []
+        present = _present(cover, tracked, frame_greys if frame_greys and
+                           len(frame_greys) == len(pending) else [],
+                           [(last, on_key), *zip(between_on, between, strict=True)], grey.shape)
         for i, frame in enumerate(pending[:len(pending) - hold]):
             if i < len(carry):
                 # held over from the last group: what either group covers on it

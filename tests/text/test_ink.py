@@ -37,3 +37,14 @@ def test_faint_text_keeps_its_box_and_no_box_grows() -> None:
     out = tighten(rgb, loose)
     assert (out[:, :2] >= loose[:, :2]).all() and (out[:, 2:4] <= loose[:, 2:4]).all()
     assert np.array_equal(out, loose)
+
+
+def test_faint_text_beside_a_fold_of_the_picture_keeps_its_box() -> None:
+    # Light text on a white shirt with a grey fold at one end of the box: the fold is the
+    # only "ink" there, and the box must not shrink to it.
+    rgb = np.full((60, 240, 3), 235, np.uint8)
+    text = put(rgb, "ACC A673812", 10, 40, scale=0.6, colour=(252, 252, 252))
+    rgb[20:45, 200:215] = 150                                      # the fold
+    loose = np.array([[4, 16, 236, 48]], np.float32)
+    out = tighten(rgb, loose)[0]
+    assert out[0] <= text[0] and out[2] >= text[2]
