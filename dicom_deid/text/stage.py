@@ -69,9 +69,9 @@ GLYPH_EDGES = 12       # new edges in one such cell that make its tile changed
 FINE_RECT = 112        # a region check finding nothing in a rectangle up to this side (frame
 FINE_SCALE = 4.0       # pixels) is done again at this scale (at least twice the frame's)
 FLASH = 2              # text shown for up to this many frames is looked for as a flash
-FLASH_STEP = 40        # grey-level jump (half resolution) of a flashed glyph pixel, in and out
-FLASH_SAME = 24        # grey-level change that still counts as "the same picture"
-FLASH_EDGES = 12       # flashed edge pixels in a tile that make it detected on the flash frame
+FLASH_STEP = 60        # grey-level jump (half resolution) of a flashed glyph pixel, in and out
+FLASH_SAME = 16        # grey-level change that still counts as "the same picture"
+FLASH_EDGES = 40       # flashed edge pixels in a tile that make it detected on the flash frame
 GLYPH_STEP = 40        # grey-level change at a glyph pixel of a tracked box that counts
 ABSENT = 0.4          # share of a new box's glyph pixels (at its busiest frame) that keep their
                       # grey level on a frame where its text is there: a ticking clock keeps most
@@ -159,7 +159,8 @@ def _tile_counts(mask: np.ndarray, cell: int = TILE) -> np.ndarray:
     return padded.reshape(ty, cell, tx, cell).sum(axis=(1, 3))
 
 
-def _flash_mask(halves: list[np.ndarray], edges: np.ndarray) -> np.ndarray:
+def _flash_mask(halves: list[np.ndarray], edges: np.ndarray,
+                around: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Edge pixels of text shown for len(halves) - 2 frames (1 or 2) and gone again: `halves`
     are half-resolution grey frames, before, the frames shown, after; `edges` the first
     shown frame's edge map. Such text never has edges that are still for three frames, so the
@@ -167,10 +168,14 @@ def _flash_mask(halves: list[np.ndarray], edges: np.ndarray) -> np.ndarray:
     the picture and back: the shown frames differ from the frames before and after by
     FLASH_STEP and agree with each other, and the frames before and after agree (the picture
     did not move there). A moving picture's pixels do not come back, so motion does not
-    trigger; text flashed over a part of the picture that moves is not seen either.
+    trigger; text flashed over a part of the picture that moves is not seen either. And its
+    edges are new: no edge within a pixel on the frames before and after (`around`, their
+    edge maps); a textured picture that flickers under compression has its edges throughout
+    (without this, the check fired 350 times in 60 frames of text_cost.py's clip).
     """
     before, shown, after = halves[0], halves[1:-1], halves[-1]
-    mask = edges.copy()
+    near = np.ones((3, 3), np.uint8)
+    mask = edges & (1 - cv2.dilate(around[0], near)) & (1 - cv2.dilate(around[1], near))
     mask &= (cv2.absdiff(shown[0], before) > FLASH_STEP).astype(np.uint8)
     mask &= (cv2.absdiff(shown[-1], after) > FLASH_STEP).astype(np.uint8)
     mask &= (cv2.absdiff(before, after) <= FLASH_SAME).astype(np.uint8)
@@ -557,7 +562,8 @@ class TextStage:
             for span in range(1, FLASH + 1):
                 if len(halves) < span + 2 or len(pending) < span + 1:
                     continue
-                mask = _flash_mask([h for h, _ in halves][-span - 2:], halves[-span - 1][1])
+                mask = _flash_mask([h for h, _ in halves][-span - 2:], halves[-span - 1][1],
+                                   (halves[-span - 2][1], halves[-1][1]))
                 for x0, y0, x1, y1 in known_half:
                     mask[y0 // 2:(y1 + 1) // 2, x0 // 2:(x1 + 1) // 2] = 0
                 tiles = _tile_counts(mask) >= FLASH_EDGES
