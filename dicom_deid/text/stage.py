@@ -159,29 +159,30 @@ def _tile_counts(mask: np.ndarray, cell: int = TILE) -> np.ndarray:
     return padded.reshape(ty, cell, tx, cell).sum(axis=(1, 3))
 
 
-def _flash_mask(halves: list[np.ndarray], edges: np.ndarray,
-                around: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Edge pixels of text shown for len(halves) - 2 frames (1 or 2) and gone again: `halves`
-    are half-resolution grey frames, before, the frames shown, after; `edges` the first
-    shown frame's edge map. Such text never has edges that are still for three frames, so the
-    still-edge check cannot see it (round 2 left it as a known gap). Its pixels jump away from
-    the picture and back: the shown frames differ from the frames before and after by
-    FLASH_STEP and agree with each other, and the frames before and after agree (the picture
-    did not move there). A moving picture's pixels do not come back, so motion does not
-    trigger; text flashed over a part of the picture that moves is not seen either. And its
-    edges are new: no edge within a pixel on the frames before and after (`around`, their
-    edge maps); a textured picture that flickers under compression has its edges throughout
-    (without this, the check fired 350 times in 60 frames of text_cost.py's clip).
+def _flash_mask(recent: list[tuple], span: int) -> np.ndarray | None:
+    """Edge pixels of text shown for `span` frames (1 or 2) and gone again, or None where
+    there are too few to matter. `recent`: per frame up to now, (half-resolution grey, edges,
+    no edge within a pixel, jump from the frame before); the frames shown end one before the
+    last. Such text never has edges that are still for three frames, so the still-edge check
+    cannot see it (round 2 left it as a known gap). Its pixels jump away from the picture by
+    FLASH_STEP and back, the shown frames agree with each other, and the frames before and
+    after agree (the picture did not move there): a moving picture's pixels do not come back,
+    so motion does not trigger, and text flashed over a part of the picture that moves is not
+    seen either. And its edges are new: no edge within a pixel on the frames before and after;
+    a textured picture that flickers under compression has its edges throughout (without
+    this, the check fired 350 times in 60 frames of text_cost.py's clip).
     """
-    before, shown, after = halves[0], halves[1:-1], halves[-1]
-    near = np.ones((3, 3), np.uint8)
-    mask = edges & (1 - cv2.dilate(around[0], near)) & (1 - cv2.dilate(around[1], near))
-    mask &= (cv2.absdiff(shown[0], before) > FLASH_STEP).astype(np.uint8)
-    mask &= (cv2.absdiff(shown[-1], after) > FLASH_STEP).astype(np.uint8)
-    mask &= (cv2.absdiff(before, after) <= FLASH_SAME).astype(np.uint8)
-    for a, b in itertools.pairwise(shown):
-        mask &= (cv2.absdiff(a, b) <= FLASH_SAME).astype(np.uint8)
-    return mask
+    before, first, after = recent[-span - 2], recent[-span - 1], recent[-1]
+    # cheapest and most selective first: most frames stop here
+    mask = first[1] & first[3] & after[3]
+    if cv2.countNonZero(mask) < FLASH_EDGES:
+        return None
+    mask &= before[2]
+    mask &= after[2]
+    mask &= (cv2.absdiff(before[0], after[0]) <= FLASH_SAME).astype(np.uint8)
+    for shown in recent[-span:-1]:
+        mask &= (cv2.absdiff(shown[0], first[0]) <= FLASH_SAME).astype(np.uint8)
+    return mask if cv2.countNonZero(mask) >= FLASH_EDGES else None
 
 
 def _present(cover: np.ndarray, tracked: np.ndarray, greys: list,
@@ -515,7 +516,7 @@ class TextStage:
         previous = before2 = steady_before = None
         new_maps: dict[int, np.ndarray] = {}       # per frame of the group: its new still edges
         best = peak = None                         # per tile: frame of most new edges, count
-        halves: deque = deque(maxlen=FLASH + 2)    # (half grey, edges) of the last frames
+        halves: deque = deque(maxlen=FLASH + 2)    # the last frames' (`_flash_mask`)
         flashes: dict[int, list] = {}              # per frame of `pending`: boxes of text on it
                                                    # for under three frames (`_flash_mask`)
         for index, rgb in enumerate(source):
@@ -525,7 +526,9 @@ class TextStage:
                 raise ValueError(f"frame {index + 1} is {rgb.shape}, the first was {shape}")
             grey = self._grey(rgb)
             half, edges = self._edges(grey)
-            halves.append((half, edges))
+            halves.append((half, edges, 1 - cv2.dilate(edges, np.ones((3, 3), np.uint8)),
+                           (cv2.absdiff(half, halves[-1][0]) > FLASH_STEP).astype(np.uint8)
+                           if halves else np.zeros_like(edges)))
             if previous is None:
                 found = self._detect_full(rgb)
                 tracked, references = self._track(found[:, :4], grey)
@@ -548,23 +551,25 @@ class TextStage:
             # packed into one cell of a glyph's size (a single small character added: a 10 px
             # digit has about 19, under NEW_EDGES; a moving picture's chance still edges are
             # spread over the tile).
-            cells = _tile_counts(new_map[0], GLYPH_CELL)
-            packed = cells.reshape(counts.shape[0], TILE // GLYPH_CELL,
-                                   counts.shape[1], TILE // GLYPH_CELL).max(axis=(1, 3))
-            more = ((counts >= NEW_EDGES) | (packed >= GLYPH_EDGES)) & (counts > peak)
+            more = counts >= NEW_EDGES
+            if ((counts >= GLYPH_EDGES) & ~more).any():
+                cells = _tile_counts(new_map[0], GLYPH_CELL)
+                more |= cells.reshape(counts.shape[0], TILE // GLYPH_CELL, counts.shape[1],
+                                      TILE // GLYPH_CELL).max(axis=(1, 3)) >= GLYPH_EDGES
+            more &= counts > peak
             if more.any():
                 new_maps[len(pending)] = new_map[0]
             best[more] = len(pending)
             peak[more] = counts[more]
             pending.append(rgb)
             pending_greys.append(grey)
-            known_half = integer_boxes(tracked, shape, pad=4)
             for span in range(1, FLASH + 1):
                 if len(halves) < span + 2 or len(pending) < span + 1:
                     continue
-                mask = _flash_mask([h for h, _ in halves][-span - 2:], halves[-span - 1][1],
-                                   (halves[-span - 2][1], halves[-1][1]))
-                for x0, y0, x1, y1 in known_half:
+                mask = _flash_mask(list(halves), span)
+                if mask is None:
+                    continue
+                for x0, y0, x1, y1 in known:
                     mask[y0 // 2:(y1 + 1) // 2, x0 // 2:(x1 + 1) // 2] = 0
                 tiles = _tile_counts(mask) >= FLASH_EDGES
                 if tiles.any():
