@@ -11,15 +11,16 @@ are at hand. Reported, by font size and overall:
   before and after cleaning (each token once: the first frame it is on); the target is that
   >= 99 % of the identifying tokens are unreadable after, at every size >= 12 px;
 - covered: share of (token, frame) pairs whose ink box is >= 98 % inside the redacted boxes;
-  changing fields (clock, frame counter) and the label that shows between key frames
-  separately (target 100 % of a changing field's frames);
+  changing fields (clock, frame counter), the label that shows between key frames and, with
+  --short-text, names shown for one or two frames ("flash") and a lone character that appears
+  mid-clip ("char") separately (target 100 % of a changing field's frames);
 - psnr_outside: PSNR between the cleaned and the input frame outside the redacted boxes
   (target >= 45 dB; 'identical' when no pixel there changed);
 - no_text_area: share of the frame redacted outside every line of planted text (its tokens'
   boxes, padded by a third of the font size; target <= 1 %), mean and max over frames.
 
     .venv/bin/python benchmarks/text_eval.py [--data ../shared/data] [--stills 16 --clips 4]
-        [--frames 50] [--height H] [--output benchmarks/results/<date>/text_eval.json]
+        [--frames 50] [--height H] [--short-text] [--output benchmarks/results/<date>/text_eval.json]
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def evaluate(items, key_interval: int, workers: int = 2) -> dict:
             no_text.append(float((mask & ~text_area).mean()))
             for t in tokens:
                 ok = _covered(mask, t["box"]) >= 0.98
-                group = t["changing"] or ("label" if t["field"] == "label" else "static")
+                group = t["changing"] or (t["field"] if t["field"] in ("label", "flash", "char")
+                                          else "static")
                 for key in (group, "all"):
                     cover[key][0] += ok
                     cover[key][1] += 1
@@ -176,14 +178,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=50)
     ap.add_argument("--height", type=int, default=None)
     ap.add_argument("--key-interval", type=int, default=16)
+    ap.add_argument("--short-text", action="store_true",
+                    help="clips also show a name for 1 frame, one for 2, and a lone new character")
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args(argv)
     if shutil.which("tesseract") is None:
         ap.error("tesseract is not installed (Debian: apt-get install tesseract-ocr)")
     if not args.data.is_dir():
         ap.error(f"{args.data}: no such folder (../shared/data)")
-    items = build_items(args.data, args.seed, args.stills, args.clips, args.frames, args.height)
-    result = {"seed": args.seed, "height": args.height, **evaluate(items, args.key_interval)}
+    items = build_items(args.data, args.seed, args.stills, args.clips, args.frames, args.height,
+                        short_text=args.short_text)
+    result = {"seed": args.seed, "height": args.height, "short_text": args.short_text,
+              **evaluate(items, args.key_interval)}
     print(json.dumps(result, indent=1))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -318,10 +318,30 @@ def _blocks(rng: random.Random, kind: str, frames: int, sizes: list[int]) -> lis
     return blocks
 
 
+def _short_blocks(rng: random.Random, frames: int, key_interval: int = 16) -> list[Block]:
+    """Text a key-frame sampler misses: a name shown for one frame and one shown for two,
+    between two key frames of the text stage (every `key_interval` frames from 0), and a
+    single character that appears mid-clip and stays (a digit added to a field)."""
+    font, style = rng.choice(PIL_FONTS), rng.choice(STYLES)
+    one = rng.randint(3, min(key_interval - 3, frames - 2))
+    two = one + rng.randint(3, 6)
+    char = rng.randint(frames // 3, max(frames // 3, frames - 8))
+    return [
+        Block([Line("flash", ["DR", rng.choice(LAST)], True, start=one, stop=one + 1)],
+              font, rng.choice((12, 14, 16, 20)), style, (0.5, 0.3)),
+        Block([Line("flash", [rng.choice(FIRST), rng.choice(LAST)], True, start=two, stop=two + 2)],
+              font, rng.choice((12, 14, 16, 20)), style, (0.5, 0.75)),
+        Block([Line("char", [str(rng.randint(0, 9))], True, start=char)],
+              font, rng.choice((10, 12, 14)), style, (0.75, 0.4)),
+    ]
+
+
 def build_items(data: Path, seed: int = 0, stills: int = 16, clips: int = 4, frames: int = 50,
-                height: int | None = None) -> list[Item]:
+                height: int | None = None, short_text: bool = False) -> list[Item]:
     """The test items, deterministic for a seed. height: resize every item to this height
-    (16:9 for videos), None keeps the sources' sizes."""
+    (16:9 for videos), None keeps the sources' sizes. short_text: the clips also get
+    `_short_blocks` (drawn from a generator of their own, so the rest of the set is the same
+    with and without)."""
     rng = random.Random(seed)
     photos = sorted((data / "faces" / "london").rglob("*.jpg"))
     videos = sorted((data / "video").rglob("*.mp*"))
@@ -352,8 +372,10 @@ def build_items(data: Path, seed: int = 0, stills: int = 16, clips: int = 4, fra
         cap.release()
         start = rng.randint(0, max(0, total - frames - 1))
         size = (height * 16 // 9, height) if height else None
-        items.append(Item(f"clip_{i:02d}", "video", src, start, frames, float(fps), size,
-                          _blocks(rng, "video", frames, sizes_for(5))))
+        blocks = _blocks(rng, "video", frames, sizes_for(5))
+        if short_text:
+            blocks += _short_blocks(random.Random(f"{seed}-short-{i}"), frames)
+        items.append(Item(f"clip_{i:02d}", "video", src, start, frames, float(fps), size, blocks))
     for item in items:
         first = next(item.backgrounds())
         place(item.blocks, first.shape[1], first.shape[0], item.fps, item.frames)
@@ -401,9 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=50, help="frames per clip")
     parser.add_argument("--height", type=int, default=None,
                         help="resize everything to this height (videos 16:9), e.g. 720")
+    parser.add_argument("--short-text", action="store_true",
+                        help="clips also show a name for 1 frame, one for 2, and a lone new character")
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
-    items = build_items(args.data, args.seed, args.stills, args.clips, args.frames, args.height)
+    items = build_items(args.data, args.seed, args.stills, args.clips, args.frames, args.height,
+                        short_text=args.short_text)
     truth = {"seed": args.seed, "items": [write_item(item, args.output) for item in items]}
     (args.output / "truth.json").write_text(json.dumps(truth, indent=1))
     tokens = sum(len(i["tokens"]) for i in truth["items"])

@@ -158,6 +158,14 @@ class DonorModel:
         iris = np.clip(iris * rng.uniform(0.85, 1.15), 0, 255).astype(np.float32)
         return Donor(texture.astype(np.float32), iris, f"pca:{int(seed) & 0xFFFFFFFF}")
 
+    def embed(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The face of ``rgb`` at ``landmarks`` as coefficients of the model's components, in
+        standard deviations: the model's own appearance embedding (not a recogniser; swap
+        uses it to turn down a donor whose render comes out close to the patient)."""
+        tex = align_texture(rgb, landmarks, self.layout).reshape(-1)[self.face_index]
+        centred = tex - self.mean_texture.reshape(-1)[self.face_index]
+        return (self.components.astype(np.float32) @ centred) / np.sqrt(self.variances)
+
     def mean(self) -> Donor:
         """The mean texture: an average over all training identities, nobody's face."""
         return Donor(fill_outside(self.mean_texture, self.layout.face_mask),
@@ -205,6 +213,15 @@ def _photo_donor(path_str: str, mtime_ns: int, model_path: str | None) -> Donor:
     digest = hashlib.sha256(path.name.encode()).digest()
     iris = _IRIS_PALETTE[digest[0] % len(_IRIS_PALETTE)]
     return Donor(texture, iris.copy(), f"photo:{path.name}")
+
+
+def candidate_seed(seed: int, index: int) -> int:
+    """The seed of a study's ``index``-th donor candidate: the study's own seed first, then
+    keyed successors of it (nobody without the site key can predict either)."""
+    if index == 0:
+        return int(seed) & 0xFFFFFFFF
+    digest = hashlib.sha256(f"donor candidate {int(seed) & 0xFFFFFFFF} {index}".encode())
+    return int.from_bytes(digest.digest()[:4], "big")
 
 
 def choose_donor(seed: int, donors_dir: Path | None = None,

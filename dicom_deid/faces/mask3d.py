@@ -60,9 +60,18 @@ EDGE_RAMP = 0.15
 # 5.9 % on the worst of 3 keys against 2.0 % chance); a shape that changes with the study,
 # drawn from the seed alone and nobody's, moves the descriptor far more than tint or design.
 IDENTITY_SPREAD = 1.0
-# A resting head attitude within this many degrees (yaw, pitch; the track's median) is replaced
-# by the study's turn (`_turned`). Off by default: see mask_surface.TURN_DEGREES.
+# A resting head attitude within this many degrees (yaw, pitch; the track's median; for a single
+# image its own) is replaced by the study's turn (`_turned`; the turn is 0: the mask looks
+# straight ahead at rest). The resting attitude is what links two captures of one person
+# through the mask (London, 3 keys, benchmarks/mask3d_quality.py --keys 3: linkage
+# 9.8/3.9/5.9 % off, 2.0/2.0/3.9 % at 8 degrees), but replacing it costs the expression
+# measures below their targets (held-out cosine 0.820 -> 0.796; GRID eye aspect ratio r, mean
+# of clips, 0.929 -> 0.876, the clip without a blink 0.80 -> 0.48), so it is off by default.
+# Yaw alone at 8 (pitch limit 0) keeps the cosine (0.822) but links 5.9/3.9/5.9 % and gives
+# GRID r 0.894; pitch at 4 with yaw at 8: cosine 0.7996, linkage 2.0/3.9/11.8 %.
 REST_LIMIT_DEGREES = 0.0
+# The pitch's own limit (None: the same as the yaw's).
+REST_PITCH_LIMIT_DEGREES: float | None = None
 _EYES = ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER, mesh.RIGHT_IRIS, (33, 133)),
          (mesh.LEFT_EYE_UPPER, mesh.LEFT_EYE_LOWER, mesh.LEFT_IRIS, (263, 362)))
 
@@ -86,6 +95,7 @@ class Mask3DRenderer:
                  refresh: int = 5, max_tracks: int = 64, feather: float = 0.12,
                  forehead: float = BASELINE_FOREHEAD, margin: float = BASELINE_MARGIN,
                  rest_limit_degrees: float = REST_LIMIT_DEGREES,
+                 rest_pitch_limit_degrees: float | None = REST_PITCH_LIMIT_DEGREES,
                  identity_spread: float = IDENTITY_SPREAD) -> None:
         self.model = load_model(model_path)
         self.expression = load_expression_model(expression_path)
@@ -110,6 +120,8 @@ class Mask3DRenderer:
         self.forehead = forehead
         self.margin = margin
         self.rest_limit = float(np.radians(rest_limit_degrees))
+        self.rest_pitch_limit = float(np.radians(
+            rest_limit_degrees if rest_pitch_limit_degrees is None else rest_pitch_limit_degrees))
         # The study's mask shape: mean + a synthetic identity drawn from the seed alone.
         self.identity_offset = (np.zeros_like(self.canonical) if donor_seed is None
                                 else self.expression.identity_sample(donor_seed, identity_spread))
@@ -158,8 +170,8 @@ class Mask3DRenderer:
         """
         roll, yaw, pitch = _euler(rotation)
         track.attitude.append((yaw, pitch))
-        rest = np.clip(np.median(np.asarray(track.attitude), axis=0), -self.rest_limit,
-                       self.rest_limit)
+        limit = np.array([self.rest_limit, self.rest_pitch_limit])
+        rest = np.clip(np.median(np.asarray(track.attitude), axis=0), -limit, limit)
         turn = np.asarray(self.material.turn)
         target = _rotation(roll, yaw - rest[0] + turn[0], pitch - rest[1] + turn[1])
         change = rotation.T @ target

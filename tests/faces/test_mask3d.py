@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dicom_deid.faces import FaceReplacer, mask_surface, mesh
+from dicom_deid.faces import FaceReplacer, mask3d, mask_surface, mesh
 from dicom_deid.faces.mask3d import IDENTITY_SPREAD, Mask3DRenderer
 from dicom_deid.faces.region import BASELINE_FOREHEAD, BASELINE_MARGIN, covered_region
 from tests.faces import recognizer, synth
@@ -171,30 +171,62 @@ def _yawed(lm: np.ndarray, degrees: float, renderer: Mask3DRenderer) -> np.ndarr
 
 
 def test_the_resting_attitude_is_the_studys_and_movement_the_patients(astronaut):
-    """A head held a few degrees turned at rest (a habit, the same in every capture of a person;
-    within the renderer's rest limit, an option, off by default) gives the same mask as a
-    frontal one; a turn during the track, and a large turn, still move the mask."""
+    """A head held a few degrees turned at rest (a habit, the same in every capture of a person:
+    two captures of one person linked by it) gives, within the renderer's rest limit (an
+    option, off by default: mask3d.REST_LIMIT_DEGREES), the same mask as a frontal one; a turn
+    during the track, and a large turn, still move the mask."""
     _, lm = astronaut
-    renderer = Mask3DRenderer(donor_seed=3, rest_limit_degrees=8.0)
+    limit = 8.0
+    habit_deg = 0.8 * limit
+    renderer = Mask3DRenderer(donor_seed=3, rest_limit_degrees=limit)
     front = renderer.mask_geometry(lm, track_id=0)
-    habit = renderer.mask_geometry(_yawed(lm, 6.0, renderer), track_id=1)
+    habit = renderer.mask_geometry(_yawed(lm, habit_deg, renderer), track_id=1)
+    other_way = renderer.mask_geometry(_yawed(lm, -habit_deg, renderer), track_id=2)
     def seen(a: np.ndarray, b: np.ndarray) -> float:   # as the camera sees it: x, y only
         return _shape_difference(a[:, :2], b[:, :2])
 
-    assert seen(_yawed(lm, 6.0, renderer), lm) > 0.006
-    assert seen(front, habit) < 0.1 * seen(_yawed(lm, 6.0, renderer), lm)
+    patient_change = seen(_yawed(lm, habit_deg, renderer), lm)
+    assert patient_change > 0.004
+    assert seen(front, habit) < 0.1 * patient_change
+    assert seen(front, other_way) < 0.1 * patient_change
 
     def yaw_of(points: np.ndarray) -> float:
         _, pose = renderer.expression.to_canonical(points)
         return float(np.degrees(np.arcsin(-pose.rotation[2, 0])))
 
     for _ in range(20):
-        renderer.mask_geometry(lm, track_id=2)
-    turned = renderer.mask_geometry(_yawed(lm, 15.0, renderer), track_id=2)
+        renderer.mask_geometry(lm, track_id=3)
+    turned = renderer.mask_geometry(_yawed(lm, 15.0, renderer), track_id=3)
     assert yaw_of(turned) - yaw_of(front) == pytest.approx(15.0, abs=2.0)
-    large = Mask3DRenderer(donor_seed=3, rest_limit_degrees=8.0).mask_geometry(
+    large = Mask3DRenderer(donor_seed=3, rest_limit_degrees=limit).mask_geometry(
         _yawed(lm, 30.0, renderer), track_id=0)
     assert yaw_of(large) - yaw_of(front) > 15.0
+    # Off (the default), the habit shows in the mask as it does in the face.
+    assert mask3d.REST_LIMIT_DEGREES == 0.0
+    off = Mask3DRenderer(donor_seed=3)
+    assert seen(off.mask_geometry(lm, track_id=0),
+                off.mask_geometry(_yawed(lm, habit_deg, off), track_id=1)) > 0.5 * patient_change
+
+
+def test_the_pitch_has_its_own_rest_limit(astronaut):
+    _, lm = astronaut
+    probe = Mask3DRenderer(donor_seed=3)
+    patient, pose = probe.expression.to_canonical(lm)
+    t = np.radians(6.0)
+    rot = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+    centre = patient[: mesh.MESH_POINTS].mean(axis=0)
+    nodding = pose.apply((patient - centre) @ rot.T + centre).astype(np.float32)
+    patient_change = _shape_difference(nodding[:, :2], lm[:, :2])
+    assert patient_change > 0.004
+
+    def change(**options) -> float:
+        r = Mask3DRenderer(donor_seed=3, **options)
+        return _shape_difference(r.mask_geometry(lm, track_id=0)[:, :2],
+                                 r.mask_geometry(nodding, track_id=1)[:, :2])
+
+    # (a wide limit: the astronaut herself holds her head a little tilted)
+    assert change(rest_limit_degrees=30.0) < 0.1 * patient_change
+    assert change(rest_limit_degrees=30.0, rest_pitch_limit_degrees=0.0) > 0.5 * patient_change
 
 
 def test_mask3d_through_the_replacer_on_a_moving_sequence():

@@ -79,13 +79,16 @@ def test_sighup_applies_a_new_rule_destination_and_allowlist_and_survives_a_brok
 
         # A broken file: rejected with its problems, the node runs on as it was.
         node.config_path.write_text(yaml.safe_dump(
-            {**config, "destinations": [{"name": "archive", "port": 0}]}, sort_keys=False))
+            {**config, "destinations": [{"name": "archive", "ae_title": "X" * 17,
+                                          "host": "127.0.0.1", "port": 0}]}, sort_keys=False))
         node.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: '"event": "config-rejected"' in node.audit(), 30,
                  what="the rejection")
         log = node.log()
         assert "keeps running with the previous configuration" in log
-        assert "destinations[0].port" in log and "destinations[0].ae_title: is required" in log
+        # every problem of the file, each with its key path
+        assert "destinations[0].port: must be 1..65535" in log
+        assert "destinations[0].ae_title: must be an AE title" in log
         assert node.proc.poll() is None
         third = write_study(tmp_path / "third", 1)
         storescu(third.files, node.port, calling="PACS2")

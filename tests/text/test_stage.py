@@ -145,3 +145,48 @@ def test_text_at_the_end_of_a_group_or_of_the_file_is_covered(detector, label) -
     stage.close()
     for i in range(*label):
         assert covered(stage.covered[i], truth[i]["label"], out[i].shape) > 0.98, i
+
+
+@pytest.mark.parametrize(("start", "shown"), [(5, 1), (5, 2), (9, 1), (10, 2)])
+def test_text_shown_for_one_or_two_frames_between_key_frames_is_covered(detector, start,
+                                                                         shown) -> None:
+    # interval 8: key frames 0, 8 (held over with 7) and 16. A label shown for one or two
+    # frames never has edges that are still for three frames; frames 5-6 lie inside a group,
+    # 9-11 just after a key frame (on the frames held over to the next group).
+    _, texted, truth = _clip(frames=20, label=(start, start + shown))
+    stage = TextStage("redact-all", key_interval=8, detector=detector, record=True)
+    out = list(stage.stream(texted))
+    stage.close()
+    for i in range(start, start + shown):
+        assert covered(stage.covered[i], truth[i]["label"], out[i].shape) > 0.98, i
+    # and only there (and a frame either side): the frames well before it are not covered
+    # where the label was
+    assert covered(stage.covered[start - 3], truth[start]["label"], out[0].shape) < 0.5
+
+
+def test_a_new_box_is_covered_only_on_the_frames_it_is_on(detector) -> None:
+    # The label is on for frames 3-7 of a 16-frame group: found there, it used to be covered
+    # on all 18 frames of the group.
+    _, texted, truth = _clip(frames=20, label=(3, 8))
+    stage = TextStage("redact-all", key_interval=16, detector=detector, record=True)
+    out = list(stage.stream(texted))
+    stage.close()
+    label = truth[3]["label"]
+    on = [i for i in range(20) if covered(stage.covered[i], label, out[i].shape) > 0.98]
+    assert set(range(3, 8)) <= set(on)
+    assert set(on) <= set(range(2, 9)), on
+
+
+def test_a_single_small_character_appearing_mid_clip_is_covered(detector) -> None:
+    # One 10 px digit, appearing at frame 6 for good, away from any other text.
+    frames, boxes = [], []
+    for i in range(24):
+        rgb = background(seed=i)
+        put(rgb, "DOE^JANE", 8, 24)
+        boxes.append(put(rgb, "7", 250, 120, scale=0.4) if i >= 6 else None)
+        frames.append(rgb)
+    stage = TextStage("redact-all", key_interval=8, detector=detector, record=True)
+    out = list(stage.stream(frames))
+    stage.close()
+    for i in range(6, 24):
+        assert covered(stage.covered[i], boxes[i], out[i].shape) > 0.98, i
