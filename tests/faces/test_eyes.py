@@ -62,3 +62,91 @@ def test_swap_paints_no_patient_pixel_inside_the_eyes():
     out = SwapRenderer(donor_seed=4, shape=0.0).render(img, lm)
     green = (out[inner, 1].astype(int) - np.maximum(out[inner, 0], out[inner, 2])) > 60
     assert inner.sum() > 30 and green.mean() < 0.01
+
+
+def _shut(lm: np.ndarray, left_open: float = 0.1) -> np.ndarray:
+    """The landmarks with both upper lids lowered to ``left_open`` of the opening above the
+    lower lids (a blink), everything else where it was."""
+    out = np.array(lm, dtype=np.float32, copy=True)
+    for upper, lower in mesh.APERTURES[:2]:
+        up, lo = list(upper[1:-1]), list(lower[1:-1])
+        out[up, :2] = out[lo, :2] + left_open * (out[up, :2] - out[lo, :2])
+    return out
+
+
+def _band(points: np.ndarray, margin: tuple) -> np.ndarray:
+    """Height of each ring point above its contour point, across the corner line, in eye
+    widths."""
+    a, b, contour, ring = margin
+    along = points[b, :2] - points[a, :2]
+    width = np.linalg.norm(along)
+    across = np.array([-along[1], along[0]]) / width
+    return np.abs((points[list(contour), :2] - points[list(ring), :2]) @ across) / width
+
+
+def test_a_closing_lid_carries_its_margin_down():
+    renderer = SwapRenderer(donor_seed=4, shape=0.0)
+    lm = synth.astronaut_landmarks().astype(np.float32)
+    shut = _shut(lm)
+    out = eyes.follow_lid_margin(shut, renderer.lid_bands)
+    contours = list(mesh.RIGHT_EYE + mesh.LEFT_EYE)
+    assert np.array_equal(out[contours], shut[contours])          # the lids stay the patient's
+    moved = np.setdiff1d(np.arange(len(lm)), [i for m in eyes.UPPER_LID_MARGINS for i in m[3]])
+    assert np.array_equal(out[moved], shut[moved])
+    for margin, (texture_band, _) in zip(eyes.UPPER_LID_MARGINS, renderer.lid_bands,
+                                          strict=True):
+        # Without the change the band stretched by the whole drop of the lid; now it is the
+        # texture's, thinned toward CLOSED_MARGIN of it as the eye shuts.
+        assert _band(shut, margin).mean() > 1.5 * texture_band.mean()
+        assert _band(out, margin).mean() < 0.5 * texture_band.mean()
+        assert _band(out, margin).mean() > 0.2 * texture_band.mean()
+    # The open astronaut moves (nearly) nothing.
+    still = eyes.follow_lid_margin(lm, renderer.lid_bands)
+    iod = mesh.inter_ocular(lm)
+    assert np.abs(still - lm).max() < 0.02 * iod
+
+
+def test_a_shut_eye_is_painted_as_a_lash_line_not_an_eyeball():
+    lm = _shut(synth.astronaut_landmarks(), left_open=0.04).astype(np.float64)
+    pix = _eye_pixels(lm)
+    upper, lower = mesh.APERTURES[0]
+    radius = 0.2 * mesh.inter_ocular(lm) / 2
+    iris = np.array([70, 100, 140], np.float32)
+    lash = eyes.lash_colour(np.array([200, 140, 100], np.float32))
+    texture = np.full((len(pix), 3), 120.0, np.float32)    # the donor's own eye under the slit
+
+    def paint(shut: bool) -> np.ndarray:
+        return eyes.paint_eye(pix, lm[:, :2], upper, lower, lm[468, :2], radius, iris,
+                              texture, 1.0, lash, shut=shut)
+
+    out = paint(True)
+    assert len(pix) > 5
+    assert np.abs(out - lash).max() < 1.0
+    # Painted as an open eye, the same slit shows iris, sclera or the texture's eye.
+    assert np.abs(paint(False) - lash).max() > 40
+
+
+def test_swap_renders_shut_eyes_that_mediapipe_reads_as_shut():
+    # The independent MediaPipe mesh (static mode, as `dicom-deid evaluate` runs it) on the
+    # swapped astronaut, eyes open and lids lowered to a tenth of the opening. Before the lid
+    # margin followed the lid and the slit was painted as lashes, the rendered blink read
+    # 56-60 % of the open eye (the patient's: 10 %); now 30-38 %.
+    from dicom_deid.evaluate.observer import StaticMesh
+    from dicom_deid.evaluate.utility import eye_aspect_ratio
+
+    img = np.ascontiguousarray(synth.astronaut())
+    lm = synth.astronaut_landmarks().astype(np.float32)
+    shut = _shut(lm)
+    observer = StaticMesh()
+    try:
+        for shape in (0.0, 1.0):
+            renderer = SwapRenderer(donor_seed=4, shape=shape)
+            ears = []
+            for landmarks in (lm, shut):
+                found = observer.landmarks(renderer.render(img, landmarks))
+                assert found
+                ears.append(eye_aspect_ratio(found[0], "mediapipe"))
+            assert ears[0] > 0.8 * eye_aspect_ratio(lm.astype(np.float64), "mediapipe")
+            assert ears[1] < 0.45 * ears[0]
+    finally:
+        observer.close()
