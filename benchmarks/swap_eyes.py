@@ -17,7 +17,8 @@ Variants (``--variants``, comma-separated):
   eyeball however thin the opening: the behaviour before);
 - ``cold-start``: ``neutral_glide=0`` and the tracker's ``prime_passes=0`` (a new track's
   first landmarks from one mesh pass on the detector's crop, and the track's neutral shape
-  jumping to each new estimate: the behaviour before).
+  jumping to each new estimate: the behaviour before);
+- ``before``: both (the swap as on main before this work).
 
     .venv/bin/python benchmarks/swap_eyes.py [--frames 75] [--seeds 0,1] \
         [--variants current,mesh-lids] [--clips lbax4n,...] [--output FILE.json]
@@ -45,6 +46,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "current": ({}, {}),
     "mesh-lids": ({"closing_lids": False}, {}),
     "cold-start": ({"neutral_glide": 0}, {"prime_passes": 0}),
+    "before": ({"closing_lids": False, "neutral_glide": 0}, {"prime_passes": 0}),
 }
 
 
@@ -64,6 +66,20 @@ def read_clip(path: Path, frames: int) -> list[np.ndarray]:
     if not out:
         raise SystemExit(f"{path}: no frame could be decoded")
     return out
+
+
+def evaluate_seed(path: Path) -> int:
+    """The donor seed `dicom-deid evaluate` gives this clip under its first site key, with the
+    manifest benchmarks/evaluate_shared.py writes."""
+    from dicom_deid.evaluate.manifest import read_manifest
+    from dicom_deid.evaluate.run import donor_seed
+
+    manifest = REPO / "benchmarks" / "manifests" / "grid.csv"
+    for entry in read_manifest(manifest):
+        if entry.path.name == path.name:
+            return donor_seed(entry, 0)
+    raise SystemExit(f"{path.name} is not in {manifest} (run evaluate_shared.py "
+                     f"--sets grid --manifests-only)")
 
 
 def observe(mesh, frames: list[np.ndarray]) -> list[np.ndarray | None]:
@@ -144,7 +160,9 @@ def _rounded(value):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=75)
-    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--seeds", default="0,1",
+                        help="donor seeds, or 'evaluate': each clip's donor under evaluate's "
+                             "first site key (as `dicom-deid evaluate --keys 1` renders it)")
     parser.add_argument("--variants", default="current,mesh-lids")
     parser.add_argument("--clips", default="", help="clip names without .mpg (default: all)")
     parser.add_argument("--output", type=Path, default=None)
@@ -159,7 +177,8 @@ def main() -> int:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; expected some of {list(VARIANTS)}")
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    evaluate_seeds = args.seeds.strip() == "evaluate"
+    seeds = [] if evaluate_seeds else [int(s) for s in args.seeds.split(",") if s.strip()]
     wanted = {c.strip() for c in args.clips.split(",") if c.strip()}
     paths = sorted(p for p in GRID.glob("*.mpg") if not wanted or p.stem in wanted)
     if not paths:
@@ -171,7 +190,7 @@ def main() -> int:
         frames = read_clip(path, args.frames)
         orig_lm = observe(mesh, frames)
         for variant in variants:
-            for seed in seeds:
+            for seed in ([evaluate_seed(path)] if evaluate_seeds else seeds):
                 swap_args, tracker_args = VARIANTS[variant]
                 renderer = SwapRenderer(donor_seed=seed, shape=1.0, **swap_args)
                 replacer = FaceReplacer("swap", shape=1.0, donor_seed=seed, fps=25.0,
@@ -187,7 +206,7 @@ def main() -> int:
                       f"MAR r {measures['mar_r']:.3f}, flicker first "
                       f"{measures['flicker_ratio_first']:.3f} {measures['flicker_first_frames']}",
                       flush=True)
-    result = {"frames": args.frames, "seeds": seeds, "clips": [p.stem for p in paths],
+    result = {"frames": args.frames, "seeds": args.seeds if evaluate_seeds else seeds, "clips": [p.stem for p in paths],
               "wall_seconds": round(time.monotonic() - start, 1), "variants": {}}
     for variant, clips in per_variant.items():
         summary = summarise(clips)
