@@ -154,13 +154,16 @@ def paint_eye(pixels_xy: np.ndarray, xy: np.ndarray, upper: tuple[int, ...],
     out = out * lash
     # A nearly shut eye shows the lashes of the two lids meeting, not a slit of iris and sclera
     # (a one-pixel blue line under a dark one read as an open eye to MediaPipe): the eyeball
-    # fades to the lash colour as the opening closes from 0.9 to 0.3 iris radii.
+    # fades to the lash colour as the eye's opening closes from 0.9 to 0.3 iris radii.
     edge = np.clip(np.minimum(below_upper, above_lower) + 0.5, 0.0, 1.0)[:, None]
     out = out * edge + skin * (1 - edge)
-    if shut:
+    if shut and len(out):
         # After the anti-aliased edge: the texture under a one-pixel slit is the donor's eye.
-        gap = np.maximum(below_upper, 0.0) + np.maximum(above_lower, 0.0)
-        closed = np.clip((0.9 * r - gap) / (0.6 * r), 0.0, 1.0)[:, None]
+        # By the eye's widest opening, not each column's: every eye narrows to nothing at its
+        # corners, and a per-column fade painted the corners of open eyes (the caruncle
+        # included) as lashes, which moved London's privacy and expression numbers.
+        gap = float(np.max(np.maximum(below_upper, 0.0) + np.maximum(above_lower, 0.0)))
+        closed = float(np.clip((0.9 * r - gap) / (0.6 * r), 0.0, 1.0))
         lash_line = LASHES * brightness if lash_rgb is None else np.asarray(lash_rgb, np.float32)
         out = out * (1 - closed) + lash_line[None, :] * closed
     return out.astype(np.float32)

@@ -152,3 +152,15 @@ def test_swap_renders_shut_eyes_that_mediapipe_reads_as_shut():
             assert ears[1] < 0.45 * ears[0]
     finally:
         observer.close()
+
+
+def test_an_open_eye_is_painted_as_before_corners_included():
+    # Every eye narrows to nothing at its corners: the lash line is for a shut eye only, never
+    # for the corners of an open one (a per-column version painted them, caruncle included).
+    lm = synth.astronaut_landmarks().astype(np.float64)
+    pix = _eye_pixels(lm)
+    upper, lower = mesh.APERTURES[0]
+    args = (pix, lm[:, :2], upper, lower, lm[468, :2], 0.2 * mesh.inter_ocular(lm) / 2,
+            np.array([70, 100, 140], np.float32), np.zeros((len(pix), 3), np.float32), 1.0,
+            np.array([80, 50, 40], np.float32))
+    assert np.array_equal(eyes.paint_eye(*args, shut=True), eyes.paint_eye(*args, shut=False))
