@@ -375,7 +375,9 @@ def _skin_colour(rendered: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
 
     if not cv2.countNonZero(skin):
         return None
-    return np.array(cv2.mean(rendered, mask=skin)[:3], np.float32)
+    # float64, as cv2.mean gives it: the brightness below is then bit for bit what it was
+    # before the lash colour needed the mean (float32 moved painted eye pixels by a level).
+    return np.array(cv2.mean(rendered, mask=skin)[:3], np.float64)
 
 
 def _brightness(skin_rgb: np.ndarray | None) -> float:
