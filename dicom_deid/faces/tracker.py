@@ -166,6 +166,10 @@ class FaceTracker:
         self._force_detection = False
         self._cut = SceneCutDetector()
         self._spare_sessions: list[MeshSession] = []
+        # A single still image: no later frame to settle toward, so no priming (FaceReplacer
+        # sets it when its stream ends after one frame). Primed landmarks on London stills
+        # raised the recogniser's rank-1 on swap (3.9 -> 6.5 % pooled).
+        self.still = False
 
     # -- public ------------------------------------------------------------------------------
 
@@ -460,6 +464,8 @@ class FaceTracker:
         next frames moved by 2-3 % of the inter-ocular distance each while both settled (GRID
         lbax4n, three frames; 0.6-1 % afterwards), and the swap showed it as flicker in the
         first frames of every clip."""
+        if self.still:
+            return lm
         for _ in range(max(0, self.config.prime_passes)):
             x0, y0, x1, y1 = _box_of(lm)
             crop = ((x0 + x1) / 2.0, (y0 + y1) / 2.0, max(x1 - x0, y1 - y0) * self.config.crop_scale)
