@@ -189,17 +189,22 @@ class NeutralTracker:
     the track's neutral is the per-point median of the recent estimates (recomputed every
     ``refresh`` frames). Someone who smiles throughout a clip still gets a neutral face as
     neutral, because each estimate has the smile taken out; someone who talks gets their own
-    mouth at rest, because the median sees more rest than any one mouth position.
+    mouth at rest, because the median sees more rest than any one mouth position. With
+    ``glide`` the neutral moves to each new median over that many frames instead of at once.
     """
 
     def __init__(self, model: ExpressionModel | None = None, history: int = 150,
-                 refresh: int = 5) -> None:
-        if history < 1 or refresh < 1:
-            raise ValueError("history and refresh must be at least 1")
+                 refresh: int = 5, glide: int = 0) -> None:
+        if history < 1 or refresh < 1 or glide < 0:
+            raise ValueError("history and refresh must be at least 1, glide at least 0")
         self.model = model if model is not None else load_expression_model()
         self.refresh = refresh
+        self.glide = glide
         self._estimates: collections.deque[np.ndarray] = collections.deque(maxlen=history)
         self._neutral: np.ndarray | None = None
+        self._from: np.ndarray | None = None
+        self._target: np.ndarray | None = None
+        self._since = 0
         self.frames = 0
 
     @property
@@ -213,7 +218,17 @@ class NeutralTracker:
         estimate = shape - self.model.expression(shape)
         self._estimates.append(estimate.astype(np.float32))
         if self._neutral is None or self.frames % self.refresh == 0:
-            self._neutral = np.median(np.stack(self._estimates), axis=0).astype(np.float64)
+            median = np.median(np.stack(self._estimates), axis=0).astype(np.float64)
+            if self._neutral is None or self.glide == 0:
+                self._neutral = median
+            self._from, self._target, self._since = self._neutral, median, 0
+        if self.glide and self._target is not None and self._from is not None:
+            # A new median moves the whole rendered face at once (the first refresh on GRID:
+            # 0.5 % of the inter-ocular distance in one frame against 0.2 % of the patient's
+            # own movement); gliding to it over ``glide`` frames keeps the face still.
+            self._since += 1
+            share = min(1.0, self._since / self.glide)
+            self._neutral = self._from + (self._target - self._from) * share
         self.frames += 1
         d = shape - self._neutral
         # Gaze is transferred by the renderer as an offset within the eye: the iris points here

@@ -10,6 +10,7 @@ knowingly: a renderer that raises or leaves its region unchanged is replaced by 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import weakref
@@ -236,7 +237,11 @@ class FaceReplacer:
         def replaced() -> Generator[_Replaced, None, None]:
             source = iter(frames)
             try:
-                for rgb in source:
+                # One frame of look-ahead at the start: a stream of one frame is a still
+                # image, which the tracker does not prime (see FaceTracker.still).
+                head = list(itertools.islice(source, 2))
+                self.tracker.still = self._started == 0 and len(head) == 1
+                for rgb in itertools.chain(head, source):
                     index = self._started
                     with done:
                         while finished[0] < index - STREAM_HINT_LAG and not stopped.is_set():

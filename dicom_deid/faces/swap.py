@@ -26,6 +26,7 @@ import numpy as np
 from dicom_deid.faces import eyes, mesh, mouth, render_mesh
 from dicom_deid.faces.donors import Donor, candidate_seed, choose_donor, load_model
 from dicom_deid.faces.expression import ExpressionModel, NeutralTracker, load_expression_model
+from dicom_deid.faces.eyes import lid_margin_bands
 from dicom_deid.faces.shrink import shrink
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ DONOR_MIN_DISTANCE = 6.0
 _SETTLED: collections.OrderedDict[tuple, int] = collections.OrderedDict()
 _SETTLED_LOCK = threading.Lock()
 _SETTLED_MAX = 1024
+# Frames over which a track's neutral moves to each new estimate (NeutralTracker's refresh is
+# every 5 frames), so that the face does not jump when it is re-estimated.
+NEUTRAL_GLIDE = 5
 
 
 def check_inputs(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -177,6 +181,11 @@ class SwapRenderer:
 
     ``eyes`` / ``mouth``: "synthetic" paints the openings (default), "patient" keeps the
     frame's pixels there (measured alternative; the patient's iris and teeth stay visible).
+    ``neutral_glide``: frames over which a track's neutral glides to each new estimate (0: at
+    once, the behaviour before).
+    ``closing_lids``: a closing eye carries the lid margin down and shows a lash line when shut
+    (`eyes.follow_lid_margin`, `eyes.paint_eye`); False renders the mesh as MediaPipe places
+    it (the behaviour before, kept to measure against: blinks read 75-85 % open).
     """
 
     def __init__(self, donor_seed: int = 0, shape: float = 0.0, *,
@@ -189,6 +198,7 @@ class SwapRenderer:
                  expression_reach: float | None = EXPRESSION_REACH,
                  donor_candidates: int = DONOR_CANDIDATES,
                  donor_min_distance: float = DONOR_MIN_DISTANCE,
+                 closing_lids: bool = True, neutral_glide: int = NEUTRAL_GLIDE,
                  max_tracks: int = 64) -> None:
         if not 0.0 <= float(shape) <= 1.0:
             raise ValueError(f"shape must be within 0..1, got {shape}")
@@ -200,6 +210,7 @@ class SwapRenderer:
         # issue 15, kept to measure against).
         self.expression = load_expression_model() if keep_expression else None
         self.max_tracks = max_tracks
+        self.neutral_glide = neutral_glide
         self._trackers: collections.OrderedDict[int, NeutralTracker] = \
             collections.OrderedDict()
         # The donor's own neutral shape: the mean shape plus an identity sampled from the
@@ -227,6 +238,7 @@ class SwapRenderer:
         self.feather = feather               # in inter-ocular distances
         layout = self.model.layout
         self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
+        self.lid_bands = lid_margin_bands(self.uv) if closing_lids else None
 
     def _use_donor(self, seed: int) -> None:
         """Make the donor of ``seed`` (texture and synthetic neutral shape) the one rendered."""
@@ -296,7 +308,7 @@ class SwapRenderer:
     def _tracker(self, track_id: int) -> NeutralTracker:
         tracker = self._trackers.get(track_id)
         if tracker is None:
-            tracker = NeutralTracker(self.expression)
+            tracker = NeutralTracker(self.expression, glide=self.neutral_glide)
             self._trackers[track_id] = tracker
             while len(self._trackers) > self.max_tracks:
                 self._trackers.popitem(last=False)
@@ -328,6 +340,8 @@ class SwapRenderer:
         if not self.donor_settled:
             self._settle_donor(rgb, lm)
         geo = self.geometry(lm, track_id)
+        if self.lid_bands is not None:
+            geo = eyes.follow_lid_margin(geo, self.lid_bands)
         return self._render_scaled(rgb, lm, geo, inplace)
 
     def _render_scaled(self, rgb: np.ndarray, lm: np.ndarray, geo: np.ndarray,
@@ -407,7 +421,9 @@ class SwapRenderer:
     def _paint_openings(self, rendered: np.ndarray, original: np.ndarray,
                         maps: render_mesh.MeshMaps, xy: np.ndarray, geo: np.ndarray,
                         iod: float, skin: np.ndarray) -> None:
-        brightness = _skin_brightness(rendered, skin)
+        skin_rgb = _skin_colour(rendered, skin)
+        brightness = _brightness(skin_rgb)
+        lash_rgb = eyes.lash_colour(skin_rgb) if skin_rgb is not None else None
         for label, contour, iris, lids in (
                 (mesh.PART_RIGHT_EYE, mesh.RIGHT_EYE, mesh.RIGHT_IRIS, mesh.APERTURES[0]),
                 (mesh.PART_LEFT_EYE, mesh.LEFT_EYE, mesh.LEFT_IRIS, mesh.APERTURES[1]),
@@ -427,7 +443,8 @@ class SwapRenderer:
             centre = xy[iris[0]]
             radius = float(np.linalg.norm(xy[list(iris[1:])] - centre, axis=1).mean())
             rendered[sel] = eyes.paint_eye(pix, xy, lids[0], lids[1], centre, radius,
-                                           self.donor.iris_rgb, rendered[sel], brightness)
+                                           self.donor.iris_rgb, rendered[sel], brightness,
+                                           lash_rgb, shut=self.lid_bands is not None)
 
 
 def check_landmarks(landmarks: np.ndarray) -> np.ndarray:
@@ -437,11 +454,20 @@ def check_landmarks(landmarks: np.ndarray) -> np.ndarray:
     return lm
 
 
-def _skin_brightness(rendered: np.ndarray, skin: np.ndarray) -> float:
-    """How bright the face is lit, relative to a studio-lit face, to light the painted eyes."""
+def _skin_colour(rendered: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
+    """The rendered face's mean skin colour (RGB), None when no skin pixel is rendered."""
     import cv2
 
     if not cv2.countNonZero(skin):
+        return None
+    # float64, as cv2.mean gives it: the brightness below is then bit for bit what it was
+    # before the lash colour needed the mean (float32 moved painted eye pixels by a level).
+    return np.array(cv2.mean(rendered, mask=skin)[:3], np.float64)
+
+
+def _brightness(skin_rgb: np.ndarray | None) -> float:
+    """How bright the face is lit, relative to a studio-lit face, to light the painted eyes."""
+    if skin_rgb is None:
         return 1.0
-    r, g, b, _ = cv2.mean(rendered, mask=skin)
+    r, g, b = (float(v) for v in skin_rgb)
     return float(np.clip((0.299 * r + 0.587 * g + 0.114 * b) / 165.0, 0.25, 1.3))

@@ -213,3 +213,29 @@ def test_the_private_expression_keeps_the_smile_and_drops_movement_far_from_it(m
     cos = (shrunk * full).sum() / (np.linalg.norm(shrunk) * np.linalg.norm(full))
     assert np.linalg.norm(shrunk) < np.linalg.norm(full) and cos > 0.9
     assert np.allclose(model.private_expression(smiled), full)
+
+
+@pytest.mark.parametrize("glide", [0, 5])
+def test_the_track_neutral_glides_to_a_new_estimate(model, neutral, glide):
+    # history 1: each refresh (every 5 frames) takes the latest estimate; the patient's face
+    # changes shape at frame 5 (a new estimate), and the neutral follows at once (glide 0, as
+    # before) or in equal steps over `glide` frames, without overshooting.
+    tracker = NeutralTracker(model, history=1, refresh=5, glide=glide)
+    before = model.to_canonical(neutral)[0]
+    after = model.to_canonical(identity_change(model, neutral))[0]
+    for _ in range(5):
+        tracker.update(before)
+    start = tracker.neutral.copy()
+    target = after - model.expression(after)
+    jump = np.linalg.norm(target - start)
+    seen = []
+    for _ in range(8):
+        tracker.update(after)
+        seen.append(tracker.neutral.copy())
+    steps = [np.linalg.norm(b - a) for a, b in zip([start] + seen, seen, strict=False)]
+    assert np.allclose(seen[-1], target, atol=1e-9)
+    if glide == 0:
+        assert steps[0] == pytest.approx(jump)
+    else:
+        assert max(steps) == pytest.approx(jump / glide, rel=1e-6)
+        assert np.allclose(seen[glide - 1], target, atol=1e-9)
