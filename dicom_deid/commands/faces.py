@@ -52,28 +52,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _expand(inputs: list[Path]):
-    """Inputs found (see commands/inputs.py); in folders, files that are neither images,
-    videos nor DICOM are skipped and listed."""
-    from dicom_deid.commands.inputs import find_inputs
-    from dicom_deid.faces.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_dicom
-
-    def accept(path: Path) -> str | None:
-        if path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES or is_dicom(path):
-            return None
-        return "not an image, a video or DICOM"
-
-    return find_inputs(inputs, accept)
-
-
-def _output_name(path: Path, inputs: list[Path]) -> Path:
-    """The output path relative to DIR: folders keep their inner layout."""
-    for item in inputs:
-        if item.is_dir() and path.is_relative_to(item):
-            return path.relative_to(item)
-    return Path(path.name)
-
-
 def describe(report) -> str:
     """The report in words: a leak is a face the tracker missed and the independent check
     caught; it was covered, so it is counted as caught, not as a face shown."""
@@ -118,18 +96,12 @@ def run(args: argparse.Namespace) -> int:
     if args.max_faces < 1:
         print("dicom-deid faces: --max-faces must be at least 1", file=sys.stderr)
         return 2
-    from dicom_deid.commands.inputs import claim_output, output_folder_problem, print_skipped
+    from dicom_deid.commands.inputs import claim_output, gather_media
 
-    found = _expand(args.inputs)
-    print_skipped(found)
-    items = [(p, _output_name(p, args.inputs)) for p in found.paths]
-    if not items and not found.missing:
-        print("dicom-deid faces: no input files found", file=sys.stderr)
+    gathered = gather_media("faces", args.inputs, args.output)
+    if gathered is None:
         return 2
-    problem = output_folder_problem(args.output)
-    if problem:
-        print(f"dicom-deid faces: {problem}", file=sys.stderr)
-        return 2
+    found, items = gathered
 
     keys: list = []
 

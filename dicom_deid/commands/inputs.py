@@ -118,6 +118,45 @@ def output_folder_problem(path: Path) -> str | None:
     return None
 
 
+def find_media_inputs(inputs: list[Path]) -> Inputs:
+    """Inputs found; in folders, files that are neither images, videos nor DICOM are skipped
+    and listed."""
+    from dicom_deid.faces.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_dicom
+
+    def accept(path: Path) -> str | None:
+        if path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES or is_dicom(path):
+            return None
+        return "not an image, a video or DICOM"
+
+    return find_inputs(inputs, accept)
+
+
+def output_name(path: Path, inputs: list[Path]) -> Path:
+    """The output path relative to the output folder: folders keep their inner layout."""
+    for item in inputs:
+        if item.is_dir() and path.is_relative_to(item):
+            return path.relative_to(item)
+    return Path(path.name)
+
+
+def gather_media(command: str, inputs: list[Path],
+                 output: Path) -> tuple[Inputs, list[tuple[Path, Path]]] | None:
+    """The inputs of a pixels-only command (`faces`, `text`) with their output names, skips
+    listed; None (after saying why on stderr) when there is nothing to do or the output
+    folder is unusable."""
+    found = find_media_inputs(inputs)
+    print_skipped(found)
+    items = [(p, output_name(p, inputs)) for p in found.paths]
+    if not items and not found.missing:
+        print(f"dicom-deid {command}: no input files found", file=sys.stderr)
+        return None
+    problem = output_folder_problem(output)
+    if problem:
+        print(f"dicom-deid {command}: {problem}", file=sys.stderr)
+        return None
+    return found, items
+
+
 def claim_output(src: Path, dst: Path, output: Path, seen: set[Path]) -> None:
     """Check that `dst` may be written for `src` (one output per input, never the input
     itself, never outside `output`), record it in `seen` and create its folder.

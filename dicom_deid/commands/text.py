@@ -45,8 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dicom_deid.atomic import write_atomic
-    from dicom_deid.commands.faces import _expand, _output_name
-    from dicom_deid.commands.inputs import claim_output, output_folder_problem, print_skipped
+    from dicom_deid.commands.inputs import claim_output, gather_media
     from dicom_deid.faces.files import kind_of
     from dicom_deid.faces.media import MediaError
     from dicom_deid.header.keys import KeyFileError, load_key
@@ -58,18 +57,10 @@ def run(args: argparse.Namespace) -> int:
     if interval < 1:
         print("dicom-deid text: --key-interval must be at least 1", file=sys.stderr)
         return 2
-    # The same input rules as every command (commands/inputs.py): files in folders that are
-    # not images, videos or DICOM are skipped and listed; a missing input fails.
-    found = _expand(args.inputs)
-    print_skipped(found)
-    items = [(p, _output_name(p, args.inputs)) for p in found.paths]
-    if not items and not found.missing:
-        print("dicom-deid text: no input files found", file=sys.stderr)
+    gathered = gather_media("text", args.inputs, args.output)
+    if gathered is None:
         return 2
-    problem = output_folder_problem(args.output)
-    if problem:
-        print(f"dicom-deid text: {problem}", file=sys.stderr)
-        return 2
+    found, items = gathered
 
     def make(phi) -> TextStage:
         return TextStage(args.mode, phi, key_interval=interval, inplace=True)
