@@ -13,7 +13,6 @@ endpoint) keep their running values; the log names each one that needs a restart
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from dicom_deid.config import NodeConfig
 
@@ -32,14 +31,6 @@ class ReloadPlan:
     need_restart: list[str]  # settings that changed in the file but keep their running value
 
 
-def _replace(obj: Any, **changes: Any) -> Any:
-    return obj.model_copy(update=changes)
-
-
-def _fields(obj: Any) -> list[str]:
-    return list(type(obj).model_fields)
-
-
 def plan_reload(old: NodeConfig, new: NodeConfig) -> ReloadPlan:
     applied: list[str] = []
     need_restart: list[str] = []
@@ -48,7 +39,7 @@ def plan_reload(old: NodeConfig, new: NodeConfig) -> ReloadPlan:
             applied.append(name)
 
     listen_kept = {}
-    for name in _fields(old.listen):
+    for name in type(old.listen).model_fields:
         changed = getattr(old.listen, name) != getattr(new.listen, name)
         if name in _LIVE_LISTEN:
             applied += [f"listen.{name}"] if changed else []
@@ -57,7 +48,7 @@ def plan_reload(old: NodeConfig, new: NodeConfig) -> ReloadPlan:
             need_restart += [f"listen.{name}"] if changed else []
 
     processing_kept = {"workers": old.processing.workers}  # the pool's size
-    for name in _fields(old.processing):
+    for name in type(old.processing).model_fields:
         if getattr(old.processing, name) != getattr(new.processing, name):
             (need_restart if name in processing_kept else applied).append(f"processing.{name}")
 
@@ -67,6 +58,7 @@ def plan_reload(old: NodeConfig, new: NodeConfig) -> ReloadPlan:
         if getattr(old, name) != getattr(new, name):
             need_restart.append(name)
 
-    merged = _replace(new, listen=_replace(new.listen, **listen_kept),
-                      processing=_replace(new.processing, **processing_kept), **fixed)
+    merged = new.model_copy(update={
+        "listen": new.listen.model_copy(update=listen_kept),
+        "processing": new.processing.model_copy(update=processing_kept), **fixed})
     return ReloadPlan(merged, applied, need_restart)
