@@ -36,6 +36,7 @@ from pydantic_core import PydanticCustomError
 
 from dicom_deid import face_methods
 from dicom_deid.errors import DeidError
+from dicom_deid.onnx_device import DEVICE_PATTERN
 from dicom_deid.validation import fail, kind, model_in, problems
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -312,6 +313,12 @@ class ProcessingConfig(_Section):
     # leave room for an hour of 1080p video on two workers; a hung decoder does not hold a
     # worker forever.
     job_timeout: Annotated[float, _number(0.0)] = 21600.0
+    # Where the models run (dicom_deid/onnx_device.py): auto takes CUDA when onnxruntime
+    # offers it (the `gpu` extra), cuda fails the start when it does not.
+    device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
+    # Who runs the face detector and mesh: MediaPipe's TFLite (CPU only) or the same models
+    # on ONNX Runtime (on `device`); auto: ONNX when `device` resolves to a GPU.
+    face_engine: Literal["auto", "mediapipe", "onnx"] = "auto"
 
 
 class ForwardConfig(_Section):

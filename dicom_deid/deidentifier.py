@@ -44,6 +44,7 @@ from dicom_deid.header import (
     mark_pixels,
     read_instance,
 )
+from dicom_deid.onnx_device import DEFAULT_FACE_ENGINE, ModelSettings
 from dicom_deid.pixel_stage import InstanceContext, PixelStageError, make_replacer, text_applies
 from dicom_deid.policy import PixelPolicy
 
@@ -155,13 +156,19 @@ class Deidentifier:
     options: PS3.15 option names added to the profile's own
     faces:   the face method; None: the profile's default
     face_shape: swap's donor-shape weight; None: the profile's
+    device:  where the models run: auto | cpu | cuda[:N] (dicom_deid.onnx_device)
+    face_engine: mediapipe | onnx: who runs the face detector and mesh; None: the default
 
     Raises ProfileError, KeyFileError or SettingsError (all DeidError) for bad settings.
     """
 
     def __init__(self, profile: str | Path | Profile = "basic", *,
                  key: SiteKey | str | Path | None = None, options: Iterable[str] = (),
-                 faces: str | None = None, face_shape: float | None = None) -> None:
+                 faces: str | None = None, face_shape: float | None = None,
+                 device: str = "auto", face_engine: str | None = None) -> None:
+        self.runtime = ModelSettings(device, face_engine or DEFAULT_FACE_ENGINE)
+        # cuda asked where onnxruntime has no CUDA: said now, before any file is touched.
+        self.runtime.check()
         self.profile = _load(profile, tuple(options))
         self.key = key if isinstance(key, SiteKey) else load_key(key)
         self.pixels: PixelPolicy = _pixel_policy(self.profile, faces, face_shape)
@@ -234,7 +241,7 @@ class Deidentifier:
     def face_replacer(self, original_study_uid: str, fps: float = 25.0) -> FaceReplacer:
         """The face stage for frames of this study (the evaluation's captures use it): the
         study's donor from the key, the method and shape of this Deidentifier."""
-        return make_replacer(self.pixels, self.key, original_study_uid, fps)
+        return make_replacer(self.pixels, self.key, original_study_uid, fps, self.runtime)
 
     # ------------------------------------------------------------------ the decisions
 
@@ -297,7 +304,7 @@ class Deidentifier:
         context = InstanceContext(header=header.dataset, original=prepared.original,
                                   path=prepared.path, profile=self.profile, pixels=self.pixels,
                                   key=self.key, date_offset_days=header.offset_days,
-                                  durable=durable)
+                                  durable=durable, runtime=self.runtime)
         done = clean_faces(context, target)
         out = header.dataset
         mark_pixels(out, self.profile, done.status)

@@ -30,6 +30,7 @@ from dicom_deid.atomic import publish
 from dicom_deid.errors import DeidError
 from dicom_deid.header import PixelStatus, Profile, SiteKey, mark_pixels
 from dicom_deid.header.keys import donor_seed, keypoint_sr_uids
+from dicom_deid.onnx_device import ModelSettings
 from dicom_deid.policy import PixelPolicy
 from dicom_deid.progress import start_frames
 
@@ -59,6 +60,7 @@ class InstanceContext:
     pixels:   how the pixels are cleaned (the profile's PixelPolicy, with the caller's
               face method and shape)
     date_offset_days: the patient's date shift under the date-shift option (the SR follows it)
+    runtime:  the device and face engine every model of this instance is built with
     durable:  the written video survives a power cut once clean_faces returns (fsync of the file
               and of its folder after the rename; the node needs it)
     """
@@ -71,6 +73,7 @@ class InstanceContext:
     key: SiteKey
     date_offset_days: int | None = None
     durable: bool = True
+    runtime: ModelSettings = field(default_factory=ModelSettings)
 
     @property
     def method(self) -> str:
@@ -102,13 +105,14 @@ class PixelOutcome:
 
 
 def make_replacer(pixels: PixelPolicy, key: SiteKey, original_study_uid: str,
-                  fps: float) -> FaceReplacer:
+                  fps: float, runtime: ModelSettings | None = None) -> FaceReplacer:
     """The face stage of one instance of a study: the study's donor from the key (two studies
     of one patient get unrelated donors), the geometry blend where the method takes one."""
     from dicom_deid.faces import FaceReplacer
 
     return FaceReplacer(method=pixels.faces, shape=pixels.shape_for(pixels.faces),
-                        donor_seed=donor_seed(key, original_study_uid), fps=fps)
+                        donor_seed=donor_seed(key, original_study_uid), fps=fps,
+                        runtime=runtime)
 
 
 def _original_face_landmarks(result: FrameResult) -> list:
@@ -154,7 +158,7 @@ def clean_faces(context: InstanceContext, target: Path) -> PixelOutcome:
     method = pixels.faces
     # Keypoints are measured beside a face replacement; text alone does not write an SR.
     want_keypoints = pixels.keypoints and method != "none"
-    text = _text_stage(pixels, profile, context.original)
+    text = _text_stage(pixels, profile, context.original, context.runtime)
     faces_on = method != "none"
     if text is None and not faces_on:
         raise PixelStageError("neither faces nor burned-in text were asked for")
@@ -184,14 +188,15 @@ def clean_faces(context: InstanceContext, target: Path) -> PixelOutcome:
     with reader:
         info = reader.info
         fps = float(info.fps or 25.0)
-        replacer = make_replacer(pixels, context.key, context.original_study, fps) \
+        replacer = make_replacer(pixels, context.key, context.original_study, fps,
+                                 context.runtime) \
             if faces_on else _NoFaces()
         extract_original = extract_output = None
         if want_keypoints:
             from dicom_deid.keypoints import KeypointExtractor
 
-            extract_original = KeypointExtractor(face=True, fps=fps)
-            extract_output = KeypointExtractor(face=True, fps=fps)
+            extract_original = KeypointExtractor(face=True, fps=fps, runtime=context.runtime)
+            extract_output = KeypointExtractor(face=True, fps=fps, runtime=context.runtime)
 
         tick = start_frames(info.frames)
 
@@ -302,7 +307,8 @@ def text_applies(pixels: PixelPolicy, options: tuple[str, ...],
                                            for p in _TEXT_SOP_PREFIXES)
 
 
-def _text_stage(pixels: PixelPolicy, profile: Profile, original: Dataset | None):
+def _text_stage(pixels: PixelPolicy, profile: Profile, original: Dataset | None,
+                runtime: ModelSettings):
     """The burned-in text stage for this instance, or None."""
     if not text_applies(pixels, profile.options, original):
         return None
@@ -310,7 +316,7 @@ def _text_stage(pixels: PixelPolicy, profile: Profile, original: Dataset | None)
     from dicom_deid.text import PhiTerms, TextStage
 
     return TextStage(mode, PhiTerms.from_dataset(original) if mode == "redact-phi" else None,
-                     inplace=True)
+                     inplace=True, device=runtime.device)
 
 
 class _NoFaces:

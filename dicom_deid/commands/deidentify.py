@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dicom_deid import face_methods
 from dicom_deid.header.options import OPTIONS
+from dicom_deid.onnx_device import DEFAULT_FACE_ENGINE, FACE_ENGINES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--faces", choices=face_methods.choices(), default=None, metavar="METHOD",
                         help="face method for pixels that may show a face "
                              f"({'|'.join(face_methods.choices())}; default: the profile's)")
+    parser.add_argument("--device", default="auto", metavar="DEVICE",
+                        help="where the models run: auto (CUDA when onnxruntime offers it), "
+                             "cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--face-engine", choices=FACE_ENGINES, default=None,
+                        help="who runs the face detector and mesh: MediaPipe's TFLite (CPU) "
+                             "or the same models on ONNX Runtime (on --device); auto: ONNX "
+                             f"when --device resolves to a GPU (default: {DEFAULT_FACE_ENGINE})")
     parser.add_argument("--keypoints-csv", action="store_true",
                         help="also write the keypoints measured on the original frames as a "
                              "tidy CSV (frame, set, point, x, y, ...) beside each face video")
@@ -140,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
 
     def study_deidentifier() -> Deidentifier:
         # One per study: what must agree within a study is held by it (docs/LIBRARY.md).
-        return Deidentifier(profile, key=key, faces=args.faces)
+        return Deidentifier(profile, key=key, faces=args.faces, device=args.device,
+                            face_engine=args.face_engine)
 
     try:
         faces = study_deidentifier().method

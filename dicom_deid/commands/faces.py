@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="faces followed with landmarks per frame; more are covered")
     parser.add_argument("--report", type=Path, default=None,
                         help="write the per-file reports (counts, no PHI) as JSON here")
+    parser.add_argument("--device", default="auto", metavar="DEVICE",
+                        help="where the models run: auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--face-engine", choices=("auto", "mediapipe", "onnx"), default=None,
+                        help="who runs the face detector and mesh (default: auto: onnx on a "
+                             "GPU, mediapipe on the CPU)")
     parser.add_argument("--keep-header", action="store_true",
                         help="DICOM inputs: keep the header as it is, PatientName, PatientID and "
                              "all (without this flag DICOM inputs are refused; `dicom-deid "
@@ -96,6 +101,16 @@ def run(args: argparse.Namespace) -> int:
     if args.max_faces < 1:
         print("dicom-deid faces: --max-faces must be at least 1", file=sys.stderr)
         return 2
+    # Before the output folder is made: a device that cannot be used leaves nothing behind.
+    from dicom_deid.errors import DeidError
+    from dicom_deid.onnx_device import DEFAULT_FACE_ENGINE, ModelSettings
+
+    try:
+        runtime = ModelSettings(args.device, args.face_engine or DEFAULT_FACE_ENGINE)
+        runtime.check()
+    except DeidError as exc:
+        print(f"dicom-deid faces: {exc}", file=sys.stderr)
+        return 2
     from dicom_deid.commands.inputs import claim_output, gather_media
 
     gathered = gather_media("faces", args.inputs, args.output)
@@ -125,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         seed = donor_seed(site_key(), donor_identity) \
             if face_methods.get(args.method).keyed else 0
         return FaceReplacer(args.method, shape=args.shape, donor_seed=seed, fps=fps,
-                            max_faces=args.max_faces)
+                            max_faces=args.max_faces, runtime=runtime)
 
     failures: list[str] = [f"{path}: {why}" for path, why in found.missing]
     reports: list[dict] = []

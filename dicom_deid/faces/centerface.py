@@ -56,7 +56,7 @@ class Detection:
 
 
 class CenterFace:
-    """CenterFace on onnxruntime (CPU unless another provider is asked for)."""
+    """CenterFace on onnxruntime, on the device asked for (dicom_deid.onnx_device)."""
 
     def __init__(
         self,
@@ -64,10 +64,11 @@ class CenterFace:
         *,
         precision: str = "float",
         threads: int | None = None,
-        providers: list[str] | None = None,
+        device: str = "auto",
     ) -> None:
-        """``precision`` chooses the shipped model (float or int8) when no path is given."""
-        import onnxruntime as ort
+        """``precision`` chooses the shipped model (float or int8) when no path is given;
+        ``device`` is auto | cpu | cuda[:N] (dicom_deid.onnx_device)."""
+        from dicom_deid.onnx_device import make_session
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -82,21 +83,13 @@ class CenterFace:
             raise FileNotFoundError(f"cannot read the CenterFace model {path}: {exc}") from exc
         self._nhwc = NHWC_INPUT in graph_inputs(data)
         self._input = NHWC_INPUT if self._nhwc else _INPUT
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        # Idle worker threads sleep instead of spinning: the detector shares the CPU with the
-        # tracker and the video encoder, and spinning threads took that time from them (on
-        # 2 busy cores: 25 ms CPU per 720p check instead of 50, wall time 40 ms instead of 80-140).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        if threads:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
+        # make_session lets idle worker threads sleep instead of spinning: the detector shares
+        # the CPU with the tracker and the video encoder, and spinning threads took that time
+        # from them (on 2 busy cores: 25 ms CPU per 720p check instead of 50, wall time 40 ms
+        # instead of 80-140).
+        self._session = make_session(
             set_io_shapes(data, _NHWC_SHAPES if self._nhwc else _SHAPES),  # type: ignore[arg-type]
-            sess_options=options,
-            providers=providers or ["CPUExecutionProvider"],
-        )
+            device, threads=threads)
 
     def detect(
         self,

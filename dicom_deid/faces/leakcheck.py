@@ -57,12 +57,14 @@ class LeakChecker:
         min_covered: float = MIN_COVERED,
         threads: int | None = DEFAULT_THREADS,
         precision: str = DEFAULT_PRECISION,
+        device: str = "auto",
     ) -> None:
         # precision and threads apply to the detector built here (threads None: onnxruntime's
         # default); threshold None is the precision's own (THRESHOLDS).
         if precision not in THRESHOLDS:
             raise ValueError(f"precision must be one of {tuple(THRESHOLDS)}, got {precision!r}")
-        self.detector = detector or CenterFace(precision=precision, threads=threads)
+        self.detector = detector or CenterFace(precision=precision, threads=threads,
+                                               device=device)
         self.max_side = int(max_side)
         self.threshold = float(THRESHOLDS[precision] if threshold is None else threshold)
         self.min_covered = float(min_covered)

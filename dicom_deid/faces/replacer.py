@@ -34,6 +34,7 @@ from dicom_deid.faces.region import (
     region_polygon,
 )
 from dicom_deid.faces.tracker import DETECTED, LOST, TRACKED, FaceTracker, TrackerConfig, TrackStats
+from dicom_deid.onnx_device import ModelSettings
 from dicom_deid.overlap import prefetch
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,11 @@ class FaceReplacer:
         models: FaceModels | None = None,
         renderer: Renderer | None = None,
         tracker_config: TrackerConfig | None = None,
+        runtime: ModelSettings | None = None,
     ) -> None:
+        # runtime: the device and face engine of every model built here (models, if given,
+        # is used as it is).
+        runtime = runtime or ModelSettings()
         spec = face_methods.get(method)
         if not 0.0 <= float(shape) <= 1.0:
             raise ValueError(f"shape must be within 0..1, got {shape}")
@@ -183,12 +188,13 @@ class FaceReplacer:
         # The same independent detector also tells the tracker whether a lost face is still
         # there (on the input), so it is built even when the output check is switched off.
         checker = LeakChecker(max_side=leak_max_side, threshold=leak_threshold,
-                              precision=leak_precision)
+                              precision=leak_precision, device=runtime.device)
         self.leak_checker = checker if leak_check else None
         config = tracker_config or TrackerConfig(
             max_faces=max_faces, detect_interval=detect_interval, hold_s=hold_s
         )
-        self.tracker = FaceTracker(models, fps=fps, config=config, evidence=checker.evidence)
+        self.tracker = FaceTracker(models or runtime.face_models(), fps=fps, config=config,
+                                   evidence=checker.evidence)
         self.report = FacesReport(method=method)
         self.last: FrameResult | None = None
         self._closed = False

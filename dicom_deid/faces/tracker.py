@@ -148,9 +148,9 @@ class FaceTracker:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         if models is None:
-            from dicom_deid.faces.models import MediaPipeFaceModels
+            from dicom_deid.onnx_device import ModelSettings
 
-            models = MediaPipeFaceModels()
+            models = ModelSettings().face_models()
         self.models = models
         self.fps = float(fps)
         self.config = config or TrackerConfig()

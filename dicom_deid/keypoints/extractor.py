@@ -22,6 +22,7 @@ from dicom_deid.keypoints.points import FACE_POINTS, SETS, FrameKeypoints
 
 if TYPE_CHECKING:
     from dicom_deid.faces.tracker import FaceTracker
+    from dicom_deid.onnx_device import ModelSettings
 
 # Pose wrists (subject's left, right) and the hand model's wrist: used to tell the hands apart.
 _POSE_WRISTS = (15, 16)
@@ -55,10 +56,13 @@ class KeypointExtractor:
 
     face=False skips the face set; pose=False / hands=False skip those. One extractor follows
     one video: call `extract` on its frames in order, then `close()` (or use `with`).
+    runtime: the device and face engine of the face models it builds (pose and hands are
+    MediaPipe's, on the CPU).
     """
 
     def __init__(self, face: bool = True, *, pose: bool = True, hands: bool = True,
-                 fps: float = 25.0, min_confidence: float = 0.5) -> None:
+                 fps: float = 25.0, min_confidence: float = 0.5,
+                 runtime: ModelSettings | None = None) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.face = face
@@ -69,6 +73,7 @@ class KeypointExtractor:
         self._hands: Any = None
         self._tracker: FaceTracker | None = None
         self._closed = False
+        self._runtime = runtime
         import mediapipe as mp
 
         if pose:
@@ -167,8 +172,10 @@ class KeypointExtractor:
     def _track_face(self, rgb: np.ndarray) -> np.ndarray | None:
         if self._tracker is None:
             from dicom_deid.faces.tracker import FaceTracker
+            from dicom_deid.onnx_device import ModelSettings
 
-            self._tracker = FaceTracker(fps=self.fps)
+            self._tracker = FaceTracker((self._runtime or ModelSettings()).face_models(),
+                                        fps=self.fps)
         faces = self._tracker.update(rgb)
         return _largest([f.landmarks for f in faces if f.landmarks is not None])
 

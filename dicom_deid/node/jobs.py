@@ -54,12 +54,13 @@ def warm_up() -> int:
     return os.getpid()
 
 
-def _deidentifier(route: dict[str, Any], key: Any) -> Any:
+def _deidentifier(route: dict[str, Any], key: Any, device: str = "auto",
+                  face_engine: str | None = None) -> Any:
     """The library's Deidentifier for the instances of one study under one route."""
     from dicom_deid.deidentifier import Deidentifier
 
     return Deidentifier(route["profile"], key=key, options=tuple(route["options"]),
-                        faces=route["faces"])
+                        faces=route["faces"], device=device, face_engine=face_engine)
 
 
 def _identifying_values(path: Path) -> list[str]:
@@ -101,7 +102,8 @@ def _failure_items(result: Any) -> list[tuple[Path, str]]:
 
 
 def run_study_job(state_dir: str, job_id: int, token: str, rows: list[dict[str, Any]],
-                  key_file: str, audit_log: str) -> dict[str, Any]:
+                  key_file: str, audit_log: str, device: str = "auto",
+                  face_engine: str | None = None) -> dict[str, Any]:
     """Process `rows` (the journal's records of the instances job `job_id` owns).
 
     Returns a PHI-free summary, with under "result" what the node records in the journal:
@@ -131,7 +133,8 @@ def run_study_job(state_dir: str, job_id: int, token: str, rows: list[dict[str, 
             secrets = [v for r in members for v in (r["sop_instance_uid"] or "",)]
             started = time.monotonic()
             try:
-                result = process_study(sorted(by_path), outbox, _deidentifier(route, key),
+                result = process_study(sorted(by_path), outbox,
+                                       _deidentifier(route, key, device, face_engine),
                                        None, quarantine)
             except Exception as exc:
                 reason = "de-identification failed: " + short_reason(exc, secrets)

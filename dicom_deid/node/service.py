@@ -147,6 +147,11 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         # Installed first: SIGHUP's default action would end a node still starting.
         signal.signal(signal.SIGHUP, on_hangup)
+    from dicom_deid.onnx_device import ModelSettings
+
+    # processing.device cuda where onnxruntime has no CUDA stops the start with its reason,
+    # instead of failing (and quarantining) every study later.
+    ModelSettings(config.processing.device, config.processing.face_engine).check()
     prepare_state(config)
     lock = acquire_state_lock(config.state_dir)
     stop = stop or threading.Event()

@@ -25,23 +25,13 @@ DET_MODEL = "ppocr/ch_PP-OCRv4_det_infer.onnx"
 REC_MODEL = "ppocr/ch_PP-OCRv4_rec_infer.onnx"
 
 
-def _session(name: str, threads: int | None):
-    import onnxruntime as ort
-
+def _session(name: str, threads: int | None, device: str = "auto"):
+    from dicom_deid.onnx_device import make_session
     from dicom_deid.resources import model_path
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # As for CenterFace (faces/centerface.py): idle threads sleep, the cores are shared with
-    # the face stage and the encoder.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-    path = model_path(name)
-    return ort.InferenceSession(str(path), sess_options=options,
-                                providers=["CPUExecutionProvider"])
+    # As for CenterFace (faces/centerface.py): idle threads sleep (make_session), the cores
+    # are shared with the face stage and the encoder.
+    return make_session(model_path(name), device, threads=threads)
 
 
 def _normalise(bgr: np.ndarray) -> np.ndarray:
@@ -59,8 +49,9 @@ class TextDetector:
     """
 
     def __init__(self, *, threads: int | None = None, max_side: int = 1280, min_side: int = 480,
-                 threshold: float = 0.3, box_threshold: float = 0.45, unclip: float = 1.6) -> None:
-        self._session = _session(DET_MODEL, threads)
+                 threshold: float = 0.3, box_threshold: float = 0.45, unclip: float = 1.6,
+                 device: str = "auto") -> None:
+        self._session = _session(DET_MODEL, threads, device)
         self._input = self._session.get_inputs()[0].name
         self.max_side, self.min_side = max_side, min_side
         self.threshold, self.box_threshold, self.unclip = threshold, box_threshold, unclip
@@ -131,8 +122,8 @@ class TextRecognizer:
 
     HEIGHT = 48
 
-    def __init__(self, *, threads: int | None = None) -> None:
-        self._session = _session(REC_MODEL, threads)
+    def __init__(self, *, threads: int | None = None, device: str = "auto") -> None:
+        self._session = _session(REC_MODEL, threads, device)
         self._input = self._session.get_inputs()[0].name
         meta = self._session.get_modelmeta().custom_metadata_map
         if "character" not in meta:
@@ -173,11 +164,11 @@ class TextRecognizer:
 
 
 @lru_cache(maxsize=2)
-def shared_detector(threads: int | None = None) -> TextDetector:
-    """One detector per process: the session is thread-safe behind its lock."""
-    return TextDetector(threads=threads)
+def shared_detector(threads: int | None = None, device: str = "auto") -> TextDetector:
+    """One detector per process and device: the session is thread-safe behind its lock."""
+    return TextDetector(threads=threads, device=device)
 
 
 @lru_cache(maxsize=2)
-def shared_recognizer(threads: int | None = None) -> TextRecognizer:
-    return TextRecognizer(threads=threads)
+def shared_recognizer(threads: int | None = None, device: str = "auto") -> TextRecognizer:
+    return TextRecognizer(threads=threads, device=device)

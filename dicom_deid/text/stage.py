@@ -263,7 +263,7 @@ class TextStage:
 
     def __init__(self, mode: str = "redact-all", phi: PhiTerms | None = None, *,
                  key_interval: int = DEFAULT_KEY_INTERVAL, detector=None, recognizer=None,
-                 record: bool = False, inplace: bool = False) -> None:
+                 record: bool = False, inplace: bool = False, device: str = "auto") -> None:
         if mode not in MODES:
             raise ValueError(f"burned_in_text must be one of {', '.join(MODES)}, not {mode!r}")
         if key_interval < 1:
@@ -281,8 +281,9 @@ class TextStage:
             return
         from dicom_deid.text.ppocr import shared_detector, shared_recognizer
 
-        self._det = detector or shared_detector()
-        self._rec = (recognizer or shared_recognizer()) if mode == "redact-phi" else None
+        self._det = detector or shared_detector(device=device)
+        self._rec = (recognizer or shared_recognizer(device=device)) \
+            if mode == "redact-phi" else None
 
     @property
     def _detector(self) -> TextDetector:

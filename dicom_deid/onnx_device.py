@@ -1,0 +1,211 @@
+"""Which device the ONNX Runtime models run on: one setting, `auto | cpu | cuda[:N]`.
+
+Every ONNX Runtime session of the package (face detector and mesh, CenterFace, the text
+models) is made by `make_session`, so the setting (config `processing.device`, CLI
+`--device`, `Deidentifier(device=...)`) reaches each of them the same way.
+
+- cpu: CPUExecutionProvider only.
+- cuda / cuda:N: CUDA on GPU N (0 when not given), with TensorRT before it when its libraries
+  are present, CPU after it for the operators CUDA lacks. When the installed onnxruntime has
+  no CUDAExecutionProvider this is an error (DeviceUnavailableError), not a silent CPU run:
+  whoever asked for the GPU is told what is missing.
+- auto: CUDA on GPU 0 when onnxruntime offers it, CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes.util
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dicom_deid.errors import DeidError
+
+if TYPE_CHECKING:
+    from dicom_deid.faces.models import FaceModels
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
+# Who runs the face detector and mesh: MediaPipe's own TFLite graphs (CPU only) or the same
+# models converted to ONNX (faces/onnx_models.py) on the device above. auto: ONNX where the
+# device resolves to a GPU, MediaPipe on the CPU, where its XNNPACK kernels are faster than
+# onnxruntime's for these networks (benchmarks/onnx_vs_mediapipe.py) and the points agree to
+# 0.01 % of the inter-ocular distance (tests/faces/test_onnx_models.py).
+FACE_ENGINES = ("auto", "mediapipe", "onnx")
+DEFAULT_FACE_ENGINE = "auto"
+_DEVICE_RE = re.compile(DEVICE_PATTERN)
+
+Provider = str | tuple[str, dict[str, Any]]
+
+
+class ModelSettingsError(DeidError, ValueError):
+    """A model setting (device, face engine) that is not one of its values."""
+
+
+class DeviceError(ModelSettingsError):
+    """A device setting that is not auto, cpu, cuda or cuda:N."""
+
+
+class DeviceUnavailableError(DeidError, RuntimeError):
+    """The device asked for cannot be used with the installed onnxruntime."""
+
+
+def parse_device(value: str) -> str:
+    """The setting in canonical form (lower case, no spaces); DeviceError when malformed."""
+    text = str(value).strip().lower()
+    if not _DEVICE_RE.match(text):
+        raise DeviceError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+    return text
+
+
+def _cuda_index(device: str) -> int:
+    return int(device.split(":", 1)[1]) if ":" in device else 0
+
+
+def _installed_runtimes() -> list[str]:
+    found = []
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
+def _missing_cuda_message(available: Sequence[str]) -> str:
+    runtimes = _installed_runtimes()
+    hint = ("both onnxruntime and onnxruntime-gpu are installed, and the CPU-only one shadows "
+            "the other: uninstall both, then install onnxruntime-gpu alone "
+            "(scripts/setup.sh --gpu)") if len(runtimes) > 1 else \
+        ("install the `gpu` extra (onnxruntime-gpu instead of onnxruntime: "
+         "scripts/setup.sh --gpu), with the CUDA and cuDNN libraries it needs")
+    return (f"device cuda was asked for, but onnxruntime offers no {CUDA} "
+            f"(installed: {', '.join(runtimes) or 'no onnxruntime distribution'}; "
+            f"providers: {', '.join(available) or 'none'}): {hint}")
+
+
+def tensorrt_libraries_present() -> bool:
+    """TensorRT's runtime library is loadable (onnxruntime-gpu lists its provider even
+    when it is not, and then fails each session on it)."""
+    return ctypes.util.find_library("nvinfer") is not None
+
+
+def select_providers(device: str, available: Sequence[str], *,
+                     tensorrt: bool = False) -> list[Provider]:
+    """Execution providers for `device`, given onnxruntime's available providers.
+
+    tensorrt: TensorRT's libraries are present (then it goes before CUDA when offered).
+    Raises DeviceError (malformed setting) or DeviceUnavailableError (cuda asked, absent).
+    """
+    device = parse_device(device)
+    if device == "cpu":
+        return [CPU]
+    has_cuda = CUDA in available
+    if device == "auto":
+        if not has_cuda:
+            return [CPU]
+        device = "cuda:0"
+    if not has_cuda:
+        raise DeviceUnavailableError(_missing_cuda_message(available))
+    index = _cuda_index(device)
+    chosen: list[Provider] = []
+    if tensorrt and TENSORRT in available:
+        chosen.append((TENSORRT, {"device_id": index}))
+    chosen.append((CUDA, {"device_id": index}))
+    chosen.append(CPU)
+    return chosen
+
+
+def providers_for(device: str) -> list[Provider]:
+    """select_providers against the installed onnxruntime."""
+    import onnxruntime as ort
+
+    return select_providers(device, ort.get_available_providers(),
+                            tensorrt=tensorrt_libraries_present())
+
+
+def uses_gpu(providers: Sequence[Provider]) -> bool:
+    names = [p[0] if isinstance(p, tuple) else p for p in providers]
+    return CUDA in names or TENSORRT in names
+
+
+def make_session(model: str | Path | bytes, device: str = "auto", *,
+                 threads: int | None = None) -> Any:
+    """An onnxruntime InferenceSession of `model` (a path or the model's bytes) on `device`.
+
+    threads: intra-op threads (None: onnxruntime's default, one per core).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # Idle worker threads sleep instead of spinning: the models share the CPU with the
+    # decoder, the encoder and each other (see faces/centerface.py for the measurement).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    source = model if isinstance(model, bytes) else str(model)
+    providers = providers_for(device)
+    if uses_gpu(providers):
+        _preload_cuda_libraries(ort)
+    return ort.InferenceSession(source, sess_options=options, providers=providers)
+
+
+_preloaded: list[bool] = []
+
+
+def _preload_cuda_libraries(ort: Any) -> None:
+    """Load the CUDA and cuDNN libraries of NVIDIA's pip wheels (the `gpu` extra), which the
+    loader does not search by itself; a system CUDA is used when they are absent."""
+    if _preloaded or not hasattr(ort, "preload_dlls"):
+        return
+    _preloaded.append(True)
+    # A system CUDA may still serve when this fails; the session says so if not.
+    with contextlib.suppress(Exception):
+        ort.preload_dlls()
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How the models of one run are built: the one object that carries the device (and
+    the face engine) from the config or the CLI to every session (Deidentifier ->
+    InstanceContext -> FaceReplacer, KeypointExtractor, the text stage)."""
+
+    device: str = "auto"
+    face_engine: str = DEFAULT_FACE_ENGINE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", parse_device(self.device))
+        if self.face_engine not in FACE_ENGINES:
+            raise ModelSettingsError(f"face engine must be one of {FACE_ENGINES}, "
+                                     f"got {self.face_engine!r}")
+
+    def check(self) -> None:
+        """Raise DeviceUnavailableError now when the device cannot be used here (rather
+        than at the first video)."""
+        providers_for(self.device)
+
+    def resolved_face_engine(self) -> str:
+        """mediapipe or onnx: auto resolved against the installed onnxruntime."""
+        if self.face_engine != "auto":
+            return self.face_engine
+        return "onnx" if uses_gpu(providers_for(self.device)) else "mediapipe"
+
+    def face_models(self) -> FaceModels:
+        """The tracker's face models on this engine and device (MediaPipe: CPU only)."""
+        if self.resolved_face_engine() == "onnx":
+            from dicom_deid.faces.onnx_models import OnnxFaceModels
+
+            return OnnxFaceModels(device=self.device)
+        from dicom_deid.faces.models import MediaPipeFaceModels
+
+        return MediaPipeFaceModels()

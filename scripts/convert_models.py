@@ -1,0 +1,511 @@
+#!/usr/bin/env python
+"""Convert the MediaPipe 0.10.21 models the product runs to ONNX (models/mp_*.onnx).
+
+The models come from the mediapipe 0.10.21 wheel itself (its `modules/` folder), so the ONNX
+files are the same Apache-2.0 weights, converted by tf2onnx's TFLite front end. The attention
+face mesh (face_landmark_with_attention.tflite) uses three TFLite custom ops that no converter
+maps, so its plain equivalent is converted instead: face_landmark (468 points) plus
+iris_landmark (eye contour and iris, run on each eye), which `faces/onnx_models.py` combines
+into the same 478 points.
+
+tf2onnx needs TensorFlow, whose protobuf cannot live beside MediaPipe's, so this runs in an
+environment of its own (the versions are the `convert` extra of pyproject.toml; the product
+never imports either):
+
+    python3.11 -m venv /tmp/conv && /tmp/conv/bin/pip install tf2onnx==1.17.0 \
+        tensorflow-cpu==2.21.0 onnxruntime==1.32.0
+    /tmp/conv/bin/python scripts/convert_models.py \
+        --mediapipe-dir .venv/lib/python3.11/site-packages/mediapipe
+
+Then it checks each ONNX model against the TFLite interpreter on random inputs and prints the
+sha256 of each file for models/README.md. The conversion is deterministic: rerunning it with
+the same versions gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+ATTENTION = ("face_landmark/face_landmark_with_attention.tflite", "mp_face_landmark_attention.onnx")
+# (file under mediapipe/modules, output name): the face models the product runs on ONNX
+# Runtime (committed under models/), then the keypoint SR's pose and hand models (--body:
+# converted and checked, not yet committed: nothing runs them on ONNX Runtime yet).
+FACE_MODELS: tuple[tuple[str, str], ...] = (
+    ("face_detection/face_detection_full_range_sparse.tflite", "mp_face_detection_full.onnx"),
+    ("face_detection/face_detection_short_range.tflite", "mp_face_detection_short.onnx"),
+    ("face_landmark/face_landmark.tflite", "mp_face_landmark.onnx"),
+    ("iris_landmark/iris_landmark.tflite", "mp_iris_landmark.onnx"),
+    ATTENTION,
+)
+BODY_MODELS: tuple[tuple[str, str], ...] = (
+    ("pose_detection/pose_detection.tflite", "mp_pose_detection.onnx"),
+    ("pose_landmark/pose_landmark_full.tflite", "mp_pose_landmark_full.onnx"),
+    ("palm_detection/palm_detection_full.tflite", "mp_palm_detection_full.onnx"),
+    ("hand_landmark/hand_landmark_full.tflite", "mp_hand_landmark_full.onnx"),
+)
+OPSET = 13
+# Largest difference between TFLite and ONNX Runtime outputs accepted, relative to the
+# output's range (float32 kernels differ in summation order, nothing more).
+MAX_RELATIVE_DIFF = 1e-3
+
+
+def _mediapipe_dir(given: str | None) -> Path:
+    if given:
+        return Path(given)
+    spec = importlib.util.find_spec("mediapipe")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("mediapipe is not importable here; pass --mediapipe-dir")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+DENSIFY = 124  # tflite BuiltinOperator.DENSIFY
+
+
+def _dense_weights(src: Path) -> dict[bytes, object]:
+    """Sparse constant's stored bytes -> its dense value, for each DENSIFY op of the model.
+
+    face_detection_full_range_sparse stores some convolution weights sparse, expanded at
+    load time by DENSIFY ops, which tf2onnx cannot read. The TFLite interpreter computes the
+    dense values (its DENSIFY kernel); they go into the ONNX graph as plain constants.
+    """
+    import numpy as np
+    import tensorflow as tf
+    from tf2onnx.tflite.Model import Model
+
+    model = Model.GetRootAsModel(src.read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    sparse = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == DENSIFY:
+            tensor = graph.Tensors(op.Inputs(0))
+            stored = model.Buffers(tensor.Buffer()).DataAsNumpy().tobytes()
+            sparse.append((stored, op.Outputs(0)))
+    if not sparse:
+        return {}
+    resolver = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = tf.lite.Interpreter(model_path=str(src), experimental_preserve_all_tensors=True,
+                                      experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=np.float32))
+    interpreter.invoke()
+    return {stored: interpreter.get_tensor(index).copy() for stored, index in sparse}
+
+
+def _register_densify_as_identity() -> None:
+    from tf2onnx.handler import tfl_op
+
+    @tfl_op("TFL_DENSIFY")
+    class _Densify:  # its input is already dense (see _dense_weights)
+        @classmethod
+        def version_1(cls, ctx, node, **kwargs):  # noqa: ARG003 - tf2onnx's handler signature
+            node.type = "Identity"
+
+
+def convert(src: Path, dst: Path) -> None:
+    import tf2onnx
+    from tf2onnx import tflite_utils
+
+    if src.name == Path(ATTENTION[0]).name:
+        model, _ = tf2onnx.convert.from_tflite(
+            str(src), opset=ATTENTION_OPSET, custom_ops=dict.fromkeys(_CUSTOM, "mediapipe"),
+            shape_override={"input_1": [1, 192, 192, 3]})
+        if replace_mediapipe_ops(model) != 11:
+            raise SystemExit(f"{src}: expected 11 custom ops (3 matrices, 3 crops, 5 point sets)")
+        _finish(model, dst)
+        return
+    dense = _dense_weights(src)
+    make_ndarray = tflite_utils.tensor_util.MakeNdarray
+
+    def read_constant(proto):
+        found = dense.get(proto.tensor_content)
+        return found if found is not None else make_ndarray(proto)
+
+    tflite_utils.tensor_util.MakeNdarray = read_constant
+    try:
+        model, _ = tf2onnx.convert.from_tflite(str(src), opset=OPSET)
+    finally:
+        tflite_utils.tensor_util.MakeNdarray = make_ndarray
+    # Names and docs carry the converter's version and the source path: cleared so that
+    # the file depends only on the weights and the graph.
+    _finish(model, dst)
+
+
+def _prelu_as_relu(model) -> int:
+    """Rewrite PRelu(x, a) as a*x + (1-a)*Relu(x), the same function.
+
+    onnxruntime's CPU kernels run convolutions in a blocked channel layout (NCHWc) and have no
+    PRelu for it, so every PRelu of these networks (one after most convolutions) was wrapped in
+    two layout conversions; Relu, Mul by a per-channel constant and Add stay in the blocked
+    layout. face_landmark: 16.9 -> 9.3 ms per call on one AVX2 core, outputs equal to 3e-5 px.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    slopes = {t.name: t for t in graph.initializer}
+    nodes, count = [], 0
+    for node in graph.node:
+        if node.op_type != "PRelu" or node.input[1] not in slopes:
+            nodes.append(node)
+            continue
+        count += 1
+        x, a = node.input
+        tag = f"{node.name}__prelu"
+        rest = numpy_helper.to_array(slopes[a]).astype(np.float32)
+        graph.initializer.append(numpy_helper.from_array(1.0 - rest, f"{tag}_1ma"))
+        nodes += [helper.make_node("Mul", [x, a], [f"{tag}_ax"], name=f"{tag}_mul"),
+                  helper.make_node("Relu", [x], [f"{tag}_relu"], name=f"{tag}_relu"),
+                  helper.make_node("Mul", [f"{tag}_relu", f"{tag}_1ma"], [f"{tag}_rest"],
+                                   name=f"{tag}_mul2"),
+                  helper.make_node("Add", [f"{tag}_ax", f"{tag}_rest"], [node.output[0]],
+                                   name=f"{tag}_add")]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return count
+
+
+def _channel_pad_as_conv(model) -> int:
+    """Rewrite a zero Pad along the channels (the residual branch of a block that widens)
+    as a 1x1 convolution with an identity kernel, the same values: onnxruntime keeps a
+    convolution in its blocked CPU layout, a Pad it converts out of and back into
+    (attention mesh: about 10 % less time per call)."""
+    import numpy as np
+    from onnx import helper, numpy_helper, shape_inference
+
+    graph = model.graph
+    consts = {t.name: t for t in graph.initializer}
+    inferred = shape_inference.infer_shapes(model)
+    channels = {v.name: v.type.tensor_type.shape.dim[1].dim_value
+                for v in list(inferred.graph.value_info) + list(inferred.graph.input)
+                if len(v.type.tensor_type.shape.dim) == 4}
+    nodes, count = [], 0
+    for node in graph.node:
+        pads = numpy_helper.to_array(consts[node.input[1]]).tolist() \
+            if node.op_type == "Pad" and node.input[1] in consts else None
+        mode = [helper.get_attribute_value(a) for a in node.attribute if a.name == "mode"]
+        plain = (not mode or mode[0] == b"constant") and (len(node.input) < 3 or not node.input[2])
+        c = channels.get(node.input[0], 0)
+        if not (pads and len(pads) == 8 and plain and c and pads[5] > 0
+                and all(v == 0 for i, v in enumerate(pads) if i != 5)):
+            nodes.append(node)
+            continue
+        count += 1
+        kernel = np.zeros((c + pads[5], c, 1, 1), np.float32)
+        kernel[np.arange(c), np.arange(c), 0, 0] = 1.0
+        name = f"{node.name}__padconv"
+        graph.initializer.append(numpy_helper.from_array(kernel, f"{name}_w"))
+        nodes.append(helper.make_node("Conv", [node.input[0], f"{name}_w"], [node.output[0]],
+                                      name=name, kernel_shape=[1, 1]))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return count
+
+
+def _finish(model, dst: Path) -> None:
+    _prelu_as_relu(model)
+    _channel_pad_as_conv(model)
+    model.producer_version = ""
+    model.doc_string = ""
+    model.graph.doc_string = ""
+    del model.metadata_props[:]
+    _canonical_names(model)
+    dst.write_bytes(model.SerializeToString())
+
+
+def _canonical_names(model) -> None:
+    """Rename every node, intermediate tensor and initializer by its place in the graph.
+
+    tf2onnx numbers the names it makes with a process-wide counter whose value at each model
+    varies from run to run, and orders initializers by it; the graph itself does not vary.
+    Graph inputs and outputs keep their names (the runtime feeds and reads them by name).
+    """
+    graph = model.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    initializers = {t.name: t for t in graph.initializer}
+    names: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        if not name or name in keep:
+            return name
+        if name not in names:
+            names[name] = f"{'w' if name in initializers else 't'}{len(names)}"
+        return names[name]
+
+    for index, node in enumerate(graph.node):
+        node.name = f"{node.op_type}_{index}"
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
+    for tensor in graph.initializer:
+        tensor.name = rename(tensor.name)
+    ordered = sorted(graph.initializer, key=lambda t: int(t.name[1:]) if t.name[1:].isdigit()
+                     else -1)
+    copies = [type(t)() for t in ordered]
+    for copy, tensor in zip(copies, ordered, strict=True):
+        copy.CopyFrom(tensor)
+    del graph.initializer[:]
+    graph.initializer.extend(copies)
+    del graph.value_info[:]
+
+
+# -- the attention mesh's three custom ops, as standard ONNX ------------------------------
+# face_landmark_with_attention.tflite crops its eye and lip features with three MediaPipe
+# TFLite custom ops (mediapipe/util/tflite/operations, v2 kernels). tf2onnx passes them
+# through as nodes of a "mediapipe" domain; each is replaced here by the same arithmetic in
+# standard ONNX operators (GridSample for the bilinear crop), for one image (batch 1).
+ATTENTION_OPSET = 16          # GridSample
+_CUSTOM = ("TFL_Landmarks2TransformMatrix", "TFL_TransformTensorBilinear", "TFL_TransformLandmarks")
+
+
+class _Builder:
+    """Appends nodes and constants under one name prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix, self.nodes, self.inits, self.count = prefix, [], [], 0
+
+    def name(self) -> str:
+        self.count += 1
+        return f"{self.prefix}_{self.count}"
+
+    def const(self, value) -> str:
+        import numpy as np
+        from onnx import numpy_helper
+
+        name = self.name()
+        array = np.asarray(value)
+        array = array.astype(np.int64 if array.dtype.kind in "iu" else np.float32)
+        self.inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs) -> str:
+        from onnx import helper
+
+        out = out or self.name()
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=self.name(),
+                                           **attrs))
+        return out
+
+
+def _landmarks_to_matrix(b: _Builder, landmarks: str, out: str, attrs: dict) -> None:
+    """Landmarks2TransformMatrix v2: a 4x4 matrix taking output pixels (x, y) of an
+    output_width x output_height crop to input coordinates, the crop turned by the line
+    left -> right landmark and sized scale x the box of the subset landmarks."""
+    import math
+
+    # Every listed landmark counts (the eyes list 71, the lips 80): checked against
+    # MediaPipe's own output (dropping the eyes' odd last index moves their points by up to
+    # 2 % of the inter-ocular distance).
+    subset = list(attrs["subset_idxs"])
+    ow, oh = float(attrs["output_width"]), float(attrs["output_height"])
+    target = float(attrs.get("target_rotation_radians", 0.0))
+    xy = b.op("Slice", landmarks, b.const([0, 0]), b.const([2, 2]), b.const([0, 2]))
+    xy = b.op("Squeeze", xy, b.const([0]))                                   # (468, 2)
+    left = b.op("Gather", xy, b.const(int(attrs["left_rotation_idx"])), axis=0)
+    right = b.op("Gather", xy, b.const(int(attrs["right_rotation_idx"])), axis=0)
+    d = b.op("Sub", right, left)
+    norm = b.op("Sqrt", b.op("ReduceSum", b.op("Mul", d, d), b.const([0]), keepdims=1))
+    unit = b.op("Div", d, norm)                                              # cos a, sin a
+    cos_a = b.op("Gather", unit, b.const(0), axis=0)
+    sin_a = b.op("Gather", unit, b.const(1), axis=0)
+    # rotation r = target - a
+    ct, st = math.cos(target), math.sin(target)
+    c = b.op("Add", b.op("Mul", cos_a, b.const(ct)), b.op("Mul", sin_a, b.const(st)))
+    s = b.op("Sub", b.op("Mul", cos_a, b.const(st)), b.op("Mul", sin_a, b.const(ct)))
+    pts = b.op("Gather", xy, b.const(subset), axis=0)                        # (K, 2)
+    px = b.op("Gather", pts, b.const(0), axis=1)
+    py = b.op("Gather", pts, b.const(1), axis=1)
+    rx = b.op("Sub", b.op("Mul", px, c), b.op("Mul", py, s))                  # R(r) p
+    ry = b.op("Add", b.op("Mul", px, s), b.op("Mul", py, c))
+    lo_x, hi_x = b.op("ReduceMin", rx, keepdims=0), b.op("ReduceMax", rx, keepdims=0)
+    lo_y, hi_y = b.op("ReduceMin", ry, keepdims=0), b.op("ReduceMax", ry, keepdims=0)
+    w, h = b.op("Sub", hi_x, lo_x), b.op("Sub", hi_y, lo_y)
+    mx = b.op("Mul", b.op("Add", lo_x, hi_x), b.const(0.5))
+    my = b.op("Mul", b.op("Add", lo_y, hi_y), b.const(0.5))
+    cx = b.op("Add", b.op("Mul", mx, c), b.op("Mul", my, s))                  # R(-r) centre
+    cy = b.op("Sub", b.op("Mul", my, c), b.op("Mul", mx, s))
+    sx = b.op("Mul", w, b.const(float(attrs["scale_x"]) / ow))
+    sy = b.op("Mul", h, b.const(float(attrs["scale_y"]) / oh))
+    m00, m01 = b.op("Mul", c, sx), b.op("Mul", s, sy)
+    m10, m11 = b.op("Neg", b.op("Mul", s, sx)), b.op("Mul", c, sy)
+    m03 = b.op("Sub", cx, b.op("Add", b.op("Mul", m00, b.const(ow / 2)),
+                               b.op("Mul", m01, b.const(oh / 2))))
+    m13 = b.op("Sub", cy, b.op("Add", b.op("Mul", m10, b.const(ow / 2)),
+                               b.op("Mul", m11, b.const(oh / 2))))
+    zero, one = b.const(0.0), b.const(1.0)
+    cells = [m00, m01, zero, m03, m10, m11, zero, m13, zero, zero, one, zero,
+             zero, zero, zero, one]
+    flat = b.op("Concat", *[b.op("Reshape", v, b.const([1])) for v in cells], axis=0)
+    b.op("Reshape", flat, b.const([1, 4, 4]), out=out)
+
+
+def _affine_rows(b: _Builder, matrix: str) -> tuple[str, str]:
+    """(2 x 2 linear part transposed, 1 x 2 offset) of a [1, 4, 4] matrix's first two rows."""
+    rows = b.op("Slice", matrix, b.const([0, 0, 0]), b.const([1, 2, 4]), b.const([0, 1, 2]))
+    rows = b.op("Reshape", rows, b.const([2, 4]))
+    linear = b.op("Transpose", b.op("Slice", rows, b.const([0]), b.const([2]), b.const([1])),
+                  perm=[1, 0])
+    offset = b.op("Reshape", b.op("Slice", rows, b.const([3]), b.const([4]), b.const([1])),
+                  b.const([1, 2]))
+    return linear, offset
+
+
+def _transform_tensor(b: _Builder, features: str, matrix: str, out: str, attrs: dict,
+                      size: tuple[int, int]) -> None:
+    """TransformTensorBilinear v2: NHWC features sampled bilinearly at the matrix's image of
+    each output pixel (+0.5 pixel alignment), zero where that falls outside the input."""
+    import numpy as np
+
+    ow, oh = int(attrs["output_width"]), int(attrs["output_height"])
+    in_h, in_w = size
+    linear, offset = _affine_rows(b, matrix)
+    # Align corners: T -> S * T * A, i.e. the offset gains T's linear part times (0.5, 0.5),
+    # minus 0.5.
+    half = b.op("MatMul", b.const([[0.5, 0.5]]), linear)
+    offset = b.op("Sub", b.op("Add", offset, half), b.const([[0.5, 0.5]]))
+    ys, xs = np.meshgrid(np.arange(oh, dtype=np.float32), np.arange(ow, dtype=np.float32),
+                         indexing="ij")
+    grid = np.stack([xs.ravel(), ys.ravel()], axis=1)                        # (oh*ow, 2)
+    tc = b.op("Add", b.op("MatMul", b.const(grid), linear), offset)          # input pixels
+    limit = b.const([[in_w - 1.0, in_h - 1.0]])
+    inside = b.op("And", b.op("GreaterOrEqual", tc, b.const([[0.0, 0.0]])),
+                  b.op("LessOrEqual", tc, limit))
+    inside = b.op("ReduceMin", b.op("Cast", inside, to=1), axes=[1], keepdims=1)  # (oh*ow, 1)
+    norm = b.op("Sub", b.op("Mul", tc, b.op("Div", b.const([[2.0, 2.0]]), limit)),
+                b.const([[1.0, 1.0]]))
+    norm = b.op("Reshape", norm, b.const([1, oh, ow, 2]))
+    nchw = b.op("Transpose", features, perm=[0, 3, 1, 2])
+    sampled = b.op("GridSample", nchw, norm, mode="bilinear", padding_mode="zeros",
+                   align_corners=1)
+    mask = b.op("Reshape", inside, b.const([1, 1, oh, ow]))
+    b.op("Transpose", b.op("Mul", sampled, mask), perm=[0, 2, 3, 1], out=out)
+
+
+def _transform_landmarks(b: _Builder, points: str, matrix: str, out: str) -> None:
+    """TransformLandmarks v2: [1, N, 2] points through the matrix's affine part."""
+    linear, offset = _affine_rows(b, matrix)
+    b.op("Add", b.op("MatMul", points, linear), offset, out=out)
+
+
+def replace_mediapipe_ops(model) -> int:
+    """Replace the custom nodes of a tf2onnx graph by standard ops; how many were replaced."""
+    from onnx import helper, shape_inference
+
+    graph = model.graph
+    shapes = {}
+    if not any(o.domain == "mediapipe" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("mediapipe", 1))
+    inferred = shape_inference.infer_shapes(model)
+    for v in list(inferred.graph.value_info) + list(inferred.graph.input):
+        dims = [d.dim_value for d in v.type.tensor_type.shape.dim]
+        shapes[v.name] = dims
+    kept, replaced = [], 0
+    for node in graph.node:
+        if node.op_type not in _CUSTOM:
+            kept.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        b = _Builder(f"{node.name}__mp")
+        if node.op_type == "TFL_Landmarks2TransformMatrix":
+            _landmarks_to_matrix(b, node.input[0], node.output[0], attrs)
+        elif node.op_type == "TFL_TransformTensorBilinear":
+            dims = shapes.get(node.input[0])
+            if not dims or len(dims) != 4 or not all(dims[1:3]):
+                raise SystemExit(f"{node.name}: unknown feature shape {dims}")
+            _transform_tensor(b, node.input[0], node.input[1], node.output[0], attrs,
+                              (dims[1], dims[2]))
+        else:
+            _transform_landmarks(b, node.input[0], node.input[1], node.output[0])
+        kept.extend(b.nodes)
+        graph.initializer.extend(b.inits)
+        replaced += 1
+    del graph.node[:]
+    graph.node.extend(kept)
+    kept_opsets = [o for o in model.opset_import if o.domain != "mediapipe"]
+    del model.opset_import[:]
+    model.opset_import.extend(kept_opsets)
+    return replaced
+
+def check(src: Path, dst: Path) -> float:
+    """Largest output difference, relative to each output's range, on two random inputs."""
+    import numpy as np
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=str(src))
+    interpreter.allocate_tensors()
+    session = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    tfl_inputs = interpreter.get_input_details()
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for _ in range(2):
+        feeds = {}
+        for detail, onnx_input in zip(tfl_inputs, session.get_inputs(), strict=True):
+            x = rng.uniform(0, 1, detail["shape"]).astype(np.float32)
+            interpreter.set_tensor(detail["index"], x)
+            feeds[onnx_input.name] = x
+        interpreter.invoke()
+        ours = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds),
+                        strict=True))
+        for detail in interpreter.get_output_details():
+            ref = interpreter.get_tensor(detail["index"])
+            got = _match(ours, detail["name"], ref.shape)
+            span = float(ref.max() - ref.min()) or 1.0
+            worst = max(worst, float(np.abs(got.reshape(ref.shape) - ref).max()) / span)
+    return worst
+
+
+def _match(outputs: dict, name: str, shape: tuple) -> object:
+    import numpy as np
+
+    if name in outputs:
+        return outputs[name]
+    same = [v for v in outputs.values() if v.size == int(np.prod(shape))]
+    if len(same) != 1:
+        raise SystemExit(f"cannot match TFLite output {name} to an ONNX output")
+    return same[0]
+
+
+def main() -> int:
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        # tf2onnx names nodes and orders initializers by set and dict iteration: with string
+        # hashing randomised, two runs give different (equivalent) files.
+        os.execve(sys.executable, [sys.executable, *sys.argv],
+                  {**os.environ, "PYTHONHASHSEED": "0"})
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mediapipe-dir", help="the installed mediapipe package folder")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "models"))
+    parser.add_argument("--no-check", action="store_true")
+    parser.add_argument("--body", action="store_true", help="also the pose and hand models")
+    args = parser.parse_args()
+    modules = _mediapipe_dir(args.mediapipe_dir) / "modules"
+    out = Path(args.out)
+    _register_densify_as_identity()
+    for rel, name in FACE_MODELS + (BODY_MODELS if args.body else ()):
+        src = modules / rel
+        if not src.is_file():
+            sys.exit(f"{src}: not found (is this the mediapipe 0.10.21 wheel?)")
+        dst = out / name
+        convert(src, dst)
+        digest = hashlib.sha256(dst.read_bytes()).hexdigest()
+        line = f"{name}  {dst.stat().st_size} bytes  sha256 {digest}"
+        # The TFLite interpreter cannot run the attention mesh (its custom ops are MediaPipe's):
+        # tests/faces/test_onnx_models.py compares it with MediaPipe's FaceMesh instead.
+        if not args.no_check and (rel, name) != ATTENTION:
+            diff = check(src, dst)
+            line += f"  max diff {diff:.2e} of range"
+            if diff > MAX_RELATIVE_DIFF:
+                print(line)
+                sys.exit(f"{name}: ONNX output differs from TFLite by {diff:.2e} of its range")
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
