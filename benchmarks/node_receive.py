@@ -12,9 +12,11 @@ the pixels random: neither receiver decodes them). Receivers, interleaved --repe
 1. reference: DCMTK `storescp --fork` (a process per association, no fsync), run with
    TCP_NODELAY=1 (DCMTK leaves Nagle on unless told; with it on, each instance waits for
    a delayed ACK, ~40-90 ms);
-2. the node (`dicom-deid serve`, a subprocess): every instance journalled and fsync'd
-   before it is acknowledged; its sockets have TCP_NODELAY. Processing is held back
-   (stable_seconds 600) so that only receiving is measured.
+2. the node (`dicom-deid serve`, a subprocess): every instance on disk before it is
+   acknowledged, power cut included (dicom_deid/node/commit.py: a small instance's bytes
+   go into the journal's WAL with its row, one fsync per group of concurrent instances; a
+   large one's file and folder are fsync'd, then its row); its sockets have TCP_NODELAY.
+   Processing is held back (stable_seconds 600) so that only receiving is measured.
 
 storescu runs with TCP_NODELAY=1 for both. Reported: seconds from the first storescu start
 until the last exits, instances/s, MiB/s, and the ratio node/storescp (goal >= 0.8).
