@@ -164,11 +164,13 @@ def restore_inline(state_dir: Path, journal: Journal) -> int:
 
 class Hardener:
     """The background thread that makes small instances' spool files durable in batches
-    (one fsync per file and per folder, none of them on an association's path)."""
+    (one fsync per file and per folder, none of them on an association's path), and
+    checkpoints the WAL, on a journal connection of its own."""
 
-    def __init__(self, state_dir: Path, journal: Journal, every: float = HARDEN_EVERY):
+    def __init__(self, state_dir: Path, journal_path: Path, every: float = HARDEN_EVERY):
         self.state_dir = state_dir
-        self.journal = journal
+        self.journal_path = journal_path
+        self.journal: Journal | None = None  # its own connection, opened by start()
         self.every = every
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -177,6 +179,7 @@ class Hardener:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self.journal = Journal(self.journal_path)
         self._thread = threading.Thread(target=self._run, name="spool-harden", daemon=True)
         self._thread.start()
 
@@ -195,9 +198,14 @@ class Hardener:
     def run_once(self) -> None:
         with self._lock:
             self._held = 0
+        if self.journal is None:
+            return
         try:
             while harden(self.state_dir, self.journal, limit=_BATCH)[0] == _BATCH:
                 pass
+            # The receiver's connection leaves checkpoints to this one (defer_checkpoints),
+            # so copying the WAL into the database is never part of an acknowledgement.
+            self.journal.checkpoint()
         except Exception as exc:  # retried next time; the bytes stay held meanwhile
             LOG.error("could not make spooled instances durable (retried): %s",
                       short_reason(exc))
@@ -211,3 +219,6 @@ class Hardener:
             self._thread = None
         with contextlib.suppress(Exception):
             self.run_once()
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None

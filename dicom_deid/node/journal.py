@@ -350,6 +350,18 @@ class Journal:
                 results.append((cur.lastrowid, older))
         return results  # type: ignore[return-value]
 
+    def defer_checkpoints(self) -> None:
+        """Commits on this connection no longer checkpoint the WAL (SQLite does that in the
+        committing connection once the WAL passes 1,000 pages: on the receiver's, inside a
+        C-STORE's acknowledgement); `checkpoint()` on another connection does it instead."""
+        with self._lock:
+            self.conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def checkpoint(self) -> None:
+        """Copy committed WAL pages into the database without waiting for readers/writers."""
+        with self._lock:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     def inline_files(self, limit: int | None = None) -> list[StoredFile]:
         """Instances whose bytes are still held in the journal: their spool files may not
         be on disk yet (oldest first)."""

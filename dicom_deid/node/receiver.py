@@ -146,7 +146,8 @@ class Receiver:
         self.spool = Spool(config.state_dir)
         self.journal = Journal(config.journal_path)
         self._group = GroupCommit(self.journal)
-        self._hardener = Hardener(config.state_dir, self.journal)
+        self.journal.defer_checkpoints()  # the hardener's connection checkpoints
+        self._hardener = Hardener(config.state_dir, config.journal_path)
         self._server: Any = None
         self._stats: dict[int, _AssocStats] = {}
         self._lock = threading.Lock()

@@ -99,7 +99,7 @@ def test_hardener_makes_files_durable_then_drops_the_held_bytes(tmp_path):
     # A copy re-sent before processing supersedes the first: its bytes go with its row.
     journal.drop_superseded([ids[0]])
     assert [f.id for f in journal.inline_files()] == ids[1:]
-    hardener = Hardener(tmp_path, journal, every=0.05)
+    hardener = Hardener(tmp_path, tmp_path / "journal.sqlite", every=0.05)
     hardener.start()
     try:
         deadline = threading.Event()
@@ -192,4 +192,28 @@ def test_acknowledged_small_instances_survive_a_simulated_power_cut(tmp_path, mo
         assert (config.state_dir / rows[iid]).read_bytes() == data
     assert journal.query("SELECT COUNT(*) FROM instances WHERE state = 'received'")[0][0] == 8
     assert journal.inline_files() == []
+    journal.close()
+
+
+def test_a_clean_stop_leaves_no_instance_held_in_the_journal(tmp_path):
+    require_tool("storescu")
+    study = write_study(tmp_path / "study", 5, size=16)
+    config = parse_config({"state_dir": str(tmp_path / "st"),
+                           "listen": {"port": free_port(), "min_free_disk": "1M"}})
+    ensure_node_key(config.key_file)
+    audit = AuditLog(config.audit_log)
+    receiver = Receiver(config, load_key(config.key_file), audit)
+    receiver._hardener.every = 3600
+    receiver.start()
+    try:
+        storescu(study.files, config.listen.port)
+        assert len(receiver.journal.inline_files()) == 5
+        # Checkpoints are the hardener's, never inside an acknowledgement.
+        assert receiver.journal.query("PRAGMA wal_autocheckpoint") == [(0,)]
+    finally:
+        receiver.stop()
+        audit.close()
+    journal = Journal(config.journal_path)
+    assert journal.query("SELECT COUNT(*) FROM inline_data")[0][0] == 0
+    assert journal.query("SELECT COUNT(*) FROM instances")[0][0] == 5
     journal.close()
