@@ -12,6 +12,7 @@ import pytest
 
 from dicom_deid.config import parse_config
 from dicom_deid.header.keys import load_key
+from dicom_deid.node import commit
 from dicom_deid.node import receiver as receiver_module
 from dicom_deid.node.audit import AuditLog
 from dicom_deid.node.commit import GroupCommit, Hardener, harden
@@ -87,7 +88,13 @@ def test_a_failed_group_commit_acknowledges_none_of_its_instances(tmp_path):
     group.record(_item(2, "spool/00/2.dcm"), data=b"y")  # the next group is not stuck
 
 
-def test_hardener_makes_files_durable_then_drops_the_held_bytes(tmp_path):
+@pytest.mark.parametrize("with_syncfs", [True, False])
+def test_hardener_makes_files_durable_then_drops_the_held_bytes(tmp_path, monkeypatch,
+                                                                 with_syncfs):
+    if not with_syncfs:  # as on a system without syncfs(2): an fsync per file and folder
+        monkeypatch.setattr(commit, "_SYNCFS", False)
+    else:
+        assert commit.syncfs(tmp_path), "this Linux has syncfs(2)"
     spool = Spool(tmp_path)
     journal = Journal(tmp_path / "journal.sqlite")
     group = GroupCommit(journal)
