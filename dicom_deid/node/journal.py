@@ -259,6 +259,9 @@ class Journal:
         # FULL: a commit is on disk before the receiver acknowledges the instance.
         self.conn.execute("PRAGMA synchronous = FULL")
         self.conn.execute("PRAGMA foreign_keys = ON")
+        # Deleted rows are overwritten: held instance bytes (inline_data) and superseded
+        # rows do not linger in free pages of a file that may be copied for diagnosis.
+        self.conn.execute("PRAGMA secure_delete = ON")
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, 1, SCHEMA_VERSION):
             raise JournalError(f"journal {self.path} has schema version {version}; this "

@@ -224,3 +224,18 @@ def test_a_clean_stop_leaves_no_instance_held_in_the_journal(tmp_path):
     assert journal.query("SELECT COUNT(*) FROM inline_data")[0][0] == 0
     assert journal.query("SELECT COUNT(*) FROM instances")[0][0] == 5
     journal.close()
+
+
+def test_dropped_instance_bytes_do_not_stay_in_the_journal_file(tmp_path):
+    journal = Journal(tmp_path / "journal.sqlite")
+    group = GroupCommit(journal)
+    marker = b"PATIENT-PIXELS-" * 600  # ~9 KB: spills into overflow pages
+    path = "spool/00/a.dcm"
+    (tmp_path / "spool" / "00").mkdir(parents=True)
+    (tmp_path / path).write_bytes(marker)
+    group.record(_item(1, path, len(marker)), data=marker)
+    harden(tmp_path, journal)
+    journal.checkpoint()
+    journal.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    journal.close()
+    assert b"PATIENT-PIXELS-" not in (tmp_path / "journal.sqlite").read_bytes()
