@@ -239,3 +239,25 @@ def test_dropped_instance_bytes_do_not_stay_in_the_journal_file(tmp_path):
     journal.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     journal.close()
     assert b"PATIENT-PIXELS-" not in (tmp_path / "journal.sqlite").read_bytes()
+
+
+def test_a_failed_flush_keeps_the_bytes_held_and_is_retried(tmp_path, monkeypatch, caplog):
+    spool = Spool(tmp_path)
+    journal = Journal(tmp_path / "journal.sqlite")
+    path = spool.new_relative_path()
+    (tmp_path / path).write_bytes(b"pixels")
+    GroupCommit(journal).record(_item(1, path, 6), data=b"pixels")
+
+    def failing(_path):
+        raise OSError(5, "syncfs of the state folder failed: Input/output error")
+
+    monkeypatch.setattr(commit, "syncfs", failing)
+    hardener = Hardener(tmp_path, tmp_path / "journal.sqlite")
+    hardener.journal = Journal(tmp_path / "journal.sqlite")  # as start() does, no thread
+    hardener.run_once()
+    assert "could not make spooled instances durable (retried)" in caplog.text
+    assert len(journal.inline_files()) == 1  # not durable: still held
+    monkeypatch.undo()
+    hardener.run_once()
+    assert journal.inline_files() == []
+    hardener.journal.close()
