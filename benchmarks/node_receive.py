@@ -2,7 +2,7 @@
 """Receive speed of the node against DCMTK storescp, TCP_NODELAY on both sides.
 
     .venv/bin/python benchmarks/node_receive.py [--senders 4] [--small 50] [--videos 4]
-        [--video-mib 16] [--repeat 3] [--json PATH]
+        [--video-mib 16] [--repeat 3] [--json PATH] [--count-flushes]
 
 Two corpora, each sent by --senders storescu processes at once (one association each):
 many small instances (--small per sender, 64x64 16-bit CT, about 8 KiB each) and video
@@ -12,12 +12,16 @@ the pixels random: neither receiver decodes them). Receivers, interleaved --repe
 1. reference: DCMTK `storescp --fork` (a process per association, no fsync), run with
    TCP_NODELAY=1 (DCMTK leaves Nagle on unless told; with it on, each instance waits for
    a delayed ACK, ~40-90 ms);
-2. the node (`dicom-deid serve`, a subprocess): every instance journalled and fsync'd
-   before it is acknowledged; its sockets have TCP_NODELAY. Processing is held back
-   (stable_seconds 600) so that only receiving is measured.
+2. the node (`dicom-deid serve`, a subprocess): every instance on disk before it is
+   acknowledged, power cut included (dicom_deid/node/commit.py: a small instance's bytes
+   go into the journal's WAL with its row, one fsync per group of concurrent instances; a
+   large one's file and folder are fsync'd, then its row); its sockets have TCP_NODELAY.
+   Processing is held back (stable_seconds 600) so that only receiving is measured.
 
 storescu runs with TCP_NODELAY=1 for both. Reported: seconds from the first storescu start
 until the last exits, instances/s, MiB/s, and the ratio node/storescp (goal >= 0.8).
+--count-flushes adds the node's flush system calls (fsync, fdatasync, syncfs) per small
+instance, counted with strace on one more run (not timed).
 """
 
 from __future__ import annotations
@@ -169,6 +173,45 @@ def run_node(groups: list[list[Path]], root: Path, index: int, video: bool) -> f
         shutil.rmtree(root / f"node{index}", ignore_errors=True)
 
 
+_FLUSH_CALLS = ("fsync", "fdatasync", "syncfs", "sync_file_range")
+
+
+def count_flushes(groups: list[list[Path]], root: Path) -> dict:
+    """System calls that flush to disk, made by the node (strace -f) while it receives the
+    corpus and for 3 s after (its background flushes included)."""
+    import re
+
+    node = Node(root / "node-strace", {
+        "listen": {"max_associations": 16, "min_free_disk": "256M"},
+        "processing": {"stable_seconds": 600, "workers": 1},
+        "log": {"level": "INFO"},
+    }).start()
+    trace = root / "node.strace"
+    try:
+        wait_for(lambda: "worker processes ready" in node.log(), 120, what="node workers")
+        assert node.proc is not None
+        tracer = subprocess.Popen(["strace", "-f", "-p", str(node.proc.pid), "-o", str(trace),
+                                   "-e", "trace=" + ",".join(_FLUSH_CALLS)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # attached to every thread
+        send_all(groups, node.port, "DICOM-DEID", False)
+        time.sleep(3.0)
+        tracer.terminate()
+        tracer.wait(10)
+    finally:
+        node.stop()
+        shutil.rmtree(root / "node-strace", ignore_errors=True)
+    pattern = re.compile(r"\b(" + "|".join(_FLUSH_CALLS) + r")\(")
+    calls: dict[str, int] = {}
+    for line in trace.read_text().splitlines():
+        m = pattern.search(line)
+        if m:
+            calls[m.group(1)] = calls.get(m.group(1), 0) + 1
+    count = sum(len(g) for g in groups)
+    return {"instances": count, "calls": calls,
+            "per_instance": round(sum(calls.values()) / count, 2)}
+
+
 def measure(name: str, groups: list[list[Path]], root: Path, repeat: int, video: bool) -> dict:
     ref, node = [], []
     for i in range(repeat):  # interleaved: drifting load on a shared machine hits both
@@ -196,7 +239,12 @@ def main() -> int:
     parser.add_argument("--video-mib", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--count-flushes", action="store_true",
+                        help="also count the node's fsync/fdatasync/syncfs calls on the small "
+                             "corpus (one more node run, under strace)")
     args = parser.parse_args()
+    if args.count_flushes and not shutil.which("strace"):
+        raise SystemExit("--count-flushes needs strace")
     for tool in ("storescu", "storescp", "echoscu"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} (DCMTK) is not installed")
@@ -206,6 +254,8 @@ def main() -> int:
         if args.small:
             small = make_small(root / "corpus", args.senders, args.small)
             result["small"] = measure("small", small, root, args.repeat, video=False)
+            if args.count_flushes:
+                result["small_flushes"] = count_flushes(small, root)
         if args.videos:
             videos = make_videos(root / "corpus", args.senders, args.videos, args.video_mib)
             result["video"] = measure("video", videos, root, args.repeat, video=True)

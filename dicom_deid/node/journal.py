@@ -25,7 +25,7 @@ from typing import Any
 
 from dicom_deid.errors import DeidError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -89,6 +89,12 @@ CREATE TABLE IF NOT EXISTS sends (
     UNIQUE (output_id, destination)
 );
 CREATE INDEX IF NOT EXISTS sends_due ON sends(destination, state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS inline_data (
+    -- A small received instance's bytes, committed with its row (one WAL fsync) so that it
+    -- is acknowledged before its spool file is fsync'd; dropped once that file is durable.
+    instance_id INTEGER PRIMARY KEY REFERENCES instances(id) ON DELETE CASCADE,
+    data BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -253,12 +259,18 @@ class Journal:
         # FULL: a commit is on disk before the receiver acknowledges the instance.
         self.conn.execute("PRAGMA synchronous = FULL")
         self.conn.execute("PRAGMA foreign_keys = ON")
+        # Deleted rows are overwritten: held instance bytes (inline_data) and superseded
+        # rows do not linger in free pages of a file that may be copied for diagnosis.
+        self.conn.execute("PRAGMA secure_delete = ON")
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             raise JournalError(f"journal {self.path} has schema version {version}; this "
                                f"dicom-deid understands {SCHEMA_VERSION}")
         if version == 0:
             # IF NOT EXISTS makes a race between two processes creating it harmless.
+            self.conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA +
+                                    f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        elif version == 1:  # 2 adds inline_data; a version-1 dicom-deid refuses the result
             self.conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA +
                                     f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
 
@@ -304,12 +316,19 @@ class Journal:
         return self.record_received_many([item], now)[0]
 
     def record_received_many(self, items: Sequence[ReceivedInstance],
-                             now: float | None = None) -> list[tuple[int, list[int]]]:
-        """record_received for several instances in one transaction (one fsync)."""
+                             now: float | None = None,
+                             data: Sequence[bytes | None] | None = None
+                             ) -> list[tuple[int, list[int]]]:
+        """record_received for several instances in one transaction (one fsync).
+
+        data: per item, its bytes to keep in `inline_data` until its spool file is durable
+        (see node/commit.py), or None for an item whose file is durable already.
+        """
         now = time.time() if now is None else now
         results = []
+        blobs = list(data) if data is not None else [None] * len(items)
         with self.transaction() as cur:
-            for item in items:
+            for item, blob in zip(items, blobs, strict=True):
                 cur.execute(
                     "INSERT INTO studies (study_uid, token, first_received_at, last_received_at)"
                     " VALUES (?, ?, ?, ?) ON CONFLICT(study_uid) DO UPDATE SET"
@@ -328,8 +347,53 @@ class Journal:
                     (study_id, item.sop_instance_uid, item.sop_class_uid, item.transfer_syntax,
                      item.modality, item.study_description, item.calling_aet, item.called_aet,
                      item.path, item.size, now, now))
+                if blob is not None:
+                    cur.execute("INSERT INTO inline_data (instance_id, data) VALUES (?, ?)",
+                                (cur.lastrowid, blob))
                 results.append((cur.lastrowid, older))
         return results  # type: ignore[return-value]
+
+    def defer_checkpoints(self) -> None:
+        """Commits on this connection no longer checkpoint the WAL (SQLite does that in the
+        committing connection once the WAL passes 1,000 pages: on the receiver's, inside a
+        C-STORE's acknowledgement); `checkpoint()` on another connection does it instead."""
+        with self._lock:
+            self.conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def checkpoint(self) -> None:
+        """Copy committed WAL pages into the database without waiting for readers/writers."""
+        with self._lock:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def inline_files(self, limit: int | None = None) -> list[StoredFile]:
+        """Instances whose bytes are still held in the journal: their spool files may not
+        be on disk yet (oldest first)."""
+        cap = f" LIMIT {int(limit)}" if limit is not None else ""
+        return [StoredFile(r["id"], r["path"]) for r in self._rows(
+            "SELECT i.id, i.path FROM inline_data d JOIN instances i ON i.id = d.instance_id"
+            " WHERE i.path != '' ORDER BY i.id" + cap)]
+
+    def inline_bytes(self, instance_id: int) -> bytes | None:
+        rows = self._rows("SELECT data FROM inline_data WHERE instance_id = ?", (instance_id,))
+        return bytes(rows[0]["data"]) if rows else None
+
+    def drop_inline(self, instance_ids: Sequence[int]) -> None:
+        """Forget held bytes once their spool files are durable (or gone for good).
+
+        Not synchronous: a drop lost to a power cut only means the file is checked again."""
+        if not instance_ids:
+            return
+        with self._lock:
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                with self.transaction() as cur:
+                    cur.executemany("DELETE FROM inline_data WHERE instance_id = ?",
+                                    [(i,) for i in instance_ids])
+                    # Removed originals (retention) keep no bytes either.
+                    cur.execute("DELETE FROM inline_data WHERE instance_id IN"
+                                " (SELECT id FROM instances WHERE path = '')")
+            finally:
+                self.conn.execute("PRAGMA synchronous = FULL")
 
     def drop_superseded(self, instance_ids: Sequence[int]) -> list[str]:
         """Remove older copies that are still waiting; returns their spool paths."""

@@ -3,7 +3,8 @@
 Datasets are received in chunks straight to a file under spool/incoming (pynetdicom's
 STORE_RECV_CHUNKED_DATASET): the bytes the peer sent, with file meta, never decoded, so a
 video of any size costs no memory and is stored exactly as received. An instance is
-acknowledged only after it is journalled, fsync'd and renamed into the spool.
+acknowledged only once it is journalled and its bytes are on disk (node/commit.py says
+how, with few fsyncs).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pynetdicom.events import Event
 from dicom_deid.config import ListenConfig, NodeConfig
 from dicom_deid.header.keys import SiteKey
 from dicom_deid.node.audit import AuditLog, study_token
+from dicom_deid.node.commit import INLINE_MAX, GroupCommit, Hardener
 from dicom_deid.node.journal import Journal, ReceivedInstance
 from dicom_deid.node.logs import short_reason
 from dicom_deid.node.spool import Spool, free_bytes, fsync_dir, fsync_file, remove_file
@@ -97,58 +99,6 @@ class Reception:
         self._fh.close()
 
 
-class _Pending:
-    __slots__ = ("item", "result", "error", "done")
-
-    def __init__(self, item: ReceivedInstance):
-        self.item = item
-        self.result: tuple[int, list[int]] | None = None
-        self.error: BaseException | None = None
-        self.done = False
-
-
-class GroupCommit:
-    """Journal rows of instances arriving on concurrent associations committed together
-    (group commit): one transaction, one journal fsync for all that wait instead of one
-    each after the other. The caller has made the spooled file and its name durable
-    before; each caller returns only once its own row is durable."""
-
-    def __init__(self, journal: Journal):
-        self.journal = journal
-        self._cond = threading.Condition()
-        self._queue: list[_Pending] = []
-        self._busy = False
-
-    def record(self, item: ReceivedInstance) -> tuple[int, list[int]]:
-        pending = _Pending(item)
-        batch: list[_Pending] | None = None
-        with self._cond:
-            self._queue.append(pending)
-            while not pending.done:
-                if not self._busy:  # lead: commit everything queued, ours included
-                    batch, self._queue, self._busy = self._queue, [], True
-                    break
-                self._cond.wait()
-        if batch is not None:
-            try:
-                results = self.journal.record_received_many([p.item for p in batch])
-                for waiting, result in zip(batch, results, strict=True):
-                    waiting.result = result
-            except BaseException as exc:
-                for waiting in batch:
-                    waiting.error = exc
-            finally:
-                with self._cond:
-                    for waiting in batch:
-                        waiting.done = True
-                    self._busy = False
-                    self._cond.notify_all()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.result is not None
-        return pending.result
-
-
 def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
@@ -196,6 +146,8 @@ class Receiver:
         self.spool = Spool(config.state_dir)
         self.journal = Journal(config.journal_path)
         self._group = GroupCommit(self.journal)
+        self.journal.defer_checkpoints()  # the hardener's connection checkpoints
+        self._hardener = Hardener(config.state_dir, config.journal_path)
         self._server: Any = None
         self._stats: dict[int, _AssocStats] = {}
         self._lock = threading.Lock()
@@ -264,6 +216,7 @@ class Receiver:
             raise OSError(exc.errno, f"cannot listen on {self.listen.host}:{self.listen.port}: "
                                      f"{exc.strerror or exc}") from None
         ae._servers.append(server)  # AssociationServer.shutdown() removes it
+        self._hardener.start()
         threading.Thread(target=server.serve_forever, name="node-accept", daemon=True).start()
         self._server = server
         LOG.info("listening on %s:%d as %s (%s), %d storage SOP classes, calling AEs: %s",
@@ -306,6 +259,7 @@ class Receiver:
 
             dimse_messages.NamedTemporaryFile = self._saved_tempfile
             self._saved_tempfile = None
+        self._hardener.stop()
         self.journal.close()
 
     # ------------------------------------------------------------------ association
@@ -505,19 +459,21 @@ class Receiver:
             sop_class_uid=header["SOPClassUID"] or sop_class, transfer_syntax=transfer_syntax,
             modality=header["Modality"], study_description=header["StudyDescription"],
             calling_aet=calling, called_aet=called, path=relative, size=size)
-        # Renamed into the spool first, then the file and its folder fsync'd in this
-        # association's thread, in parallel with the other associations (the group's lead
-        # used to fsync one folder per instance of the group, one after the other): on
-        # ext4 the file's fsync commits the rename with it, which leaves the folder's fsync
-        # less to do (measured 3.7-4.0 ms vs 5.0-5.6 ms). Then the journal row, grouped
-        # with other associations'.
-        # Nothing is acknowledged before all three are on disk; a crash before the row
-        # leaves a spooled file no row names, which recovery deletes.
+        # Renamed into the spool, then made durable before it is acknowledged
+        # (node/commit.py): a small instance's bytes are committed with its row (one WAL
+        # fsync shared with the other associations' instances; its file is fsync'd later in
+        # the background); a larger one's file and folder are fsync'd here, in this
+        # association's thread, then its row is committed the same grouped way. A crash
+        # before the row leaves a spooled file no row names, which recovery deletes.
         final = self.spool.place(received, relative)
         try:
-            fsync_file(final)
-            fsync_dir(final.parent)
-            instance_id, superseded = self._group.record(item)
+            if size <= INLINE_MAX:
+                instance_id, superseded = self._group.record(item, final.read_bytes())
+                self._hardener.added(size)
+            else:
+                fsync_file(final)
+                fsync_dir(final.parent)
+                instance_id, superseded = self._group.record(item)
         except Exception:
             remove_file(final)
             raise

@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from dicom_deid.config import NodeConfig
 from dicom_deid.errors import DeidError
+from dicom_deid.node.commit import restore_inline
 from dicom_deid.node.journal import Journal
 from dicom_deid.node.spool import Spool, ensure_private_dir
 
@@ -96,6 +97,9 @@ def recover(config: NodeConfig, journal: Journal, spool: Spool) -> None:
     """Resume after any stop, including kill -9 and power loss."""
     partial = spool.clear_incoming()
     partial += _sweep_temporaries(config)
+    # Acknowledged small instances whose files a power cut lost come back from the
+    # journal before anything looks at the spool.
+    restore_inline(config.state_dir, journal)
     counts = journal.recover()
     partial += spool.sweep_orphans(journal.instance_paths())
     # Journalled but never renamed into the spool: the crash came before the

@@ -33,8 +33,8 @@ def test_abandoned_partial_receptions_are_swept(tmp_path):
 def test_group_commit_gives_each_concurrent_instance_its_own_durable_row(tmp_path):
     import threading
 
+    from dicom_deid.node.commit import GroupCommit
     from dicom_deid.node.journal import ReceivedInstance
-    from dicom_deid.node.receiver import GroupCommit
 
     config = parse_config({"state_dir": str(tmp_path / "st")})
     ensure_node_key(config.key_file)
