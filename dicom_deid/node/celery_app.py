@@ -58,8 +58,11 @@ def make_app(config: NodeConfig) -> Any:
     # Sweep for messages past their visibility timeout often enough that a dead host's job
     # waits little more than the timeout itself (kombu's default sweep is every 100 s).
     sweep = max(1, min(10, int(celery.visibility_timeout / 4)))
+    # The sweep's lock outlives a worker killed while holding it for this long (kombu's
+    # default, 300 s, would hold every redelivery back as long).
     transport = {"visibility_timeout": celery.visibility_timeout,
-                 "unacked_restore_interval": sweep, "unacked_restore_throttle": 1}
+                 "unacked_restore_interval": sweep, "unacked_restore_throttle": 1,
+                 "unacked_mutex_expire": 2 * sweep + 1}
     app.conf.update(
         task_serializer="json", result_serializer="json", accept_content=["json"],
         task_acks_late=True,
