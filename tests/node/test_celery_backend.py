@@ -8,7 +8,10 @@ runs and that nothing is lost or delivered twice when a worker host or the broke
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -350,6 +353,47 @@ def test_a_job_past_job_timeout_is_stopped_quarantined_and_retried(tmp_path, cle
         sop = str(dcmread(video, stop_before_pixels=True).SOPInstanceUID)
         assert key.uid(sop) in _sop_uids(archive)
         assert '"faces": "profile default"' in node.audit()
+    finally:
+        worker.stop()
+        node.stop()
+
+
+def _pool_children(worker: Worker) -> list[int]:
+    assert worker.proc is not None
+    pid = worker.proc.pid
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_a_worker_process_that_dies_uses_an_attempt_and_the_study_is_retried(
+        tmp_path, clean_archive, redis):
+    """Only the pool process dies (a crash in a decoder): the job comes back as failed, as
+    a dead local worker does, uses one of max_attempts, and the study's next job, after
+    the retry delay, delivers it; the archive gets each instance once."""
+    archive = clean_archive
+    study = write_study(tmp_path / "study", 120, size=32)
+    node = _node(tmp_path, archive, redis, processing={"max_attempts": 2}).start()
+    worker = Worker(tmp_path, node.config_path, "w").start()
+    try:
+        storescu(study.files, node.port)
+        outbox = node.state_dir / "outbox"
+        wait_for(lambda: any(outbox.rglob("*.dcm")), 120, interval=0.05,
+                 what="the job's first output")
+        [child] = _pool_children(worker)
+        os.kill(child, signal.SIGKILL)
+        key = load_key(node.state_dir / "site.key")
+        expected = {key.uid(s) for s in study.sop_uids}
+        wait_for(lambda: set(_sop_uids(archive)) == expected, 180,
+                 what="the whole study in the archive")
+        wait_for(lambda: node.states() == {"forwarded": len(study.files)}, 30,
+                 what="the journal to settle")
+        assert len(archive.instances()) == len(study.files)
+        jobs = node.journal("SELECT state, detail FROM jobs ORDER BY id")
+        assert jobs == [("failed", "the worker process died while de-identifying"),
+                        ("done", None)]
+        assert node.journal("SELECT DISTINCT attempts FROM instances") == [(1,)]
     finally:
         worker.stop()
         node.stop()
