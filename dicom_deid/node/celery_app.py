@@ -62,7 +62,10 @@ def make_app(config: NodeConfig) -> Any:
     # default, 300 s, would hold every redelivery back as long).
     transport = {"visibility_timeout": celery.visibility_timeout,
                  "unacked_restore_interval": sweep, "unacked_restore_throttle": 1,
-                 "unacked_mutex_expire": 2 * sweep + 1}
+                 "unacked_mutex_expire": 2 * sweep + 1,
+                 # A broker host that vanishes (no RST) must not stall the node's loop for
+                 # the TCP timeout: its polls and publications give up after seconds.
+                 "socket_connect_timeout": 5, "socket_timeout": 30}
     app.conf.update(
         task_serializer="json", result_serializer="json", accept_content=["json"],
         task_acks_late=True,
@@ -73,6 +76,8 @@ def make_app(config: NodeConfig) -> Any:
         result_backend_transport_options=transport,
         result_expires=max(86400, int(celery.visibility_timeout * 2)),
         result_extended=False,
+        redis_socket_connect_timeout=5,
+        redis_socket_timeout=30,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=4.0,
         task_default_queue=queue_name(config, "cpu"),
