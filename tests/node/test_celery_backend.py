@@ -397,3 +397,48 @@ def test_a_worker_process_that_dies_uses_an_attempt_and_the_study_is_retried(
     finally:
         worker.stop()
         node.stop()
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_a_bad_instance_is_quarantined_by_the_worker_and_a_late_one_joins_the_study(
+        tmp_path, clean_archive, redis):
+    """The local backend's quarantine and late-instance cases through a worker: the reason
+    and the quarantined copy come back through the shared folder and the result, and a later
+    job of the same study writes into the same de-identified study."""
+    from pydicom.uid import generate_uid
+
+    from tests.node.factory import PHI, make_instance
+
+    archive = clean_archive
+    good = write_study(tmp_path / "good", 2)
+    first = dcmread(good.files[0], stop_before_pixels=True)
+    no_series = make_instance(good.study_uid, generate_uid(), generate_uid(), 3)
+    del no_series.SeriesInstanceUID
+    no_series.save_as(tmp_path / "no_series.dcm", enforce_file_format=True)
+    node = _node(tmp_path, archive, redis).start()
+    worker = Worker(tmp_path, node.config_path, "w").start()
+    try:
+        storescu([*good.files, tmp_path / "no_series.dcm"], node.port)
+        key = load_key(node.state_dir / "site.key")
+        wait_for(lambda: node.states() == {"forwarded": 2, "quarantined": 1}, 60,
+                 what="two forwarded, one quarantined")
+        [(reason,)] = node.journal("SELECT reason FROM instances WHERE state = 'quarantined'")
+        assert "SeriesInstanceUID" in reason
+        copies = list((node.state_dir / "quarantine").rglob("*.reason.txt"))
+        assert len(copies) == 1
+        late_uid = generate_uid()
+        late = make_instance(good.study_uid, str(first.SeriesInstanceUID), late_uid, 4)
+        late.save_as(tmp_path / "late.dcm", enforce_file_format=True)
+        storescu([tmp_path / "late.dcm"], node.port)
+        wait_for(lambda: len(archive.instances()) == 3, 60, what="the late instance archived")
+        tags = archive.all_tags()
+        assert {t["SOPInstanceUID"] for t in tags} == {key.uid(u)
+                                                        for u in [*good.sop_uids, late_uid]}
+        assert {t["StudyInstanceUID"] for t in tags} == {key.uid(good.study_uid)}
+        assert node.journal("SELECT COUNT(*) FROM jobs WHERE state = 'done'") == [(2,)]
+    finally:
+        worker.stop()
+        node.stop()
+    phi = set(PHI.values()) - {"OT"}
+    _assert_no_phi(node.log() + node.audit() + worker.log(), phi, "logs")
