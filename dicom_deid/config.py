@@ -312,7 +312,7 @@ def _broker_url(value: Any) -> str:
 
 
 class CeleryConfig(_Section):
-    """processing.backend celery (node/distributed.py): study jobs on a Redis broker, run by
+    """processing.backend celery (node/celery_app.py, celery_scheduler.py): study jobs on a Redis broker, run by
     `dicom-deid worker` processes on any host that mounts state_dir."""
 
     broker_url: Annotated[str, BeforeValidator(_broker_url)] = "redis://127.0.0.1:6379/0"
