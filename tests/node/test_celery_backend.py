@@ -39,6 +39,14 @@ def test_celery_settings_are_validated_with_their_key_paths(tmp_path):
     assert config.processing.celery.max_in_flight == 64
     assert config.rules[0].queue == "gpu"
     assert config.journal_path == tmp_path / "journal.sqlite"
+    # journal_file off the shared state_dir: the node opens (and creates) it there.
+    from dicom_deid.node.journal import Journal
+
+    local = parse_config({"state_dir": str(tmp_path / "share"), "journal_file": "node/j.sqlite"},
+                         base_dir=tmp_path)
+    assert local.journal_path == tmp_path / "node" / "j.sqlite"
+    Journal(local.journal_path).close()
+    assert local.journal_path.is_file() and not (tmp_path / "share" / "journal.sqlite").exists()
     with pytest.raises(ConfigError) as caught:
         parse_config({"state_dir": str(tmp_path), "processing": {
             "backend": "celery", "job_timeout": 600,
