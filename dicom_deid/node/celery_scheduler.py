@@ -12,6 +12,7 @@ results are discarded (the same files, written twice).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -183,6 +184,8 @@ class CeleryScheduler(Scheduler):
             elif state in ("FAILURE", "REVOKED"):
                 self._finished(handle)
                 self._failed(job_id, study_id, self._reason(handle, state))
+                with contextlib.suppress(Exception):  # else it expires (result_expires)
+                    handle.forget()
 
     def _reason(self, handle: Any, state: str) -> str:
         if state == "REVOKED":

@@ -402,6 +402,7 @@ def test_a_worker_process_that_dies_uses_an_attempt_and_the_study_is_retried(
         assert jobs == [("failed", "the worker process died while de-identifying"),
                         ("done", None)]
         assert node.journal("SELECT DISTINCT attempts FROM instances") == [(1,)]
+        assert redis.command("KEYS", "celery-task-meta-*") == "*0"  # failure results too
     finally:
         worker.stop()
         node.stop()
