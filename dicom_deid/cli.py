@@ -31,6 +31,7 @@ COMMANDS = (
     "retry",
     "quarantine",
     "reload",
+    "worker",
 )
 
 

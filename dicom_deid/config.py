@@ -305,7 +305,29 @@ class ListenConfig(_Section):
         return self
 
 
+def _broker_url(value: Any) -> str:
+    text = _text()(value)
+    if not re.match(r"^rediss?://", text):
+        raise fail(f"must be a redis:// or rediss:// URL, got {text.split('@')[-1]!r}")
+    return text
+
+
+class CeleryConfig(_Section):
+    """processing.backend celery (node/celery_app.py, celery_scheduler.py): study jobs on a Redis broker, run by
+    `dicom-deid worker` processes on any host that mounts state_dir."""
+
+    broker_url: Annotated[str, BeforeValidator(_broker_url)] = "redis://127.0.0.1:6379/0"
+    # An unacknowledged job (its worker host died) is handed to another worker after this
+    # long. It must exceed processing.job_timeout: a job still running past it is started
+    # a second time elsewhere (harmless, keyed UIDs, but twice the work).
+    visibility_timeout: Annotated[float, _number(1.0)] = 22200.0
+    max_in_flight: Annotated[int, _int(1, 100000)] = 64  # jobs queued or running at once
+    queue_prefix: Text = "dicom-deid"  # queues are <prefix>.<capability> (cpu, gpu)
+
+
 class ProcessingConfig(_Section):
+    backend: Literal["local", "celery"] = "local"  # local: worker processes of the node itself
+    celery: CeleryConfig = Field(default_factory=CeleryConfig)
     stable_seconds: Annotated[float, _number(0.0)] = 30.0  # a study is processed after this long without arrivals
     workers: Annotated[int, _int(1, 256)] = 2  # local worker processes running study jobs
     max_attempts: Annotated[int, _int(1, 100)] = 3  # a job that crashes its worker this often is quarantined
@@ -319,6 +341,15 @@ class ProcessingConfig(_Section):
     # Who runs the face detector and mesh: MediaPipe's TFLite (CPU only) or the same models
     # on ONNX Runtime (on `device`); auto: ONNX when `device` resolves to a GPU.
     face_engine: Literal["auto", "mediapipe", "onnx"] = "auto"
+
+    @model_validator(mode="after")
+    def _redelivery(self) -> ProcessingConfig:
+        if (self.backend == "celery" and self.job_timeout > 0
+                and self.celery.visibility_timeout <= self.job_timeout):
+            raise fail(f"must exceed processing.job_timeout ({self.job_timeout:g} s), or a "
+                       "running job is handed to a second worker",
+                       "celery.visibility_timeout")
+        return self
 
 
 class ForwardConfig(_Section):
@@ -453,6 +484,9 @@ class Rule(_Section):
     profile: Text = "basic"
     options: Texts = ()
     faces: Annotated[str, BeforeValidator(_text(_face_method))] | None = None  # None: profile's
+    # Worker queue (capability) of its studies with processing.backend celery; None: gpu
+    # when the rule (or its profile) replaces faces, else cpu.
+    queue: Annotated[str, BeforeValidator(_text(_check_name))] | None = None
     destinations: Annotated[tuple[Annotated[Text, AfterValidator(_known_destination)], ...],
                             BeforeValidator(_strings)] = ()
 
@@ -531,6 +565,9 @@ class NodeConfig(_Section):
     state_dir: FilePath
     key_file: FilePath
     audit_log: FilePath
+    # The node's SQLite journal, read and written by the node alone. With processing.backend
+    # celery, state_dir is on storage shared with the workers: put this on a local disk.
+    journal_file: FilePath
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
     forward: ForwardConfig = Field(default_factory=ForwardConfig)
     destinations: Annotated[tuple[Destination, ...], BeforeValidator(_list),
@@ -566,6 +603,8 @@ class NodeConfig(_Section):
             data["key_file"] = Path(env_key).expanduser() if env_key else state_dir / "site.key"
         if data.get("audit_log") is None:
             data["audit_log"] = state_dir / "audit.log"
+        if data.get("journal_file") is None:
+            data["journal_file"] = state_dir / "journal.sqlite"
         listen = data.get("listen")
         node_ae = listen.get("ae_title") if isinstance(listen, dict) else None
         if not isinstance(node_ae, str) or not node_ae.strip():
@@ -606,7 +645,7 @@ class NodeConfig(_Section):
 
     @property
     def journal_path(self) -> Path:
-        return self.state_dir / "journal.sqlite"
+        return self.journal_file
 
     @property
     def outbox_dir(self) -> Path:

@@ -192,7 +192,10 @@ def _process_instance(path: Path, output_dir: Path, deid: Deidentifier, durable:
     earlier = registry.get(sop) if registry is not None else None
     on_disk = earlier is None and target.exists()
     if on_disk:
-        earlier = _written_digest(target)
+        # The report is written after the output: an output without one was cut short (a
+        # worker killed in between) and never recorded or sent, so it is made again, not
+        # taken for another instance's.
+        earlier = _written_digest(target) or None
     if earlier is not None:
         if earlier != digest:
             raise DuplicateInstanceError(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up dicom-deid on a fresh Debian machine with Python 3.11: the DICOM tools the tests
 # and the node use (DCMTK, dicom3tools, Orthanc and its DICOMweb plugin as a test archive;
-# Tesseract, the second OCR engine of benchmarks/text_eval.py) and a virtual
+# Tesseract, the second OCR engine of benchmarks/text_eval.py; Redis, the celery backend's
+# broker in its tests) and a virtual
 # environment in .venv with the package, its test tools and the evaluation extra.
 # Idempotent: a second run only checks.
 set -euo pipefail
@@ -18,7 +19,7 @@ done
 # (README.md). A second run checks the apt packages and, when pyproject.toml and this script
 # are unchanged since the last complete run (.venv/.setup-stamp), installs nothing.
 
-APT_PACKAGES=(dcmtk dicom3tools orthanc orthanc-dicomweb tesseract-ocr)
+APT_PACKAGES=(dcmtk dicom3tools orthanc orthanc-dicomweb tesseract-ocr redis-server)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -32,6 +33,10 @@ if ((${#missing[@]})); then
     # instance, so a development machine needs none running.
     if [[ " ${missing[*]} " == *" orthanc "* ]] && [ -d /run/systemd/system ]; then
         $SUDO systemctl disable --now orthanc >/dev/null 2>&1 || true
+    fi
+    # The same for Redis: the celery backend's tests start their own on a loopback port.
+    if [[ " ${missing[*]} " == *" redis-server "* ]] && [ -d /run/systemd/system ]; then
+        $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
     fi
 fi
 

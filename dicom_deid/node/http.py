@@ -298,6 +298,9 @@ def start_http(config: NodeConfig, receiver: Any, scheduler: Any) -> StatusServe
                     else "the DICOM listener is not running")
 
     def workers() -> tuple[bool, str]:
+        health = getattr(scheduler, "health", None)
+        if health is not None:  # the celery backend: its broker
+            return health()
         pool = getattr(scheduler, "_pool", None)
         if pool is None:
             return True, "pool starts with the first job"

@@ -101,20 +101,36 @@ def _failure_items(result: Any) -> list[tuple[Path, str]]:
     return items
 
 
+class _HeldEvents:
+    """Audit events held for the node to write: a remote worker shares no audit log (lines
+    appended from several hosts to one file on a network file system may interleave)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def write(self, event: str, **fields: Any) -> None:
+        self.events.append({"event": event, **fields})
+
+    def close(self) -> None:
+        pass
+
+
 def run_study_job(state_dir: str, job_id: int, token: str, rows: list[dict[str, Any]],
-                  key_file: str, audit_log: str, device: str = "auto",
+                  key_file: str, audit_log: str | None, device: str = "auto",
                   face_engine: str | None = None) -> dict[str, Any]:
-    """Process `rows` (the journal's records of the instances job `job_id` owns).
+    """Process `rows` (the journal's records of the instances job `job_id` owns; a remote
+    job gets only their id, path and route).
 
     Returns a PHI-free summary, with under "result" what the node records in the journal:
     done instance ids, (id, reason) of failed ones, and the outputs with their destinations.
+    audit_log None: the audit events come back under "audit" for the node to write.
     """
     from dicom_deid.header.keys import load_key
     from dicom_deid.node.audit import AuditLog
     from dicom_deid.pipeline import process_study
 
     state = Path(state_dir)
-    audit = AuditLog(Path(audit_log))
+    audit: Any = AuditLog(Path(audit_log)) if audit_log is not None else _HeldEvents()
     try:
         key = load_key(key_file)
         groups: dict[str, list[Any]] = defaultdict(list)
@@ -130,7 +146,7 @@ def run_study_job(state_dir: str, job_id: int, token: str, rows: list[dict[str, 
         for route_json, members in groups.items():
             route = json.loads(route_json)
             by_path = {(state / r["path"]).resolve(): r for r in members}
-            secrets = [v for r in members for v in (r["sop_instance_uid"] or "",)]
+            secrets = [r.get("sop_instance_uid") or "" for r in members]
             started = time.monotonic()
             try:
                 result = process_study(sorted(by_path), outbox,
@@ -165,9 +181,12 @@ def run_study_job(state_dir: str, job_id: int, token: str, rows: list[dict[str, 
             faces_replaced += result.faces_replaced
             leaks += result.leaks
 
-        return {"job": job_id, "study": token, "done": len(done), "failed": len(failed),
-                "outputs": len(outputs), "stale": False, "faces_replaced": faces_replaced,
-                "leaks": leaks,
-                "result": {"done": done, "failed": failed, "outputs": list(outputs.values())}}
+        summary = {"job": job_id, "study": token, "done": len(done), "failed": len(failed),
+                   "outputs": len(outputs), "stale": False, "faces_replaced": faces_replaced,
+                   "leaks": leaks,
+                   "result": {"done": done, "failed": failed, "outputs": list(outputs.values())}}
+        if isinstance(audit, _HeldEvents):
+            summary["audit"] = audit.events
+        return summary
     finally:
         audit.close()

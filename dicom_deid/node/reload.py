@@ -21,7 +21,7 @@ _LIVE_LISTEN = ("allowed_calling_aets", "allowed_called_aets")
 # Top-level sections applied as a whole.
 _LIVE_SECTIONS = ("destinations", "forward", "rules", "default_rule", "retention")
 # Sections (or keys) fixed for the life of the process.
-_FIXED = ("state_dir", "key_file", "audit_log", "log", "http")
+_FIXED = ("state_dir", "key_file", "audit_log", "journal_file", "log", "http")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,9 @@ def plan_reload(old: NodeConfig, new: NodeConfig) -> ReloadPlan:
             listen_kept[name] = getattr(old.listen, name)
             need_restart += [f"listen.{name}"] if changed else []
 
-    processing_kept = {"workers": old.processing.workers}  # the pool's size
+    # The pool's size and the engine under it.
+    processing_kept = {"workers": old.processing.workers, "backend": old.processing.backend,
+                       "celery": old.processing.celery}
     for name in type(old.processing).model_fields:
         if getattr(old.processing, name) != getattr(new.processing, name):
             (need_restart if name in processing_kept else applied).append(f"processing.{name}")

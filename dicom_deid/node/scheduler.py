@@ -43,7 +43,7 @@ class Scheduler:
         self.on_job_done = on_job_done
         self._pool: ProcessPoolExecutor | None = None
         # future -> (job id, study id, monotonic start time)
-        self._running: dict[Future, tuple[int, int, float]] = {}
+        self._running: dict[Any, tuple[int, int, float]] = {}  # Future or celery AsyncResult
         self._warming: list[Future] = []
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -71,15 +71,22 @@ class Scheduler:
             self._warming = []
         self._stop_overdue()
         self._collect()
-        free = self.config.processing.workers - len(self._running)
+        free = self._capacity() - len(self._running)
         if free <= 0:
             return 0
         quiet_since = time.time() - self.config.processing.stable_seconds
         started = 0
-        for study_id in self.journal.stable_studies(quiet_since, limit=free):
+        for study_id in self._stable(quiet_since, free):
             if self._dispatch(study_id):
                 started += 1
         return started
+
+    def _capacity(self) -> int:
+        """Jobs that may run at once (the celery scheduler: queued or running)."""
+        return self.config.processing.workers
+
+    def _stable(self, quiet_since: float, limit: int) -> list[int]:
+        return self.journal.stable_studies(quiet_since, limit=limit)
 
     def _dispatch(self, study_id: int) -> bool:
         state = self.config.state_dir

@@ -173,7 +173,12 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
         if http is not None:
             http.faces.add(summary)
 
-    scheduler = Scheduler(config, audit, on_job_done=job_done)
+    if config.processing.backend == "celery":
+        from dicom_deid.node.celery_scheduler import CeleryScheduler
+
+        scheduler: Scheduler = CeleryScheduler(config, audit, on_job_done=job_done)
+    else:
+        scheduler = Scheduler(config, audit, on_job_done=job_done)
     receiver = Receiver(config, key, audit)
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -193,8 +198,9 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
     http = start_http(config, receiver, scheduler)
     _log_destinations(config)
     LOG.info("state folder %s; studies are processed %g s after their last instance, "
-             "by %d worker(s)", config.state_dir, config.processing.stable_seconds,
-             config.processing.workers)
+             "by %s", config.state_dir, config.processing.stable_seconds,
+             f"{config.processing.workers} worker(s)" if config.processing.backend == "local"
+             else "celery workers")
     audit.write("started", ae_title=config.listen.ae_title, port=config.listen.port,
                 destinations=[d.name for d in config.destinations])
 

@@ -31,13 +31,19 @@ def test_plan_applies_live_settings_and_keeps_the_fixed_ones(tmp_path):
     assert plan.applied == ["destinations", "forward", "rules", "default_rule",
                             "listen.allowed_calling_aets", "processing.stable_seconds"]
     assert plan.need_restart == ["listen.port", "processing.workers", "state_dir", "key_file",
-                                 "audit_log", "log"]
+                                 "audit_log", "journal_file", "log"]
     running = plan.config
     assert running.listen.port == 11112 and running.listen.allowed_calling_aets == ("PACS",)
     assert running.state_dir == tmp_path / "a" and running.log.level == "INFO"
     assert (running.processing.workers, running.processing.stable_seconds) == (2, 5.0)
     assert [d.name for d in running.destinations] == ["a"] and running.rules[0].name == "r"
     assert plan_reload(running, running).applied == []
+    # The processing engine is fixed for the life of the process, like the pool's size.
+    celery = parse_config({"state_dir": str(tmp_path / "a"), "processing": {
+        "backend": "celery", "celery": {"broker_url": "redis://10.0.0.9:6379/1"}}})
+    plan = plan_reload(old, celery)
+    assert plan.need_restart == ["processing.backend", "processing.celery"]
+    assert plan.config.processing.backend == "local"
 
 
 @pytest.mark.network

@@ -109,6 +109,22 @@ def test_duplicates_never_overwrite(tmp_path: Path, key_file: Path) -> None:
     assert again.outputs == result.outputs and again.outputs[0].read_bytes() == written
 
 
+def test_an_output_cut_short_before_its_report_is_made_again(tmp_path: Path,
+                                                            key_file: Path) -> None:
+    """A job killed between an output and its report (at-least-once delivery runs it
+    again, issue 22): the rerun writes the same file instead of quarantining the instance
+    as a duplicate of itself."""
+    source = _file("MR_small.dcm")
+    [output] = _run([source], tmp_path, key_file).outputs
+    written = output.read_bytes()
+    output.with_suffix(".json").unlink()
+    output.write_bytes(written[: len(written) // 2])  # whatever the killed run left
+    again = _run([source], tmp_path, key_file)
+    assert again.failures == [] and again.outputs == [output]
+    assert output.read_bytes() == written
+    assert json.loads(output.with_suffix(".json").read_text())["source_digest"]
+
+
 def test_cli_counts_duplicates(tmp_path: Path, key_file: Path, capsys) -> None:
     inputs = tmp_path / "in"
     inputs.mkdir()
