@@ -4,7 +4,9 @@ gaze, rendered over the patient's face.
 Per frame and track:
 
 1. Pose: a 3D similarity fit of the expression model's mean shape to the patient's landmarks,
-   on the points that expressions barely move (faces/expression.py).
+   on the points that expressions barely move (faces/expression.py). The study's resting head
+   attitude (its first face's yaw and pitch, within REST_LIMIT_DEGREES) is taken out: the mask
+   looks ahead at rest, and turns and nods (within a video, between a study's captures) stay.
 2. Expression, separated from identity: the patient's landmarks are taken into the canonical
    frame and `NeutralTracker` gives the expression displacement (against the track's robust
    neutral in video; on a track's first frame, a single image, the fit against the model's
@@ -31,6 +33,7 @@ with the study and carries nothing of the patient drowns those cues.
 from __future__ import annotations
 
 import collections
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -60,18 +63,29 @@ EDGE_RAMP = 0.15
 # 5.9 % on the worst of 3 keys against 2.0 % chance); a shape that changes with the study,
 # drawn from the seed alone and nobody's, moves the descriptor far more than tint or design.
 IDENTITY_SPREAD = 1.0
-# A resting head attitude within this many degrees (yaw, pitch; the track's median; for a single
-# image its own) is replaced by the study's turn (`_turned`; the turn is 0: the mask looks
-# straight ahead at rest). The resting attitude is what links two captures of one person
-# through the mask (London, 3 keys, benchmarks/mask3d_quality.py --keys 3: linkage
-# 9.8/3.9/5.9 % off, 2.0/2.0/3.9 % at 8 degrees), but replacing it costs the expression
-# measures below their targets (held-out cosine 0.820 -> 0.796; GRID eye aspect ratio r, mean
-# of clips, 0.929 -> 0.876, the clip without a blink 0.80 -> 0.48), so it is off by default.
-# Yaw alone at 8 (pitch limit 0) keeps the cosine (0.822) but links 5.9/3.9/5.9 % and gives
-# GRID r 0.894; pitch at 4 with yaw at 8: cosine 0.7996, linkage 2.0/3.9/11.8 %.
-REST_LIMIT_DEGREES = 0.0
+# A resting head attitude within this many degrees (yaw, pitch) is replaced by the study's turn
+# (`_turned`; the turn is 0: the mask looks straight ahead at rest); movement away from the rest,
+# and the part of a larger turn beyond the limit, stay the patient's. How a person holds the head
+# (a few degrees of turn or tilt, the same in every capture of a session) is what linked two
+# captures of one person through the mask: London, 3 keys, `benchmarks/mask3d_quality.py
+# --keys 3`, linkage rank-1 9.8/3.9/5.9 % with the attitude kept, 2.0/2.0/3.9 % replaced.
+REST_LIMIT_DEGREES = 8.0
 # The pitch's own limit (None: the same as the yaw's).
 REST_PITCH_LIMIT_DEGREES: float | None = None
+# Whose resting attitude is replaced. "study": the study's first face sets it, and every later
+# face of the study (other tracks, other instances rendered by other renderers) is turned by the
+# same amount, so that a head's movement within a video and between the captures of one study
+# is kept (the rest is one offset, never re-estimated). "track": each track's running median,
+# which takes each capture of a study to the front on its own: a smile captured with the head
+# lifted loses the lift (held-out expression cosine 0.796 against 0.808 with "study"; GRID eye
+# aspect ratio r, mean of 6 clips, 0.876 against 0.940, as the median drifts in a track's first
+# frames).
+REST_SCOPE = "study"
+# The study's resting attitude by (seed, limits), shared by the study's renderers in a process
+# (as swap's settled donor): a study is processed in one worker.
+_STUDY_REST: collections.OrderedDict[tuple, tuple[float, float]] = collections.OrderedDict()
+_STUDY_REST_LOCK = threading.Lock()
+_STUDY_REST_MAX = 1024
 _EYES = ((mesh.RIGHT_EYE_UPPER, mesh.RIGHT_EYE_LOWER, mesh.RIGHT_IRIS, (33, 133)),
          (mesh.LEFT_EYE_UPPER, mesh.LEFT_EYE_LOWER, mesh.LEFT_IRIS, (263, 362)))
 
@@ -96,7 +110,8 @@ class Mask3DRenderer:
                  forehead: float = BASELINE_FOREHEAD, margin: float = BASELINE_MARGIN,
                  rest_limit_degrees: float = REST_LIMIT_DEGREES,
                  rest_pitch_limit_degrees: float | None = REST_PITCH_LIMIT_DEGREES,
-                 identity_spread: float = IDENTITY_SPREAD) -> None:
+                 identity_spread: float = IDENTITY_SPREAD,
+                 rest_scope: str = REST_SCOPE) -> None:
         self.model = load_model(model_path)
         self.expression = load_expression_model(expression_path)
         self.canonical = self.model.canonical.astype(np.float64)
@@ -122,6 +137,11 @@ class Mask3DRenderer:
         self.rest_limit = float(np.radians(rest_limit_degrees))
         self.rest_pitch_limit = float(np.radians(
             rest_limit_degrees if rest_pitch_limit_degrees is None else rest_pitch_limit_degrees))
+        if rest_scope not in ("track", "study"):
+            raise ValueError(f"rest_scope must be 'track' or 'study', got {rest_scope!r}")
+        self.rest_scope = rest_scope
+        self.seed = donor_seed
+        self._rest: tuple[float, float] | None = None
         # The study's mask shape: mean + a synthetic identity drawn from the seed alone.
         self.identity_offset = (np.zeros_like(self.canonical) if donor_seed is None
                                 else self.expression.identity_sample(donor_seed, identity_spread))
@@ -165,18 +185,40 @@ class Mask3DRenderer:
 
         How a person holds the head at rest (a few degrees of turn or tilt, the same in every
         capture) is a habit a recogniser picks up even through an identical mask: within
-        ``rest_limit`` the track's median attitude is replaced by the study's turn; movement
-        away from it, and any larger turn, stay the patient's.
+        ``rest_limit`` the resting attitude (the study's, or with ``rest_scope="track"`` the
+        track's median) is replaced by the study's turn; movement away from it, and the part
+        of a larger turn beyond the limit, stay the patient's.
         """
         roll, yaw, pitch = _euler(rotation)
-        track.attitude.append((yaw, pitch))
         limit = np.array([self.rest_limit, self.rest_pitch_limit])
-        rest = np.clip(np.median(np.asarray(track.attitude), axis=0), -limit, limit)
+        if self.rest_scope == "study":
+            rest = np.asarray(self._study_rest(yaw, pitch, limit))
+        else:
+            track.attitude.append((yaw, pitch))
+            rest = np.clip(np.median(np.asarray(track.attitude), axis=0), -limit, limit)
         turn = np.asarray(self.material.turn)
         target = _rotation(roll, yaw - rest[0] + turn[0], pitch - rest[1] + turn[1])
         change = rotation.T @ target
         centre = shape[: mesh.MESH_POINTS].mean(axis=0)
         return (shape - centre) @ change.T + centre
+
+    def _study_rest(self, yaw: float, pitch: float, limit: np.ndarray) -> tuple[float, float]:
+        """The study's resting (yaw, pitch): its first face's, within the limits; the same
+        for every later face of this renderer and of the study's other renderers."""
+        if self._rest is not None:
+            return self._rest
+        key = (self.seed, float(limit[0]), float(limit[1]))
+        with _STUDY_REST_LOCK:
+            known = _STUDY_REST.get(key) if self.seed is not None else None
+            if known is None:
+                y, p = np.clip([yaw, pitch], -limit, limit)
+                known = (float(y), float(p))
+                if self.seed is not None:
+                    _STUDY_REST[key] = known
+                    while len(_STUDY_REST) > _STUDY_REST_MAX:
+                        _STUDY_REST.popitem(last=False)
+        self._rest = known
+        return known
 
     def _transfer_eyes(self, shape: np.ndarray, patient: np.ndarray, track: _Track) -> None:
         """Eye openness as a ratio to the patient's usual openness; gaze as the iris offset.

@@ -40,9 +40,9 @@ _IRIS_PALETTE = np.array([[72, 45, 28], [96, 62, 38], [58, 38, 26], [110, 88, 52
                          np.float32)
 DEFAULT_SKIN_LAB = (70.0, 10.0, 15.0)
 # A per-study turn of the mask (yaw and pitch, up to this many degrees), meant to hide a
-# person's head-pose habit with mask3d.REST_LIMIT_DEGREES (off too; see there). Off: with the per-study synthetic
-# shape (mask3d.IDENTITY_SPREAD) a 4-degree turn and 6-degree rest replacement gave London
-# rank-1 0/3.9/2.0 % and linkage 3.9/2.0/9.8 % on 3 keys, 1 dlib leak and held-out expression
+# person's head-pose habit with mask3d.REST_LIMIT_DEGREES (which now does that alone). Off: with
+# the per-study synthetic shape (mask3d.IDENTITY_SPREAD) a 4-degree turn and 6-degree rest
+# replacement gave London rank-1 0/3.9/2.0 % and linkage 3.9/2.0/9.8 % on 3 keys, 1 dlib leak and held-out expression
 # cosine 0.78, against 0/2.0/2.0 %, 9.8/3.9/5.9 %, 0 leaks and 0.82 without
 # (benchmarks/mask3d_quality.py --keys 3, round 2).
 TURN_DEGREES = 0.0

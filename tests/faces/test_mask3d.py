@@ -170,15 +170,23 @@ def _yawed(lm: np.ndarray, degrees: float, renderer: Mask3DRenderer) -> np.ndarr
     return pose.apply((patient - centre) @ rot.T + centre).astype(np.float32)
 
 
-def test_the_resting_attitude_is_the_studys_and_movement_the_patients(astronaut):
+@pytest.fixture(autouse=True)
+def _no_study_rests():
+    """Each test starts with no study's resting attitude known (a process-wide table)."""
+    mask3d._STUDY_REST.clear()
+    yield
+    mask3d._STUDY_REST.clear()
+
+
+def test_a_tracks_resting_attitude_is_replaced_and_movement_kept(astronaut):
     """A head held a few degrees turned at rest (a habit, the same in every capture of a person:
-    two captures of one person linked by it) gives, within the renderer's rest limit (an
-    option, off by default: mask3d.REST_LIMIT_DEGREES), the same mask as a frontal one; a turn
-    during the track, and a large turn, still move the mask."""
+    two captures of one person linked by it) gives, within the renderer's rest limit and per
+    track (``rest_scope="track"``), the same mask as a frontal one; a turn during the track,
+    and a large turn, still move the mask."""
     _, lm = astronaut
     limit = 8.0
     habit_deg = 0.8 * limit
-    renderer = Mask3DRenderer(donor_seed=3, rest_limit_degrees=limit)
+    renderer = Mask3DRenderer(donor_seed=3, rest_limit_degrees=limit, rest_scope="track")
     front = renderer.mask_geometry(lm, track_id=0)
     habit = renderer.mask_geometry(_yawed(lm, habit_deg, renderer), track_id=1)
     other_way = renderer.mask_geometry(_yawed(lm, -habit_deg, renderer), track_id=2)
@@ -198,14 +206,52 @@ def test_the_resting_attitude_is_the_studys_and_movement_the_patients(astronaut)
         renderer.mask_geometry(lm, track_id=3)
     turned = renderer.mask_geometry(_yawed(lm, 15.0, renderer), track_id=3)
     assert yaw_of(turned) - yaw_of(front) == pytest.approx(15.0, abs=2.0)
-    large = Mask3DRenderer(donor_seed=3, rest_limit_degrees=limit).mask_geometry(
-        _yawed(lm, 30.0, renderer), track_id=0)
+    large = Mask3DRenderer(donor_seed=4, rest_limit_degrees=limit,
+                           rest_scope="track").mask_geometry(_yawed(lm, 30.0, renderer), track_id=0)
     assert yaw_of(large) - yaw_of(front) > 15.0
-    # Off (the default), the habit shows in the mask as it does in the face.
-    assert mask3d.REST_LIMIT_DEGREES == 0.0
-    off = Mask3DRenderer(donor_seed=3)
+    # Off (limit 0), the habit shows in the mask as it does in the face.
+    off = Mask3DRenderer(donor_seed=5, rest_limit_degrees=0.0)
     assert seen(off.mask_geometry(lm, track_id=0),
                 off.mask_geometry(_yawed(lm, habit_deg, off), track_id=1)) > 0.5 * patient_change
+
+
+def test_the_studys_first_face_sets_its_rest_and_later_faces_keep_their_movement(astronaut):
+    """By default the resting attitude is the study's: its first face (within the limit) is
+    turned to the front, and every later face of the study, in the same renderer or in another
+    one (another instance of the study), is turned by the same amount, so a head that moved
+    between two captures of a study moves the mask too; another study is taken to the front
+    on its own."""
+    _, lm = astronaut
+    assert mask3d.REST_SCOPE == "study" and mask3d.REST_LIMIT_DEGREES > 0
+    habit_deg = 0.75 * mask3d.REST_LIMIT_DEGREES
+    probe = Mask3DRenderer(identity_spread=0.0)
+    habit = _yawed(lm, habit_deg, probe)
+
+    def yaw_of(points: np.ndarray) -> float:
+        _, pose = probe.expression.to_canonical(points)
+        return float(np.degrees(np.arcsin(-pose.rotation[2, 0])))
+
+    def mask(seed: int, points: np.ndarray, track_id: int = 0,
+             renderer: Mask3DRenderer | None = None) -> np.ndarray:
+        r = renderer or Mask3DRenderer(donor_seed=seed, identity_spread=0.0)
+        return r.mask_geometry(points, track_id=track_id)
+
+    front = mask(1, lm)                       # study 1's first face: its own rest
+    first = Mask3DRenderer(donor_seed=2, identity_spread=0.0)
+    turned_first = mask(2, habit, renderer=first)
+    assert yaw_of(turned_first) == pytest.approx(yaw_of(front), abs=0.5)
+    # The same study: the head back by habit_deg, in a new track and in a new renderer.
+    moved = yaw_of(lm) - yaw_of(habit)
+    assert abs(moved) > 0.7 * habit_deg
+    for later in (mask(2, lm, track_id=1, renderer=first), mask(2, lm)):
+        assert yaw_of(later) - yaw_of(front) == pytest.approx(moved, abs=1.0)
+    # Another study with the turned head: to the front again.
+    assert yaw_of(mask(3, habit)) == pytest.approx(yaw_of(front), abs=0.5)
+    # No seed, no study: the renderer's own first face sets its rest, nothing is shared.
+    assert yaw_of(probe.mask_geometry(habit)) == pytest.approx(yaw_of(front), abs=0.5)
+    assert not any(k[0] is None for k in mask3d._STUDY_REST)
+    with pytest.raises(ValueError, match="rest_scope"):
+        Mask3DRenderer(rest_scope="frame")
 
 
 def test_the_pitch_has_its_own_rest_limit(astronaut):
@@ -220,7 +266,7 @@ def test_the_pitch_has_its_own_rest_limit(astronaut):
     assert patient_change > 0.004
 
     def change(**options) -> float:
-        r = Mask3DRenderer(donor_seed=3, **options)
+        r = Mask3DRenderer(donor_seed=3, rest_scope="track", **options)
         return _shape_difference(r.mask_geometry(lm, track_id=0)[:, :2],
                                  r.mask_geometry(nodding, track_id=1)[:, :2])
 
