@@ -155,13 +155,20 @@ def _text_changed(now: np.ndarray, reference: tuple[np.ndarray, np.ndarray]) -> 
 
 
 def _tile_counts(mask: np.ndarray, cell: int = TILE) -> np.ndarray:
-    """Set pixels of a half-resolution mask per cell x cell square, over the TILE grid (the
-    mask padded to whole tiles)."""
+    """Set pixels of a half-resolution 0/1 mask per cell x cell square, over the TILE grid
+    (the mask taken as padded with zeros to whole tiles).
+
+    From the mask's integral image: summing a reshaped padded copy with numpy cost 1.3 ms a
+    frame at 720p for the glyph cells (the text stage's largest cost after the detector on
+    text_cost.py's clip); the integral is exact and a tenth of that.
+    """
     h, w = mask.shape
     ty, tx = -(-h // TILE) * (TILE // cell), -(-w // TILE) * (TILE // cell)
-    padded = np.zeros((ty * cell, tx * cell), np.uint16)
-    padded[:h, :w] = mask
-    return padded.reshape(ty, cell, tx, cell).sum(axis=(1, 3))
+    total = cv2.integral(mask, sdepth=cv2.CV_32S)
+    ys = np.minimum(np.arange(ty + 1) * cell, h)
+    xs = np.minimum(np.arange(tx + 1) * cell, w)
+    corners = total[ys[:, None], xs[None, :]]
+    return corners[1:, 1:] - corners[:-1, 1:] - corners[1:, :-1] + corners[:-1, :-1]
 
 
 def _flash_mask(recent: list[tuple], span: int) -> np.ndarray | None:
@@ -468,11 +475,7 @@ class TextStage:
             new[y0 // 2:(y1 + 1) // 2, x0 // 2:(x1 + 1) // 2] = 0
         if keep is not None:
             keep.append(new)
-        h, w = new.shape
-        ty, tx = -(-h // TILE), -(-w // TILE)
-        padded = np.zeros((ty * TILE, tx * TILE), np.uint16)
-        padded[:h, :w] = new
-        return padded.reshape(ty, TILE, tx, TILE).sum(axis=(1, 3))
+        return _tile_counts(new)
 
     # ------------------------------------------------------------------ output
 
@@ -531,6 +534,7 @@ class TextStage:
         carry: list[np.ndarray] = []               # the last group's cover of its held frames
         raw_recent: deque = deque(maxlen=HOLD)     # plain new edges of the last frames
         previous = before2 = steady_before = None
+        known = known_of = None                    # tracked boxes, padded, as ints
         new_maps: dict[int, np.ndarray] = {}       # per frame of the group: its new still edges
         best = peak = None                         # per tile: frame of most new edges, count
         halves: deque = deque(maxlen=FLASH + 2)    # the last frames' (`_flash_mask`)
@@ -554,7 +558,8 @@ class TextStage:
                 continue
             # Still over three frames (this one and the two before): two edges of a moving
             # picture meet by chance now and then, three times in a row much more rarely.
-            known = integer_boxes(tracked, shape, pad=4)
+            if known_of is not tracked:      # tracked changes at key frames only
+                known, known_of = integer_boxes(tracked, shape, pad=4), tracked
             raw_recent.append((edges, previous[1], known))
             steady = self._still_edges(half, edges, [previous] + ([before2] if before2 else []))
             new_map: list = []
