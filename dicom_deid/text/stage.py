@@ -72,7 +72,7 @@ GLYPH_CELL = 8         # half-resolution cell (16 frame pixels) for a lone chara
 GLYPH_EDGES = 12       # new edges in one such cell that make its tile changed
 FINE_RECT = 112        # a region check finding nothing in a rectangle up to this side (frame
 FINE_MARGIN = 8        # frame pixels around the new edges in that retry
-FINE_SCALE = 4.0       # pixels) is done again at this scale (at least twice the frame's)
+FINE_SCALE = 8.0       # pixels) is done again at this scale (at least twice the frame's)
 FLASH = 2              # text shown for up to this many frames is looked for as a flash
 FLASH_STEP = 60        # grey-level jump (half resolution) of a flashed glyph pixel, in and out
 FLASH_SAME = 16        # grey-level change that still counts as "the same picture"
@@ -399,11 +399,12 @@ class TextStage:
             got, rect = self._detect_rect(rgb, rect, scale)
             if not len(got) and max(rect[2] - rect[0], rect[3] - rect[1]) <= FINE_RECT:
                 # A lone character (a digit added to a field, a 10 px letter) gives the
-                # detector too little context at the frame's scale: a 10 px "7" was found
-                # neither at 2x nor 3x, and was at 4x. Small rectangles only, and closer
-                # around the edges (FINE_MARGIN instead of MARGIN): the cost grows with the
-                # square of the scale, and empty region checks are common on a moving picture
-                # (a 4x retry of the whole rectangle took text_cost.py from 0.165 to 0.213).
+                # detector too little context at the frame's scale. benchmarks/text_fine_scale.py
+                # (10 px digits, 5 fonts, 4 grounds, 48 px crops): found 70/200 at 4x, 184 at
+                # 6x, 200 at 8x; the evaluation's 10 px serif "7" (light with a shadow on blue)
+                # only from 6x. Small rectangles only, and closer around the edges (FINE_MARGIN
+                # instead of MARGIN): the cost grows with the square of the scale. Such retries
+                # are rare (none on text_cost.py's 720p clip, one in the evaluation's clips).
                 inner = MARGIN - FINE_MARGIN
                 fine = (rect[0] + inner, rect[1] + inner, rect[2] - inner, rect[3] - inner)
                 if fine[2] <= fine[0] or fine[3] <= fine[1]:
