@@ -80,6 +80,8 @@ FLASH_EDGES = 40       # flashed edge pixels in a tile that make it detected on 
 GLYPH_STEP = 40        # grey-level change at a glyph pixel of a tracked box that counts
 ABSENT = 0.4          # share of a new box's glyph pixels (at its busiest frame) that keep their
                       # grey level on a frame where its text is there: a ticking clock keeps most
+SETTLE_FRAMES = 3      # frames well away from a new box's text compared with a frame next to it
+SETTLE_SAME = 6        # mean grey-level change at its glyph pixels that is the same picture
 GLYPH_CHANGE = 0.03    # share of a tracked box's glyph pixels changed that says its text changed
 
 
@@ -229,6 +231,8 @@ def _present(cover: np.ndarray, tracked: np.ndarray, greys: list,
                    (np.round(boxes[:, :4]) == np.round(cover[k, :4])).all(1).any()]
         if not sources:
             continue
+        shares = np.zeros(frames)
+        masks = []
         for found_on in sources:
             reference = greys[found_on][y0:y1, x0:x1]
             glyphs = _glyphs(reference)
@@ -236,13 +240,42 @@ def _present(cover: np.ndarray, tracked: np.ndarray, greys: list,
                 there[:] = True
                 break
             level = reference[glyphs].astype(np.int16)
-            there |= np.array([(np.abs(g[y0:y1, x0:x1][glyphs].astype(np.int16) - level)
-                                <= GLYPH_STEP).mean() for g in greys]) >= ABSENT
-        # a frame's neighbours count too: a fade, a frame's worth of timing
-        there[1:] |= there[:-1].copy()
-        there[:-1] |= there[1:].copy()
+            shares = np.maximum(shares, [(np.abs(g[y0:y1, x0:x1][glyphs].astype(np.int16) - level)
+                                          <= GLYPH_STEP).mean() for g in greys])
+            masks.append(glyphs)
+        else:
+            there = shares >= ABSENT
+            # A frame next to the text's frames is covered too (a fade, a frame's worth of
+            # timing) unless it plainly shows the picture without the text: its glyph pixels
+            # as on a frame well away from the text (`_settled`).
+            edge = np.zeros(frames, bool)
+            edge[1:] |= there[:-1]
+            edge[:-1] |= there[1:]
+            edge &= ~there
+            away = ~there & ~edge & (shares < ABSENT / 2)
+            for f in np.flatnonzero(edge):
+                crops = [greys[a][y0:y1, x0:x1] for a in _nearest(away, f, SETTLE_FRAMES)]
+                there[f] = shares[f] >= ABSENT / 2 or not _settled(
+                    greys[f][y0:y1, x0:x1], crops, masks)
         present[:, k] = there
     return present
+
+
+def _nearest(frames: np.ndarray, f: int, n: int) -> list[int]:
+    """The n frames set in `frames` nearest to frame f."""
+    candidates = np.flatnonzero(frames)
+    return [int(a) for a in candidates[np.argsort(np.abs(candidates - f), kind="stable")][:n]]
+
+
+def _settled(crop: np.ndarray, others: list[np.ndarray], masks: list[np.ndarray]) -> bool:
+    """Whether `crop` shows at every glyph pixel (each of `masks`) what one of `others`
+    shows (mean grey-level change <= SETTLE_SAME): the same picture, no text fading in or out.
+    A moving picture does not settle, and its box stays covered (fail closed)."""
+    for other in others:
+        diff = cv2.absdiff(crop, other)
+        if all(float(diff[m].mean()) <= SETTLE_SAME for m in masks):
+            return True
+    return False
 
 
 def _merge(rects: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:

@@ -193,6 +193,42 @@ def test_a_single_small_character_appearing_mid_clip_is_covered(detector) -> Non
         assert covered(stage.covered[i], boxes[i], out[i].shape) > 0.98, i
 
 
+
+def _label_clip(shift: int = 0, fade: bool = False) -> tuple[list, tuple[int, int, int, int]]:
+    """20 frames, a name top left throughout and a label on frames 5-9; shift: pixels a
+    textured picture moves per frame (0: the still gradient); fade: the label at half
+    strength on frames 4 and 10."""
+    texture = cv2.normalize(cv2.GaussianBlur(np.random.default_rng(7).random((240, 320, 3))
+                                             .astype(np.float32), (0, 0), 2),
+                            None, 60, 200, cv2.NORM_MINMAX).astype(np.uint8)
+    frames, box = [], (0, 0, 0, 0)
+    for i in range(20):
+        rgb = np.roll(texture, shift * i, axis=1) if shift else background(seed=i)
+        put(rgb, "DOE^JANE", 8, 24)
+        if 5 <= i < 10:
+            box = put(rgb, "DR KOWALSKI", 110, 140, colour=(0, 0, 0))
+        elif fade and i in (4, 10):
+            shown = rgb.copy()
+            put(shown, "DR KOWALSKI", 110, 140, colour=(0, 0, 0))
+            rgb[:] = ((rgb.astype(np.uint16) + shown) // 2).astype(np.uint8)
+        frames.append(rgb)
+    return frames, box
+
+
+@pytest.mark.parametrize(("shift", "fade", "expected"), [
+    (0, False, set(range(5, 10))),         # a still picture: only the label's own frames
+    (0, True, set(range(4, 11))),          # fading in and out: the half-strength frames too
+    (3, False, set(range(4, 11)))])        # a moving picture: cannot tell, a frame either
+                                           # side
+def test_the_frames_next_to_a_new_label_are_covered_unless_they_plainly_show_no_text(
+        detector, shift, fade, expected) -> None:
+    frames, label = _label_clip(shift, fade)
+    stage = TextStage("redact-all", key_interval=16, detector=detector, record=True)
+    out = list(stage.stream(frames))
+    stage.close()
+    on = {i for i in range(20) if covered(stage.covered[i], label, out[i].shape) > 0.98}
+    assert on == expected
+
 def _blue(seed: int) -> np.ndarray:
     """A flat blue field with a camera's noise (a backdrop behind a patient's head)."""
     rng = np.random.default_rng(seed)
