@@ -22,8 +22,8 @@ boxes already tracked. The frames are held in groups of `key_interval`; at the e
   those edges are gone from the key frame (text that came and went inside the group), on the
   frame of the group where most of them appeared;
 - every frame of the group is covered with the boxes tracked at its start, and each box found
-  during the group on the frames where its glyphs are (`_present`; a frame either side, and
-  throughout where that cannot be told), so a box that appears, changes or goes between two
+  during the group on the frames where its glyphs are (`_present`; a frame either side unless
+  it plainly shows the picture without them, and throughout where that cannot be told), so a box that appears, changes or goes between two
   key frames is covered on every frame it is on (fail closed). The group's last two frames
   are held over to the next group and covered by both groups' boxes (new text's edges are
   still only from its third frame); at the end of a file, tiles with any new edges in its
@@ -209,7 +209,8 @@ def _present(cover: np.ndarray, tracked: np.ndarray, greys: list,
     label shown for 5 frames was covered for 18 (round 2's evaluation: the largest share of the
     area redacted where no text is). A box is left uncovered only on a frame where under
     ABSENT of its glyph pixels have their grey level (within GLYPH_STEP) as on a frame where
-    it was detected (`found`: frame, boxes detected there), nor on either neighbour: a clock that ticks keeps most of its
+    it was detected (`found`: frame, boxes detected there), nor on a neighbour that does not
+    plainly show the picture without it (`_frames_on`): a clock that ticks keeps most of its
     glyphs and stays covered; a picture behind a label that went has other grey levels where
     the glyphs were. Light text gone from a light picture still matches, and stays covered:
     fail closed. (Edges did not do: a face's edges in a label's box counted 0.41 of the
