@@ -609,7 +609,8 @@ class TextStage:
         carry: list[np.ndarray] = []               # the last group's cover of its held frames
         raw_recent: deque = deque(maxlen=HOLD)     # plain new edges of the last frames
         previous = before2 = steady_before = None
-        known = known_of = None                    # tracked boxes, padded, as ints
+        known = np.zeros((0, 4), np.int32)         # tracked boxes, padded, as ints
+        known_of = None                            # the tracked array they were padded from
         new_maps: dict[int, np.ndarray] = {}       # per frame of the group: its new still edges
         best = peak = None                         # per tile: frame of most new edges, count
         halves: deque = deque(maxlen=FLASH + 2)    # the last frames' (`_flash_mask`)
