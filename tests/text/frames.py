@@ -18,11 +18,12 @@ def background(width: int = 320, height: int = 240, seed: int = 0) -> np.ndarray
 
 
 def put(rgb: np.ndarray, text: str, x: int, baseline: int, scale: float = 0.6,
-        colour: tuple[int, int, int] = (255, 255, 255), thickness: int = 1) -> tuple[int, int, int, int]:
+        colour: tuple[int, int, int] = (255, 255, 255), thickness: int = 1,
+        font: int = FONT) -> tuple[int, int, int, int]:
     """Draw text in place; returns its ink box (x0, y0, x1, y1), end exclusive."""
     ink = np.zeros(rgb.shape[:2], np.uint8)
-    cv2.putText(ink, text, (x, baseline), FONT, scale, 255, thickness, cv2.LINE_AA)
-    cv2.putText(rgb, text, (x, baseline), FONT, scale, colour, thickness, cv2.LINE_AA)
+    cv2.putText(ink, text, (x, baseline), font, scale, 255, thickness, cv2.LINE_AA)
+    cv2.putText(rgb, text, (x, baseline), font, scale, colour, thickness, cv2.LINE_AA)
     ys, xs = np.nonzero(ink)
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 

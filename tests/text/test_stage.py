@@ -3,6 +3,7 @@ appears and goes between two key frames, and frames with no text at all."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -184,6 +185,117 @@ def test_a_single_small_character_appearing_mid_clip_is_covered(detector) -> Non
         rgb = background(seed=i)
         put(rgb, "DOE^JANE", 8, 24)
         boxes.append(put(rgb, "7", 250, 120, scale=0.4) if i >= 6 else None)
+        frames.append(rgb)
+    stage = TextStage("redact-all", key_interval=8, detector=detector, record=True)
+    out = list(stage.stream(frames))
+    stage.close()
+    for i in range(6, 24):
+        assert covered(stage.covered[i], boxes[i], out[i].shape) > 0.98, i
+
+
+
+def _label_clip(shift: int = 0, fade: bool = False) -> tuple[list, tuple[int, int, int, int]]:
+    """20 frames, a name top left throughout and a label on frames 5-9; shift: pixels a
+    textured picture moves per frame (0: the still gradient); fade: the label at half
+    strength on frames 4 and 10."""
+    texture = cv2.normalize(cv2.GaussianBlur(np.random.default_rng(7).random((240, 320, 3))
+                                             .astype(np.float32), (0, 0), 2),
+                            None, 60, 200, cv2.NORM_MINMAX).astype(np.uint8)
+    frames, box = [], (0, 0, 0, 0)
+    for i in range(20):
+        rgb = np.roll(texture, shift * i, axis=1) if shift else background(seed=i)
+        put(rgb, "DOE^JANE", 8, 24)
+        if 5 <= i < 10:
+            box = put(rgb, "DR KOWALSKI", 110, 140, colour=(0, 0, 0))
+        elif fade and i in (4, 10):
+            shown = rgb.copy()
+            put(shown, "DR KOWALSKI", 110, 140, colour=(0, 0, 0))
+            rgb[:] = ((rgb.astype(np.uint16) + shown) // 2).astype(np.uint8)
+        frames.append(rgb)
+    return frames, box
+
+
+@pytest.mark.parametrize(("shift", "fade", "expected"), [
+    (0, False, set(range(5, 10))),         # a still picture: only the label's own frames
+    (0, True, set(range(4, 11))),          # fading in and out: the half-strength frames too
+    (3, False, set(range(4, 11)))])        # a moving picture: cannot tell, a frame either
+                                           # side
+def test_the_frames_next_to_a_new_label_are_covered_unless_they_plainly_show_no_text(
+        detector, shift, fade, expected) -> None:
+    frames, label = _label_clip(shift, fade)
+    stage = TextStage("redact-all", key_interval=16, detector=detector, record=True)
+    out = list(stage.stream(frames))
+    stage.close()
+    on = {i for i in range(20) if covered(stage.covered[i], label, out[i].shape) > 0.98}
+    assert on == expected
+
+
+def _label_on_patch() -> tuple[list, tuple[int, int, int, int]]:
+    """20 frames: a light label with a shadow on frames 5-9, over a still, textured picture
+    with a dark flat patch over the top of its letters (the evaluation's clip_01: a yellow
+    label on a face, hair and a blue ground beside it). The box's smaller grey class is the
+    patch, which keeps its level when the label goes."""
+    texture = cv2.normalize(cv2.GaussianBlur(np.random.default_rng(3).random((240, 320))
+                                             .astype(np.float32), (0, 0), 1.5),
+                            None, 140, 200, cv2.NORM_MINMAX).astype(np.uint8)
+    picture = np.dstack([texture, texture, texture])
+    picture[110:131, 100:250] = (30, 60, 110)
+    frames, label = [], (0, 0, 0, 0)
+    for i in range(20):
+        rgb = picture.copy()
+        put(rgb, "DOE^JANE", 8, 24)
+        if 5 <= i < 10:
+            cv2.putText(rgb, "DR KOWALSKI", (111, 141), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1,
+                        cv2.LINE_AA)
+            label = put(rgb, "DR KOWALSKI", 110, 140, colour=(255, 255, 120))
+        frames.append(rgb)
+    return frames, label
+
+
+def _covered_frames(detector, frames: list, box: tuple[int, int, int, int]) -> set[int]:
+    stage = TextStage("redact-all", key_interval=16, detector=detector, record=True)
+    out = list(stage.stream(frames))
+    stage.close()
+    return {i for i in range(len(out)) if covered(stage.covered[i], box, out[i].shape) > 0.98}
+
+
+def test_a_light_label_whose_smaller_grey_class_is_the_picture_is_covered_only_on_its_frames(
+        detector) -> None:
+    # It was covered on all 18 frames of its group.
+    on = _covered_frames(detector, *_label_on_patch())
+    assert set(range(5, 10)) <= on <= set(range(4, 11)), on
+
+
+def test_a_new_box_stays_covered_where_the_detector_still_finds_text(detector, monkeypatch) -> None:
+    # The same clip, with a detector that finds text in the box on the frames the pixels the
+    # label changed say it is off: the box stays covered on every frame of its group.
+    monkeypatch.setattr(TextStage, "_text_in", lambda self, rgb, box: True)
+    on = _covered_frames(detector, *_label_on_patch())
+    assert on >= set(range(1, 17)), on
+
+def _blue(seed: int) -> np.ndarray:
+    """A flat blue field with a camera's noise (a backdrop behind a patient's head)."""
+    rng = np.random.default_rng(seed)
+    rgb = np.full((240, 320, 3), (30, 150, 190), np.float32) + rng.normal(0, 2.0, (240, 320, 3))
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("digit", "font", "scale"), [
+    ("4", cv2.FONT_HERSHEY_COMPLEX, 0.35), ("7", cv2.FONT_HERSHEY_COMPLEX, 0.3),
+    ("4", cv2.FONT_HERSHEY_PLAIN, 0.7)])
+def test_a_lone_light_digit_with_a_shadow_is_covered(detector, digit, font, scale) -> None:
+    # 8-10 px digits, light yellow with a dark shadow on blue (the evaluation's missed "7"):
+    # the detector finds none of these at 4x, the scale the retry of an empty region check
+    # used before, and each at 8x (FINE_SCALE).
+    frames, boxes = [], []
+    for i in range(24):
+        rgb = _blue(i)
+        put(rgb, "DOE^JANE", 8, 24)
+        box = None
+        if i >= 6:
+            cv2.putText(rgb, digit, (251, 121), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+            box = put(rgb, digit, 250, 120, scale=scale, colour=(255, 255, 120), font=font)
+        boxes.append(box)
         frames.append(rgb)
     stage = TextStage("redact-all", key_interval=8, detector=detector, record=True)
     out = list(stage.stream(frames))
