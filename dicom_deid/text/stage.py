@@ -200,6 +200,28 @@ def _flash_mask(recent: list[tuple], span: int) -> np.ndarray | None:
     return mask if cv2.countNonZero(mask) >= FLASH_EDGES else None
 
 
+def _plain_picture(greys: list, f: int, other: int, shown: int, boxes: np.ndarray) -> np.ndarray:
+    """Per box: whether frame f, next to text flashed from frame `shown` on, plainly shows the
+    picture there: at the pixels the text changed (where `shown` differs from f by >
+    GLYPH_STEP) it shows what frame `other`, one further away from the text, shows (mean
+    grey-level change <= SETTLE_SAME). Text fading in or out changes those pixels from frame
+    to frame, and so does a moving picture: the box stays covered on f (fail closed), as it
+    does where a frame is not at hand or where the text changed too few pixels to tell (a box
+    of the region check around text that is on f as well: a static line, a clock)."""
+    plain = np.zeros(len(boxes), bool)
+    if not 0 <= other < len(greys) or not 0 <= f < len(greys) or greys[other] is None:
+        return plain
+    ints = integer_boxes(boxes, greys[f].shape, pad=0)
+    if len(ints) != len(boxes):            # a box off the frame: cannot tell which is which
+        return plain
+    for k, (x0, y0, x1, y1) in enumerate(ints):
+        crop = greys[f][y0:y1, x0:x1]
+        changed = cv2.absdiff(greys[shown][y0:y1, x0:x1], crop) > GLYPH_STEP
+        plain[k] = changed.sum() >= MIN_CHANGED and \
+            float(cv2.absdiff(greys[other][y0:y1, x0:x1], crop)[changed].mean()) <= SETTLE_SAME
+    return plain
+
+
 def _present(cover: np.ndarray, tracked: np.ndarray, greys: list,
              found: list[tuple[int, np.ndarray]], shape: tuple[int, ...],
              confirm=None) -> np.ndarray | None:
@@ -617,6 +639,9 @@ class TextStage:
         halves: deque = deque(maxlen=FLASH + 2)    # the last frames' (`_flash_mask`)
         flashes: dict[int, list] = {}              # per frame of `pending`: boxes of text on it
                                                    # for under three frames (`_flash_mask`)
+        gone_grey = None                           # grey image of the last frame sent out
+        margins: list[tuple] = []                  # (frame after a flash, its first frame,
+                                                   # boxes): decided on the next frame
         for index, rgb in enumerate(source):
             if shape is None:
                 shape = rgb.shape
@@ -662,6 +687,10 @@ class TextStage:
             peak[more] = counts[more]  # type: ignore[index]
             pending.append(rgb)
             pending_greys.append(grey)
+            for after, first, boxes in margins:
+                plain = _plain_picture(pending_greys, after, after + 1, first, boxes)
+                flashes.setdefault(after, []).append(boxes[~plain])
+            margins = []
             for span in range(1, FLASH + 1):
                 if len(halves) < span + 2 or len(pending) < span + 1:
                     continue
@@ -675,8 +704,19 @@ class TextStage:
                     first = len(pending) - 1 - span
                     found = self._detect_regions(pending[first], tiles, edges=mask)
                     if len(found):
-                        for f in range(max(0, first - 1), min(len(pending), first + span + 1)):
-                            flashes.setdefault(f, []).append(found[:, :4])
+                        boxes = found[:, :4]
+                        for f in range(first, first + span):
+                            flashes.setdefault(f, []).append(boxes)
+                        # The frames either side are covered too (a fade, a frame's worth of
+                        # timing) unless they plainly show the picture: the one before as the
+                        # frame before it, the one after (this frame) as the next frame, so
+                        # that one is decided a frame later (`margins`).
+                        if first >= 1:
+                            # the frame before the neighbour may have gone out with the group
+                            plain = _plain_picture([gone_grey, *pending_greys], first, first - 1,
+                                                   first + 1, boxes)
+                            flashes.setdefault(first - 1, []).append(boxes[~plain])
+                        margins.append((first + span, first, boxes))
             before2, previous = previous, (half, edges)
             if len(pending) == self.key_interval + HOLD:
                 tracked, references, carry = yield from self._flush(
@@ -685,12 +725,16 @@ class TextStage:
                     frame_greys=pending_greys, flashes=flashes)
                 shift = len(pending) - HOLD
                 flashes = {f - shift: b for f, b in flashes.items() if f >= shift}
+                margins = [(a - shift, f - shift, b) for a, f, b in margins]
                 new_maps, group_edges = {}, None
                 # The last frames of a group are held and go out with the next group, covered
                 # by what both groups found: text that appears on them has no still edges
                 # until two frames later.
                 pending, best, peak = pending[-HOLD:], None, None
+                gone_grey = pending_greys[-HOLD - 1]
                 pending_greys = pending_greys[-HOLD:]
+        for after, _first, boxes in margins:      # no frame after it: covered (fail closed)
+            flashes.setdefault(after, []).append(boxes)
         if pending:
             last_grey = self._grey(pending[-1])
             # Text that appears on the last two frames has no still edges yet: there, tiles

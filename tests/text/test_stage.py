@@ -9,6 +9,7 @@ import pytest
 
 from dicom_deid.text import PhiTerms, TextStage
 from dicom_deid.text.redact import box_mask
+from dicom_deid.text.stage import _plain_picture
 from tests.text.frames import background, covered, put
 
 
@@ -163,6 +164,50 @@ def test_text_shown_for_one_or_two_frames_between_key_frames_is_covered(detector
     # and only there (and a frame either side): the frames well before it are not covered
     # where the label was
     assert covered(stage.covered[start - 3], truth[start]["label"], out[0].shape) < 0.5
+
+
+@pytest.mark.parametrize(("start", "shown"), [(5, 1), (5, 2), (9, 1), (10, 2)])
+def test_the_frames_next_to_a_flash_on_a_still_picture_are_not_covered(detector, start,
+                                                                       shown) -> None:
+    # The frame before a flash shows what the frame before it shows, the one after what the
+    # one after it shows: plainly the picture, so only the flash's own frames are covered
+    # (a frame either side was 3.97 % of a small clip's frame outside any text).
+    _, texted, truth = _clip(frames=20, label=(start, start + shown))
+    stage = TextStage("redact-all", key_interval=8, detector=detector, record=True)
+    out = list(stage.stream(texted))
+    stage.close()
+    label = truth[start]["label"]
+    on = {i for i in range(20) if covered(stage.covered[i], label, out[i].shape) > 0.98}
+    assert on == set(range(start, start + shown))
+
+
+def _greys(levels: list[int]) -> list[np.ndarray]:
+    """Grey frames 40 x 60 of a flat picture at 100 with a block of `level` at 10:30, 10:50."""
+    frames = []
+    for level in levels:
+        g = np.full((40, 60), 100, np.uint8)
+        g[10:30, 10:50] = level
+        frames.append(g)
+    return frames
+
+
+BLOCK = np.array([[8, 8, 52, 32]], np.float32)
+STATIC = np.array([[2, 2, 30, 8]], np.float32)       # a box with nothing that changed in it
+
+
+@pytest.mark.parametrize(("levels", "plain"), [
+    ([100, 100, 250, 100], True),          # before, neighbour, flash, after: the picture
+    ([100, 150, 250, 100], False),         # the neighbour half way: a fade
+    ([130, 100, 250, 100], False),         # the frame before differs there: cannot tell
+    ([100, 100, 110, 100], False)])        # the text changed too few pixels to tell
+def test_a_neighbour_of_a_flash_is_plainly_the_picture_only_when_it_matches_the_frame_beyond(
+        levels, plain) -> None:
+    boxes = np.concatenate([BLOCK, STATIC])
+    # per box: the one the flash did not change (text on the neighbour too) stays covered
+    assert _plain_picture(_greys(levels), 1, 0, 2, boxes).tolist() == [plain, False]
+    # the frame beyond is not at hand (before the first frame held): covered
+    assert not _plain_picture(_greys(levels), 1, -1, 2, boxes).any()
+    assert not _plain_picture([None, *_greys(levels)[1:]], 1, 0, 2, boxes).any()
 
 
 def test_a_new_box_is_covered_only_on_the_frames_it_is_on(detector) -> None:
