@@ -17,14 +17,19 @@ import numpy as np
 # clip with 15 small lines that margin alone was 1.38 % of the frame outside any text.
 PAD = 2          # pixels at least
 GROW = 0.15      # share of the box's height; more than PAD from 14 px boxes on
+# A box less tall than this is grown to it before the margin is added: the detector's box
+# around a lone character found at 8x can be tighter than the glyph (a 14 px "3" got a box 7 px
+# tall, its top row left uncovered with a margin of 2), and no line of text the stage is meant
+# to cover (10 px and up) is less tall.
+MIN_HEIGHT = 12
 RING = 3         # width of the ring sampled for the fill colour
 
 
 def integer_boxes(boxes: np.ndarray, shape: tuple[int, ...], pad: int | None = None) -> np.ndarray:
     """N x 4 int32 boxes (x0, y0, x1, y1, end exclusive), padded and clipped to the frame.
 
-    pad: pixels on every side; None: GROW of each box's height, at least PAD (what redaction
-    uses).
+    pad: pixels on every side; None: GROW of each box's height, at least PAD, boxes less tall
+    than MIN_HEIGHT grown to it first (what redaction uses).
     """
     h, w = shape[:2]
     arr = np.asarray(boxes, np.float32)
@@ -32,7 +37,11 @@ def integer_boxes(boxes: np.ndarray, shape: tuple[int, ...], pad: int | None = N
         return np.zeros((0, 4), np.int32)
     arr = arr.reshape(len(arr), -1)[:, :4]
     if pad is None:
-        pad = np.maximum(PAD, np.round(GROW * np.maximum(0, arr[:, 3] - arr[:, 1])))
+        short = np.maximum(0, MIN_HEIGHT - (arr[:, 3] - arr[:, 1])) / 2
+        arr = arr.copy()
+        arr[:, 1] -= short
+        arr[:, 3] += short
+        pad = np.maximum(PAD, np.round(GROW * (arr[:, 3] - arr[:, 1])))
     out = np.empty((len(arr), 4), np.int32)
     out[:, 0] = np.clip(np.floor(arr[:, 0]) - pad, 0, w)
     out[:, 1] = np.clip(np.floor(arr[:, 1]) - pad, 0, h)
