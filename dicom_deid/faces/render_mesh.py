@@ -245,13 +245,46 @@ def to_lab(rgb: np.ndarray) -> np.ndarray:
                         cv2.COLOR_RGB2LAB)
 
 
+# Frame pixels of the face region further than this from the face's median colour (a and b, in
+# LAB units) or darker than SKIN_DARK robust deviations below its median lightness are hair,
+# beard, brows or background, not skin: left out of the colour statistics and the shading.
+SKIN_CHROMA = 12.0
+SKIN_DARK = 3.0
+# Limits of the per-channel contrast gain of the colour match. The frame's face region holds
+# the patient's own contrast (beard, wrinkles, hair strands at the temples): copied at up to 2x
+# (the limits before), it amplified the donor texture's faint marks into streaks.
+GAIN_LIMITS = (0.8, 1.25)
+
+
+def skin_pixels(ref8: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """``region`` (uint8 mask) less the pixels of the 8-bit LAB frame ``ref8`` that are not
+    skin (see SKIN_CHROMA); ``region`` itself where too little would be left."""
+    sel = region > 0
+    count = int(np.count_nonzero(sel))
+    if count < 64:
+        return region
+    lab = ref8[sel].astype(np.float32) * _LAB8_SCALE
+    med = np.median(lab, axis=0)
+    mad = float(np.median(np.abs(lab[:, 0] - med[0]))) * 1.4826 + 1.0
+    ok = (lab[:, 0] > med[0] - SKIN_DARK * mad) & \
+        (np.abs(lab[:, 1] - med[1]) < SKIN_CHROMA) & (np.abs(lab[:, 2] - med[2]) < SKIN_CHROMA)
+    if np.count_nonzero(ok) < count // 4:
+        return region
+    out = np.zeros_like(region)
+    ys, xs = np.nonzero(sel)
+    out[ys[ok], xs[ok]] = 255
+    return out
+
+
 def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
-                     shading_sigma: float | None) -> np.ndarray:
+                     shading_sigma: float | None,
+                     gain_limits: tuple[float, float] = GAIN_LIMITS) -> np.ndarray:
     """Give a face rendered in float32 LAB (L 0..100; a texture kept in LAB saves a colour
     conversion per frame) the frame's colour and illumination over ``region``.
 
     Per-channel mean and standard deviation in LAB, then the frame's low-frequency lightness
-    (shading) replaces the rendered one. Returns float32 RGB in 0..255.
+    (shading) replaces the rendered one; both taken from the skin of the frame's region only
+    (`skin_pixels`). Returns float32 RGB in 0..255.
     """
     if cv2.countNonZero(region) < 16:
         return cv2.multiply(cv2.cvtColor(src, cv2.COLOR_LAB2RGB), (255.0, 255.0, 255.0, 0.0))
@@ -259,14 +292,15 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
     # 0..255, a and b offset by 128; steps of 0.4 L) serves, at a fraction of the float
     # conversion's cost; its numbers are brought back to float LAB units here.
     ref8 = cv2.cvtColor(np.ascontiguousarray(original), cv2.COLOR_RGB2LAB)
+    skin = skin_pixels(ref8, region)
     mu_s, sd_s = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(src, mask=region))
-    mu8, sd8 = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(ref8, mask=region))
+    mu8, sd8 = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(ref8, mask=skin))
     mu_r, sd_r = (mu8 - _LAB8_OFFSET) * _LAB8_SCALE, sd8 * _LAB8_SCALE
-    gain = np.clip((sd_r + 1e-3) / (sd_s + 1e-3), 0.5, 2.0)
+    gain = np.clip((sd_r + 1e-3) / (sd_s + 1e-3), *gain_limits)
     affine = np.concatenate([np.diag(gain), (mu_r - mu_s * gain)[:, None]], axis=1)
     out = cv2.transform(src, affine.astype(np.float32))
     if shading_sigma:
-        low_ref = masked_blur(ref8[..., 0].astype(np.float32), region, shading_sigma)
+        low_ref = masked_blur(ref8[..., 0].astype(np.float32), skin, shading_sigma)
         low_ref *= _LAB8_SCALE[0]
         low_out = masked_blur(out[..., 0], region, shading_sigma)
         ratio = np.clip((low_ref + 1.0) / (low_out + 1.0), 0.5, 2.0)
