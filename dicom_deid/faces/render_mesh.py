@@ -256,14 +256,17 @@ SKIN_DARK = 3.0
 GAIN_LIMITS = (0.8, 1.25)
 
 
-def skin_pixels(ref8: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """``region`` (uint8 mask) less the pixels of the 8-bit LAB frame ``ref8`` that are not
-    skin (see SKIN_CHROMA); ``region`` itself where too little would be left."""
+def skin_pixels(lab_image: np.ndarray, region: np.ndarray, eight_bit: bool = True) -> np.ndarray:
+    """``region`` (uint8 mask) less the pixels of ``lab_image`` (OpenCV's 8-bit LAB, or float
+    LAB with ``eight_bit`` False) that are not skin (see SKIN_CHROMA); ``region`` itself where
+    too little would be left."""
     sel = region > 0
     count = int(np.count_nonzero(sel))
     if count < 64:
         return region
-    lab = ref8[sel].astype(np.float32) * _LAB8_SCALE
+    lab = lab_image[sel].astype(np.float32)
+    if eight_bit:
+        lab *= _LAB8_SCALE
     med = np.median(lab, axis=0)
     mad = float(np.median(np.abs(lab[:, 0] - med[0]))) * 1.4826 + 1.0
     ok = (lab[:, 0] > med[0] - SKIN_DARK * mad) & \
@@ -293,7 +296,10 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
     # conversion's cost; its numbers are brought back to float LAB units here.
     ref8 = cv2.cvtColor(np.ascontiguousarray(original), cv2.COLOR_RGB2LAB)
     skin = skin_pixels(ref8, region)
-    mu_s, sd_s = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(src, mask=region))
+    # Like against like: the rendered face's own skin (without its lips and brows, which the
+    # frame's side leaves out too; with them the match tinted the skin grey-green).
+    mu_s, sd_s = (v.reshape(3).astype(np.float32)
+                  for v in cv2.meanStdDev(src, mask=skin_pixels(src, region, eight_bit=False)))
     mu8, sd8 = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(ref8, mask=skin))
     mu_r, sd_r = (mu8 - _LAB8_OFFSET) * _LAB8_SCALE, sd8 * _LAB8_SCALE
     gain = np.clip((sd_r + 1e-3) / (sd_s + 1e-3), *gain_limits)
