@@ -260,23 +260,25 @@ def skin_pixels(lab_image: np.ndarray, region: np.ndarray, eight_bit: bool = Tru
     """``region`` (uint8 mask) less the pixels of ``lab_image`` (OpenCV's 8-bit LAB, or float
     LAB with ``eight_bit`` False) that are not skin (see SKIN_CHROMA); ``region`` itself where
     too little would be left."""
-    sel = region > 0
-    count = int(np.count_nonzero(sel))
+    count = cv2.countNonZero(region)
     if count < 64:
         return region
-    lab = lab_image[sel].astype(np.float32)
-    if eight_bit:
-        lab *= _LAB8_SCALE
-    med = np.median(lab, axis=0)
-    mad = float(np.median(np.abs(lab[:, 0] - med[0]))) * 1.4826 + 1.0
-    ok = (lab[:, 0] > med[0] - SKIN_DARK * mad) & \
-        (np.abs(lab[:, 1] - med[1]) < SKIN_CHROMA) & (np.abs(lab[:, 2] - med[2]) < SKIN_CHROMA)
-    if np.count_nonzero(ok) < count // 4:
+    # The medians from every third pixel in each direction (runs per face and frame: on all
+    # pixels it cost 10-15 ms for a 300 px face), the mask itself on every pixel.
+    sample = lab_image[::3, ::3][region[::3, ::3] > 0].astype(np.float32)
+    if len(sample) < 16:
+        sample = lab_image[region > 0].astype(np.float32)
+    scale = _LAB8_SCALE if eight_bit else np.ones(3, np.float32)
+    med = np.median(sample, axis=0)
+    mad = float(np.median(np.abs(sample[:, 0] - med[0]))) * scale[0] * 1.4826 + 1.0
+    chroma = SKIN_CHROMA / scale[1]
+    lower = (float(med[0] - SKIN_DARK * mad / scale[0]), float(med[1] - chroma),
+             float(med[2] - chroma))
+    upper = (1e9, float(med[1] + chroma), float(med[2] + chroma))
+    ok = cv2.bitwise_and(cv2.inRange(lab_image, lower, upper), region)
+    if cv2.countNonZero(ok) < count // 4:
         return region
-    out = np.zeros_like(region)
-    ys, xs = np.nonzero(sel)
-    out[ys[ok], xs[ok]] = 255
-    return out
+    return ok
 
 
 def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
