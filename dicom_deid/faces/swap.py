@@ -63,10 +63,11 @@ EXPRESSION_THRESHOLD = 0.0
 # With the cleaned donor texture (donor_texture.py) and the skin-only colour match, renders
 # come out nearer their patient in this embedding (first three candidates of 30 London photos:
 # median 4.79 against 5.15 before, 10th-90th percentile 3.64-6.35 against 3.68-6.71), and at 6.0
-# only 14 % of candidates passed against 31 % before: most studies then fell back to the
-# farthest of 8, pushing both captures of a person the same way (linkage 7.2 % measured, target
-# 5 %). 5.45 keeps the share of candidates passing as before; the three renders that had leaked
-# (020, 092, 113 smiling, key 2) stay at dlib 0.73-0.88 from their patient.
+# only 14 % of candidates passed against 31 % before, and most studies fell back to the
+# farthest of 8. 5.45 keeps the share of candidates passing as before; the three renders that
+# had leaked (020, 092, 113 smiling, key 2) stay at dlib 0.73-0.88 from their patient. London
+# linkage was 7.2 % at 6.0 and is 7.2 % at 5.45 (main 3.3 %): what raises it is the cleaned
+# texture itself (4.6 % with clean_donor=False, but then 020's leak is back).
 DONOR_CANDIDATES = 8
 DONOR_MIN_DISTANCE = 5.45
 # A study's settled donor, by its seed and the rejection settings, so that the study's later
