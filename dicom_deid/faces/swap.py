@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dicom_deid.faces import eyes, mesh, mouth, render_mesh
+from dicom_deid.faces.donor_texture import clean_texture
 from dicom_deid.faces.donors import Donor, candidate_seed, choose_donor, load_model
 from dicom_deid.faces.expression import ExpressionModel, NeutralTracker, load_expression_model
 from dicom_deid.faces.eyes import lid_margin_bands
@@ -59,8 +60,16 @@ EXPRESSION_THRESHOLD = 0.0
 # the renders that dlib put within 0.6 of their patient were at 4.4-4.8 (median of all 5.5),
 # but one of the evaluation's leaks (key 2, 020 smiling, dlib 0.50-0.57) rendered at 5.86:
 # at 6.0 about half the first candidates are turned down.
+# With the cleaned donor texture (donor_texture.py) and the skin-only colour match, renders
+# come out nearer their patient in this embedding (first three candidates of 30 London photos:
+# median 4.79 against 5.15 before, 10th-90th percentile 3.64-6.35 against 3.68-6.71), and at 6.0
+# only 14 % of candidates passed against 31 % before, and most studies fell back to the
+# farthest of 8. 5.45 keeps the share of candidates passing as before; the three renders that
+# had leaked (020, 092, 113 smiling, key 2) stay at dlib 0.73-0.88 from their patient. London
+# linkage was 7.2 % at 6.0 and is 7.2 % at 5.45 (main 3.3 %): what raises it is the cleaned
+# texture itself (4.6 % with clean_donor=False, but then 020's leak is back).
 DONOR_CANDIDATES = 8
-DONOR_MIN_DISTANCE = 6.0
+DONOR_MIN_DISTANCE = 5.45
 # A study's settled donor, by its seed and the rejection settings, so that the study's later
 # instances (other renderers in this process) keep the donor its first face settled on: one
 # study, one donor, and the expression across its captures is measured on one donor shape.
@@ -186,6 +195,9 @@ class SwapRenderer:
     ``closing_lids``: a closing eye carries the lid margin down and shows a lash line when shut
     (`eyes.follow_lid_margin`, `eyes.paint_eye`); False renders the mesh as MediaPipe places
     it (the behaviour before, kept to measure against: blinks read 75-85 % open).
+    ``clean_donor``: the donor texture's rim and forehead are replaced by its own smooth skin
+    colour with the mean texture's fine detail (`donor_texture.clean_texture`: no hair arcs,
+    halo or forehead streaks); False renders the sample as it is (the behaviour before).
     """
 
     def __init__(self, donor_seed: int = 0, shape: float = 0.0, *,
@@ -199,7 +211,7 @@ class SwapRenderer:
                  donor_candidates: int = DONOR_CANDIDATES,
                  donor_min_distance: float = DONOR_MIN_DISTANCE,
                  closing_lids: bool = True, neutral_glide: int = NEUTRAL_GLIDE,
-                 max_tracks: int = 64) -> None:
+                 clean_donor: bool = True, max_tracks: int = 64) -> None:
         if not 0.0 <= float(shape) <= 1.0:
             raise ValueError(f"shape must be within 0..1, got {shape}")
         if eyes not in ("synthetic", "patient") or mouth not in ("synthetic", "patient"):
@@ -223,6 +235,7 @@ class SwapRenderer:
         # shape fades out toward the outline (``donor_outline``, DONOR_OUTLINE_REACH), where it
         # moved the jaw landmarks most.
         self._donor_source = (donors_dir, model_path, float(donor_shape), float(donor_outline))
+        self.clean_donor = clean_donor
         self.seed = int(donor_seed)
         self._use_donor(self.seed)
         # Donor rejection (`_settle_donor`): on the first face rendered, candidates after the
@@ -248,7 +261,10 @@ class SwapRenderer:
         if self.expression is not None and donor_shape > 0 and self.donor.label.startswith("pca:"):
             self.identity_shape = donor_identity_shape(self.identity_shape, self.expression,
                                                        seed, donor_shape, donor_outline)
-        self.texture = np.ascontiguousarray(self.donor.texture, dtype=np.float32)
+        texture = self.donor.texture
+        if self.clean_donor:
+            texture = clean_texture(texture, self.model.mean_texture, self.model.layout)
+        self.texture = np.ascontiguousarray(texture, dtype=np.float32)
         # Sampled in LAB, where the colour match works, instead of converting every frame.
         self.texture_lab = render_mesh.to_lab(self.texture)
 
@@ -422,7 +438,7 @@ class SwapRenderer:
                         maps: render_mesh.MeshMaps, xy: np.ndarray, geo: np.ndarray,
                         iod: float, skin: np.ndarray) -> None:
         skin_rgb = _skin_colour(rendered, skin)
-        brightness = _brightness(skin_rgb)
+        brightness = _brightness(skin_rgb) * _tint(skin_rgb)
         lash_rgb = eyes.lash_colour(skin_rgb) if skin_rgb is not None else None
         for label, contour, iris, lids in (
                 (mesh.PART_RIGHT_EYE, mesh.RIGHT_EYE, mesh.RIGHT_IRIS, mesh.APERTURES[0]),
@@ -463,6 +479,26 @@ def _skin_colour(rendered: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
     # float64, as cv2.mean gives it: the brightness below is then bit for bit what it was
     # before the lash colour needed the mean (float32 moved painted eye pixels by a level).
     return np.array(cv2.mean(rendered, mask=skin)[:3], np.float64)
+
+
+# Skin colour of a face lit by white light (the donor model's mean texture over the face: the
+# London studio photos it was built from), and how much of the
+# frame's light colour the painted teeth, cavity and eyeballs take on. A fixed white under the
+# warm light of a GRID clip read as a bluish teeth strip beside orange skin.
+WHITE_LIT_SKIN = np.array([147.0, 119.0, 108.0])
+TINT_STRENGTH = 0.7
+
+
+def _tint(skin_rgb: np.ndarray | None) -> np.ndarray:
+    """Per-channel gains (mean luminance 1) carrying the colour of the frame's light, judged
+    from the rendered skin against a white-lit skin."""
+    if skin_rgb is None:
+        return np.ones(3)
+    ratio = np.asarray(skin_rgb, np.float64) / WHITE_LIT_SKIN
+    lum = 0.299 * ratio[0] + 0.587 * ratio[1] + 0.114 * ratio[2]
+    if lum <= 1e-6:
+        return np.ones(3)
+    return np.clip(1.0 + TINT_STRENGTH * (ratio / lum - 1.0), 0.7, 1.3)
 
 
 def _brightness(skin_rgb: np.ndarray | None) -> float:

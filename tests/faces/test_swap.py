@@ -63,9 +63,17 @@ def test_swap_keeps_the_landmarks_at_shape_zero_and_moves_them_at_shape_one(astr
     # The detector's own noise floor on this photo is about 0.4 % (JPEG re-encode).
     kept = _nme(lm, measured)
     assert kept < 3.0
-    mean_shape = mesh.landmarks_from_image(SwapRenderer(donor_seed=1, shape=1.0).render(img, lm))
+    renderer = SwapRenderer(donor_seed=1, shape=1.0)
+    mean_shape = mesh.landmarks_from_image(renderer.render(img, lm))
     assert mean_shape is not None
-    assert _nme(lm, mean_shape) > kept + 1.0
+    # At shape 1 the face is drawn on another geometry, and MediaPipe reads that geometry
+    # rather than the patient's: farther from the patient's landmarks than at shape 0, and
+    # nearer the rendered geometry than the patient's (1.8 vs 2.5 % of the IOD; with the donor
+    # texture's rim and forehead left uncleaned 2.2 vs 2.9 %).
+    geometry = renderer.geometry(lm)
+    assert _nme(lm, geometry) > 2.0
+    assert _nme(lm, mean_shape) > kept + 0.4
+    assert _nme(geometry, mean_shape) < _nme(lm, mean_shape) - 0.4
 
 
 def test_shape_blends_the_geometry_toward_the_mean_shape(astronaut):

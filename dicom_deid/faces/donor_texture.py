@@ -1,0 +1,112 @@
+"""A donor texture cleaned for rendering: a neutral forehead and a clean rim.
+
+A sample of the PCA texture model (donors.py) carries what its training photos had where the
+face mesh meets the head: hair strands and hair shadow at the temples and along the forehead
+top (rendered as dark arcs at the temples and a brown band at the hairline), background at the
+jaw and cheek outline (a pale halo), and the training faces' forehead wrinkles and frown lines
+(vertical streaks, a scowl the patient does not make). None of it is identity the donor needs:
+its identity is in the eyes, nose, mouth and cheeks, and the expression is the patient's
+geometry. So before rendering:
+
+- the rim (within ``RIM`` of the mesh outline) takes the donor's own smooth skin colour,
+  continued outward from the inner face, with the mean texture's fine detail;
+- the forehead (above the brows, and the glabella between them) keeps the donor's skin colour
+  at low frequency only, with the mean texture's fine detail (smooth, without wrinkles).
+
+Distances are in the texture's inter-ocular distance (outer eye corners).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dicom_deid.faces.donors import TextureLayout, fill_outside
+
+# Band along the mesh outline that takes the inner face's smooth colour: starts this far in
+# and is fully the donor's own texture at RIM_START + RIM.
+RIM_START = 0.03
+RIM = 0.2
+# Pixels farther than this from the outline give the rim and forehead their skin colour.
+INNER = 0.2
+# Low-pass of the skin colour continued over the rim and the forehead.
+SKIN_SIGMA = 0.1
+# Limits of the rim's shading relative to the inner skin: darker toward the outline, never
+# lighter (a lighter rim reads as a halo).
+RIM_SHADE = (0.85, 1.0)
+# Fine detail (wrinkles, pores, strands) is what lies above this low-pass.
+DETAIL_SIGMA = 0.03
+# The forehead ramps in over this height above the brow line; how much of the donor's own
+# detail it keeps.
+FOREHEAD_RAMP = 0.2
+FOREHEAD_DETAIL = 0.15
+# The brow line, right to left across the face: upper brow points, dipping to the nose bridge
+# (168) between the brows so that the glabella counts as forehead.
+BROW_LINE = (70, 63, 105, 66, 107, 168, 336, 296, 334, 293, 300)
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def clean_weights(layout: TextureLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per texture pixel: how much of the donor's own low-frequency colour is kept (0 on the
+    rim), how much of its fine detail (0 on the rim, FOREHEAD_DETAIL on the forehead), and the
+    inner-face mask the skin colour is taken from."""
+    import cv2
+
+    iod = float(np.linalg.norm(layout.uv[33] - layout.uv[263]))
+    dist = cv2.distanceTransform(layout.face_mask.astype(np.uint8), cv2.DIST_L2, 5)
+    keep_low = _smoothstep((dist - RIM_START * iod) / (RIM * iod))
+    brow = layout.uv[list(BROW_LINE)].astype(np.float64)
+    brow = brow[np.argsort(brow[:, 0])]
+    cols = np.arange(layout.size, dtype=np.float64)
+    brow_y = np.interp(cols, brow[:, 0], brow[:, 1])
+    rows = np.arange(layout.size, dtype=np.float64)[:, None]
+    forehead = _smoothstep((brow_y[None, :] - rows) / (FOREHEAD_RAMP * iod)).astype(np.float32)
+    keep_detail = keep_low * (1.0 - (1.0 - FOREHEAD_DETAIL) * forehead)
+    inner = dist > INNER * iod
+    # The forehead's colour comes from the smooth skin too (its low frequencies carry the
+    # frown and the hair shadow at the top).
+    keep_low = keep_low * (1.0 - forehead)
+    return keep_low.astype(np.float32), keep_detail.astype(np.float32), inner
+
+
+def clean_texture(texture: np.ndarray, mean_texture: np.ndarray,
+                  layout: TextureLayout) -> np.ndarray:
+    """``texture`` (size, size, 3 float32, 0..255, in ``layout``) with its rim and forehead
+    replaced by its own smooth skin colour and the mean texture's fine detail."""
+    import cv2
+
+    keep_low, keep_detail, inner = clean_weights(layout)
+    iod = float(np.linalg.norm(layout.uv[33] - layout.uv[263]))
+    tex = texture.astype(np.float32)
+    mean = mean_texture.astype(np.float32)
+    s = DETAIL_SIGMA * iod
+    low = cv2.GaussianBlur(tex, (0, 0), s)
+    detail = tex - low
+    mean_detail = mean - cv2.GaussianBlur(mean, (0, 0), s)
+    skin = _inner_skin(tex, inner, iod)
+    # The rim keeps the shading of a face turning away from the light (the mean texture's
+    # lightness there against its own inner skin, an average over the training faces, so
+    # nobody's hair): without it the outline is flat and a landmarker finds the jaw less well
+    # (astronaut NME at shape 0: 1.8-2.1 % with, 2.1 % without; MediaPipe reads one photo
+    # differently from call to call by about 0.2).
+    mean_skin = _inner_skin(mean, inner, iod)
+    mean_low = cv2.GaussianBlur(mean, (0, 0), s)
+    shade = (mean_low.mean(axis=2) + 1.0) / (mean_skin.mean(axis=2) + 1.0)
+    skin = skin * np.clip(shade, RIM_SHADE[0], RIM_SHADE[1])[..., None]
+    a, d = keep_low[..., None], keep_detail[..., None]
+    out = a * low + (1.0 - a) * skin + d * detail + (1.0 - d) * mean_detail
+    return np.clip(out, 0.0, 255.0).astype(np.float32)
+
+
+def _inner_skin(tex: np.ndarray, inner: np.ndarray, iod: float) -> np.ndarray:
+    """The low-pass of ``tex`` over the inner face only (normalised convolution), continued
+    outward: a skin colour without the rim's hair and background."""
+    import cv2
+
+    m = inner.astype(np.float32)
+    blurred = cv2.GaussianBlur(tex * m[..., None], (0, 0), SKIN_SIGMA * iod)
+    weight = cv2.GaussianBlur(m, (0, 0), SKIN_SIGMA * iod)
+    return fill_outside(blurred / np.maximum(weight, 1e-4)[..., None], weight > 0.2)
