@@ -114,11 +114,11 @@ def lash_colour(skin_rgb: np.ndarray) -> np.ndarray:
 
 def paint_eye(pixels_xy: np.ndarray, xy: np.ndarray, upper: tuple[int, ...],
               lower: tuple[int, ...], iris_centre: np.ndarray, iris_radius: float,
-              iris_rgb: np.ndarray, skin: np.ndarray, brightness: float,
+              iris_rgb: np.ndarray, skin: np.ndarray, brightness: float | np.ndarray,
               lash_rgb: np.ndarray | None = None, shut: bool = True) -> np.ndarray:
     """Colours (N, 3) float32 of eye-opening pixels. ``upper``/``lower``: the lid contours from
     the outer corner to the inner one; ``skin``: the rendered colours already at those pixels
-    (for the anti-aliased edge); ``brightness``: the face's light level (1 = studio-lit);
+    (for the anti-aliased edge); ``brightness``: the face's light level (1 = studio-lit; per RGB channel when tinted);
     ``lash_rgb``: the colour of a shut eye's lash line (`lash_colour` of the rendered skin;
     a neutral brown lit by ``brightness`` when None); ``shut``: False paints an eyeball however
     thin the opening (the behaviour before, kept to measure against)."""

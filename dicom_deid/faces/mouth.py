@@ -66,7 +66,7 @@ def mouth_coordinates(pixels_xy: np.ndarray, xy: np.ndarray
 
 
 def paint_mouth(pixels_xy: np.ndarray, xy: np.ndarray, iod: float, lips: np.ndarray,
-                brightness: float) -> np.ndarray:
+                brightness: float | np.ndarray) -> np.ndarray:
     """Colours (N, 3) float32 for mouth-opening pixels ``pixels_xy`` (N, 2), given the mesh
     points ``xy`` in the same pixel frame, the eye distance ``iod`` in pixels, the rendered lip
     colours already at those pixels (``lips``, for the anti-aliased edge) and the face's
