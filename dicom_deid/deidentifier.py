@@ -44,7 +44,7 @@ from dicom_deid.header import (
     mark_pixels,
     read_instance,
 )
-from dicom_deid.onnx_device import DEFAULT_FACE_ENGINE, ModelSettings
+from dicom_deid.onnx_device import DEFAULT_FACE_ENGINE, DEFAULT_KEYPOINT_ENGINE, ModelSettings
 from dicom_deid.pixel_stage import InstanceContext, PixelStageError, make_replacer, text_applies
 from dicom_deid.policy import PixelPolicy
 
@@ -158,6 +158,7 @@ class Deidentifier:
     face_shape: swap's donor-shape weight; None: the profile's
     device:  where the models run: auto | cpu | cuda[:N] (dicom_deid.onnx_device)
     face_engine: mediapipe | onnx: who runs the face detector and mesh; None: the default
+    keypoint_engine: mediapipe | onnx: who runs the keypoint SR's body pose; None: the default
 
     Raises ProfileError, KeyFileError or SettingsError (all DeidError) for bad settings.
     """
@@ -165,8 +166,10 @@ class Deidentifier:
     def __init__(self, profile: str | Path | Profile = "basic", *,
                  key: SiteKey | str | Path | None = None, options: Iterable[str] = (),
                  faces: str | None = None, face_shape: float | None = None,
-                 device: str = "auto", face_engine: str | None = None) -> None:
-        self.runtime = ModelSettings(device, face_engine or DEFAULT_FACE_ENGINE)
+                 device: str = "auto", face_engine: str | None = None,
+                 keypoint_engine: str | None = None) -> None:
+        self.runtime = ModelSettings(device, face_engine or DEFAULT_FACE_ENGINE,
+                                     keypoint_engine or DEFAULT_KEYPOINT_ENGINE)
         # cuda asked where onnxruntime has no CUDA: said now, before any file is touched.
         self.runtime.check()
         self.profile = _load(profile, tuple(options))

@@ -39,6 +39,13 @@ DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 # 0.01 % of the inter-ocular distance (tests/faces/test_onnx_models.py).
 FACE_ENGINES = ("auto", "mediapipe", "onnx")
 DEFAULT_FACE_ENGINE = "auto"
+# Who runs the keypoint SR's body pose: MediaPipe's Pose or the same models on ONNX Runtime
+# (keypoints/onnx_pose.py). auto: ONNX on every device: on the CPU it is at least as fast
+# per frame as MediaPipe's (benchmarks/pose_onnx_vs_mediapipe.py, one thread, 2 busy cores:
+# x1.46 CPU time, x1.50 wall; x1.06-1.36 CPU over earlier, busier runs). Hands stay
+# MediaPipe's on either engine.
+KEYPOINT_ENGINES = ("auto", "mediapipe", "onnx")
+DEFAULT_KEYPOINT_ENGINE = "auto"
 _DEVICE_RE = re.compile(DEVICE_PATTERN)
 
 Provider = str | tuple[str, dict[str, Any]]
@@ -182,9 +189,13 @@ class ModelSettings:
 
     device: str = "auto"
     face_engine: str = DEFAULT_FACE_ENGINE
+    keypoint_engine: str = DEFAULT_KEYPOINT_ENGINE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", parse_device(self.device))
+        if self.keypoint_engine not in KEYPOINT_ENGINES:
+            raise ModelSettingsError(f"keypoint engine must be one of {KEYPOINT_ENGINES}, "
+                                     f"got {self.keypoint_engine!r}")
         if self.face_engine not in FACE_ENGINES:
             raise ModelSettingsError(f"face engine must be one of {FACE_ENGINES}, "
                                      f"got {self.face_engine!r}")
@@ -193,6 +204,10 @@ class ModelSettings:
         """Raise DeviceUnavailableError now when the device cannot be used here (rather
         than at the first video)."""
         providers_for(self.device)
+
+    def resolved_keypoint_engine(self) -> str:
+        """mediapipe or onnx: who runs the keypoint SR's body pose."""
+        return "onnx" if self.keypoint_engine == "auto" else self.keypoint_engine
 
     def resolved_face_engine(self) -> str:
         """mediapipe or onnx: auto resolved against the installed onnxruntime."""

@@ -18,7 +18,12 @@ from pathlib import Path
 
 from dicom_deid import face_methods
 from dicom_deid.header.options import OPTIONS
-from dicom_deid.onnx_device import DEFAULT_FACE_ENGINE, FACE_ENGINES
+from dicom_deid.onnx_device import (
+    DEFAULT_FACE_ENGINE,
+    DEFAULT_KEYPOINT_ENGINE,
+    FACE_ENGINES,
+    KEYPOINT_ENGINES,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="who runs the face detector and mesh: MediaPipe's TFLite (CPU) "
                              "or the same models on ONNX Runtime (on --device); auto: ONNX "
                              f"when --device resolves to a GPU (default: {DEFAULT_FACE_ENGINE})")
+    parser.add_argument("--keypoint-engine", choices=KEYPOINT_ENGINES, default=None,
+                        help="who runs the keypoint SR's body pose: MediaPipe (CPU) or the same "
+                             "models on ONNX Runtime (on --device); auto: ONNX "
+                             f"(default: {DEFAULT_KEYPOINT_ENGINE})")
     parser.add_argument("--keypoints-csv", action="store_true",
                         help="also write the keypoints measured on the original frames as a "
                              "tidy CSV (frame, set, point, x, y, ...) beside each face video")
@@ -149,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
     def study_deidentifier() -> Deidentifier:
         # One per study: what must agree within a study is held by it (docs/LIBRARY.md).
         return Deidentifier(profile, key=key, faces=args.faces, device=args.device,
-                            face_engine=args.face_engine)
+                            face_engine=args.face_engine,
+                            keypoint_engine=args.keypoint_engine)
 
     try:
         faces = study_deidentifier().method

@@ -2,7 +2,9 @@
 
 MediaPipe 0.10.21's legacy solutions ship their models in the wheel, so nothing is downloaded:
 pose is `pose_landmark_full` (model_complexity=1; the lite and heavy models are not in the wheel
-and would be fetched at run time), hands `hand_landmark_full`, and the face comes from the face
+and would be fetched at run time), run by ONNX Runtime (keypoints/onnx_pose.py, the same model
+and steps; the default keypoint engine) or by MediaPipe's Pose, hands `hand_landmark_full`
+(MediaPipe), and the face comes from the face
 tracker of dicom_deid.faces (full-range detector + mesh on crops), the same measurement the face
 stage makes, so the original and the de-identified frames are measured alike.
 
@@ -56,8 +58,8 @@ class KeypointExtractor:
 
     face=False skips the face set; pose=False / hands=False skip those. One extractor follows
     one video: call `extract` on its frames in order, then `close()` (or use `with`).
-    runtime: the device and face engine of the face models it builds (pose and hands are
-    MediaPipe's, on the CPU).
+    runtime: the device, face engine and keypoint engine (who runs the pose: ONNX Runtime on
+    that device, or MediaPipe on the CPU); hands are MediaPipe's, on the CPU.
     """
 
     def __init__(self, face: bool = True, *, pose: bool = True, hands: bool = True,
@@ -74,9 +76,22 @@ class KeypointExtractor:
         self._tracker: FaceTracker | None = None
         self._closed = False
         self._runtime = runtime
+        self._onnx_pose = False
         import mediapipe as mp
 
-        if pose:
+        settings = runtime
+        if settings is None:
+            from dicom_deid.onnx_device import ModelSettings
+
+            settings = ModelSettings()
+        if pose and settings.resolved_keypoint_engine() == "onnx":
+            from dicom_deid.keypoints.onnx_pose import OnnxPose
+
+            self._pose = OnnxPose(device=settings.device, smooth=True,
+                                  min_detection_confidence=min_confidence,
+                                  min_tracking_confidence=min_confidence)
+            self._onnx_pose = True
+        elif pose:
             self._pose = mp.solutions.pose.Pose(
                 static_image_mode=False, model_complexity=1, smooth_landmarks=True,
                 enable_segmentation=False, min_detection_confidence=min_confidence,
@@ -118,7 +133,12 @@ class KeypointExtractor:
         kp = FrameKeypoints(width=width, height=height)
         want_pose = like is None or like.pose is not None
         want_hands = like is None or like.left_hand is not None or like.right_hand is not None
-        if self._pose is not None and want_pose:
+        if self._pose is not None and want_pose and self._onnx_pose:
+            found = self._pose.process(frame)
+            if found is not None:
+                kp.pose = found.landmarks * np.array([width, height, width], np.float32)
+                kp.pose_visibility = found.visibility
+        elif self._pose is not None and want_pose:
             result = self._pose.process(frame)
             if result.pose_landmarks is not None:
                 kp.pose = _to_pixels(result.pose_landmarks, width, height)
