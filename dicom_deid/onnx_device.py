@@ -167,6 +167,20 @@ def make_session(model: str | Path | bytes, device: str = "auto", *,
     return ort.InferenceSession(source, sess_options=options, providers=providers)
 
 
+class BundledModel:
+    """A session of a model shipped in models/, with one image input (the MediaPipe models)."""
+
+    def __init__(self, name: str, device: str = "auto", threads: int | None = None) -> None:
+        from dicom_deid.resources import model_path
+
+        self.session = make_session(model_path(name), device, threads=threads)
+        self.input = self.session.get_inputs()[0].name
+        self.shapes = [tuple(o.shape) for o in self.session.get_outputs()]
+
+    def __call__(self, tensor: Any) -> list[Any]:
+        return self.session.run(None, {self.input: tensor})
+
+
 _preloaded: list[bool] = []
 
 

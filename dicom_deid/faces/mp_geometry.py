@@ -191,3 +191,11 @@ def project_box(dets: Detections, rect: Rect) -> Detections:
     boxes = dets.boxes.reshape(-1, 2, 2) * scale + origin
     kps = dets.keypoints * scale + origin
     return Detections(boxes.reshape(-1, 4), kps, dets.scores)
+
+
+def image_tensor(rgb: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """A batch of one float32 NHWC tensor, 0..255 mapped to lo..hi (MediaPipe's ImageToTensor)."""
+    x = rgb.astype(np.float32)[None]
+    x *= (hi - lo) / 255.0
+    x += lo
+    return x

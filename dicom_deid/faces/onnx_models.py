@@ -20,6 +20,7 @@ import numpy as np
 
 from dicom_deid.faces import mp_geometry as geo
 from dicom_deid.faces.models import LANDMARK_COUNT, FaceBox, MeshSession
+from dicom_deid.onnx_device import BundledModel
 
 FULL_RANGE = "mp_face_detection_full.onnx"
 SHORT_RANGE = "mp_face_detection_short.onnx"
@@ -71,29 +72,8 @@ _SHORT_ANCHORS = geo.ssd_anchor_centres(128, (8, 16), (2, 6))
 _FULL_ANCHORS = geo.ssd_anchor_centres(192, (4,), (1,))
 
 
-class _Model:
-    """One ONNX Runtime session with one NHWC float input."""
-
-    def __init__(self, name: str, device: str, threads: int | None) -> None:
-        from dicom_deid.onnx_device import make_session
-        from dicom_deid.resources import model_path
-
-        self.session = make_session(model_path(name), device, threads=threads)
-        self.input = self.session.get_inputs()[0].name
-
-    def __call__(self, tensor: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(None, {self.input: tensor})
-
-
-def _tensor(rgb: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    x = rgb.astype(np.float32)[None]
-    x *= (hi - lo) / 255.0
-    x += lo
-    return x
-
-
 class _Detector:
-    def __init__(self, model: _Model, size: int, anchors: np.ndarray, min_score: float) -> None:
+    def __init__(self, model: BundledModel, size: int, anchors: np.ndarray, min_score: float) -> None:
         self.model, self.size, self.anchors, self.min_score = model, size, anchors, min_score
 
     def __call__(self, rgb: np.ndarray) -> geo.Detections:
@@ -101,7 +81,7 @@ class _Detector:
         h, w = rgb.shape[:2]
         rect = geo.letterbox_rect(w, h)
         image = geo.crop(rgb, rect, self.size, zero_border=True)
-        raw, logits = self.model(_tensor(image, -1.0, 1.0))
+        raw, logits = self.model(geo.image_tensor(image, -1.0, 1.0))
         dets = geo.decode(raw, logits, self.anchors, float(self.size), self.min_score, 6)
         return geo.project_box(geo.weighted_nms(dets), rect)
 
@@ -111,13 +91,13 @@ class _Shared:
 
     def __init__(self, device: str, threads: int | None, detection_confidence: float) -> None:
         self.device, self.threads = device, threads
-        self.full = _Detector(_Model(FULL_RANGE, device, threads), 192, _FULL_ANCHORS,
+        self.full = _Detector(BundledModel(FULL_RANGE, device, threads), 192, _FULL_ANCHORS,
                               detection_confidence)
-        self._models: dict[str, _Model] = {}
+        self._models: dict[str, BundledModel] = {}
 
-    def model(self, name: str) -> _Model:
+    def model(self, name: str) -> BundledModel:
         if name not in self._models:
-            self._models[name] = _Model(name, self.device, self.threads)
+            self._models[name] = BundledModel(name, self.device, self.threads)
         return self._models[name]
 
     def short(self, min_score: float) -> _Detector:
@@ -167,7 +147,7 @@ class OnnxMesh:
 
     def _mesh(self, rgb: np.ndarray, rect: geo.Rect) -> np.ndarray | None:
         """The mesh in the image, normalised (468 or, from the attention model, 478)."""
-        tensor = _tensor(geo.crop(rgb, rect, 192), 0.0, 1.0)
+        tensor = geo.image_tensor(geo.crop(rgb, rect, 192), 0.0, 1.0)
         if self._refinement != "attention":
             raw, flag = self._shared.model(FACE_LANDMARK)(tensor)
             if _sigmoid(flag) < self._min_confidence:
@@ -193,7 +173,7 @@ class OnnxMesh:
         h, w = rgb.shape[:2]
         rect = geo.expand(geo.points_rect(points[list(corners)], 0, 1, w, h), w, h, 2.3)
         image = geo.crop(rgb, rect, 64, flip=mirrored)
-        contour, iris = self._shared.model(IRIS_LANDMARK)(_tensor(image, 0.0, 1.0))
+        contour, iris = self._shared.model(IRIS_LANDMARK)(geo.image_tensor(image, 0.0, 1.0))
         both = np.concatenate([contour.reshape(-1, 3), iris.reshape(-1, 3)]).astype(np.float64)
         if mirrored:
             both[:, 0] = 64.0 - both[:, 0]

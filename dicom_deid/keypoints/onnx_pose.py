@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dicom_deid.faces import mp_geometry as geo
+from dicom_deid.onnx_device import BundledModel
 
 POSE_DETECTION = "mp_pose_detection.onnx"
 POSE_LANDMARK = "mp_pose_landmark_full.onnx"
@@ -173,26 +174,6 @@ class _Smoother:
         return filtered / size, vis
 
 
-class _Session:
-    def __init__(self, name: str, device: str, threads: int | None) -> None:
-        from dicom_deid.onnx_device import make_session
-        from dicom_deid.resources import model_path
-
-        self.session = make_session(model_path(name), device, threads=threads)
-        self.input = self.session.get_inputs()[0].name
-        self.shapes = [tuple(o.shape) for o in self.session.get_outputs()]
-
-    def __call__(self, tensor: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(None, {self.input: tensor})
-
-
-def _tensor(rgb: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    x = rgb.astype(np.float32)[None]
-    x *= (hi - lo) / 255.0
-    x += lo
-    return x
-
-
 def _output(shapes: list[tuple], size: int) -> int:
     """The index of the output whose elements per batch item number `size`."""
     for i, shape in enumerate(shapes):
@@ -208,8 +189,8 @@ class OnnxPose:
     def __init__(self, *, device: str = "auto", threads: int | None = DEFAULT_THREADS,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
                  smooth: bool = True) -> None:
-        self._detector = _Session(POSE_DETECTION, device, threads)
-        self._landmark = _Session(POSE_LANDMARK, device, threads)
+        self._detector = BundledModel(POSE_DETECTION, device, threads)
+        self._landmark = BundledModel(POSE_LANDMARK, device, threads)
         det = self._detector.shapes
         self._det_boxes, self._det_scores = _output(det, len(_ANCHORS) * 12), \
             _output(det, len(_ANCHORS))
@@ -232,7 +213,7 @@ class OnnxPose:
         h, w = rgb.shape[:2]
         rect = geo.letterbox_rect(w, h)
         image = geo.crop(rgb, rect, _DETECTOR_SIZE, zero_border=True)
-        outputs = self._detector(_tensor(image, -1.0, 1.0))
+        outputs = self._detector(geo.image_tensor(image, -1.0, 1.0))
         dets = geo.decode(outputs[self._det_boxes], outputs[self._det_scores], _ANCHORS,
                           float(_DETECTOR_SIZE), self._min_detection, 4)
         return geo.project_box(geo.weighted_nms(dets), rect)
@@ -249,7 +230,7 @@ class OnnxPose:
                 return None
             kps = dets.keypoints[0]
             rect = alignment_rect(kps[0], kps[1], w, h, _DETECTION_SCALE)
-        outputs = self._landmark(_tensor(geo.crop(rgb, rect, _LANDMARK_SIZE), 0.0, 1.0))
+        outputs = self._landmark(geo.image_tensor(geo.crop(rgb, rect, _LANDMARK_SIZE), 0.0, 1.0))
         flag = float(_sigmoid(outputs[self._lm_flag].reshape(-1)[:1])[0])
         if flag < self._min_tracking + _FLAG_MARGIN:
             self._lost()
