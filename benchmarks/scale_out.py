@@ -35,49 +35,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+# The node throughput benchmark's synthetic CT studies (invented PHI, 12-bit pixels).
+from benchmarks.node_throughput import make_corpus as header_corpus  # noqa: E402
 from tests.node.celery_peers import Redis, Worker  # noqa: E402
 from tests.node.peers import Node, storescu, wait_for  # noqa: E402
-
-
-def header_corpus(root: Path, studies: int, instances: int, size: int) -> list[list[Path]]:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 4096, (size, size), dtype=np.uint16).tobytes()
-    corpus = []
-    for s in range(studies):
-        study_uid, series_uid = generate_uid(), generate_uid()
-        folder = root / f"study{s:03d}"
-        folder.mkdir(parents=True)
-        files = []
-        for n in range(instances):
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = CTImageStorage
-            meta.MediaStorageSOPInstanceUID = generate_uid()
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-            ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-            ds.Modality, ds.InstanceNumber = "CT", n + 1
-            ds.PatientName, ds.PatientID = f"Bench^Patient{s}", f"BENCH{s:04d}"
-            ds.PatientBirthDate, ds.StudyDate = "19700101", "20240101"
-            ds.AccessionNumber, ds.StudyDescription = f"ACC{s:05d}", "BENCH CT"
-            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-            ds.Rows = ds.Columns = size
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-            ds.PixelData = pixels
-            path = folder / f"{n:04d}.dcm"
-            ds.save_as(path, enforce_file_format=True)
-            files.append(path)
-        corpus.append(files)
-    return corpus
 
 
 def video_corpus(root: Path, studies: int) -> list[list[Path]]:

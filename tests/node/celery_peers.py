@@ -10,16 +10,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.helpers import REPO
-from tests.node.peers import free_port, wait_for
+from tests.node.peers import free_port, stop_process, wait_for
 
 
 def redis_exe() -> str:
@@ -56,17 +56,17 @@ class Redis:
     def _up(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"redis-server exited: {self.log()[-2000:]}")
-        return self.command("PING") == "+PONG"
-
-    def command(self, *words: str) -> str:
-        """One command over RESP (no client library needed); the first reply line."""
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                s.sendall((f"*{len(words)}\r\n" + "".join(
-                    f"${len(w.encode())}\r\n{w}\r\n" for w in words)).encode())
-                return s.recv(65536).decode(errors="replace").split("\r\n")[0]
-        except OSError:
-            return ""
+            with self.client() as client:
+                return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    def client(self) -> redis.Redis:
+        """A redis-py client (celery's own dependency) with short timeouts."""
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2,
+                           socket_connect_timeout=2)
+
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -75,13 +75,7 @@ class Redis:
         self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.proc = None
 
     def close(self) -> None:

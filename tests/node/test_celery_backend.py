@@ -186,7 +186,8 @@ def test_studies_go_through_workers_of_their_queue_to_the_archive(tmp_path, clea
                         ("gpu worker log", gpu.log()), ("audit log", audit)):
         _assert_no_phi(text, phi, where)
     # Nothing of the jobs is left on the broker: results are removed once recorded.
-    assert redis.command("KEYS", "celery-task-meta-*") == "*0"
+    with redis.client() as client:
+        assert client.keys("celery-task-meta-*") == []
 
 
 @pytest.mark.network
@@ -243,7 +244,8 @@ def test_broker_restart_loses_no_job(tmp_path, clean_archive, redis):
             storescu(s.files, node.port)
         # Both jobs published, none taken (no worker yet); then the broker dies.
         wait_for(lambda: node.states() == {"processing": 6}, 60, what="both jobs queued")
-        assert redis.command("LLEN", "dicom-deid.cpu") == ":2"
+        with redis.client() as client:
+            assert client.llen("dicom-deid.cpu") == 2
         redis.kill9()
         late = write_study(tmp_path / "late", 2)  # arrives while the broker is down
         storescu(late.files, node.port)
@@ -402,7 +404,8 @@ def test_a_worker_process_that_dies_uses_an_attempt_and_the_study_is_retried(
         assert jobs == [("failed", "the worker process died while de-identifying"),
                         ("done", None)]
         assert node.journal("SELECT DISTINCT attempts FROM instances") == [(1,)]
-        assert redis.command("KEYS", "celery-task-meta-*") == "*0"  # failure results too
+        with redis.client() as client:  # failure results too
+            assert client.keys("celery-task-meta-*") == []
     finally:
         worker.stop()
         node.stop()
