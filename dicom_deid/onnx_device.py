@@ -9,13 +9,19 @@ models) is made by `make_session`, so the setting (config `processing.device`, C
   are present, CPU after it for the operators CUDA lacks. When the installed onnxruntime has
   no CUDAExecutionProvider this is an error (DeviceUnavailableError), not a silent CPU run:
   whoever asked for the GPU is told what is missing.
-- auto: CUDA on GPU 0 when onnxruntime offers it, CPU otherwise.
+- auto: CUDA on GPU 0 when onnxruntime offers it and it starts, CPU otherwise.
+
+"Offers" is not enough: onnxruntime-gpu lists CUDAExecutionProvider whether or not the CUDA
+and cuDNN libraries, the driver or the GPU are there, and when they are not it builds the
+session on the CPU with only a log line. So CUDA is tried once per GPU index on a small
+bundled model (`cuda_starts`) before it is chosen.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes.util
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +53,9 @@ DEFAULT_FACE_ENGINE = "auto"
 KEYPOINT_ENGINES = ("auto", "mediapipe", "onnx")
 DEFAULT_KEYPOINT_ENGINE = "auto"
 _DEVICE_RE = re.compile(DEVICE_PATTERN)
+# The smallest bundled model: the session that tells whether CUDA really starts.
+PROBE_MODEL = "mp_face_detection_short.onnx"
+LOG = logging.getLogger(__name__)
 
 Provider = str | tuple[str, dict[str, Any]]
 
@@ -131,11 +140,62 @@ def select_providers(device: str, available: Sequence[str], *,
 
 
 def providers_for(device: str) -> list[Provider]:
-    """select_providers against the installed onnxruntime."""
+    """select_providers against the installed onnxruntime, with CUDA only where it starts.
+
+    Raises DeviceUnavailableError when cuda[:N] is asked and CUDA is not offered or does not
+    start; auto then falls back to the CPU (logged once).
+    """
     import onnxruntime as ort
 
-    return select_providers(device, ort.get_available_providers(),
-                            tensorrt=tensorrt_libraries_present())
+    chosen = select_providers(device, ort.get_available_providers(),
+                              tensorrt=tensorrt_libraries_present())
+    if not uses_gpu(chosen):
+        return chosen
+    chosen_device = parse_device(device)
+    index = _cuda_index(chosen_device) if chosen_device != "auto" else 0
+    if cuda_starts(index):
+        return chosen
+    if chosen_device == "auto":
+        if not _fallback_logged:
+            _fallback_logged.append(True)
+            LOG.warning("onnxruntime offers CUDA but it does not start here; "
+                        "the models run on the CPU (device auto)")
+        return [CPU]
+    raise DeviceUnavailableError(
+        f"device {chosen_device} was asked for: onnxruntime offers {CUDA}, but it could not "
+        f"start on GPU {index} (the CUDA 12 and cuDNN 9 libraries of the `gpu` extra, the "
+        "NVIDIA driver or the GPU itself is missing; onnxruntime's own log lines name the "
+        "library it could not load)")
+
+
+_cuda_probe: dict[int, bool] = {}
+_fallback_logged: list[bool] = []
+
+
+def cuda_starts(index: int = 0) -> bool:
+    """Whether an onnxruntime session really runs on CUDA GPU `index` (tried once per index
+    and process on PROBE_MODEL; False where onnxruntime has no CUDA provider at all)."""
+    if index not in _cuda_probe:
+        _cuda_probe[index] = _try_cuda(index)
+    return _cuda_probe[index]
+
+
+def _try_cuda(index: int) -> bool:
+    import onnxruntime as ort
+
+    from dicom_deid.resources import model_path
+
+    if CUDA not in ort.get_available_providers():
+        return False
+    _preload_cuda_libraries(ort)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(model_path(PROBE_MODEL)), sess_options=options,
+                                       providers=[(CUDA, {"device_id": index}), CPU])
+    except Exception:  # noqa: BLE001 - any failure to start means: not on this GPU
+        return False
+    return CUDA in session.get_providers()
 
 
 def uses_gpu(providers: Sequence[Provider]) -> bool:
@@ -164,7 +224,13 @@ def make_session(model: str | Path | bytes, device: str = "auto", *,
     providers = providers_for(device)
     if uses_gpu(providers):
         _preload_cuda_libraries(ort)
-    return ort.InferenceSession(source, sess_options=options, providers=providers)
+    session = ort.InferenceSession(source, sess_options=options, providers=providers)
+    if uses_gpu(providers) and not uses_gpu(session.get_providers()) \
+            and parse_device(device) != "auto":
+        # CUDA started for the probe but not for this model (e.g. the GPU ran out of memory).
+        raise DeviceUnavailableError(f"device {device}: onnxruntime built this model's session "
+                                     "on the CPU only (see its log for why CUDA failed)")
+    return session
 
 
 class BundledModel:

@@ -13,6 +13,7 @@ from dicom_deid.onnx_device import (
     TENSORRT,
     DeviceError,
     DeviceUnavailableError,
+    cuda_starts,
     make_session,
     parse_device,
     select_providers,
@@ -63,12 +64,11 @@ def test_cuda_asked_but_absent_is_a_clear_error():
 
 def test_sessions_here_run_on_the_cpu():
     """This machine's onnxruntime: auto gives a CPU session; cuda fails when it has no CUDA."""
-    import onnxruntime as ort
 
     from dicom_deid.resources import model_path
 
     session = make_session(model_path("mp_face_detection_short.onnx"), "auto")
-    if CUDA not in ort.get_available_providers():
+    if not cuda_starts(0):
         assert session.get_providers() == [CPU]
         with pytest.raises(DeviceUnavailableError):
             make_session(model_path("mp_face_detection_short.onnx"), "cuda")
@@ -119,9 +119,9 @@ def test_config_takes_the_device_and_rejects_other_values():
 
 
 def _no_cuda() -> bool:
-    import onnxruntime as ort
+    from dicom_deid.onnx_device import cuda_starts
 
-    return CUDA not in ort.get_available_providers()
+    return not cuda_starts(0)
 
 
 @pytest.mark.skipif(not _no_cuda(), reason="this onnxruntime offers CUDA")
@@ -157,3 +157,38 @@ def test_faces_command_refuses_cuda_before_making_its_output(tmp_path, capsys):
                  "--device", "cuda:0"]) == 2
     assert CUDA in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_cuda_is_tried_not_taken_on_trust(monkeypatch):
+    """onnxruntime-gpu offers CUDA even where its libraries, the driver or the GPU are missing,
+    and then builds CPU sessions with only a log line: cuda must fail, auto must take the CPU."""
+    import onnxruntime as ort
+
+    from dicom_deid import onnx_device
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(onnx_device, "_cuda_probe", {})
+    tried: list[int] = []
+
+    def fails(index: int) -> bool:
+        tried.append(index)
+        return False
+
+    monkeypatch.setattr(onnx_device, "_try_cuda", fails)
+    assert onnx_device.providers_for("auto") == [CPU]
+    with pytest.raises(DeviceUnavailableError, match="could not start on GPU 1"):
+        onnx_device.providers_for("cuda:1")
+    onnx_device.providers_for("auto")
+    assert tried == [0, 1]  # once per GPU index, not once per session
+    monkeypatch.setattr(onnx_device, "_cuda_probe", {})
+    monkeypatch.setattr(onnx_device, "_try_cuda", lambda index: True)
+    assert onnx_device.providers_for("cuda:1") == [(CUDA, {"device_id": 1}), CPU]
+
+
+def test_cuda_probe_matches_what_a_session_really_runs_on():
+    """Here (no GPU) the probe says no whichever onnxruntime is installed; on a GPU machine
+    with the gpu extra it must say yes, and auto sessions then run on CUDA."""
+    from dicom_deid.resources import model_path
+
+    session = make_session(model_path("mp_face_detection_short.onnx"), "auto")
+    assert (session.get_providers()[0] == CUDA) == cuda_starts(0)
