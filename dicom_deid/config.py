@@ -336,7 +336,7 @@ class ProcessingConfig(_Section):
     # worker forever.
     job_timeout: Annotated[float, _number(0.0)] = 21600.0
     # Where the models run (dicom_deid/onnx_device.py): auto takes CUDA when onnxruntime
-    # offers it (the `gpu` extra), cuda fails the start when it does not.
+    # offers it (the `gpu` extra) and a probe session starts on it, cuda fails the start when not.
     device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
     # Who runs the face detector and mesh: MediaPipe's TFLite (CPU only) or the same models
     # on ONNX Runtime (on `device`); auto: ONNX when `device` resolves to a GPU.

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="face method for pixels that may show a face "
                              f"({'|'.join(face_methods.choices())}; default: the profile's)")
     parser.add_argument("--device", default="auto", metavar="DEVICE",
-                        help="where the models run: auto (CUDA when onnxruntime offers it), "
+                        help="where the models run: auto (CUDA when it starts, else CPU), "
                              "cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--face-engine", choices=FACE_ENGINES, default=None,
                         help="who runs the face detector and mesh: MediaPipe's TFLite (CPU) "
