@@ -323,6 +323,13 @@ class FastStore:
         self.enabled = False
         self.dul._protocol_error(what)
 
+    def close(self) -> None:
+        """The association is over: a data set still arriving is removed (it was never
+        acknowledged)."""
+        self._dead = True
+        self.enabled = False
+        self._drop_incoming()
+
     def _drop_incoming(self) -> None:
         incoming, self._incoming = self._incoming, None
         if incoming is not None:
@@ -359,6 +366,10 @@ class FastStore:
         command, reception = incoming.command, incoming.reception
         reception.close()
         assoc = self.dul.assoc
+        # Paused while the instance is stored, as it is while pynetdicom's handler runs in
+        # it: its network_timeout check must not fire during a long fsync (abort() and
+        # kill() still resume it).
+        assoc._reactor_checkpoint.clear()
         try:
             status = self.sink.store(Arrival(
                 assoc=assoc, affected_sop_class=command.sop_class,
@@ -367,6 +378,7 @@ class FastStore:
                 path=Path(reception.name), reception=reception,
                 data=bytes(incoming.kept) if incoming.kept is not None else None, lean=True))
         finally:
+            assoc._reactor_checkpoint.set()
             with contextlib.suppress(OSError):  # stored: renamed away; else refused
                 Path(reception.name).unlink()
         self.taken += 1

@@ -31,7 +31,14 @@ from dicom_deid.node.audit import AuditLog, study_token
 from dicom_deid.node.commit import INLINE_MAX, GroupCommit, Hardener
 from dicom_deid.node.journal import Journal, ReceivedInstance
 from dicom_deid.node.logs import short_reason
-from dicom_deid.node.spool import Spool, free_bytes, fsync_dir, fsync_file, remove_file
+from dicom_deid.node.spool import (
+    Spool,
+    free_bytes,
+    fsync_dir,
+    fsync_file,
+    remove_file,
+    start_writeback,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -48,6 +55,9 @@ _HEADER_TAGS = ("StudyInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality",
 # Bytes beyond listen.max_instance_size (PDU headers, the command set) tolerated before an
 # instance still being received is cut off by aborting its association.
 _SIZE_SLACK = 64 * 1024
+# A large instance's bytes are handed to the kernel's write-back every this many bytes as
+# they arrive (spool.start_writeback), so its fsync before the acknowledgement is short.
+WRITEBACK_EVERY = 4 * 1024 * 1024
 
 
 @dataclass
@@ -88,6 +98,8 @@ class Reception:
         self.file = self  # pynetdicom calls .file.flush() after each write
         self.min_free = min_free
         self.failed = ""  # why the data set was not written
+        self._written = 0
+        self._handed = 0  # bytes handed to start_writeback
 
     def write(self, data: bytes | memoryview) -> int:
         if self.failed:
@@ -99,6 +111,10 @@ class Reception:
             view = memoryview(data)
             while view:
                 view = view[self._fh.write(view):]
+            self._written += len(data)
+            if self._written - self._handed >= WRITEBACK_EVERY:
+                start_writeback(self._fh.fileno(), self._handed, self._written - self._handed)
+                self._handed = self._written
         except OSError as exc:
             self._fail("no space left on the device" if exc.errno == errno.ENOSPC
                        else f"write failed ({os.strerror(exc.errno or 0)})")

@@ -129,6 +129,8 @@ class GuardedDUL(DULServiceProvider):
         try:
             self._reactor()
         finally:
+            if self.fast is not None:
+                self.fast.close()
             self.server.forget(self.conn)
             for fd in (self._wake_r, self._wake_w):
                 with contextlib.suppress(OSError):

@@ -420,3 +420,42 @@ def test_an_instance_past_max_instance_size_is_cut_off_while_arriving(tmp_path):
         wait_for(lambda: not here.incoming(), 5, what="the partial reception removed")
     finally:
         here.stop()
+
+
+def test_a_peer_gone_in_the_middle_of_a_data_set_leaves_no_partial_file(tmp_path):
+    here = Here(tmp_path / "gone", True)
+    try:
+        client = Client(here.port)
+        cx = client.cx[SecondaryCaptureImageStorage]
+        ds = instance()
+        client.send(pdu(pdv(cx, 0x03, store_command(SecondaryCaptureImageStorage,
+                                                    ds.SOPInstanceUID)),
+                        pdv(cx, 0x00, encoded(ds)[:64])))
+        wait_for(lambda: here.incoming(), 5, what="the reception opened")
+        client.assoc.dul.socket.socket.close()  # type: ignore[union-attr]
+        wait_for(lambda: not here.incoming(), 10, what="the partial reception removed")
+        assert here.rows() == []
+        client.assoc.abort()
+    finally:
+        here.stop()
+
+
+def test_large_receptions_are_handed_to_writeback_as_they_arrive(tmp_path, monkeypatch):
+    from dicom_deid.node import receiver as receiver_module
+    from dicom_deid.node.receiver import WRITEBACK_EVERY, Reception
+
+    calls: list[tuple[int, int]] = []
+    real = receiver_module.start_writeback
+
+    def spy(fd: int, offset: int, length: int) -> None:
+        calls.append((offset, length))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(receiver_module, "start_writeback", spy)
+    reception = Reception(tmp_path, 0)
+    chunk = bytes(range(256)) * 1024  # 256 KiB, a PDU's worth
+    for _ in range(40):  # 10 MiB
+        reception.write(chunk)
+    reception.close()
+    assert Path(reception.name).read_bytes() == chunk * 40
+    assert calls == [(0, WRITEBACK_EVERY), (WRITEBACK_EVERY, WRITEBACK_EVERY)]
