@@ -295,6 +295,9 @@ class ListenConfig(_Section):
     max_pending_connections: Annotated[int, _int(1, 10000)] = 64  # connections not yet accepted
     max_pending_per_address: Annotated[int, _int(1, 10000)] = 8  # of those, from one source address
     max_associations_per_address: Annotated[int, _int(1, 1000)] = 10  # accepted associations from one address
+    # Plain C-STOREs served in the DUL thread, outside pynetdicom's DIMSE layer (node/fast_store.py);
+    # off: every message through pynetdicom (same statuses, journal and files, slower).
+    fast_store: Bool = True
     tls: Annotated[TLSConfig | None, BeforeValidator(_server_tls)] = None
 
     @model_validator(mode="after")

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,14 @@ from dicom_deid.node.audit import AuditLog, study_token
 from dicom_deid.node.commit import INLINE_MAX, GroupCommit, Hardener
 from dicom_deid.node.journal import Journal, ReceivedInstance
 from dicom_deid.node.logs import short_reason
-from dicom_deid.node.spool import Spool, free_bytes, fsync_dir, fsync_file, remove_file
+from dicom_deid.node.spool import (
+    Spool,
+    free_bytes,
+    fsync_dir,
+    fsync_file,
+    remove_file,
+    start_writeback,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -47,6 +55,9 @@ _HEADER_TAGS = ("StudyInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality",
 # Bytes beyond listen.max_instance_size (PDU headers, the command set) tolerated before an
 # instance still being received is cut off by aborting its association.
 _SIZE_SLACK = 64 * 1024
+# A large instance's bytes are handed to the kernel's write-back every this many bytes as
+# they arrive (spool.start_writeback), so its fsync before the acknowledgement is short.
+WRITEBACK_EVERY = 4 * 1024 * 1024
 
 
 @dataclass
@@ -57,6 +68,22 @@ class _AssocStats:
     quarantined: int = 0
     pending_bytes: int = 0  # received since the last complete DIMSE message
     aborting: bool = False
+
+
+@dataclass
+class Arrival:
+    """A C-STORE whose data set has been received into a file, by pynetdicom (EVT_C_STORE)
+    or by the lean path (node/fast_store.py): what Receiver.store decides on."""
+
+    assoc: Association
+    affected_sop_class: str  # the command's
+    affected_sop_instance: str
+    abstract_syntax: str  # the presentation context's
+    transfer_syntax: str
+    path: Path | None  # None: the C-STORE had no data set
+    reception: Reception | None
+    data: bytes | None = None  # the file's bytes, where the receiving path kept them
+    lean: bool = False  # received by node/fast_store.py, not pynetdicom's DIMSE layer
 
 
 class Reception:
@@ -71,8 +98,10 @@ class Reception:
         self.file = self  # pynetdicom calls .file.flush() after each write
         self.min_free = min_free
         self.failed = ""  # why the data set was not written
+        self._written = 0
+        self._handed = 0  # bytes handed to start_writeback
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         if self.failed:
             return len(data)
         try:
@@ -82,6 +111,10 @@ class Reception:
             view = memoryview(data)
             while view:
                 view = view[self._fh.write(view):]
+            self._written += len(data)
+            if self._written - self._handed >= WRITEBACK_EVERY:
+                start_writeback(self._fh.fileno(), self._handed, self._written - self._handed)
+                self._handed = self._written
         except OSError as exc:
             self._fail("no space left on the device" if exc.errno == errno.ENOSPC
                        else f"write failed ({os.strerror(exc.errno or 0)})")
@@ -114,7 +147,7 @@ def server_ssl_context(listen: ListenConfig) -> ssl.SSLContext | None:
     return ctx
 
 
-def read_header(path: Path) -> dict[str, str]:
+def read_header(path: Path | BytesIO) -> dict[str, str]:
     """The few attributes routing needs, read without touching pixel data."""
     from pydicom import dcmread
 
@@ -152,6 +185,7 @@ class Receiver:
         self._stats: dict[int, _AssocStats] = {}
         self._lock = threading.Lock()
         self._saved_tempfile: Any = None
+        self.served = {"lean": 0, "pynetdicom": 0}  # C-STOREs answered, by receiving path
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -216,6 +250,8 @@ class Receiver:
             raise OSError(exc.errno, f"cannot listen on {self.listen.host}:{self.listen.port}: "
                                      f"{exc.strerror or exc}") from None
         ae._servers.append(server)  # AssociationServer.shutdown() removes it
+        if self.listen.fast_store and isinstance(server, GuardedServer):
+            server.fast_store = self  # plain C-STOREs take node/fast_store.py's path
         self._hardener.start()
         threading.Thread(target=server.serve_forever, name="node-accept", daemon=True).start()
         self._server = server
@@ -337,9 +373,17 @@ class Receiver:
         assoc.kill()
 
     def _on_accepted(self, event: Event) -> None:
-        calling = str(event.assoc.requestor.ae_title or "").strip()
+        self._stats_of(event.assoc)
+
+    def _stats_of(self, assoc: Association) -> _AssocStats:
+        # The lean path (fast_store.py) may store the first instance before the
+        # association's own thread has run EVT_ACCEPTED: whichever comes first creates it.
         with self._lock:
-            self._stats[id(event.assoc)] = _AssocStats(calling)
+            stats = self._stats.get(id(assoc))
+            if stats is None:
+                calling = str(assoc.requestor.ae_title or "").strip()
+                stats = self._stats[id(assoc)] = _AssocStats(calling)
+            return stats
 
     def _on_closed(self, event: Event) -> None:
         with self._lock:
@@ -358,15 +402,28 @@ class Receiver:
             if stats is None or stats.aborting:
                 return
             stats.pending_bytes += len(event.data)
-            if stats.pending_bytes <= self.listen.max_instance_size + _SIZE_SLACK:
+            if stats.pending_bytes <= self.cutoff_size:
+                return
+        self.oversized(event.assoc)
+        # Not from this (the association's reader) thread: abort waits for it to stop.
+        threading.Thread(target=event.assoc.abort, name="abort-oversized", daemon=True).start()
+
+    @property
+    def cutoff_size(self) -> int:
+        return self.listen.max_instance_size + _SIZE_SLACK
+
+    def oversized(self, assoc: Association) -> None:
+        """Count and log an instance cut off while it arrives (its association is being
+        aborted by the caller)."""
+        stats = self._stats_of(assoc)
+        with self._lock:
+            if stats.aborting:
                 return
             stats.aborting = True
             stats.refused += 1
         LOG.warning("aborted the association from %s: an instance exceeds "
                     "listen.max_instance_size (%s) while being received",
                     stats.calling_aet, _size(self.listen.max_instance_size))
-        # Not from this (the association's reader) thread: abort waits for it to stop.
-        threading.Thread(target=event.assoc.abort, name="abort-oversized", daemon=True).start()
 
     def _on_message(self, event: Event) -> None:
         with self._lock:
@@ -374,9 +431,9 @@ class Receiver:
             if stats is not None:
                 stats.pending_bytes = 0
 
-    def _count(self, event: Event, field: str) -> None:
+    def _count(self, assoc: Association, field: str) -> None:
         with self._lock:
-            stats = self._stats.get(id(event.assoc))
+            stats = self._stats.get(id(assoc))
             if stats:
                 setattr(stats, field, getattr(stats, field) + 1)
 
@@ -386,47 +443,66 @@ class Receiver:
     def _on_echo(event: Event) -> int:
         return STATUS_SUCCESS
 
-    def _on_store(self, event: Event) -> int:
-        try:
-            return self._store(event)
-        except Exception as exc:  # never let a handler exception reach pynetdicom's logger
-            LOG.error("C-STORE failed, instance refused: %s", short_reason(exc))
-            self._count(event, "refused")
-            return STATUS_OUT_OF_RESOURCES
+    def open_reception(self) -> Reception:
+        """A file for a data set about to arrive (the lean path's NamedTemporaryFile)."""
+        return Reception(self.spool.incoming, self.listen.min_free_disk)
 
-    def _store(self, event: Event) -> int:
-        assoc = event.assoc
-        calling = str(assoc.requestor.ae_title or "").strip()
-        called = str(assoc.acceptor.ae_title or "").strip()
+    def _on_store(self, event: Event) -> int:
         request = event.request
         reception = getattr(request, "_dataset_file", None)
-        if getattr(request, "_dataset_path", None) is None:
+        path = getattr(request, "_dataset_path", None)
+        return self.store(Arrival(
+            assoc=event.assoc, affected_sop_class=str(request.AffectedSOPClassUID or ""),
+            affected_sop_instance=str(request.AffectedSOPInstanceUID),  # type: ignore[union-attr]
+            abstract_syntax=str(event.context.abstract_syntax),
+            transfer_syntax=str(event.context.transfer_syntax),
+            path=None if path is None else Path(path),
+            reception=reception if isinstance(reception, Reception) else None))
+
+    def store(self, arrival: Arrival) -> int:
+        """The C-STORE status for an arrived instance; a success only once it is durable."""
+        with self._lock:
+            self.served["lean" if arrival.lean else "pynetdicom"] += 1
+        try:
+            return self._store(arrival)
+        except Exception as exc:  # never let a handler exception reach pynetdicom's logger
+            LOG.error("C-STORE failed, instance refused: %s", short_reason(exc))
+            self._count(arrival.assoc, "refused")
+            return STATUS_OUT_OF_RESOURCES
+
+    def _store(self, arrival: Arrival) -> int:
+        assoc = arrival.assoc
+        calling = str(assoc.requestor.ae_title or "").strip()
+        called = str(assoc.acceptor.ae_title or "").strip()
+        reception = arrival.reception
+        if arrival.path is None:
             LOG.warning("refused a C-STORE from %s: it has no data set", calling)
-            self._count(event, "refused")
+            self._count(assoc, "refused")
             return STATUS_CANNOT_UNDERSTAND
-        if isinstance(reception, Reception) and reception.failed:
+        if reception is not None and reception.failed:
             LOG.error("refused an instance from %s: %s", calling, reception.failed)
-            self._count(event, "refused")
-            return STATUS_OUT_OF_RESOURCES  # pynetdicom deletes the partial file
-        sop_class = str(request.AffectedSOPClassUID or "")
-        if sop_class != str(event.context.abstract_syntax):
+            self._count(assoc, "refused")
+            return STATUS_OUT_OF_RESOURCES  # the receiving path deletes the partial file
+        sop_class = arrival.affected_sop_class
+        if sop_class != arrival.abstract_syntax:
             LOG.warning("refused an instance from %s: its SOP class is not the one of the "
                         "presentation context it was sent on", calling)
-            self._count(event, "refused")
+            self._count(assoc, "refused")
             return STATUS_DOES_NOT_MATCH
-        received = Path(event.dataset_path)
-        size = received.stat().st_size
+        received = arrival.path
+        data = arrival.data
+        size = len(data) if data is not None else received.stat().st_size
         if size > self.listen.max_instance_size:
             LOG.warning("refused an instance of %s from %s: larger than "
                         "listen.max_instance_size (%s)", _size(size), calling,
                         _size(self.listen.max_instance_size))
-            self._count(event, "refused")
-            return STATUS_OUT_OF_RESOURCES  # pynetdicom deletes the partial file
+            self._count(assoc, "refused")
+            return STATUS_OUT_OF_RESOURCES  # the receiving path deletes the partial file
 
-        transfer_syntax = str(event.context.transfer_syntax)
+        transfer_syntax = arrival.transfer_syntax
         relative = self.spool.new_relative_path()
         try:
-            header = read_header(received)
+            header = read_header(BytesIO(data) if data is not None else received)
             problem = None if header["StudyInstanceUID"] else missing_study_problem(received)
         except Exception as exc:
             header, problem = {}, f"header cannot be read ({short_reason(exc)})"
@@ -443,19 +519,18 @@ class Receiver:
                              calling_aet=calling, reason=reason)
             LOG.warning("quarantined instance I%d from %s on arrival: %s", instance_id,
                         calling, reason)
-            self._count(event, "quarantined")
+            self._count(assoc, "quarantined")
             return STATUS_SUCCESS
 
         if header["SOPClassUID"] and header["SOPClassUID"] != sop_class:
             LOG.warning("refused an instance from %s: the data set's SOP Class UID differs "
                         "from the C-STORE request's", calling)
-            self._count(event, "refused")
+            self._count(assoc, "refused")
             return STATUS_DOES_NOT_MATCH
         token = study_token(self.key, header["StudyInstanceUID"])
         item = ReceivedInstance(
             study_uid=header["StudyInstanceUID"], study_token=token,
-            sop_instance_uid=header["SOPInstanceUID"]
-            or str(request.AffectedSOPInstanceUID),  # type: ignore[union-attr]
+            sop_instance_uid=header["SOPInstanceUID"] or arrival.affected_sop_instance,
             sop_class_uid=header["SOPClassUID"] or sop_class, transfer_syntax=transfer_syntax,
             modality=header["Modality"], study_description=header["StudyDescription"],
             calling_aet=calling, called_aet=called, path=relative, size=size)
@@ -468,7 +543,8 @@ class Receiver:
         final = self.spool.place(received, relative)
         try:
             if size <= INLINE_MAX:
-                instance_id, superseded = self._group.record(item, final.read_bytes())
+                instance_id, superseded = self._group.record(
+                    item, data if data is not None else final.read_bytes())
                 self._hardener.added(size)
             else:
                 fsync_file(final)
@@ -482,5 +558,5 @@ class Receiver:
                 remove_file(self.config.state_dir / path)
         self.audit.write("received", study=token, instance=f"I{instance_id}",
                          calling_aet=calling, sop_class=item.sop_class_uid, bytes=size)
-        self._count(event, "stored")
+        self._count(assoc, "stored")
         return STATUS_SUCCESS

@@ -52,6 +52,7 @@ from pynetdicom.dul import _PDU_TYPES, DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from dicom_deid.node.fast_store import FastStore, StoreSink
 from dicom_deid.node.logs import RateLimiter
 
 LOG = logging.getLogger(__name__)
@@ -118,6 +119,9 @@ class GuardedDUL(DULServiceProvider):
         self.conn = conn
         self.server = server
         self._poisoned = False
+        sink = server.fast_store
+        # Plain C-STOREs are served in this thread (fast_store.py); all else by pynetdicom.
+        self.fast: FastStore | None = FastStore(self, sink) if sink is not None else None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
 
@@ -125,6 +129,8 @@ class GuardedDUL(DULServiceProvider):
         try:
             self._reactor()
         finally:
+            if self.fast is not None:
+                self.fast.close()
             self.server.forget(self.conn)
             for fd in (self._wake_r, self._wake_w):
                 with contextlib.suppress(OSError):
@@ -265,8 +271,17 @@ class GuardedDUL(DULServiceProvider):
         if len(body) != length:
             self.event_queue.put("Evt17")
             return
+        fast = self.fast
+        if pdu_type == 0x04 and fast is not None and fast.enabled and self.conn.established:
+            for pdu_bytes in fast.feed(body):  # what the lean path leaves to pynetdicom
+                self._hand_over(pdu_type, bytearray(pdu_bytes))
+            return
+        self._hand_over(pdu_type, bytearray(header) + body)
+
+    def _hand_over(self, pdu_type: int, data: bytearray) -> None:
+        """A whole PDU to pynetdicom's state machine."""
         try:
-            pdu, event = self._decode_pdu(bytearray(header) + body)
+            pdu, event = self._decode_pdu(data)
         except Exception as exc:
             self._protocol_error(f"PDU type 0x{pdu_type:02X} cannot be decoded "
                                  f"({type(exc).__name__})")
@@ -423,6 +438,8 @@ class GuardedServer(ThreadedAssociationServer):
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._rate = RateLimiter(burst=5, window=60.0)
+        # Set by the receiver before serving: plain C-STOREs skip pynetdicom's DIMSE layer.
+        self.fast_store: StoreSink | None = None
         kwargs.setdefault("request_handler", GuardedRequestHandler)
         super().__init__(*args, **kwargs)
         self.contexts = _SupportedContexts(self.contexts)
