@@ -51,7 +51,7 @@ GRAPH = "mediapipe/modules/hand_landmark/hand_landmark_tracking_cpu.binarypb"
 # Frames of the clip without a hand (palm detection only) and with one hand tracked
 # throughout (checked by the run: `palm_calls` below).
 NO_HANDS = (0, 20)
-ONE_HAND = (22, 72)
+ONE_HAND = (21, 65)
 
 
 def clip_frames(count: int) -> list[np.ndarray]:
