@@ -239,3 +239,20 @@ def test_extractor_runs_hands_on_onnx_by_default(frames) -> None:
                     found += 1
     assert found >= 10
     assert float(np.mean(np.concatenate(gaps) <= TARGET_PCT)) > 0.85
+
+
+def test_the_device_setting_reaches_both_hand_sessions() -> None:
+    """The keypoint stage's one ModelSettings builds both sessions on its device; cuda where
+    this onnxruntime cannot start CUDA is refused with the reason, not run on the CPU."""
+    from dicom_deid.keypoints.extractor import KeypointExtractor
+    from dicom_deid.onnx_device import DeviceUnavailableError, ModelSettings, cuda_starts
+
+    with KeypointExtractor(face=False, pose=False,
+                           runtime=ModelSettings(device="cpu")) as extractor:
+        hands = extractor._hands
+        assert isinstance(hands, OnnxHands)
+        for model in (hands._detector, hands._landmark):
+            assert model.session.get_providers() == ["CPUExecutionProvider"]
+    if not cuda_starts(0):
+        with pytest.raises(DeviceUnavailableError):
+            KeypointExtractor(face=False, pose=False, runtime=ModelSettings(device="cuda"))
