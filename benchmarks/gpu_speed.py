@@ -9,8 +9,8 @@ kept, padded to 1920 columns) and looped to --seconds, encoded once to a tempora
   software H.264 decoder;
 - faces: the face tracker's models (whole-frame detector on its schedule, mesh on a crop per
   face per frame; rendering the replacement is not included), on --engine and --device;
-- keypoints: pose and hands of the keypoint SR (MediaPipe, CPU), the face mesh taken from
-  the face stage as the product does;
+- keypoints: pose and hands of the keypoint SR (on the keypoint engine: ONNX Runtime on
+  --device by default), the face mesh taken from the face stage as the product does;
 - encode: h264_nvenc when --device is cuda and this FFmpeg has it, else libx264 with the
   product's settings (crf 18, preset medium), in this thread (the product overlaps it in a
   background thread; timed apart here).

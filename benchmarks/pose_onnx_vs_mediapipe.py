@@ -9,8 +9,9 @@ process, the engines alternating in blocks so that both see the same machine loa
   disturbed by the other programs on a shared machine), ONNX Runtime with --threads
   intra-op threads (0: onnxruntime's default) and MediaPipe as it comes (XNNPACK).
 - stage (--stage): the keypoint stage per frame as the product runs it (KeypointExtractor,
-  pose + hands, the face given by the face stage), keypoint engine mediapipe (today) against
-  onnx (the pose on ONNX Runtime with one thread, hands still MediaPipe's).
+  pose + hands, the face given by the face stage), keypoint engine mediapipe against onnx
+  (pose and hands on ONNX Runtime with one thread; benchmarks/hands_onnx_vs_mediapipe.py
+  measures the hands alone).
 - agreement: per frame, the largest distance between the two engines' 33 points over the
   diagonal of MediaPipe's points' bounding box (issue 21's target: within 1 %), and over all
   points the mean distance and the share within 1 %, with landmark smoothing off on both and
@@ -221,8 +222,7 @@ class _Stage:
 
 
 def stage_speed(frames: list[np.ndarray], rounds: int, device: str) -> dict:
-    """Per frame: the keypoint stage today (pose and hands on MediaPipe) against the pose on
-    ONNX Runtime (hands still MediaPipe's)."""
+    """Per frame: the keypoint stage on MediaPipe (pose and hands) against ONNX Runtime."""
     engines = {"mediapipe": lambda: _Stage("mediapipe", device),
                "onnx": lambda: _Stage("onnx", device)}
     walls: dict[str, list[float]] = {k: [] for k in engines}

@@ -286,7 +286,7 @@ class ModelSettings:
         providers_for(self.device)
 
     def resolved_keypoint_engine(self) -> str:
-        """mediapipe or onnx: who runs the keypoint SR's body pose."""
+        """mediapipe or onnx: who runs the keypoint SR's body pose and hands."""
         return "onnx" if self.keypoint_engine == "auto" else self.keypoint_engine
 
     def resolved_face_engine(self) -> str:

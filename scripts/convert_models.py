@@ -34,7 +34,7 @@ from pathlib import Path
 ATTENTION = ("face_landmark/face_landmark_with_attention.tflite", "mp_face_landmark_attention.onnx")
 # (file under mediapipe/modules, output name): the face models the product runs on ONNX
 # Runtime (committed under models/), then the keypoint SR's pose and hand models (--body;
-# the pose models are committed and run by keypoints/onnx_pose.py, the hand models not yet).
+# run by keypoints/onnx_pose.py and keypoints/onnx_hands.py).
 FACE_MODELS: tuple[tuple[str, str], ...] = (
     ("face_detection/face_detection_full_range_sparse.tflite", "mp_face_detection_full.onnx"),
     ("face_detection/face_detection_short_range.tflite", "mp_face_detection_short.onnx"),

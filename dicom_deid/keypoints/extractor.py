@@ -2,9 +2,9 @@
 
 MediaPipe 0.10.21's legacy solutions ship their models in the wheel, so nothing is downloaded:
 pose is `pose_landmark_full` (model_complexity=1; the lite and heavy models are not in the wheel
-and would be fetched at run time), run by ONNX Runtime (keypoints/onnx_pose.py, the same model
-and steps; the default keypoint engine) or by MediaPipe's Pose, hands `hand_landmark_full`
-(MediaPipe), and the face comes from the face
+and would be fetched at run time) and hands `hand_landmark_full`, run by ONNX Runtime
+(keypoints/onnx_pose.py and keypoints/onnx_hands.py, the same models and steps; the default
+keypoint engine) or by MediaPipe's Pose and Hands, and the face comes from the face
 tracker of dicom_deid.faces (full-range detector + mesh on crops), the same measurement the face
 stage makes, so the original and the de-identified frames are measured alike.
 
@@ -58,8 +58,8 @@ class KeypointExtractor:
 
     face=False skips the face set; pose=False / hands=False skip those. One extractor follows
     one video: call `extract` on its frames in order, then `close()` (or use `with`).
-    runtime: the device, face engine and keypoint engine (who runs the pose: ONNX Runtime on
-    that device, or MediaPipe on the CPU); hands are MediaPipe's, on the CPU.
+    runtime: the device, face engine and keypoint engine (who runs pose and hands: ONNX
+    Runtime on that device, or MediaPipe on the CPU).
     """
 
     def __init__(self, face: bool = True, *, pose: bool = True, hands: bool = True,
@@ -76,15 +76,14 @@ class KeypointExtractor:
         self._tracker: FaceTracker | None = None
         self._closed = False
         self._runtime = runtime
-        self._onnx_pose = False
-        import mediapipe as mp
-
+        self._onnx_pose = self._onnx_hands = False
         settings = runtime
         if settings is None:
             from dicom_deid.onnx_device import ModelSettings
 
             settings = ModelSettings()
-        if pose and settings.resolved_keypoint_engine() == "onnx":
+        onnx = settings.resolved_keypoint_engine() == "onnx"
+        if pose and onnx:
             from dicom_deid.keypoints.onnx_pose import OnnxPose
 
             self._pose = OnnxPose(device=settings.device, smooth=True,
@@ -92,12 +91,23 @@ class KeypointExtractor:
                                   min_tracking_confidence=min_confidence)
             self._onnx_pose = True
         elif pose:
+            import mediapipe as mp
+
             self._pose = mp.solutions.pose.Pose(
                 static_image_mode=False, model_complexity=1, smooth_landmarks=True,
                 enable_segmentation=False, min_detection_confidence=min_confidence,
                 min_tracking_confidence=min_confidence,
             )
-        if hands:
+        if hands and onnx:
+            from dicom_deid.keypoints.onnx_hands import OnnxHands
+
+            self._hands = OnnxHands(device=settings.device, max_num_hands=2,
+                                    min_detection_confidence=min_confidence,
+                                    min_tracking_confidence=min_confidence)
+            self._onnx_hands = True
+        elif hands:
+            import mediapipe as mp
+
             self._hands = mp.solutions.hands.Hands(
                 static_image_mode=False, max_num_hands=2, model_complexity=1,
                 min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence,
@@ -144,7 +154,12 @@ class KeypointExtractor:
                 kp.pose = _to_pixels(result.pose_landmarks, width, height)
                 kp.pose_visibility = np.array(
                     [p.visibility for p in result.pose_landmarks.landmark], dtype=np.float32)
-        if self._hands is not None and want_hands:
+        if self._hands is not None and want_hands and self._onnx_hands:
+            scale = np.array([width, height, width], np.float32)
+            tracked = self._hands.process(frame)
+            kp.left_hand, kp.right_hand = self._sides(
+                [h.landmarks * scale for h in tracked], [h.label for h in tracked], kp)
+        elif self._hands is not None and want_hands:
             result = self._hands.process(frame)
             found = [_to_pixels(h, width, height) for h in result.multi_hand_landmarks or []]
             labels = [h.classification[0].label for h in result.multi_handedness or []]
