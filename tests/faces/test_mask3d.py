@@ -539,3 +539,22 @@ def test_the_rim_of_an_opening_is_left_out():
     assert inner is not None
     assert sorted(zip(inner[0].tolist(), inner[1].tolist(), strict=True)) == \
         [(y, x) for y in range(11, 14) for x in range(21, 24)]
+
+
+def test_the_mask_parts_its_lips_as_far_as_the_patient(astronaut):
+    """Whatever the study's resting face, the mask's mean inner-lip gap stays within
+    LIPS_SLACK of the patient's (canonical units), both for slightly parted and open lips."""
+    _, lm = astronaut
+    closed = _closed_lips(lm)
+    up = list(mesh.INNER_LIPS_UPPER[1:-1])
+    lo = list(mesh.INNER_LIPS_LOWER[1:-1])
+    for fraction in (0.25, 1.0):
+        patient = closed + (lm - closed) * fraction
+        r0 = Mask3DRenderer()
+        can = r0.expression.to_canonical(patient)[0]
+        gap = float((can[lo, 1] - can[up, 1]).mean())
+        for seed in range(6):
+            r = Mask3DRenderer(donor_seed=seed)
+            geo = r.expression.to_canonical(r.mask_geometry(patient))[0]
+            got = float((geo[lo, 1] - geo[up, 1]).mean())
+            assert abs(got - gap) <= mask3d.LIPS_SLACK + 2e-3, (fraction, seed, got, gap)
