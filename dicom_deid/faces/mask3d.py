@@ -12,13 +12,17 @@ Per frame and track:
    neutral in video; on a track's first frame, a single image, the fit against the model's
    identity basis), which is added to the study's shape (the mean shape plus a synthetic
    identity drawn from the seed, IDENTITY_SPREAD). The patient's own face shape is left
-   out. Eye openness is transferred as a ratio to the patient's usual openness, so a blink
-   closes the mask's eyes fully whatever the patient's eye size; each iris keeps its offset
-   within its eye (gaze).
+   out, and so is the patient's resting expression (the lip and eye shape at rest that the
+   single-image fit carries): it is estimated from the model's resting-expression statistics
+   and replaced by a draw for the study (REST_EXPRESSION_SCALE). The mask's lips part as far as
+   the patient's (LIPS_SLACK) and stay together where the patient's are. Eye openness is transferred as a ratio to the patient's usual openness, so a blink
+   closes the mask's eyes fully whatever the patient's eye size (in video, eyes that stay
+   narrow but open take the track's median as their usual opening over EYE_REFERENCE_FADE
+   frames); each iris keeps its offset within its eye (gaze).
 3. The mask is posed back into the frame, scaled up just enough (smoothly, per track) that it
    covers the patient's whole face hull, and rendered in one flat material (faces/
    mask_surface.py: a tint, painted lips and brows) with Lambert shading from its own posed
-   geometry, synthetic eyeballs, lash lines and a mouth cavity with teeth. Beyond the mesh
+   geometry, synthetic eyeballs, lash lines and a mouth cavity with teeth (less its one-pixel rim, so closed lips show no dark dot). Beyond the mesh
    (the forehead, jaw and ear margin that is covered too) the same material continues.
 
 Nothing in the covered region comes from the frame: no texture (neither a photo nor a sample of
