@@ -22,8 +22,9 @@ Per frame and track:
 3. The mask is posed back into the frame, scaled up just enough (smoothly, per track) that it
    covers the patient's whole face hull, and rendered in one flat material (faces/
    mask_surface.py: a tint, painted lips and brows) with Lambert shading from its own posed
-   geometry, synthetic eyeballs, lash lines and a mouth cavity with teeth (less its one-pixel rim, so closed lips show no dark dot). Beyond the mesh
-   (the forehead, jaw and ear margin that is covered too) the same material continues.
+   geometry, synthetic eyeballs, lash lines and a mouth cavity with teeth (less its one-pixel
+   rim, so closed lips show no dark dot). Beyond the mesh (the forehead, jaw and ear margin
+   that is covered too) the same material continues.
 
 Nothing in the covered region comes from the frame: no texture (neither a photo nor a sample of
 the donor model), no colour and no exposure; only the geometry follows the patient. The
