@@ -146,6 +146,7 @@ def london(keys: list[int], only: set[str], models: Models, save: Path | None,
                     cv2.imwrite(str(save / f"{i}_{kind}.jpg"), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
         r1 = link = noface = 0
         link_ranks = []
+        linked = []
         link_ids = [i for i in probes if desc[(i, "n")] is not None]
         link_gallery = np.stack([desc[(i, "n")] for i in link_ids]) if link_ids else None
         for i in probes:
@@ -157,6 +158,8 @@ def london(keys: list[int], only: set[str], models: Models, save: Path | None,
             if link_gallery is not None:
                 dist = np.linalg.norm(link_gallery - d, axis=1)
                 link += link_ids[int(np.argmin(dist))] == i
+                if link_ids[int(np.argmin(dist))] == i:
+                    linked.append(i)
                 if i in link_ids:
                     # The true match's rank (chance: the gallery's middle), a less noisy
                     # measure of linkage than the rank-1 hits of 51 probes.
@@ -182,6 +185,7 @@ def london(keys: list[int], only: set[str], models: Models, save: Path | None,
         row = dict(key=k, probes=n, gallery=len(gallery_ids), chance=1 / len(gallery_ids),
                    rank1=r1 / n, linkage_rank1=link / n, linkage_gallery=len(link_ids),
                    linkage_mean_rank=float(np.mean(link_ranks)) if link_ranks else None,
+                   linked_identities=linked,
                    no_face=noface / n, leaks=leaks,
                    expression_pairs_held_out=len(cos),
                    expression_cosine=float(np.mean(cos)) if cos else None,

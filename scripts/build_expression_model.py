@@ -6,6 +6,9 @@ the model honestly:
 - London Set neutral/smiling pairs (DeBruine & Jones 2017, CC BY 4.0) of the even-numbered
   identities: the neutral shapes give the identity basis (PCA around their mean), each smiling
   shape minus its own neutral, both in the canonical frame, gives an expression direction;
+  the neutral shapes' own expression coefficients, each fitted with an identity basis that was
+  learned without that person (5-fold cross-fitting), give the resting-expression mean and
+  covariance (mask3d replaces a person's resting expression with a draw from it);
 - GRID clips (Cooke et al. 2006, CC BY 4.0) of speakers A, B, D and one clip of C: every frame
   minus its clip's robust neutral (the per-point median over the clip) gives speech and blink
   directions.
@@ -16,9 +19,14 @@ apart, x right, y down) by a 3D similarity fitted on the points that expressions
 displacements, with the smile pairs and the video frames weighted equally as two sources.
 
 Only aggregates are written: mean shape, basis vectors and their variances, the residual noise
-level and the list of identities / clips used; never a per-identity shape or coefficient.
+level, the resting-expression mean and covariance and the list of identities / clips used; never
+a per-identity shape or coefficient.
 
     .venv/bin/python scripts/build_expression_model.py [--output models/expression_model.npz]
+
+With the default settings the output is byte-identical from run to run (numpy writes fixed zip
+timestamps); the committed file's sha256 is
+55b4b1bacc0280a5f5f865159f31a0537421c011009430a3dfec42fa94aad862 (models/README.md).
 """
 
 from __future__ import annotations
@@ -111,6 +119,41 @@ def pca(data: np.ndarray, keep: int, weights: np.ndarray | None = None
     w = w / w.sum()
     _, sing, vt = np.linalg.svd(data * np.sqrt(w)[:, None], full_matrices=False)
     return vt[:keep], sing[:keep] ** 2
+
+
+def rest_statistics(neutral: np.ndarray, mean: np.ndarray, exp_basis: np.ndarray,
+                    exp_var: np.ndarray, k_id: int, prior_scale: float, folds: int = 5,
+                    shrink: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (k,) and covariance (k, k) of the expression coefficients of neutral faces.
+
+    A neutral face's single-image expression fit is what the person's resting face (lip and eye
+    shape at rest) puts into the expression basis. Each fold's neutrals are fitted with an
+    identity basis learned from the other folds, as a new patient's face is fitted with a basis
+    that never saw them: fitted with their own basis, the training faces' coefficients came out
+    smaller than a stranger's. The covariance is shrunk halfway toward its diagonal (27 faces
+    for 30 coefficients do not make a full-rank estimate).
+    """
+    pts = mesh.MESH_POINTS
+    rows = (neutral - mean)[:, :pts].reshape(len(neutral), -1)
+    coefs = []
+    order = np.arange(len(rows))
+    for f in range(folds):
+        test = order[f::folds]
+        train = np.setdiff1d(order, test)
+        # As the model's own basis: around the mean of all training neutrals.
+        id_basis, id_var = pca(rows[train], min(k_id, len(train) - 1))
+        id_var = id_var * len(train) / (len(train) - 1)
+        resid = rows[train] - (rows[train] @ id_basis.T) @ id_basis
+        noise = float((resid ** 2).mean()) * prior_scale
+        a = np.concatenate([id_basis, exp_basis]).T
+        prior = noise / np.concatenate([id_var, exp_var])
+        solve = np.linalg.solve(a.T @ a + np.diag(prior), a.T)
+        coefs.append((solve @ rows[test].T).T[:, len(id_basis):])
+    b = np.concatenate(coefs)
+    centre = b.mean(axis=0)
+    cov = np.cov(b, rowvar=False)
+    cov = (1.0 - shrink) * cov + shrink * np.diag(np.diag(cov))
+    return centre, cov
 
 
 def mirror_index(mean: np.ndarray) -> np.ndarray:
@@ -224,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                               np.full(len(speech), 0.5 / len(speech))])
     k_exp = min(args.expression_components, len(exp_rows) - 1)
     exp_basis, exp_var = pca(exp_rows, k_exp, weights)
+    rest_mean, rest_cov = rest_statistics(neutral, mean, exp_basis, exp_var, k_id,
+                                          args.prior_scale)
     explained = float(exp_var.sum() / (exp_rows ** 2 * weights[:, None] / weights.sum()).sum())
     meta = {"london_identities": len(ids), "london_parity": "even", "grid_clips": list(clips),
             "grid_frames": int(len(speech)), "identity_components": int(k_id),
@@ -237,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         expression_basis=exp_basis[:, flat].astype(np.float32),
         expression_variances=exp_var.astype(np.float32),
         noise_variance=np.float32(noise),
+        rest_mean=rest_mean.astype(np.float32),
+        rest_covariance=rest_cov.astype(np.float32),
         rigid_index=np.asarray(rigid, np.int16),
         attribution=np.str_(ATTRIBUTION),
         licence=np.str_(LICENCE),

@@ -17,6 +17,13 @@ frame's neutral estimate (the frame minus its fitted expression). The displaceme
 minus that neutral, so it carries the patient's whole movement (the person's own shape cancels
 within a track), and on the first frame it equals the single-image fit.
 
+A person's resting face is part of what the single-image fit puts into ``b`` (lip and eye shape
+at rest that 12 identity components from 27 faces do not reach). `ExpressionModel.rest_replaced`
+takes it out for mask3d: the model also holds the mean and covariance of neutral faces'
+coefficients (fitted with identity bases that never saw those faces), the part of ``b`` that is
+the person's rest is estimated from them (the posterior mean of rest given rest + expression)
+and replaced by a draw for the study.
+
 Eyelid opening and gaze are not taken from here: the renderers transfer them from the patient
 directly (as ratios and offsets), which a linear basis would smooth.
 """
@@ -86,6 +93,15 @@ class ExpressionModel:
         self.expression_variances = exp_var
         self.noise = float(fields["noise_variance"])
         self.k_id = len(id_basis)
+        # The resting-expression statistics (optional: a model built before them has none).
+        self.rest_mean: np.ndarray | None = None
+        self.rest_covariance: np.ndarray | None = None
+        if "rest_mean" in fields and "rest_covariance" in fields:
+            rest_mean = fields["rest_mean"].astype(np.float64)
+            rest_cov = fields["rest_covariance"].astype(np.float64)
+            if rest_mean.shape != exp_var.shape or rest_cov.shape != (len(exp_var),) * 2:
+                raise ValueError(f"{path}: resting-expression statistics have wrong shapes")
+            self.rest_mean, self.rest_covariance = rest_mean, rest_cov
         # Regularised least squares with a Gaussian prior: (A'A + noise * diag(1/var)) c = A'x.
         # The solve is folded into one (k, 1404) matrix, so a fit is a single product per frame.
         a = np.concatenate([id_basis, exp_basis]).T
@@ -162,6 +178,52 @@ class ExpressionModel:
         for eye, iris in _EYE_IRIS:
             offset[list(iris)] = offset[list(eye)].mean(axis=0)
         return offset
+
+    @functools.cache  # noqa: B019 - one model object lives for the process
+    def _rest_filter(self, expression_scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """(gain, Cholesky factor of the rest covariance). The gain takes coefficients (less
+        the rest mean) to the estimate of their resting part: C_rest (C_rest + s C_exp)^-1,
+        C_exp the expression basis' own variances times ``expression_scale`` (s)."""
+        if self.rest_mean is None or self.rest_covariance is None:
+            raise ValueError(f"{self.path}: the expression model has no resting-expression "
+                             "statistics (rebuild it with scripts/build_expression_model.py)")
+        c_rest = self.rest_covariance
+        c_exp = np.diag(self.expression_variances * float(expression_scale))
+        gain = c_rest @ np.linalg.inv(c_rest + c_exp)
+        return gain, np.linalg.cholesky(c_rest)
+
+    def rest_sample(self, seed: int | None, spread: float = 1.0) -> np.ndarray:
+        """Expression coefficients of a synthetic resting face for ``seed``: a draw from the
+        neutral faces' distribution (``spread`` standard deviations); None gives its mean."""
+        _, chol = self._rest_filter(1.0)
+        assert self.rest_mean is not None
+        if seed is None:
+            return self.rest_mean.copy()
+        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x72657374])  # "rest"
+        return self.rest_mean + chol @ rng.standard_normal(len(self.rest_mean)) * float(spread)
+
+    def rest_replaced(self, displacement: np.ndarray, rest: np.ndarray,
+                      expression_scale: float = 1.0) -> np.ndarray:
+        """``displacement`` (478, 3) with the person's resting expression replaced by ``rest``
+        (coefficients, e.g. `rest_sample`).
+
+        The displacement's coefficients c are taken as rest + expression, two Gaussians; the
+        resting part is estimated as m + G (c - m) (m the rest mean, G the gain of
+        `_rest_filter`) and swapped for ``rest``. Where neutral faces differ more than
+        expressions do, most of c goes (the person's lip and eye shape at rest); along a smile,
+        which no resting face has, it stays. Movement outside the basis is kept as it is.
+        """
+        gain, _ = self._rest_filter(expression_scale)
+        assert self.rest_mean is not None
+        d = np.array(displacement, np.float64)
+        flat = d[: mesh.MESH_POINTS].reshape(-1)
+        c = self.expression_basis @ flat
+        own_rest = self.rest_mean + gain @ (c - self.rest_mean)
+        change = np.asarray(rest, np.float64) - own_rest
+        d[: mesh.MESH_POINTS] += (change @ self.expression_basis).reshape(-1, 3)
+        for eye, iris in _EYE_IRIS:
+            d[list(iris)] = d[list(eye)].mean(axis=0)
+        return d
 
     def displacement(self, expression_coefficients: np.ndarray) -> np.ndarray:
         """The (478, 3) displacement of expression coefficients."""

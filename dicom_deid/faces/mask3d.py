@@ -12,14 +12,19 @@ Per frame and track:
    neutral in video; on a track's first frame, a single image, the fit against the model's
    identity basis), which is added to the study's shape (the mean shape plus a synthetic
    identity drawn from the seed, IDENTITY_SPREAD). The patient's own face shape is left
-   out. Eye openness is transferred as a ratio to the patient's usual openness, so a blink
-   closes the mask's eyes fully whatever the patient's eye size; each iris keeps its offset
-   within its eye (gaze).
+   out, and so is the patient's resting expression (the lip and eye shape at rest that the
+   single-image fit carries): it is estimated from the model's resting-expression statistics
+   and replaced by a draw for the study (REST_EXPRESSION_SCALE). The mask's lips part as far as
+   the patient's (LIPS_SLACK) and stay together where the patient's are. Eye openness is transferred as a ratio to the patient's usual openness, so a blink
+   closes the mask's eyes fully whatever the patient's eye size (in video, eyes that stay
+   narrow but open take the track's median as their usual opening over EYE_REFERENCE_FADE
+   frames); each iris keeps its offset within its eye (gaze).
 3. The mask is posed back into the frame, scaled up just enough (smoothly, per track) that it
    covers the patient's whole face hull, and rendered in one flat material (faces/
    mask_surface.py: a tint, painted lips and brows) with Lambert shading from its own posed
-   geometry, synthetic eyeballs, lash lines and a mouth cavity with teeth. Beyond the mesh
-   (the forehead, jaw and ear margin that is covered too) the same material continues.
+   geometry, synthetic eyeballs, lash lines and a mouth cavity with teeth (less its one-pixel
+   rim, so closed lips show no dark dot). Beyond the mesh (the forehead, jaw and ear margin
+   that is covered too) the same material continues.
 
 Nothing in the covered region comes from the frame: no texture (neither a photo nor a sample of
 the donor model), no colour and no exposure; only the geometry follows the patient. The
@@ -81,6 +86,28 @@ REST_PITCH_LIMIT_DEGREES: float | None = None
 # aspect ratio r, mean of 6 clips, 0.876 against 0.940, as the median drifts in a track's first
 # frames).
 REST_SCOPE = "study"
+# The patient's resting expression (the single-image fit of a neutral face: that person's lip and
+# eye shape at rest, which the identity basis does not reach) is replaced by a draw for the study
+# from the neutral faces' distribution (`ExpressionModel.rest_replaced`); this scales the
+# expression variances the rest is told apart from (larger: more of the patient's coefficients
+# are taken as expression and kept). None keeps the patient's rest.
+REST_EXPRESSION_SCALE: float | None = 3.0
+# Lips kept together at rest: the mask's inner-lip gap is scaled by a ramp of the patient's
+# (canonical units, outer eye corners 1 apart) from 0 at LIPS_CLOSED to 1 at LIPS_PARTED.
+# London neutral captures: median gap 0.001, largest 0.0075; smiles and speech open to 0.04-0.17.
+LIPS_CLOSED = 0.006
+LIPS_PARTED = 0.02
+# How much wider or narrower than the patient's the mask's mean inner-lip gap may be.
+LIPS_SLACK = 0.01
+# Frames over which the eyes' reference opening fades from the neutral estimate's to the track's
+# median where the track's eyes are narrow but open (GRID lbax4n, glasses, looking down: median
+# opening 0.75 of the neutral estimate's, which left the mask's eyes at 2/3 of their size
+# throughout). A blink is a dip of a few frames and leaves the median where it is.
+EYE_REFERENCE_FADE = 25
+# The track's median opening, as a share of the neutral estimate's, from which it counts as an
+# open eye (ramp over the next 0.2): below it the eyes are mostly closed in the track, and the
+# neutral estimate stays the reference (a clip of closed eyes keeps the mask's eyes closed).
+EYE_OPEN_SHARE = 0.4
 # The study's resting attitude by (seed, limits), shared by the study's renderers in a process
 # (as swap's settled donor): a study is processed in one worker.
 _STUDY_REST: collections.OrderedDict[tuple, tuple[float, float]] = collections.OrderedDict()
@@ -111,7 +138,9 @@ class Mask3DRenderer:
                  rest_limit_degrees: float = REST_LIMIT_DEGREES,
                  rest_pitch_limit_degrees: float | None = REST_PITCH_LIMIT_DEGREES,
                  identity_spread: float = IDENTITY_SPREAD,
-                 rest_scope: str = REST_SCOPE) -> None:
+                 rest_scope: str = REST_SCOPE,
+                 rest_expression_scale: float | None = REST_EXPRESSION_SCALE,
+                 eye_reference_fade: int = EYE_REFERENCE_FADE) -> None:
         self.model = load_model(model_path)
         self.expression = load_expression_model(expression_path)
         self.canonical = self.model.canonical.astype(np.float64)
@@ -145,6 +174,11 @@ class Mask3DRenderer:
         # The study's mask shape: mean + a synthetic identity drawn from the seed alone.
         self.identity_offset = (np.zeros_like(self.canonical) if donor_seed is None
                                 else self.expression.identity_sample(donor_seed, identity_spread))
+        # The study's resting expression: a draw from the neutral faces' distribution.
+        self.rest_expression_scale = rest_expression_scale
+        self.rest_expression = (None if rest_expression_scale is None
+                                else self.expression.rest_sample(donor_seed))
+        self.eye_reference_fade = max(int(eye_reference_fade), 1)
         self._tracks: collections.OrderedDict[int, _Track] = collections.OrderedDict()
         self._skin_tris = self.tris[self.parts == mesh.PART_SKIN]
 
@@ -174,9 +208,13 @@ class Mask3DRenderer:
         track = self._track(track_id)
         # The patient's expression against the track's neutral (on a track's first frame,
         # a single image, the fit against the identity basis): the patient's shape cancels.
-        shape = self.canonical + self.identity_offset + track.expression.update(patient)
+        d = track.expression.update(patient)
+        if self.rest_expression is not None and self.rest_expression_scale is not None:
+            d = self.expression.rest_replaced(d, self.rest_expression, self.rest_expression_scale)
+        shape = self.canonical + self.identity_offset + d
         self._transfer_eyes(shape, patient, track)
         self._keep_mouth_closed_order(shape)
+        self._close_lips_at_rest(shape, patient)
         return pose.apply(self._turned(shape, pose.rotation, track))
 
     def _turned(self, shape: np.ndarray, rotation: np.ndarray, track: _Track) -> np.ndarray:
@@ -235,10 +273,20 @@ class Mask3DRenderer:
             now.append(float(np.linalg.norm(patient[lo, :2] - patient[up, :2], axis=1).sum()))
         track.openness.append(now)
         usual = np.median(np.asarray(track.openness), axis=0)
+        # How far into the track the reference has faded to the median (0 on a single image).
+        settled = min(1.0, (len(track.openness) - 1) / self.eye_reference_fade)
         for k, (upper, lower, iris, corners) in enumerate(_EYES):
             up, lo = list(upper[1:-1]), list(lower[1:-1])
             open_neutral = float(np.linalg.norm(neutral[lo, :2] - neutral[up, :2], axis=1).sum())  # type: ignore[index]
-            ratio = now[k] / max(usual[k], open_neutral, 1e-6)
+            reference = max(usual[k], open_neutral, 1e-6)
+            # Eyes narrower than the neutral estimate all through the track but plainly open
+            # are this patient's open eyes (glasses, looking down): the median becomes the
+            # reference, so the mask's eyes are not left half shut. Eyes mostly closed in the
+            # track keep the neutral estimate as reference.
+            share = usual[k] / max(open_neutral, 1e-6)
+            fade = settled * float(np.clip((share - EYE_OPEN_SHARE) / 0.2, 0.0, 1.0))
+            reference = (1.0 - fade) * reference + fade * max(usual[k], 1e-6)
+            ratio = now[k] / reference
             ratio = float(np.clip((ratio - self.lid_closed) / (1.0 - self.lid_closed), 0.0, 1.6))
             mid = (shape[up] + shape[lo]) / 2
             # The open eye's size is the study's: the patient's usual opening, measured
@@ -266,6 +314,28 @@ class Mask3DRenderer:
             mid = (shape[lo, 1] + shape[up, 1]) / 2
             shape[np.array(up)[crossed], 1] = mid[crossed]
             shape[np.array(lo)[crossed], 1] = mid[crossed]
+
+    @staticmethod
+    def _close_lips_at_rest(shape: np.ndarray, patient: np.ndarray) -> None:
+        """The mask's lips parted as far as the patient's (within LIPS_SLACK) and together where
+        the patient's are (a ramp from LIPS_CLOSED to LIPS_PARTED). The study's resting
+        expression alone parted the mask's lips by up to 0.07 eye distances (London 113, whose
+        own are 0.02 apart) or pressed them shut."""
+        up = list(mesh.INNER_LIPS_UPPER[1:-1])
+        lo = list(mesh.INNER_LIPS_LOWER[1:-1])
+        gap = float((patient[lo, 1] - patient[up, 1]).mean())
+        keep = float(np.clip((gap - LIPS_CLOSED) / (LIPS_PARTED - LIPS_CLOSED), 0.0, 1.0))
+        own = float((shape[lo, 1] - shape[up, 1]).mean())
+        target = keep * float(np.clip(own, gap - LIPS_SLACK, gap + LIPS_SLACK))
+        if own > 1e-9 and target <= own:
+            mid = (shape[up] + shape[lo]) / 2
+            half = (shape[lo] - shape[up]) / 2 * (target / own)
+            shape[up] = mid - half
+            shape[lo] = mid + half
+        elif target > own:
+            # Too shut for the patient's open mouth: both lips move apart evenly.
+            shape[up, 1] -= (target - own) / 2
+            shape[lo, 1] += (target - own) / 2
 
     def render(self, rgb: np.ndarray, landmarks: np.ndarray, track_id: int = 0, *,
                inplace: bool = False) -> np.ndarray:
@@ -353,6 +423,10 @@ class Mask3DRenderer:
             sel = render_mesh.opening_mask(xy, contour, maps.part, label)
             if sel is None:
                 continue
+            if iris is None:
+                sel = _inside_rim(sel)
+                if sel is None:
+                    continue
             attrs = maps.attrs[sel]
             if iris is None:
                 opening = float(np.linalg.norm(geo[13, :2] - geo[14, :2])) / iod
@@ -435,6 +509,24 @@ def _draw_lashes(rendered: np.ndarray, xy: np.ndarray, iod: float, brightness: f
         patch = rendered[y0:y1, x0:x1]
         patch *= 1.0 - a
         patch += a * colour
+
+
+def _inside_rim(sel: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pixels of an opening less its one-pixel rim (None if nothing is left).
+
+    The mouth's contour polygon is filled with its outline, so closed lips (a polygon of no
+    area) still painted a line of cavity pixels, a dark dot or stroke at the corner of a
+    closed mouth; the rim stays the lips' colour.
+    """
+    ys, xs = sel
+    y0, x0 = int(ys.min()), int(xs.min())
+    area = np.zeros((int(ys.max()) - y0 + 3, int(xs.max()) - x0 + 3), np.uint8)
+    area[ys - y0 + 1, xs - x0 + 1] = 1
+    inner = cv2.erode(area, np.ones((3, 3), np.uint8))
+    iy, ix = np.nonzero(inner)
+    if len(iy) == 0:
+        return None
+    return iy + y0 - 1, ix + x0 - 1
 
 
 def _rotation(roll: float, yaw: float, pitch: float) -> np.ndarray:

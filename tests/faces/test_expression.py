@@ -239,3 +239,73 @@ def test_the_track_neutral_glides_to_a_new_estimate(model, neutral, glide):
     else:
         assert max(steps) == pytest.approx(jump / glide, rel=1e-6)
         assert np.allclose(seen[glide - 1], target, atol=1e-9)
+
+
+def _with_rest(model: ExpressionModel, landmarks: np.ndarray, coefficients: np.ndarray
+               ) -> np.ndarray:
+    """The face with its expression coefficients moved by ``coefficients`` (canonical frame)."""
+    canonical, pose = model.to_canonical(landmarks)
+    canonical += model.displacement(coefficients)
+    return model.from_canonical(canonical, pose)
+
+
+def test_the_committed_model_holds_resting_expression_statistics(model):
+    assert model.rest_mean is not None and model.rest_covariance is not None
+    cov = model.rest_covariance
+    assert np.allclose(cov, cov.T, atol=1e-12)
+    assert np.linalg.eigvalsh(cov).min() > 0
+    # Neutral faces differ from each other by more than the expression basis' own variances
+    # in most directions (lip and eye shape at rest), but not along the leading smile direction.
+    ratio = np.diag(cov) / model.expression_variances
+    assert np.median(ratio) > 1.0
+    assert ratio[0] < 1.0
+
+
+def test_two_peoples_resting_faces_come_out_as_the_studys_rest(model, neutral):
+    """Two people whose resting faces differ along the neutral faces' distribution: with the
+    same study rest, the replaced displacements are much closer than the patients' were."""
+    rng = np.random.default_rng(3)
+    chol = np.linalg.cholesky(model.rest_covariance)
+    study = model.rest_sample(11)
+    before, after = [], []
+    for _ in range(6):
+        a = _with_rest(model, neutral, chol @ rng.standard_normal(len(study)))
+        b = _with_rest(model, neutral, chol @ rng.standard_normal(len(study)))
+        da = model.expression(model.to_canonical(a)[0])
+        db = model.expression(model.to_canonical(b)[0])
+        before.append(np.linalg.norm(da - db))
+        after.append(np.linalg.norm(model.rest_replaced(da, study)
+                                    - model.rest_replaced(db, study)))
+    assert np.mean(after) < 0.6 * np.mean(before)
+
+
+def test_a_smile_survives_the_rest_replacement(model, neutral):
+    d_n = model.expression(model.to_canonical(neutral)[0])
+    d_s = model.expression(model.to_canonical(smile(neutral))[0])
+    study = model.rest_sample(5)
+    kept = model.rest_replaced(d_s, study) - model.rest_replaced(d_n, study)
+    moved = (d_s - d_n)[list(CORNERS), :2].reshape(-1)
+    got = kept[list(CORNERS), :2].reshape(-1)
+    cosine = float(moved @ got / (np.linalg.norm(moved) * np.linalg.norm(got)))
+    assert cosine > 0.8
+    assert np.linalg.norm(got) > 0.4 * np.linalg.norm(moved)
+
+
+def test_the_study_rest_is_drawn_from_the_seed(model):
+    assert np.array_equal(model.rest_sample(4), model.rest_sample(4))
+    assert not np.allclose(model.rest_sample(4), model.rest_sample(5))
+    assert np.array_equal(model.rest_sample(None), model.rest_mean)
+    # Across many studies the draws have the neutral faces' spread.
+    draws = np.stack([model.rest_sample(s) for s in range(400)])
+    sd = np.sqrt(np.diag(model.rest_covariance))
+    assert np.allclose(draws.std(axis=0) / sd, 1.0, atol=0.2)
+
+
+def test_a_model_without_rest_statistics_says_so(tmp_path, model):
+    with np.load(model.path) as data:
+        fields = {k: data[k] for k in data.files if not k.startswith("rest_")}
+    np.savez(tmp_path / "old.npz", **fields)
+    old = ExpressionModel(tmp_path / "old.npz")
+    assert old.rest_mean is None
+    with pytest.raises(ValueError, match="resting-expression"):
+        old.rest_replaced(np.zeros((mesh.LANDMARK_COUNT, 3)), np.zeros(len(old.expression_variances)))

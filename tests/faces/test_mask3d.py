@@ -298,8 +298,8 @@ def test_the_surface_is_one_material_designed_per_study(astronaut):
     """No face texture (neither a photo nor a donor-model sample): the albedo is one flat colour
     with painted lips and brows, and the design (tint, light, a slight turn, brow and lip
     proportions, a synthetic face shape) is drawn from the study's seed alone: the same seed
-    gives the same mask, another seed another shape; without the synthetic shape every study
-    has the same shape up to its turn."""
+    gives the same mask, another seed another shape; without the synthetic shape and the
+    study's resting expression every study has the same shape up to its turn."""
     _, lm = astronaut
     a, a2 = Mask3DRenderer(donor_seed=11), Mask3DRenderer(donor_seed=11)
     b = Mask3DRenderer(donor_seed=12)
@@ -314,7 +314,8 @@ def test_the_surface_is_one_material_designed_per_study(astronaut):
     assert _shape_difference(geo_a, geo_b) > 0.01
     # The study's shape is the mean plus the identity model's sample for the seed, nobody's.
     assert np.array_equal(a.identity_offset, a.expression.identity_sample(11, IDENTITY_SPREAD))
-    flat_a, flat_b = (Mask3DRenderer(donor_seed=s, identity_spread=0.0) for s in (11, 12))
+    flat_a, flat_b = (Mask3DRenderer(donor_seed=s, identity_spread=0.0,
+                                     rest_expression_scale=None) for s in (11, 12))
     geo_a, geo_b = flat_a.mask_geometry(lm, 5), flat_b.mask_geometry(lm, 5)
     fit = mesh.fit_similarity(geo_a, geo_b)
     residual = np.linalg.norm(fit.apply(geo_a) - geo_b, axis=1).max() / mesh.inter_ocular(lm)
@@ -411,3 +412,149 @@ def test_inplace_render_gives_the_same_frame_in_the_frame_it_was_given(astronaut
     assert out is frame
     assert np.array_equal(out, expected)
     assert not np.array_equal(out, img)
+
+
+def _lip_gap(p: np.ndarray) -> float:
+    """Mean inner-lip gap (lower minus upper lip), per eye distance."""
+    up = list(mesh.INNER_LIPS_UPPER[1:-1])
+    lo = list(mesh.INNER_LIPS_LOWER[1:-1])
+    return float((p[lo, 1] - p[up, 1]).mean() / mesh.inter_ocular(p))
+
+
+def _closed_lips(lm: np.ndarray) -> np.ndarray:
+    """The landmarks with the inner lips brought together (the astronaut smiles with teeth)."""
+    out = lm.copy()
+    up = list(mesh.INNER_LIPS_UPPER[1:-1])
+    lo = list(mesh.INNER_LIPS_LOWER[1:-1])
+    mid = (out[up] + out[lo]) / 2
+    out[up] = mid
+    out[lo] = mid
+    return out
+
+
+def test_the_studys_resting_expression_replaces_the_patients(astronaut):
+    """One image each: the same patient under two studies gets two different resting faces
+    (the draw of each study), and two patients under one study differ less than they did."""
+    _, lm = astronaut
+    a = Mask3DRenderer(donor_seed=1).mask_geometry(lm)
+    b = Mask3DRenderer(donor_seed=2, identity_spread=0.0).mask_geometry(lm)
+    kept = Mask3DRenderer(donor_seed=2, identity_spread=0.0,
+                          rest_expression_scale=None).mask_geometry(lm)
+    assert _shape_difference(b, kept) > 0.005
+    assert _shape_difference(a, b) > 0.005
+    with pytest.raises(ValueError):
+        Mask3DRenderer(rest_scope="nobody")
+
+
+def test_closed_lips_stay_closed_whatever_the_studys_rest(astronaut):
+    _, lm = astronaut
+    closed = _closed_lips(lm)
+    opened = 0
+    for seed in range(8):
+        geo = Mask3DRenderer(donor_seed=seed).mask_geometry(closed)
+        assert abs(_lip_gap(geo)) < 0.002
+        # Without the rule, some studies' resting faces part the lips on their own.
+        r = Mask3DRenderer(donor_seed=seed)
+        shape = r.canonical + r.identity_offset + r.expression.displacement(r.rest_expression)
+        opened += _lip_gap(shape) > 0.01
+    assert opened >= 1
+    # A parted mouth still parts the mask's.
+    geo = Mask3DRenderer(donor_seed=3).mask_geometry(lm)
+    assert _lip_gap(geo) > 0.03
+
+
+def _eye_opening(p: np.ndarray) -> float:
+    up = list(mesh.RIGHT_EYE_UPPER[1:-1])
+    lo = list(mesh.RIGHT_EYE_LOWER[1:-1])
+    return float(np.linalg.norm(p[lo, :2] - p[up, :2], axis=1).sum() / mesh.inter_ocular(p))
+
+
+def _narrowed(renderer: Mask3DRenderer, lm: np.ndarray, amount: float) -> np.ndarray:
+    """The eyes narrowed along the expression model's own eye closing (so the neutral estimate
+    keeps them open, as on GRID lbax4n: glasses, looking down), ``amount`` of a full closing."""
+    model = renderer.expression
+    can, pose = model.to_canonical(lm)
+    shut = model.to_canonical(synth.eyes_open_to(lm, 0.0))[0]
+    closing = model.coefficients(shut)[1] - model.coefficients(can)[1]
+    return pose.apply(can + model.displacement(amount * closing)).astype(np.float32)
+
+
+def test_narrow_open_eyes_fade_to_the_mask_eye_and_blinks_stay(astronaut):
+    """A patient whose eyes stay at 3/4 of the neutral estimate's opening: after ~25 frames
+    the mask's eyes are fully open, and a 3-frame blink still shuts them."""
+    _, lm = astronaut
+    reference = Mask3DRenderer()
+    for _ in range(40):
+        wide = reference.mask_geometry(lm, track_id=0)
+    renderer = Mask3DRenderer()
+    narrow = _narrowed(renderer, lm, 0.5)
+    first = renderer.mask_geometry(narrow, track_id=0)
+    for _ in range(39):
+        late = renderer.mask_geometry(narrow, track_id=0)
+    blink = [renderer.mask_geometry(synth.eyes_open_to(lm, 0.05), track_id=0) for _ in range(3)]
+    after = [renderer.mask_geometry(narrow, track_id=0) for _ in range(3)]
+    assert _eye_opening(first) < 0.8 * _eye_opening(wide)     # a single image: as before
+    assert _eye_opening(late) > 0.9 * _eye_opening(wide)
+    assert max(_eye_opening(g) for g in blink) < 0.1 * _eye_opening(wide)
+    assert _eye_opening(after[-1]) > 0.9 * _eye_opening(wide)
+    # Without the fade the narrow eyes stay narrow.
+    still = Mask3DRenderer(eye_reference_fade=10**9)
+    for _ in range(40):
+        geo = still.mask_geometry(narrow, track_id=0)
+    assert _eye_opening(geo) < 0.8 * _eye_opening(wide)
+
+
+def test_eyes_closed_through_a_track_keep_the_mask_closed(astronaut):
+    _, lm = astronaut
+    renderer = Mask3DRenderer()
+    closed = synth.eyes_open_to(lm, 0.1)
+    for _ in range(60):
+        geo = renderer.mask_geometry(closed, track_id=0)
+    assert mesh.eye_aspect_ratio(geo) < 0.02
+
+
+def test_a_closed_mouth_paints_no_cavity(astronaut):
+    """Closed lips: no dark cavity pixel (the contour's outline used to paint a dark dot or
+    stroke at the corner); an open mouth still shows its dark cavity."""
+    img, lm = astronaut
+    iod = mesh.inter_ocular(lm)
+    x0, y0 = np.floor(lm[[61, 291], :2].min(axis=0) - 0.1 * iod).astype(int)
+    x1, y1 = np.ceil(lm[[61, 291], :2].max(axis=0) + 0.1 * iod).astype(int)
+
+    def dark(frame: np.ndarray) -> int:
+        box = frame[max(y0 - 20, 0):y1 + 20, x0:x1].astype(np.int32)
+        return int((box.max(axis=2) < 60).sum())
+
+    for seed in (None, 1, 2):
+        out = Mask3DRenderer(donor_seed=seed).render(img, _closed_lips(lm))
+        assert dark(out) == 0
+    assert dark(Mask3DRenderer(donor_seed=1).render(img, lm)) > 20
+
+
+def test_the_rim_of_an_opening_is_left_out():
+    line = (np.full(6, 4), np.arange(6) + 2)
+    assert mask3d._inside_rim(line) is None
+    ys, xs = np.mgrid[10:15, 20:25]
+    inner = mask3d._inside_rim((ys.ravel(), xs.ravel()))
+    assert inner is not None
+    assert sorted(zip(inner[0].tolist(), inner[1].tolist(), strict=True)) == \
+        [(y, x) for y in range(11, 14) for x in range(21, 24)]
+
+
+def test_the_mask_parts_its_lips_as_far_as_the_patient(astronaut):
+    """Whatever the study's resting face, the mask's mean inner-lip gap stays within
+    LIPS_SLACK of the patient's (canonical units), both for slightly parted and open lips."""
+    _, lm = astronaut
+    closed = _closed_lips(lm)
+    up = list(mesh.INNER_LIPS_UPPER[1:-1])
+    lo = list(mesh.INNER_LIPS_LOWER[1:-1])
+    for fraction in (0.25, 1.0):
+        patient = closed + (lm - closed) * fraction
+        r0 = Mask3DRenderer()
+        can = r0.expression.to_canonical(patient)[0]
+        gap = float((can[lo, 1] - can[up, 1]).mean())
+        for seed in range(6):
+            r = Mask3DRenderer(donor_seed=seed)
+            geo = r.expression.to_canonical(r.mask_geometry(patient))[0]
+            got = float((geo[lo, 1] - geo[up, 1]).mean())
+            assert abs(got - gap) <= mask3d.LIPS_SLACK + 2e-3, (fraction, seed, got, gap)
