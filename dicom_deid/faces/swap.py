@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dicom_deid.faces import eyes, mesh, mouth, render_mesh
+from dicom_deid.faces import eyes, lips, mesh, mouth, render_mesh
 from dicom_deid.faces.donor_texture import clean_texture
 from dicom_deid.faces.donors import Donor, candidate_seed, choose_donor, load_model
 from dicom_deid.faces.expression import ExpressionModel, NeutralTracker, load_expression_model
@@ -79,6 +79,10 @@ _SETTLED_MAX = 1024
 # Frames over which a track's neutral moves to each new estimate (NeutralTracker's refresh is
 # every 5 frames), so that the face does not jump when it is re-estimated.
 NEUTRAL_GLIDE = 5
+# Each rendered lip's thickness follows the patient's within these bounds of the rendered
+# shape's own (lips.keep_lip_thickness); None renders the donor's lips as they are (the
+# behaviour before). Read when a renderer is made, so a benchmark can set it.
+LIP_THICKNESS: tuple[float, float] | None = None
 
 
 def check_inputs(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -211,12 +215,15 @@ class SwapRenderer:
                  donor_candidates: int = DONOR_CANDIDATES,
                  donor_min_distance: float = DONOR_MIN_DISTANCE,
                  closing_lids: bool = True, neutral_glide: int = NEUTRAL_GLIDE,
-                 clean_donor: bool = True, max_tracks: int = 64) -> None:
+                 clean_donor: bool = True, max_tracks: int = 64,
+                 lip_thickness: tuple[float, float] | None | str = "default") -> None:
         if not 0.0 <= float(shape) <= 1.0:
             raise ValueError(f"shape must be within 0..1, got {shape}")
         if eyes not in ("synthetic", "patient") or mouth not in ("synthetic", "patient"):
             raise ValueError("eyes and mouth must be 'synthetic' or 'patient'")
         self.shape = float(shape)
+        self.lip_thickness = _bounds(LIP_THICKNESS if lip_thickness == "default"
+                                     else lip_thickness)
         self.model = load_model(model_path)
         # Without the expression model the target is the bare mean shape (the behaviour before
         # issue 15, kept to measure against).
@@ -281,6 +288,7 @@ class SwapRenderer:
         and its distance follows this embedding's (r 0.54 over 40 renders of 5 identities).
         """
         settled_key = (self.seed, self.candidates, self.min_distance, self.shape,
+                       self.lip_thickness,
                        *map(str, self._donor_source))
         with _SETTLED_LOCK:
             known = _SETTLED.get(settled_key)
@@ -338,13 +346,17 @@ class SwapRenderer:
         against its own neutral, which this call updates)."""
         lm = check_landmarks(landmarks)
         if self.shape <= 0.0 or self.expression is None:
-            return blend_toward_mean(lm, self.identity_shape, self.shape, self.expression)
-        displacement = None
-        if track_id is not None:
-            patient, _ = self.expression.to_canonical(lm)
-            displacement = self._tracker(track_id).update(patient)
-        return blend_toward_mean(lm, self.identity_shape, self.shape, self.expression,
-                                 displacement, self.private)
+            out = blend_toward_mean(lm, self.identity_shape, self.shape, self.expression)
+        else:
+            displacement = None
+            if track_id is not None:
+                patient, _ = self.expression.to_canonical(lm)
+                displacement = self._tracker(track_id).update(patient)
+            out = blend_toward_mean(lm, self.identity_shape, self.shape, self.expression,
+                                    displacement, self.private)
+        if self.lip_thickness is not None and self.shape > 0.0:
+            lips.keep_lip_thickness(out, lm, self.model.canonical, self.lip_thickness)
+        return out
 
     def render(self, rgb: np.ndarray, landmarks: np.ndarray, *,
                inplace: bool = False, track_id: int | None = None) -> np.ndarray:
@@ -461,6 +473,15 @@ class SwapRenderer:
             rendered[sel] = eyes.paint_eye(pix, xy, lids[0], lids[1], centre, radius,
                                            self.donor.iris_rgb, rendered[sel], brightness,
                                            lash_rgb, shut=self.lid_bands is not None)
+
+
+def _bounds(value: object) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    lo, hi = (float(v) for v in value)  # type: ignore[attr-defined]
+    if not 0.0 < lo <= 1.0 <= hi:
+        raise ValueError(f"lip thickness bounds must satisfy 0 < low <= 1 <= high, got {value}")
+    return lo, hi
 
 
 def check_landmarks(landmarks: np.ndarray) -> np.ndarray:
