@@ -83,6 +83,13 @@ NEUTRAL_GLIDE = 5
 # shape's own (lips.keep_lip_thickness); None renders the donor's lips as they are (the
 # behaviour before). Read when a renderer is made, so a benchmark can set it.
 LIP_THICKNESS: tuple[float, float] | None = None
+# How much of the donor's own low-frequency rim and forehead colour the cleaned texture keeps
+# (`donor_texture.clean_texture`'s keep_own; 0 the fully cleaned texture, the behaviour before).
+DONOR_OWN_RIM = 0.0
+# A per-study skin tone: the matched face is shifted in CIELAB by up to these (L, a, b)
+# amounts, drawn from the donor's seed (the study's and site key's, never a name); zeros keep
+# the frame's own skin colour (the behaviour before).
+DONOR_TONE: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 def check_inputs(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -216,7 +223,9 @@ class SwapRenderer:
                  donor_min_distance: float = DONOR_MIN_DISTANCE,
                  closing_lids: bool = True, neutral_glide: int = NEUTRAL_GLIDE,
                  clean_donor: bool = True, max_tracks: int = 64,
-                 lip_thickness: tuple[float, float] | None | str = "default") -> None:
+                 lip_thickness: tuple[float, float] | None | str = "default",
+                 donor_own_rim: float | None = None,
+                 tone_range: tuple[float, float, float] | None = None) -> None:
         if not 0.0 <= float(shape) <= 1.0:
             raise ValueError(f"shape must be within 0..1, got {shape}")
         if eyes not in ("synthetic", "patient") or mouth not in ("synthetic", "patient"):
@@ -243,6 +252,11 @@ class SwapRenderer:
         # moved the jaw landmarks most.
         self._donor_source = (donors_dir, model_path, float(donor_shape), float(donor_outline))
         self.clean_donor = clean_donor
+        self.donor_own_rim = float(DONOR_OWN_RIM if donor_own_rim is None else donor_own_rim)
+        tone = DONOR_TONE if tone_range is None else tone_range
+        self.tone_range = tuple(float(v) for v in tone)
+        if len(self.tone_range) != 3 or min(self.tone_range) < 0:
+            raise ValueError(f"tone_range must be three amounts >= 0 (L, a, b), got {tone}")
         self.seed = int(donor_seed)
         self._use_donor(self.seed)
         # Donor rejection (`_settle_donor`): on the first face rendered, candidates after the
@@ -270,7 +284,9 @@ class SwapRenderer:
                                                        seed, donor_shape, donor_outline)
         texture = self.donor.texture
         if self.clean_donor:
-            texture = clean_texture(texture, self.model.mean_texture, self.model.layout)
+            texture = clean_texture(texture, self.model.mean_texture, self.model.layout,
+                                    self.donor_own_rim)
+        self.tone = donor_tone(seed, self.tone_range)
         self.texture = np.ascontiguousarray(texture, dtype=np.float32)
         # Sampled in LAB, where the colour match works, instead of converting every frame.
         self.texture_lab = render_mesh.to_lab(self.texture)
@@ -288,7 +304,7 @@ class SwapRenderer:
         and its distance follows this embedding's (r 0.54 over 40 renders of 5 identities).
         """
         settled_key = (self.seed, self.candidates, self.min_distance, self.shape,
-                       self.lip_thickness,
+                       self.lip_thickness, self.donor_own_rim, self.tone_range,
                        *map(str, self._donor_source))
         with _SETTLED_LOCK:
             known = _SETTLED.get(settled_key)
@@ -437,7 +453,8 @@ class SwapRenderer:
         rendered_lab = render_mesh.sample_texture(self.texture_lab, maps)
         skin = np.where(maps.part == mesh.PART_SKIN, 255, 0).astype(np.uint8)
         sigma = self.shading_sigma * iod if self.shading_sigma > 0 else None
-        rendered = render_mesh.match_colour_lab(rendered_lab, original, skin, sigma)
+        rendered = render_mesh.match_colour_lab(rendered_lab, original, skin, sigma,
+                                                offset=self.tone)
         self._paint_openings(rendered, original, maps, xy, geo, iod, skin)
         cover = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape)
         if self.shape > 0:
@@ -473,6 +490,16 @@ class SwapRenderer:
             rendered[sel] = eyes.paint_eye(pix, xy, lids[0], lids[1], centre, radius,
                                            self.donor.iris_rgb, rendered[sel], brightness,
                                            lash_rgb, shut=self.lid_bands is not None)
+
+
+def donor_tone(seed: int, amounts: tuple[float, ...]) -> tuple[float, float, float] | None:
+    """The study's skin-tone shift (CIELAB L, a, b) for donor ``seed``: uniform within
+    +-``amounts``, the same for the same seed; None when every amount is 0."""
+    if not any(amounts):
+        return None
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x746F6E65])  # "tone"
+    shift = rng.uniform(-1.0, 1.0, 3) * np.asarray(amounts, np.float64)
+    return float(shift[0]), float(shift[1]), float(shift[2])
 
 
 def _bounds(value: object) -> tuple[float, float] | None:
