@@ -109,6 +109,26 @@ def faces_state() -> str:
     return f"{head}{' + uncommitted dicom_deid/faces changes' if dirty else ''}"
 
 
+# Runs the CLI after setting the swap constants given as JSON in argv[1].
+RUNNER = ("import json, sys; from dicom_deid.faces import swap; "
+          "[setattr(swap, k, v) for k, v in json.loads(sys.argv[1]).items()]; "
+          "from dicom_deid import cli; sys.exit(cli.main(sys.argv[2:]))")
+
+
+def parse_knobs(items: list[str]) -> dict[str, object]:
+    """NAME=JSON pairs naming existing upper-case constants of dicom_deid.faces.swap."""
+    sys.path.insert(0, str(REPO))  # this checkout's package, as the evaluate run imports it
+    from dicom_deid.faces import swap
+
+    knobs: dict[str, object] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isupper() or not hasattr(swap, name):
+            raise SystemExit(f"--swap-knob {item!r}: not NAME=JSON of a swap constant")
+        knobs[name] = json.loads(value)
+    return knobs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default="london,grid,film")
@@ -122,7 +142,11 @@ def main() -> int:
                         help="site keys for swap and mask3d (default: evaluate's, 3)")
     parser.add_argument("--max-frames", type=int, default=None,
                         help="frames per video (default: the set's own setting)")
+    parser.add_argument("--swap-knob", action="append", default=[], metavar="NAME=JSON",
+                        help="set a module constant of dicom_deid.faces.swap for this run "
+                             "(e.g. LIP_THICKNESS=[0.8,1.25]); repeatable")
     args = parser.parse_args()
+    knobs = parse_knobs(args.swap_knob)
     builders = {"london": london_rows, "grid": grid_rows, "film": film_rows}
     results = REPO / "benchmarks" / "results" / args.date
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
@@ -131,8 +155,10 @@ def main() -> int:
             print(f"wrote {manifest}")
             continue
         out = REPO / "out" / "evaluate" / f"{name}{args.tag}"
-        cmd = [str(REPO / ".venv" / "bin" / "dicom-deid"), "evaluate", "--manifest", str(manifest),
-               "--methods", args.methods, "--output", str(out), *SETS[name]]
+        # This interpreter with the checkout's own package first on the path (an installed
+        # `dicom-deid` script would import whichever checkout the venv was made from).
+        cmd = [sys.executable, "-c", RUNNER, json.dumps(knobs), "evaluate", "--manifest",
+               str(manifest), "--methods", args.methods, "--output", str(out), *SETS[name]]
         if args.shape is not None:
             cmd += ["--shape", str(args.shape)]
         if args.keys is not None:
@@ -149,7 +175,8 @@ def main() -> int:
         results.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / "metrics.json", results / f"metrics_{name}{args.tag}.json")
         summary = json.loads((out / "run.json").read_text())
-        summary.update(wall_seconds=round(seconds, 1), code=state, command=" ".join(cmd[1:]))
+        summary.update(wall_seconds=round(seconds, 1), code=state, swap_knobs=knobs,
+                       command=" ".join(cmd[4:]))
         (results / f"metrics_{name}{args.tag}_run.json").write_text(
             json.dumps(summary, indent=2) + "\n")
         print(f"{name}: {seconds:.0f} s -> {results / f'metrics_{name}{args.tag}.json'}")

@@ -33,6 +33,9 @@ SKIN_SIGMA = 0.1
 # Limits of the rim's shading relative to the inner skin: darker toward the outline, never
 # lighter (a lighter rim reads as a halo).
 RIM_SHADE = (0.85, 1.0)
+# The donor's own rim and forehead colour, where some of it is kept (`clean_texture`'s
+# keep_own), is low-passed at this scale: its hairline shading and colour, not its strands.
+OWN_SIGMA = 0.06
 # Fine detail (wrinkles, pores, strands) is what lies above this low-pass.
 DETAIL_SIGMA = 0.03
 # The forehead ramps in over this height above the brow line; how much of the donor's own
@@ -73,9 +76,15 @@ def clean_weights(layout: TextureLayout) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def clean_texture(texture: np.ndarray, mean_texture: np.ndarray,
-                  layout: TextureLayout) -> np.ndarray:
+                  layout: TextureLayout, keep_own: float = 0.0) -> np.ndarray:
     """``texture`` (size, size, 3 float32, 0..255, in ``layout``) with its rim and forehead
-    replaced by its own smooth skin colour and the mean texture's fine detail."""
+    replaced by its own smooth skin colour and the mean texture's fine detail.
+
+    ``keep_own`` (0..1): how much of the donor's own colour there comes back, low-passed at
+    OWN_SIGMA (its rim and forehead shading without the strands and wrinkles): donors then
+    differ where cleaning made them alike; 0 is the fully cleaned texture."""
+    if not 0.0 <= keep_own <= 1.0:
+        raise ValueError(f"keep_own must be within 0..1, got {keep_own}")
     import cv2
 
     keep_low, keep_detail, inner = clean_weights(layout)
@@ -96,6 +105,9 @@ def clean_texture(texture: np.ndarray, mean_texture: np.ndarray,
     mean_low = cv2.GaussianBlur(mean, (0, 0), s)
     shade = (mean_low.mean(axis=2) + 1.0) / (mean_skin.mean(axis=2) + 1.0)
     skin = skin * np.clip(shade, RIM_SHADE[0], RIM_SHADE[1])[..., None]
+    if keep_own > 0:
+        own = cv2.GaussianBlur(tex, (0, 0), OWN_SIGMA * iod)
+        skin = (1.0 - keep_own) * skin + keep_own * own
     a, d = keep_low[..., None], keep_detail[..., None]
     out = a * low + (1.0 - a) * skin + d * detail + (1.0 - d) * mean_detail
     return np.clip(out, 0.0, 255.0).astype(np.float32)

@@ -283,13 +283,15 @@ def skin_pixels(lab_image: np.ndarray, region: np.ndarray, eight_bit: bool = Tru
 
 def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
                      shading_sigma: float | None,
-                     gain_limits: tuple[float, float] = GAIN_LIMITS) -> np.ndarray:
+                     gain_limits: tuple[float, float] = GAIN_LIMITS,
+                     offset: tuple[float, float, float] | None = None) -> np.ndarray:
     """Give a face rendered in float32 LAB (L 0..100; a texture kept in LAB saves a colour
     conversion per frame) the frame's colour and illumination over ``region``.
 
     Per-channel mean and standard deviation in LAB, then the frame's low-frequency lightness
     (shading) replaces the rendered one; both taken from the skin of the frame's region only
-    (`skin_pixels`). Returns float32 RGB in 0..255.
+    (`skin_pixels`). ``offset`` (L, a, b) is added after the match (a donor's own skin tone).
+    Returns float32 RGB in 0..255.
     """
     if cv2.countNonZero(region) < 16:
         return cv2.multiply(cv2.cvtColor(src, cv2.COLOR_LAB2RGB), (255.0, 255.0, 255.0, 0.0))
@@ -313,6 +315,10 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
         low_out = masked_blur(out[..., 0], region, shading_sigma)
         ratio = np.clip((low_ref + 1.0) / (low_out + 1.0), 0.5, 2.0)
         out[..., 0] *= ratio
+    if offset is not None:
+        out = cv2.add(out, (*map(float, offset), 0.0))
+        # L outside 0..100 would wrap in the conversion back.
+        out[..., 0] = np.clip(out[..., 0], 0.0, 100.0)
     rgb = cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
     return cv2.multiply(rgb, (255.0, 255.0, 255.0, 0.0), dst=rgb)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dicom_deid.faces import eyes, mesh, mouth, render_mesh
+from dicom_deid.faces import eyes, lips, mesh, mouth, render_mesh
 from dicom_deid.faces.donor_texture import clean_texture
 from dicom_deid.faces.donors import Donor, candidate_seed, choose_donor, load_model
 from dicom_deid.faces.expression import ExpressionModel, NeutralTracker, load_expression_model
@@ -79,6 +79,17 @@ _SETTLED_MAX = 1024
 # Frames over which a track's neutral moves to each new estimate (NeutralTracker's refresh is
 # every 5 frames), so that the face does not jump when it is re-estimated.
 NEUTRAL_GLIDE = 5
+# Each rendered lip's thickness follows the patient's within these bounds of the rendered
+# shape's own (lips.keep_lip_thickness); None renders the donor's lips as they are (the
+# behaviour before). Read when a renderer is made, so a benchmark can set it.
+LIP_THICKNESS: tuple[float, float] | None = None
+# How much of the donor's own low-frequency rim and forehead colour the cleaned texture keeps
+# (`donor_texture.clean_texture`'s keep_own; 0 the fully cleaned texture, the behaviour before).
+DONOR_OWN_RIM = 0.0
+# A per-study skin tone: the matched face is shifted in CIELAB by up to these (L, a, b)
+# amounts, drawn from the donor's seed (the study's and site key's, never a name); zeros keep
+# the frame's own skin colour (the behaviour before).
+DONOR_TONE: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 def check_inputs(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -211,12 +222,17 @@ class SwapRenderer:
                  donor_candidates: int = DONOR_CANDIDATES,
                  donor_min_distance: float = DONOR_MIN_DISTANCE,
                  closing_lids: bool = True, neutral_glide: int = NEUTRAL_GLIDE,
-                 clean_donor: bool = True, max_tracks: int = 64) -> None:
+                 clean_donor: bool = True, max_tracks: int = 64,
+                 lip_thickness: tuple[float, float] | None | str = "default",
+                 donor_own_rim: float | None = None,
+                 tone_range: tuple[float, float, float] | None = None) -> None:
         if not 0.0 <= float(shape) <= 1.0:
             raise ValueError(f"shape must be within 0..1, got {shape}")
         if eyes not in ("synthetic", "patient") or mouth not in ("synthetic", "patient"):
             raise ValueError("eyes and mouth must be 'synthetic' or 'patient'")
         self.shape = float(shape)
+        self.lip_thickness = _bounds(LIP_THICKNESS if lip_thickness == "default"
+                                     else lip_thickness)
         self.model = load_model(model_path)
         # Without the expression model the target is the bare mean shape (the behaviour before
         # issue 15, kept to measure against).
@@ -236,6 +252,11 @@ class SwapRenderer:
         # moved the jaw landmarks most.
         self._donor_source = (donors_dir, model_path, float(donor_shape), float(donor_outline))
         self.clean_donor = clean_donor
+        self.donor_own_rim = float(DONOR_OWN_RIM if donor_own_rim is None else donor_own_rim)
+        tone = DONOR_TONE if tone_range is None else tone_range
+        self.tone_range = tuple(float(v) for v in tone)
+        if len(self.tone_range) != 3 or min(self.tone_range) < 0:
+            raise ValueError(f"tone_range must be three amounts >= 0 (L, a, b), got {tone}")
         self.seed = int(donor_seed)
         self._use_donor(self.seed)
         # Donor rejection (`_settle_donor`): on the first face rendered, candidates after the
@@ -263,7 +284,9 @@ class SwapRenderer:
                                                        seed, donor_shape, donor_outline)
         texture = self.donor.texture
         if self.clean_donor:
-            texture = clean_texture(texture, self.model.mean_texture, self.model.layout)
+            texture = clean_texture(texture, self.model.mean_texture, self.model.layout,
+                                    self.donor_own_rim)
+        self.tone = donor_tone(seed, self.tone_range)
         self.texture = np.ascontiguousarray(texture, dtype=np.float32)
         # Sampled in LAB, where the colour match works, instead of converting every frame.
         self.texture_lab = render_mesh.to_lab(self.texture)
@@ -281,6 +304,7 @@ class SwapRenderer:
         and its distance follows this embedding's (r 0.54 over 40 renders of 5 identities).
         """
         settled_key = (self.seed, self.candidates, self.min_distance, self.shape,
+                       self.lip_thickness, self.donor_own_rim, self.tone_range,
                        *map(str, self._donor_source))
         with _SETTLED_LOCK:
             known = _SETTLED.get(settled_key)
@@ -338,13 +362,17 @@ class SwapRenderer:
         against its own neutral, which this call updates)."""
         lm = check_landmarks(landmarks)
         if self.shape <= 0.0 or self.expression is None:
-            return blend_toward_mean(lm, self.identity_shape, self.shape, self.expression)
-        displacement = None
-        if track_id is not None:
-            patient, _ = self.expression.to_canonical(lm)
-            displacement = self._tracker(track_id).update(patient)
-        return blend_toward_mean(lm, self.identity_shape, self.shape, self.expression,
-                                 displacement, self.private)
+            out = blend_toward_mean(lm, self.identity_shape, self.shape, self.expression)
+        else:
+            displacement = None
+            if track_id is not None:
+                patient, _ = self.expression.to_canonical(lm)
+                displacement = self._tracker(track_id).update(patient)
+            out = blend_toward_mean(lm, self.identity_shape, self.shape, self.expression,
+                                    displacement, self.private)
+        if self.lip_thickness is not None and self.shape > 0.0:
+            lips.keep_lip_thickness(out, lm, self.model.canonical, self.lip_thickness)
+        return out
 
     def render(self, rgb: np.ndarray, landmarks: np.ndarray, *,
                inplace: bool = False, track_id: int | None = None) -> np.ndarray:
@@ -425,7 +453,8 @@ class SwapRenderer:
         rendered_lab = render_mesh.sample_texture(self.texture_lab, maps)
         skin = np.where(maps.part == mesh.PART_SKIN, 255, 0).astype(np.uint8)
         sigma = self.shading_sigma * iod if self.shading_sigma > 0 else None
-        rendered = render_mesh.match_colour_lab(rendered_lab, original, skin, sigma)
+        rendered = render_mesh.match_colour_lab(rendered_lab, original, skin, sigma,
+                                                offset=self.tone)
         self._paint_openings(rendered, original, maps, xy, geo, iod, skin)
         cover = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape)
         if self.shape > 0:
@@ -461,6 +490,25 @@ class SwapRenderer:
             rendered[sel] = eyes.paint_eye(pix, xy, lids[0], lids[1], centre, radius,
                                            self.donor.iris_rgb, rendered[sel], brightness,
                                            lash_rgb, shut=self.lid_bands is not None)
+
+
+def donor_tone(seed: int, amounts: tuple[float, ...]) -> tuple[float, float, float] | None:
+    """The study's skin-tone shift (CIELAB L, a, b) for donor ``seed``: uniform within
+    +-``amounts``, the same for the same seed; None when every amount is 0."""
+    if not any(amounts):
+        return None
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x746F6E65])  # "tone"
+    shift = rng.uniform(-1.0, 1.0, 3) * np.asarray(amounts, np.float64)
+    return float(shift[0]), float(shift[1]), float(shift[2])
+
+
+def _bounds(value: object) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    lo, hi = (float(v) for v in value)  # type: ignore[attr-defined]
+    if not 0.0 < lo <= 1.0 <= hi:
+        raise ValueError(f"lip thickness bounds must satisfy 0 < low <= 1 <= high, got {value}")
+    return lo, hi
 
 
 def check_landmarks(landmarks: np.ndarray) -> np.ndarray:

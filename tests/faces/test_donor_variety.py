@@ -1,0 +1,85 @@
+"""Donor variety knobs: some of the donor's own rim colour kept, and a per-study skin tone."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from dicom_deid.faces import donor_texture, render_mesh
+from dicom_deid.faces.donors import load_model
+from dicom_deid.faces.swap import SwapRenderer, donor_tone
+from tests.faces import synth
+
+
+def test_keep_own_brings_back_part_of_the_donors_rim_colour_and_nothing_else():
+    model = load_model()
+    tex = model.mean_texture.copy()
+    keep_low, keep_detail, inner = donor_texture.clean_weights(model.layout)
+    rim = model.layout.face_mask & (keep_low < 0.05) & (keep_detail < 0.05)
+    # A broad dark band along the outline (hair shadow), smooth enough to survive OWN_SIGMA.
+    tex[rim] = [60.0, 45.0, 40.0]
+    clean = donor_texture.clean_texture(tex, model.mean_texture, model.layout)
+    assert np.array_equal(clean, donor_texture.clean_texture(tex, model.mean_texture,
+                                                             model.layout, 0.0))
+    half = donor_texture.clean_texture(tex, model.mean_texture, model.layout, 0.5)
+    full = donor_texture.clean_texture(tex, model.mean_texture, model.layout, 1.0)
+    dark = [clean[rim].mean(), half[rim].mean(), full[rim].mean()]
+    # Darker the more of the donor's own colour is kept, by about half at 0.5.
+    assert dark[0] > dark[1] > dark[2]
+    assert (dark[0] - dark[1]) == pytest.approx(0.5 * (dark[0] - dark[2]), rel=0.05)
+    # The inner face (eyes, nose, mouth, cheeks) is the donor's either way.
+    core = model.layout.face_mask & (keep_low > 0.99) & (keep_detail > 0.99)
+    assert np.abs(full[core] - clean[core]).max() < 0.5
+    with pytest.raises(ValueError):
+        donor_texture.clean_texture(tex, model.mean_texture, model.layout, 1.5)
+
+
+def test_tone_is_the_same_for_a_study_differs_between_studies_and_stays_in_range():
+    amounts = (5.0, 3.0, 4.0)
+    assert donor_tone(1234, amounts) == donor_tone(1234, amounts)
+    tones = np.array([donor_tone(seed, amounts) for seed in range(200)])
+    assert len({tuple(t) for t in tones}) == 200
+    assert np.all(np.abs(tones) <= amounts)
+    # Spread over the range, both signs, not a constant offset.
+    assert np.all(tones.std(axis=0) > 0.4 * np.array(amounts))
+    assert np.all(tones.min(axis=0) < 0) and np.all(tones.max(axis=0) > 0)
+    assert donor_tone(1234, (0.0, 0.0, 0.0)) is None
+
+
+def test_colour_match_adds_the_offset_in_lab():
+    rng = np.random.default_rng(0)
+    frame = np.clip(rng.normal((170, 130, 110), 6, (64, 64, 3)), 0, 255).astype(np.uint8)
+    rendered = render_mesh.to_lab(np.full((64, 64, 3), (150, 120, 105), np.float32))
+    region = np.full((64, 64), 255, np.uint8)
+    plain = render_mesh.match_colour_lab(rendered, frame, region, None)
+    shifted = render_mesh.match_colour_lab(rendered, frame, region, None, offset=(4.0, -2.0, 3.0))
+
+    def lab(rgb):
+        return cv2.cvtColor(rgb / 255.0, cv2.COLOR_RGB2LAB).reshape(-1, 3).mean(axis=0)
+
+    assert lab(shifted) - lab(plain) == pytest.approx([4.0, -2.0, 3.0], abs=0.25)
+
+
+def test_the_renderer_shifts_the_face_by_its_studys_tone():
+    img = np.ascontiguousarray(synth.astronaut())
+    lm = synth.astronaut_landmarks().astype(np.float32)
+    plain = SwapRenderer(donor_seed=5, shape=1.0, donor_candidates=1)
+    toned = SwapRenderer(donor_seed=5, shape=1.0, donor_candidates=1, tone_range=(6.0, 3.0, 4.0))
+    again = SwapRenderer(donor_seed=5, shape=1.0, donor_candidates=1, tone_range=(6.0, 3.0, 4.0))
+    other = SwapRenderer(donor_seed=6, shape=1.0, donor_candidates=1, tone_range=(6.0, 3.0, 4.0))
+    assert plain.tone is None and toned.tone == again.tone != other.tone
+    a, b = plain.render(img, lm), toned.render(img, lm)
+    assert np.array_equal(b, again.render(img, lm))
+    # On the cheeks (inside the face, away from eyes and mouth) the mean LAB moves by the tone.
+    cheek = np.zeros(img.shape[:2], bool)
+    for idx in (50, 280):
+        x, y = lm[idx, :2].astype(int)
+        cheek[y - 4:y + 5, x - 4:x + 5] = True
+
+    def lab(rgb):
+        return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)[cheek].mean(axis=0)
+
+    assert lab(b) - lab(a) == pytest.approx(np.array(toned.tone), abs=1.0)
+    with pytest.raises(ValueError, match="tone_range"):
+        SwapRenderer(donor_seed=5, tone_range=(1.0, -1.0, 0.0))
