@@ -59,7 +59,8 @@ _TRACK_SCALE, _TRACK_SHIFT_Y = 2.0, -0.1
 # wrist to the mean of the index and ring MCPs averaged with the middle MCP (points 4, 6, 8 of
 # this subset). That is what the wheel's compiled graph computes: fitted on its own regions
 # (HAND_ROIS_FROM_LANDMARKS), these agree to 1e-7; all 21 points, as GitHub's
-# hand_landmarks_to_rect_calculator.cc reads on its own, are off by up to 0.16 of the frame.
+# hand_landmarks_to_rect_calculator.cc reads on its own (commit 2b58cce; the wheel's graph feeds
+# it all 21), are off by up to 0.16 of the frame. scripts/show_mediapipe_graph.py prints the graph.
 _STABLE = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
 _WRIST, _INDEX_MCP, _MIDDLE_MCP, _RING_MCP = 0, 5, 9, 13
 _ASSOCIATION_IOU = 0.5
