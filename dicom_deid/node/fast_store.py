@@ -43,6 +43,7 @@ import logging
 import re
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -67,6 +68,8 @@ MAX_COMMAND = 64 * 1024
 _MIN_PEER_PDU = 1024
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _KEEP_MAX = 1024 * 1024  # bytes kept for the journal (commit.INLINE_MAX)
+# Longest the first message waits for pynetdicom to mark its association established.
+_ESTABLISH_WAIT = 2.0
 
 
 class StoreSink(Protocol):
@@ -286,8 +289,23 @@ class FastStore:
             off = item_end
         return []
 
+    def _established(self) -> bool:
+        """Whether pynetdicom has marked the association established, waiting (bounded)
+        for it: it does so only after the A-ASSOCIATE-AC is sent and the EVT_ACCEPTED
+        handlers have run (acse._negotiate_as_acceptor), so a quick peer's first P-DATA
+        can arrive in between. Its own path would queue that message until then."""
+        assoc = self.dul.assoc
+        deadline = time.monotonic() + _ESTABLISH_WAIT
+        while not assoc.is_established:
+            if assoc.is_aborted or assoc.is_released or time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
     def _decide(self) -> StoreCommand | None:
         dul, assoc = self.dul, self.dul.assoc
+        if not self._established():
+            return None
         # Only while pynetdicom has nothing of its own in flight on this association.
         if (dul.state_machine.current_state != "Sta6" or not assoc.is_established
                 or assoc.is_aborted or assoc.is_released or assoc._sent_release

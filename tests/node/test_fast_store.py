@@ -459,3 +459,31 @@ def test_large_receptions_are_handed_to_writeback_as_they_arrive(tmp_path, monke
     reception.close()
     assert Path(reception.name).read_bytes() == chunk * 40
     assert calls == [(0, WRITEBACK_EVERY), (WRITEBACK_EVERY, WRITEBACK_EVERY)]
+
+
+def test_a_first_store_before_pynetdicom_marks_the_association_established_is_taken(
+        tmp_path, monkeypatch):
+    # pynetdicom sets is_established only after the A-ASSOCIATE-AC is sent and the
+    # EVT_ACCEPTED handlers ran: a slow handler lets the first P-DATA arrive before it.
+    original = Receiver._on_accepted
+
+    def slow(self, event):
+        time.sleep(0.3)
+        original(self, event)
+
+    monkeypatch.setattr(Receiver, "_on_accepted", slow)
+    here = Here(tmp_path / "early", True)
+    try:
+        client = Client(here.port)
+        cx = client.cx[SecondaryCaptureImageStorage]
+        ds = instance()
+        try:
+            assert client.status(pdu(pdv(cx, 0x03, store_command(
+                SecondaryCaptureImageStorage, ds.SOPInstanceUID)),
+                pdv(cx, 0x02, encoded(ds)))) == 0x0000
+        finally:
+            client.close()
+        assert here.receiver.served == {"lean": 1, "pynetdicom": 0}
+        assert len(here.rows()) == 1
+    finally:
+        here.stop()
