@@ -14,7 +14,7 @@ scripts/convert_models.py --body (models/mp_pose_*.onnx). The steps around them 
   point, sigmoid weights, kept where the window's best weight is >= 0.5), projected back.
   A pose flag below min_tracking_confidence drops the pose (the detector runs again).
 - tracking: the next frame's region comes from this frame's auxiliary points 33-34 the same
-  way the detection's keypoints give it, scaled by 1.5 instead of 1.25.
+  way the detection's keypoints give it (scaled by 1.25 too).
 - smoothing (smooth=True, as Pose(smooth_landmarks=True)): visibility low-pass (alpha 0.1);
   one-euro filters on the points in pixels, value-scaled by 1 / the side of the unscaled
   region of the auxiliary points (points: min_cutoff 0.05, beta 80; derivative cutoff 1),
