@@ -216,7 +216,7 @@ def region_sensitivity(frames: list[np.ndarray], device: str, frame: int = 22) -
     h, w = rgb.shape[:2]
 
     def points(r: geo.Rect) -> np.ndarray:
-        out = pose._landmark(geo.image_tensor(geo.crop(rgb, r, 256), 0.0, 1.0))
+        out = pose._landmark(geo.image_tensor(geo.crop(rgb, r, 256, exact=True), 0.0, 1.0))
         raw = out[pose._lm_points].reshape(39, 5).astype(np.float64)
         norm = op.refine_from_heatmap(raw[:, :3] / 256, out[pose._lm_heatmap].reshape(64, 64, 39))
         return geo.project(norm, r)[:33, :2] * [w, h]

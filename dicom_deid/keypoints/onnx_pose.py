@@ -212,7 +212,7 @@ class OnnxPose:
         """Poses in the whole frame, best first (boxes and 4 keypoints, normalised)."""
         h, w = rgb.shape[:2]
         rect = geo.letterbox_rect(w, h)
-        image = geo.crop(rgb, rect, _DETECTOR_SIZE, zero_border=True)
+        image = geo.crop(rgb, rect, _DETECTOR_SIZE, zero_border=True, exact=True)
         outputs = self._detector(geo.image_tensor(image, -1.0, 1.0))
         dets = geo.decode(outputs[self._det_boxes], outputs[self._det_scores], _ANCHORS,
                           float(_DETECTOR_SIZE), self._min_detection, 4)
@@ -230,7 +230,7 @@ class OnnxPose:
                 return None
             kps = dets.keypoints[0]
             rect = alignment_rect(kps[0], kps[1], w, h, _DETECTION_SCALE)
-        outputs = self._landmark(geo.image_tensor(geo.crop(rgb, rect, _LANDMARK_SIZE), 0.0, 1.0))
+        outputs = self._landmark(geo.image_tensor(geo.crop(rgb, rect, _LANDMARK_SIZE, exact=True), 0.0, 1.0))
         flag = float(_sigmoid(outputs[self._lm_flag].reshape(-1)[:1])[0])
         if flag < self._min_tracking + _FLAG_MARGIN:
             self._lost()
