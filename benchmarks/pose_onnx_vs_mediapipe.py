@@ -16,6 +16,10 @@ process, the engines alternating in blocks so that both see the same machine loa
   diagonal of MediaPipe's points' bounding box (issue 21's target: within 1 %), and over all
   points the mean distance and the share within 1 %, with landmark smoothing off on both and
   on on both.
+- given region: the same with each frame's region taken from MediaPipe's graph (its
+  pose_rect_from_landmarks), so that only the per-frame steps differ; and how often the
+  auxiliary point 34's heatmap refinement sat within 0.001 of its 0.5 threshold, where float
+  noise decides whether it applies (the seed of free tracking's divergence on this clip).
 
 Frames: the first --frames frames of the people clip (Tears of Steel, (c) Blender
 Foundation, CC BY 3.0) and the COCO pose photo of ../shared/data/pose (COCO 2017, CC BY 4.0);
@@ -130,6 +134,70 @@ def photo_agreement(device: str) -> dict:
     return out
 
 
+def given_region_agreement(frames: list[np.ndarray], device: str) -> dict:
+    """Tracking with MediaPipe's own regions: each frame's landmarks from the region
+    MediaPipe's graph tracked to (its pose_rect_from_landmarks stream), smoothing off. It
+    separates the per-frame steps (crop, model, refinement, projection, next region) from the
+    feedback of free tracking; the frames where the auxiliary point 34's heatmap refinement
+    sits within 0.001 of its 0.5 confidence threshold are counted (a float-noise flip there
+    moves that point, and so the next regions, by several pixels)."""
+    from mediapipe.python.solution_base import SolutionBase
+
+    from dicom_deid.faces import mp_geometry as geo
+    from dicom_deid.keypoints import onnx_pose as op
+
+    reference = SolutionBase(
+        binary_graph_path="mediapipe/modules/pose_landmark/pose_landmark_cpu.binarypb",
+        side_inputs={"model_complexity": 1, "smooth_landmarks": False,
+                     "enable_segmentation": False, "smooth_segmentation": False,
+                     "use_prev_landmarks": True},
+        outputs=["pose_landmarks", "pose_rect_from_landmarks"])
+    pose = op.OnnxPose(device=device, smooth=False)
+    borderline: list[int] = []
+    refine = op.refine_from_heatmap
+
+    def watch(points: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+        col, row = int(points[34, 0] * 64), int(points[34, 1] * 64)
+        if 0 <= col < 64 and 0 <= row < 64:
+            window = heatmap[max(0, row - 4):row + 5, max(0, col - 4):col + 5, 34]
+            if abs(float(_sigmoid(window.max())) - 0.5) < 1e-3:
+                borderline.append(1)
+        return refine(points, heatmap)
+
+    op.refine_from_heatmap = watch
+    region, gaps, sides = None, [], []
+    try:
+        for rgb in frames:
+            h, w = rgb.shape[:2]
+            out = reference.process(rgb)
+            a = mediapipe_points(out, w, h)
+            if region is not None:
+                pose._rect = region
+            result = pose.process(rgb)
+            theirs = out.pose_rect_from_landmarks
+            region = None if theirs is None else geo.Rect(
+                theirs.x_center, theirs.y_center, theirs.width, theirs.height, theirs.rotation)
+            if a is None or result is None or region is None or pose._rect is None:
+                continue
+            b = result.landmarks[:, :2].astype(np.float64) * [w, h]
+            diagonal = float(np.hypot(*(a.max(axis=0) - a.min(axis=0))))
+            gaps.append(float(np.linalg.norm(a - b, axis=1).max()) / diagonal * 100.0)
+            sides.append(abs(pose._rect.w - region.w) * w)
+    finally:
+        op.refine_from_heatmap = refine
+        reference.close()
+    return {"frames_compared": len(gaps),
+            "median_pct_of_diagonal": statistics.median(gaps) if gaps else None,
+            "max_pct_of_diagonal": max(gaps) if gaps else None,
+            "next_region_side_median_px": statistics.median(sides) if sides else None,
+            "next_region_side_max_px": max(sides) if sides else None,
+            "frames_point34_refinement_within_0.001_of_threshold": len(borderline)}
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + float(np.exp(-x)))
+
+
 def region_sensitivity(frames: list[np.ndarray], device: str, frame: int = 22) -> dict:
     """How far the points move when the tracked region moves by a fraction of a pixel: the
     ONNX pose tracks the clip up to `frame`, then the landmark model runs on that frame's
@@ -149,7 +217,7 @@ def region_sensitivity(frames: list[np.ndarray], device: str, frame: int = 22) -
     h, w = rgb.shape[:2]
 
     def points(r: geo.Rect) -> np.ndarray:
-        out = pose._landmark(geo.image_tensor(geo.crop(rgb, r, 256), 0.0, 1.0))
+        out = pose._landmark(geo.image_tensor(geo.crop(rgb, r, 256, exact=True), 0.0, 1.0))
         raw = out[pose._lm_points].reshape(39, 5).astype(np.float64)
         norm = op.refine_from_heatmap(raw[:, :3] / 256, out[pose._lm_heatmap].reshape(64, 64, 39))
         return geo.project(norm, r)[:33, :2] * [w, h]
@@ -266,6 +334,7 @@ def main() -> int:
         report["agreement_smoothing_on"] = agreement(frames, True, args.device)
         report["photos_smoothing_off"] = photo_agreement(args.device)
         report["region_sensitivity"] = region_sensitivity(frames, args.device)
+        report["given_mediapipe_region"] = given_region_agreement(frames, args.device)
     if not args.skip_speed:
         report["speed"] = speed(frames, args.rounds, args.device, threads)
     if args.stage:

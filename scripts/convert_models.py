@@ -3,10 +3,10 @@
 
 The models come from the mediapipe 0.10.21 wheel itself (its `modules/` folder), so the ONNX
 files are the same Apache-2.0 weights, converted by tf2onnx's TFLite front end. The attention
-face mesh (face_landmark_with_attention.tflite) uses three TFLite custom ops that no converter
-maps, so its plain equivalent is converted instead: face_landmark (468 points) plus
-iris_landmark (eye contour and iris, run on each eye), which `faces/onnx_models.py` combines
-into the same 478 points.
+face mesh (face_landmark_with_attention.tflite, the product's 478 points) uses three TFLite
+custom ops that no converter maps; they are rebuilt here from standard ONNX operators (see
+replace_mediapipe_ops). Its plain alternative, face_landmark (468 points) plus iris_landmark
+(eye contour and iris, run on each eye), is converted too (`faces/onnx_models.py`, "iris").
 
 tf2onnx needs TensorFlow, whose protobuf cannot live beside MediaPipe's, so this runs in an
 environment of its own (the versions are the `convert` extra of pyproject.toml; the product
@@ -122,9 +122,11 @@ def convert(src: Path, dst: Path) -> None:
         model, _ = tf2onnx.convert.from_tflite(
             str(src), opset=ATTENTION_OPSET, custom_ops=dict.fromkeys(_CUSTOM, "mediapipe"),
             shape_override={"input_1": [1, 192, 192, 3]})
+        crops = [n.output[0] for n in model.graph.node
+                 if n.op_type == "TFL_TransformTensorBilinear"]
         if replace_mediapipe_ops(model) != 11:
             raise SystemExit(f"{src}: expected 11 custom ops (3 matrices, 3 crops, 5 point sets)")
-        _finish(model, dst)
+        _finish(model, dst, prelu=_prelu_as_fused_relu, twins=crops)
         return
     dense = _dense_weights(src)
     make_ndarray = tflite_utils.tensor_util.MakeNdarray
@@ -179,6 +181,51 @@ def _prelu_as_relu(model) -> int:
     return count
 
 
+def _prelu_as_fused_relu(model) -> int:
+    """Rewrite PRelu(x, a) as x + s*Relu(k*x), the same function with s = 1, k = a - 1
+    where a <= 1 and s = -1, k = 1 - a where a > 1 (the slopes here are 0.5 to 6.2).
+
+    One pass fewer than _prelu_as_relu: onnxruntime's blocked CPU layout runs k*x as a 1x1
+    depthwise convolution with the Relu fused into it, and s*t + x as one with the sum
+    fused. The attention mesh (73 PRelu, most on 16 x 16 eye and lip features, where the
+    cost is per node): 606 -> 539 nodes after onnxruntime's optimisation, about 6 % less time.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    slopes = {t.name: t for t in graph.initializer}
+    nodes, count = [], 0
+    for node in graph.node:
+        if node.op_type != "PRelu" or node.input[1] not in slopes:
+            nodes.append(node)
+            continue
+        count += 1
+        x, a = node.input
+        tag = f"{node.name}__prelu"
+        slope = numpy_helper.to_array(slopes[a]).astype(np.float32)
+        graph.initializer.append(numpy_helper.from_array(
+            np.where(slope <= 1, slope - 1, 1 - slope).astype(np.float32), f"{tag}_k"))
+        graph.initializer.append(numpy_helper.from_array(
+            np.where(slope <= 1, 1.0, -1.0).astype(np.float32), f"{tag}_s"))
+        nodes += [helper.make_node("Mul", [x, f"{tag}_k"], [f"{tag}_kx"], name=f"{tag}_mul"),
+                  helper.make_node("Relu", [f"{tag}_kx"], [f"{tag}_relu"], name=f"{tag}_relu"),
+                  helper.make_node("Mul", [f"{tag}_relu", f"{tag}_s"], [f"{tag}_rest"],
+                                   name=f"{tag}_mul2"),
+                  helper.make_node("Add", [f"{tag}_rest", x], [node.output[0]],
+                                   name=f"{tag}_add")]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    # The slopes themselves (and any other constant no node reads) are dropped: left in,
+    # their converter-made names would order them differently from run to run
+    # (see _canonical_names).
+    used = {name for node in graph.node for name in node.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return count
+
+
 def _channel_pad_as_conv(model) -> int:
     """Rewrite a zero Pad along the channels (the residual branch of a block that widens)
     as a 1x1 convolution with an identity kernel, the same values: onnxruntime keeps a
@@ -216,6 +263,139 @@ def _channel_pad_as_conv(model) -> int:
     return count
 
 
+_MERGEABLE = ("Conv", "Mul", "Add", "Relu", "MaxPool")
+
+
+def _merge_twin_branches(model, starts: list[str]) -> None:
+    """Run two branches of the same shape with different weights as one, side by side along
+    the channels: grouped convolutions (group doubled, weights stacked), per-channel
+    constants concatenated, the inputs concatenated once and the outputs split where
+    anything else reads them.
+
+    The attention mesh's left- and right-eye networks (on the 16 x 16 crops `starts` name)
+    are such twins: each is about 70 small nodes after onnxruntime's optimisation, where the
+    cost is per node; as one they take about 10 % less time per call. Each group sums the
+    same products as before (outputs equal to 2e-5 px).
+    """
+    import collections
+
+    import numpy as np
+    from onnx import helper, numpy_helper, shape_inference
+
+    graph = model.graph
+    inferred = shape_inference.infer_shapes(model)
+    channels = {v.name: v.type.tensor_type.shape.dim[1].dim_value
+                for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    consts = {t.name: t for t in graph.initializer}
+    readers = collections.defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            readers[name].append(node)
+
+    def entry(start: str) -> str:
+        # tf2onnx turns each NHWC crop channel-first before its first convolution
+        [node] = readers[start]
+        if node.op_type != "Transpose":
+            raise SystemExit(f"{start}: expected one Transpose to read it, got {node.op_type}")
+        return node.output[0]
+
+    def branch(tensor: str) -> list:
+        found, todo = set(), [tensor]
+        while todo:
+            for node in readers.get(todo.pop(), []):
+                if node.op_type in _MERGEABLE and node.name not in found:
+                    found.add(node.name)
+                    todo.extend(node.output)
+        return [node for node in graph.node if node.name in found]
+
+    def signature(nodes: list) -> list:
+        return [(n.op_type, [tuple(consts[i].dims) if i in consts else None for i in n.input],
+                 sorted((a.name, str(helper.get_attribute_value(a))) for a in n.attribute))
+                for n in nodes]
+
+    branches = {start: branch(entry(start)) for start in starts}
+    twins = [(a, b) for i, a in enumerate(starts) for b in starts[i + 1:]
+             if branches[a] and signature(branches[a]) == signature(branches[b])]
+    if len(twins) != 1:
+        raise SystemExit(f"expected one pair of twin branches among {starts}, got {twins}")
+    first, second = twins[0]
+    counterpart = {entry(first): entry(second)}
+    merged = {entry(first): f"{first}__twins"}
+    nodes = [helper.make_node("Concat", [entry(first), entry(second)], [merged[entry(first)]],
+                              name=f"{first}__twins_in", axis=1)]
+    inits, stacked = [], {}    # (constant of first, of second) -> their stack, made once
+    for a, b in zip(branches[first], branches[second], strict=True):
+        inputs = []
+        for x, y in zip(a.input, b.input, strict=True):
+            if x in merged:
+                if counterpart[x] != y:
+                    raise SystemExit(f"{a.name}, {b.name}: branches wired differently")
+                inputs.append(merged[x])
+            elif (x, y) in stacked:
+                inputs.append(stacked[x, y])
+            elif x in consts and y in consts:
+                wx, wy = numpy_helper.to_array(consts[x]), numpy_helper.to_array(consts[y])
+                # conv weights and biases stack on their first axis; a per-channel constant
+                # ([1, C, 1, 1]) on the channels; a scalar is shared
+                axis = 0 if a.op_type == "Conv" or wx.ndim < 4 else 1
+                if wx.size == 1 and a.op_type != "Conv":
+                    if not np.array_equal(wx, wy):
+                        raise SystemExit(f"{a.name}, {b.name}: scalars differ")
+                    value = wx
+                else:
+                    value = np.concatenate([wx, wy], axis=axis)
+                stacked[x, y] = f"{x}__{y}__twins"
+                inputs.append(stacked[x, y])
+                inits.append(numpy_helper.from_array(value, stacked[x, y]))
+            elif not x and not y:
+                inputs.append("")
+            else:
+                raise SystemExit(f"{a.name}: input {x} is neither in the branch nor constant")
+        attrs = {at.name: helper.get_attribute_value(at) for at in a.attribute}
+        if a.op_type == "Conv":
+            attrs["group"] = 2 * int(attrs.get("group", 1))
+        for x, y in zip(a.output, b.output, strict=True):
+            counterpart[x], merged[x] = y, f"{x}__twins"
+        nodes.append(helper.make_node(a.op_type, inputs, [merged[x] for x in a.output],
+                                      name=f"{a.name}__twins", **attrs))
+    gone = {n.name for n in branches[first] + branches[second]}
+    outputs = {o.name for o in graph.output}
+    for x in [x for x in merged if x != entry(first)]:
+        y = counterpart[x]
+        if any(n.name not in gone for n in readers[x] + readers[y]) or {x, y} & outputs:
+            sizes = f"{x}__twins_sizes"
+            inits.append(numpy_helper.from_array(
+                np.array([channels[x], channels[y]], dtype=np.int64), sizes))
+            nodes.append(helper.make_node("Split", [merged[x], sizes], [x, y],
+                                          name=f"{x}__twins_split", axis=1))
+    kept = [n for n in graph.node if n.name not in gone] + nodes
+    graph.initializer.extend(inits)
+    used = {name for node in kept for name in node.input}
+    unused = [t for t in graph.initializer if t.name not in used]
+    for tensor in unused:
+        graph.initializer.remove(tensor)
+    del graph.node[:]
+    graph.node.extend(_topological(kept, {i.name for i in graph.input} |
+                                   {t.name for t in graph.initializer}))
+
+
+def _topological(nodes: list, available: set[str]) -> list:
+    """The nodes in an order where each comes after what it reads, otherwise as given."""
+    ready, ordered, waiting = set(available) | {""}, [], list(nodes)
+    while waiting:
+        later = []
+        for node in waiting:
+            if all(name in ready for name in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                later.append(node)
+        if len(later) == len(waiting):
+            raise SystemExit("the graph has a cycle")
+        waiting = later
+    return ordered
+
+
 def _drop_outputs(model, sizes: tuple[int, ...]):
     """The model without the outputs of these sizes and the nodes only they need."""
     import math
@@ -236,9 +416,11 @@ def _drop_outputs(model, sizes: tuple[int, ...]):
     return pruned
 
 
-def _finish(model, dst: Path) -> None:
-    _prelu_as_relu(model)
+def _finish(model, dst: Path, prelu=None, twins: list[str] | None = None) -> None:
+    (prelu or _prelu_as_relu)(model)
     _channel_pad_as_conv(model)
+    if twins:
+        _merge_twin_branches(model, twins)
     model.producer_version = ""
     model.doc_string = ""
     model.graph.doc_string = ""
@@ -286,8 +468,9 @@ def _canonical_names(model) -> None:
 # face_landmark_with_attention.tflite crops its eye and lip features with three MediaPipe
 # TFLite custom ops (mediapipe/util/tflite/operations, v2 kernels). tf2onnx passes them
 # through as nodes of a "mediapipe" domain; each is replaced here by the same arithmetic in
-# standard ONNX operators (GridSample for the bilinear crop), for one image (batch 1).
-ATTENTION_OPSET = 16          # GridSample
+# standard ONNX operators (a Gather of the four neighbours for the bilinear crop), for one
+# image (batch 1).
+ATTENTION_OPSET = 16   # the opset this model was first converted at (GridSample); kept
 _CUSTOM = ("TFL_Landmarks2TransformMatrix", "TFL_TransformTensorBilinear", "TFL_TransformLandmarks")
 
 
@@ -323,7 +506,11 @@ class _Builder:
 def _landmarks_to_matrix(b: _Builder, landmarks: str, out: str, attrs: dict) -> None:
     """Landmarks2TransformMatrix v2: a 4x4 matrix taking output pixels (x, y) of an
     output_width x output_height crop to input coordinates, the crop turned by the line
-    left -> right landmark and sized scale x the box of the subset landmarks."""
+    left -> right landmark and sized scale x the box of the subset landmarks.
+
+    Written on [1, n, 2] tensors with small matrix products rather than scalar by scalar:
+    onnxruntime's cost here is per node, not per value (about 60 nodes -> 24 per matrix).
+    """
     import math
 
     # Every listed landmark counts (the eyes list 71, the lips 80): checked against
@@ -332,91 +519,88 @@ def _landmarks_to_matrix(b: _Builder, landmarks: str, out: str, attrs: dict) -> 
     subset = list(attrs["subset_idxs"])
     ow, oh = float(attrs["output_width"]), float(attrs["output_height"])
     target = float(attrs.get("target_rotation_radians", 0.0))
-    xy = b.op("Slice", landmarks, b.const([0, 0]), b.const([2, 2]), b.const([0, 2]))
-    xy = b.op("Squeeze", xy, b.const([0]))                                   # (468, 2)
-    left = b.op("Gather", xy, b.const(int(attrs["left_rotation_idx"])), axis=0)
-    right = b.op("Gather", xy, b.const(int(attrs["right_rotation_idx"])), axis=0)
-    d = b.op("Sub", right, left)
-    norm = b.op("Sqrt", b.op("ReduceSum", b.op("Mul", d, d), b.const([0]), keepdims=1))
-    unit = b.op("Div", d, norm)                                              # cos a, sin a
-    cos_a = b.op("Gather", unit, b.const(0), axis=0)
-    sin_a = b.op("Gather", unit, b.const(1), axis=0)
-    # rotation r = target - a
+    xy = b.op("Slice", landmarks, b.const([0]), b.const([2]), b.const([2]))  # (1, 468, 2)
+    ends = b.op("Gather", xy, b.const([int(attrs["left_rotation_idx"]),
+                                        int(attrs["right_rotation_idx"])]), axis=1)
+    d = b.op("MatMul", b.const([[[-1.0, 1.0]]]), ends)                       # right - left
+    unit = b.op("LpNormalization", d, axis=-1, p=2)                          # cos a, sin a
+    # rotation r = target - a: (cos r, sin r) = (cos a, sin a) @ [[ct, st], [st, -ct]]
     ct, st = math.cos(target), math.sin(target)
-    c = b.op("Add", b.op("Mul", cos_a, b.const(ct)), b.op("Mul", sin_a, b.const(st)))
-    s = b.op("Sub", b.op("Mul", cos_a, b.const(st)), b.op("Mul", sin_a, b.const(ct)))
-    pts = b.op("Gather", xy, b.const(subset), axis=0)                        # (K, 2)
-    px = b.op("Gather", pts, b.const(0), axis=1)
-    py = b.op("Gather", pts, b.const(1), axis=1)
-    rx = b.op("Sub", b.op("Mul", px, c), b.op("Mul", py, s))                  # R(r) p
-    ry = b.op("Add", b.op("Mul", px, s), b.op("Mul", py, c))
-    lo_x, hi_x = b.op("ReduceMin", rx, keepdims=0), b.op("ReduceMax", rx, keepdims=0)
-    lo_y, hi_y = b.op("ReduceMin", ry, keepdims=0), b.op("ReduceMax", ry, keepdims=0)
-    w, h = b.op("Sub", hi_x, lo_x), b.op("Sub", hi_y, lo_y)
-    mx = b.op("Mul", b.op("Add", lo_x, hi_x), b.const(0.5))
-    my = b.op("Mul", b.op("Add", lo_y, hi_y), b.const(0.5))
-    cx = b.op("Add", b.op("Mul", mx, c), b.op("Mul", my, s))                  # R(-r) centre
-    cy = b.op("Sub", b.op("Mul", my, c), b.op("Mul", mx, s))
-    sx = b.op("Mul", w, b.const(float(attrs["scale_x"]) / ow))
-    sy = b.op("Mul", h, b.const(float(attrs["scale_y"]) / oh))
-    m00, m01 = b.op("Mul", c, sx), b.op("Mul", s, sy)
-    m10, m11 = b.op("Neg", b.op("Mul", s, sx)), b.op("Mul", c, sy)
-    m03 = b.op("Sub", cx, b.op("Add", b.op("Mul", m00, b.const(ow / 2)),
-                               b.op("Mul", m01, b.const(oh / 2))))
-    m13 = b.op("Sub", cy, b.op("Add", b.op("Mul", m10, b.const(ow / 2)),
-                               b.op("Mul", m11, b.const(oh / 2))))
-    zero, one = b.const(0.0), b.const(1.0)
-    cells = [m00, m01, zero, m03, m10, m11, zero, m13, zero, zero, one, zero,
-             zero, zero, zero, one]
-    flat = b.op("Concat", *[b.op("Reshape", v, b.const([1])) for v in cells], axis=0)
-    b.op("Reshape", flat, b.const([1, 4, 4]), out=out)
+    cs = b.op("MatMul", unit, b.const([[ct, st], [st, -ct]]))
+    # rot = [[c, s], [-s, c]]: a row vector p times it is R(r) p
+    rot = b.op("Reshape", b.op("MatMul", cs, b.const([[1.0, 0.0, 0.0, 1.0],
+                                                       [0.0, 1.0, -1.0, 0.0]])),
+               b.const([1, 2, 2]))
+    back = b.op("Transpose", rot, perm=[0, 2, 1])                             # R(-r)
+    turned = b.op("MatMul", b.op("Gather", xy, b.const(subset), axis=1), rot)  # (1, K, 2)
+    lo = b.op("ReduceMin", turned, axes=[1], keepdims=1)
+    hi = b.op("ReduceMax", turned, axes=[1], keepdims=1)
+    centre = b.op("MatMul", b.op("Mul", b.op("Add", lo, hi), b.const(0.5)), back)
+    scale = b.op("Mul", b.op("Sub", hi, lo),
+                 b.const([[[float(attrs["scale_x"]) / ow, float(attrs["scale_y"]) / oh]]]))
+    linear = b.op("Mul", rot, scale)                     # [[m00, m01], [m10, m11]]
+    offset = b.op("Sub", centre, b.op("MatMul", b.const([[[ow / 2, oh / 2]]]),
+                                      b.op("Transpose", linear, perm=[0, 2, 1])))
+    top = b.op("Concat", linear, b.const([[[0.0], [0.0]]]),
+               b.op("Transpose", offset, perm=[0, 2, 1]), axis=2)     # (1, 2, 4)
+    b.op("Concat", top, b.const([[[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]]), axis=1,
+         out=out)
 
 
-def _affine_rows(b: _Builder, matrix: str) -> tuple[str, str]:
-    """(2 x 2 linear part transposed, 1 x 2 offset) of a [1, 4, 4] matrix's first two rows."""
-    rows = b.op("Slice", matrix, b.const([0, 0, 0]), b.const([1, 2, 4]), b.const([0, 1, 2]))
-    rows = b.op("Reshape", rows, b.const([2, 4]))
-    linear = b.op("Transpose", b.op("Slice", rows, b.const([0]), b.const([2]), b.const([1])),
-                  perm=[1, 0])
-    offset = b.op("Reshape", b.op("Slice", rows, b.const([3]), b.const([4]), b.const([1])),
-                  b.const([1, 2]))
-    return linear, offset
+def _affine(b: _Builder, matrix: str) -> str:
+    """[1, 4, 2]: the first two rows of a [1, 4, 4] matrix, transposed, so that a row
+    (x, y, 0, 1) times it is the matrix's image of (x, y)."""
+    rows = b.op("Slice", matrix, b.const([0]), b.const([2]), b.const([1]))
+    return b.op("Transpose", rows, perm=[0, 2, 1])
 
 
-def _transform_tensor(b: _Builder, features: str, matrix: str, out: str, attrs: dict,
+def _transform_tensor(b: _Builder, features: str, affine: str, out: str, attrs: dict,
                       size: tuple[int, int]) -> None:
     """TransformTensorBilinear v2: NHWC features sampled bilinearly at the matrix's image of
-    each output pixel (+0.5 pixel alignment), zero where that falls outside the input."""
+    each output pixel (+0.5 pixel alignment), zero where that falls outside the input.
+
+    The four neighbours of each sample are gathered from the flattened features and mixed
+    by one small matrix product: onnxruntime's GridSample took about 0.3 ms per 16 x 16 x 32
+    crop on one CPU core, as long as the rest of the rebuilt ops together.
+    """
     import numpy as np
 
     ow, oh = int(attrs["output_width"]), int(attrs["output_height"])
     in_h, in_w = size
-    linear, offset = _affine_rows(b, matrix)
-    # Align corners: T -> S * T * A, i.e. the offset gains T's linear part times (0.5, 0.5),
-    # minus 0.5.
-    half = b.op("MatMul", b.const([[0.5, 0.5]]), linear)
-    offset = b.op("Sub", b.op("Add", offset, half), b.const([[0.5, 0.5]]))
+    # Align corners: output pixel p samples input pixel T(p + 0.5) - 0.5.
     ys, xs = np.meshgrid(np.arange(oh, dtype=np.float32), np.arange(ow, dtype=np.float32),
                          indexing="ij")
-    grid = np.stack([xs.ravel(), ys.ravel()], axis=1)                        # (oh*ow, 2)
-    tc = b.op("Add", b.op("MatMul", b.const(grid), linear), offset)          # input pixels
-    limit = b.const([[in_w - 1.0, in_h - 1.0]])
-    inside = b.op("And", b.op("GreaterOrEqual", tc, b.const([[0.0, 0.0]])),
-                  b.op("LessOrEqual", tc, limit))
-    inside = b.op("ReduceMin", b.op("Cast", inside, to=1), axes=[1], keepdims=1)  # (oh*ow, 1)
-    norm = b.op("Sub", b.op("Mul", tc, b.op("Div", b.const([[2.0, 2.0]]), limit)),
-                b.const([[1.0, 1.0]]))
-    norm = b.op("Reshape", norm, b.const([1, oh, ow, 2]))
-    nchw = b.op("Transpose", features, perm=[0, 3, 1, 2])
-    sampled = b.op("GridSample", nchw, norm, mode="bilinear", padding_mode="zeros",
-                   align_corners=1)
-    mask = b.op("Reshape", inside, b.const([1, 1, oh, ow]))
-    b.op("Transpose", b.op("Mul", sampled, mask), perm=[0, 2, 3, 1], out=out)
+    grid = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5, np.zeros(oh * ow, np.float32),
+                     np.ones(oh * ow, np.float32)], axis=1)[None]        # (1, oh*ow, 4)
+    at = b.op("Add", b.op("MatMul", b.const(grid), affine), b.const(-0.5))  # (1, oh*ow, 2)
+    limit = [[[in_w - 1.0, in_h - 1.0]]]
+    inside = b.op("Min", b.op("Max", at, b.const(0.0)), b.const(limit))
+    # 1 where the sample lies in the input (not moved by the clamp), 0 outside
+    keep = b.op("ReduceMin", b.op("Cast", b.op("Equal", inside, at), to=1), axes=[2],
+                keepdims=1)                                              # (1, oh*ow, 1)
+    # Top-left neighbour at most one short of the last row and column: its fraction is
+    # then 1 on the last one, and all four neighbours lie in the input.
+    corner = b.op("Min", b.op("Floor", inside), b.const([[[in_w - 2.0, in_h - 2.0]]]))
+    frac = b.op("Sub", inside, corner)                                   # fx, fy in 0..1
+    first = b.op("MatMul", corner, b.const([[1.0], [float(in_w)]]))      # y * W + x
+    index = b.op("Cast", b.op("Add", first, b.const([[[0.0, 1.0, in_w, in_w + 1.0]]])),
+                 to=7)                                                   # (1, oh*ow, 4)
+    # weights of the four neighbours: (1-fx)(1-fy), fx(1-fy), (1-fx)fy, fx fy
+    wx = b.op("Add", b.op("MatMul", frac, b.const([[-1.0, 1.0, -1.0, 1.0], [0.0] * 4])),
+              b.const([[[1.0, 0.0, 1.0, 0.0]]]))
+    wy = b.op("Add", b.op("MatMul", frac, b.const([[0.0] * 4, [-1.0, -1.0, 1.0, 1.0]])),
+              b.const([[[1.0, 1.0, 0.0, 0.0]]]))
+    weights = b.op("Mul", b.op("Mul", wx, wy), keep)
+    flat = b.op("Reshape", features, b.const([in_h * in_w, -1]))          # (H*W, C)
+    near = b.op("Gather", flat, index, axis=0)                           # (1, oh*ow, 4, C)
+    mixed = b.op("MatMul", b.op("Unsqueeze", weights, b.const([2])), near)  # (1, oh*ow, 1, C)
+    b.op("Reshape", mixed, b.const([1, oh, ow, -1]), out=out)
 
 
-def _transform_landmarks(b: _Builder, points: str, matrix: str, out: str) -> None:
+def _transform_landmarks(b: _Builder, points: str, affine: str, out: str) -> None:
     """TransformLandmarks v2: [1, N, 2] points through the matrix's affine part."""
-    linear, offset = _affine_rows(b, matrix)
+    linear = b.op("Slice", affine, b.const([0]), b.const([2]), b.const([1]))
+    offset = b.op("Slice", affine, b.const([3]), b.const([4]), b.const([1]))
     b.op("Add", b.op("MatMul", points, linear), offset, out=out)
 
 
@@ -433,6 +617,7 @@ def replace_mediapipe_ops(model) -> int:
         dims = [d.dim_value for d in v.type.tensor_type.shape.dim]
         shapes[v.name] = dims
     kept, replaced = [], 0
+    affines: dict[str, str] = {}   # matrix -> its affine part, made once for all its users
     for node in graph.node:
         if node.op_type not in _CUSTOM:
             kept.append(node)
@@ -441,14 +626,18 @@ def replace_mediapipe_ops(model) -> int:
         b = _Builder(f"{node.name}__mp")
         if node.op_type == "TFL_Landmarks2TransformMatrix":
             _landmarks_to_matrix(b, node.input[0], node.output[0], attrs)
-        elif node.op_type == "TFL_TransformTensorBilinear":
-            dims = shapes.get(node.input[0])
-            if not dims or len(dims) != 4 or not all(dims[1:3]):
-                raise SystemExit(f"{node.name}: unknown feature shape {dims}")
-            _transform_tensor(b, node.input[0], node.input[1], node.output[0], attrs,
-                              (dims[1], dims[2]))
         else:
-            _transform_landmarks(b, node.input[0], node.input[1], node.output[0])
+            if node.input[1] not in affines:
+                affines[node.input[1]] = _affine(b, node.input[1])
+            affine = affines[node.input[1]]
+            if node.op_type == "TFL_TransformTensorBilinear":
+                dims = shapes.get(node.input[0])
+                if not dims or len(dims) != 4 or not all(dims[1:3]):
+                    raise SystemExit(f"{node.name}: unknown feature shape {dims}")
+                _transform_tensor(b, node.input[0], affine, node.output[0], attrs,
+                                  (dims[1], dims[2]))
+            else:
+                _transform_landmarks(b, node.input[0], affine, node.output[0])
         kept.extend(b.nodes)
         graph.initializer.extend(b.inits)
         replaced += 1
@@ -458,6 +647,7 @@ def replace_mediapipe_ops(model) -> int:
     del model.opset_import[:]
     model.opset_import.extend(kept_opsets)
     return replaced
+
 
 def check(src: Path, dst: Path) -> float:
     """Largest output difference, relative to each output's range, on two random inputs."""

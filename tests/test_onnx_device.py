@@ -192,3 +192,44 @@ def test_cuda_probe_matches_what_a_session_really_runs_on():
 
     session = make_session(model_path("mp_face_detection_short.onnx"), "auto")
     assert (session.get_providers()[0] == CUDA) == cuda_starts(0)
+
+
+def test_node_config_carries_the_keypoint_engine_to_the_study_job(tmp_path, key_file,
+                                                                   monkeypatch):
+    """processing.keypoint_engine: parsed, checked, and handed by the node's scheduler to
+    run_study_job, whose Deidentifier runs the keypoint SR on it."""
+    from dicom_deid.config import ConfigError, parse_config
+    from dicom_deid.node import jobs
+    from dicom_deid.node.audit import AuditLog
+    from dicom_deid.node.scheduler import Scheduler
+
+    base = Path("/")
+    assert parse_config({}, source="t", base_dir=base).processing.keypoint_engine == "auto"
+    with pytest.raises(ConfigError, match="processing.keypoint_engine"):
+        parse_config({"processing": {"keypoint_engine": "tflite"}}, source="t", base_dir=base)
+    config = parse_config({"state_dir": str(tmp_path / "st"),
+                           "processing": {"device": "cpu", "keypoint_engine": "mediapipe"}},
+                          source="t", base_dir=base)
+    config.state_dir.mkdir(parents=True)
+
+    submitted: list[tuple] = []
+
+    class _Pool:
+        def submit(self, fn, *args):
+            submitted.append((fn, args))
+
+    scheduler = Scheduler(config, AuditLog(config.audit_log))
+    monkeypatch.setattr(scheduler, "_executor", lambda: _Pool())
+    try:
+        scheduler._submit(1, "S-test")
+    finally:
+        scheduler.journal.close()
+    [(fn, args)] = submitted
+    assert fn is jobs.run_study_job
+    device, face_engine, keypoint_engine = args[-3:]
+    assert (device, keypoint_engine) == ("cpu", "mediapipe")
+    route = {"profile": "basic", "options": [], "faces": "none"}
+    made = jobs._deidentifier(route, key_file, device, face_engine, keypoint_engine)
+    assert made.runtime.resolved_keypoint_engine() == "mediapipe"
+    default = jobs._deidentifier(route, key_file, "cpu").runtime
+    assert default.resolved_keypoint_engine() == "onnx"

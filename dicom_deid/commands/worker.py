@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         # A GPU worker host whose onnxruntime has no CUDA must say so now, not at its first job.
-        ModelSettings(config.processing.device, config.processing.face_engine).check()
+        ModelSettings(config.processing.device, config.processing.face_engine,
+                      config.processing.keypoint_engine).check()
     except DeidError as exc:
         problems.append(f"processing.device: {exc}")
     if problems:

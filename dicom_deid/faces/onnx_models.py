@@ -58,6 +58,10 @@ REFINED = CONTOUR
 IRIS_MIRROR = [0, 3, 2, 1, 4]
 IRIS_A, IRIS_B = 468, 473
 EYE_A_CORNERS, EYE_B_CORNERS = (33, 133), (362, 263)
+# The same tables as index arrays, made once (a tuple indexes anew at every call): the
+# attention mesh's lips and eyes in its output order, and each eye's contour.
+_REFINED_XY = np.array(LIPS + EYE_A + EYE_B)
+_CONTOUR_A, _CONTOUR_B = np.array(EYE_A[:CONTOUR]), np.array(EYE_B[:CONTOUR])
 # FaceLandmarkLandmarksToRoi turns the next region by the line through these two points.
 ROI_START, ROI_END = 33, 263
 REFINEMENTS = ("attention", "iris", "none")
@@ -161,11 +165,12 @@ class OnnxMesh:
         # each iris takes its eye contour's mean depth.
         out = np.empty((LANDMARK_COUNT, 3), dtype=np.float64)
         out[:468] = mesh.reshape(-1, 3)
-        for part, table in ((lips, LIPS), (eye_a, EYE_A), (eye_b, EYE_B)):
-            out[list(table), :2] = part.reshape(-1, 2)
-        for part, first, table in ((iris_a, IRIS_A, EYE_A), (iris_b, IRIS_B, EYE_B)):
-            out[first:first + 5, :2] = part.reshape(-1, 2)
-            out[first:first + 5, 2] = out[list(table[:CONTOUR]), 2].mean()
+        out[_REFINED_XY, :2] = np.concatenate([lips.reshape(-1, 2), eye_a.reshape(-1, 2),
+                                               eye_b.reshape(-1, 2)])
+        out[IRIS_A:IRIS_A + 5, :2] = iris_a.reshape(-1, 2)
+        out[IRIS_B:IRIS_B + 5, :2] = iris_b.reshape(-1, 2)
+        out[IRIS_A:IRIS_A + 5, 2] = out[_CONTOUR_A, 2].mean()
+        out[IRIS_B:IRIS_B + 5, 2] = out[_CONTOUR_B, 2].mean()
         return geo.project(out / 192.0, rect)
 
     def _eye(self, rgb: np.ndarray, points: np.ndarray, corners: tuple[int, int],

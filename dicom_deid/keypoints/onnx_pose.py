@@ -14,7 +14,7 @@ scripts/convert_models.py --body (models/mp_pose_*.onnx). The steps around them 
   point, sigmoid weights, kept where the window's best weight is >= 0.5), projected back.
   A pose flag below min_tracking_confidence drops the pose (the detector runs again).
 - tracking: the next frame's region comes from this frame's auxiliary points 33-34 the same
-  way the detection's keypoints give it, scaled by 1.5 instead of 1.25.
+  way the detection's keypoints give it (scaled by 1.25 too).
 - smoothing (smooth=True, as Pose(smooth_landmarks=True)): visibility low-pass (alpha 0.1);
   one-euro filters on the points in pixels, value-scaled by 1 / the side of the unscaled
   region of the auxiliary points (points: min_cutoff 0.05, beta 80; derivative cutoff 1),
@@ -212,7 +212,7 @@ class OnnxPose:
         """Poses in the whole frame, best first (boxes and 4 keypoints, normalised)."""
         h, w = rgb.shape[:2]
         rect = geo.letterbox_rect(w, h)
-        image = geo.crop(rgb, rect, _DETECTOR_SIZE, zero_border=True)
+        image = geo.crop(rgb, rect, _DETECTOR_SIZE, zero_border=True, exact=True)
         outputs = self._detector(geo.image_tensor(image, -1.0, 1.0))
         dets = geo.decode(outputs[self._det_boxes], outputs[self._det_scores], _ANCHORS,
                           float(_DETECTOR_SIZE), self._min_detection, 4)
@@ -230,7 +230,7 @@ class OnnxPose:
                 return None
             kps = dets.keypoints[0]
             rect = alignment_rect(kps[0], kps[1], w, h, _DETECTION_SCALE)
-        outputs = self._landmark(geo.image_tensor(geo.crop(rgb, rect, _LANDMARK_SIZE), 0.0, 1.0))
+        outputs = self._landmark(geo.image_tensor(geo.crop(rgb, rect, _LANDMARK_SIZE, exact=True), 0.0, 1.0))
         flag = float(_sigmoid(outputs[self._lm_flag].reshape(-1)[:1])[0])
         if flag < self._min_tracking + _FLAG_MARGIN:
             self._lost()

@@ -102,7 +102,8 @@ def study_job(job_id: int, token: str, rows: list[dict[str, Any]]) -> dict[str, 
     # The worker host's own config chooses the device: a GPU host says cuda, a CPU host cpu.
     summary = run_study_job(str(config.state_dir), job_id, token, rows,
                             str(config.key_file), None, config.processing.device,
-                            config.processing.face_engine)
+                            config.processing.face_engine,
+                            config.processing.keypoint_engine)
     summary["worker"] = socket.gethostname()
     return summary
 

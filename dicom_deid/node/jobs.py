@@ -55,12 +55,13 @@ def warm_up() -> int:
 
 
 def _deidentifier(route: dict[str, Any], key: Any, device: str = "auto",
-                  face_engine: str | None = None) -> Any:
+                  face_engine: str | None = None, keypoint_engine: str | None = None) -> Any:
     """The library's Deidentifier for the instances of one study under one route."""
     from dicom_deid.deidentifier import Deidentifier
 
     return Deidentifier(route["profile"], key=key, options=tuple(route["options"]),
-                        faces=route["faces"], device=device, face_engine=face_engine)
+                        faces=route["faces"], device=device, face_engine=face_engine,
+                        keypoint_engine=keypoint_engine)
 
 
 def _identifying_values(path: Path) -> list[str]:
@@ -117,7 +118,8 @@ class _HeldEvents:
 
 def run_study_job(state_dir: str, job_id: int, token: str, rows: list[dict[str, Any]],
                   key_file: str, audit_log: str | None, device: str = "auto",
-                  face_engine: str | None = None) -> dict[str, Any]:
+                  face_engine: str | None = None,
+                  keypoint_engine: str | None = None) -> dict[str, Any]:
     """Process `rows` (the journal's records of the instances job `job_id` owns; a remote
     job gets only their id, path and route).
 
@@ -150,7 +152,8 @@ def run_study_job(state_dir: str, job_id: int, token: str, rows: list[dict[str, 
             started = time.monotonic()
             try:
                 result = process_study(sorted(by_path), outbox,
-                                       _deidentifier(route, key, device, face_engine),
+                                       _deidentifier(route, key, device, face_engine,
+                                                     keypoint_engine),
                                        None, quarantine)
             except Exception as exc:
                 reason = "de-identification failed: " + short_reason(exc, secrets)

@@ -126,7 +126,8 @@ class Scheduler:
         rows = [asdict(inst) for inst in self.journal.job_instances(job_id)]
         args = (str(self.config.state_dir), job_id, token, rows, str(self.config.key_file),
                 str(self.config.audit_log), self.config.processing.device,
-                self.config.processing.face_engine)
+                self.config.processing.face_engine,
+                self.config.processing.keypoint_engine)
         try:
             return self._executor().submit(run_study_job, *args)
         except BrokenProcessPool:

@@ -155,7 +155,8 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
 
     # processing.device cuda where onnxruntime has no CUDA stops the start with its reason,
     # instead of failing (and quarantining) every study later.
-    ModelSettings(config.processing.device, config.processing.face_engine).check()
+    ModelSettings(config.processing.device, config.processing.face_engine,
+                  config.processing.keypoint_engine).check()
     prepare_state(config)
     lock = acquire_state_lock(config.state_dir)
     stop = stop or threading.Event()
