@@ -202,7 +202,9 @@ class OnnxHands:
 
     def landmarks(self, rgb: np.ndarray, rect: geo.Rect) -> HandResult | None:
         """The hand in one region, or None when its hand flag is not above the threshold."""
-        tensor = geo.image_tensor(geo.crop(rgb, rect, _LANDMARK_SIZE), 0.0, 1.0)
+        # MediaPipe's own warp: on MediaPipe's regions the points then agree to 0.02 % of the
+        # hand's diagonal (0.6 % with warpAffine), for ~0.1 ms more per crop.
+        tensor = geo.image_tensor(geo.crop(rgb, rect, _LANDMARK_SIZE, exact=True), 0.0, 1.0)
         outputs = self._landmark(tensor)
         presence = float(np.asarray(outputs[self._lm_flag]).reshape(-1)[0])
         if not presence > self._min_tracking:

@@ -105,8 +105,10 @@ def test_single_frames_agree_with_mediapipe(frames) -> None:
         hands += len(a)
     reference.close()
     assert hands >= 25
-    assert max(gaps) < TARGET_PCT, max(gaps)
-    assert float(np.median(gaps)) < 0.1
+    # With MediaPipe's own warp (mp_geometry.crop exact) the worst hand is 0.09 % and the
+    # median 0.01 %; OpenCV's warpAffine gave 0.92 % / 0.05 %.
+    assert max(gaps) < 0.25, max(gaps)
+    assert float(np.median(gaps)) < 0.03
 
 
 def test_landmark_step_agrees_in_lock_step_with_mediapipe(frames) -> None:
@@ -136,7 +138,8 @@ def test_landmark_step_agrees_in_lock_step_with_mediapipe(frames) -> None:
         hands += len(a)
     graph.close()
     assert hands >= 80
-    assert worst < TARGET_PCT, worst
+    # 0.02 % with MediaPipe's warp; 0.60 % with warpAffine.
+    assert worst < 0.1, worst
 
 
 def test_tracking_region_is_the_wheel_graphs(frames) -> None:
