@@ -51,7 +51,7 @@ def _coords(points: np.ndarray, idx: tuple[int, ...] | np.ndarray,
             frame: tuple[np.ndarray, np.ndarray, np.ndarray, float]) -> tuple[np.ndarray,
                                                                               np.ndarray]:
     origin, along, normal, _ = frame
-    rel = points[list(idx), :2].astype(np.float64) - origin
+    rel = points[np.asarray(idx), :2].astype(np.float64) - origin
     return rel @ along, rel @ normal
 
 
