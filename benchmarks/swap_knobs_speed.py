@@ -21,11 +21,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+# Every knob given, so that the rows do not move with the module's defaults; "main" is main's
+# behaviour (every optional step off).
+_OFF = {"lip_thickness": None, "donor_own_rim": 0.0, "tone_range": (0.0, 0.0, 0.0)}
 CONFIGS = {
-    "main": {"lip_thickness": None},
-    "lips": {"lip_thickness": (0.8, 1.25)},
-    "lips+rim0.5": {"lip_thickness": (0.8, 1.25), "donor_own_rim": 0.5},
-    "lips+tone": {"lip_thickness": (0.8, 1.25), "tone_range": (5.0, 3.0, 4.0)},
+    "main": _OFF,
+    "lips": {**_OFF, "lip_thickness": (0.8, 1.25)},
+    "lips+rim0.5": {**_OFF, "lip_thickness": (0.8, 1.25), "donor_own_rim": 0.5},
+    "lips+tone": {**_OFF, "lip_thickness": (0.8, 1.25), "tone_range": (5.0, 3.0, 4.0)},
 }
 
 

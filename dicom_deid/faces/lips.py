@@ -51,7 +51,7 @@ def _coords(points: np.ndarray, idx: tuple[int, ...] | np.ndarray,
             frame: tuple[np.ndarray, np.ndarray, np.ndarray, float]) -> tuple[np.ndarray,
                                                                               np.ndarray]:
     origin, along, normal, _ = frame
-    rel = points[list(idx), :2].astype(np.float64) - origin
+    rel = points[np.asarray(idx), :2].astype(np.float64) - origin
     return rel @ along, rel @ normal
 
 
@@ -148,8 +148,9 @@ def keep_lip_thickness(out: np.ndarray, landmarks: np.ndarray, canonical: np.nda
         return 1.0, 1.0
     want = thickness(landmarks)
     applied = []
+    regions = lip_regions(canonical)
     for k, (outer, inner, sign) in enumerate(LIPS):
-        region = lip_regions(canonical)[k]
+        region = regions[k]
         scale = float(np.clip(want[k] / max(region.mean_thickness, 1e-6), *bounds))
         applied.append(scale)
         if len(region.points) == 0:

@@ -307,18 +307,17 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
     mu8, sd8 = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(ref8, mask=skin))
     mu_r, sd_r = (mu8 - _LAB8_OFFSET) * _LAB8_SCALE, sd8 * _LAB8_SCALE
     gain = np.clip((sd_r + 1e-3) / (sd_s + 1e-3), *gain_limits)
-    affine = np.concatenate([np.diag(gain), (mu_r - mu_s * gain)[:, None]], axis=1)
+    # The offset moves the target: a and b in the affine, L there too and in the shading's
+    # reference (which would otherwise take the lightness back to the frame's); no extra pass.
+    shift = np.zeros(3, np.float32) if offset is None else np.asarray(offset, np.float32)
+    affine = np.concatenate([np.diag(gain), (mu_r + shift - mu_s * gain)[:, None]], axis=1)
     out = cv2.transform(src, affine.astype(np.float32))
     if shading_sigma:
         low_ref = masked_blur(ref8[..., 0].astype(np.float32), skin, shading_sigma)
         low_ref *= _LAB8_SCALE[0]
         low_out = masked_blur(out[..., 0], region, shading_sigma)
-        ratio = np.clip((low_ref + 1.0) / (low_out + 1.0), 0.5, 2.0)
+        ratio = np.clip((low_ref + float(shift[0]) + 1.0) / (low_out + 1.0), 0.5, 2.0)
         out[..., 0] *= ratio
-    if offset is not None:
-        out = cv2.add(out, (*map(float, offset), 0.0))
-        # L outside 0..100 would wrap in the conversion back.
-        out[..., 0] = np.clip(out[..., 0], 0.0, 100.0)
     rgb = cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
     return cv2.multiply(rgb, (255.0, 255.0, 255.0, 0.0), dst=rgb)
 

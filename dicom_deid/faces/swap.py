@@ -79,16 +79,25 @@ _SETTLED_MAX = 1024
 # Frames over which a track's neutral moves to each new estimate (NeutralTracker's refresh is
 # every 5 frames), so that the face does not jump when it is re-estimated.
 NEUTRAL_GLIDE = 5
-# Each rendered lip's thickness follows the patient's within these bounds of the rendered
-# shape's own (lips.keep_lip_thickness); None renders the donor's lips as they are (the
-# behaviour before). Read when a renderer is made, so a benchmark can set it.
-LIP_THICKNESS: tuple[float, float] | None = None
+# Each rendered lip's mean thickness is the patient's, within these bounds of the mean
+# shape's (lips.keep_lip_thickness); None renders the donor's lips as they are (the behaviour
+# before). GRID (benchmarks/evaluate_shared.py, 1 key, 50 frames): MAR r 0.891 -> 0.944
+# (lbax4n 0.69 -> 0.94), video expression cosine 0.69 -> 0.78, NME 4.03 -> 3.94 %. London
+# (3 keys): linkage 7.2 -> 7.8 % pooled (one hit of 153 more; runs of this branch with and
+# without the tone below spread 6.5-7.8 %), worst key 7.8 -> 9.8 % (one hit of 51), NME and
+# held-out expression unchanged. The constants here are read when a renderer is made, so a
+# benchmark can set them (evaluate_shared.py --swap-knob).
+LIP_THICKNESS: tuple[float, float] | None = (0.8, 1.25)
 # How much of the donor's own low-frequency rim and forehead colour the cleaned texture keeps
 # (`donor_texture.clean_texture`'s keep_own; 0 the fully cleaned texture, the behaviour before).
+# Off: at 0.5 the dark temple arcs showed again in renders of London 135 and 092.
 DONOR_OWN_RIM = 0.0
 # A per-study skin tone: the matched face is shifted in CIELAB by up to these (L, a, b)
 # amounts, drawn from the donor's seed (the study's and site key's, never a name); zeros keep
-# the frame's own skin colour (the behaviour before).
+# the frame's own skin colour (the behaviour before). Off: at (5, 3, 4) London linkage was
+# 7.8 % alone (main 7.2 %) and 6.5 % with the lips kept (7.8 % without the tone), so no
+# measurable gain, while the face-neck colour difference rose 5.2 -> 5.9 dE00 and a dark-skinned
+# face came out greyer than its neck.
 DONOR_TONE: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
@@ -209,6 +218,10 @@ class SwapRenderer:
     ``clean_donor``: the donor texture's rim and forehead are replaced by its own smooth skin
     colour with the mean texture's fine detail (`donor_texture.clean_texture`: no hair arcs,
     halo or forehead streaks); False renders the sample as it is (the behaviour before).
+    ``lip_thickness``: bounds (low, high) on each rendered lip's thickness relative to the mean
+    shape's, within which it is the patient's (`lips.keep_lip_thickness`); None keeps the
+    donor's lips; "default" takes LIP_THICKNESS.
+    ``donor_own_rim``, ``tone_range``: donor variety (DONOR_OWN_RIM, DONOR_TONE when None).
     """
 
     def __init__(self, donor_seed: int = 0, shape: float = 0.0, *,
