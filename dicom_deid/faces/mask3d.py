@@ -38,6 +38,7 @@ with the study and carries nothing of the patient drowns those cues.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 from dataclasses import dataclass
 
@@ -108,6 +109,10 @@ EYE_REFERENCE_FADE = 25
 # open eye (ramp over the next 0.2): below it the eyes are mostly closed in the track, and the
 # neutral estimate stays the reference (a clip of closed eyes keeps the mask's eyes closed).
 EYE_OPEN_SHARE = 0.4
+# ... and up to which it counts as narrow (the fade is full from 0.1 below it). Eyes about as
+# open as the neutral estimate keep it: a change of reference is a ramp over the first frames,
+# which on a clip without blinks (GRID lbbc2a) was most of the eye aspect ratio's variance.
+EYE_NARROW_SHARE = 0.85
 # The study's resting attitude by (seed, limits), shared by the study's renderers in a process
 # (as swap's settled donor): a study is processed in one worker.
 _STUDY_REST: collections.OrderedDict[tuple, tuple[float, float]] = collections.OrderedDict()
@@ -122,6 +127,8 @@ class _Track:
     expression: NeutralTracker
     openness: collections.deque   # the patient's eye openings (right, left), canonical units
     attitude: collections.deque   # the patient's head (yaw, pitch), radians
+    # The patient's single-image expression coefficients, whose median is the track's rest.
+    rest: collections.deque = dataclasses.field(default_factory=collections.deque)
     cover_scale: float = 1.0
     outline_scale: float = 1.0
 
@@ -194,6 +201,7 @@ class Mask3DRenderer:
         if track is None:
             track = _Track(NeutralTracker(self.expression, self.history, self.refresh),
                            collections.deque(maxlen=self.history),
+                           collections.deque(maxlen=self.history),
                            collections.deque(maxlen=self.history))
             self._tracks[track_id] = track
             while len(self._tracks) > self.max_tracks:
@@ -210,7 +218,14 @@ class Mask3DRenderer:
         # a single image, the fit against the identity basis): the patient's shape cancels.
         d = track.expression.update(patient)
         if self.rest_expression is not None and self.rest_expression_scale is not None:
-            d = self.expression.rest_replaced(d, self.rest_expression, self.rest_expression_scale)
+            # The person's rest is judged on the track's median coefficients (on a single image,
+            # the image's own): the correction is one offset per track, so the patient's
+            # movement (speech, blinks) is kept whole. Judged frame by frame it shrank the
+            # movement too (GRID mouth aspect ratio r 0.90 -> 0.80, lbax4n 0.43).
+            track.rest.append(self.expression.coefficients(patient)[1])
+            own = np.median(np.asarray(track.rest), axis=0)
+            d = self.expression.rest_replaced(d, self.rest_expression,
+                                              self.rest_expression_scale, own=own)
         shape = self.canonical + self.identity_offset + d
         self._transfer_eyes(shape, patient, track)
         self._keep_mouth_closed_order(shape)
@@ -284,7 +299,8 @@ class Mask3DRenderer:
             # reference, so the mask's eyes are not left half shut. Eyes mostly closed in the
             # track keep the neutral estimate as reference.
             share = usual[k] / max(open_neutral, 1e-6)
-            fade = settled * float(np.clip((share - EYE_OPEN_SHARE) / 0.2, 0.0, 1.0))
+            fade = settled * float(np.clip((share - EYE_OPEN_SHARE) / 0.2, 0.0, 1.0)
+                                   * np.clip((EYE_NARROW_SHARE - share) / 0.1, 0.0, 1.0))
             reference = (1.0 - fade) * reference + fade * max(usual[k], 1e-6)
             ratio = now[k] / reference
             ratio = float(np.clip((ratio - self.lid_closed) / (1.0 - self.lid_closed), 0.0, 1.6))
