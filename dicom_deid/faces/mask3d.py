@@ -16,9 +16,9 @@ Per frame and track:
    single-image fit carries): it is estimated from the model's resting-expression statistics
    and replaced by a draw for the study (REST_EXPRESSION_SCALE). The mask's lips part as far as
    the patient's (LIPS_SLACK) and stay together where the patient's are. Eye openness is transferred as a ratio to the patient's usual openness, so a blink
-   closes the mask's eyes fully whatever the patient's eye size (in video, eyes that stay
-   narrow but open take the track's median as their usual opening over EYE_REFERENCE_FADE
-   frames); each iris keeps its offset within its eye (gaze).
+   closes the mask's eyes fully whatever the patient's eye size (optionally, in video, eyes
+   that stay narrow but open take the track's median as their usual opening over
+   EYE_REFERENCE_FADE frames; off by default); each iris keeps its offset within its eye (gaze).
 3. The mask is posed back into the frame, scaled up just enough (smoothly, per track) that it
    covers the patient's whole face hull, and rendered in one flat material (faces/
    mask_surface.py: a tint, painted lips and brows) with Lambert shading from its own posed
@@ -103,8 +103,12 @@ LIPS_SLACK = 0.01
 # Frames over which the eyes' reference opening fades from the neutral estimate's to the track's
 # median where the track's eyes are narrow but open (GRID lbax4n, glasses, looking down: median
 # opening 0.75 of the neutral estimate's, which left the mask's eyes at 2/3 of their size
-# throughout). A blink is a dip of a few frames and leaves the median where it is.
-EYE_REFERENCE_FADE = 25
+# throughout). A blink is a dip of a few frames and leaves the median where it is. Off (None) by
+# default: the change of reference is a ramp over the track's first frames, and on a clip
+# without blinks that ramp is most of the eye aspect ratio's variance (GRID, 50 frames, with 25:
+# lbbc2a, whose right eye is as narrow as lbax4n's, EAR r 0.75 -> 0.15; mean of 6 clips 0.92 ->
+# 0.81, `metrics_grid_i15mask3_fade25.json`).
+EYE_REFERENCE_FADE: int | None = None
 # The track's median opening, as a share of the neutral estimate's, from which it counts as an
 # open eye (ramp over the next 0.2): below it the eyes are mostly closed in the track, and the
 # neutral estimate stays the reference (a clip of closed eyes keeps the mask's eyes closed).
@@ -147,7 +151,7 @@ class Mask3DRenderer:
                  identity_spread: float = IDENTITY_SPREAD,
                  rest_scope: str = REST_SCOPE,
                  rest_expression_scale: float | None = REST_EXPRESSION_SCALE,
-                 eye_reference_fade: int = EYE_REFERENCE_FADE) -> None:
+                 eye_reference_fade: int | None = EYE_REFERENCE_FADE) -> None:
         self.model = load_model(model_path)
         self.expression = load_expression_model(expression_path)
         self.canonical = self.model.canonical.astype(np.float64)
@@ -185,7 +189,8 @@ class Mask3DRenderer:
         self.rest_expression_scale = rest_expression_scale
         self.rest_expression = (None if rest_expression_scale is None
                                 else self.expression.rest_sample(donor_seed))
-        self.eye_reference_fade = max(int(eye_reference_fade), 1)
+        self.eye_reference_fade = (None if eye_reference_fade is None
+                                   else max(int(eye_reference_fade), 1))
         self._tracks: collections.OrderedDict[int, _Track] = collections.OrderedDict()
         self._skin_tris = self.tris[self.parts == mesh.PART_SKIN]
 
@@ -289,7 +294,8 @@ class Mask3DRenderer:
         track.openness.append(now)
         usual = np.median(np.asarray(track.openness), axis=0)
         # How far into the track the reference has faded to the median (0 on a single image).
-        settled = min(1.0, (len(track.openness) - 1) / self.eye_reference_fade)
+        settled = (0.0 if self.eye_reference_fade is None
+                   else min(1.0, (len(track.openness) - 1) / self.eye_reference_fade))
         for k, (upper, lower, iris, corners) in enumerate(_EYES):
             up, lo = list(upper[1:-1]), list(lower[1:-1])
             open_neutral = float(np.linalg.norm(neutral[lo, :2] - neutral[up, :2], axis=1).sum())  # type: ignore[index]

@@ -486,7 +486,7 @@ def test_narrow_open_eyes_fade_to_the_mask_eye_and_blinks_stay(astronaut):
     reference = Mask3DRenderer()
     for _ in range(40):
         wide = reference.mask_geometry(lm, track_id=0)
-    renderer = Mask3DRenderer()
+    renderer = Mask3DRenderer(eye_reference_fade=25)
     narrow = _narrowed(renderer, lm, 0.7)
     first = renderer.mask_geometry(narrow, track_id=0)
     for _ in range(39):
@@ -497,8 +497,9 @@ def test_narrow_open_eyes_fade_to_the_mask_eye_and_blinks_stay(astronaut):
     assert _eye_opening(late) > 0.9 * _eye_opening(wide)
     assert max(_eye_opening(g) for g in blink) < 0.1 * _eye_opening(wide)
     assert _eye_opening(after[-1]) > 0.9 * _eye_opening(wide)
-    # Without the fade the narrow eyes stay narrow.
-    still = Mask3DRenderer(eye_reference_fade=10**9)
+    # Without the fade (the default) the narrow eyes stay narrow.
+    assert mask3d.EYE_REFERENCE_FADE is None
+    still = Mask3DRenderer()
     for _ in range(40):
         geo = still.mask_geometry(narrow, track_id=0)
     assert _eye_opening(geo) < 0.8 * _eye_opening(wide)
@@ -506,7 +507,7 @@ def test_narrow_open_eyes_fade_to_the_mask_eye_and_blinks_stay(astronaut):
 
 def test_eyes_closed_through_a_track_keep_the_mask_closed(astronaut):
     _, lm = astronaut
-    renderer = Mask3DRenderer()
+    renderer = Mask3DRenderer(eye_reference_fade=25)
     closed = synth.eyes_open_to(lm, 0.1)
     for _ in range(60):
         geo = renderer.mask_geometry(closed, track_id=0)
