@@ -98,7 +98,11 @@ REST_EXPRESSION_SCALE: float | None = 3.0
 # London neutral captures: median gap 0.001, largest 0.0075; smiles and speech open to 0.04-0.17.
 LIPS_CLOSED = 0.006
 LIPS_PARTED = 0.02
-# How much wider or narrower than the patient's the mask's mean inner-lip gap may be.
+# The mask's mean inner-lip gap is at most LIPS_GAP_RATIO times the patient's plus LIPS_SLACK.
+# Held to the patient's gap +- 0.01, a study whose resting lips are full read back on GRID
+# lbax4n (evaluation key 0) with mouth aspect ratio r 0.52 (0.81 without the cap): the cap
+# binds only near rest.
+LIPS_GAP_RATIO = 2.0
 LIPS_SLACK = 0.01
 # Frames over which the eyes' reference opening fades from the neutral estimate's to the track's
 # median where the track's eyes are narrow but open (GRID lbax4n, glasses, looking down: median
@@ -339,25 +343,21 @@ class Mask3DRenderer:
 
     @staticmethod
     def _close_lips_at_rest(shape: np.ndarray, patient: np.ndarray) -> None:
-        """The mask's lips parted as far as the patient's (within LIPS_SLACK) and together where
-        the patient's are (a ramp from LIPS_CLOSED to LIPS_PARTED). The study's resting
-        expression alone parted the mask's lips by up to 0.07 eye distances (London 113, whose
-        own are 0.02 apart) or pressed them shut."""
+        """The mask's lips together where the patient's are (a ramp from LIPS_CLOSED to
+        LIPS_PARTED) and parted at most LIPS_GAP_RATIO times the patient's gap plus LIPS_SLACK.
+        The study's resting expression alone parted the mask's lips by up to 0.07 eye distances
+        (London 113, whose own are 0.02 apart)."""
         up = list(mesh.INNER_LIPS_UPPER[1:-1])
         lo = list(mesh.INNER_LIPS_LOWER[1:-1])
         gap = float((patient[lo, 1] - patient[up, 1]).mean())
         keep = float(np.clip((gap - LIPS_CLOSED) / (LIPS_PARTED - LIPS_CLOSED), 0.0, 1.0))
         own = float((shape[lo, 1] - shape[up, 1]).mean())
-        target = keep * float(np.clip(own, gap - LIPS_SLACK, gap + LIPS_SLACK))
-        if own > 1e-9 and target <= own:
+        target = keep * min(own, LIPS_GAP_RATIO * max(gap, 0.0) + LIPS_SLACK)
+        if own > 1e-9 and target < own:
             mid = (shape[up] + shape[lo]) / 2
             half = (shape[lo] - shape[up]) / 2 * (target / own)
             shape[up] = mid - half
             shape[lo] = mid + half
-        elif target > own:
-            # Too shut for the patient's open mouth: both lips move apart evenly.
-            shape[up, 1] -= (target - own) / 2
-            shape[lo, 1] += (target - own) / 2
 
     def render(self, rgb: np.ndarray, landmarks: np.ndarray, track_id: int = 0, *,
                inplace: bool = False) -> np.ndarray:

@@ -542,21 +542,27 @@ def test_the_rim_of_an_opening_is_left_out():
         [(y, x) for y in range(11, 14) for x in range(21, 24)]
 
 
-def test_the_mask_parts_its_lips_as_far_as_the_patient(astronaut):
-    """Whatever the study's resting face, the mask's mean inner-lip gap stays within
-    LIPS_SLACK of the patient's (canonical units), both for slightly parted and open lips."""
+def test_the_mask_parts_its_lips_no_further_than_the_patient(astronaut):
+    """Whatever the study's resting face, the mask's mean inner-lip gap stays under
+    LIPS_GAP_RATIO times the patient's plus LIPS_SLACK (canonical units)."""
     _, lm = astronaut
     closed = _closed_lips(lm)
     up = list(mesh.INNER_LIPS_UPPER[1:-1])
     lo = list(mesh.INNER_LIPS_LOWER[1:-1])
+    capped = 0
     for fraction in (0.25, 1.0):
         patient = closed + (lm - closed) * fraction
         r0 = Mask3DRenderer()
         can = r0.expression.to_canonical(patient)[0]
         gap = float((can[lo, 1] - can[up, 1]).mean())
-        for seed in range(6):
+        limit = mask3d.LIPS_GAP_RATIO * gap + mask3d.LIPS_SLACK
+        for seed in range(8):
             r = Mask3DRenderer(donor_seed=seed)
             geo = r.expression.to_canonical(r.mask_geometry(patient))[0]
             got = float((geo[lo, 1] - geo[up, 1]).mean())
-            assert abs(got - gap) <= mask3d.LIPS_SLACK + 2e-3, (fraction, seed, got, gap)
-
+            assert got <= limit + 2e-3, (fraction, seed, got, limit)
+            free = Mask3DRenderer(donor_seed=seed)
+            free._close_lips_at_rest = lambda shape, patient: None  # type: ignore[method-assign]
+            geo = free.expression.to_canonical(free.mask_geometry(patient))[0]
+            capped += float((geo[lo, 1] - geo[up, 1]).mean()) > limit + 2e-3
+    assert capped >= 1   # without the rule some studies part the lips further
