@@ -203,7 +203,8 @@ class ExpressionModel:
         return self.rest_mean + chol @ rng.standard_normal(len(self.rest_mean)) * float(spread)
 
     def rest_replaced(self, displacement: np.ndarray, rest: np.ndarray,
-                      expression_scale: float = 1.0) -> np.ndarray:
+                      expression_scale: float = 1.0, own: np.ndarray | None = None
+                      ) -> np.ndarray:
         """``displacement`` (478, 3) with the person's resting expression replaced by ``rest``
         (coefficients, e.g. `rest_sample`).
 
@@ -212,12 +213,15 @@ class ExpressionModel:
         `_rest_filter`) and swapped for ``rest``. Where neutral faces differ more than
         expressions do, most of c goes (the person's lip and eye shape at rest); along a smile,
         which no resting face has, it stays. Movement outside the basis is kept as it is.
+        ``own``: the coefficients to judge the person's rest on (in video, the track's median
+        single-image fit), instead of the displacement's own; the correction is then the same
+        for every frame, and movement is kept whole.
         """
         gain, _ = self._rest_filter(expression_scale)
         assert self.rest_mean is not None
         d = np.array(displacement, np.float64)
         flat = d[: mesh.MESH_POINTS].reshape(-1)
-        c = self.expression_basis @ flat
+        c = self.expression_basis @ flat if own is None else np.asarray(own, np.float64)
         own_rest = self.rest_mean + gain @ (c - self.rest_mean)
         change = np.asarray(rest, np.float64) - own_rest
         d[: mesh.MESH_POINTS] += (change @ self.expression_basis).reshape(-1, 3)

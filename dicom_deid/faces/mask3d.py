@@ -16,9 +16,9 @@ Per frame and track:
    single-image fit carries): it is estimated from the model's resting-expression statistics
    and replaced by a draw for the study (REST_EXPRESSION_SCALE). The mask's lips part as far as
    the patient's (LIPS_SLACK) and stay together where the patient's are. Eye openness is transferred as a ratio to the patient's usual openness, so a blink
-   closes the mask's eyes fully whatever the patient's eye size (in video, eyes that stay
-   narrow but open take the track's median as their usual opening over EYE_REFERENCE_FADE
-   frames); each iris keeps its offset within its eye (gaze).
+   closes the mask's eyes fully whatever the patient's eye size (optionally, in video, eyes
+   that stay narrow but open take the track's median as their usual opening over
+   EYE_REFERENCE_FADE frames; off by default); each iris keeps its offset within its eye (gaze).
 3. The mask is posed back into the frame, scaled up just enough (smoothly, per track) that it
    covers the patient's whole face hull, and rendered in one flat material (faces/
    mask_surface.py: a tint, painted lips and brows) with Lambert shading from its own posed
@@ -38,6 +38,7 @@ with the study and carries nothing of the patient drowns those cues.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 from dataclasses import dataclass
 
@@ -97,17 +98,29 @@ REST_EXPRESSION_SCALE: float | None = 3.0
 # London neutral captures: median gap 0.001, largest 0.0075; smiles and speech open to 0.04-0.17.
 LIPS_CLOSED = 0.006
 LIPS_PARTED = 0.02
-# How much wider or narrower than the patient's the mask's mean inner-lip gap may be.
+# The mask's mean inner-lip gap is at most LIPS_GAP_RATIO times the patient's plus LIPS_SLACK.
+# Held to the patient's gap +- 0.01, a study whose resting lips are full read back on GRID
+# lbax4n (evaluation key 0) with mouth aspect ratio r 0.52 (0.81 without the cap): the cap
+# binds only near rest.
+LIPS_GAP_RATIO = 2.0
 LIPS_SLACK = 0.01
 # Frames over which the eyes' reference opening fades from the neutral estimate's to the track's
 # median where the track's eyes are narrow but open (GRID lbax4n, glasses, looking down: median
 # opening 0.75 of the neutral estimate's, which left the mask's eyes at 2/3 of their size
-# throughout). A blink is a dip of a few frames and leaves the median where it is.
-EYE_REFERENCE_FADE = 25
+# throughout). A blink is a dip of a few frames and leaves the median where it is. Off (None) by
+# default: the change of reference is a ramp over the track's first frames, and on a clip
+# without blinks that ramp is most of the eye aspect ratio's variance (GRID, 50 frames, with 25:
+# lbbc2a, whose right eye is as narrow as lbax4n's, EAR r 0.75 -> 0.15; mean of 6 clips 0.92 ->
+# 0.81, `metrics_grid_i15mask3_fade25.json`).
+EYE_REFERENCE_FADE: int | None = None
 # The track's median opening, as a share of the neutral estimate's, from which it counts as an
 # open eye (ramp over the next 0.2): below it the eyes are mostly closed in the track, and the
 # neutral estimate stays the reference (a clip of closed eyes keeps the mask's eyes closed).
 EYE_OPEN_SHARE = 0.4
+# ... and up to which it counts as narrow (the fade is full from 0.1 below it). Eyes about as
+# open as the neutral estimate keep it: a change of reference is a ramp over the first frames,
+# which on a clip without blinks (GRID lbbc2a) was most of the eye aspect ratio's variance.
+EYE_NARROW_SHARE = 0.85
 # The study's resting attitude by (seed, limits), shared by the study's renderers in a process
 # (as swap's settled donor): a study is processed in one worker.
 _STUDY_REST: collections.OrderedDict[tuple, tuple[float, float]] = collections.OrderedDict()
@@ -122,6 +135,8 @@ class _Track:
     expression: NeutralTracker
     openness: collections.deque   # the patient's eye openings (right, left), canonical units
     attitude: collections.deque   # the patient's head (yaw, pitch), radians
+    # The patient's single-image expression coefficients, whose median is the track's rest.
+    rest: collections.deque = dataclasses.field(default_factory=collections.deque)
     cover_scale: float = 1.0
     outline_scale: float = 1.0
 
@@ -140,7 +155,7 @@ class Mask3DRenderer:
                  identity_spread: float = IDENTITY_SPREAD,
                  rest_scope: str = REST_SCOPE,
                  rest_expression_scale: float | None = REST_EXPRESSION_SCALE,
-                 eye_reference_fade: int = EYE_REFERENCE_FADE) -> None:
+                 eye_reference_fade: int | None = EYE_REFERENCE_FADE) -> None:
         self.model = load_model(model_path)
         self.expression = load_expression_model(expression_path)
         self.canonical = self.model.canonical.astype(np.float64)
@@ -178,7 +193,8 @@ class Mask3DRenderer:
         self.rest_expression_scale = rest_expression_scale
         self.rest_expression = (None if rest_expression_scale is None
                                 else self.expression.rest_sample(donor_seed))
-        self.eye_reference_fade = max(int(eye_reference_fade), 1)
+        self.eye_reference_fade = (None if eye_reference_fade is None
+                                   else max(int(eye_reference_fade), 1))
         self._tracks: collections.OrderedDict[int, _Track] = collections.OrderedDict()
         self._skin_tris = self.tris[self.parts == mesh.PART_SKIN]
 
@@ -193,6 +209,7 @@ class Mask3DRenderer:
         track = self._tracks.get(track_id)
         if track is None:
             track = _Track(NeutralTracker(self.expression, self.history, self.refresh),
+                           collections.deque(maxlen=self.history),
                            collections.deque(maxlen=self.history),
                            collections.deque(maxlen=self.history))
             self._tracks[track_id] = track
@@ -210,7 +227,14 @@ class Mask3DRenderer:
         # a single image, the fit against the identity basis): the patient's shape cancels.
         d = track.expression.update(patient)
         if self.rest_expression is not None and self.rest_expression_scale is not None:
-            d = self.expression.rest_replaced(d, self.rest_expression, self.rest_expression_scale)
+            # The person's rest is judged on the track's median coefficients (on a single image,
+            # the image's own): the correction is one offset per track, so the patient's
+            # movement (speech, blinks) is kept whole. Judged frame by frame it shrank the
+            # movement too (GRID mouth aspect ratio r 0.90 -> 0.80, lbax4n 0.43).
+            track.rest.append(self.expression.coefficients(patient)[1])
+            own = np.median(np.asarray(track.rest), axis=0)
+            d = self.expression.rest_replaced(d, self.rest_expression,
+                                              self.rest_expression_scale, own=own)
         shape = self.canonical + self.identity_offset + d
         self._transfer_eyes(shape, patient, track)
         self._keep_mouth_closed_order(shape)
@@ -274,7 +298,8 @@ class Mask3DRenderer:
         track.openness.append(now)
         usual = np.median(np.asarray(track.openness), axis=0)
         # How far into the track the reference has faded to the median (0 on a single image).
-        settled = min(1.0, (len(track.openness) - 1) / self.eye_reference_fade)
+        settled = (0.0 if self.eye_reference_fade is None
+                   else min(1.0, (len(track.openness) - 1) / self.eye_reference_fade))
         for k, (upper, lower, iris, corners) in enumerate(_EYES):
             up, lo = list(upper[1:-1]), list(lower[1:-1])
             open_neutral = float(np.linalg.norm(neutral[lo, :2] - neutral[up, :2], axis=1).sum())  # type: ignore[index]
@@ -284,7 +309,8 @@ class Mask3DRenderer:
             # reference, so the mask's eyes are not left half shut. Eyes mostly closed in the
             # track keep the neutral estimate as reference.
             share = usual[k] / max(open_neutral, 1e-6)
-            fade = settled * float(np.clip((share - EYE_OPEN_SHARE) / 0.2, 0.0, 1.0))
+            fade = settled * float(np.clip((share - EYE_OPEN_SHARE) / 0.2, 0.0, 1.0)
+                                   * np.clip((EYE_NARROW_SHARE - share) / 0.1, 0.0, 1.0))
             reference = (1.0 - fade) * reference + fade * max(usual[k], 1e-6)
             ratio = now[k] / reference
             ratio = float(np.clip((ratio - self.lid_closed) / (1.0 - self.lid_closed), 0.0, 1.6))
@@ -317,25 +343,21 @@ class Mask3DRenderer:
 
     @staticmethod
     def _close_lips_at_rest(shape: np.ndarray, patient: np.ndarray) -> None:
-        """The mask's lips parted as far as the patient's (within LIPS_SLACK) and together where
-        the patient's are (a ramp from LIPS_CLOSED to LIPS_PARTED). The study's resting
-        expression alone parted the mask's lips by up to 0.07 eye distances (London 113, whose
-        own are 0.02 apart) or pressed them shut."""
+        """The mask's lips together where the patient's are (a ramp from LIPS_CLOSED to
+        LIPS_PARTED) and parted at most LIPS_GAP_RATIO times the patient's gap plus LIPS_SLACK.
+        The study's resting expression alone parted the mask's lips by up to 0.07 eye distances
+        (London 113, whose own are 0.02 apart)."""
         up = list(mesh.INNER_LIPS_UPPER[1:-1])
         lo = list(mesh.INNER_LIPS_LOWER[1:-1])
         gap = float((patient[lo, 1] - patient[up, 1]).mean())
         keep = float(np.clip((gap - LIPS_CLOSED) / (LIPS_PARTED - LIPS_CLOSED), 0.0, 1.0))
         own = float((shape[lo, 1] - shape[up, 1]).mean())
-        target = keep * float(np.clip(own, gap - LIPS_SLACK, gap + LIPS_SLACK))
-        if own > 1e-9 and target <= own:
+        target = keep * min(own, LIPS_GAP_RATIO * max(gap, 0.0) + LIPS_SLACK)
+        if own > 1e-9 and target < own:
             mid = (shape[up] + shape[lo]) / 2
             half = (shape[lo] - shape[up]) / 2 * (target / own)
             shape[up] = mid - half
             shape[lo] = mid + half
-        elif target > own:
-            # Too shut for the patient's open mouth: both lips move apart evenly.
-            shape[up, 1] -= (target - own) / 2
-            shape[lo, 1] += (target - own) / 2
 
     def render(self, rgb: np.ndarray, landmarks: np.ndarray, track_id: int = 0, *,
                inplace: bool = False) -> np.ndarray:

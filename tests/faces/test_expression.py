@@ -309,3 +309,20 @@ def test_a_model_without_rest_statistics_says_so(tmp_path, model):
     assert old.rest_mean is None
     with pytest.raises(ValueError, match="resting-expression"):
         old.rest_replaced(np.zeros((mesh.LANDMARK_COUNT, 3)), np.zeros(len(old.expression_variances)))
+
+
+def test_a_rest_judged_on_given_coefficients_is_one_offset_for_every_frame(model, neutral):
+    """In video the rest is judged on the track's median fit (``own``): every frame gets the
+    same correction, so the frame-to-frame movement is kept whole; judged on each frame's own
+    coefficients, a smile is partly taken for rest."""
+    d_n = model.expression(model.to_canonical(neutral)[0])
+    d_s = model.expression(model.to_canonical(smile(neutral))[0])
+    study = model.rest_sample(9)
+    own = model.coefficients(model.to_canonical(neutral)[0])[1]
+    fixed = [model.rest_replaced(d, study, 3.0, own=own) - d for d in (d_n, d_s)]
+    assert np.allclose(fixed[0], fixed[1])
+    per_frame = [model.rest_replaced(d, study, 3.0) - d for d in (d_n, d_s)]
+    assert not np.allclose(per_frame[0], per_frame[1], atol=1e-4)
+    # On the image itself, judging on its own fit is the single-image behaviour.
+    assert np.allclose(model.rest_replaced(d_n, study, 3.0, own=own), per_frame[0] + d_n,
+                       atol=1e-6)

@@ -480,14 +480,14 @@ def _narrowed(renderer: Mask3DRenderer, lm: np.ndarray, amount: float) -> np.nda
 
 
 def test_narrow_open_eyes_fade_to_the_mask_eye_and_blinks_stay(astronaut):
-    """A patient whose eyes stay at 3/4 of the neutral estimate's opening: after ~25 frames
+    """A patient whose eyes stay at 2/3 of the neutral estimate's opening: after ~25 frames
     the mask's eyes are fully open, and a 3-frame blink still shuts them."""
     _, lm = astronaut
     reference = Mask3DRenderer()
     for _ in range(40):
         wide = reference.mask_geometry(lm, track_id=0)
-    renderer = Mask3DRenderer()
-    narrow = _narrowed(renderer, lm, 0.5)
+    renderer = Mask3DRenderer(eye_reference_fade=25)
+    narrow = _narrowed(renderer, lm, 0.7)
     first = renderer.mask_geometry(narrow, track_id=0)
     for _ in range(39):
         late = renderer.mask_geometry(narrow, track_id=0)
@@ -497,8 +497,9 @@ def test_narrow_open_eyes_fade_to_the_mask_eye_and_blinks_stay(astronaut):
     assert _eye_opening(late) > 0.9 * _eye_opening(wide)
     assert max(_eye_opening(g) for g in blink) < 0.1 * _eye_opening(wide)
     assert _eye_opening(after[-1]) > 0.9 * _eye_opening(wide)
-    # Without the fade the narrow eyes stay narrow.
-    still = Mask3DRenderer(eye_reference_fade=10**9)
+    # Without the fade (the default) the narrow eyes stay narrow.
+    assert mask3d.EYE_REFERENCE_FADE is None
+    still = Mask3DRenderer()
     for _ in range(40):
         geo = still.mask_geometry(narrow, track_id=0)
     assert _eye_opening(geo) < 0.8 * _eye_opening(wide)
@@ -506,7 +507,7 @@ def test_narrow_open_eyes_fade_to_the_mask_eye_and_blinks_stay(astronaut):
 
 def test_eyes_closed_through_a_track_keep_the_mask_closed(astronaut):
     _, lm = astronaut
-    renderer = Mask3DRenderer()
+    renderer = Mask3DRenderer(eye_reference_fade=25)
     closed = synth.eyes_open_to(lm, 0.1)
     for _ in range(60):
         geo = renderer.mask_geometry(closed, track_id=0)
@@ -541,20 +542,27 @@ def test_the_rim_of_an_opening_is_left_out():
         [(y, x) for y in range(11, 14) for x in range(21, 24)]
 
 
-def test_the_mask_parts_its_lips_as_far_as_the_patient(astronaut):
-    """Whatever the study's resting face, the mask's mean inner-lip gap stays within
-    LIPS_SLACK of the patient's (canonical units), both for slightly parted and open lips."""
+def test_the_mask_parts_its_lips_no_further_than_the_patient(astronaut):
+    """Whatever the study's resting face, the mask's mean inner-lip gap stays under
+    LIPS_GAP_RATIO times the patient's plus LIPS_SLACK (canonical units)."""
     _, lm = astronaut
     closed = _closed_lips(lm)
     up = list(mesh.INNER_LIPS_UPPER[1:-1])
     lo = list(mesh.INNER_LIPS_LOWER[1:-1])
+    capped = 0
     for fraction in (0.25, 1.0):
         patient = closed + (lm - closed) * fraction
         r0 = Mask3DRenderer()
         can = r0.expression.to_canonical(patient)[0]
         gap = float((can[lo, 1] - can[up, 1]).mean())
-        for seed in range(6):
+        limit = mask3d.LIPS_GAP_RATIO * gap + mask3d.LIPS_SLACK
+        for seed in range(8):
             r = Mask3DRenderer(donor_seed=seed)
             geo = r.expression.to_canonical(r.mask_geometry(patient))[0]
             got = float((geo[lo, 1] - geo[up, 1]).mean())
-            assert abs(got - gap) <= mask3d.LIPS_SLACK + 2e-3, (fraction, seed, got, gap)
+            assert got <= limit + 2e-3, (fraction, seed, got, limit)
+            free = Mask3DRenderer(donor_seed=seed)
+            free._close_lips_at_rest = lambda shape, patient: None  # type: ignore[method-assign]
+            geo = free.expression.to_canonical(free.mask_geometry(patient))[0]
+            capped += float((geo[lo, 1] - geo[up, 1]).mean()) > limit + 2e-3
+    assert capped >= 1   # without the rule some studies part the lips further
