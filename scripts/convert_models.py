@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -118,6 +119,7 @@ def convert(src: Path, dst: Path) -> None:
     import tf2onnx
     from tf2onnx import tflite_utils
 
+
     if src.name == Path(ATTENTION[0]).name:
         model, _ = tf2onnx.convert.from_tflite(
             str(src), opset=ATTENTION_OPSET, custom_ops=dict.fromkeys(_CUSTOM, "mediapipe"),
@@ -147,16 +149,12 @@ def convert(src: Path, dst: Path) -> None:
     _finish(model, dst)
 
 
-def _prelu_as_relu(model) -> int:
-    """Rewrite PRelu(x, a) as a*x + (1-a)*Relu(x), the same function.
-
-    onnxruntime's CPU kernels run convolutions in a blocked channel layout (NCHWc) and have no
-    PRelu for it, so every PRelu of these networks (one after most convolutions) was wrapped in
-    two layout conversions; Relu, Mul by a per-channel constant and Add stay in the blocked
-    layout. face_landmark: 16.9 -> 9.3 ms per call on one AVX2 core, outputs equal to 3e-5 px.
-    """
+def _rewrite_prelus(model, expand, prune: bool) -> int:
+    """Replace every PRelu whose slope is a constant by what `expand(tag, x, slope,
+    slope_name, output)` returns: the (name, array) constants it adds and its nodes.
+    `prune`: drop the constants no node reads any more."""
     import numpy as np
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     graph = model.graph
     slopes = {t.name: t for t in graph.initializer}
@@ -167,18 +165,42 @@ def _prelu_as_relu(model) -> int:
             continue
         count += 1
         x, a = node.input
-        tag = f"{node.name}__prelu"
-        rest = numpy_helper.to_array(slopes[a]).astype(np.float32)
-        graph.initializer.append(numpy_helper.from_array(1.0 - rest, f"{tag}_1ma"))
-        nodes += [helper.make_node("Mul", [x, a], [f"{tag}_ax"], name=f"{tag}_mul"),
-                  helper.make_node("Relu", [x], [f"{tag}_relu"], name=f"{tag}_relu"),
-                  helper.make_node("Mul", [f"{tag}_relu", f"{tag}_1ma"], [f"{tag}_rest"],
-                                   name=f"{tag}_mul2"),
-                  helper.make_node("Add", [f"{tag}_ax", f"{tag}_rest"], [node.output[0]],
-                                   name=f"{tag}_add")]
+        slope = numpy_helper.to_array(slopes[a]).astype(np.float32)
+        constants, made = expand(f"{node.name}__prelu", x, slope, a, node.output[0])
+        graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in constants)
+        nodes += made
     del graph.node[:]
     graph.node.extend(nodes)
+    if prune:
+        # The slopes themselves (and any other constant no node reads) are dropped: left in,
+        # their converter-made names would order them differently from run to run
+        # (see _canonical_names).
+        used = {name for node in graph.node for name in node.input}
+        kept = [t for t in graph.initializer if t.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
     return count
+
+
+def _prelu_as_relu(model) -> int:
+    """Rewrite PRelu(x, a) as a*x + (1-a)*Relu(x), the same function.
+
+    onnxruntime's CPU kernels run convolutions in a blocked channel layout (NCHWc) and have no
+    PRelu for it, so every PRelu of these networks (one after most convolutions) was wrapped in
+    two layout conversions; Relu, Mul by a per-channel constant and Add stay in the blocked
+    layout. face_landmark: 16.9 -> 9.3 ms per call on one AVX2 core, outputs equal to 3e-5 px.
+    """
+    from onnx import helper
+
+    def expand(tag, x, slope, a, out):
+        return [(f"{tag}_1ma", 1.0 - slope)], [
+            helper.make_node("Mul", [x, a], [f"{tag}_ax"], name=f"{tag}_mul"),
+            helper.make_node("Relu", [x], [f"{tag}_relu"], name=f"{tag}_relu"),
+            helper.make_node("Mul", [f"{tag}_relu", f"{tag}_1ma"], [f"{tag}_rest"],
+                             name=f"{tag}_mul2"),
+            helper.make_node("Add", [f"{tag}_ax", f"{tag}_rest"], [out], name=f"{tag}_add")]
+
+    return _rewrite_prelus(model, expand, prune=False)
 
 
 def _prelu_as_fused_relu(model) -> int:
@@ -191,39 +213,18 @@ def _prelu_as_fused_relu(model) -> int:
     cost is per node): 606 -> 539 nodes after onnxruntime's optimisation, about 6 % less time.
     """
     import numpy as np
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
-    graph = model.graph
-    slopes = {t.name: t for t in graph.initializer}
-    nodes, count = [], 0
-    for node in graph.node:
-        if node.op_type != "PRelu" or node.input[1] not in slopes:
-            nodes.append(node)
-            continue
-        count += 1
-        x, a = node.input
-        tag = f"{node.name}__prelu"
-        slope = numpy_helper.to_array(slopes[a]).astype(np.float32)
-        graph.initializer.append(numpy_helper.from_array(
-            np.where(slope <= 1, slope - 1, 1 - slope).astype(np.float32), f"{tag}_k"))
-        graph.initializer.append(numpy_helper.from_array(
-            np.where(slope <= 1, 1.0, -1.0).astype(np.float32), f"{tag}_s"))
-        nodes += [helper.make_node("Mul", [x, f"{tag}_k"], [f"{tag}_kx"], name=f"{tag}_mul"),
-                  helper.make_node("Relu", [f"{tag}_kx"], [f"{tag}_relu"], name=f"{tag}_relu"),
-                  helper.make_node("Mul", [f"{tag}_relu", f"{tag}_s"], [f"{tag}_rest"],
-                                   name=f"{tag}_mul2"),
-                  helper.make_node("Add", [f"{tag}_rest", x], [node.output[0]],
-                                   name=f"{tag}_add")]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    # The slopes themselves (and any other constant no node reads) are dropped: left in,
-    # their converter-made names would order them differently from run to run
-    # (see _canonical_names).
-    used = {name for node in graph.node for name in node.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    return count
+    def expand(tag, x, slope, a, out):
+        return [(f"{tag}_k", np.where(slope <= 1, slope - 1, 1 - slope).astype(np.float32)),
+                (f"{tag}_s", np.where(slope <= 1, 1.0, -1.0).astype(np.float32))], [
+            helper.make_node("Mul", [x, f"{tag}_k"], [f"{tag}_kx"], name=f"{tag}_mul"),
+            helper.make_node("Relu", [f"{tag}_kx"], [f"{tag}_relu"], name=f"{tag}_relu"),
+            helper.make_node("Mul", [f"{tag}_relu", f"{tag}_s"], [f"{tag}_rest"],
+                             name=f"{tag}_mul2"),
+            helper.make_node("Add", [f"{tag}_rest", x], [out], name=f"{tag}_add")]
+
+    return _rewrite_prelus(model, expand, prune=True)
 
 
 def _channel_pad_as_conv(model) -> int:
@@ -707,10 +708,23 @@ def main() -> int:
     args = parser.parse_args()
     modules = _mediapipe_dir(args.mediapipe_dir) / "modules"
     out = Path(args.out)
+    selected = [(rel, name) for rel, name in FACE_MODELS + (BODY_MODELS if args.body else ())
+                if not args.only or name in args.only]
+    if len(selected) > 1:
+        # tf2onnx and TensorFlow keep naming state between conversions (tf2onnx's node
+        # counter and more), so a model's bytes depended on the models the same process had
+        # converted before it: a full run gave other attention and pose files than `--only`
+        # runs. Each model is converted by a process of its own.
+        for _, name in selected:
+            command = [sys.executable, __file__, "--mediapipe-dir", str(modules.parent),
+                       "--out", str(out), "--body", "--only", name]
+            if args.no_check:
+                command.append("--no-check")
+            if subprocess.run(command, check=False).returncode:
+                return 1
+        return 0
     _register_densify_as_identity()
-    for rel, name in FACE_MODELS + (BODY_MODELS if args.body else ()):
-        if args.only and name not in args.only:
-            continue
+    for rel, name in selected:
         src = modules / rel
         if not src.is_file():
             sys.exit(f"{src}: not found (is this the mediapipe 0.10.21 wheel?)")
