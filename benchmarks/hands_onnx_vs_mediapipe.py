@@ -45,6 +45,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.pose_onnx_vs_mediapipe import KeypointStage  # noqa: E402
+
 SHARED = Path(os.environ.get("DICOM_DEID_SHARED", REPO.parent / "shared")) / "data"
 CLIP = SHARED / "video" / "people" / "tears_of_steel_clip01_640x360.mp4"
 GRAPH = "mediapipe/modules/hand_landmark/hand_landmark_tracking_cpu.binarypb"
@@ -260,24 +262,6 @@ def model_speed(frames: list[np.ndarray], rounds: int, device: str, threads: int
     return out
 
 
-class _Stage:
-    """The keypoint stage as the product runs it on a frame whose face the face stage has
-    measured already: KeypointExtractor(face=False), pose + hands, on one keypoint engine."""
-
-    def __init__(self, engine: str, device: str) -> None:
-        from dicom_deid.keypoints.extractor import KeypointExtractor
-        from dicom_deid.onnx_device import ModelSettings
-
-        self.extractor = KeypointExtractor(
-            face=False, runtime=ModelSettings(device, keypoint_engine=engine))
-
-    def process(self, rgb: np.ndarray) -> None:
-        self.extractor.extract(rgb)
-
-    def close(self) -> None:
-        self.extractor.close()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=130)
@@ -308,8 +292,8 @@ def main() -> int:
             frames[:args.frames], args.rounds)
     if not args.skip_stage:
         report["keypoint_stage"] = _compare(
-            {"mediapipe": lambda: _Stage("mediapipe", args.device),
-             "onnx": lambda: _Stage("onnx", args.device)}, frames[:args.frames], args.rounds)
+            {"mediapipe": lambda: KeypointStage("mediapipe", args.device),
+             "onnx": lambda: KeypointStage("onnx", args.device)}, frames[:args.frames], args.rounds)
     report["load_average_after"] = os.getloadavg()
     text = json.dumps(report, indent=2)
     print(text)

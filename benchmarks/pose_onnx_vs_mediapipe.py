@@ -271,7 +271,7 @@ def speed(frames: list[np.ndarray], rounds: int, device: str, threads: int | Non
     return out
 
 
-class _Stage:
+class KeypointStage:
     """The keypoint stage as the product runs it on a frame whose face the face stage has
     measured already: KeypointExtractor(face=False), pose + hands, on one keypoint engine."""
 
@@ -291,8 +291,8 @@ class _Stage:
 
 def stage_speed(frames: list[np.ndarray], rounds: int, device: str) -> dict:
     """Per frame: the keypoint stage on MediaPipe (pose and hands) against ONNX Runtime."""
-    engines = {"mediapipe": lambda: _Stage("mediapipe", device),
-               "onnx": lambda: _Stage("onnx", device)}
+    engines = {"mediapipe": lambda: KeypointStage("mediapipe", device),
+               "onnx": lambda: KeypointStage("onnx", device)}
     walls: dict[str, list[float]] = {k: [] for k in engines}
     cpus: dict[str, list[float]] = {k: [] for k in engines}
     for _ in range(rounds):
