@@ -344,8 +344,8 @@ class ProcessingConfig(_Section):
     # Who runs the face detector and mesh: MediaPipe's TFLite (CPU only) or the same models
     # on ONNX Runtime (on `device`); auto: ONNX when `device` resolves to a GPU.
     face_engine: Literal["auto", "mediapipe", "onnx"] = "auto"
-    # Who runs the keypoint SR's body pose: MediaPipe's TFLite or the same models on ONNX
-    # Runtime (on `device`); auto: ONNX on every device (faster than MediaPipe on the CPU too).
+    # Who runs the keypoint SR's body pose and hands: MediaPipe's TFLite or the same models on
+    # ONNX Runtime (on `device`); auto: ONNX on every device (faster than MediaPipe on the CPU too).
     keypoint_engine: Literal["auto", "mediapipe", "onnx"] = "auto"
 
     @model_validator(mode="after")
