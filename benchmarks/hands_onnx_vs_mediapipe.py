@@ -38,36 +38,24 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.pose_onnx_vs_mediapipe import KeypointStage  # noqa: E402
+from benchmarks.pose_onnx_vs_mediapipe import (  # noqa: E402  (the same clip and timing)
+    CLIP,
+    clip_frames,
+    compare_engines,
+    stage_speed,
+)
 
-SHARED = Path(os.environ.get("DICOM_DEID_SHARED", REPO.parent / "shared")) / "data"
-CLIP = SHARED / "video" / "people" / "tears_of_steel_clip01_640x360.mp4"
 GRAPH = "mediapipe/modules/hand_landmark/hand_landmark_tracking_cpu.binarypb"
 # Frames of the clip without a hand (palm detection only) and with one hand tracked
 # throughout (checked by the run: `palm_calls` below).
 NO_HANDS = (0, 20)
 ONE_HAND = (21, 65)
-
-
-def clip_frames(count: int) -> list[np.ndarray]:
-    import av
-
-    if not CLIP.is_file():
-        sys.exit(f"{CLIP}: not found")
-    with av.open(str(CLIP)) as container:
-        out = []
-        for frame in container.decode(video=0):
-            if len(out) >= count:
-                break
-            out.append(frame.to_ndarray(format="rgb24"))
-    return out
 
 
 def mediapipe_hands(static: bool, max_hands: int = 2):
@@ -181,41 +169,6 @@ def agreement_tracking(frames: list[np.ndarray], device: str) -> dict:
     return _summary(gaps, len(frames), mismatched, 0)
 
 
-def _run(make, frames: list[np.ndarray]) -> tuple[list[float], float]:
-    """Per-frame wall seconds, and CPU seconds per frame, of one fresh tracker over the
-    frames."""
-    model = make()
-    walls = []
-    cpu0 = time.process_time()
-    for rgb in frames:
-        t0 = time.perf_counter()
-        model.process(rgb)
-        walls.append(time.perf_counter() - t0)
-    cpu = (time.process_time() - cpu0) / len(frames)
-    model.close()
-    return walls, cpu
-
-
-def _compare(engines: dict, frames: list[np.ndarray], rounds: int, skip_first: bool = False
-             ) -> dict:
-    walls: dict[str, list[float]] = {k: [] for k in engines}
-    cpus: dict[str, list[float]] = {k: [] for k in engines}
-    for _ in range(rounds):
-        for name, make in engines.items():
-            w, c = _run(make, frames)
-            walls[name] += w[1:] if skip_first else w
-            cpus[name].append(c)
-    out: dict = {name: {"wall_ms_median": statistics.median(walls[name]) * 1e3,
-                        "wall_ms_mean": statistics.fmean(walls[name]) * 1e3,
-                        "cpu_ms_per_frame": statistics.fmean(cpus[name]) * 1e3}
-                 for name in engines}
-    out["onnx_speedup_wall_median"] = out["mediapipe"]["wall_ms_median"] / \
-        out["onnx"]["wall_ms_median"]
-    out["onnx_speedup_cpu"] = out["mediapipe"]["cpu_ms_per_frame"] / \
-        out["onnx"]["cpu_ms_per_frame"]
-    return out
-
-
 class _Counted:
     """OnnxHands that counts its palm detections and landmark calls."""
 
@@ -243,7 +196,7 @@ def model_speed(frames: list[np.ndarray], rounds: int, device: str, threads: int
         palm_check.hands.process(rgb)
     found = [len(lm_check.hands.process(rgb)) for rgb in lm_frames]
     out = {
-        "palm_detection": _compare(
+        "palm_detection": compare_engines(
             {"mediapipe": lambda: mediapipe_hands(True),
              "onnx": lambda: onnx_hands(True, device=device, threads=threads)},
             palm_frames, rounds),
@@ -251,7 +204,7 @@ def model_speed(frames: list[np.ndarray], rounds: int, device: str, threads: int
                                  palm_check.palm_calls, "onnx_landmark_calls":
                                  palm_check.landmark_calls},
         # The first frame of each run detects the palm; the rest are landmark calls only.
-        "hand_landmark": _compare(
+        "hand_landmark": compare_engines(
             {"mediapipe": lambda: mediapipe_hands(False, 1),
              "onnx": lambda: onnx_hands(False, 1, device=device, threads=threads)},
             lm_frames, rounds, skip_first=True),
@@ -286,14 +239,12 @@ def main() -> int:
         report["agreement_tracking"] = agreement_tracking(frames[:args.frames], args.device)
     if not args.skip_speed:
         report["models"] = model_speed(frames, args.rounds, args.device, threads)
-        report["hands_per_frame"] = _compare(
+        report["hands_per_frame"] = compare_engines(
             {"mediapipe": lambda: mediapipe_hands(False),
              "onnx": lambda: onnx_hands(False, device=args.device, threads=threads)},
             frames[:args.frames], args.rounds)
     if not args.skip_stage:
-        report["keypoint_stage"] = _compare(
-            {"mediapipe": lambda: KeypointStage("mediapipe", args.device),
-             "onnx": lambda: KeypointStage("onnx", args.device)}, frames[:args.frames], args.rounds)
+        report["keypoint_stage"] = stage_speed(frames[:args.frames], args.rounds, args.device)
     report["load_average_after"] = os.getloadavg()
     text = json.dumps(report, indent=2)
     print(text)

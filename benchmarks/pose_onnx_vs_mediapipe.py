@@ -234,7 +234,7 @@ def region_sensitivity(frames: list[np.ndarray], device: str, frame: int = 22) -
     return out
 
 
-def _run(make, frames: list[np.ndarray]) -> tuple[list[float], float]:
+def run_tracker(make, frames: list[np.ndarray]) -> tuple[list[float], float]:
     """Per-frame wall seconds, and CPU seconds per frame, of one tracker over the frames."""
     model = make()
     walls = []
@@ -257,7 +257,7 @@ def speed(frames: list[np.ndarray], rounds: int, device: str, threads: int | Non
     cpus: dict[str, list[float]] = {k: [] for k in engines}
     for _ in range(rounds):
         for name, make in engines.items():
-            w, c = _run(make, frames)
+            w, c = run_tracker(make, frames)
             walls[name] += w
             cpus[name].append(c)
     out = {name: {"wall_ms_median": statistics.median(walls[name]) * 1e3,
@@ -289,25 +289,32 @@ class KeypointStage:
         self.extractor.close()
 
 
-def stage_speed(frames: list[np.ndarray], rounds: int, device: str) -> dict:
-    """Per frame: the keypoint stage on MediaPipe (pose and hands) against ONNX Runtime."""
-    engines = {"mediapipe": lambda: KeypointStage("mediapipe", device),
-               "onnx": lambda: KeypointStage("onnx", device)}
+def compare_engines(engines: dict, frames: list[np.ndarray], rounds: int, skip_first: bool = False
+                    ) -> dict:
+    """Both engines ({'mediapipe': make, 'onnx': make}) over the frames, alternating for
+    ``rounds``; ``skip_first``: leave each run's first frame out of the wall times."""
     walls: dict[str, list[float]] = {k: [] for k in engines}
     cpus: dict[str, list[float]] = {k: [] for k in engines}
     for _ in range(rounds):
         for name, make in engines.items():
-            w, c = _run(make, frames)
-            walls[name] += w
+            w, c = run_tracker(make, frames)
+            walls[name] += w[1:] if skip_first else w
             cpus[name].append(c)
-    out = {name: {"wall_ms_median": statistics.median(walls[name]) * 1e3,
-                  "cpu_ms_per_frame": statistics.fmean(cpus[name]) * 1e3}
-           for name in engines}
+    out: dict = {name: {"wall_ms_median": statistics.median(walls[name]) * 1e3,
+                        "wall_ms_mean": statistics.fmean(walls[name]) * 1e3,
+                        "cpu_ms_per_frame": statistics.fmean(cpus[name]) * 1e3}
+                 for name in engines}
     out["onnx_speedup_wall_median"] = out["mediapipe"]["wall_ms_median"] / \
         out["onnx"]["wall_ms_median"]
     out["onnx_speedup_cpu"] = out["mediapipe"]["cpu_ms_per_frame"] / \
         out["onnx"]["cpu_ms_per_frame"]
     return out
+
+
+def stage_speed(frames: list[np.ndarray], rounds: int, device: str) -> dict:
+    """Per frame: the keypoint stage on MediaPipe (pose and hands) against ONNX Runtime."""
+    return compare_engines({"mediapipe": lambda: KeypointStage("mediapipe", device),
+                            "onnx": lambda: KeypointStage("onnx", device)}, frames, rounds)
 
 
 def main() -> int:
