@@ -227,9 +227,9 @@ class Mask3DRenderer:
         # a single image, the fit against the identity basis): the patient's shape cancels.
         d = track.expression.update(patient)
         if self.rest_expression is not None and self.rest_expression_scale is not None:
-            # The person's rest is judged on the track's median coefficients (on a single image,
-            # the image's own): the correction is one offset per track, so the patient's
-            # movement (speech, blinks) is kept whole. Judged frame by frame it shrank the
+            # The person's rest is judged on the median coefficients of the track's last
+            # `history` frames (on a single image, the image's own): the correction is one
+            # slowly changing offset, so the patient's movement (speech, blinks) is kept whole. Judged frame by frame it shrank the
             # movement too (GRID mouth aspect ratio r 0.90 -> 0.80, lbax4n 0.43).
             track.rest.append(self.expression.coefficients(patient)[1])
             own = np.median(np.asarray(track.rest), axis=0)
