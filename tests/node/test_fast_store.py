@@ -191,6 +191,30 @@ def test_storescu_instances_take_the_lean_path_and_match_pynetdicoms(pair, tmp_p
         assert "Error - File meta information" not in out.stderr + out.stdout
 
 
+def test_a_resent_instance_and_a_reused_sop_uid_are_handled_as_pynetdicoms_path_does(
+        pair, tmp_path):
+    """A PACS that resends the same instance, then sends other content under the same SOP
+    Instance UID: each path answers, journals, spools and audits it the same way."""
+    study = write_study(tmp_path / "study", 2)
+    first = study.files[0]
+    reused = make_instance(study.study_uid, generate_uid(), str(dcmread(first).SOPInstanceUID),
+                           5, rows=32, columns=32)
+    reused_path = tmp_path / "reused.dcm"
+    reused.save_as(reused_path, enforce_file_format=True)
+    outputs = []
+    for here in pair:
+        sent = [storescu(files, here.port, check=False)
+                for files in (study.files, [first], [reused_path])]
+        outputs.append([(r.returncode, "Success" in r.stdout + r.stderr) for r in sent])
+    lean, plain = pair
+    assert outputs[0] == outputs[1]
+    assert lean.receiver.served["lean"] == 4 and lean.receiver.served["pynetdicom"] == 0
+    assert lean.rows() == plain.rows()
+    assert lean.spooled() == plain.spooled()
+    assert audit_lines(lean) == audit_lines(plain)
+    assert not lean.incoming()
+
+
 # ---------------------------------------------------------------------- raw messages
 
 
