@@ -18,7 +18,10 @@ with --threads intra-op threads (the product's default: 1), MediaPipe as it come
 - speed per frame: hands as the keypoint stage runs them (tracking, max_num_hands=2, palm
   detection whenever fewer than two hands are tracked) on the clip's first --frames frames.
 - stage: the keypoint stage per frame as the product runs it (KeypointExtractor, pose +
-  hands, the face given by the face stage), keypoint engine mediapipe against onnx.
+  hands, the face given by the face stage): keypoint engine mediapipe with pose and hands one
+  after the other (the baseline, as the product ran it before) against onnx with the frame's
+  parts at once (the product now), and onnx one after the other and mediapipe at once for the
+  record; the 1-minute load average is kept per run.
 
 Timings: median wall ms per frame and CPU ms per frame (all threads of the process; less
 disturbed by the other programs on a shared machine).

@@ -273,14 +273,16 @@ def speed(frames: list[np.ndarray], rounds: int, device: str, threads: int | Non
 
 class KeypointStage:
     """The keypoint stage as the product runs it on a frame whose face the face stage has
-    measured already: KeypointExtractor(face=False), pose + hands, on one keypoint engine."""
+    measured already: KeypointExtractor(face=False), pose + hands, on one keypoint engine;
+    concurrent: pose and hands at once (the product's default since i21speed4)."""
 
-    def __init__(self, engine: str, device: str) -> None:
+    def __init__(self, engine: str, device: str, concurrent: bool = True) -> None:
         from dicom_deid.keypoints.extractor import KeypointExtractor
         from dicom_deid.onnx_device import ModelSettings
 
         self.extractor = KeypointExtractor(
-            face=False, runtime=ModelSettings(device, keypoint_engine=engine))
+            face=False, runtime=ModelSettings(device, keypoint_engine=engine),
+            concurrent=concurrent)
 
     def process(self, rgb: np.ndarray) -> None:
         self.extractor.extract(rgb)
@@ -291,30 +293,47 @@ class KeypointStage:
 
 def compare_engines(engines: dict, frames: list[np.ndarray], rounds: int, skip_first: bool = False
                     ) -> dict:
-    """Both engines ({'mediapipe': make, 'onnx': make}) over the frames, alternating for
-    ``rounds``; ``skip_first``: leave each run's first frame out of the wall times."""
+    """The engines ({'mediapipe': make, 'onnx': make, ...}) over the frames, alternating for
+    ``rounds``; ``skip_first``: leave each run's first frame out of the wall times. Each other
+    engine's speed-up is over 'mediapipe'; the 1-minute load average is kept per run."""
     walls: dict[str, list[float]] = {k: [] for k in engines}
     cpus: dict[str, list[float]] = {k: [] for k in engines}
+    loads: dict[str, list[float]] = {k: [] for k in engines}
     for _ in range(rounds):
         for name, make in engines.items():
+            loads[name].append(round(os.getloadavg()[0], 2))
             w, c = run_tracker(make, frames)
             walls[name] += w[1:] if skip_first else w
             cpus[name].append(c)
     out: dict = {name: {"wall_ms_median": statistics.median(walls[name]) * 1e3,
                         "wall_ms_mean": statistics.fmean(walls[name]) * 1e3,
-                        "cpu_ms_per_frame": statistics.fmean(cpus[name]) * 1e3}
+                        "cpu_ms_per_frame": statistics.fmean(cpus[name]) * 1e3,
+                        "cpu_ms_per_frame_rounds": [c * 1e3 for c in cpus[name]],
+                        "load_average_1min_at_start": loads[name]}
                  for name in engines}
-    out["onnx_speedup_wall_median"] = out["mediapipe"]["wall_ms_median"] / \
-        out["onnx"]["wall_ms_median"]
-    out["onnx_speedup_cpu"] = out["mediapipe"]["cpu_ms_per_frame"] / \
-        out["onnx"]["cpu_ms_per_frame"]
+    for name in engines:
+        if name == "mediapipe":
+            continue
+        suffix = "" if name == "onnx" else f"_{name}"
+        out[f"onnx_speedup_wall_median{suffix}"] = out["mediapipe"]["wall_ms_median"] / \
+            out[name]["wall_ms_median"]
+        out[f"onnx_speedup_wall_mean{suffix}"] = out["mediapipe"]["wall_ms_mean"] / \
+            out[name]["wall_ms_mean"]
+        out[f"onnx_speedup_cpu{suffix}"] = out["mediapipe"]["cpu_ms_per_frame"] / \
+            out[name]["cpu_ms_per_frame"]
     return out
 
 
 def stage_speed(frames: list[np.ndarray], rounds: int, device: str) -> dict:
-    """Per frame: the keypoint stage on MediaPipe (pose and hands) against ONNX Runtime."""
-    return compare_engines({"mediapipe": lambda: KeypointStage("mediapipe", device),
-                            "onnx": lambda: KeypointStage("onnx", device)}, frames, rounds)
+    """Per frame: the keypoint stage on MediaPipe (pose and hands one after the other, as the
+    product ran them before i21speed4) against ONNX Runtime as the product runs it now
+    (concurrent), and, for the record, ONNX one after the other and MediaPipe concurrent."""
+    return compare_engines({
+        "mediapipe": lambda: KeypointStage("mediapipe", device, concurrent=False),
+        "onnx": lambda: KeypointStage("onnx", device),
+        "onnx_sequential": lambda: KeypointStage("onnx", device, concurrent=False),
+        "mediapipe_concurrent": lambda: KeypointStage("mediapipe", device),
+    }, frames, rounds)
 
 
 def main() -> int:

@@ -45,11 +45,11 @@ DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 # 0.01 % of the inter-ocular distance (tests/faces/test_onnx_models.py).
 FACE_ENGINES = ("auto", "mediapipe", "onnx")
 DEFAULT_FACE_ENGINE = "auto"
-# Who runs the keypoint SR's body pose: MediaPipe's Pose or the same models on ONNX Runtime
-# (keypoints/onnx_pose.py). auto: ONNX on every device: on the CPU it is at least as fast
-# per frame as MediaPipe's (benchmarks/pose_onnx_vs_mediapipe.py, one thread, 2 busy cores:
-# x1.46 CPU time, x1.50 wall; x1.06-1.36 CPU over earlier, busier runs). Hands stay
-# MediaPipe's on either engine.
+# Who runs the keypoint SR's body pose and hands: MediaPipe's Pose and Hands or the same
+# models on ONNX Runtime (keypoints/onnx_pose.py, keypoints/onnx_hands.py). auto: ONNX on
+# every device: on the CPU it is faster per frame than MediaPipe's
+# (benchmarks/pose_onnx_vs_mediapipe.py and hands_onnx_vs_mediapipe.py, one thread each:
+# pose x1.46 CPU time; the whole keypoint stage x1.2-1.3 CPU time).
 KEYPOINT_ENGINES = ("auto", "mediapipe", "onnx")
 DEFAULT_KEYPOINT_ENGINE = "auto"
 _DEVICE_RE = re.compile(DEVICE_PATTERN)

@@ -55,6 +55,10 @@ OPSET = 13
 # False) still computes it inside MediaPipe's graph). Without its decoder the model costs
 # about 40 % less CPU per call on ONNX Runtime; the other outputs are unchanged (equal).
 DROPPED_OUTPUTS: dict[str, tuple[int, ...]] = {"mp_pose_landmark_full.onnx": (256 * 256,)}
+# Models whose PRelu become x + s*Relu(k*x) (_prelu_as_fused_relu, one pass fewer per PRelu on
+# the CPU) besides the attention mesh: the palm detector runs on most frames of the keypoint
+# stage and has 31 of them. The other models keep a*x + (1-a)*Relu(x), so their bytes stay.
+FUSED_PRELU = ("mp_palm_detection_full.onnx",)
 # Largest difference between TFLite and ONNX Runtime outputs accepted, relative to the
 # output's range (float32 kernels differ in summation order, nothing more).
 MAX_RELATIVE_DIFF = 1e-3
@@ -146,7 +150,7 @@ def convert(src: Path, dst: Path) -> None:
         model = _drop_outputs(model, DROPPED_OUTPUTS[dst.name])
     # Names and docs carry the converter's version and the source path: cleared so that
     # the file depends only on the weights and the graph.
-    _finish(model, dst)
+    _finish(model, dst, prelu=_prelu_as_fused_relu if dst.name in FUSED_PRELU else None)
 
 
 def _rewrite_prelus(model, expand, prune: bool) -> int:

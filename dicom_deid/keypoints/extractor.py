@@ -11,11 +11,21 @@ stage makes, so the original and the de-identified frames are measured alike.
 Frames must be given in order: pose and hands run in tracking (video) mode, which reuses the
 previous frame's landmarks as the next region of interest and runs the detectors only when
 tracking is lost; that is what keeps this affordable on a CPU.
+
+concurrent=True (the default) runs the independent parts of a frame at once: the pose (and
+the face, when the extractor follows it itself) on worker threads while the hands run on the
+caller's, and the ONNX palm detector beside the tracked hands (keypoints/onnx_hands.py).
+Each model session keeps its one intra-op thread; onnxruntime, OpenCV and MediaPipe's graphs
+release the GIL while they compute, so a free second core takes the other half of the work.
+The points are the same as concurrent=False gives (tests/keypoints/test_extractor.py); the
+CPU time per frame is not less, only the wall time
+(benchmarks/hands_onnx_vs_mediapipe.py, keypoint_stage).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -59,12 +69,13 @@ class KeypointExtractor:
     face=False skips the face set; pose=False / hands=False skip those. One extractor follows
     one video: call `extract` on its frames in order, then `close()` (or use `with`).
     runtime: the device, face engine and keypoint engine (who runs pose and hands: ONNX
-    Runtime on that device, or MediaPipe on the CPU).
+    Runtime on that device, or MediaPipe on the CPU). concurrent: run pose, hands and the
+    face of a frame at once (the same points; less wall time where a core is free).
     """
 
     def __init__(self, face: bool = True, *, pose: bool = True, hands: bool = True,
                  fps: float = 25.0, min_confidence: float = 0.5,
-                 runtime: ModelSettings | None = None) -> None:
+                 runtime: ModelSettings | None = None, concurrent: bool = True) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.face = face
@@ -103,7 +114,8 @@ class KeypointExtractor:
 
             self._hands = OnnxHands(device=settings.device, max_num_hands=2,
                                     min_detection_confidence=min_confidence,
-                                    min_tracking_confidence=min_confidence)
+                                    min_tracking_confidence=min_confidence,
+                                    concurrent=concurrent)
             self._onnx_hands = True
         elif hands:
             import mediapipe as mp
@@ -112,6 +124,9 @@ class KeypointExtractor:
                 static_image_mode=False, max_num_hands=2, model_complexity=1,
                 min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence,
             )
+        # Two workers: the pose and the face; the hands run on the caller's thread.
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="keypoints") \
+            if concurrent else None
 
     def __enter__(self) -> KeypointExtractor:
         return self
@@ -143,37 +158,72 @@ class KeypointExtractor:
         kp = FrameKeypoints(width=width, height=height)
         want_pose = like is None or like.pose is not None
         want_hands = like is None or like.left_hand is not None or like.right_hand is not None
-        if self._pose is not None and want_pose and self._onnx_pose:
-            found = self._pose.process(frame)
+        pose_job = self._start(self._find_pose, frame) \
+            if self._pose is not None and want_pose else None
+        face_job = self._start(self._track_face, frame) \
+            if self.face and face_landmarks is None else None
+        hands: tuple[list[np.ndarray], list[str]] | None = None
+        try:
+            if self._hands is not None and want_hands:
+                hands = self._find_hands(frame)
+        finally:
+            # Never leave a job running into the next frame (the trackers are sequential).
+            for job in (pose_job, face_job):
+                if job is not None:
+                    wait([job])
+        if pose_job is not None:
+            found = pose_job.result()
             if found is not None:
-                kp.pose = found.landmarks * np.array([width, height, width], np.float32)
-                kp.pose_visibility = found.visibility
-        elif self._pose is not None and want_pose:
-            result = self._pose.process(frame)
-            if result.pose_landmarks is not None:
-                kp.pose = _to_pixels(result.pose_landmarks, width, height)
-                kp.pose_visibility = np.array(
-                    [p.visibility for p in result.pose_landmarks.landmark], dtype=np.float32)
-        if self._hands is not None and want_hands and self._onnx_hands:
-            scale = np.array([width, height, width], np.float32)
-            tracked = self._hands.process(frame)
-            kp.left_hand, kp.right_hand = self._sides(
-                [h.landmarks * scale for h in tracked], [h.label for h in tracked], kp)
-        elif self._hands is not None and want_hands:
-            result = self._hands.process(frame)
-            found = [_to_pixels(h, width, height) for h in result.multi_hand_landmarks or []]
-            labels = [h.classification[0].label for h in result.multi_handedness or []]
-            kp.left_hand, kp.right_hand = self._sides(found, labels, kp)
-        if self.face:
-            if face_landmarks is not None:
-                if isinstance(face_landmarks, np.ndarray):
-                    face_landmarks = [face_landmarks]
-                kp.face = _largest(face_landmarks)
-            else:
-                kp.face = self._track_face(frame)
+                kp.pose, kp.pose_visibility = found
+        if hands is not None:
+            kp.left_hand, kp.right_hand = self._sides(*hands, kp)
+        if face_job is not None:
+            kp.face = face_job.result()
+        elif self.face and face_landmarks is not None:
+            if isinstance(face_landmarks, np.ndarray):
+                face_landmarks = [face_landmarks]
+            kp.face = _largest(face_landmarks)
         kp.__post_init__()
         self.frames += 1
         return kp
+
+    def _start(self, job: Callable[[np.ndarray], Any], frame: np.ndarray) -> Future[Any]:
+        """`job(frame)` on a worker thread, or done now when the extractor is sequential."""
+        if self._pool is not None:
+            return self._pool.submit(job, frame)
+        done: Future[Any] = Future()
+        try:
+            done.set_result(job(frame))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by result(), as a worker's
+            done.set_exception(exc)
+        return done
+
+    def _find_pose(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(33 x 3 pixels, visibility) of the frame's pose, or None."""
+        height, width = frame.shape[:2]
+        if self._onnx_pose:
+            found = self._pose.process(frame)
+            if found is None:
+                return None
+            return found.landmarks * np.array([width, height, width], np.float32), \
+                found.visibility
+        result = self._pose.process(frame)
+        if result.pose_landmarks is None:
+            return None
+        return _to_pixels(result.pose_landmarks, width, height), np.array(
+            [p.visibility for p in result.pose_landmarks.landmark], dtype=np.float32)
+
+    def _find_hands(self, frame: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
+        """The frame's hands (21 x 3 pixels each) and their handedness labels."""
+        height, width = frame.shape[:2]
+        if self._onnx_hands:
+            scale = np.array([width, height, width], np.float32)
+            tracked = self._hands.process(frame)
+            return [h.landmarks * scale for h in tracked], [h.label for h in tracked]
+        result = self._hands.process(frame)
+        found = [_to_pixels(h, width, height) for h in result.multi_hand_landmarks or []]
+        labels = [h.classification[0].label for h in result.multi_handedness or []]
+        return found, labels
 
     def _sides(self, hands: list[np.ndarray], labels: list[str],
                kp: FrameKeypoints) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -215,6 +265,9 @@ class KeypointExtractor:
         return _largest([f.landmarks for f in faces if f.landmarks is not None])
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         for model in (self._pose, self._hands):
             if model is not None:
                 model.close()

@@ -259,3 +259,34 @@ def test_the_device_setting_reaches_both_hand_sessions() -> None:
     if not cuda_starts(0):
         with pytest.raises(DeviceUnavailableError):
             KeypointExtractor(face=False, pose=False, runtime=ModelSettings(device="cuda"))
+
+
+def test_concurrent_palm_detection_gives_the_sequential_points(frames) -> None:
+    """concurrent=True runs the palm detector on a worker thread beside the tracked hands'
+    landmark calls; the hands, labels and next regions must be exactly the sequential ones."""
+    import threading
+
+    sequential = OnnxHands(device="cpu")
+    concurrent = OnnxHands(device="cpu", concurrent=True)
+    threads: set[str] = set()
+    detect = concurrent.detect
+
+    def watched(rgb: np.ndarray) -> geo.Detections:
+        threads.add(threading.current_thread().name)
+        return detect(rgb)
+
+    concurrent.detect = watched  # type: ignore[method-assign]
+    found = 0
+    for rgb in frames[:60]:
+        a, b = sequential.process(rgb), concurrent.process(rgb)
+        assert [h.label for h in a] == [h.label for h in b]
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x.landmarks, y.landmarks)
+            assert x.presence == y.presence
+        assert sequential._rects == concurrent._rects
+        found += len(a)
+    assert found >= 30
+    # While a hand was tracked, the detector ran off the caller's thread.
+    assert any(name.startswith("palm-detection") for name in threads)
+    concurrent.close()
+    assert concurrent._pool is None
