@@ -24,8 +24,7 @@ Per frame and track:
    mask_surface.py: a tint, painted lips and brows) with Lambert shading from its own posed
    geometry, synthetic eyeballs, lash lines and a mouth cavity with teeth (less its one-pixel
    rim, so closed lips show no dark dot). Beyond the mesh (the forehead, jaw and ear margin
-   that is covered too) the same material continues, shaded as a smooth ellipsoid head lit
-   like the mesh, so face and margin read as one rounded mannequin head, not a flat disc.
+   that is covered too) the same material continues.
 
 Nothing in the covered region comes from the frame: no texture (neither a photo nor a sample of
 the donor model), no colour and no exposure; only the geometry follows the patient. The
@@ -59,12 +58,10 @@ from dicom_deid.faces.region import (
 from dicom_deid.faces.swap import RASTER_IOD, check_inputs
 
 MAX_SUPERSAMPLE = 4
-# The width, in eye distances, over which the mesh fades into the material beyond it.
+# Shade of the material beyond the mesh (about the mesh's own at its edge) and the width,
+# in eye distances, over which the mesh fades into it.
+FILL_SHADE = 0.8
 EDGE_RAMP = 0.15
-# The ellipsoid head that shades the material beyond the mesh: its half axes, times the
-# covered outline's fitted ellipse's.
-HEAD_REACH = 1.15
-SHADE_STEP = 8
 # Standard deviations of the identity prior the study's synthetic mask shape is drawn with
 # (`ExpressionModel.identity_sample`, as swap's donor shape). One mean shape for every study
 # left the mask's geometry (head attitude, eye opening, expression fit on the mean face) as
@@ -466,49 +463,22 @@ class Mask3DRenderer:
         cover = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape) | maps.covered
         if grown is not None:
             cover |= polygon_mask(grown - roi.offset, roi.shape)
-        outline = xy[: mesh.MESH_POINTS] if grown is None else grown - roi.offset
-        canvas = self._extend_surface(rendered, maps.covered, iod, outline)
+        canvas = self._extend_surface(rendered, maps.covered, iod)
         # The canvas covers the whole ROI: nothing for `composite` to extend.
         render_mesh.composite(out, roi, canvas, np.full(roi.shape, 255, np.uint8), cover,
                               feather)
         return out
 
-    def _extend_surface(self, rendered: np.ndarray, covered: np.ndarray, iod: float,
-                        outline: np.ndarray) -> np.ndarray:
+    def _extend_surface(self, rendered: np.ndarray, covered: np.ndarray,
+                        iod: float) -> np.ndarray:
         """The mask's material over the whole ROI: beyond the mesh (the grown forehead, jaw
-        and ear margin) the skin shaded as a smooth ellipsoid head filling ``outline`` (ROI
-        pixels), lit as the mesh is, the mesh fading into it near its edge.
+        and ear margin) one flat shade of the skin, the mesh fading into it near its edge.
 
-        A flat shade there read as a flat egg-shaped disc around the face; a continuation of
-        the rendered pixels (push-pull) ran out of levels over a deep forehead margin and left
-        a black cap above the mask.
+        A continuation of the rendered pixels (push-pull) runs out of levels over a deep
+        forehead margin and left a black cap above the mask.
         """
-        rows, cols = rendered.shape[:2]
-        (cx, cy), (w, h), angle = cv2.fitEllipse(np.asarray(outline, np.float32).reshape(-1, 2))
-        # Half axes a little beyond the outline, so that the covered region's edge is turned
-        # away from the light but not black.
-        a, b = max(w, 2.0) * HEAD_REACH / 2, max(h, 2.0) * HEAD_REACH / 2
-        t = np.radians(angle)
-        ct, st = float(np.cos(t)), float(np.sin(t))
-        # The shading is smooth: computed on a grid SHADE_STEP pixels apart and resized.
-        gc, gr = -(-cols // SHADE_STEP) + 1, -(-rows // SHADE_STEP) + 1
-        x = np.arange(gc, dtype=np.float32)[None, :] * SHADE_STEP - np.float32(cx)
-        y = np.arange(gr, dtype=np.float32)[:, None] * SHADE_STEP - np.float32(cy)
-        u = (x * ct + y * st) / np.float32(a)
-        v = (-x * st + y * ct) / np.float32(b)
-        nz = np.sqrt(np.maximum(1.0 - u * u - v * v, 0.0))
-        # The normal back in image axes (x right, y down, z away from the camera).
-        nx, ny = u * ct - v * st, u * st + v * ct
-        norm = np.sqrt(nx * nx + ny * ny + nz * nz) + np.float32(1e-6)
-        light = self.material.light.astype(np.float32)
-        lambert = np.clip((nx * light[0] + ny * light[1] - nz * light[2]) / norm, 0.0, 1.0)
-        coarse = (0.6 + 0.45 * lambert).astype(np.float32)
-        # Grid point k sits at pixel k * SHADE_STEP: map the pixel centres onto it.
-        to_grid = np.array([[1 / SHADE_STEP, 0, 0], [0, 1 / SHADE_STEP, 0]], np.float32)
-        shade = cv2.warpAffine(coarse, to_grid, (cols, rows),
-                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                               borderMode=cv2.BORDER_REPLICATE)
-        canvas = cv2.merge([shade * float(c) for c in self.material.skin])
+        canvas = np.empty_like(rendered)
+        canvas[...] = self.material.skin * FILL_SHADE
         ramp = max(EDGE_RAMP * iod, 1.5)
         dist = cv2.distanceTransform(covered, cv2.DIST_L2, 3)
         alpha = cv2.min(dist * (1.0 / ramp), 1.0)
