@@ -566,3 +566,38 @@ def test_the_mask_parts_its_lips_no_further_than_the_patient(astronaut):
             geo = free.expression.to_canonical(free.mask_geometry(patient))[0]
             capped += float((geo[lo, 1] - geo[up, 1]).mean()) > limit + 2e-3
     assert capped >= 1   # without the rule some studies part the lips further
+
+
+def test_the_open_eye_is_wider_than_the_mean_shapes_for_every_study():
+    """The mean shape's eye is narrow: a small face's lid movement then fell under a pixel and
+    the evaluation read the mask's eye aspect ratio back from noise. Every study's open eye is
+    at least EYE_OPENING_RANGE[0] times the mean's, drawn from the seed."""
+    lo, hi = mask_surface.EYE_OPENING_RANGE
+    assert lo >= 1.0
+    openings = [mask_surface.material(seed).eye_opening for seed in range(200)]
+    assert min(openings) >= lo and max(openings) <= hi
+    assert max(openings) - min(openings) > 0.8 * (hi - lo)    # still a design varied per study
+    assert mask_surface.material(None).eye_opening >= lo
+
+
+def test_a_small_faces_slight_lid_movement_reads_back(astronaut):
+    """On a 360 x 288 video's face the patient's eye narrowing step by step to 0.8 of its
+    opening (no blink: what a clip without blinks is made of) reads back from the rendered mask
+    as a steadily falling eye aspect ratio, not noise."""
+    from dicom_deid.evaluate.observer import StaticMesh
+    from dicom_deid.evaluate.utility import eye_aspect_ratio
+
+    small, lm_small = synth.scaled(*astronaut, 0.25)
+    renderer = Mask3DRenderer(donor_seed=1151663374)
+    for _ in range(5):
+        renderer.render(small, lm_small, track_id=4)
+    steps = [1.0, 0.95, 0.9, 0.85, 0.8]
+    frames = [renderer.render(small, synth.eyes_open_to(lm_small, s), track_id=4) for s in steps]
+    reader = StaticMesh()
+    try:
+        ear = [eye_aspect_ratio(reader.landmarks(f)[0], "mediapipe") for f in frames]
+    finally:
+        reader.close()
+    print(ear)
+    assert np.corrcoef(steps, ear)[0, 1] > 0.95
+    assert ear[-1] < 0.9 * ear[0]
