@@ -19,6 +19,7 @@ escape, multi-valued or odd values, a command group in the file) is pydicom's.
 
 from __future__ import annotations
 
+import re
 import struct
 
 # keyword -> (tag, VR pydicom reads it with)
@@ -56,8 +57,11 @@ def _known_vrs() -> tuple[frozenset[bytes], frozenset[bytes]]:
     return _vrs
 
 
+_PRINTABLE = re.compile(rb"[\x20-\x5b\x5d-\x7e]*")  # printable ASCII but the backslash
+
+
 def _printable(value: bytes) -> bool:
-    return all(0x20 <= b <= 0x7E and b != 0x5C for b in value)
+    return _PRINTABLE.fullmatch(value) is not None
 
 
 def _value(raw: bytes, vr: str) -> str | None:

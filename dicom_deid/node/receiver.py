@@ -14,9 +14,9 @@ import errno
 import logging
 import os
 import ssl
-import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -49,6 +49,8 @@ STATUS_OUT_OF_RESOURCES = 0xA700  # "Refused: Out of Resources": disk, size; not
 STATUS_DOES_NOT_MATCH = 0xA900  # "Error: Data Set does not match SOP Class"
 STATUS_CANNOT_UNDERSTAND = 0xC000  # "Error: Cannot understand"
 
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_TOKENS_KEPT = 1024
 _HEADER_TAGS = ("StudyInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality",
                 "StudyDescription")
 
@@ -93,7 +95,16 @@ class Reception:
     every write and ENOSPC refuses the instance (0xA700) instead of aborting."""
 
     def __init__(self, directory: Path, min_free: int):
-        fd, name = tempfile.mkstemp(suffix=".dcm", dir=directory)
+        # mkstemp's own: a fresh name, O_EXCL, 0600 (without its random-name machinery,
+        # a measurable part of a small instance's cost on the lean path).
+        self._dir = os.fspath(directory)
+        while True:
+            name = os.path.join(self._dir, f"tmp{uuid.uuid4().hex}.dcm")
+            try:
+                fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+                break
+            except FileExistsError:  # pragma: no cover - a 122-bit collision
+                continue
         self._fh = open(fd, "wb", buffering=0)  # noqa: SIM115 - closed by pynetdicom
         self.name = name
         self.file = self  # pynetdicom calls .file.flush() after each write
@@ -106,7 +117,7 @@ class Reception:
         if self.failed:
             return len(data)
         try:
-            if free_bytes(Path(self.name).parent) - len(data) < self.min_free:
+            if free_bytes(self._dir) - len(data) < self.min_free:
                 self._fail("writing it would cross listen.min_free_disk")
                 return len(data)
             view = memoryview(data)
@@ -194,6 +205,7 @@ class Receiver:
         self._stats: dict[int, _AssocStats] = {}
         self._lock = threading.Lock()
         self._saved_tempfile: Any = None
+        self._tokens: dict[str, str] = {}  # study UID -> study_token (Receiver._token)
         self.served = {"lean": 0, "pynetdicom": 0}  # C-STOREs answered, by receiving path
 
     # ------------------------------------------------------------------ lifecycle
@@ -481,6 +493,18 @@ class Receiver:
             self._count(arrival.assoc, "refused")
             return STATUS_OUT_OF_RESOURCES
 
+    def _token(self, study_uid: str) -> str:
+        """study_token, remembered for the studies seen last (a study's instances arrive
+        together; the keyed hash is a measurable part of a small instance's cost)."""
+        token = self._tokens.get(study_uid)
+        if token is None:
+            token = study_token(self.key, study_uid)
+            with self._lock:
+                if len(self._tokens) >= _TOKENS_KEPT:
+                    self._tokens.clear()
+                self._tokens[study_uid] = token
+        return token
+
     def _store(self, arrival: Arrival) -> int:
         assoc = arrival.assoc
         calling = str(assoc.requestor.ae_title or "").strip()
@@ -538,7 +562,7 @@ class Receiver:
                         "from the C-STORE request's", calling)
             self._count(assoc, "refused")
             return STATUS_DOES_NOT_MATCH
-        token = study_token(self.key, header["StudyInstanceUID"])
+        token = self._token(header["StudyInstanceUID"])
         item = ReceivedInstance(
             study_uid=header["StudyInstanceUID"], study_token=token,
             sop_instance_uid=header["SOPInstanceUID"] or arrival.affected_sop_instance,
