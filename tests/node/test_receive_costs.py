@@ -10,7 +10,7 @@ from pathlib import Path
 from dicom_deid.header.keys import SiteKey
 from dicom_deid.node import receiver as receiver_module
 from dicom_deid.node.audit import study_token
-from dicom_deid.node.receiver import Reception, Receiver
+from dicom_deid.node.receiver import Receiver, Reception
 
 
 def test_a_reception_is_a_fresh_private_file_in_its_folder(tmp_path: Path):
