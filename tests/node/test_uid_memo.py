@@ -7,13 +7,14 @@ import logging
 
 import pytest
 from pydicom import config
-from pydicom.uid import UID
+from pydicom.uid import UID, generate_uid
 
 from dicom_deid.node import uid_memo
 
 
 @pytest.fixture()
 def memo():
+    uid_memo.uninstall()  # a receiver started earlier in this process installed it
     uid_memo.install()
     try:
         yield uid_memo
@@ -37,10 +38,11 @@ def _count_validations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def test_a_valid_uid_is_validated_once_then_taken_as_known(memo, monkeypatch):
     seen = _count_validations(monkeypatch)
-    first = UID("1.2.840.10008.5.1.4.1.1.2")
+    fresh = generate_uid()
+    first = UID(fresh)
     made = len(seen)
     assert made >= 1
-    again = [UID("1.2.840.10008.5.1.4.1.1.2") for _ in range(20)] + [UID(first)]
+    again = [UID(fresh) for _ in range(20)] + [UID(first)]
     assert len(seen) == made  # no validation after the first
     assert all(type(u) is UID and u == first and u.is_valid for u in again)
     assert all(u is not first for u in again)  # new objects: nothing shared, nothing mutated
