@@ -534,6 +534,10 @@ class Receiver:
             self._count(assoc, "refused")
             return STATUS_OUT_OF_RESOURCES  # the receiving path deletes the partial file
 
+        if data is None and size <= INLINE_MAX:
+            # pynetdicom's path: a small file is read once, here, for both the header
+            # (quick_header) and its commit with the journal row below.
+            data = received.read_bytes()
         transfer_syntax = arrival.transfer_syntax
         relative = self.spool.new_relative_path()
         try:

@@ -50,3 +50,34 @@ def test_study_tokens_are_remembered_bounded_and_the_same(monkeypatch):
         uid = f"1.2.3.{n % 12}"
         assert fake._token(uid) == study_token(key, uid)
         assert len(fake._tokens) <= 8
+
+
+def test_both_receiving_paths_read_small_headers_without_pydicom(tmp_path, monkeypatch):
+    """pynetdicom's path reads a small file once and gives its bytes to quick_header too;
+    what both paths record is unchanged (test_fast_store compares them in full)."""
+    from tests.node.factory import write_study
+    from tests.node.peers import storescu
+    from tests.node.test_fast_store import Here
+
+    answered: list[bool] = []
+    real = receiver_module.quick_header
+
+    def spy(data: bytes):
+        result = real(data)
+        answered.append(result is not None)
+        return result
+
+    monkeypatch.setattr(receiver_module, "quick_header", spy)
+    study = write_study(tmp_path / "study", 2)
+    lean = Here(tmp_path / "lean", True)
+    plain = Here(tmp_path / "plain", False, key=lean.config.key_file)
+    try:
+        for here in (lean, plain):
+            storescu(study.files, here.port)
+        assert lean.receiver.served == {"lean": 2, "pynetdicom": 0}
+        assert plain.receiver.served == {"lean": 0, "pynetdicom": 2}
+        assert answered == [True] * 4
+        assert lean.rows() == plain.rows() and len(lean.rows()) == 2
+    finally:
+        lean.stop()
+        plain.stop()
