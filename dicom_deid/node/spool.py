@@ -150,5 +150,5 @@ def remove_file(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def free_bytes(path: Path) -> int:
+def free_bytes(path: Path | str) -> int:
     return shutil.disk_usage(path).free
