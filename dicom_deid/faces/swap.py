@@ -100,6 +100,23 @@ DONOR_OWN_RIM = 0.0
 # measurable gain, while the face-neck colour difference rose 5.2 -> 5.9 dE00 and a dark-skinned
 # face came out greyer than its neck.
 DONOR_TONE: tuple[float, float, float] = (0.0, 0.0, 0.0)
+# How the donor's shape (with the patient's expression) is posed on the patient's face.
+# "rigid": by the similarity fitted on the points expressions barely move (the expression
+# model's rigid points: eyes, nose), the behaviour before. The donor's face then keeps its own
+# size and place around the patient's eyes and nose, and a landmarker finds the whole outline,
+# brows and mouth off by the donor's difference in size: on GRID the rendered geometry was
+# 3 % smaller than the patient's on bbaf2n and pwij3p. "all": one more similarity, fitted in
+# the canonical frame on all mesh points, places the donor's face over the patient's whole face
+# (least squares). Nothing of the patient's shape is added, only where and how large the
+# donor's face sits: the output is the same shape up to a similarity, which a recogniser's or a
+# landmark attacker's alignment removes (landmark-only linkage on London, 3 keys x 51: 3.9 /
+# 2.0 / 3.9 % "rigid", 5.9 / 2.0 / 3.9 % "all", with the attacker aligning on the rigid points;
+# identical when it aligns on all points). GRID NME (1 key, 50 frames): 3.95 -> 3.42 %.
+POSE_FIT = "all"
+# The patient's own face outline kept (0: not at all): each point takes the patient's place with
+# a weight that is 1 on the face oval and falls off as a Gaussian of its distance from it (this
+# many canonical units). Off: see the note of branch i15nme4 for what it costs in linkage.
+OUTLINE_KEEP = 0.0
 
 
 def check_inputs(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -138,13 +155,16 @@ def donor_identity_shape(canonical: np.ndarray, expression: ExpressionModel, see
 def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: float,
                       expression: ExpressionModel | None = None,
                       displacement: np.ndarray | None = None,
-                      private: tuple[float, float | None] = (0.0, None)) -> np.ndarray:
+                      private: tuple[float, float | None] = (0.0, None),
+                      pose_fit: str = "rigid", outline_keep: float = 0.0) -> np.ndarray:
     """Move the face geometry ``amount`` of the way to the mean shape posed like the patient.
 
     With ``expression`` the target is the mean shape plus the patient's expression displacement
     (``displacement`` in the canonical frame, or the model's single-image fit when None), posed
     by a similarity fitted on the points expressions barely move (``private``: the threshold
-    and reach of `ExpressionModel.private_expression` for the single-image fit); without it,
+    and reach of `ExpressionModel.private_expression` for the single-image fit), refitted on all
+    mesh points with ``pose_fit`` "all" (`POSE_FIT`) and with the patient's outline kept with
+    ``outline_keep`` > 0 (`OUTLINE_KEEP`); without it,
     the bare mean
     shape posed by a fit on all mesh points (the expression is lost). The blend happens in the
     aligned frame; eyelid and lip openings and each iris's offset within its eye stay the
@@ -162,6 +182,11 @@ def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: floa
         d = expression.private_expression(patient, *private) if displacement is None \
             else displacement
         target = canonical.astype(np.float64) + d
+        if pose_fit == "all":
+            target = fit_pose_all(target, patient)
+        if outline_keep > 0:
+            w = outline_weights(canonical, outline_keep)[:, None]
+            target = (1.0 - w) * target + w * patient
         out = expression.from_canonical((1.0 - amount) * patient + amount * target, pose)
         out = out.astype(np.float32)
     # The mean shape has open eyes and a closed mouth: blended as it is, blinks and speech would
@@ -177,6 +202,21 @@ def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: floa
         width_after = mesh.inter_ocular(out) or 1.0
         out[iris] = after + (landmarks[iris] - before) * (width_after / width_before)
     return out.astype(np.float32)
+
+
+def fit_pose_all(target: np.ndarray, patient: np.ndarray) -> np.ndarray:
+    """``target`` (canonical frame) moved by the least-squares similarity onto ``patient`` over
+    all mesh points."""
+    pts = mesh.MESH_POINTS
+    return mesh.fit_similarity(target[:pts], patient[:pts]).apply(target)
+
+
+def outline_weights(canonical: np.ndarray, reach: float) -> np.ndarray:
+    """Per point (478,): 1 on the face oval, a Gaussian of the distance from it elsewhere."""
+    xy = np.asarray(canonical, np.float64)[:, :2]
+    oval = xy[list(mesh.FACE_OVAL)]
+    dist = np.min(np.linalg.norm(xy[:, None, :] - oval[None, :, :], axis=2), axis=1)
+    return np.exp(-0.5 * (dist / reach) ** 2)
 
 
 def _keep_aperture(out: np.ndarray, landmarks: np.ndarray, upper: tuple[int, ...],
@@ -247,6 +287,10 @@ class SwapRenderer:
         self.shape = float(shape)
         self.lip_thickness = _bounds(LIP_THICKNESS if lip_thickness == "default"
                                      else lip_thickness)
+        if POSE_FIT not in ("rigid", "all") or OUTLINE_KEEP < 0:
+            raise ValueError(f"POSE_FIT must be 'rigid' or 'all' and OUTLINE_KEEP >= 0, got "
+                             f"{POSE_FIT!r}, {OUTLINE_KEEP}")
+        self.pose_fit, self.outline_keep = POSE_FIT, float(OUTLINE_KEEP)
         self.model = load_model(model_path)
         # Without the expression model the target is the bare mean shape (the behaviour before
         # issue 15, kept to measure against).
@@ -319,6 +363,7 @@ class SwapRenderer:
         """
         settled_key = (self.seed, self.candidates, self.min_distance, self.shape,
                        self.lip_thickness, self.donor_own_rim, self.tone_range,
+                       self.pose_fit, self.outline_keep,
                        *map(str, self._donor_source))
         with _SETTLED_LOCK:
             known = _SETTLED.get(settled_key)
@@ -383,7 +428,8 @@ class SwapRenderer:
                 patient, _ = self.expression.to_canonical(lm)
                 displacement = self._tracker(track_id).update(patient)
             out = blend_toward_mean(lm, self.identity_shape, self.shape, self.expression,
-                                    displacement, self.private)
+                                    displacement, self.private, self.pose_fit,
+                                    self.outline_keep)
         if self.lip_thickness is not None and self.shape > 0.0:
             lips.keep_lip_thickness(out, lm, self.model.canonical, self.lip_thickness)
         return out
