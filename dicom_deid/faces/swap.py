@@ -117,6 +117,9 @@ POSE_FIT = "all"
 # a weight that is 1 on the face oval and falls off as a Gaussian of its distance from it (this
 # many canonical units). Off: see the note of branch i15nme4 for what it costs in linkage.
 OUTLINE_KEEP = 0.0
+# The donor's synthetic shape kept near the features (lips, eyes, brows) and faded with the
+# distance from them (canonical units, `ExpressionModel.region_weights`); None: everywhere.
+DONOR_FEATURE_REACH: float | None = None
 
 
 def check_inputs(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -137,7 +140,8 @@ def check_inputs(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 
 def donor_identity_shape(canonical: np.ndarray, expression: ExpressionModel, seed: int,
-                         spread: float, outline_reach: float = 0.0) -> np.ndarray:
+                         spread: float, outline_reach: float = 0.0,
+                         feature_reach: float | None = None) -> np.ndarray:
     """The donor's neutral shape: ``canonical`` plus the expression model's identity sample for
     ``seed`` at ``spread`` standard deviations, faded out toward the face outline (a Gaussian
     rise over ``outline_reach`` canonical units from the oval; 0 = everywhere). The outline is
@@ -149,6 +153,8 @@ def donor_identity_shape(canonical: np.ndarray, expression: ExpressionModel, see
         oval = xy[list(mesh.FACE_OVAL)]
         dist = np.min(np.linalg.norm(xy[:, None, :] - oval[None, :, :], axis=2), axis=1)
         offset = offset * (1.0 - np.exp(-0.5 * (dist / outline_reach) ** 2))[:, None]
+    if feature_reach is not None:
+        offset = offset * expression.region_weights(feature_reach)[:, None]
     return canonical.astype(np.float64) + offset
 
 
@@ -291,6 +297,7 @@ class SwapRenderer:
             raise ValueError(f"POSE_FIT must be 'rigid' or 'all' and OUTLINE_KEEP >= 0, got "
                              f"{POSE_FIT!r}, {OUTLINE_KEEP}")
         self.pose_fit, self.outline_keep = POSE_FIT, float(OUTLINE_KEEP)
+        self.feature_reach = DONOR_FEATURE_REACH
         self.model = load_model(model_path)
         # Without the expression model the target is the bare mean shape (the behaviour before
         # issue 15, kept to measure against).
@@ -339,7 +346,8 @@ class SwapRenderer:
         self.identity_shape = self.model.canonical.astype(np.float64)
         if self.expression is not None and donor_shape > 0 and self.donor.label.startswith("pca:"):
             self.identity_shape = donor_identity_shape(self.identity_shape, self.expression,
-                                                       seed, donor_shape, donor_outline)
+                                                       seed, donor_shape, donor_outline,
+                                                       self.feature_reach)
         texture = self.donor.texture
         if self.clean_donor:
             texture = clean_texture(texture, self.model.mean_texture, self.model.layout,
@@ -363,7 +371,7 @@ class SwapRenderer:
         """
         settled_key = (self.seed, self.candidates, self.min_distance, self.shape,
                        self.lip_thickness, self.donor_own_rim, self.tone_range,
-                       self.pose_fit, self.outline_keep,
+                       self.pose_fit, self.outline_keep, self.feature_reach,
                        *map(str, self._donor_source))
         with _SETTLED_LOCK:
             known = _SETTLED.get(settled_key)

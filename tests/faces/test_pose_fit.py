@@ -87,3 +87,35 @@ def test_renderer_takes_the_placement_when_made(monkeypatch, big_face):
     monkeypatch.setattr(swap, "POSE_FIT", "everything")
     with pytest.raises(ValueError):
         SwapRenderer(donor_seed=5, shape=1.0)
+
+
+def test_donor_shape_kept_near_the_features_only():
+    from dicom_deid.faces.expression import EXPRESSION_REGIONS
+    from dicom_deid.faces.swap import donor_identity_shape
+
+    model = load_expression_model()
+    canonical = load_model().canonical.astype(np.float64)
+    everywhere = donor_identity_shape(canonical, model, 5, 1.75) - canonical
+    near = donor_identity_shape(canonical, model, 5, 1.75, feature_reach=0.1) - canonical
+    features = list(EXPRESSION_REGIONS)
+    # On the lips, eyes and brows the donor's shape is whole: it drowns what the expression
+    # fit carries of the patient's shape there.
+    assert np.allclose(near[features], everywhere[features])
+    # On the nose tip and mid-cheeks it is (nearly) gone: there it only moved the landmarks.
+    far = [1, 4, 5, 50, 280]
+    size = np.linalg.norm(everywhere[far], axis=1).mean()
+    assert size > 0.005
+    assert np.linalg.norm(near[far], axis=1).mean() < 0.1 * size
+
+
+def test_renderer_takes_the_feature_reach_when_made(monkeypatch):
+    lm = synth.astronaut_landmarks().astype(np.float32)
+    whole = SwapRenderer(donor_seed=5, shape=1.0, donor_candidates=1)
+    monkeypatch.setattr(swap, "DONOR_FEATURE_REACH", 0.1)
+    near = SwapRenderer(donor_seed=5, shape=1.0, donor_candidates=1)
+    assert whole.feature_reach is None and near.feature_reach == 0.1
+    nose = [1, 4, 5]
+    canonical = near.model.canonical
+    assert np.abs(near.identity_shape[nose] - canonical[nose]).max() < \
+        np.abs(whole.identity_shape[nose] - canonical[nose]).max()
+    assert not np.allclose(near.geometry(lm), whole.geometry(lm))
