@@ -119,3 +119,26 @@ def test_renderer_takes_the_feature_reach_when_made(monkeypatch):
     assert np.abs(near.identity_shape[nose] - canonical[nose]).max() < \
         np.abs(whole.identity_shape[nose] - canonical[nose]).max()
     assert not np.allclose(near.geometry(lm), whole.geometry(lm))
+
+
+def test_aspect_takes_the_patients_proportion_within_its_bounds():
+    rng = np.random.default_rng(7)
+    donor = rng.normal(size=(mesh.LANDMARK_COUNT, 3))
+    # The patient: the donor's face 12 % taller for its width, moved and scaled.
+    patient = donor * np.array([1.0, 1.12, 1.0]) * 1.3 + np.array([0.2, 0.1, 0.0])
+    pts = slice(0, mesh.MESH_POINTS)
+
+    def proportion(points: np.ndarray) -> float:
+        spread = points[pts, :2] - points[pts, :2].mean(axis=0)
+        return float(np.sqrt((spread[:, 1] ** 2).mean() / (spread[:, 0] ** 2).mean()))
+
+    same = fit_pose_all(donor, patient)
+    bounded = fit_pose_all(donor, patient, aspect=1.03)
+    free = fit_pose_all(donor, patient, aspect=2.0)
+    assert proportion(same) == pytest.approx(proportion(donor), rel=2e-3)
+    # Clipped: sqrt(height / width scale) at most 1.03, so the proportion moves by 1.03 ** 2.
+    assert proportion(bounded) == pytest.approx(proportion(donor) * 1.03 ** 2, rel=2e-3)
+    assert proportion(free) == pytest.approx(proportion(patient), rel=2e-3)
+    err = [np.linalg.norm(x[pts] - patient[pts], axis=1).mean() for x in (same, bounded, free)]
+    assert err[0] > err[1] > err[2]
+    assert err[2] < 0.6 * err[0]
