@@ -111,7 +111,9 @@ DONOR_TONE: tuple[float, float, float] = (0.0, 0.0, 0.0)
 # donor's face sits: the output is the same shape up to a similarity, which a recogniser's or a
 # landmark attacker's alignment removes (landmark-only linkage on London, 3 keys x 51: 3.9 /
 # 2.0 / 3.9 % "rigid", 5.9 / 2.0 / 3.9 % "all", with the attacker aligning on the rigid points;
-# identical when it aligns on all points). GRID NME (1 key, 50 frames): 3.95 -> 3.42 %.
+# identical when it aligns on all points). GRID NME (1 key, 50 frames): 3.95 -> 3.42 %
+# MediaPipe, 5.72 -> 5.60 % dlib. London (3 keys): NME 2.88 -> 2.54 %, recogniser linkage
+# 7.2 -> 5.2 % pooled (11 -> 8 hits of 153, within noise), worst key 9.8 -> 5.9 %.
 POSE_FIT = "all"
 # The patient's own face outline kept (0: not at all): each point takes the patient's place with
 # a weight that is 1 on the face oval and falls off as a Gaussian of its distance from it (this
