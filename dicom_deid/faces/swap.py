@@ -100,6 +100,16 @@ DONOR_OWN_RIM = 0.0
 # measurable gain, while the face-neck colour difference rose 5.2 -> 5.9 dE00 and a dark-skinned
 # face came out greyer than its neck.
 DONOR_TONE: tuple[float, float, float] = (0.0, 0.0, 0.0)
+# A per-study skin tone along the skin-tone locus instead: one number per study, uniform within
+# +-DONOR_TONE_LOCUS CIELAB L units, darkens (or lightens) the matched face and saturates (or
+# desaturates) its a and b in proportion to the frame's own skin chroma, as tanning does
+# (TONE_CHROMA_PER_L per L unit), so the hue stays the skin's and no face turns grey; 0 is off.
+# Off: greying the face's colour or setting every face's mean LAB (or only its mean L) to one
+# value before dlib left London swap linkage where it was (key 0: 5 of 51 hits each; mean rank
+# of the true identity 18.7, 18.3, 18.4; benchmarks/swap_linkage_regions.py), so the skin tone
+# is not what links two captures and shifting it cannot unlink them.
+DONOR_TONE_LOCUS = 0.0
+TONE_CHROMA_PER_L = 0.025
 
 
 def check_inputs(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -239,7 +249,8 @@ class SwapRenderer:
                  clean_donor: bool = True, max_tracks: int = 64,
                  lip_thickness: tuple[float, float] | None | str = "default",
                  donor_own_rim: float | None = None,
-                 tone_range: tuple[float, float, float] | None = None) -> None:
+                 tone_range: tuple[float, float, float] | None = None,
+                 tone_locus: float | None = None) -> None:
         if not 0.0 <= float(shape) <= 1.0:
             raise ValueError(f"shape must be within 0..1, got {shape}")
         if eyes not in ("synthetic", "patient") or mouth not in ("synthetic", "patient"):
@@ -271,6 +282,9 @@ class SwapRenderer:
         self.tone_range = tuple(float(v) for v in tone)
         if len(self.tone_range) != 3 or min(self.tone_range) < 0:
             raise ValueError(f"tone_range must be three amounts >= 0 (L, a, b), got {tone}")
+        self.tone_locus = float(DONOR_TONE_LOCUS if tone_locus is None else tone_locus)
+        if not 0.0 <= self.tone_locus <= 30.0:
+            raise ValueError(f"tone_locus must be within 0..30 L units, got {tone_locus}")
         self.seed = int(donor_seed)
         self._use_donor(self.seed)
         # Donor rejection (`_settle_donor`): on the first face rendered, candidates after the
@@ -301,6 +315,12 @@ class SwapRenderer:
             texture = clean_texture(texture, self.model.mean_texture, self.model.layout,
                                     self.donor_own_rim)
         self.tone = donor_tone(seed, self.tone_range)
+        self.tone_chroma = 1.0
+        locus = donor_tone_locus(seed, self.tone_locus)
+        if locus is not None:
+            light, self.tone_chroma = locus
+            base = self.tone or (0.0, 0.0, 0.0)
+            self.tone = (base[0] + light, base[1], base[2])
         self.texture = np.ascontiguousarray(texture, dtype=np.float32)
         # Sampled in LAB, where the colour match works, instead of converting every frame.
         self.texture_lab = render_mesh.to_lab(self.texture)
@@ -318,7 +338,7 @@ class SwapRenderer:
         and its distance follows this embedding's (r 0.54 over 40 renders of 5 identities).
         """
         settled_key = (self.seed, self.candidates, self.min_distance, self.shape,
-                       self.lip_thickness, self.donor_own_rim, self.tone_range,
+                       self.lip_thickness, self.donor_own_rim, self.tone_range, self.tone_locus,
                        *map(str, self._donor_source))
         with _SETTLED_LOCK:
             known = _SETTLED.get(settled_key)
@@ -468,7 +488,7 @@ class SwapRenderer:
         skin = np.where(maps.part == mesh.PART_SKIN, 255, 0).astype(np.uint8)
         sigma = self.shading_sigma * iod if self.shading_sigma > 0 else None
         rendered = render_mesh.match_colour_lab(rendered_lab, original, skin, sigma,
-                                                offset=self.tone)
+                                                offset=self.tone, chroma=self.tone_chroma)
         self._paint_openings(rendered, original, maps, xy, geo, iod, skin)
         cover = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape)
         if self.shape > 0:
@@ -514,6 +534,17 @@ def donor_tone(seed: int, amounts: tuple[float, ...]) -> tuple[float, float, flo
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x746F6E65])  # "tone"
     shift = rng.uniform(-1.0, 1.0, 3) * np.asarray(amounts, np.float64)
     return float(shift[0]), float(shift[1]), float(shift[2])
+
+
+def donor_tone_locus(seed: int, amount: float) -> tuple[float, float] | None:
+    """The study's move along the skin-tone locus for donor ``seed``: (L shift, chroma gain),
+    the shift uniform within +-``amount`` and the gain 1 - TONE_CHROMA_PER_L x shift (a darker
+    face a more saturated one); None when ``amount`` is 0."""
+    if amount <= 0:
+        return None
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x6C6F637573])  # "locus"
+    light = float(rng.uniform(-1.0, 1.0)) * float(amount)
+    return light, max(0.2, 1.0 - TONE_CHROMA_PER_L * light)
 
 
 def _bounds(value: object) -> tuple[float, float] | None:
