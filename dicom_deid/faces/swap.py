@@ -109,6 +109,10 @@ DONOR_TONE: tuple[float, float, float] = (0.0, 0.0, 0.0)
 # of the true identity 18.7, 18.3, 18.4; benchmarks/swap_linkage_regions.py), so the skin tone
 # is not what links two captures and shifting it cannot unlink them.
 DONOR_TONE_LOCUS = 0.0
+# The frame's low-frequency lightness replaces the rendered face's at this scale (inter-ocular
+# distances; `render_mesh.match_colour_lab`): the frame's light on the donor face. It also
+# carries the patient's own shading (nose, eye sockets, cheekbones) at that scale.
+SHADING_SIGMA = 0.35
 TONE_CHROMA_PER_L = 0.025
 
 
@@ -238,13 +242,13 @@ class SwapRenderer:
     def __init__(self, donor_seed: int = 0, shape: float = 0.0, *,
                  donors_dir: Path | None = None, model_path: str | None = None,
                  eyes: str = "synthetic", mouth: str = "synthetic",
-                 shading_sigma: float = 0.35, feather: float = 0.12,
-                 keep_expression: bool = True, donor_shape: float = DONOR_SHAPE_SPREAD,
+                 shading_sigma: float | None = None, feather: float = 0.12,
+                 keep_expression: bool = True, donor_shape: float | None = None,
                  donor_outline: float = DONOR_OUTLINE_REACH,
                  expression_threshold: float = EXPRESSION_THRESHOLD,
                  expression_reach: float | None = EXPRESSION_REACH,
-                 donor_candidates: int = DONOR_CANDIDATES,
-                 donor_min_distance: float = DONOR_MIN_DISTANCE,
+                 donor_candidates: int | None = None,
+                 donor_min_distance: float | None = None,
                  closing_lids: bool = True, neutral_glide: int = NEUTRAL_GLIDE,
                  clean_donor: bool = True, max_tracks: int = 64,
                  lip_thickness: tuple[float, float] | None | str = "default",
@@ -275,6 +279,10 @@ class SwapRenderer:
         # shape, 15 % at 1.0, 11 % at 1.5, 8 % at 2.0 standard deviations (chance 4 %). The
         # shape fades out toward the outline (``donor_outline``, DONOR_OUTLINE_REACH), where it
         # moved the jaw landmarks most.
+        # The donor settings left None take the module constants when the renderer is made (not
+        # when this module is imported), so that a benchmark can set them (--swap-knob).
+        if donor_shape is None:
+            donor_shape = DONOR_SHAPE_SPREAD
         self._donor_source = (donors_dir, model_path, float(donor_shape), float(donor_outline))
         self.clean_donor = clean_donor
         self.donor_own_rim = float(DONOR_OWN_RIM if donor_own_rim is None else donor_own_rim)
@@ -289,14 +297,17 @@ class SwapRenderer:
         self._use_donor(self.seed)
         # Donor rejection (`_settle_donor`): on the first face rendered, candidates after the
         # study's first are tried until one renders far enough from the patient.
-        self.candidates = max(1, int(donor_candidates))
-        self.min_distance = float(donor_min_distance)
+        self.candidates = max(1, int(DONOR_CANDIDATES if donor_candidates is None
+                                     else donor_candidates))
+        self.min_distance = float(DONOR_MIN_DISTANCE if donor_min_distance is None
+                                  else donor_min_distance)
         self.donor_settled = self.candidates == 1
         self.donor_distance: float | None = None
         self.private = (float(expression_threshold), expression_reach)
         self.eyes = eyes
         self.mouth = mouth
-        self.shading_sigma = shading_sigma   # in inter-ocular distances; 0 = no shading transfer
+        # In inter-ocular distances; 0 = no shading transfer.
+        self.shading_sigma = float(SHADING_SIGMA if shading_sigma is None else shading_sigma)
         self.feather = feather               # in inter-ocular distances
         layout = self.model.layout
         self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
@@ -339,6 +350,7 @@ class SwapRenderer:
         """
         settled_key = (self.seed, self.candidates, self.min_distance, self.shape,
                        self.lip_thickness, self.donor_own_rim, self.tone_range, self.tone_locus,
+                       self.shading_sigma,
                        *map(str, self._donor_source))
         with _SETTLED_LOCK:
             known = _SETTLED.get(settled_key)

@@ -135,3 +135,24 @@ def test_the_renderer_moves_the_face_along_the_locus_and_leaves_it_alone_when_of
     assert np.arctan2(lb[2], lb[1]) == pytest.approx(np.arctan2(la[2], la[1]), abs=0.1)
     with pytest.raises(ValueError, match="tone_locus"):
         SwapRenderer(donor_seed=5, tone_locus=-1.0)
+
+
+def test_donor_constants_are_read_when_a_renderer_is_made(monkeypatch):
+    from dicom_deid.faces import swap
+
+    before = SwapRenderer(donor_seed=5, shape=1.0)
+    assert before.candidates == swap.DONOR_CANDIDATES
+    assert before.shading_sigma == swap.SHADING_SIGMA
+    monkeypatch.setattr(swap, "DONOR_CANDIDATES", 3)
+    monkeypatch.setattr(swap, "DONOR_MIN_DISTANCE", 4.0)
+    monkeypatch.setattr(swap, "SHADING_SIGMA", 0.6)
+    monkeypatch.setattr(swap, "DONOR_SHAPE_SPREAD", 3.0)
+    after = SwapRenderer(donor_seed=5, shape=1.0)
+    assert (after.candidates, after.min_distance, after.shading_sigma) == (3, 4.0, 0.6)
+    # The donor's synthetic shape moves away from the mean by the spread (3.0 vs 1.75 SD).
+    mean = after.model.canonical.astype(np.float64)
+    ratio = (np.abs(after.identity_shape - mean).mean()
+             / np.abs(before.identity_shape - mean).mean())
+    assert ratio == pytest.approx(3.0 / 1.75, rel=0.01)
+    # Arguments still win over the constants.
+    assert SwapRenderer(donor_seed=5, donor_candidates=1, shading_sigma=0.0).candidates == 1
