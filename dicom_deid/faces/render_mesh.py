@@ -284,13 +284,15 @@ def skin_pixels(lab_image: np.ndarray, region: np.ndarray, eight_bit: bool = Tru
 def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
                      shading_sigma: float | None,
                      gain_limits: tuple[float, float] = GAIN_LIMITS,
-                     offset: tuple[float, float, float] | None = None) -> np.ndarray:
+                     offset: tuple[float, float, float] | None = None,
+                     chroma: float = 1.0) -> np.ndarray:
     """Give a face rendered in float32 LAB (L 0..100; a texture kept in LAB saves a colour
     conversion per frame) the frame's colour and illumination over ``region``.
 
     Per-channel mean and standard deviation in LAB, then the frame's low-frequency lightness
     (shading) replaces the rendered one; both taken from the skin of the frame's region only
-    (`skin_pixels`). ``offset`` (L, a, b) is added after the match (a donor's own skin tone).
+    (`skin_pixels`). ``offset`` (L, a, b) is added after the match (a donor's own skin tone);
+    ``chroma`` scales the frame's mean a and b the face is matched to (its hue stays).
     Returns float32 RGB in 0..255.
     """
     if cv2.countNonZero(region) < 16:
@@ -310,7 +312,8 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
     # The offset moves the target: a and b in the affine, L there too and in the shading's
     # reference (which would otherwise take the lightness back to the frame's); no extra pass.
     shift = np.zeros(3, np.float32) if offset is None else np.asarray(offset, np.float32)
-    affine = np.concatenate([np.diag(gain), (mu_r + shift - mu_s * gain)[:, None]], axis=1)
+    target = mu_r * np.array([1.0, chroma, chroma], np.float32) + shift
+    affine = np.concatenate([np.diag(gain), (target - mu_s * gain)[:, None]], axis=1)
     out = cv2.transform(src, affine.astype(np.float32))
     if shading_sigma:
         low_ref = masked_blur(ref8[..., 0].astype(np.float32), skin, shading_sigma)

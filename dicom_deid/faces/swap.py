@@ -130,6 +130,20 @@ DONOR_FEATURE_REACH: float | None = None
 # evaluation at 1.03: NME 3.42 -> 2.88 % MediaPipe, 5.60 -> 5.14 % dlib, EAR r 0.93 -> 0.91,
 # linkage 0/6 -> 1/6 (London's recogniser linkage not measured).
 ASPECT = 1.0
+# A per-study skin tone along the skin-tone locus instead: one number per study, uniform within
+# +-DONOR_TONE_LOCUS CIELAB L units, darkens (or lightens) the matched face and saturates (or
+# desaturates) its a and b in proportion to the frame's own skin chroma, as tanning does
+# (TONE_CHROMA_PER_L per L unit), so the hue stays the skin's and no face turns grey; 0 is off.
+# Off: greying the face's colour or setting every face's mean LAB (or only its mean L) to one
+# value before dlib left London swap linkage where it was (key 0: 5 of 51 hits each; mean rank
+# of the true identity 18.7, 18.3, 18.4; benchmarks/swap_linkage_regions.py), so the skin tone
+# is not what links two captures and shifting it cannot unlink them.
+DONOR_TONE_LOCUS = 0.0
+# The frame's low-frequency lightness replaces the rendered face's at this scale (inter-ocular
+# distances; `render_mesh.match_colour_lab`): the frame's light on the donor face. It also
+# carries the patient's own shading (nose, eye sockets, cheekbones) at that scale.
+SHADING_SIGMA = 0.35
+TONE_CHROMA_PER_L = 0.025
 
 
 def check_inputs(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -297,18 +311,19 @@ class SwapRenderer:
     def __init__(self, donor_seed: int = 0, shape: float = 0.0, *,
                  donors_dir: Path | None = None, model_path: str | None = None,
                  eyes: str = "synthetic", mouth: str = "synthetic",
-                 shading_sigma: float = 0.35, feather: float = 0.12,
-                 keep_expression: bool = True, donor_shape: float = DONOR_SHAPE_SPREAD,
+                 shading_sigma: float | None = None, feather: float = 0.12,
+                 keep_expression: bool = True, donor_shape: float | None = None,
                  donor_outline: float = DONOR_OUTLINE_REACH,
                  expression_threshold: float = EXPRESSION_THRESHOLD,
                  expression_reach: float | None = EXPRESSION_REACH,
-                 donor_candidates: int = DONOR_CANDIDATES,
-                 donor_min_distance: float = DONOR_MIN_DISTANCE,
+                 donor_candidates: int | None = None,
+                 donor_min_distance: float | None = None,
                  closing_lids: bool = True, neutral_glide: int = NEUTRAL_GLIDE,
                  clean_donor: bool = True, max_tracks: int = 64,
                  lip_thickness: tuple[float, float] | None | str = "default",
                  donor_own_rim: float | None = None,
-                 tone_range: tuple[float, float, float] | None = None) -> None:
+                 tone_range: tuple[float, float, float] | None = None,
+                 tone_locus: float | None = None) -> None:
         if not 0.0 <= float(shape) <= 1.0:
             raise ValueError(f"shape must be within 0..1, got {shape}")
         if eyes not in ("synthetic", "patient") or mouth not in ("synthetic", "patient"):
@@ -341,6 +356,10 @@ class SwapRenderer:
         # shape, 15 % at 1.0, 11 % at 1.5, 8 % at 2.0 standard deviations (chance 4 %). The
         # shape fades out toward the outline (``donor_outline``, DONOR_OUTLINE_REACH), where it
         # moved the jaw landmarks most.
+        # The donor settings left None take the module constants when the renderer is made (not
+        # when this module is imported), so that a benchmark can set them (--swap-knob).
+        if donor_shape is None:
+            donor_shape = DONOR_SHAPE_SPREAD
         self._donor_source = (donors_dir, model_path, float(donor_shape), float(donor_outline))
         self.clean_donor = clean_donor
         self.donor_own_rim = float(DONOR_OWN_RIM if donor_own_rim is None else donor_own_rim)
@@ -348,18 +367,24 @@ class SwapRenderer:
         self.tone_range = tuple(float(v) for v in tone)
         if len(self.tone_range) != 3 or min(self.tone_range) < 0:
             raise ValueError(f"tone_range must be three amounts >= 0 (L, a, b), got {tone}")
+        self.tone_locus = float(DONOR_TONE_LOCUS if tone_locus is None else tone_locus)
+        if not 0.0 <= self.tone_locus <= 30.0:
+            raise ValueError(f"tone_locus must be within 0..30 L units, got {tone_locus}")
         self.seed = int(donor_seed)
         self._use_donor(self.seed)
         # Donor rejection (`_settle_donor`): on the first face rendered, candidates after the
         # study's first are tried until one renders far enough from the patient.
-        self.candidates = max(1, int(donor_candidates))
-        self.min_distance = float(donor_min_distance)
+        self.candidates = max(1, int(DONOR_CANDIDATES if donor_candidates is None
+                                     else donor_candidates))
+        self.min_distance = float(DONOR_MIN_DISTANCE if donor_min_distance is None
+                                  else donor_min_distance)
         self.donor_settled = self.candidates == 1
         self.donor_distance: float | None = None
         self.private = (float(expression_threshold), expression_reach)
         self.eyes = eyes
         self.mouth = mouth
-        self.shading_sigma = shading_sigma   # in inter-ocular distances; 0 = no shading transfer
+        # In inter-ocular distances; 0 = no shading transfer.
+        self.shading_sigma = float(SHADING_SIGMA if shading_sigma is None else shading_sigma)
         self.feather = feather               # in inter-ocular distances
         layout = self.model.layout
         self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
@@ -379,6 +404,12 @@ class SwapRenderer:
             texture = clean_texture(texture, self.model.mean_texture, self.model.layout,
                                     self.donor_own_rim)
         self.tone = donor_tone(seed, self.tone_range)
+        self.tone_chroma = 1.0
+        locus = donor_tone_locus(seed, self.tone_locus)
+        if locus is not None:
+            light, self.tone_chroma = locus
+            base = self.tone or (0.0, 0.0, 0.0)
+            self.tone = (base[0] + light, base[1], base[2])
         self.texture = np.ascontiguousarray(texture, dtype=np.float32)
         # Sampled in LAB, where the colour match works, instead of converting every frame.
         self.texture_lab = render_mesh.to_lab(self.texture)
@@ -397,7 +428,8 @@ class SwapRenderer:
         """
         settled_key = (self.seed, self.candidates, self.min_distance, self.shape,
                        self.lip_thickness, self.donor_own_rim, self.tone_range,
-                       self.pose_fit, self.outline_keep, self.feature_reach, self.aspect,
+                       self.tone_locus, self.shading_sigma, self.pose_fit, self.outline_keep,
+                       self.feature_reach, self.aspect,
                        *map(str, self._donor_source))
         with _SETTLED_LOCK:
             known = _SETTLED.get(settled_key)
@@ -548,7 +580,7 @@ class SwapRenderer:
         skin = np.where(maps.part == mesh.PART_SKIN, 255, 0).astype(np.uint8)
         sigma = self.shading_sigma * iod if self.shading_sigma > 0 else None
         rendered = render_mesh.match_colour_lab(rendered_lab, original, skin, sigma,
-                                                offset=self.tone)
+                                                offset=self.tone, chroma=self.tone_chroma)
         self._paint_openings(rendered, original, maps, xy, geo, iod, skin)
         cover = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape)
         if self.shape > 0:
@@ -594,6 +626,17 @@ def donor_tone(seed: int, amounts: tuple[float, ...]) -> tuple[float, float, flo
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x746F6E65])  # "tone"
     shift = rng.uniform(-1.0, 1.0, 3) * np.asarray(amounts, np.float64)
     return float(shift[0]), float(shift[1]), float(shift[2])
+
+
+def donor_tone_locus(seed: int, amount: float) -> tuple[float, float] | None:
+    """The study's move along the skin-tone locus for donor ``seed``: (L shift, chroma gain),
+    the shift uniform within +-``amount`` and the gain 1 - TONE_CHROMA_PER_L x shift (a darker
+    face a more saturated one); None when ``amount`` is 0."""
+    if amount <= 0:
+        return None
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x6C6F637573])  # "locus"
+    light = float(rng.uniform(-1.0, 1.0)) * float(amount)
+    return light, max(0.2, 1.0 - TONE_CHROMA_PER_L * light)
 
 
 def _bounds(value: object) -> tuple[float, float] | None:

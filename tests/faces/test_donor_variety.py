@@ -8,7 +8,7 @@ import pytest
 
 from dicom_deid.faces import donor_texture, render_mesh
 from dicom_deid.faces.donors import load_model
-from dicom_deid.faces.swap import SwapRenderer, donor_tone
+from dicom_deid.faces.swap import TONE_CHROMA_PER_L, SwapRenderer, donor_tone, donor_tone_locus
 from tests.faces import synth
 
 
@@ -83,3 +83,76 @@ def test_the_renderer_shifts_the_face_by_its_studys_tone():
     assert lab(b) - lab(a) == pytest.approx(np.array(toned.tone), abs=1.0)
     with pytest.raises(ValueError, match="tone_range"):
         SwapRenderer(donor_seed=5, tone_range=(1.0, -1.0, 0.0))
+
+
+def test_tone_along_the_locus_is_one_number_per_study_with_chroma_following_lightness():
+    assert donor_tone_locus(77, 0.0) is None
+    assert donor_tone_locus(77, 8.0) == donor_tone_locus(77, 8.0)
+    moves = np.array([donor_tone_locus(seed, 8.0) for seed in range(200)])
+    assert np.all(np.abs(moves[:, 0]) <= 8.0) and moves[:, 0].std() > 3.0
+    assert moves[:, 0].min() < -6.0 and moves[:, 0].max() > 6.0
+    # Darker (negative L shift) is more saturated, lighter less, in proportion.
+    assert moves[:, 1] == pytest.approx(1.0 - TONE_CHROMA_PER_L * moves[:, 0])
+
+
+def test_colour_match_scales_chroma_and_keeps_the_hue():
+    rng = np.random.default_rng(0)
+    frame = np.clip(rng.normal((170, 130, 110), 6, (64, 64, 3)), 0, 255).astype(np.uint8)
+    rendered = render_mesh.to_lab(np.full((64, 64, 3), (150, 120, 105), np.float32))
+    region = np.full((64, 64), 255, np.uint8)
+    plain = render_mesh.match_colour_lab(rendered, frame, region, None)
+    richer = render_mesh.match_colour_lab(rendered, frame, region, None, offset=(-6.0, 0, 0),
+                                          chroma=1.15)
+
+    def lab(rgb):
+        return cv2.cvtColor(rgb / 255.0, cv2.COLOR_RGB2LAB).reshape(-1, 3).mean(axis=0)
+
+    p, r = lab(plain), lab(richer)
+    assert r[0] - p[0] == pytest.approx(-6.0, abs=0.3)
+    assert np.hypot(*r[1:]) / np.hypot(*p[1:]) == pytest.approx(1.15, abs=0.02)
+    assert np.arctan2(r[2], r[1]) == pytest.approx(np.arctan2(p[2], p[1]), abs=0.02)
+
+
+def test_the_renderer_moves_the_face_along_the_locus_and_leaves_it_alone_when_off():
+    img = np.ascontiguousarray(synth.astronaut())
+    lm = synth.astronaut_landmarks().astype(np.float32)
+    plain = SwapRenderer(donor_seed=5, shape=1.0, donor_candidates=1, tone_locus=0.0)
+    moved = SwapRenderer(donor_seed=5, shape=1.0, donor_candidates=1, tone_locus=10.0)
+    assert plain.tone is None and plain.tone_chroma == 1.0
+    light, gain = donor_tone_locus(5, 10.0)
+    assert moved.tone == (light, 0.0, 0.0) and moved.tone_chroma == gain
+    a, b = plain.render(img, lm), moved.render(img, lm)
+    cheek = np.zeros(img.shape[:2], bool)
+    for idx in (50, 280):
+        x, y = lm[idx, :2].astype(int)
+        cheek[y - 4:y + 5, x - 4:x + 5] = True
+
+    def lab(rgb):
+        return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)[cheek].mean(axis=0)
+
+    la, lb = lab(a), lab(b)
+    assert lb[0] - la[0] == pytest.approx(light, abs=1.0)
+    assert np.arctan2(lb[2], lb[1]) == pytest.approx(np.arctan2(la[2], la[1]), abs=0.1)
+    with pytest.raises(ValueError, match="tone_locus"):
+        SwapRenderer(donor_seed=5, tone_locus=-1.0)
+
+
+def test_donor_constants_are_read_when_a_renderer_is_made(monkeypatch):
+    from dicom_deid.faces import swap
+
+    before = SwapRenderer(donor_seed=5, shape=1.0)
+    assert before.candidates == swap.DONOR_CANDIDATES
+    assert before.shading_sigma == swap.SHADING_SIGMA
+    monkeypatch.setattr(swap, "DONOR_CANDIDATES", 3)
+    monkeypatch.setattr(swap, "DONOR_MIN_DISTANCE", 4.0)
+    monkeypatch.setattr(swap, "SHADING_SIGMA", 0.6)
+    monkeypatch.setattr(swap, "DONOR_SHAPE_SPREAD", 3.0)
+    after = SwapRenderer(donor_seed=5, shape=1.0)
+    assert (after.candidates, after.min_distance, after.shading_sigma) == (3, 4.0, 0.6)
+    # The donor's synthetic shape moves away from the mean by the spread (3.0 vs 1.75 SD).
+    mean = after.model.canonical.astype(np.float64)
+    ratio = (np.abs(after.identity_shape - mean).mean()
+             / np.abs(before.identity_shape - mean).mean())
+    assert ratio == pytest.approx(3.0 / 1.75, rel=0.01)
+    # Arguments still win over the constants.
+    assert SwapRenderer(donor_seed=5, donor_candidates=1, shading_sigma=0.0).candidates == 1
