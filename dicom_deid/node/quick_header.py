@@ -73,23 +73,33 @@ def _value(raw: bytes, vr: str) -> str | None:
     return raw.decode("ascii").strip()
 
 
+def _explicit_head(data: bytes, pos: int, known: frozenset[bytes],
+                   long_vrs: frozenset[bytes]
+                   ) -> tuple[int, int, bytes, int, int] | None:
+    """(group, element, VR, value length, header length) of the explicit VR little endian
+    element at ``pos``, or None for a VR pydicom would have to judge or a cut-off header."""
+    group, element, vr, length = _ELEMENT.unpack_from(data, pos)
+    if vr not in known:
+        return None
+    if vr in long_vrs:
+        if pos + 12 > len(data):
+            return None
+        return group, element, vr, _LONG.unpack_from(data, pos + 8)[0], 12
+    return group, element, vr, length, 8
+
+
 def _transfer_syntax(data: bytes, pos: int) -> tuple[str, int] | None:
     """The file meta's Transfer Syntax UID and where the data set starts, or None."""
     known, long_vrs = _known_vrs()
     syntax = None
     end = len(data)
     while pos + 8 <= end:
-        group, element, vr, length = _ELEMENT.unpack_from(data, pos)
-        if group != 2:
+        if _ELEMENT.unpack_from(data, pos)[0] != 2:
             break
-        if vr not in known:
+        element_head = _explicit_head(data, pos, known, long_vrs)
+        if element_head is None:
             return None
-        head = 8
-        if vr in long_vrs:
-            if pos + 12 > end:
-                return None
-            length = _LONG.unpack_from(data, pos + 8)[0]
-            head = 12
+        _group, element, vr, length, head = element_head
         if length == _UNDEFINED or pos + head + length > end:
             return None
         if element == 0x0010:
@@ -142,15 +152,10 @@ def quick_header(data: bytes) -> dict[str, str] | None:
             group, element, length = _IMPLICIT.unpack_from(data, pos)
             head, vr = 8, b""
         else:
-            group, element, vr, length = _ELEMENT.unpack_from(data, pos)
-            if vr not in known:
+            element_head = _explicit_head(data, pos, known, long_vrs)
+            if element_head is None:
                 return None
-            head = 8
-            if vr in long_vrs:
-                if pos + 12 > end:
-                    return None
-                length = _LONG.unpack_from(data, pos + 8)[0]
-                head = 12
+            group, element, vr, length, head = element_head
         tag = group << 16 | element
         if tag in _PIXELS:
             break
