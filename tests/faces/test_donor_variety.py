@@ -12,6 +12,15 @@ from dicom_deid.faces.swap import TONE_CHROMA_PER_L, SwapRenderer, donor_tone, d
 from tests.faces import synth
 
 
+def _cheek_lab(rgb: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """Mean CIELAB of two small cheek patches (landmarks 50 and 280)."""
+    cheek = np.zeros(rgb.shape[:2], bool)
+    for idx in (50, 280):
+        x, y = lm[idx, :2].astype(int)
+        cheek[y - 4:y + 5, x - 4:x + 5] = True
+    return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)[cheek].mean(axis=0)
+
+
 def test_keep_own_brings_back_part_of_the_donors_rim_colour_and_nothing_else():
     model = load_model()
     tex = model.mean_texture.copy()
@@ -72,15 +81,7 @@ def test_the_renderer_shifts_the_face_by_its_studys_tone():
     a, b = plain.render(img, lm), toned.render(img, lm)
     assert np.array_equal(b, again.render(img, lm))
     # On the cheeks (inside the face, away from eyes and mouth) the mean LAB moves by the tone.
-    cheek = np.zeros(img.shape[:2], bool)
-    for idx in (50, 280):
-        x, y = lm[idx, :2].astype(int)
-        cheek[y - 4:y + 5, x - 4:x + 5] = True
-
-    def lab(rgb):
-        return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)[cheek].mean(axis=0)
-
-    assert lab(b) - lab(a) == pytest.approx(np.array(toned.tone), abs=1.0)
+    assert _cheek_lab(b, lm) - _cheek_lab(a, lm) == pytest.approx(np.array(toned.tone), abs=1.0)
     with pytest.raises(ValueError, match="tone_range"):
         SwapRenderer(donor_seed=5, tone_range=(1.0, -1.0, 0.0))
 
@@ -122,15 +123,7 @@ def test_the_renderer_moves_the_face_along_the_locus_and_leaves_it_alone_when_of
     light, gain = donor_tone_locus(5, 10.0)
     assert moved.tone == (light, 0.0, 0.0) and moved.tone_chroma == gain
     a, b = plain.render(img, lm), moved.render(img, lm)
-    cheek = np.zeros(img.shape[:2], bool)
-    for idx in (50, 280):
-        x, y = lm[idx, :2].astype(int)
-        cheek[y - 4:y + 5, x - 4:x + 5] = True
-
-    def lab(rgb):
-        return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)[cheek].mean(axis=0)
-
-    la, lb = lab(a), lab(b)
+    la, lb = _cheek_lab(a, lm), _cheek_lab(b, lm)
     assert lb[0] - la[0] == pytest.approx(light, abs=1.0)
     assert np.arctan2(lb[2], lb[1]) == pytest.approx(np.arctan2(la[2], la[1]), abs=0.1)
     with pytest.raises(ValueError, match="tone_locus"):
