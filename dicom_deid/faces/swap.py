@@ -173,10 +173,7 @@ def donor_identity_shape(canonical: np.ndarray, expression: ExpressionModel, see
     jaw: moving it costs landmark fidelity (NME) more than it hides identity."""
     offset = expression.identity_sample(seed, spread)
     if outline_reach > 0:
-        xy = canonical[:, :2]
-        oval = xy[list(mesh.FACE_OVAL)]
-        dist = np.min(np.linalg.norm(xy[:, None, :] - oval[None, :, :], axis=2), axis=1)
-        offset = offset * (1.0 - np.exp(-0.5 * (dist / outline_reach) ** 2))[:, None]
+        offset = offset * (1.0 - outline_weights(canonical, outline_reach))[:, None]
     if feature_reach is not None:
         offset = offset * expression.region_weights(feature_reach)[:, None]
     return canonical.astype(np.float64) + offset
