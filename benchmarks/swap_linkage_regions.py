@@ -133,25 +133,26 @@ def _dlib_shape(detector, predictor, img: np.ndarray):
 
 
 def linkage(desc: dict[tuple[str, str], np.ndarray | None], ids: list[str]) -> dict:
-    """evaluate's linkage attack on one key's descriptors: rank-1 hits, mean rank, mean z."""
+    """evaluate's linkage attack (`evaluate.privacy.identify`) on one key's descriptors:
+    rank-1 hits, mean rank (an unidentified probe counts as last) and the mean z-score of the
+    true pair's distance among the probe's distances to the gallery."""
+    from dicom_deid.evaluate.privacy import identify
+
+    found = identify([(i, desc[(i, "gallery")]) for i in ids],
+                     [(i, desc[(i, "probe")]) for i in ids])
     gallery = [i for i in ids if desc[(i, "gallery")] is not None]
     stack = np.stack([desc[(i, "gallery")] for i in gallery])
-    hits, ranks, zs, linked = 0, [], [], []
-    for i in ids:
+    zs = []
+    for i, rank in zip(ids, found.ranks, strict=True):
         probe = desc[(i, "probe")]
-        if probe is None or i not in gallery:
-            ranks.append(float(len(gallery)))
-            continue
-        dist = np.linalg.norm(stack - probe, axis=1)
-        j = gallery.index(i)
-        others = np.delete(dist, j)
-        rank = 1 + int(np.sum(dist < dist[j]))
-        ranks.append(float(rank))
-        zs.append(float((dist[j] - others.mean()) / others.std()))
-        if rank == 1:
-            hits += 1
-            linked.append(i)
-    return {"hits": hits, "probes": len(ids), "mean_rank": round(float(np.mean(ranks)), 2),
+        if np.isfinite(rank) and probe is not None:
+            dist = np.linalg.norm(stack - probe, axis=1)
+            j = gallery.index(i)
+            others = np.delete(dist, j)
+            zs.append(float((dist[j] - others.mean()) / others.std()))
+    ranks = [r if np.isfinite(r) else float(len(gallery)) for r in found.ranks]
+    linked = [i for i, r in zip(ids, found.ranks, strict=True) if r <= 1]
+    return {"hits": len(linked), "probes": len(ids), "mean_rank": round(float(np.mean(ranks)), 2),
             "mean_z": round(float(np.mean(zs)), 3), "linked": linked}
 
 
