@@ -212,9 +212,20 @@ def project_box(dets: Detections, rect: Rect) -> Detections:
     return Detections(boxes.reshape(-1, 4), kps, dets.scores)
 
 
-def image_tensor(rgb: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """A batch of one float32 NHWC tensor, 0..255 mapped to lo..hi (MediaPipe's ImageToTensor)."""
-    x = rgb.astype(np.float32)[None]
+def image_tensor(rgb: np.ndarray, lo: float, hi: float, *,
+                 channels_first: bool = False) -> np.ndarray:
+    """A batch of one float32 NHWC tensor, 0..255 mapped to lo..hi (MediaPipe's ImageToTensor).
+
+    channels_first: NCHW instead, the same values (for a model whose input takes it).
+    """
+    if channels_first:
+        # cv2.split writes each plane contiguously: as cheap as the NHWC cast below, where a
+        # NumPy transpose-and-cast costs twice that (strided reads)
+        x = np.empty((1, rgb.shape[2], *rgb.shape[:2]), np.float32)
+        for i, plane in enumerate(cv2.split(rgb)):
+            x[0, i] = plane
+    else:
+        x = rgb.astype(np.float32)[None]
     x *= (hi - lo) / 255.0
     x += lo
     return x

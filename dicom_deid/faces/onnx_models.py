@@ -151,14 +151,15 @@ class OnnxMesh:
 
     def _mesh(self, rgb: np.ndarray, rect: geo.Rect) -> np.ndarray | None:
         """The mesh in the image, normalised (468 or, from the attention model, 478)."""
-        tensor = geo.image_tensor(geo.crop(rgb, rect, 192), 0.0, 1.0)
+        image = geo.crop(rgb, rect, 192)
         if self._refinement != "attention":
-            raw, flag = self._shared.model(FACE_LANDMARK)(tensor)
+            raw, flag = self._shared.model(FACE_LANDMARK)(geo.image_tensor(image, 0.0, 1.0))
             if _sigmoid(flag) < self._min_confidence:
                 return None
             return geo.project(raw.reshape(-1, 3).astype(np.float64) / 192.0, rect)
-        mesh, lips, eye_a, eye_b, iris_a, iris_b, flag = \
-            self._shared.model(ATTENTION_LANDMARK)(tensor)
+        # The attention mesh takes NCHW (scripts/convert_models.py: its input transpose dropped)
+        mesh, lips, eye_a, eye_b, iris_a, iris_b, flag = self._shared.model(ATTENTION_LANDMARK)(
+            geo.image_tensor(image, 0.0, 1.0, channels_first=True))
         if _sigmoid(flag) < self._min_confidence:
             return None
         # LandmarksRefinement: the lips and eyes replace x and y (depth stays the mesh's),
