@@ -33,6 +33,7 @@ from dicom_deid.node.journal import Journal, ReceivedInstance
 from dicom_deid.node.logs import short_reason
 from dicom_deid.node.quick_header import quick_header
 from dicom_deid.node.spool import (
+    FlushBehind,
     Spool,
     free_bytes,
     fsync_dir,
@@ -58,9 +59,11 @@ _HEADER_TAGS = ("StudyInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality",
 # Bytes beyond listen.max_instance_size (PDU headers, the command set) tolerated before an
 # instance still being received is cut off by aborting its association.
 _SIZE_SLACK = 64 * 1024
-# A large instance's bytes are handed to the kernel's write-back every this many bytes as
-# they arrive (spool.start_writeback), so its fsync before the acknowledgement is short.
-WRITEBACK_EVERY = 4 * 1024 * 1024
+# A large instance's bytes are flushed to disk behind the writer every this many bytes as
+# they arrive (spool.FlushBehind; spool.start_writeback while a flush is still running),
+# so its fsync before the acknowledgement has only the tail left. Instances up to
+# commit.INLINE_MAX never reach it (their bytes go through the journal).
+WRITEBACK_EVERY = 1024 * 1024
 
 
 @dataclass
@@ -111,7 +114,8 @@ class Reception:
         self.min_free = min_free
         self.failed = ""  # why the data set was not written
         self._written = 0
-        self._handed = 0  # bytes handed to start_writeback
+        self._handed = 0  # bytes handed to the flusher or start_writeback
+        self._flusher: FlushBehind | None = None
 
     def write(self, data: bytes | memoryview) -> int:
         if self.failed:
@@ -125,12 +129,28 @@ class Reception:
                 view = view[self._fh.write(view):]
             self._written += len(data)
             if self._written - self._handed >= WRITEBACK_EVERY:
-                start_writeback(self._fh.fileno(), self._handed, self._written - self._handed)
-                self._handed = self._written
+                self._flush_behind()
         except OSError as exc:
             self._fail("no space left on the device" if exc.errno == errno.ENOSPC
                        else f"write failed ({os.strerror(exc.errno or 0)})")
         return len(data)
+
+    def _flush_behind(self) -> None:
+        if self._flusher is None:
+            self._flusher = FlushBehind(self._fh.fileno())
+        if not self._flusher.request():
+            start_writeback(self._fh.fileno(), self._handed, self._written - self._handed)
+        self._handed = self._written
+
+    def settle(self) -> None:
+        """All writing is done: wait for a flush behind still running, and refuse the
+        instance if one failed (its error may not be reported by the final fsync)."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is None:
+            return
+        error = flusher.stop()
+        if error is not None and not self.failed:
+            self._fail(f"write failed ({os.strerror(error.errno or 0)})")
 
     def _fail(self, reason: str) -> None:
         self.failed = reason
@@ -141,6 +161,7 @@ class Reception:
         pass  # unbuffered
 
     def close(self) -> None:
+        self.settle()
         self._fh.close()
 
 
@@ -510,6 +531,8 @@ class Receiver:
         calling = str(assoc.requestor.ae_title or "").strip()
         called = str(assoc.acceptor.ae_title or "").strip()
         reception = arrival.reception
+        if reception is not None:
+            reception.settle()  # pynetdicom closes its file only after this handler
         if arrival.path is None:
             LOG.warning("refused a C-STORE from %s: it has no data set", calling)
             self._count(assoc, "refused")

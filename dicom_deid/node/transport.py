@@ -111,11 +111,32 @@ class Connection:
             socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
 
 
+class _UserQueue(queue.Queue):
+    """The DUL's to_user_queue (primitives for the association's thread: A-RELEASE-RQ,
+    A-ABORT, ...). A put also wakes the association's reactor, which ReactorGate parks on
+    the DIMSE message queue: an A-RELEASE-RQ was otherwise answered only when that wait
+    ran out (up to _IDLE_WAIT, 20 ms, on every association's release; the sender waits
+    for the A-RELEASE-RP before it exits)."""
+
+    def __init__(self, assoc: Association):
+        super().__init__()
+        self._assoc = assoc
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        dimse = getattr(self._assoc, "dimse", None)
+        if dimse is not None:
+            messages = dimse.msg_queue
+            with messages.not_empty:
+                messages.not_empty.notify_all()
+
+
 class GuardedDUL(DULServiceProvider):
     """pynetdicom's DUL with reads bounded in size and time (see the module docstring)."""
 
     def __init__(self, assoc: Association, conn: Connection, server: GuardedServer):
         super().__init__(assoc)
+        self.to_user_queue = _UserQueue(assoc)
         self.conn = conn
         self.server = server
         self._poisoned = False
