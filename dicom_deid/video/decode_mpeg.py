@@ -207,8 +207,16 @@ class MpegDecoder:
 
 # swscale's default YUV->RGB path (nearest-neighbour chroma, low-precision coefficient tables)
 # alone limits a YUV->RGB->YUV round trip to about 45.6 dB luma PSNR on a 720x576 H.264 clip;
-# accurate rounding with full chroma interpolation raises that to about 61 dB, at the same speed.
+# accurate rounding with full chroma interpolation raises that to about 61 dB. It is not free:
+# at 720p it costs 6-7 CPU ms a frame against under 1 ms for the default SIMD path (2026-12-07,
+# 2-core host), about a seventh of a DICOM transcode; the default path differs from it by up to
+# 45 levels (44.8 dB) on the benchmark clip, too much to trade for the time.
 RGB_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+# swscale threads per conversion. PyAV's default (0) lets swscale start one slice thread per
+# core for every frame; the conversion already runs in its own thread beside the face stage and
+# the encoder, so on a busy machine the slices only add wake-ups and waits. The output does not
+# depend on the thread count (tests/video/test_conversion_threads.py).
+SWS_THREADS = 1
 
 
 def to_rgb(frame: av.VideoFrame, reformatter: VideoReformatter | None = None) -> np.ndarray:
@@ -217,4 +225,5 @@ def to_rgb(frame: av.VideoFrame, reformatter: VideoReformatter | None = None) ->
     Pass one reformatter for a whole stream so that swscale's context is set up once.
     """
     rf = reformatter if reformatter is not None else VideoReformatter()
-    return rf.reformat(frame, format="rgb24", interpolation=RGB_FLAGS).to_ndarray()
+    return rf.reformat(frame, format="rgb24", interpolation=RGB_FLAGS,
+                       threads=SWS_THREADS).to_ndarray()
