@@ -35,12 +35,6 @@ from dicom_deid.errors import DeidError
 from dicom_deid.overlap import DEFAULT_DEPTH, BackgroundConsumer
 from dicom_deid.overlap import prefetch as overlap_prefetch
 
-# swscale threads per colour conversion (as dicom_deid.video.decode_mpeg.SWS_THREADS): the
-# decoder and the encoder already convert in their own threads beside the face stage, and
-# swscale's default of one slice thread per core only adds wake-ups and waits to them. The
-# pixels do not depend on it.
-SWS_THREADS = 1
-
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VIDEO_FORMATS = {
     ".mp4": ("mp4", "libx264"),
@@ -150,8 +144,7 @@ def _decode_video(path: Path) -> Generator[np.ndarray, None, None]:
             # One converter for the stream: swscale's context is set up once, not per frame.
             reformatter = VideoReformatter()
             for frame in container.decode(stream):
-                yield reformatter.reformat(frame, format="rgb24",
-                                           threads=SWS_THREADS).to_ndarray()
+                yield reformatter.reformat(frame, format="rgb24").to_ndarray()
     except av.FFmpegError as exc:
         raise MediaError(f"{path}: decoding failed ({exc})") from exc
 
@@ -168,7 +161,6 @@ class VideoWriter:
 
     def __init__(self, path: Path, info: VideoInfo, depth: int = DEFAULT_DEPTH) -> None:
         import av
-        from av.video.reformatter import VideoReformatter
 
         suffix = path.suffix.lower()
         if suffix not in VIDEO_FORMATS:
@@ -197,7 +189,6 @@ class VideoWriter:
             self._time_base = Fraction(1, 1) / info.fps
             stream.time_base = self._time_base
             self._stream = stream
-            self._reformatter = VideoReformatter()
             self._encoder: BackgroundConsumer[av.VideoFrame] = BackgroundConsumer(
                 self._encode, depth=depth, name="VideoWriter")
         except Exception:
@@ -216,10 +207,6 @@ class VideoWriter:
 
     def _encode(self, frame: object) -> None:
         # Runs in the encoder thread, the only one that touches the stream until it is joined.
-        # Converted here as the encoder would (its pixel format, swscale's defaults), but with
-        # SWS_THREADS: the encoder's own conversion takes its thread count from the codec's.
-        frame = self._reformatter.reformat(
-            frame, format=self._stream.pix_fmt, threads=SWS_THREADS)  # type: ignore[arg-type, union-attr]
         for packet in self._stream.encode(frame):  # type: ignore[arg-type, union-attr]
             self._container.mux(packet)
 

@@ -212,11 +212,6 @@ class MpegDecoder:
 # 2-core host), about a seventh of a DICOM transcode; the default path differs from it by up to
 # 45 levels (44.8 dB) on the benchmark clip, too much to trade for the time.
 RGB_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
-# swscale threads per conversion. PyAV's default (0) lets swscale start one slice thread per
-# core for every frame; the conversion already runs in its own thread beside the face stage and
-# the encoder, so on a busy machine the slices only add wake-ups and waits. The output does not
-# depend on the thread count (tests/video/test_conversion_threads.py).
-SWS_THREADS = 1
 
 
 def to_rgb(frame: av.VideoFrame, reformatter: VideoReformatter | None = None) -> np.ndarray:
@@ -225,5 +220,4 @@ def to_rgb(frame: av.VideoFrame, reformatter: VideoReformatter | None = None) ->
     Pass one reformatter for a whole stream so that swscale's context is set up once.
     """
     rf = reformatter if reformatter is not None else VideoReformatter()
-    return rf.reformat(frame, format="rgb24", interpolation=RGB_FLAGS,
-                       threads=SWS_THREADS).to_ndarray()
+    return rf.reformat(frame, format="rgb24", interpolation=RGB_FLAGS).to_ndarray()

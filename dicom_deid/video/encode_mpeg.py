@@ -27,7 +27,6 @@ from pydicom.uid import (
 )
 
 from dicom_deid.overlap import BackgroundConsumer
-from dicom_deid.video.decode_mpeg import SWS_THREADS
 from dicom_deid.video.errors import VideoError
 from dicom_deid.video.syntaxes import base_syntax, family
 
@@ -206,7 +205,7 @@ class MpegEncoder:
         pts = frame.pts
         frame = self._reformatter.reformat(
             frame, format=self.pix_fmt, dst_colorspace=self._colorspace,
-            dst_color_range=self._color_range, interpolation=_YUV_FLAGS, threads=SWS_THREADS,
+            dst_color_range=self._color_range, interpolation=_YUV_FLAGS,
         )
         frame.pts = pts
         self._encoded += 1
