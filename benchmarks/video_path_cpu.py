@@ -10,8 +10,9 @@ part below adds up the CPU time of the thread it runs in (time.thread_time):
 - decode: the decoder's demux/decode calls (DICOM: MpegDecoder; mp4: the whole read_video
   generator, decode and colour conversion together);
 - to_rgb: DICOM only, the YUV->RGB conversion (swscale, accurate rounding);
-- enc_conv: DICOM only, the encoder thread's RGB->YUV conversion and its call into x264;
-  enc_put / mp4 write: the caller's side of the encoder (copying the frame into a VideoFrame);
+- enc_conv: the encoder thread's RGB->YUV conversion and its call into x264 (x264's own
+  frame threads are not in it); enc_put: the caller's side of the encoder (copying the frame
+  into a VideoFrame);
 - track / render / leak: the face stage (FaceTracker.update without MediaPipe's own graph
   threads, the method's renderer, the CenterFace leak check).
 
@@ -20,7 +21,8 @@ too); `native_rest` = total - the parts (mostly x264 and MediaPipe). `face_work`
 - the transcode's total on the same path: the CPU the face stage adds per frame. When the host
 is saturated the wall-time ratio follows the CPU ratio, transcode / (transcode + face_work), so
 `face_work_for_0.6x` = transcode x (1/0.6 - 1) is what the face stage may cost for swap to
-reach 0.6x a plain transcode on that path.
+reach 0.6x a plain transcode on that path. On the shared 2-core host the totals of one code
+swing by up to half between runs at load 20-30; compare the parts and several runs.
 
     .venv/bin/python benchmarks/video_path_cpu.py --frames 100 --rounds 3
 """
