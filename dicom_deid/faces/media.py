@@ -135,13 +135,16 @@ def read_video(path: Path, prefetch: int = DEFAULT_DEPTH) -> Generator[np.ndarra
 
 def _decode_video(path: Path) -> Generator[np.ndarray, None, None]:
     import av
+    from av.video.reformatter import VideoReformatter
 
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            # One converter for the stream: swscale's context is set up once, not per frame.
+            reformatter = VideoReformatter()
             for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
+                yield reformatter.reformat(frame, format="rgb24").to_ndarray()
     except av.FFmpegError as exc:
         raise MediaError(f"{path}: decoding failed ({exc})") from exc
 
