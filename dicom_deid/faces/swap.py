@@ -128,17 +128,22 @@ DONOR_FEATURE_REACH: float | None = None
 # 2.32 % at 1.03, 2.25 % unbounded, but landmark-only linkage on London (6 keys x 51) went
 # 3.9 -> 7.5 % (rigid-aligned attacker) and 4.2 -> 6.9 % (all-point aligned) at 1.03. The GRID
 # evaluation at 1.03: NME 3.42 -> 2.88 % MediaPipe, 5.60 -> 5.14 % dlib, EAR r 0.93 -> 0.91,
-# linkage 0/6 -> 1/6 (London's recogniser linkage not measured).
+# linkage 0/6 -> 1/6. London (3 keys) at 1.03: recogniser linkage 5.2 -> 7.2 % pooled (8 -> 11
+# hits of 153), worst key 5.9 -> 7.8 %, rank-1 0 %, 0 leaks (branch i15nme5).
 ASPECT = 1.0
 # The face's edge fades out over `SwapRenderer.feather` (0.12 inter-ocular distances) outside the
 # covered face. Below the eyes, where the face meets the background, hair, ears and neck, that
 # soft fringe of rendered skin over the background reads as a wider face: dlib places the jaw's
 # upper points (0-3, 13-16) 12-14 % of the IOD outside the original's on GRID (MediaPipe's oval
-# sides 6 %), which is most of the dlib-68 NME. With this set (inter-ocular distances), the
+# sides 6 %): the jaw is 45 % of the dlib-68 NME there. With this set (inter-ocular distances), the
 # fade is this narrow below the eye line and widens to the full feather over OUTLINE_FEATHER_RAMP
 # (IODs above the eye line), so the forehead, where the face's top meets the patient's skin,
-# keeps its soft edge (a narrow one there shows as an arc). None: the feather everywhere.
-OUTLINE_FEATHER: float | None = None
+# keeps its soft edge (a narrow one there shows as an arc). None: the feather everywhere (the
+# behaviour before). GRID (evaluate_shared.py, 1 key, 50 frames): NME 3.42 -> 3.23 % MediaPipe,
+# 5.60 -> 5.07 % dlib-68; EAR r, MAR r, blinks, flicker and leaks as before. London (3 keys):
+# recogniser linkage 5.2 -> 5.9 % pooled (8 -> 9 hits of 153), worst key 5.9 -> 7.8 %, rank-1 0 %,
+# 0 leaks; no shape of the patient's is added (the covered hull is replaced as before).
+OUTLINE_FEATHER: float | None = 0.05
 OUTLINE_FEATHER_RAMP = (0.0, 0.4)
 # A per-study skin tone along the skin-tone locus instead: one number per study, uniform within
 # +-DONOR_TONE_LOCUS CIELAB L units, darkens (or lightens) the matched face and saturates (or

@@ -61,6 +61,7 @@ def _fringe(out: np.ndarray, img: np.ndarray, lm: np.ndarray, below: bool) -> in
 def test_outline_feather_narrows_the_fringe_below_the_eyes_only(monkeypatch, astronaut):
     img, lm = astronaut
     # Shape 0 (the patient's geometry): the hull is the same in both renders.
+    monkeypatch.setattr(swap, "OUTLINE_FEATHER", None)
     plain = SwapRenderer(donor_seed=3, shape=0.0, donor_candidates=1)
     monkeypatch.setattr(swap, "OUTLINE_FEATHER", 0.03)
     narrow = SwapRenderer(donor_seed=3, shape=0.0, donor_candidates=1)
