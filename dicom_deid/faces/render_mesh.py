@@ -360,15 +360,19 @@ def opening_mask(xy: np.ndarray, contour: tuple[int, ...], part_map: np.ndarray,
 
 
 def composite(frame: np.ndarray, roi: Roi, rendered: np.ndarray, rendered_mask: np.ndarray,
-              cover: np.ndarray, feather: float) -> None:
+              cover: np.ndarray, feather: float | np.ndarray) -> None:
     """Paste ``rendered`` into ``frame`` (in place) over ``cover`` at full opacity, fading out
-    over ``feather`` pixels outside it. Where ``cover`` extends beyond what was rendered, the
-    rendered face is extended smoothly so that no original pixel of the covered area survives.
+    over ``feather`` pixels outside it (a number, or one per pixel of the ROI: `feather_map`).
+    Where ``cover`` extends beyond what was rendered, the rendered face is extended smoothly so
+    that no original pixel of the covered area survives.
     """
     if not cv2.countNonZero(cover):
         return
     dist = cv2.distanceTransform(cv2.bitwise_not(cover), cv2.DIST_L2, 3)
-    alpha = np.clip(1.0 - dist * (1.0 / max(feather, 1e-3)), 0.0, 1.0)
+    if isinstance(feather, np.ndarray):
+        alpha = np.clip(1.0 - dist / np.maximum(feather, 1e-3), 0.0, 1.0)
+    else:
+        alpha = np.clip(1.0 - dist * (1.0 / max(feather, 1e-3)), 0.0, 1.0)
     alpha[cover > 0] = 1.0
     if cv2.countNonZero(cv2.bitwise_and(cv2.compare(alpha, 0, cv2.CMP_GT),
                                         cv2.bitwise_not(rendered_mask))):
@@ -382,3 +386,18 @@ def composite(frame: np.ndarray, roi: Roi, rendered: np.ndarray, rendered_mask: 
     blended = cv2.blendLinear(rendered.astype(np.float32, copy=False),
                               target.astype(np.float32), alpha, 1.0 - alpha)
     target[...] = cv2.convertScaleAbs(cv2.max(blended, 0.0))
+
+
+def feather_map(shape: tuple[int, int], origin: np.ndarray, down: np.ndarray, wide: float,
+                narrow: float, start: float, end: float) -> np.ndarray:
+    """Per pixel of a ROI (float32, pixels): ``narrow`` below the line through ``origin``
+    (ROI coordinates) across the unit vector ``down`` moved ``start`` pixels along it, ``wide``
+    above the line moved ``end`` pixels (end < start), linear between: a face's edge that is
+    sharp along the jaw and cheeks (against the background, hair or neck, where a soft skin
+    fringe reads as a wider face) and soft at the forehead (skin on both sides)."""
+    rows, cols = shape
+    xs = np.arange(cols, dtype=np.float32) - np.float32(origin[0])
+    ys = np.arange(rows, dtype=np.float32) - np.float32(origin[1])
+    along = ys[:, None] * np.float32(down[1]) + xs[None, :] * np.float32(down[0])
+    t = np.clip((along - np.float32(end)) / np.float32(max(start - end, 1e-3)), 0.0, 1.0)
+    return (np.float32(wide) + np.float32(narrow - wide) * t).astype(np.float32)

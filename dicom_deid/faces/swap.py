@@ -128,8 +128,23 @@ DONOR_FEATURE_REACH: float | None = None
 # 2.32 % at 1.03, 2.25 % unbounded, but landmark-only linkage on London (6 keys x 51) went
 # 3.9 -> 7.5 % (rigid-aligned attacker) and 4.2 -> 6.9 % (all-point aligned) at 1.03. The GRID
 # evaluation at 1.03: NME 3.42 -> 2.88 % MediaPipe, 5.60 -> 5.14 % dlib, EAR r 0.93 -> 0.91,
-# linkage 0/6 -> 1/6 (London's recogniser linkage not measured).
+# linkage 0/6 -> 1/6. London (3 keys) at 1.03: recogniser linkage 5.2 -> 7.2 % pooled (8 -> 11
+# hits of 153), worst key 5.9 -> 7.8 %, rank-1 0 %, 0 leaks (branch i15nme5).
 ASPECT = 1.0
+# The face's edge fades out over `SwapRenderer.feather` (0.12 inter-ocular distances) outside the
+# covered face. Below the eyes, where the face meets the background, hair, ears and neck, that
+# soft fringe of rendered skin over the background reads as a wider face: dlib places the jaw's
+# upper points (0-3, 13-16) 12-14 % of the IOD outside the original's on GRID (MediaPipe's oval
+# sides 6 %): the jaw is 45 % of the dlib-68 NME there. With this set (inter-ocular distances), the
+# fade is this narrow below the eye line and widens to the full feather over OUTLINE_FEATHER_RAMP
+# (IODs above the eye line), so the forehead, where the face's top meets the patient's skin,
+# keeps its soft edge (a narrow one there shows as an arc). None: the feather everywhere (the
+# behaviour before). GRID (evaluate_shared.py, 1 key, 50 frames): NME 3.42 -> 3.23 % MediaPipe,
+# 5.60 -> 5.07 % dlib-68; EAR r, MAR r, blinks, flicker and leaks as before. London (3 keys):
+# recogniser linkage 5.2 -> 5.9 % pooled (8 -> 9 hits of 153), worst key 5.9 -> 7.8 %, rank-1 0 %,
+# 0 leaks; no shape of the patient's is added (the covered hull is replaced as before).
+OUTLINE_FEATHER: float | None = 0.05
+OUTLINE_FEATHER_RAMP = (0.0, 0.4)
 # A per-study skin tone along the skin-tone locus instead: one number per study, uniform within
 # +-DONOR_TONE_LOCUS CIELAB L units, darkens (or lightens) the matched face and saturates (or
 # desaturates) its a and b in proportion to the frame's own skin chroma, as tanning does
@@ -334,6 +349,8 @@ class SwapRenderer:
         self.pose_fit, self.outline_keep = POSE_FIT, float(OUTLINE_KEEP)
         self.feature_reach = DONOR_FEATURE_REACH
         self.aspect = float(ASPECT)
+        self.outline_feather = None if OUTLINE_FEATHER is None else float(OUTLINE_FEATHER)
+        self.outline_ramp = tuple(float(v) for v in OUTLINE_FEATHER_RAMP)
         if self.aspect < 1.0:
             raise ValueError(f"ASPECT must be at least 1, got {ASPECT}")
         self.model = load_model(model_path)
@@ -426,7 +443,8 @@ class SwapRenderer:
         settled_key = (self.seed, self.candidates, self.min_distance, self.shape,
                        self.lip_thickness, self.donor_own_rim, self.tone_range,
                        self.tone_locus, self.shading_sigma, self.pose_fit, self.outline_keep,
-                       self.feature_reach, self.aspect,
+                       self.feature_reach, self.aspect, self.outline_feather,
+                       self.outline_ramp, self.feather,
                        *map(str, self._donor_source))
         with _SETTLED_LOCK:
             known = _SETTLED.get(settled_key)
@@ -583,8 +601,25 @@ class SwapRenderer:
         if self.shape > 0:
             cover |= render_mesh.hull_mask(xy, roi.shape)
         cover |= maps.covered
-        render_mesh.composite(out, roi, rendered, maps.covered, cover, feather)
+        render_mesh.composite(out, roi, rendered, maps.covered, cover,
+                              self._feather_map(xy, iod, roi.shape, feather))
         return out
+
+    def _feather_map(self, xy: np.ndarray, iod: float, shape: tuple[int, int],
+                     feather: float) -> float | np.ndarray:
+        """The edge's fade width: ``feather`` pixels, or with OUTLINE_FEATHER one per pixel,
+        narrow below the eye line of the rendered geometry ``xy`` (ROI coordinates)."""
+        if self.outline_feather is None or self.outline_feather >= self.feather:
+            return feather
+        a, b = (xy[i] for i in mesh.OUTER_EYE_CORNERS)
+        axis = b - a
+        length = float(np.hypot(*axis))
+        if length < 1e-6:
+            return feather
+        down = np.array([-axis[1], axis[0]]) / length
+        below, above = self.outline_ramp
+        return render_mesh.feather_map(shape, (a + b) / 2.0, down, feather,
+                                       self.outline_feather * iod, -below * iod, -above * iod)
 
     def _paint_openings(self, rendered: np.ndarray, original: np.ndarray,
                         maps: render_mesh.MeshMaps, xy: np.ndarray, geo: np.ndarray,
