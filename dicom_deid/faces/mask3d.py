@@ -121,6 +121,18 @@ EYE_OPEN_SHARE = 0.4
 # open as the neutral estimate keep it: a change of reference is a ramp over the first frames,
 # which on a clip without blinks (GRID lbbc2a) was most of the eye aspect ratio's variance.
 EYE_NARROW_SHARE = 0.85
+# Whether the mask's design (tint, lighting, brow and lip proportions, eye size, synthetic face
+# shape and resting expression) is drawn per study from the seed. Off: one neutral mask for
+# everybody (issue 15 item 4); only the study's resting head attitude is per study.
+PER_STUDY_DESIGN = False
+# Gaze at rest, in eye widths: where the iris sits within the eye when the person looks ahead is
+# partly the shape of that person's eye (London, 102 captures: the iris centre's offset from the
+# mean shape's spreads 0.019-0.027 eye widths between people and 0.008-0.012 between one
+# person's two captures, correlation 0.75-0.83 between them), and with one mask for everybody it
+# linked captures. The track's median offset (a single image's own) is shrunk toward the mean
+# shape's by this much (soft threshold per axis); movement away from the median, and a gaze
+# held further off than this, stay the patient's.
+GAZE_DEAD_ZONE = 0.06
 # The study's resting attitude by (seed, limits), shared by the study's renderers in a process
 # (as swap's settled donor): a study is processed in one worker.
 _STUDY_REST: collections.OrderedDict[tuple, tuple[float, float]] = collections.OrderedDict()
@@ -137,6 +149,9 @@ class _Track:
     attitude: collections.deque   # the patient's head (yaw, pitch), radians
     # The patient's single-image expression coefficients, whose median is the track's rest.
     rest: collections.deque = dataclasses.field(default_factory=collections.deque)
+    # The patient's iris offsets within the eyes (right x, y, left x, y; eye widths, less the
+    # mean shape's), whose median is the track's gaze at rest.
+    gaze: collections.deque = dataclasses.field(default_factory=collections.deque)
     cover_scale: float = 1.0
     outline_scale: float = 1.0
 
@@ -163,7 +178,8 @@ class Mask3DRenderer:
         self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
         # Only the model's mean shape (plus the study's synthetic identity) and layout are used, never a texture of the donor model
         # or a site's donor photos: the surface is one flat material, tinted per study.
-        self.material = mask_surface.material(donor_seed)
+        design_seed = donor_seed if PER_STUDY_DESIGN else None
+        self.material = mask_surface.material(design_seed)
         self.texture = mask_surface.texture(layout, self.material)
         self.iris_rgb = self.material.iris
         self.history = history
@@ -187,12 +203,12 @@ class Mask3DRenderer:
         self.seed = donor_seed
         self._rest: tuple[float, float] | None = None
         # The study's mask shape: mean + a synthetic identity drawn from the seed alone.
-        self.identity_offset = (np.zeros_like(self.canonical) if donor_seed is None
-                                else self.expression.identity_sample(donor_seed, identity_spread))
+        self.identity_offset = (np.zeros_like(self.canonical) if design_seed is None
+                                else self.expression.identity_sample(design_seed, identity_spread))
         # The study's resting expression: a draw from the neutral faces' distribution.
         self.rest_expression_scale = rest_expression_scale
         self.rest_expression = (None if rest_expression_scale is None
-                                else self.expression.rest_sample(donor_seed))
+                                else self.expression.rest_sample(design_seed))
         self.eye_reference_fade = (None if eye_reference_fade is None
                                    else max(int(eye_reference_fade), 1))
         self._tracks: collections.OrderedDict[int, _Track] = collections.OrderedDict()
@@ -209,6 +225,7 @@ class Mask3DRenderer:
         track = self._tracks.get(track_id)
         if track is None:
             track = _Track(NeutralTracker(self.expression, self.history, self.refresh),
+                           collections.deque(maxlen=self.history),
                            collections.deque(maxlen=self.history),
                            collections.deque(maxlen=self.history),
                            collections.deque(maxlen=self.history))
@@ -300,7 +317,7 @@ class Mask3DRenderer:
         # How far into the track the reference has faded to the median (0 on a single image).
         settled = (0.0 if self.eye_reference_fade is None
                    else min(1.0, (len(track.openness) - 1) / self.eye_reference_fade))
-        for k, (upper, lower, iris, corners) in enumerate(_EYES):
+        for k, (upper, lower, _, _) in enumerate(_EYES):
             up, lo = list(upper[1:-1]), list(lower[1:-1])
             open_neutral = float(np.linalg.norm(neutral[lo, :2] - neutral[up, :2], axis=1).sum())  # type: ignore[index]
             reference = max(usual[k], open_neutral, 1e-6)
@@ -320,16 +337,28 @@ class Mask3DRenderer:
             half = (mean[lo] - mean[up]) / 2 * ratio * self.material.eye_opening
             shape[up] = mid - half
             shape[lo] = mid + half
-            # Gaze: the iris keeps its place within the eye, measured between the eye corners.
-            a, b = corners
-            p_centre = (patient[a] + patient[b]) / 2
+        # Gaze: the iris keeps its place within the eye, measured between the eye corners, less
+        # the person's resting gaze (GAZE_DEAD_ZONE).
+        offsets = []
+        for _, _, iris, (a, b) in _EYES:
             p_width = max(float(np.linalg.norm(patient[a, :2] - patient[b, :2])), 1e-6)
+            m_width = max(float(np.linalg.norm(mean[a, :2] - mean[b, :2])), 1e-6)
+            offsets.append((patient[iris[0], :2] - (patient[a, :2] + patient[b, :2]) / 2) / p_width
+                           - (mean[iris[0], :2] - (mean[a, :2] + mean[b, :2]) / 2) / m_width)
+        gaze = np.concatenate(offsets)
+        track.gaze.append(gaze)
+        rest = np.median(np.asarray(track.gaze), axis=0)
+        kept = np.sign(rest) * np.maximum(np.abs(rest) - GAZE_DEAD_ZONE, 0.0)
+        gaze = gaze - rest + kept
+        for k, (_, _, iris, (a, b)) in enumerate(_EYES):
             m_centre = (shape[a] + shape[b]) / 2
             m_width = float(np.linalg.norm(shape[a, :2] - shape[b, :2]))
-            offset = (patient[list(iris)] - p_centre) * (m_width / p_width)
             iris_shape = mean[list(iris)] - (mean[a] + mean[b]) / 2
+            offset = iris_shape[0].copy()
+            offset[:2] = (iris_shape[0, :2] / max(float(np.linalg.norm(mean[a, :2] - mean[b, :2])),
+                                                  1e-6) + gaze[2 * k: 2 * k + 2]) * m_width
             # Iris size stays the mean's; only the centre moves with the patient's gaze.
-            shape[list(iris)] = m_centre + offset[0] + (iris_shape - iris_shape[0])
+            shape[list(iris)] = m_centre + offset + (iris_shape - iris_shape[0])
 
     @staticmethod
     def _keep_mouth_closed_order(shape: np.ndarray) -> None:
