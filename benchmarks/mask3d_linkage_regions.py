@@ -12,6 +12,9 @@ unaltered output). Regions are judged on the output itself: the pixels the mask 
 - mask_only: everything the mask did not change greyed (hair, ears, neck, shirt, background).
 - context_only: the mask's pixels greyed.
 - no_edge: a band of 0.15 eye distances either side of the mask's edge greyed.
+- mask_only_aligned: as mask_only, with dlib's detector and shape run on the greyed copy: what
+  surrounds the mask moves dlib's jaw points and so the aligned chip, although the chip itself
+  lies inside the mask.
 
 Renders are cached under --cache (outside the repository: made from test data); only aggregates
 and identity labels go to --output.
@@ -37,7 +40,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from swap_linkage_regions import MANIFEST, _dlib_shape, linkage  # noqa: E402
 
 GREY = 128
-ABLATIONS = ("full", "mask_only", "context_only", "no_edge")
+ABLATIONS = ("full", "mask_only", "context_only", "no_edge", "mask_only_aligned")
 
 
 def ablate(img: np.ndarray, original: np.ndarray, iod: float, name: str) -> np.ndarray:
@@ -50,7 +53,7 @@ def ablate(img: np.ndarray, original: np.ndarray, iod: float, name: str) -> np.n
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
     region = cv2.morphologyEx(changed, cv2.MORPH_CLOSE, k) > 0
     out = img.copy()
-    if name == "mask_only":
+    if name in ("mask_only", "mask_only_aligned"):
         out[~region] = GREY
     elif name == "context_only":
         out[region] = GREY
@@ -153,9 +156,11 @@ def main() -> int:
                 iod = float(np.linalg.norm(lm[33, :2] - lm[263, :2])) if len(lm) else 50.0
                 shape = _dlib_shape(detector, predictor, img)
                 for a in ablations:
-                    desc[a][(ident, role)] = None if shape is None else np.array(
-                        recogniser.compute_face_descriptor(
-                            np.ascontiguousarray(ablate(img, orig, iod, a)), shape))
+                    copy = np.ascontiguousarray(ablate(img, orig, iod, a))
+                    own = (_dlib_shape(detector, predictor, copy) if a.endswith("_aligned")
+                           else shape)
+                    desc[a][(ident, role)] = None if own is None else np.array(
+                        recogniser.compute_face_descriptor(copy, own))
         for a in ablations:
             results.setdefault(a, {})[f"key{k}"] = linkage(desc[a], ids)
             r = results[a][f"key{k}"]
