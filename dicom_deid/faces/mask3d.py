@@ -27,12 +27,13 @@ Per frame and track:
    that is covered too) the same material continues.
 
 Nothing in the covered region comes from the frame: no texture (neither a photo nor a sample of
-the donor model), no colour and no exposure; only the geometry follows the patient. The
-material's tint is drawn per study from the seed (``donor_seed``, derived from the site key
-as for swap's donor; None gives a default grey-beige): with one identical mask for everybody a
-recogniser ranks captures by what the mask leaves around it and links two captures of one
-person (London set, dlib linkage rank-1 37% with one mean face), while a tint that changes
-with the study and carries nothing of the patient drowns those cues.
+the donor model), no colour and no exposure; only the geometry follows the patient. Every study
+gets the same material (issue 15 item 4: one tint, one light, one eye size; PER_STUDY_DESIGN
+brings back the older per-study draw from ``donor_seed``); the shape (a synthetic identity and
+a resting expression) is still drawn per study from the seed (PER_STUDY_SHAPE): with one
+identical mask for everybody a recogniser links two captures of one person by whatever of the
+person still drives it. The person's resting gaze and face size in pixels are taken out at the
+source (GAZE_DEAD_ZONE, RENDER_AT_FIXED_SIZE).
 """
 
 from __future__ import annotations
@@ -130,10 +131,18 @@ EYE_OPEN_SHARE = 0.4
 # open as the neutral estimate keep it: a change of reference is a ramp over the first frames,
 # which on a clip without blinks (GRID lbbc2a) was most of the eye aspect ratio's variance.
 EYE_NARROW_SHARE = 0.85
-# Whether the mask's design (tint, lighting, brow and lip proportions, eye size, synthetic face
-# shape and resting expression) is drawn per study from the seed. Off: one neutral mask for
-# everybody (issue 15 item 4); only the study's resting head attitude is per study.
+# Whether the mask's material (tint, lighting, iris and lip colour, brow and lip proportions, eye
+# size) is drawn per study from the seed. Off: one tint, one light and one eye size for everybody
+# (issue 15 item 4).
 PER_STUDY_DESIGN = False
+# Whether the mask's shape (a synthetic identity, IDENTITY_SPREAD, and a resting expression drawn
+# from the neutral faces' distribution) is drawn per study from the seed, nobody's. Off as well,
+# every study's mask is the mean shape with the mean resting expression: one identical mask, which
+# a recogniser linked two captures of one person through by what of the person still drives it
+# (London, key 0, `benchmarks/mask3d_quality.py --keys 1` with the gaze and size fixes below:
+# linkage rank-1 8 of 51, true pair's mean rank 17.9 of 51; the expression, the lips' and brows'
+# shape the rest replacement leaves, carries most of it: 7 of 51 with the eyes and pose fixed).
+PER_STUDY_SHAPE = True
 # Gaze at rest, in eye widths: where the iris sits within the eye when the person looks ahead is
 # partly the shape of that person's eye (London, 102 captures: the iris centre's offset from the
 # mean shape's spreads 0.019-0.027 eye widths between people and 0.008-0.012 between one
@@ -142,6 +151,12 @@ PER_STUDY_DESIGN = False
 # shape's by this much (soft threshold per axis); movement away from the median, and a gaze
 # held further off than this, stay the patient's.
 GAZE_DEAD_ZONE = 0.06
+# The expression displacement is kept on the lips, eyes and brows and fades with the distance
+# from them (`ExpressionModel.region_weights`, canonical units; None keeps it everywhere).
+EXPRESSION_REACH: float | None = None
+# An eye whose resting opening (the track's median ratio to its reference; a single image's own)
+# falls short of fully open by up to this much is opened by that shortfall; None: off.
+EYE_DEAD_ZONE: float | None = None
 # The study's resting attitude by (seed, limits), shared by the study's renderers in a process
 # (as swap's settled donor): a study is processed in one worker.
 _STUDY_REST: collections.OrderedDict[tuple, tuple[float, float]] = collections.OrderedDict()
@@ -161,6 +176,9 @@ class _Track:
     # The patient's iris offsets within the eyes (right x, y, left x, y; eye widths, less the
     # mean shape's), whose median is the track's gaze at rest.
     gaze: collections.deque = dataclasses.field(default_factory=collections.deque)
+    # The ratios of each eye's opening to its reference, whose medians are the eyes' rest.
+    eye_ratios: tuple = dataclasses.field(
+        default_factory=lambda: (collections.deque(maxlen=150), collections.deque(maxlen=150)))
     cover_scale: float = 1.0
     outline_scale: float = 1.0
 
@@ -185,9 +203,10 @@ class Mask3DRenderer:
         self.canonical = self.model.canonical.astype(np.float64)
         layout = self.model.layout
         self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
-        # Only the model's mean shape (plus the study's synthetic identity) and layout are used, never a texture of the donor model
-        # or a site's donor photos: the surface is one flat material, tinted per study.
+        # Only the model's mean shape and layout are used, never a texture of the donor model or
+        # a site's donor photos: the surface is one flat material, the same for every study.
         design_seed = donor_seed if PER_STUDY_DESIGN else None
+        shape_seed = donor_seed if PER_STUDY_DESIGN or PER_STUDY_SHAPE else None
         self.material = mask_surface.material(design_seed)
         self.texture = mask_surface.texture(layout, self.material)
         self.iris_rgb = self.material.iris
@@ -212,12 +231,12 @@ class Mask3DRenderer:
         self.seed = donor_seed
         self._rest: tuple[float, float] | None = None
         # The study's mask shape: mean + a synthetic identity drawn from the seed alone.
-        self.identity_offset = (np.zeros_like(self.canonical) if design_seed is None
-                                else self.expression.identity_sample(design_seed, identity_spread))
+        self.identity_offset = (np.zeros_like(self.canonical) if shape_seed is None
+                                else self.expression.identity_sample(shape_seed, identity_spread))
         # The study's resting expression: a draw from the neutral faces' distribution.
         self.rest_expression_scale = rest_expression_scale
         self.rest_expression = (None if rest_expression_scale is None
-                                else self.expression.rest_sample(design_seed))
+                                else self.expression.rest_sample(shape_seed))
         self.eye_reference_fade = (None if eye_reference_fade is None
                                    else max(int(eye_reference_fade), 1))
         self._tracks: collections.OrderedDict[int, _Track] = collections.OrderedDict()
@@ -261,6 +280,8 @@ class Mask3DRenderer:
             own = np.median(np.asarray(track.rest), axis=0)
             d = self.expression.rest_replaced(d, self.rest_expression,
                                               self.rest_expression_scale, own=own)
+        if EXPRESSION_REACH is not None:
+            d = d * self.expression.region_weights(EXPRESSION_REACH)[:, None]
         shape = self.canonical + self.identity_offset + d
         self._transfer_eyes(shape, patient, track)
         self._keep_mouth_closed_order(shape)
@@ -339,6 +360,14 @@ class Mask3DRenderer:
                                    * np.clip((EYE_NARROW_SHARE - share) / 0.1, 0.0, 1.0))
             reference = (1.0 - fade) * reference + fade * max(usual[k], 1e-6)
             ratio = now[k] / reference
+            if EYE_DEAD_ZONE is not None:
+                # The track's resting ratio (a single image's own) within EYE_DEAD_ZONE of fully
+                # open is taken as open: how far a person's open eye falls short of the model's
+                # neutral is partly the shape of that eye. Movement from the rest stays.
+                history = track.eye_ratios[k]
+                history.append(ratio)
+                rest = float(np.median(np.asarray(history)))
+                ratio += max(0.0, min(1.0 - rest, EYE_DEAD_ZONE))
             ratio = float(np.clip((ratio - self.lid_closed) / (1.0 - self.lid_closed), 0.0, 1.6))
             mid = (shape[up] + shape[lo]) / 2
             # The open eye's size is the study's: the patient's usual opening, measured

@@ -294,19 +294,26 @@ def test_mask3d_through_the_replacer_on_a_moving_sequence():
     assert recognizer.best_distance(outs[-1], reference) >= recognizer.MATCH_DISTANCE
 
 
-def test_every_study_gets_the_same_neutral_mask(astronaut):
-    """Issue 15 item 4: one mask for everybody. Two studies (two patients, or one patient under
-    two keys) get the same colours, light, proportions and shape; on the same landmarks the
-    same geometry; no face texture, one flat colour with painted lips and brows."""
+def test_every_study_gets_the_same_neutral_mask(astronaut, monkeypatch):
+    """Issue 15 item 4: one material for everybody. Two studies (two patients, or one patient
+    under two keys) get the same colours, light and eye size; with PER_STUDY_SHAPE off also the
+    same shape, so on the same landmarks the same geometry; no face texture, one flat colour
+    with painted lips and brows."""
     _, lm = astronaut
     a, b, none = Mask3DRenderer(donor_seed=11), Mask3DRenderer(donor_seed=12), Mask3DRenderer()
     for r in (b, none):
         assert np.array_equal(a.texture, r.texture)
         assert np.array_equal(a.material.skin, r.material.skin)
         assert np.array_equal(a.material.light, r.material.light)
+        assert np.array_equal(a.iris_rgb, r.iris_rgb)
         assert a.material.eye_opening == r.material.eye_opening
-        assert np.array_equal(a.identity_offset, r.identity_offset)
-        assert np.array_equal(a.rest_expression, r.rest_expression)
+    # The shape is drawn per study (PER_STUDY_SHAPE), nobody's.
+    assert np.array_equal(a.identity_offset, a.expression.identity_sample(11, IDENTITY_SPREAD))
+    assert _shape_difference(a.mask_geometry(lm, 5), b.mask_geometry(lm, 5)) > 0.01
+    monkeypatch.setattr(mask3d, "PER_STUDY_SHAPE", False)
+    a, b = Mask3DRenderer(donor_seed=11), Mask3DRenderer(donor_seed=12)
+    assert np.array_equal(a.identity_offset, b.identity_offset)
+    assert np.array_equal(a.rest_expression, b.rest_expression)
     assert not np.any(a.identity_offset)
     flat = np.all(np.abs(a.texture - a.material.skin) < 0.5, axis=2)
     assert flat.mean() > 0.85   # everything but the lips and brows
@@ -454,9 +461,10 @@ def _closed_lips(lm: np.ndarray) -> np.ndarray:
 
 
 def test_the_studys_resting_expression_replaces_the_patients(astronaut, monkeypatch):
-    """One image each: the patient's resting expression is replaced (by the neutral faces' mean,
-    or with PER_STUDY_DESIGN by a draw per study: two studies, two resting faces)."""
+    """One image each: the patient's resting expression is replaced (without PER_STUDY_SHAPE by
+    the neutral faces' mean, with it by a draw per study: two studies, two resting faces)."""
     _, lm = astronaut
+    monkeypatch.setattr(mask3d, "PER_STUDY_SHAPE", False)
     same = Mask3DRenderer(donor_seed=2).mask_geometry(lm)
     own = Mask3DRenderer(donor_seed=2, rest_expression_scale=None).mask_geometry(lm)
     assert _shape_difference(same, own) > 0.005
