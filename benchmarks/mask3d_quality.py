@@ -22,6 +22,7 @@ GRID clips always through `FaceReplacer`:
   (evaluate's blink rule and Pearson r).
 
     .venv/bin/python benchmarks/mask3d_quality.py [--keys 3] [--only 001,003] [--grid]
+        [--knob mask3d.PER_STUDY_SHAPE=false]
 """
 
 from __future__ import annotations
@@ -267,7 +268,20 @@ def main() -> int:
     ap.add_argument("--replacer", action="store_true",
                     help="London through FaceReplacer (tracker, leak check) instead of the "
                          "renderer on the original's landmarks")
+    ap.add_argument("--knob", action="append", default=[], metavar="MODULE.NAME=JSON",
+                    help="set a dicom_deid.faces.mask3d or mask_surface constant (e.g. "
+                         "mask3d.PER_STUDY_SHAPE=false); repeatable")
     args = ap.parse_args()
+    from dicom_deid.faces import mask3d, mask_surface
+
+    for item in args.knob:
+        name, _, value = item.partition("=")
+        module, _, const = name.partition(".")
+        target = {"mask3d": mask3d, "mask_surface": mask_surface}.get(module)
+        if target is None or not const.isupper() or not hasattr(target, const):
+            raise SystemExit(f"--knob {item!r}: not mask3d.NAME=JSON or mask_surface.NAME=JSON")
+        parsed = json.loads(value)
+        setattr(target, const, tuple(parsed) if isinstance(parsed, list) else parsed)
     only = {s for s in args.only.split(",") if s}
     models = Models()
     result: dict = {}

@@ -27,12 +27,13 @@ Per frame and track:
    that is covered too) the same material continues.
 
 Nothing in the covered region comes from the frame: no texture (neither a photo nor a sample of
-the donor model), no colour and no exposure; only the geometry follows the patient. The
-material's tint is drawn per study from the seed (``donor_seed``, derived from the site key
-as for swap's donor; None gives a default grey-beige): with one identical mask for everybody a
-recogniser ranks captures by what the mask leaves around it and links two captures of one
-person (London set, dlib linkage rank-1 37% with one mean face), while a tint that changes
-with the study and carries nothing of the patient drowns those cues.
+the donor model), no colour and no exposure; only the geometry follows the patient. Every study
+gets the same material (issue 15 item 4: one tint, one light, one eye size; PER_STUDY_DESIGN
+brings back the older per-study draw from ``donor_seed``); the shape (a synthetic identity and
+a resting expression) is still drawn per study from the seed (PER_STUDY_SHAPE): with one
+identical mask for everybody a recogniser links two captures of one person by whatever of the
+person still drives it. The person's resting gaze and face size in pixels are taken out at the
+source (GAZE_DEAD_ZONE, RENDER_AT_FIXED_SIZE).
 """
 
 from __future__ import annotations
@@ -58,6 +59,15 @@ from dicom_deid.faces.region import (
 from dicom_deid.faces.swap import RASTER_IOD, check_inputs
 
 MAX_SUPERSAMPLE = 4
+# Every face is rendered at the same size (``supersample_iod`` pixels between the outer eye
+# corners; larger faces rendered smaller, down to MIN_SUPERSAMPLE times their size) and resampled
+# into the frame. With one mask for everybody the face's size in pixels was what a recogniser
+# linked captures by: it set the raster's resolution, the lash lines' whole-pixel thickness and
+# the edge ramp (London: the eye distance correlates 0.90 between a person's two captures; alone
+# it ranks the true pair at 8 of 51 on average). Off: faces of ``supersample_iod`` and more are
+# rendered at their own size, smaller ones at a whole multiple.
+RENDER_AT_FIXED_SIZE = True
+MIN_SUPERSAMPLE = 0.25
 # Shade of the material beyond the mesh (about the mesh's own at its edge) and the width,
 # in eye distances, over which the mesh fades into it.
 FILL_SHADE = 0.8
@@ -121,6 +131,32 @@ EYE_OPEN_SHARE = 0.4
 # open as the neutral estimate keep it: a change of reference is a ramp over the first frames,
 # which on a clip without blinks (GRID lbbc2a) was most of the eye aspect ratio's variance.
 EYE_NARROW_SHARE = 0.85
+# Whether the mask's material (tint, lighting, iris and lip colour, brow and lip proportions, eye
+# size) is drawn per study from the seed. Off: one tint, one light and one eye size for everybody
+# (issue 15 item 4).
+PER_STUDY_DESIGN = False
+# Whether the mask's shape (a synthetic identity, IDENTITY_SPREAD, and a resting expression drawn
+# from the neutral faces' distribution) is drawn per study from the seed, nobody's. Off as well,
+# every study's mask is the mean shape with the mean resting expression: one identical mask, which
+# a recogniser linked two captures of one person through by what of the person still drives it
+# (London, key 0, `benchmarks/mask3d_quality.py --keys 1` with the gaze and size fixes below:
+# linkage rank-1 8 of 51, true pair's mean rank 17.9 of 51; the expression, the lips' and brows'
+# shape the rest replacement leaves, carries most of it: 7 of 51 with the eyes and pose fixed).
+PER_STUDY_SHAPE = True
+# Gaze at rest, in eye widths: where the iris sits within the eye when the person looks ahead is
+# partly the shape of that person's eye (London, 102 captures: the iris centre's offset from the
+# mean shape's spreads 0.019-0.027 eye widths between people and 0.008-0.012 between one
+# person's two captures, correlation 0.75-0.83 between them), and with one mask for everybody it
+# linked captures. The track's median offset (a single image's own) is shrunk toward the mean
+# shape's by this much (soft threshold per axis); movement away from the median, and a gaze
+# held further off than this, stay the patient's.
+GAZE_DEAD_ZONE = 0.06
+# The expression displacement is kept on the lips, eyes and brows and fades with the distance
+# from them (`ExpressionModel.region_weights`, canonical units; None keeps it everywhere).
+EXPRESSION_REACH: float | None = None
+# An eye whose resting opening (the track's median ratio to its reference; a single image's own)
+# falls short of fully open by up to this much is opened by that shortfall; None: off.
+EYE_DEAD_ZONE: float | None = None
 # The study's resting attitude by (seed, limits), shared by the study's renderers in a process
 # (as swap's settled donor): a study is processed in one worker.
 _STUDY_REST: collections.OrderedDict[tuple, tuple[float, float]] = collections.OrderedDict()
@@ -137,6 +173,12 @@ class _Track:
     attitude: collections.deque   # the patient's head (yaw, pitch), radians
     # The patient's single-image expression coefficients, whose median is the track's rest.
     rest: collections.deque = dataclasses.field(default_factory=collections.deque)
+    # The patient's iris offsets within the eyes (right x, y, left x, y; eye widths, less the
+    # mean shape's), whose median is the track's gaze at rest.
+    gaze: collections.deque = dataclasses.field(default_factory=collections.deque)
+    # The ratios of each eye's opening to its reference, whose medians are the eyes' rest.
+    eye_ratios: tuple = dataclasses.field(
+        default_factory=lambda: (collections.deque(maxlen=150), collections.deque(maxlen=150)))
     cover_scale: float = 1.0
     outline_scale: float = 1.0
 
@@ -161,9 +203,11 @@ class Mask3DRenderer:
         self.canonical = self.model.canonical.astype(np.float64)
         layout = self.model.layout
         self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
-        # Only the model's mean shape (plus the study's synthetic identity) and layout are used, never a texture of the donor model
-        # or a site's donor photos: the surface is one flat material, tinted per study.
-        self.material = mask_surface.material(donor_seed)
+        # Only the model's mean shape and layout are used, never a texture of the donor model or
+        # a site's donor photos: the surface is one flat material, the same for every study.
+        design_seed = donor_seed if PER_STUDY_DESIGN else None
+        shape_seed = donor_seed if PER_STUDY_DESIGN or PER_STUDY_SHAPE else None
+        self.material = mask_surface.material(design_seed)
         self.texture = mask_surface.texture(layout, self.material)
         self.iris_rgb = self.material.iris
         self.history = history
@@ -187,12 +231,12 @@ class Mask3DRenderer:
         self.seed = donor_seed
         self._rest: tuple[float, float] | None = None
         # The study's mask shape: mean + a synthetic identity drawn from the seed alone.
-        self.identity_offset = (np.zeros_like(self.canonical) if donor_seed is None
-                                else self.expression.identity_sample(donor_seed, identity_spread))
+        self.identity_offset = (np.zeros_like(self.canonical) if shape_seed is None
+                                else self.expression.identity_sample(shape_seed, identity_spread))
         # The study's resting expression: a draw from the neutral faces' distribution.
         self.rest_expression_scale = rest_expression_scale
         self.rest_expression = (None if rest_expression_scale is None
-                                else self.expression.rest_sample(donor_seed))
+                                else self.expression.rest_sample(shape_seed))
         self.eye_reference_fade = (None if eye_reference_fade is None
                                    else max(int(eye_reference_fade), 1))
         self._tracks: collections.OrderedDict[int, _Track] = collections.OrderedDict()
@@ -209,6 +253,7 @@ class Mask3DRenderer:
         track = self._tracks.get(track_id)
         if track is None:
             track = _Track(NeutralTracker(self.expression, self.history, self.refresh),
+                           collections.deque(maxlen=self.history),
                            collections.deque(maxlen=self.history),
                            collections.deque(maxlen=self.history),
                            collections.deque(maxlen=self.history))
@@ -235,6 +280,8 @@ class Mask3DRenderer:
             own = np.median(np.asarray(track.rest), axis=0)
             d = self.expression.rest_replaced(d, self.rest_expression,
                                               self.rest_expression_scale, own=own)
+        if EXPRESSION_REACH is not None:
+            d = d * self.expression.region_weights(EXPRESSION_REACH)[:, None]
         shape = self.canonical + self.identity_offset + d
         self._transfer_eyes(shape, patient, track)
         self._keep_mouth_closed_order(shape)
@@ -300,7 +347,7 @@ class Mask3DRenderer:
         # How far into the track the reference has faded to the median (0 on a single image).
         settled = (0.0 if self.eye_reference_fade is None
                    else min(1.0, (len(track.openness) - 1) / self.eye_reference_fade))
-        for k, (upper, lower, iris, corners) in enumerate(_EYES):
+        for k, (upper, lower, _, _) in enumerate(_EYES):
             up, lo = list(upper[1:-1]), list(lower[1:-1])
             open_neutral = float(np.linalg.norm(neutral[lo, :2] - neutral[up, :2], axis=1).sum())  # type: ignore[index]
             reference = max(usual[k], open_neutral, 1e-6)
@@ -313,6 +360,14 @@ class Mask3DRenderer:
                                    * np.clip((EYE_NARROW_SHARE - share) / 0.1, 0.0, 1.0))
             reference = (1.0 - fade) * reference + fade * max(usual[k], 1e-6)
             ratio = now[k] / reference
+            if EYE_DEAD_ZONE is not None:
+                # The track's resting ratio (a single image's own) within EYE_DEAD_ZONE of fully
+                # open is taken as open: how far a person's open eye falls short of the model's
+                # neutral is partly the shape of that eye. Movement from the rest stays.
+                history = track.eye_ratios[k]
+                history.append(ratio)
+                rest = float(np.median(np.asarray(history)))
+                ratio += max(0.0, min(1.0 - rest, EYE_DEAD_ZONE))
             ratio = float(np.clip((ratio - self.lid_closed) / (1.0 - self.lid_closed), 0.0, 1.6))
             mid = (shape[up] + shape[lo]) / 2
             # The open eye's size is the study's: the patient's usual opening, measured
@@ -320,16 +375,28 @@ class Mask3DRenderer:
             half = (mean[lo] - mean[up]) / 2 * ratio * self.material.eye_opening
             shape[up] = mid - half
             shape[lo] = mid + half
-            # Gaze: the iris keeps its place within the eye, measured between the eye corners.
-            a, b = corners
-            p_centre = (patient[a] + patient[b]) / 2
+        # Gaze: the iris keeps its place within the eye, measured between the eye corners, less
+        # the person's resting gaze (GAZE_DEAD_ZONE).
+        offsets = []
+        for _, _, iris, (a, b) in _EYES:
             p_width = max(float(np.linalg.norm(patient[a, :2] - patient[b, :2])), 1e-6)
+            m_width = max(float(np.linalg.norm(mean[a, :2] - mean[b, :2])), 1e-6)
+            offsets.append((patient[iris[0], :2] - (patient[a, :2] + patient[b, :2]) / 2) / p_width
+                           - (mean[iris[0], :2] - (mean[a, :2] + mean[b, :2]) / 2) / m_width)
+        gaze = np.concatenate(offsets)
+        track.gaze.append(gaze)
+        rest = np.median(np.asarray(track.gaze), axis=0)
+        kept = np.sign(rest) * np.maximum(np.abs(rest) - GAZE_DEAD_ZONE, 0.0)
+        gaze = gaze - rest + kept
+        for k, (_, _, iris, (a, b)) in enumerate(_EYES):
             m_centre = (shape[a] + shape[b]) / 2
             m_width = float(np.linalg.norm(shape[a, :2] - shape[b, :2]))
-            offset = (patient[list(iris)] - p_centre) * (m_width / p_width)
             iris_shape = mean[list(iris)] - (mean[a] + mean[b]) / 2
+            offset = iris_shape[0].copy()
+            offset[:2] = (iris_shape[0, :2] / max(float(np.linalg.norm(mean[a, :2] - mean[b, :2])),
+                                                  1e-6) + gaze[2 * k: 2 * k + 2]) * m_width
             # Iris size stays the mean's; only the centre moves with the patient's gaze.
-            shape[list(iris)] = m_centre + offset[0] + (iris_shape - iris_shape[0])
+            shape[list(iris)] = m_centre + offset + (iris_shape - iris_shape[0])
 
     @staticmethod
     def _keep_mouth_closed_order(shape: np.ndarray) -> None:
@@ -365,20 +432,24 @@ class Mask3DRenderer:
         ``rgb`` itself, changed)."""
         lm = check_inputs(rgb, landmarks)
         iod = mesh.inter_ocular(lm)
-        factor = int(np.clip(np.ceil(self.supersample_iod / max(iod, 1.0)), 1, MAX_SUPERSAMPLE))
-        if factor == 1:
+        factor = float(np.clip(self.supersample_iod / max(iod, 1.0), MIN_SUPERSAMPLE,
+                               MAX_SUPERSAMPLE))
+        if not RENDER_AT_FIXED_SIZE:
+            factor = float(max(np.ceil(factor), 1.0))
+        if abs(factor - 1.0) < 1e-3:
             return self._render(rgb, lm, track_id, inplace)
         return self._render_supersampled(rgb, lm, track_id, factor, inplace)
 
     def _render_supersampled(self, rgb: np.ndarray, lm: np.ndarray, track_id: int,
-                             factor: int, inplace: bool) -> np.ndarray:
-        """Render a small face at ``factor`` times its size and average back down.
+                             factor: float, inplace: bool) -> np.ndarray:
+        """Render the face at ``factor`` times its size and resample back to the frame.
 
         A small face's eye is a few pixels tall: rendered at frame resolution, the lid edge
         snaps to whole pixels and a lid that moves by a fraction of one does not show at all
         (GRID clips, 360 x 288: the eye aspect ratio read back from the mask followed the
         mask's own at r 0.41 on a clip without blinks). Averaged down from a finer render,
-        the edge moves smoothly, as a camera would have seen it.
+        the edge moves smoothly, as a camera would have seen it. With RENDER_AT_FIXED_SIZE a
+        large face is rendered smaller (``factor`` below 1) and every face at the same size.
         """
         h = face_height(lm)
         grow = (self.forehead + self.margin + 0.6) * h
@@ -390,16 +461,20 @@ class Mask3DRenderer:
             return self._render(rgb, lm, track_id, inplace)
         crop = rgb[y0:y1, x0:x1]
         w, hh = x1 - x0, y1 - y0
-        big = cv2.resize(crop, (w * factor, hh * factor), interpolation=cv2.INTER_LINEAR)
-        # cv2.resize maps pixel centres: x_big = (x + 0.5) * factor - 0.5.
+        bw, bh = max(int(round(w * factor)), 2), max(int(round(hh * factor)), 2)
+        fx, fy = bw / w, bh / hh
+        big = cv2.resize(crop, (bw, bh), interpolation=cv2.INTER_LINEAR if factor > 1
+                         else cv2.INTER_AREA)
+        # cv2.resize maps pixel centres: x_big = (x + 0.5) * fx - 0.5.
         lm_big = lm.astype(np.float32).copy()
-        lm_big[:, 0] = (lm[:, 0] - x0 + 0.5) * factor - 0.5
-        lm_big[:, 1] = (lm[:, 1] - y0 + 0.5) * factor - 0.5
-        lm_big[:, 2] = lm[:, 2] * factor
+        lm_big[:, 0] = (lm[:, 0] - x0 + 0.5) * fx - 0.5
+        lm_big[:, 1] = (lm[:, 1] - y0 + 0.5) * fy - 0.5
+        lm_big[:, 2] = lm[:, 2] * (fx + fy) / 2
         done = self._render(big, lm_big, track_id, False)
         changed = np.any(done != big, axis=2).astype(np.float32)
-        small = cv2.resize(done, (w, hh), interpolation=cv2.INTER_AREA).astype(np.float32)
-        weight = cv2.resize(changed, (w, hh), interpolation=cv2.INTER_AREA)[..., None]
+        down = cv2.INTER_AREA if factor > 1 else cv2.INTER_LINEAR
+        small = cv2.resize(done, (w, hh), interpolation=down).astype(np.float32)
+        weight = np.clip(cv2.resize(changed, (w, hh), interpolation=down), 0.0, 1.0)[..., None]
         out = rgb if inplace else rgb.copy()
         # Pixels the mask did not touch stay exactly the frame's.
         mixed = weight * small + (1.0 - weight) * crop.astype(np.float32)
@@ -512,8 +587,14 @@ _LASHES = ((mesh.RIGHT_EYE_UPPER, 0.85), (mesh.LEFT_EYE_UPPER, 0.85),
 _LASH_RGB = np.array([38, 28, 24], np.float32)
 
 
+_LASH_FINE = 4   # lash lines are drawn this many times finer, for a thickness in quarter pixels
+
+
 def _draw_lashes(rendered: np.ndarray, xy: np.ndarray, iod: float, brightness: float) -> None:
-    thickness = max(1, int(round(0.035 * iod)))
+    # The thickness follows the face's size smoothly: rounded to whole pixels it stepped with
+    # the face's size (a cue a recogniser can compare between captures).
+    fine = max(_LASH_FINE, int(round(0.035 * iod * _LASH_FINE)))
+    thickness = int(np.ceil(fine / _LASH_FINE))
     colour = _LASH_RGB * min(brightness, 1.0)
     rows, cols = rendered.shape[:2]
     for contour, opacity in _LASHES:
@@ -524,9 +605,11 @@ def _draw_lashes(rendered: np.ndarray, xy: np.ndarray, iod: float, brightness: f
         y1 = min(int(np.ceil(pts[:, 1].max())) + pad + 1, rows)
         if x1 <= x0 or y1 <= y0:
             continue
-        line = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        fixed = np.rint((pts - (x0, y0)) * 16).astype(np.int32)
-        cv2.polylines(line, [fixed], False, 255, thickness, cv2.LINE_AA, shift=4)
+        big = np.zeros(((y1 - y0) * _LASH_FINE, (x1 - x0) * _LASH_FINE), np.uint8)
+        # Pixel centres: x_fine = (x + 0.5) * fine - 0.5.
+        fixed = np.rint(((pts - (x0, y0) + 0.5) * _LASH_FINE - 0.5) * 16).astype(np.int32)
+        cv2.polylines(big, [fixed], False, 255, fine, cv2.LINE_AA, shift=4)
+        line = cv2.resize(big, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
         a = line.astype(np.float32)[..., None] * (opacity / 255.0)
         patch = rendered[y0:y1, x0:x1]
         patch *= 1.0 - a

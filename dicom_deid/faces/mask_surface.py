@@ -5,13 +5,12 @@ flat albedo over the whole face with three painted features a landmark model nee
 expression back (lips, brows, lash lines drawn by the renderer) and synthetic eyeballs. Shading
 comes from the mask's own posed geometry (Lambert), not from the frame.
 
-A study's material is chosen from its seed (derived from the site key and the study, as for
-swap's donor): a skin-like or neutral tint, an iris colour and a lip tone. The tint is what
-keeps the mask unlinkable: with one identical mask for everybody a recogniser ranks captures
-by the little the mask leaves around it (hairline, neck, lighting) and links two captures of a
-person (London set, dlib linkage rank-1 37% with one mean face); a tint that varies per study
-drowns those residual cues, and carries nothing of the patient since it is drawn from the key
-alone.
+By default (mask3d.PER_STUDY_DESIGN off) every study gets `material(None)`: one grey-beige
+tint, one light, one lip and brow design and one eye size, the same mask for everybody (issue 15
+item 4). `material(seed)` draws a study's own tint, iris colour, lip tone and proportions from
+its seed alone (derived from the site key and the study, as swap's donor), the older design: its
+variation drowned the residual cues of the patient that drive the mask, which mask3d now removes
+at their source instead.
 """
 
 from __future__ import annotations

@@ -294,12 +294,40 @@ def test_mask3d_through_the_replacer_on_a_moving_sequence():
     assert recognizer.best_distance(outs[-1], reference) >= recognizer.MATCH_DISTANCE
 
 
-def test_the_surface_is_one_material_designed_per_study(astronaut):
-    """No face texture (neither a photo nor a donor-model sample): the albedo is one flat colour
-    with painted lips and brows, and the design (tint, light, a slight turn, brow and lip
-    proportions, a synthetic face shape) is drawn from the study's seed alone: the same seed
-    gives the same mask, another seed another shape; without the synthetic shape and the
-    study's resting expression every study has the same shape up to its turn."""
+def test_every_study_gets_the_same_neutral_mask(astronaut, monkeypatch):
+    """Issue 15 item 4: one material for everybody. Two studies (two patients, or one patient
+    under two keys) get the same colours, light and eye size; with PER_STUDY_SHAPE off also the
+    same shape, so on the same landmarks the same geometry; no face texture, one flat colour
+    with painted lips and brows."""
+    _, lm = astronaut
+    a, b, none = Mask3DRenderer(donor_seed=11), Mask3DRenderer(donor_seed=12), Mask3DRenderer()
+    for r in (b, none):
+        assert np.array_equal(a.texture, r.texture)
+        assert np.array_equal(a.material.skin, r.material.skin)
+        assert np.array_equal(a.material.light, r.material.light)
+        assert np.array_equal(a.iris_rgb, r.iris_rgb)
+        assert a.material.eye_opening == r.material.eye_opening
+    # The shape is drawn per study (PER_STUDY_SHAPE), nobody's.
+    assert np.array_equal(a.identity_offset, a.expression.identity_sample(11, IDENTITY_SPREAD))
+    assert _shape_difference(a.mask_geometry(lm, 5), b.mask_geometry(lm, 5)) > 0.01
+    monkeypatch.setattr(mask3d, "PER_STUDY_SHAPE", False)
+    a, b = Mask3DRenderer(donor_seed=11), Mask3DRenderer(donor_seed=12)
+    assert np.array_equal(a.identity_offset, b.identity_offset)
+    assert np.array_equal(a.rest_expression, b.rest_expression)
+    assert not np.any(a.identity_offset)
+    flat = np.all(np.abs(a.texture - a.material.skin) < 0.5, axis=2)
+    assert flat.mean() > 0.85   # everything but the lips and brows
+    assert np.array_equal(a.mask_geometry(lm, 5), b.mask_geometry(lm, 5))
+    # The eye is the mean shape's times a fixed opening that keeps lid movement readable.
+    assert a.material.eye_opening >= mask_surface.EYE_OPENING_RANGE[0]
+
+
+def test_the_surface_is_designed_per_study_when_asked(astronaut, monkeypatch):
+    """With PER_STUDY_DESIGN the design (tint, light, brow and lip proportions, a synthetic face
+    shape) is drawn from the study's seed alone: the same seed gives the same mask, another seed
+    another shape; without the synthetic shape and the study's resting expression every study
+    has the same shape up to its turn."""
+    monkeypatch.setattr(mask3d, "PER_STUDY_DESIGN", True)
     _, lm = astronaut
     a, a2 = Mask3DRenderer(donor_seed=11), Mask3DRenderer(donor_seed=11)
     b = Mask3DRenderer(donor_seed=12)
@@ -432,10 +460,15 @@ def _closed_lips(lm: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_the_studys_resting_expression_replaces_the_patients(astronaut):
-    """One image each: the same patient under two studies gets two different resting faces
-    (the draw of each study), and two patients under one study differ less than they did."""
+def test_the_studys_resting_expression_replaces_the_patients(astronaut, monkeypatch):
+    """One image each: the patient's resting expression is replaced (without PER_STUDY_SHAPE by
+    the neutral faces' mean, with it by a draw per study: two studies, two resting faces)."""
     _, lm = astronaut
+    monkeypatch.setattr(mask3d, "PER_STUDY_SHAPE", False)
+    same = Mask3DRenderer(donor_seed=2).mask_geometry(lm)
+    own = Mask3DRenderer(donor_seed=2, rest_expression_scale=None).mask_geometry(lm)
+    assert _shape_difference(same, own) > 0.005
+    monkeypatch.setattr(mask3d, "PER_STUDY_DESIGN", True)
     a = Mask3DRenderer(donor_seed=1).mask_geometry(lm)
     b = Mask3DRenderer(donor_seed=2, identity_spread=0.0).mask_geometry(lm)
     kept = Mask3DRenderer(donor_seed=2, identity_spread=0.0,
@@ -446,7 +479,8 @@ def test_the_studys_resting_expression_replaces_the_patients(astronaut):
         Mask3DRenderer(rest_scope="nobody")
 
 
-def test_closed_lips_stay_closed_whatever_the_studys_rest(astronaut):
+def test_closed_lips_stay_closed_whatever_the_studys_rest(astronaut, monkeypatch):
+    monkeypatch.setattr(mask3d, "PER_STUDY_DESIGN", True)
     _, lm = astronaut
     closed = _closed_lips(lm)
     opened = 0
@@ -542,9 +576,10 @@ def test_the_rim_of_an_opening_is_left_out():
         [(y, x) for y in range(11, 14) for x in range(21, 24)]
 
 
-def test_the_mask_parts_its_lips_no_further_than_the_patient(astronaut):
+def test_the_mask_parts_its_lips_no_further_than_the_patient(astronaut, monkeypatch):
     """Whatever the study's resting face, the mask's mean inner-lip gap stays under
     LIPS_GAP_RATIO times the patient's plus LIPS_SLACK (canonical units)."""
+    monkeypatch.setattr(mask3d, "PER_STUDY_DESIGN", True)   # resting faces drawn per study
     _, lm = astronaut
     closed = _closed_lips(lm)
     up = list(mesh.INNER_LIPS_UPPER[1:-1])
@@ -601,3 +636,35 @@ def test_a_small_faces_slight_lid_movement_reads_back(astronaut):
     print(ear)
     assert np.corrcoef(steps, ear)[0, 1] > 0.95
     assert ear[-1] < 0.9 * ear[0]
+
+
+def _iris_offset(geo: np.ndarray, iris: tuple, corners: tuple) -> np.ndarray:
+    a, b = corners
+    width = np.linalg.norm(geo[a, :2] - geo[b, :2])
+    return (geo[iris[0], :2] - (geo[a, :2] + geo[b, :2]) / 2) / width
+
+
+def test_a_resting_gaze_is_the_mean_shapes_and_a_look_aside_is_kept(astronaut):
+    """Where a person's iris sits when looking ahead is partly the shape of their eye: on a single
+    image an offset within GAZE_DEAD_ZONE gives the mean shape's gaze, a look aside stays one
+    (less the dead zone)."""
+    _, lm = astronaut
+    iod = mesh.inter_ocular(lm)
+    eyes = ((mesh.RIGHT_IRIS, (33, 133)), (mesh.LEFT_IRIS, (263, 362)))
+    mean = Mask3DRenderer().canonical
+    plain = Mask3DRenderer().mask_geometry(lm)
+    nudged, aside = lm.copy(), lm.copy()
+    for iris, _ in eyes:
+        nudged[list(iris), 1] += 0.3 * mask3d.GAZE_DEAD_ZONE * 0.5 * iod
+        aside[list(iris), 0] += 0.12 * iod
+    geo_nudged = Mask3DRenderer().mask_geometry(nudged)
+    geo_aside = Mask3DRenderer().mask_geometry(aside)
+    for iris, corners in eyes:
+        m = _iris_offset(mean, iris, corners)
+        p = _iris_offset(plain, iris, corners)
+        n = _iris_offset(geo_nudged, iris, corners)
+        # The astronaut looks ahead: within the dead zone, her gaze and a nudged one alike
+        # give about the mean shape's.
+        assert np.abs(p - m).max() < 0.01
+        assert np.abs(n - p).max() < 0.01
+        assert _iris_offset(geo_aside, iris, corners)[0] - p[0] > 0.12
