@@ -109,10 +109,14 @@ def faces_state() -> str:
     return f"{head}{' + uncommitted dicom_deid/faces changes' if dirty else ''}"
 
 
-# Runs the CLI after setting the swap constants given as JSON in argv[1].
+# Runs the CLI after setting the swap constants given as JSON in argv[1]; argv[2] is the first
+# evaluation key's index (evaluate's key k becomes key first + k, so that a second run can show
+# on other keys that a result is not the luck of keys 0-2).
 RUNNER = ("import json, sys; from dicom_deid.faces import swap; "
           "[setattr(swap, k, v) for k, v in json.loads(sys.argv[1]).items()]; "
-          "from dicom_deid import cli; sys.exit(cli.main(sys.argv[2:]))")
+          "from dicom_deid.evaluate import run; first = int(sys.argv[2]); "
+          "key = run.evaluation_key; run.evaluation_key = lambda i: key(first + i); "
+          "from dicom_deid import cli; sys.exit(cli.main(sys.argv[3:]))")
 
 
 def parse_knobs(items: list[str]) -> dict[str, object]:
@@ -140,6 +144,8 @@ def main() -> int:
                         help="swap shape (default: evaluate's, the shipped profiles' value)")
     parser.add_argument("--keys", type=int, default=None,
                         help="site keys for swap and mask3d (default: evaluate's, 3)")
+    parser.add_argument("--first-key", type=int, default=0,
+                        help="index of the first evaluation key (default 0: keys 0..keys-1)")
     parser.add_argument("--max-frames", type=int, default=None,
                         help="frames per video (default: the set's own setting)")
     parser.add_argument("--swap-knob", action="append", default=[], metavar="NAME=JSON",
@@ -157,7 +163,7 @@ def main() -> int:
         out = REPO / "out" / "evaluate" / f"{name}{args.tag}"
         # This interpreter with the checkout's own package first on the path (an installed
         # `dicom-deid` script would import whichever checkout the venv was made from).
-        cmd = [sys.executable, "-c", RUNNER, json.dumps(knobs), "evaluate", "--manifest",
+        cmd = [sys.executable, "-c", RUNNER, json.dumps(knobs), str(args.first_key), "evaluate", "--manifest",
                str(manifest), "--methods", args.methods, "--output", str(out), *SETS[name]]
         if args.shape is not None:
             cmd += ["--shape", str(args.shape)]
@@ -176,7 +182,7 @@ def main() -> int:
         shutil.copyfile(out / "metrics.json", results / f"metrics_{name}{args.tag}.json")
         summary = json.loads((out / "run.json").read_text())
         summary.update(wall_seconds=round(seconds, 1), code=state, swap_knobs=knobs,
-                       command=" ".join(cmd[4:]))
+                       first_key=args.first_key, command=" ".join(cmd[5:]))
         (results / f"metrics_{name}{args.tag}_run.json").write_text(
             json.dumps(summary, indent=2) + "\n")
         print(f"{name}: {seconds:.0f} s -> {results / f'metrics_{name}{args.tag}.json'}")
