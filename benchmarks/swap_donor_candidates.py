@@ -122,53 +122,22 @@ def render_key(key: int, n: int, cache: Path) -> None:
              stems=np.array(stems), ids=np.array(ids), roles=np.array(roles))
 
 
-# A rule: (distances of a capture's candidates in seed order, their embeddings, the patient's)
-# -> the chosen index.
-def rule_first(d, e, p, **_):
-    return 0
+# A rule: `donors.settle_candidate`'s settings (the product's own function replayed on the
+# recorded distances): (candidates, min_distance, fallback, reject_closest).
+RULES: dict[str, tuple[int, float, str, int]] = {"first": (1, 0.0, "farthest", 0),
+                                                 "main": (8, 5.45, "farthest", 0)}
+for _bar in (4.5, 5.0, 5.45):
+    RULES[f"bar{_bar}_farthest"] = (8, _bar, "farthest", 0)
+    RULES[f"bar{_bar}_first"] = (8, _bar, "first", 0)
+for _n, _k in ((4, 1), (6, 1), (6, 2), (8, 1), (8, 2), (8, 3), (8, 4)):
+    RULES[f"rank_{_n}_reject{_k}"] = (_n, 99.0, "farthest", _k)
 
 
-def rule_main(d, e, p, bar=5.45, n=8, **_):
-    """main: first candidate >= bar, else the farthest."""
-    d = d[:n]
-    ok = np.nonzero(d >= bar)[0]
-    return int(ok[0]) if len(ok) else int(np.argmax(d))
+def choose(dist: np.ndarray, rule: tuple[int, float, str, int]) -> int:
+    from dicom_deid.faces.donors import settle_candidate
 
-
-def rule_first_pass_else_first(d, e, p, bar=5.45, n=8, **_):
-    """first candidate >= bar, else the first candidate."""
-    d = d[:n]
-    ok = np.nonzero(d >= bar)[0]
-    return int(ok[0]) if len(ok) else 0
-
-
-def rule_random_pass(d, e, p, bar=5.45, n=8, pick=0, **_):
-    """a keyed random candidate among those >= bar (pick stands for the keyed draw)."""
-    d = d[:n]
-    ok = np.nonzero(d >= bar)[0]
-    if not len(ok):
-        return int(np.argmax(d))
-    return int(ok[pick % len(ok)])
-
-
-def rule_quantile(d, e, p, q=0.25, n=8, **_):
-    """reject the candidates in the lowest q of this capture's own distances; first of the rest
-    in seed order (a bar relative to the capture, so no fallback toward a direction)."""
-    d = d[:n]
-    bar = np.quantile(d, q)
-    ok = np.nonzero(d >= bar)[0]
-    return int(ok[0])
-
-
-RULES = {
-    "first": (rule_first, {}),
-    "main": (rule_main, {}),
-}
-for bar in (4.0, 4.5, 4.8, 5.0, 5.2, 5.45):
-    RULES[f"main_bar{bar}"] = (rule_main, {"bar": bar})
-    RULES[f"pass_else_first_bar{bar}"] = (rule_first_pass_else_first, {"bar": bar})
-for q in (0.125, 0.25, 0.375, 0.5):
-    RULES[f"quantile{q}"] = (rule_quantile, {"q": q})
+    n, bar, fallback, reject = rule
+    return settle_candidate(lambda i: float(dist[i]), n, bar, fallback, reject)[0]
 
 
 def score(choice: np.ndarray, data: dict) -> dict:
@@ -192,21 +161,33 @@ def score(choice: np.ndarray, data: dict) -> dict:
         pairs.setdefault(str(ids[r]), []).append(r)
     # distance between the two captures' settled renders in the donor embedding
     demb = [float(np.linalg.norm(data["emb"][a, choice[a]] - data["emb"][b, choice[b]]))
-            for a, b in pairs.values() if len((a, b)) == 2]
+            for a, b in pairs.values()]
+    # and for dlib (diagnostic): the two captures' renders, against renders of different people
+    ddlib = [float(np.linalg.norm(out[a] - out[b])) for a, b in pairs.values()]
+    fell = ~(data["dist"][:, :8] >= 5.45).any(axis=1)
+    linked = [str(ids[r]) for r, rank in zip(prb, link.ranks, strict=True) if rank <= 1]
     return {"rank1_hits": int(sum(r <= 1 for r in naive.ranks)),
             "linkage_hits": int(sum(r <= 1 for r in link.ranks)), "probes": len(prb),
-            "leaks": leaks, "pair_emb_distance": round(float(np.mean(demb)), 3),
+            "leaks": leaks, "linked": linked,
+            "pair_emb_distance": round(float(np.mean(demb)), 3),
+            "pair_dlib_distance": round(float(np.nanmean(ddlib)), 4),
+            # main's fallbacks (no candidate of 8 reaches 5.45), among all captures and among
+            # the captures of the pairs this rule leaves linked
+            "fallback_share": round(float(np.mean(fell)), 3),
+            "fallback_share_linked": (round(float(np.mean([fell[r] for i in linked
+                                                           for r in pairs[i]])), 3)
+                                      if linked else None),
+            "distance_chosen": round(float(np.mean(data["dist"][rows, choice])), 3),
             "mean_index": round(float(np.mean(choice)), 2)}
 
 
 def rules(cache: Path, keys: list[int], output: Path) -> None:
     datas = {k: dict(np.load(cache / f"cand_k{k}.npz")) for k in keys}
     result: dict = {}
-    for name, (fn, kw) in RULES.items():
+    for name, rule in RULES.items():
         per = {}
         for k, data in datas.items():
-            choice = np.array([fn(data["dist"][r], data["emb"][r], data["pat"][r], **kw)
-                               for r in range(len(data["ids"]))])
+            choice = np.array([choose(data["dist"][r], rule) for r in range(len(data["ids"]))])
             per[f"key{k}"] = score(choice, data)
         rank1 = sum(v["rank1_hits"] for v in per.values())
         link = sum(v["linkage_hits"] for v in per.values())
@@ -219,7 +200,9 @@ def rules(cache: Path, keys: list[int], output: Path) -> None:
         result[name] = per
         print(f"{name:28s} rank-1 {rank1:3d} linkage {link:3d}/{probes} "
               f"(worst key {per['pooled']['worst_linkage_hits']}) leaks {leaks} "
-              f"pair-emb {np.mean([v['pair_emb_distance'] for k, v in per.items() if k != 'pooled']):.2f}")
+              f"pair-emb {np.mean([v['pair_emb_distance'] for k, v in per.items() if k != 'pooled']):.2f}"
+              f" pair-dlib {np.mean([v['pair_dlib_distance'] for k, v in per.items() if k != 'pooled']):.3f}"
+              f" mean index {np.mean([v['mean_index'] for k, v in per.items() if k != 'pooled']):.2f}")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"what": "donor rejection rules replayed on forced-candidate "
                                   "renders of London (dlib measures; product never uses it)",
