@@ -151,6 +151,22 @@ def choose(dist: np.ndarray, rule: tuple[int, float, str, int]) -> int:
     return settle_candidate(lambda i: float(dist[i]), n, bar, fallback, reject)[0]
 
 
+def pair_z(values: np.ndarray, ids: np.ndarray, gal: list, prb: list) -> float:
+    """Mean z of each probe's distance to its own identity's gallery capture among its
+    distances to every gallery capture (more negative: the two captures of one person more
+    alike than strangers are), in the space of ``values``."""
+    gids = [str(ids[r]) for r in gal]
+    zs = []
+    for r in prb:
+        row = np.linalg.norm(values[gal] - values[r], axis=1)
+        if np.isnan(row).any():
+            continue
+        j = gids.index(str(ids[r]))
+        others = np.delete(row, j)
+        zs.append((row[j] - others.mean()) / others.std())
+    return round(float(np.mean(zs)), 3)
+
+
 def score(choice: np.ndarray, data: dict) -> dict:
     from dicom_deid.evaluate.privacy import identify
 
@@ -182,6 +198,8 @@ def score(choice: np.ndarray, data: dict) -> dict:
             "leaks": leaks, "linked": linked,
             "pair_emb_distance": round(float(np.mean(demb)), 3),
             "pair_dlib_distance": round(float(np.nanmean(ddlib)), 4),
+            "pair_z_dlib": pair_z(out, ids, gal, prb),
+            "pair_z_embedding": pair_z(data["emb"][rows, choice], ids, gal, prb),
             # main's fallbacks (no candidate of 8 reaches 5.45), among all captures and among
             # the captures of the pairs this rule leaves linked
             "fallback_share": round(float(np.mean(fell)), 3),
@@ -213,6 +231,8 @@ def rules(cache: Path, keys: list[int], output: Path) -> None:
               f"(worst key {per['pooled']['worst_linkage_hits']}) leaks {leaks} "
               f"pair-emb {np.mean([v['pair_emb_distance'] for k, v in per.items() if k != 'pooled']):.2f}"
               f" pair-dlib {np.mean([v['pair_dlib_distance'] for k, v in per.items() if k != 'pooled']):.3f}"
+              f" pair-z dlib {np.mean([v['pair_z_dlib'] for k, v in per.items() if k != 'pooled']):+.3f}"
+              f" emb {np.mean([v['pair_z_embedding'] for k, v in per.items() if k != 'pooled']):+.3f}"
               f" mean index {np.mean([v['mean_index'] for k, v in per.items() if k != 'pooled']):.2f}")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"what": "donor rejection rules replayed on forced-candidate "
