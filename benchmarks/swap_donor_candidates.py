@@ -129,13 +129,13 @@ RULES: dict[str, tuple[int, float, str, int]] = {"first": (1, 0.0, "farthest", 0
 for _bar in (4.5, 5.0, 5.45):
     RULES[f"bar{_bar}_farthest"] = (8, _bar, "farthest", 0)
     RULES[f"bar{_bar}_first"] = (8, _bar, "first", 0)
-for _n, _k in ((4, 1), (6, 1), (6, 2), (8, 1), (8, 2), (8, 3), (8, 4)):
-    RULES[f"rank_{_n}_reject{_k}"] = (_n, 99.0, "farthest", _k)
+for _n, _k in ((4, 1), (6, 1), (6, 2), (8, 1), (8, 2), (8, 3), (8, 4), (8, 5), (8, 6)):
+    RULES[f"rank_{_n}_reject{_k}"] = (_n, float("inf"), "rank", _k)
 
 
-# Not in the product (a lead, replayed here only): the bar first; when no candidate reaches
-# it, the first candidate not among the study's ``reject`` nearest instead of the farthest.
-for _k in (2, 3, 4):
+# The bar first; when no candidate reaches it, the first candidate not among the study's
+# ``reject`` nearest instead of the farthest (DONOR_FALLBACK "rank").
+for _k in (2, 3, 4, 5, 6):
     RULES[f"bar5.45_else_rank_reject{_k}"] = (8, 5.45, "rank", _k)
 
 
@@ -143,11 +143,6 @@ def choose(dist: np.ndarray, rule: tuple[int, float, str, int]) -> int:
     from dicom_deid.faces.donors import settle_candidate
 
     n, bar, fallback, reject = rule
-    if fallback == "rank":
-        ok = np.nonzero(dist[:n] >= bar)[0]
-        if len(ok):
-            return int(ok[0])
-        return settle_candidate(lambda i: float(dist[i]), n, bar, "farthest", reject)[0]
     return settle_candidate(lambda i: float(dist[i]), n, bar, fallback, reject)[0]
 
 

@@ -76,9 +76,11 @@ EXPRESSION_THRESHOLD = 0.0
 # texture itself (4.6 % with clean_donor=False, but then 020's leak is back).
 DONOR_CANDIDATES = 8
 DONOR_MIN_DISTANCE = 5.45
-# When no candidate reaches DONOR_MIN_DISTANCE: "farthest" or "first" (`donors.settle_candidate`).
-# DONOR_REJECT_CLOSEST > 0 replaces the bar: every candidate is measured, that many nearest
-# the patient are turned down, the first of the rest in seed order is kept.
+# When no candidate reaches DONOR_MIN_DISTANCE (`donors.settle_candidate`): "farthest", "first",
+# or "rank" (the DONOR_REJECT_CLOSEST nearest turned down, the first of the rest in seed order).
+# London replay of 8 forced candidates (benchmarks/swap_donor_candidates.py, keys 0-2, dlib):
+# farthest 0 leaks, linkage 10/153; first 1 leak, 5; rank with 5 rejected 0 leaks, 8. Not yet
+# measured with evaluate, so the default stays.
 DONOR_FALLBACK = "farthest"
 DONOR_REJECT_CLOSEST = 0
 # A study's settled donor, by its seed and the rejection settings, so that the study's later

@@ -124,14 +124,17 @@ def test_settle_candidate_fallbacks_when_none_is_far_enough():
 def test_reject_closest_turns_down_the_studys_nearest_candidates_only():
     # Candidate 0 is among the two nearest: turned down; 1 is the first of the rest.
     distance, asked = _lazy([1.0, 5.0, 0.5, 3.0])
-    assert settle_candidate(distance, 4, 99.0, reject_closest=2) == (1, 5.0)
+    assert settle_candidate(distance, 4, np.inf, "rank", 2) == (1, 5.0)
     assert asked == [0, 1, 2, 3]
     # The study's own candidate stays whenever it is not among the nearest, however near.
-    assert settle_candidate(_lazy([1.0, 0.9, 0.5, 3.0])[0], 4, 99.0, reject_closest=2) == (0, 1.0)
+    assert settle_candidate(_lazy([1.0, 0.9, 0.5, 3.0])[0], 4, np.inf, "rank", 2) == (0, 1.0)
     # Ties keep seed order, so the choice depends on the distances alone.
-    assert settle_candidate(_lazy([2.0, 2.0, 2.0])[0], 3, 99.0, reject_closest=1) == (1, 2.0)
+    assert settle_candidate(_lazy([2.0, 2.0, 2.0])[0], 3, np.inf, "rank", 1) == (1, 2.0)
+    # With a bar, the rank is only the fallback: a candidate past the bar is kept first.
+    assert settle_candidate(_lazy([1.0, 6.0, 0.5, 3.0])[0], 4, 5.0, "rank", 3) == (1, 6.0)
+    assert settle_candidate(_lazy([1.0, 4.0, 0.5, 3.0])[0], 4, 5.0, "rank", 3) == (1, 4.0)
     with pytest.raises(ValueError):
-        settle_candidate(_lazy([1.0, 2.0])[0], 2, 5.0, reject_closest=2)
+        settle_candidate(_lazy([1.0, 2.0])[0], 2, 5.0, "rank", 2)
 
 
 def _toy_choices(min_distance, fallback="farthest", reject=0, studies=3000, seed=3):
@@ -159,7 +162,7 @@ def test_on_a_toy_embedding_a_bar_pulls_donors_away_from_the_patient_and_the_ran
     bar = 6.9
     main = _toy_choices(bar)
     first = _toy_choices(bar, "first")
-    rank = _toy_choices(99.0, reject=2)
+    rank = _toy_choices(np.inf, "rank", 2)
     assert abs(_toy_choices(0.0)) < 0.06            # no rejection: no pull
     assert main < -0.5
     assert main < first < 0.0
@@ -181,7 +184,8 @@ def test_reject_closest_in_the_renderer_is_deterministic_and_avoids_the_nearest(
                                                                                 monkeypatch):
     img, lm = astronaut
     monkeypatch.setattr(swap, "DONOR_REJECT_CLOSEST", 3)
-    a = SwapRenderer(donor_seed=SEED, shape=1.0, donor_candidates=6)
+    monkeypatch.setattr(swap, "DONOR_FALLBACK", "rank")
+    a = SwapRenderer(donor_seed=SEED, shape=1.0, donor_candidates=6, donor_min_distance=np.inf)
     out_a = a.render(img, lm)
     # The kept candidate's distance is above the 3 nearest of the 6.
     model = load_model()
@@ -195,5 +199,5 @@ def test_reject_closest_in_the_renderer_is_deterministic_and_avoids_the_nearest(
     assert sorted(dists).index(dists[kept]) >= 3
     assert all(sorted(dists).index(dists[k]) < 3 for k in range(kept))
     swap._SETTLED.clear()
-    b = SwapRenderer(donor_seed=SEED, shape=1.0, donor_candidates=6)
+    b = SwapRenderer(donor_seed=SEED, shape=1.0, donor_candidates=6, donor_min_distance=np.inf)
     assert np.array_equal(out_a, b.render(img, lm))
