@@ -26,6 +26,7 @@ import numpy as np
 from dicom_deid.faces import eyes, lips, mesh, mouth, render_mesh
 from dicom_deid.faces.donor_texture import clean_texture
 from dicom_deid.faces.donors import (
+    DONOR_FALLBACKS,
     Donor,
     candidate_seed,
     choose_donor,
@@ -389,6 +390,8 @@ class SwapRenderer:
         self.min_distance = float(DONOR_MIN_DISTANCE if donor_min_distance is None
                                   else donor_min_distance)
         self.fallback = str(DONOR_FALLBACK)
+        if self.fallback not in DONOR_FALLBACKS:
+            raise ValueError(f"DONOR_FALLBACK must be one of {DONOR_FALLBACKS}, got {self.fallback!r}")
         self.reject_closest = min(int(DONOR_REJECT_CLOSEST), self.candidates - 1)
         self.donor_settled = self.candidates == 1
         self.donor_distance: float | None = None

@@ -171,6 +171,9 @@ def test_on_a_toy_embedding_a_bar_pulls_donors_away_from_the_patient_and_the_ran
 
 def test_a_first_fallback_keeps_the_studys_own_donor(astronaut, monkeypatch):
     img, lm = astronaut
+    monkeypatch.setattr(swap, "DONOR_FALLBACK", "nearest")
+    with pytest.raises(ValueError):
+        SwapRenderer(donor_seed=SEED, shape=1.0)
     monkeypatch.setattr(swap, "DONOR_FALLBACK", "first")
     a = SwapRenderer(donor_seed=SEED, shape=1.0, donor_min_distance=50.0)
     out_a = a.render(img, lm)
