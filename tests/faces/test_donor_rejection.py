@@ -77,7 +77,7 @@ def test_rejection_is_deterministic_and_the_study_keeps_its_donor(astronaut):
     img, lm = astronaut
     a = SwapRenderer(donor_seed=SEED, shape=1.0, donor_min_distance=50.0)
     out_a = a.render(img, lm)
-    # Nothing reaches 50: the farthest of the 8 candidates is taken.
+    # Nothing reaches 50: the fallback (DONOR_FALLBACK) picks one of the 8 candidates.
     assert a.donor_distance is not None and a.donor_distance < 50.0
     swap._SETTLED.clear()
     b = SwapRenderer(donor_seed=SEED, shape=1.0, donor_min_distance=50.0)
