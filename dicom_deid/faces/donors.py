@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,6 +223,44 @@ def candidate_seed(seed: int, index: int) -> int:
         return int(seed) & 0xFFFFFFFF
     digest = hashlib.sha256(f"donor candidate {int(seed) & 0xFFFFFFFF} {index}".encode())
     return int.from_bytes(digest.digest()[:4], "big")
+
+
+DONOR_FALLBACKS = ("farthest", "first", "rank")
+
+
+def settle_candidate(distance: Callable[[int], float], count: int, min_distance: float,
+                     fallback: str = "farthest", reject_closest: int = 0) -> tuple[int, float]:
+    """Which of a study's ``count`` donor candidates it keeps: (index, its distance).
+
+    ``distance(index)``: how far candidate ``index``'s render lies from the patient (asked
+    lazily, in seed order, at most once per index). The first candidate in seed order at least
+    ``min_distance`` away is kept. When none is, ``fallback`` says which: "farthest" (the one
+    farthest from the patient), "first" (the study's own first candidate: a choice that does
+    not depend on where the patient lies) or "rank": the ``reject_closest`` nearest the patient
+    are turned down and the first of the rest in seed order is kept (with min_distance = inf
+    this is a rank among the study's own candidates instead of a bar). "farthest" sends every
+    study of one patient's fallbacks the same way, away from the patient, which makes its
+    donors alike for a recogniser (London: pair z -0.53 against -0.38 with "first");
+    "rank" keeps part of that push, and so part of its protection against leaks.
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    if fallback not in DONOR_FALLBACKS:
+        raise ValueError(f"fallback must be one of {DONOR_FALLBACKS}, got {fallback!r}")
+    if not 0 <= reject_closest < count:
+        raise ValueError(f"reject_closest must be within 0..{count - 1}, got {reject_closest}")
+    seen: list[float] = []
+    for index in range(count):
+        seen.append(float(distance(index)))
+        if seen[-1] >= min_distance:
+            return index, seen[-1]
+    if fallback == "rank":
+        # Stable: ties keep seed order, so the choice is a function of the distances alone.
+        near = set(sorted(range(count), key=lambda i: (seen[i], i))[:reject_closest])
+        index = next(i for i in range(count) if i not in near)
+    else:
+        index = int(np.argmax(seen)) if fallback == "farthest" else 0
+    return index, seen[index]
 
 
 def choose_donor(seed: int, donors_dir: Path | None = None,

@@ -25,7 +25,14 @@ import numpy as np
 
 from dicom_deid.faces import eyes, lips, mesh, mouth, render_mesh
 from dicom_deid.faces.donor_texture import clean_texture
-from dicom_deid.faces.donors import Donor, candidate_seed, choose_donor, load_model
+from dicom_deid.faces.donors import (
+    DONOR_FALLBACKS,
+    Donor,
+    candidate_seed,
+    choose_donor,
+    load_model,
+    settle_candidate,
+)
 from dicom_deid.faces.expression import ExpressionModel, NeutralTracker, load_expression_model
 from dicom_deid.faces.eyes import lid_margin_bands
 from dicom_deid.faces.shrink import shrink
@@ -70,6 +77,17 @@ EXPRESSION_THRESHOLD = 0.0
 # texture itself (4.6 % with clean_donor=False, but then 020's leak is back).
 DONOR_CANDIDATES = 8
 DONOR_MIN_DISTANCE = 5.45
+# When no candidate reaches DONOR_MIN_DISTANCE (`donors.settle_candidate`): "farthest", "first",
+# or "rank" (the DONOR_REJECT_CLOSEST nearest turned down, the first of the rest in seed order).
+# "farthest" sends the fallbacks of every study of one patient the same way, away from the
+# patient, and makes its donors alike for a recogniser (London replay of 8 forced candidates,
+# benchmarks/swap_donor_candidates.py, keys 0-2: pair z -0.53 against -0.38 with "first"), but
+# "first" lets leak-prone patients through (1-5 leaks). "rank" with 5 of 8 turned down keeps a
+# push away from the patient without taking the extreme: replay linkage 8/153 against 10 and
+# 0 leaks; evaluate (keys 0-2): linkage 4.6 % pooled (5.9/3.9/3.9) against 5.2 %, rank-1 0,
+# 0 leaks.
+DONOR_FALLBACK = "rank"
+DONOR_REJECT_CLOSEST = 5
 # A study's settled donor, by its seed and the rejection settings, so that the study's later
 # instances (other renderers in this process) keep the donor its first face settled on: one
 # study, one donor, and the expression across its captures is measured on one donor shape.
@@ -392,6 +410,10 @@ class SwapRenderer:
                                      else donor_candidates))
         self.min_distance = float(DONOR_MIN_DISTANCE if donor_min_distance is None
                                   else donor_min_distance)
+        self.fallback = str(DONOR_FALLBACK)
+        if self.fallback not in DONOR_FALLBACKS:
+            raise ValueError(f"DONOR_FALLBACK must be one of {DONOR_FALLBACKS}, got {self.fallback!r}")
+        self.reject_closest = min(int(DONOR_REJECT_CLOSEST), self.candidates - 1)
         self.donor_settled = self.candidates == 1
         self.donor_distance: float | None = None
         self.private = (float(expression_threshold), expression_reach)
@@ -433,14 +455,16 @@ class SwapRenderer:
 
         A candidate is rendered on this face (single-image expression, colour and shading
         matched to the frame as in the output) and compared with the patient's own face in the
-        donor model's appearance embedding (`DonorModel.embed`); the first candidate at least
-        ``min_distance`` away is kept, else the farthest. Deterministic for a key and a content;
+        donor model's appearance embedding (`DonorModel.embed`); which one is kept is
+        `donors.settle_candidate`'s rule (DONOR_MIN_DISTANCE, DONOR_FALLBACK,
+        DONOR_REJECT_CLOSEST). Deterministic for a key and a content;
         a study's later renderers in this process take the donor its first face settled on.
         The independent recogniser that measures privacy is never used here: a random donor
         sometimes lands near its patient for it (London, 3 of 153 renders within dlib's 0.6),
         and its distance follows this embedding's (r 0.54 over 40 renders of 5 identities).
         """
-        settled_key = (self.seed, self.candidates, self.min_distance, self.shape,
+        settled_key = (self.seed, self.candidates, self.min_distance, self.fallback,
+                       self.reject_closest, self.shape,
                        self.lip_thickness, self.donor_own_rim, self.tone_range,
                        self.tone_locus, self.shading_sigma, self.pose_fit, self.outline_keep,
                        self.feature_reach, self.aspect, self.outline_feather,
@@ -454,27 +478,28 @@ class SwapRenderer:
             self.donor_settled = True
             return
         patient = self.model.embed(rgb, lm)
-        best: tuple[float, int] | None = None
-        for index in range(self.candidates):
-            seed = candidate_seed(self.seed, index)
-            if index:
-                self._use_donor(seed)
+        loaded = 0
+
+        def distance(index: int) -> float:
+            nonlocal loaded
+            if index != loaded:
+                self._use_donor(candidate_seed(self.seed, index))
+                loaded = index
             geo = self.geometry(lm)
             out = self._render_scaled(rgb, lm, geo, inplace=False)
-            distance = float(np.linalg.norm(self.model.embed(out, geo) - patient))
-            if best is None or distance > best[0]:
-                best = (distance, seed)
-            if distance >= self.min_distance:
-                break
-        assert best is not None
-        if best[1] != seed:
-            self._use_donor(best[1])
+            return float(np.linalg.norm(self.model.embed(out, geo) - patient))
+
+        index, dist = settle_candidate(distance, self.candidates, self.min_distance,
+                                       self.fallback, self.reject_closest)
+        seed = candidate_seed(self.seed, index)
+        if index != loaded:
+            self._use_donor(seed)
         log.debug("donor candidate %d of %d, appearance distance %.2f",
-                  index + 1, self.candidates, best[0])
-        self.donor_distance = best[0]
+                  index + 1, self.candidates, dist)
+        self.donor_distance = dist
         self.donor_settled = True
         with _SETTLED_LOCK:
-            _SETTLED[settled_key] = best[1]
+            _SETTLED[settled_key] = seed
             while len(_SETTLED) > _SETTLED_MAX:
                 _SETTLED.popitem(last=False)
 
