@@ -33,7 +33,7 @@ association (PS3.8 forbids interleaving; pynetdicom would have stored garbage).
 
 This replaces, for that one message, pynetdicom 3.0.4's DULServiceProvider (P-DATA
 indication), DIMSEMessage.decode_msg/encode_msg, Association._serve_request and
-StorageServiceClass.SCP. Upstream report: the note of this work (/work/notes/i17recv3.md).
+StorageServiceClass.SCP. Upstream report: issue 17's closing notes.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class FlushBehind:
     page cache: sync_file_range moves the data to the device, but the flush of the
     device's cache at the final fsync still took ~0.1 s for 4 concurrent 16 MiB
     instances. Flushed behind the writer, as the data arrives, the final fsync has only
-    the tail left (~10-30 ms measured, see /work/notes/i17recv5.md).
+    the tail left (~10-30 ms measured, benchmarks/node_reception_tail.py).
 
     It holds its own duplicate of the descriptor, so the writer may close its own at any
     time. An error is kept, not only logged: a write-back error reported here is marked

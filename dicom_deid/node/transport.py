@@ -27,7 +27,7 @@ Here the handshake runs in the connection's own thread; one watchdog thread shut
 any connection past its deadline (accept to A-ASSOCIATE-AC, first to last byte of a PDU);
 a PDU longer than allowed in its state is refused from its header, before anything is
 buffered; connections not yet accepted have their own pool, per source address too,
-where the oldest gives way to a new one. Upstream report: /work/notes/i17.md.
+where the oldest gives way to a new one. Upstream report: issue 17's closing notes.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ warnings and errors included. The memo is bounded (cleared when full), so a peer
 endless new UIDs costs a set of at most _MAX short strings.
 
 Installed by the receiver (node/receiver.py) in its own process; `install()` is
-idempotent. Upstream: suggestion (c) in /work/notes/i17recv3.md and /work/notes/i17recv4.md
+idempotent. Upstream: the report in issue 17's closing notes (stop 28)
 (`UID()` skipping re-validation of a UID).
 """
 
