@@ -37,7 +37,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from swap_linkage_regions import MANIFEST, _dlib_shape, linkage  # noqa: E402
+from swap_linkage_regions import (  # noqa: E402
+    MANIFEST,
+    _dlib_shape,
+    dlib_models,
+    linkage,
+    paired_identities,
+    parse_knobs,
+)
 
 GREY = 128
 ABLATIONS = ("full", "mask_only", "context_only", "no_edge", "mask_only_aligned")
@@ -118,15 +125,10 @@ def main() -> int:
                         help="set a mask3d or mask_surface constant for the renders")
     args = parser.parse_args()
     import cv2
-    import dlib
-    import face_recognition_models as frm
 
     from dicom_deid.evaluate.manifest import read_manifest
 
-    knobs = {}
-    for item in args.knob:
-        name, _, value = item.partition("=")
-        knobs[name] = json.loads(value)
+    knobs = parse_knobs(args.knob)
     set_knobs(knobs)
     keys = [int(k) for k in args.keys.split(",")]
     ablations = args.ablations.split(",")
@@ -134,12 +136,8 @@ def main() -> int:
     started = time.monotonic()
     render_all(entries, keys, args.cache)
     rendered_s = time.monotonic() - started
-    roles = {(e.identity, e.role): e.path.stem for e in entries}
-    ids = sorted({e.identity for e in entries
-                  if (e.identity, "gallery") in roles and (e.identity, "probe") in roles})
-    detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(frm.pose_predictor_model_location())
-    recogniser = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+    roles, ids = paired_identities(entries)
+    detector, predictor, recogniser = dlib_models()
     results: dict[str, dict] = {}
 
     def load(name: str) -> np.ndarray:

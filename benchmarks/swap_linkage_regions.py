@@ -156,6 +156,33 @@ def linkage(desc: dict[tuple[str, str], np.ndarray | None], ids: list[str]) -> d
             "mean_z": round(float(np.mean(zs)), 3), "linked": linked}
 
 
+def parse_knobs(items: list[str]) -> dict:
+    """``NAME=JSON`` command-line items as a dict."""
+    knobs = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        knobs[name] = json.loads(value)
+    return knobs
+
+
+def paired_identities(entries: list) -> tuple[dict[tuple[str, str], str], list[str]]:
+    """File stem per (identity, role), and the identities with both a gallery and a probe."""
+    roles = {(e.identity, e.role): e.path.stem for e in entries}
+    ids = sorted({e.identity for e in entries
+                  if (e.identity, "gallery") in roles and (e.identity, "probe") in roles})
+    return roles, ids
+
+
+def dlib_models() -> tuple:
+    """dlib's face detector, 68-point shape predictor and recogniser (evaluate's)."""
+    import dlib
+    import face_recognition_models as frm
+
+    return (dlib.get_frontal_face_detector(),
+            dlib.shape_predictor(frm.pose_predictor_model_location()),
+            dlib.face_recognition_model_v1(frm.face_recognition_model_location()))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", default="0,1,2")
@@ -166,27 +193,18 @@ def main() -> int:
                         help="set a dicom_deid.faces.swap constant for the renders")
     args = parser.parse_args()
     import cv2
-    import dlib
-    import face_recognition_models as frm
 
     from dicom_deid.evaluate.manifest import read_manifest
 
-    knobs = {}
-    for item in args.knob:
-        name, _, value = item.partition("=")
-        knobs[name] = json.loads(value)
+    knobs = parse_knobs(args.knob)
     keys = [int(k) for k in args.keys.split(",")]
     ablations = args.ablations.split(",")
     entries = read_manifest(MANIFEST)
     started = time.monotonic()
     render_all(entries, keys, args.cache, knobs)
     rendered_s = time.monotonic() - started
-    roles = {(e.identity, e.role): e.path.stem for e in entries}
-    ids = sorted({e.identity for e in entries
-                  if (e.identity, "gallery") in roles and (e.identity, "probe") in roles})
-    detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(frm.pose_predictor_model_location())
-    recogniser = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+    roles, ids = paired_identities(entries)
+    detector, predictor, recogniser = dlib_models()
     results: dict[str, dict] = {}
     for k in keys:
         desc: dict[str, dict] = {a: {} for a in ablations}
