@@ -307,7 +307,11 @@ def _merge_twin_branches(model, starts: list[str]) -> None:
         for name in node.input:
             readers[name].append(node)
 
+    graph_inputs = {i.name for i in graph.input}
+
     def entry(start: str) -> str:
+        if start in graph_inputs:      # split_attention's heads take their crops channel-first
+            return start
         # tf2onnx turns each NHWC crop channel-first before its first convolution
         [node] = readers[start]
         if node.op_type != "Transpose":
@@ -407,9 +411,12 @@ def _residuals_through_identity(model) -> int:
 
     graph = model.graph
     made = {o: n.op_type for n in graph.node for o in n.output}
+    # a graph input read by an Add: split_attention's heads' lip crop (channel-first)
+    made.update((i.name, "Transpose") for i in graph.input)
     inferred = shape_inference.infer_shapes(model)
     channels = {v.name: v.type.tensor_type.shape.dim[1].dim_value
-                for v in inferred.graph.value_info if len(v.type.tensor_type.shape.dim) == 4}
+                for v in list(inferred.graph.value_info) + list(inferred.graph.input)
+                if len(v.type.tensor_type.shape.dim) == 4}
     identities: dict[str, str] = {}
     nodes = []
     for node in graph.node:
@@ -683,8 +690,9 @@ def _transform_landmarks(b: _Builder, points: str, affine: str, out: str) -> Non
 
 
 # The attention mesh as two models (faces/onnx_models.py, refinement "split"): the trunk
-# (image -> mesh, face flag, the 48 x 48 x 32 features and the mesh the matrices are made
-# from) and the heads (the three 16 x 16 crops and their matrices -> lips, eyes, irises). The
+# (image -> mesh, face flag, the 32 x 48 x 48 features and the mesh the matrices are made
+# from) and the heads (the three 32 x 16 x 16 crops and their matrices -> lips, eyes,
+# irises), both channel-first. The
 # matrices and crops between them are made in NumPy (faces/attention_crops.py): in
 # onnxruntime their 150-odd small nodes cost about 0.7 ms a call.
 SPLIT_TRUNK = "mp_face_landmark_attention_trunk.onnx"
@@ -770,8 +778,16 @@ def split_attention(model):
 
     if not any(o.domain == "mediapipe" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("mediapipe", 1))
-    trunk = _extract(model, [i.name for i in graph.input], mesh_outputs + [points, features])
-    _rename_tensor(trunk.graph, features, SPLIT_FEATURES)
+    # Both sides channel-first: the trunk gives the features before tf2onnx's NCHW -> NHWC
+    # Transpose, the heads take each crop after its NHWC -> NCHW one (two Transposes fewer a
+    # call; faces/attention_crops.py samples NCHW)
+    made = {o: n for n in graph.node for o in n.output}
+    if made[features].op_type != "Transpose":
+        raise SystemExit(f"{features}: expected the features' NCHW -> NHWC Transpose")
+    features_nchw = made[features].input[0]
+    trunk = _extract(model, [i.name for i in graph.input],
+                     mesh_outputs + [points, features_nchw])
+    _rename_tensor(trunk.graph, features_nchw, SPLIT_FEATURES)
     _rename_tensor(trunk.graph, points, SPLIT_POINTS)
 
     heads = copy.deepcopy(model)
@@ -785,7 +801,14 @@ def split_attention(model):
         hg.node.remove(node)
     for old, new in names.items():
         _rename_tensor(hg, old, new)
-    shape = {**dict.fromkeys(SPLIT_CROPS, [1, 16, 16, 32]),
+    for name in SPLIT_CROPS:
+        [transpose] = [n for n in hg.node if name in n.input]
+        perm = [a.ints for a in transpose.attribute if a.name == "perm"]
+        if transpose.op_type != "Transpose" or list(perm[0]) != [0, 3, 1, 2]:
+            raise SystemExit(f"{name}: expected one NHWC -> NCHW Transpose to read it")
+        hg.node.remove(transpose)
+        _rename_tensor(hg, transpose.output[0], name)
+    shape = {**dict.fromkeys(SPLIT_CROPS, [1, 32, 16, 16]),
              **dict.fromkeys(SPLIT_MATRICES, [1, 4, 4])}
     del hg.input[:]
     hg.input.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, shape[n])

@@ -71,7 +71,7 @@ ROI_START, ROI_END = 33, 263
 REFINEMENTS = ("attention", "iris", "none")
 # The crops of the split attention mesh (attention_crops.head_inputs): subset, left and right
 # rotation landmarks of the lips, eye A and eye B, as in face_landmark_with_attention.tflite.
-_CROPS = ((np.array(LIPS), 61, 291), (np.array(EYE_A), 33, 133), (np.array(EYE_B), 362, 263))
+_CROPS = attention_crops.CropSpec.of(((LIPS, 61, 291), (EYE_A, 33, 133), (EYE_B, 362, 263)))
 
 # One intra-op thread per session, as the leak check's detector: these small networks gain
 # little from a second thread, and on a busy CPU (decoder, encoder, other workers) the threads

@@ -145,21 +145,27 @@ def test_attention_crop_samples_the_features_under_the_matrix():
     from dicom_deid.faces import attention_crops
 
     xy = np.array([[10.0, 20.0], [30.0, 20.0], [20.0, 25.0], [20.0, 15.0]], np.float32)
-    m = attention_crops.matrix(xy, np.arange(4), 0, 1)
+    spec = attention_crops.CropSpec.of([(range(4), 0, 1), (range(1, 4), 0, 1)])
+    m, narrower = attention_crops.matrices(xy, spec)
+    # the second subset leaves out (10, 20): its box is 10 x 10 around (20, 20)
+    assert np.allclose(narrower[:2, :2], [[15 / 16, 0], [0, 15 / 16]], atol=1e-6)
+    assert np.allclose(narrower[:2, :2] @ [8.0, 8.0] + narrower[:2, 3], [25.0, 20.0], atol=1e-5)
     # no turn (left -> right is +x), box 20 x 10 times 1.5 over 16 pixels, centred at (20, 20)
     assert np.allclose(m[:2, :2], [[30 / 16, 0], [0, 15 / 16]], atol=1e-6)
     assert np.allclose(m[:2, :2] @ [8.0, 8.0] + m[:2, 3], [20.0, 20.0], atol=1e-5)
-    turned = attention_crops.matrix(xy[:, ::-1].copy(), np.arange(4), 0, 1)   # left -> right +y
+    turned = attention_crops.matrices(xy[:, ::-1].copy(), spec)[0]            # left -> right +y
     assert np.allclose(turned[:2, :2] @ [1.0, 0.0], [0.0, 30 / 16], atol=1e-5)
     ys, xs = np.mgrid[0:48, 0:48].astype(np.float32)
-    ramp = np.stack([xs, ys], axis=2)                                         # (48, 48, 2)
-    out = attention_crops.crop(ramp, m)
-    at = np.stack(np.meshgrid(np.arange(16) + 0.5, np.arange(16) + 0.5, indexing="xy"), 2)
-    want = at @ m[:2, :2].T + m[:2, 3] - 0.5
-    assert np.allclose(out, want, atol=1e-4)
+    ramp = np.stack([xs, ys])                                                 # (2, 48, 48)
     far = m.copy()
     far[:2, 3] += 100.0
-    assert not attention_crops.crop(ramp, far).any()
+    out = attention_crops.crops(ramp, np.stack([m, turned, far]))
+    assert out.shape == (3, 2, 16, 16)
+    at = np.stack(np.meshgrid(np.arange(16) + 0.5, np.arange(16) + 0.5, indexing="xy"), 2)
+    for got, mat in zip(out[:2], (m, turned), strict=True):
+        want = at @ mat[:2, :2].T + mat[:2, 3] - 0.5
+        assert np.allclose(got.transpose(1, 2, 0), want, atol=1e-4)
+    assert not out[2].any()
 
 
 def _clip_frames(count: int) -> list[np.ndarray]:
