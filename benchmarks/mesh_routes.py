@@ -6,19 +6,18 @@ Routes (each a mesh session, as the tracker uses them, one call per frame in tra
 
 - mediapipe: FaceMesh(refine_landmarks=True) (MediaPipeFaceModels.mesh_session, the product's
   CPU default), the reference;
-- attention: OnnxMesh("attention"), MediaPipe's refined model itself on ONNX Runtime, on
-  the CPU as two sessions (trunk, then the eye and lip heads) with the crops between them
-  made in NumPy (faces/attention_crops.py);
-- attention_one: OnnxMesh("attention", split=False), the same model as one session;
+- attention: OnnxMesh("attention"), MediaPipe's refined model itself on ONNX Runtime;
 - iris: OnnxMesh("iris"), the plain equivalent the issue names: face_landmark, then
   iris_landmark on each eye, the iris model's eye contours replacing the mesh's (as
   MediaPipe's iris pipeline does);
 - none: OnnxMesh("none"), the plain 468 points, only to show what the mesh alone costs.
 
-speed: the frames of GRID clips cropped around the face as the tracker does, every route over
-the same frames in blocks, alternating, in one process at normal priority; CPU time of the
-process per frame (all threads) and wall per frame, median over blocks, and each route's
-ratio to MediaPipe taken per round (MediaPipe's CPU per frame / the route's) with its median.
+speed: the frames of GRID clips cropped around the face as the tracker does; every route
+follows the same clip in its own session, interleaved frame by frame (order rotated each
+frame), in one process at normal priority. CPU time of the process per call (all threads)
+and wall per call, averaged per round (one clip), then the median over rounds; each route's
+ratio to MediaPipe is taken per round (MediaPipe's CPU per frame / the route's) and its
+median reported.
 
 regions: each ONNX route's points against MediaPipe's refined points on London photos (3
 tracked calls per photo) and the GRID clip frames, NME in % of the inter-ocular distance
@@ -71,12 +70,6 @@ def _clip_crops(name: str, detect, limit: int | None = None) -> list[np.ndarray]
     return [_crop(rgb, box) for rgb in frames]
 
 
-def _session(onnx_models, route: str):
-    if route == "attention_one":
-        return onnx_models.mesh_session("attention", split=False)
-    return onnx_models.mesh_session(route)
-
-
 def _regions() -> dict[str, np.ndarray]:
     from dicom_deid.faces import onnx_models as om
 
@@ -113,7 +106,7 @@ def regions(args: argparse.Namespace) -> dict:
         for source, sequences in (("photos", [[c] * 3 for c in crops]), ("clip", [clip])):
             values: dict[str, list[float]] = {k: [] for k in table}
             for frames in sequences:
-                ref_s, ours = mp_models.mesh_session(), _session(onnx_models, route)
+                ref_s, ours = mp_models.mesh_session(), onnx_models.mesh_session(route)
                 for crop in frames:
                     ref, got = ref_s.landmarks(crop), ours.landmarks(crop)
                     if ref is None or got is None:
@@ -137,29 +130,41 @@ def speed(args: argparse.Namespace) -> dict:
     onnx_models = OnnxFaceModels(device="cpu", threads=args.threads)
     clips = [_clip_crops(name, mp_models.detect, args.frames) for name in CLIPS]
     makers = {"mediapipe": mp_models.mesh_session,
-              **{r: (lambda r=r: _session(onnx_models, r)) for r in args.routes}}
+              **{r: (lambda r=r: onnx_models.mesh_session(r)) for r in args.routes}}
     sessions = {name: make() for name, make in makers.items()}
 
-    def block(name: str, frames: list[np.ndarray]) -> tuple[float, float]:
-        session = sessions[name]
+    def call(name: str, crop: np.ndarray) -> tuple[float, float]:
         cpu, wall = time.process_time(), time.perf_counter()
-        for crop in frames:
-            session.landmarks(crop)
-        n = len(frames)
-        return ((time.process_time() - cpu) * 1000.0 / n, (time.perf_counter() - wall) * 1000.0 / n)
+        sessions[name].landmarks(crop)
+        return (time.process_time() - cpu) * 1000.0, (time.perf_counter() - wall) * 1000.0
 
-    for name in sessions:           # warm-up
-        block(name, clips[0][:5])
+    order = list(sessions)
+    for name in order:              # warm-up
+        for crop in clips[0][:5]:
+            call(name, crop)
     cpu: dict[str, list[float]] = {n: [] for n in sessions}
     wall: dict[str, list[float]] = {n: [] for n in sessions}
-    order = list(sessions)
     for r in range(args.rounds):
         frames = clips[r % len(clips)]
-        # rotate the order so no route always runs right after the same one
-        for name in order[r % len(order):] + order[:r % len(order)]:
-            c, w = block(name, frames)
-            cpu[name].append(c)
-            wall[name].append(w)
+        sums = {n: [0.0, 0.0] for n in order}
+        # Interleaved frame by frame (each session follows the clip in its own tracking
+        # state), the order rotated every frame: the load of the shared machine changes
+        # within a second, so blocks of frames see different loads
+        if args.interleave == "frame":
+            for i, crop in enumerate(frames):
+                for name in order[i % len(order):] + order[:i % len(order)]:
+                    c, w = call(name, crop)
+                    sums[name][0] += c
+                    sums[name][1] += w
+        else:   # each route over the whole clip in turn: its weights stay in the caches
+            for name in order[r % len(order):] + order[:r % len(order)]:
+                for crop in frames:
+                    c, w = call(name, crop)
+                    sums[name][0] += c
+                    sums[name][1] += w
+        for name in order:
+            cpu[name].append(sums[name][0] / len(frames))
+            wall[name].append(sums[name][1] / len(frames))
         print(f"round {r}: " + "  ".join(f"{n} {cpu[n][-1]:.2f}" for n in order), flush=True)
     rows = {}
     for name in order:
@@ -174,7 +179,8 @@ def speed(args: argparse.Namespace) -> dict:
               f"x{rows[name]['cpu_speedup_vs_mediapipe']:.3f}   wall "
               f"{rows[name]['wall_ms_per_frame']:6.2f} x{rows[name]['wall_speedup_vs_mediapipe']:.3f}",
               flush=True)
-    return {"rounds": args.rounds, "frames_per_block": args.frames, "clips": list(CLIPS),
+    return {"rounds": args.rounds, "frames_per_round": args.frames,
+            "interleave": args.interleave, "clips": list(CLIPS),
             "onnx_threads": args.threads, "per_route": rows}
 
 
@@ -182,17 +188,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=("speed", "regions"))
     parser.add_argument("--routes", nargs="+", default=None,
-                        help="ONNX routes (speed default: attention attention_one iris none; "
-                        "regions: the same but none)")
+                        help="ONNX routes (speed default: attention iris none; regions: "
+                        "attention iris)")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--frames", type=int, default=40, help="frames per clip and block")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--interleave", choices=("frame", "block"), default="frame",
+                        help="alternate the routes every frame (default; each call finds the "
+                        "caches as the other routes left them, as in the product, where "
+                        "decoding, rendering and the leak check run between two mesh calls) "
+                        "or every clip")
     parser.add_argument("--step", type=int, default=4, help="every step-th London photo")
     parser.add_argument("--clip", default="bbaf2n.mpg")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     if args.routes is None:
-        args.routes = ["attention", "attention_one", "iris"] + (["none"] if args.what == "speed" else [])
+        args.routes = ["attention", "iris"] + (["none"] if args.what == "speed" else [])
     load = os.getloadavg()
     result = speed(args) if args.what == "speed" else regions(args)
     import mediapipe as mp

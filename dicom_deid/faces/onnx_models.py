@@ -18,20 +18,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from dicom_deid.faces import attention_crops
 from dicom_deid.faces import mp_geometry as geo
 from dicom_deid.faces.models import LANDMARK_COUNT, FaceBox, MeshSession
-from dicom_deid.onnx_device import BundledModel, providers_for, uses_gpu
+from dicom_deid.onnx_device import BundledModel
 
 FULL_RANGE = "mp_face_detection_full.onnx"
 SHORT_RANGE = "mp_face_detection_short.onnx"
 FACE_LANDMARK = "mp_face_landmark.onnx"
 IRIS_LANDMARK = "mp_iris_landmark.onnx"
 ATTENTION_LANDMARK = "mp_face_landmark_attention.onnx"
-ATTENTION_TRUNK = "mp_face_landmark_attention_trunk.onnx"
-ATTENTION_HEADS = "mp_face_landmark_attention_heads.onnx"
-MODEL_FILES = (FULL_RANGE, SHORT_RANGE, FACE_LANDMARK, IRIS_LANDMARK, ATTENTION_LANDMARK,
-               ATTENTION_TRUNK, ATTENTION_HEADS)
+MODEL_FILES = (FULL_RANGE, SHORT_RANGE, FACE_LANDMARK, IRIS_LANDMARK, ATTENTION_LANDMARK)
 
 # Where the iris model's 71 eye-contour points go in the mesh, for the eye whose corners are
 # 33/133 (its crop as is); the other eye (362/263, its crop mirrored) takes the mirrored
@@ -69,9 +65,6 @@ _CONTOUR_A, _CONTOUR_B = np.array(EYE_A[:CONTOUR]), np.array(EYE_B[:CONTOUR])
 # FaceLandmarkLandmarksToRoi turns the next region by the line through these two points.
 ROI_START, ROI_END = 33, 263
 REFINEMENTS = ("attention", "iris", "none")
-# The crops of the split attention mesh (attention_crops.head_inputs): subset, left and right
-# rotation landmarks of the lips, eye A and eye B, as in face_landmark_with_attention.tflite.
-_CROPS = attention_crops.CropSpec.of(((LIPS, 61, 291), (EYE_A, 33, 133), (EYE_B, 362, 263)))
 
 # One intra-op thread per session, as the leak check's detector: these small networks gain
 # little from a second thread, and on a busy CPU (decoder, encoder, other workers) the threads
@@ -105,13 +98,6 @@ class _Shared:
         self.full = _Detector(BundledModel(FULL_RANGE, device, threads), 192, _FULL_ANCHORS,
                               detection_confidence)
         self._models: dict[str, BundledModel] = {}
-        self._on_gpu: bool | None = None
-
-    @property
-    def on_gpu(self) -> bool:
-        if self._on_gpu is None:
-            self._on_gpu = uses_gpu(providers_for(self.device))
-        return self._on_gpu
 
     def model(self, name: str) -> BundledModel:
         if name not in self._models:
@@ -131,16 +117,10 @@ class OnnxMesh:
 
     refinement "attention": MediaPipe's refined mesh itself (478 points); "iris": the plain
     mesh with the iris model on each eye (478); "none": the plain mesh (468).
-
-    split (attention only): run the refined mesh as two sessions, its trunk and then its eye
-    and lip heads, with the crops between them made in NumPy (faces/attention_crops.py); None:
-    split on the CPU, one session on a GPU (where the crops stay on the device). The same
-    points either way (to float32 rounding); on one CPU core the split costs about 10 % less
-    per frame (benchmarks/mesh_routes.py).
     """
 
     def __init__(self, shared: _Shared, min_confidence: float,
-                 refinement: str = "attention", split: bool | None = None) -> None:
+                 refinement: str = "attention") -> None:
         if refinement not in REFINEMENTS:
             raise ValueError(f"refinement must be one of {REFINEMENTS}, got {refinement!r}")
         self._shared = shared
@@ -148,7 +128,6 @@ class OnnxMesh:
         self._detector = shared.short(min_confidence)
         self._min_confidence = float(min_confidence)
         self._rect: geo.Rect | None = None
-        self._split = (not shared.on_gpu) if split is None else bool(split)
 
     def landmarks(self, crop: np.ndarray) -> np.ndarray | None:
         h, w = crop.shape[:2]
@@ -173,25 +152,16 @@ class OnnxMesh:
     def _mesh(self, rgb: np.ndarray, rect: geo.Rect) -> np.ndarray | None:
         """The mesh in the image, normalised (468 or, from the attention model, 478)."""
         image = geo.crop(rgb, rect, 192)
-        if self._refinement in ("iris", "none"):
+        if self._refinement != "attention":
             raw, flag = self._shared.model(FACE_LANDMARK)(geo.image_tensor(image, 0.0, 1.0))
             if _sigmoid(flag) < self._min_confidence:
                 return None
             return geo.project(raw.reshape(-1, 3).astype(np.float64) / 192.0, rect)
         # The attention mesh takes NCHW (scripts/convert_models.py: its input transpose dropped)
-        tensor = geo.image_tensor(image, 0.0, 1.0, channels_first=True)
-        if self._split:
-            mesh, flag, scaled, features = self._shared.model(ATTENTION_TRUNK)(tensor)
-            if _sigmoid(flag) < self._min_confidence:
-                return None
-            feeds = attention_crops.head_inputs(scaled[0, :, :2], features[0], _CROPS)
-            lips, eye_a, eye_b, iris_a, iris_b = \
-                self._shared.model(ATTENTION_HEADS).session.run(None, feeds)
-        else:
-            mesh, lips, eye_a, eye_b, iris_a, iris_b, flag = \
-                self._shared.model(ATTENTION_LANDMARK)(tensor)
-            if _sigmoid(flag) < self._min_confidence:
-                return None
+        mesh, lips, eye_a, eye_b, iris_a, iris_b, flag = self._shared.model(ATTENTION_LANDMARK)(
+            geo.image_tensor(image, 0.0, 1.0, channels_first=True))
+        if _sigmoid(flag) < self._min_confidence:
+            return None
         # LandmarksRefinement: the lips and eyes replace x and y (depth stays the mesh's),
         # each iris takes its eye contour's mean depth.
         out = np.empty((LANDMARK_COUNT, 3), dtype=np.float64)
@@ -265,11 +235,9 @@ class OnnxFaceModels:
                                keypoints=kps.astype(np.float64) * scale))
         return out
 
-    def mesh_session(self, refinement: str | None = None, *,
-                     split: bool | None = None) -> MeshSession:
-        """A mesh session; refinement None: this object's (see OnnxMesh, also for split)."""
-        return OnnxMesh(self._shared, self._mesh_confidence, refinement or self._refinement,
-                        split)
+    def mesh_session(self, refinement: str | None = None) -> MeshSession:
+        """A mesh session; refinement None: this object's (see OnnxMesh)."""
+        return OnnxMesh(self._shared, self._mesh_confidence, refinement or self._refinement)
 
     def close(self) -> None:
         pass

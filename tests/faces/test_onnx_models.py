@@ -125,49 +125,6 @@ def test_refined_mesh_tracks_a_video_like_mediapipe(models):
     assert worst <= NME_TARGET
 
 
-def test_split_attention_mesh_gives_the_one_session_points(models):
-    """On the CPU the attention mesh runs as trunk + heads with the crops made in NumPy
-    (faces/attention_crops.py): given the same region (the first frame), the same points as
-    the one-file model, to float32 rounding."""
-    mp_models, onnx_models = models
-    for rgb in _photos(4):
-        crop = _face_crop(rgb, mp_models.detect(rgb)[0].box)
-        one = onnx_models.mesh_session("attention", split=False).landmarks(crop)
-        split = onnx_models.mesh_session("attention", split=True).landmarks(crop)
-        assert one is not None and split is not None and split.shape == (478, 3)
-        assert np.abs(split - one).max() / _iod(one) < 1e-5
-
-
-def test_attention_crop_samples_the_features_under_the_matrix():
-    """A crop matrix made from points sampled back through it: the box of the subset, turned
-    by the left -> right line; bilinear samples of a linear ramp are the ramp itself, and
-    samples outside the map are zero."""
-    from dicom_deid.faces import attention_crops
-
-    xy = np.array([[10.0, 20.0], [30.0, 20.0], [20.0, 25.0], [20.0, 15.0]], np.float32)
-    spec = attention_crops.CropSpec.of([(range(4), 0, 1), (range(1, 4), 0, 1)])
-    m, narrower = attention_crops.matrices(xy, spec)
-    # the second subset leaves out (10, 20): its box is 10 x 10 around (20, 20)
-    assert np.allclose(narrower[:2, :2], [[15 / 16, 0], [0, 15 / 16]], atol=1e-6)
-    assert np.allclose(narrower[:2, :2] @ [8.0, 8.0] + narrower[:2, 3], [25.0, 20.0], atol=1e-5)
-    # no turn (left -> right is +x), box 20 x 10 times 1.5 over 16 pixels, centred at (20, 20)
-    assert np.allclose(m[:2, :2], [[30 / 16, 0], [0, 15 / 16]], atol=1e-6)
-    assert np.allclose(m[:2, :2] @ [8.0, 8.0] + m[:2, 3], [20.0, 20.0], atol=1e-5)
-    turned = attention_crops.matrices(xy[:, ::-1].copy(), spec)[0]            # left -> right +y
-    assert np.allclose(turned[:2, :2] @ [1.0, 0.0], [0.0, 30 / 16], atol=1e-5)
-    ys, xs = np.mgrid[0:48, 0:48].astype(np.float32)
-    ramp = np.stack([xs, ys])                                                 # (2, 48, 48)
-    far = m.copy()
-    far[:2, 3] += 100.0
-    out = attention_crops.crops(ramp, np.stack([m, turned, far]))
-    assert out.shape == (3, 2, 16, 16)
-    at = np.stack(np.meshgrid(np.arange(16) + 0.5, np.arange(16) + 0.5, indexing="xy"), 2)
-    for got, mat in zip(out[:2], (m, turned), strict=True):
-        want = at @ mat[:2, :2].T + mat[:2, 3] - 0.5
-        assert np.allclose(got.transpose(1, 2, 0), want, atol=1e-4)
-    assert not out[2].any()
-
-
 def _clip_frames(count: int) -> list[np.ndarray]:
     import av
 
