@@ -122,6 +122,21 @@ def regions(args: argparse.Namespace) -> dict:
     return out
 
 
+def _baseline(path: Path, threads: int):
+    """OnnxFaceModels whose attention mesh is another file (e.g. an earlier commit's), the
+    rest as this tree's: the two files side by side in one process."""
+    from dicom_deid.faces.onnx_models import ATTENTION_LANDMARK, OnnxFaceModels
+    from dicom_deid.onnx_device import BundledModel, make_session
+
+    models = OnnxFaceModels(device="cpu", threads=threads)
+    bundled = BundledModel.__new__(BundledModel)
+    bundled.session = make_session(path, "cpu", threads=threads)
+    bundled.input = bundled.session.get_inputs()[0].name
+    bundled.shapes = [tuple(o.shape) for o in bundled.session.get_outputs()]
+    models._shared._models[ATTENTION_LANDMARK] = bundled
+    return models
+
+
 def speed(args: argparse.Namespace) -> dict:
     from dicom_deid.faces.models import MediaPipeFaceModels
     from dicom_deid.faces.onnx_models import OnnxFaceModels
@@ -131,6 +146,8 @@ def speed(args: argparse.Namespace) -> dict:
     clips = [_clip_crops(name, mp_models.detect, args.frames) for name in CLIPS]
     makers = {"mediapipe": mp_models.mesh_session,
               **{r: (lambda r=r: onnx_models.mesh_session(r)) for r in args.routes}}
+    if args.baseline_model:
+        makers["attention_baseline"] = _baseline(args.baseline_model, args.threads).mesh_session
     sessions = {name: make() for name, make in makers.items()}
 
     def call(name: str, crop: np.ndarray) -> tuple[float, float]:
@@ -181,7 +198,9 @@ def speed(args: argparse.Namespace) -> dict:
               flush=True)
     return {"rounds": args.rounds, "frames_per_round": args.frames,
             "interleave": args.interleave, "clips": list(CLIPS),
-            "onnx_threads": args.threads, "per_route": rows}
+            "onnx_threads": args.threads,
+            "baseline_model": str(args.baseline_model) if args.baseline_model else None,
+            "per_route": rows}
 
 
 def main() -> int:
@@ -198,6 +217,9 @@ def main() -> int:
                         "caches as the other routes left them, as in the product, where "
                         "decoding, rendering and the leak check run between two mesh calls) "
                         "or every clip")
+    parser.add_argument("--baseline-model", type=Path, default=None,
+                        help="speed: also route attention_baseline, the attention mesh from "
+                        "this file (e.g. /work/wt/base30/models/mp_face_landmark_attention.onnx)")
     parser.add_argument("--step", type=int, default=4, help="every step-th London photo")
     parser.add_argument("--clip", default="bbaf2n.mpg")
     parser.add_argument("--output", type=Path, default=None)
