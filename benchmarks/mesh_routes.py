@@ -23,7 +23,7 @@ regions: each ONNX route's points against MediaPipe's refined points on London p
 tracked calls per photo) and the GRID clip frames, NME in % of the inter-ocular distance
 (33-263) for all 478 points and per region: lips (the attention mesh's 80 lip points), eye
 contours (2 x 16), the rest of the eye tables (brows, outer rings: 2 x 55), irises (10) and
-the other 298 points. Data: London Set (DeBruine & Jones 2017, CC BY 4.0), GRID (Cooke et al.
+the other 246 points. Data: London Set (DeBruine & Jones 2017, CC BY 4.0), GRID (Cooke et al.
 2006, CC BY 4.0); only timings and aggregates are written.
 
     .venv/bin/python benchmarks/mesh_routes.py speed --rounds 8 --frames 40 \\
