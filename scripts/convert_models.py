@@ -538,9 +538,9 @@ def _canonical_names(model) -> None:
 # -- the attention mesh's three custom ops, as standard ONNX ------------------------------
 # face_landmark_with_attention.tflite crops its eye and lip features with three MediaPipe
 # TFLite custom ops (mediapipe/util/tflite/operations, v2 kernels). tf2onnx passes them
-# through as nodes of a "mediapipe" domain; each is replaced here by the same arithmetic in
-# standard ONNX operators (a Gather of the four neighbours for the bilinear crop), for one
-# image (batch 1).
+# through as nodes of a "mediapipe" domain; they are replaced here by the same arithmetic in
+# standard ONNX operators (a Gather of the four neighbours for the bilinear crop; the three
+# matrices and three crops as one batch of three, _batched_crops), for one image.
 ATTENTION_OPSET = 16   # the opset this model was first converted at (GridSample); kept
 _CUSTOM = ("TFL_Landmarks2TransformMatrix", "TFL_TransformTensorBilinear", "TFL_TransformLandmarks")
 
