@@ -213,17 +213,24 @@ def project_box(dets: Detections, rect: Rect) -> Detections:
 
 
 def image_tensor(rgb: np.ndarray, lo: float, hi: float, *,
-                 channels_first: bool = False) -> np.ndarray:
+                 channels_first: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """A batch of one float32 NHWC tensor, 0..255 mapped to lo..hi (MediaPipe's ImageToTensor).
 
     channels_first: NCHW instead, the same values (for a model whose input takes it).
+    out: a float32 array of the tensor's shape to write it into (a caller that makes one per
+    frame keeps one: a fresh 442 kB tensor cost the attention mesh's run about 0.3 ms more
+    than a reused one, benchmarks/mesh_routes.py's measurement of i21mesh6).
     """
     if channels_first:
         # cv2.split writes each plane contiguously: as cheap as the NHWC cast below, where a
         # NumPy transpose-and-cast costs twice that (strided reads)
-        x = np.empty((1, rgb.shape[2], *rgb.shape[:2]), np.float32)
+        shape = (1, rgb.shape[2], *rgb.shape[:2])
+        x = np.empty(shape, np.float32) if out is None else out
         for i, plane in enumerate(cv2.split(rgb)):
             x[0, i] = plane
+    elif out is not None:
+        x = out
+        x[0] = rgb
     else:
         x = rgb.astype(np.float32)[None]
     x *= (hi - lo) / 255.0

@@ -128,6 +128,9 @@ class OnnxMesh:
         self._detector = shared.short(min_confidence)
         self._min_confidence = float(min_confidence)
         self._rect: geo.Rect | None = None
+        # The mesh model's input, written anew each frame (mp_geometry.image_tensor's out)
+        self._tensor = np.empty((1, 3, 192, 192) if refinement == "attention" else
+                                (1, 192, 192, 3), np.float32)
 
     def landmarks(self, crop: np.ndarray) -> np.ndarray | None:
         h, w = crop.shape[:2]
@@ -153,13 +156,14 @@ class OnnxMesh:
         """The mesh in the image, normalised (468 or, from the attention model, 478)."""
         image = geo.crop(rgb, rect, 192)
         if self._refinement != "attention":
-            raw, flag = self._shared.model(FACE_LANDMARK)(geo.image_tensor(image, 0.0, 1.0))
+            raw, flag = self._shared.model(FACE_LANDMARK)(
+                geo.image_tensor(image, 0.0, 1.0, out=self._tensor))
             if _sigmoid(flag) < self._min_confidence:
                 return None
             return geo.project(raw.reshape(-1, 3).astype(np.float64) / 192.0, rect)
         # The attention mesh takes NCHW (scripts/convert_models.py: its input transpose dropped)
         mesh, lips, eye_a, eye_b, iris_a, iris_b, flag = self._shared.model(ATTENTION_LANDMARK)(
-            geo.image_tensor(image, 0.0, 1.0, channels_first=True))
+            geo.image_tensor(image, 0.0, 1.0, channels_first=True, out=self._tensor))
         if _sigmoid(flag) < self._min_confidence:
             return None
         # LandmarksRefinement: the lips and eyes replace x and y (depth stays the mesh's),

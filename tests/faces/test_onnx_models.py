@@ -225,3 +225,17 @@ def test_crop_and_projection_are_inverse():
     local = np.array([[xs.mean() / 64, ys.mean() / 64, 0.0]])
     back = geo.project(local, rect)[0]
     assert abs(back[0] * 300 - 170) < 1.5 and abs(back[1] * 200 - 90) < 1.5
+
+
+def test_image_tensor_into_a_kept_array_gives_the_same_values():
+    """OnnxMesh writes each frame's tensor into one array: the same values as a fresh one,
+    in both layouts, and nothing of the previous frame left."""
+    rng = np.random.default_rng(3)
+    first, second = (rng.integers(0, 256, (192, 192, 3), dtype=np.uint8) for _ in range(2))
+    for channels_first, shape in ((True, (1, 3, 192, 192)), (False, (1, 192, 192, 3))):
+        kept = np.empty(shape, np.float32)
+        geo.image_tensor(first, 0.0, 1.0, channels_first=channels_first, out=kept)
+        got = geo.image_tensor(second, -1.0, 1.0, channels_first=channels_first, out=kept)
+        assert got is kept
+        assert np.array_equal(got, geo.image_tensor(second, -1.0, 1.0,
+                                                    channels_first=channels_first))
