@@ -81,18 +81,32 @@ def fill_outside(image: np.ndarray, mask: np.ndarray, levels: int = 6) -> np.nda
 
     img = image.astype(np.float32)
     weight = mask.astype(np.float32)
-    pyramid = [(img * weight[..., None], weight)]
+    if img.ndim != 3:
+        raise ValueError(f"expected an H x W x C image, got shape {img.shape}")
+    channels = img.shape[2]
+
+    def spread(plane: np.ndarray) -> np.ndarray:
+        # A weight plane repeated over the channels: OpenCV's element-wise operations do not
+        # broadcast, and on these small images they cost about half as much as NumPy's
+        # broadcasting ones (this runs for every swapped face of every frame, in `fill_from`).
+        # Each is the same single float32 operation, so the result is the same to the bit.
+        return cv2.merge([plane] * channels) if channels > 1 else plane[..., None]
+
+    pyramid = [(cv2.multiply(img, spread(weight)).reshape(img.shape), weight)]
     for _ in range(levels):
         v, w = pyramid[-1]
-        pyramid.append((cv2.pyrDown(v), cv2.pyrDown(w)))
+        pyramid.append((cv2.pyrDown(v).reshape(-1, (v.shape[1] + 1) // 2, channels),
+                        cv2.pyrDown(w)))
     v, w = pyramid[-1]
-    filled = v / np.maximum(w, 1e-6)[..., None]
+    filled = cv2.divide(v, spread(np.maximum(w, np.float32(1e-6)))).reshape(v.shape)
     for v, w in reversed(pyramid[:-1]):
-        up = cv2.resize(filled, (v.shape[1], v.shape[0]), interpolation=cv2.INTER_LINEAR)
-        known = v / np.maximum(w, 1e-6)[..., None]
-        a = np.clip(w * 4.0, 0.0, 1.0)[..., None]
-        filled = a * known + (1 - a) * up
-    out = np.where(mask[..., None], img, filled)
+        up = cv2.resize(filled, (v.shape[1], v.shape[0]),
+                        interpolation=cv2.INTER_LINEAR).reshape(v.shape)
+        known = cv2.divide(v, spread(np.maximum(w, np.float32(1e-6))))
+        a = spread(np.clip(w * 4.0, 0.0, 1.0))
+        filled = cv2.add(cv2.multiply(a, known), cv2.multiply(1.0 - a, up)).reshape(v.shape)
+    out = img.copy()
+    cv2.copyTo(filled, np.logical_not(mask).astype(np.uint8), out)
     return out
 
 
