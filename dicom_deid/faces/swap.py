@@ -163,6 +163,15 @@ ASPECT = 1.0
 # 0 leaks; no shape of the patient's is added (the covered hull is replaced as before).
 OUTLINE_FEATHER: float | None = 0.05
 OUTLINE_FEATHER_RAMP = (0.0, 0.4)
+# Below the eye line the covered face is the union of the patient's hull and the rendered
+# geometry's, so where the donor's outline lies outside the patient's (the mean shape is wider
+# than a narrow face) rendered skin is painted over the background, and both landmarkers read
+# the output's jaw that much wider (GRID: dlib's jaw sides 9-12 % of the IOD outward after
+# OUTLINE_FEATHER). With this set (inter-ocular distances), the rendered face is cut off this
+# far outside the patient's hull, from OUTLINE_CLIP_ABOVE IODs above the rendered eye line
+# down; the patient's hull is still replaced completely. None: not cut (the behaviour before).
+OUTLINE_CLIP: float | None = None
+OUTLINE_CLIP_ABOVE = 0.0
 # A per-study skin tone along the skin-tone locus instead: one number per study, uniform within
 # +-DONOR_TONE_LOCUS CIELAB L units, darkens (or lightens) the matched face and saturates (or
 # desaturates) its a and b in proportion to the frame's own skin chroma, as tanning does
@@ -369,6 +378,10 @@ class SwapRenderer:
         self.aspect = float(ASPECT)
         self.outline_feather = None if OUTLINE_FEATHER is None else float(OUTLINE_FEATHER)
         self.outline_ramp = tuple(float(v) for v in OUTLINE_FEATHER_RAMP)
+        self.outline_clip = None if OUTLINE_CLIP is None else float(OUTLINE_CLIP)
+        self.outline_clip_above = float(OUTLINE_CLIP_ABOVE)
+        if self.outline_clip is not None and self.outline_clip < 0:
+            raise ValueError(f"OUTLINE_CLIP must be at least 0, got {OUTLINE_CLIP}")
         if self.aspect < 1.0:
             raise ValueError(f"ASPECT must be at least 1, got {ASPECT}")
         self.model = load_model(model_path)
@@ -468,7 +481,8 @@ class SwapRenderer:
                        self.lip_thickness, self.donor_own_rim, self.tone_range,
                        self.tone_locus, self.shading_sigma, self.pose_fit, self.outline_keep,
                        self.feature_reach, self.aspect, self.outline_feather,
-                       self.outline_ramp, self.feather,
+                       self.outline_ramp, self.feather, self.outline_clip,
+                       self.outline_clip_above,
                        *map(str, self._donor_source))
         with _SETTLED_LOCK:
             known = _SETTLED.get(settled_key)
@@ -594,6 +608,7 @@ class SwapRenderer:
         hull = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape)
         if self.shape > 0:
             hull |= render_mesh.hull_mask(geo[:, :2] - roi.offset, roi.shape)
+        hull = self._clip_cover(hull, lm[:, :2] - roi.offset, geo[:, :2] - roi.offset, iod)
         weight[hull > 0] = 1.0
         up = cv2.resize(done, (cols, rows), interpolation=cv2.INTER_LINEAR).astype(np.float32)
         target = roi.of(out)
@@ -626,9 +641,37 @@ class SwapRenderer:
         if self.shape > 0:
             cover |= render_mesh.hull_mask(xy, roi.shape)
         cover |= maps.covered
+        cover = self._clip_cover(cover, lm[:, :2] - roi.offset, xy, iod)
         render_mesh.composite(out, roi, rendered, maps.covered, cover,
                               self._feather_map(xy, iod, roi.shape, feather))
         return out
+
+    def _clip_cover(self, cover: np.ndarray, lm_xy: np.ndarray, xy: np.ndarray,
+                    iod: float) -> np.ndarray:
+        """``cover`` (uint8, ROI) with OUTLINE_CLIP: cut to the patient's hull (landmarks
+        ``lm_xy``) widened by OUTLINE_CLIP IODs, below a line OUTLINE_CLIP_ABOVE IODs above the
+        eye line of the rendered geometry ``xy``. The patient's hull itself is always kept."""
+        if self.outline_clip is None:
+            return cover
+        import cv2
+
+        a, b = (xy[i] for i in mesh.OUTER_EYE_CORNERS)
+        axis = b - a
+        length = float(np.hypot(*axis))
+        if length < 1e-6:
+            return cover
+        down = np.array([-axis[1], axis[0]]) / length
+        patient = render_mesh.hull_mask(lm_xy, cover.shape)
+        outside = cv2.distanceTransform(cv2.bitwise_not(patient), cv2.DIST_L2, 3)
+        allowed = outside <= self.outline_clip * iod
+        origin = (a + b) / 2.0
+        rows, cols = cover.shape
+        along = ((np.arange(rows, dtype=np.float32)[:, None] - np.float32(origin[1]))
+                 * np.float32(down[1])
+                 + (np.arange(cols, dtype=np.float32)[None, :] - np.float32(origin[0]))
+                 * np.float32(down[0]))
+        allowed |= along < -self.outline_clip_above * iod
+        return np.where(allowed, cover, 0).astype(np.uint8) | patient
 
     def _feather_map(self, xy: np.ndarray, iod: float, shape: tuple[int, int],
                      feather: float) -> float | np.ndarray:
