@@ -661,11 +661,11 @@ class SwapRenderer:
         if length < 1e-6:
             return cover
         down = np.array([-axis[1], axis[0]]) / length
-        patient = render_mesh.hull_mask(lm_xy, cover.shape)
+        rows, cols = cover.shape
+        patient = render_mesh.hull_mask(lm_xy, (rows, cols))
         outside = cv2.distanceTransform(cv2.bitwise_not(patient), cv2.DIST_L2, 3)
         allowed = outside <= self.outline_clip * iod
         origin = (a + b) / 2.0
-        rows, cols = cover.shape
         along = ((np.arange(rows, dtype=np.float32)[:, None] - np.float32(origin[1]))
                  * np.float32(down[1])
                  + (np.arange(cols, dtype=np.float32)[None, :] - np.float32(origin[0]))
