@@ -172,6 +172,15 @@ OUTLINE_FEATHER_RAMP = (0.0, 0.4)
 # down; the patient's hull is still replaced completely. None: not cut (the behaviour before).
 OUTLINE_CLIP: float | None = None
 OUTLINE_CLIP_ABOVE = 0.0
+# How much of the patient's brow height above the eyes (in IODs, across the eye line) the
+# rendered brows take (0: the donor's, the behaviour before; 1: the patient's): brow height is
+# expression (raised, lowered) as much as identity. The brows and the skin within BROW_REACH
+# canonical units of them move together; the eyes and irises stay where they are.
+BROW_KEEP = 0.0
+BROW_REACH = 0.08
+# MediaPipe's brow points (upper and lower edge), the subject's right then left.
+_BROWS = ((70, 63, 105, 66, 107, 46, 53, 52, 65, 55),
+          (300, 293, 334, 296, 336, 276, 283, 282, 295, 285))
 # A per-study skin tone along the skin-tone locus instead: one number per study, uniform within
 # +-DONOR_TONE_LOCUS CIELAB L units, darkens (or lightens) the matched face and saturates (or
 # desaturates) its a and b in proportion to the frame's own skin chroma, as tanning does
@@ -272,6 +281,45 @@ def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: floa
         width_after = mesh.inter_ocular(out) or 1.0
         out[iris] = after + (landmarks[iris] - before) * (width_after / width_before)
     return out.astype(np.float32)
+
+
+def brow_weights(canonical: np.ndarray, reach: float) -> list[np.ndarray]:
+    """Per brow (right, left), per point (478,): 1 on the brow, a Gaussian of the distance from
+    it elsewhere (canonical units), 0 on the eye contours and irises."""
+    xy = np.asarray(canonical, np.float64)[:, :2]
+    fixed = list(mesh.RIGHT_EYE) + list(mesh.LEFT_EYE) + list(mesh.RIGHT_IRIS) \
+        + list(mesh.LEFT_IRIS)
+    out = []
+    for brow in _BROWS:
+        dist = np.min(np.linalg.norm(xy[:, None, :] - xy[list(brow)][None, :, :], axis=2), axis=1)
+        w = np.exp(-0.5 * (dist / reach) ** 2)
+        w[fixed] = 0.0
+        out.append(w)
+    return out
+
+
+def keep_brow_height(out: np.ndarray, landmarks: np.ndarray, canonical: np.ndarray,
+                     keep: float, reach: float | None = None) -> None:
+    """Move each brow of ``out`` (in place) across its eye line by ``keep`` of the difference
+    between the patient's brow height above that eye and its own (both in IODs)."""
+    weights = brow_weights(canonical, BROW_REACH if reach is None else reach)
+
+    def heights(points: np.ndarray) -> tuple[np.ndarray, float, list[float]]:
+        a, b = (points[i, :2].astype(np.float64) for i in mesh.OUTER_EYE_CORNERS)
+        iod = float(np.hypot(*(b - a))) or 1.0
+        up = np.array([(b - a)[1], -(b - a)[0]]) / iod
+        if np.dot(points[1, :2] - (a + b) / 2.0, up) > 0:
+            up = -up  # away from the nose tip
+        return up, iod, [float(np.dot(points[list(brow), :2].mean(axis=0)
+                                      - points[list(eye), :2].mean(axis=0), up)) / iod
+                         for brow, eye in zip(_BROWS, (mesh.RIGHT_EYE, mesh.LEFT_EYE),
+                                              strict=True)]
+
+    _, _, want = heights(landmarks)
+    up, iod, have = heights(out)
+    for w, h_want, h_have in zip(weights, want, have, strict=True):
+        shift = keep * (h_want - h_have) * iod * w
+        out[:, :2] += (shift[:, None] * up[None, :]).astype(out.dtype)
 
 
 def fit_pose_all(target: np.ndarray, patient: np.ndarray, aspect: float = 1.0) -> np.ndarray:
@@ -380,6 +428,9 @@ class SwapRenderer:
         self.outline_ramp = tuple(float(v) for v in OUTLINE_FEATHER_RAMP)
         self.outline_clip = None if OUTLINE_CLIP is None else float(OUTLINE_CLIP)
         self.outline_clip_above = float(OUTLINE_CLIP_ABOVE)
+        self.brow_keep = float(BROW_KEEP)
+        if not 0.0 <= self.brow_keep <= 1.0:
+            raise ValueError(f"BROW_KEEP must be within 0..1, got {BROW_KEEP}")
         if self.outline_clip is not None and self.outline_clip < 0:
             raise ValueError(f"OUTLINE_CLIP must be at least 0, got {OUTLINE_CLIP}")
         if self.aspect < 1.0:
@@ -482,7 +533,7 @@ class SwapRenderer:
                        self.tone_locus, self.shading_sigma, self.pose_fit, self.outline_keep,
                        self.feature_reach, self.aspect, self.outline_feather,
                        self.outline_ramp, self.feather, self.outline_clip,
-                       self.outline_clip_above,
+                       self.outline_clip_above, self.brow_keep,
                        *map(str, self._donor_source))
         with _SETTLED_LOCK:
             known = _SETTLED.get(settled_key)
@@ -552,6 +603,8 @@ class SwapRenderer:
                                     self.outline_keep, self.aspect)
         if self.lip_thickness is not None and self.shape > 0.0:
             lips.keep_lip_thickness(out, lm, self.model.canonical, self.lip_thickness)
+        if self.brow_keep > 0.0 and self.shape > 0.0:
+            keep_brow_height(out, lm, self.model.canonical, self.brow_keep)
         return out
 
     def render(self, rgb: np.ndarray, landmarks: np.ndarray, *,
