@@ -116,3 +116,8 @@ def test_outline_clip_must_not_be_negative(monkeypatch):
     monkeypatch.setattr(swap, "OUTLINE_CLIP", -0.1)
     with pytest.raises(ValueError, match="OUTLINE_CLIP"):
         SwapRenderer(donor_seed=3, shape=1.0, donor_candidates=1)
+
+
+def test_outline_clip_is_on_by_default():
+    assert swap.OUTLINE_CLIP == 0.0
+    assert SwapRenderer(donor_seed=3, shape=1.0, donor_candidates=1).outline_clip == 0.0
