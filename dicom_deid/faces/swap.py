@@ -187,6 +187,11 @@ OUTLINE_CLIP_ABOVE = 0.0
 # rendered brows take (0: the donor's, the behaviour before; 1: the patient's): brow height is
 # expression (raised, lowered) as much as identity. The brows and the skin within BROW_REACH
 # canonical units of them move together; the eyes and irises stay where they are.
+# Off: with OUTLINE_CLIP 0, BROW_KEEP 1 took GRID NME 3.04 -> 3.02 % MediaPipe, 4.72 -> 4.60 %
+# dlib-68 (bbaf2n's brows 9.0 -> 5.9 % IOD), EAR r 0.928 -> 0.909, but London (3 keys)
+# recogniser linkage 3.9 -> 5.9 % pooled (6 -> 9 hits of 153), worst key 5.9 -> 7.8 %, rank-1
+# 0.7 %, 0 leaks; held-out expression cosine 0.849 -> 0.854 (branch i15nme6). Brow height is
+# identity too.
 BROW_KEEP = 0.0
 BROW_REACH = 0.08
 # MediaPipe's brow points (upper and lower edge), the subject's right then left.
