@@ -163,6 +163,40 @@ ASPECT = 1.0
 # 0 leaks; no shape of the patient's is added (the covered hull is replaced as before).
 OUTLINE_FEATHER: float | None = 0.05
 OUTLINE_FEATHER_RAMP = (0.0, 0.4)
+# Below the eye line the covered face is the union of the patient's hull and the rendered
+# geometry's, so where the donor's outline lies outside the patient's (the mean shape is wider
+# than a narrow face) rendered skin is painted over the background, and both landmarkers read
+# the output's jaw that much wider (GRID: dlib's jaw sides 9-12 % of the IOD outward after
+# OUTLINE_FEATHER). With this set (inter-ocular distances), the rendered face is cut off this
+# far outside the patient's hull, from OUTLINE_CLIP_ABOVE IODs above the rendered eye line
+# down; the patient's hull is still replaced completely. None: not cut (the behaviour before).
+# Nothing of the patient's is drawn that the union did not already show (the patient's outline
+# where it lies outside the donor's), but the output's outline below the eyes becomes the
+# patient's everywhere. GRID (evaluate_shared.py, 1 key, 50 frames) at 0: NME 3.23 -> 3.04 %
+# MediaPipe, 5.07 -> 4.72 % dlib-68 (jaw 7.9 -> 6.5 % IOD); EAR r 0.933 -> 0.928, MAR r 0.950,
+# 7/7 blinks, flicker 0.87x, 0 leaks (branch i15nme6). Where the jaw is still read outward
+# (lbax4n, brbk7n: 8-9 % IOD at the sides) the rendered geometry is within 1 % of the
+# patient's: dlib places the original's jaw inside its low-contrast silhouette and the
+# output's on the rendered face's edge. London (3 keys) at 0: recogniser linkage 4.6 -> 3.9 %
+# pooled (7 -> 6 hits of 153), worst key 5.9 %, rank-1 0.7 -> 1.3 % (chance 2.0 %), 0 leaks,
+# NME 2.46 -> 2.39 % MediaPipe, 3.76 -> 3.61 % dlib-68, held-out expression cosine 0.842 ->
+# 0.849. On by default.
+OUTLINE_CLIP: float | None = 0.0
+OUTLINE_CLIP_ABOVE = 0.0
+# How much of the patient's brow height above the eyes (in IODs, across the eye line) the
+# rendered brows take (0: the donor's, the behaviour before; 1: the patient's): brow height is
+# expression (raised, lowered) as much as identity. The brows and the skin within BROW_REACH
+# canonical units of them move together; the eyes and irises stay where they are.
+# Off: with OUTLINE_CLIP 0, BROW_KEEP 1 took GRID NME 3.04 -> 3.02 % MediaPipe, 4.72 -> 4.60 %
+# dlib-68 (bbaf2n's brows 9.0 -> 5.9 % IOD), EAR r 0.928 -> 0.909, but London (3 keys)
+# recogniser linkage 3.9 -> 5.9 % pooled (6 -> 9 hits of 153), worst key 5.9 -> 7.8 %, rank-1
+# 0.7 %, 0 leaks; held-out expression cosine 0.849 -> 0.854 (branch i15nme6). Brow height is
+# identity too.
+BROW_KEEP = 0.0
+BROW_REACH = 0.08
+# MediaPipe's brow points (upper and lower edge), the subject's right then left.
+_BROWS = ((70, 63, 105, 66, 107, 46, 53, 52, 65, 55),
+          (300, 293, 334, 296, 336, 276, 283, 282, 295, 285))
 # A per-study skin tone along the skin-tone locus instead: one number per study, uniform within
 # +-DONOR_TONE_LOCUS CIELAB L units, darkens (or lightens) the matched face and saturates (or
 # desaturates) its a and b in proportion to the frame's own skin chroma, as tanning does
@@ -263,6 +297,45 @@ def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: floa
         width_after = mesh.inter_ocular(out) or 1.0
         out[iris] = after + (landmarks[iris] - before) * (width_after / width_before)
     return out.astype(np.float32)
+
+
+def brow_weights(canonical: np.ndarray, reach: float) -> list[np.ndarray]:
+    """Per brow (right, left), per point (478,): 1 on the brow, a Gaussian of the distance from
+    it elsewhere (canonical units), 0 on the eye contours and irises."""
+    xy = np.asarray(canonical, np.float64)[:, :2]
+    fixed = list(mesh.RIGHT_EYE) + list(mesh.LEFT_EYE) + list(mesh.RIGHT_IRIS) \
+        + list(mesh.LEFT_IRIS)
+    out = []
+    for brow in _BROWS:
+        dist = np.min(np.linalg.norm(xy[:, None, :] - xy[list(brow)][None, :, :], axis=2), axis=1)
+        w = np.exp(-0.5 * (dist / reach) ** 2)
+        w[fixed] = 0.0
+        out.append(w)
+    return out
+
+
+def keep_brow_height(out: np.ndarray, landmarks: np.ndarray, canonical: np.ndarray,
+                     keep: float, reach: float | None = None) -> None:
+    """Move each brow of ``out`` (in place) across its eye line by ``keep`` of the difference
+    between the patient's brow height above that eye and its own (both in IODs)."""
+    weights = brow_weights(canonical, BROW_REACH if reach is None else reach)
+
+    def heights(points: np.ndarray) -> tuple[np.ndarray, float, list[float]]:
+        a, b = (points[i, :2].astype(np.float64) for i in mesh.OUTER_EYE_CORNERS)
+        iod = float(np.hypot(*(b - a))) or 1.0
+        up = np.array([(b - a)[1], -(b - a)[0]]) / iod
+        if np.dot(points[1, :2] - (a + b) / 2.0, up) > 0:
+            up = -up  # away from the nose tip
+        return up, iod, [float(np.dot(points[list(brow), :2].mean(axis=0)
+                                      - points[list(eye), :2].mean(axis=0), up)) / iod
+                         for brow, eye in zip(_BROWS, (mesh.RIGHT_EYE, mesh.LEFT_EYE),
+                                              strict=True)]
+
+    _, _, want = heights(landmarks)
+    up, iod, have = heights(out)
+    for w, h_want, h_have in zip(weights, want, have, strict=True):
+        shift = keep * (h_want - h_have) * iod * w
+        out[:, :2] += (shift[:, None] * up[None, :]).astype(out.dtype)
 
 
 def fit_pose_all(target: np.ndarray, patient: np.ndarray, aspect: float = 1.0) -> np.ndarray:
@@ -369,6 +442,13 @@ class SwapRenderer:
         self.aspect = float(ASPECT)
         self.outline_feather = None if OUTLINE_FEATHER is None else float(OUTLINE_FEATHER)
         self.outline_ramp = tuple(float(v) for v in OUTLINE_FEATHER_RAMP)
+        self.outline_clip = None if OUTLINE_CLIP is None else float(OUTLINE_CLIP)
+        self.outline_clip_above = float(OUTLINE_CLIP_ABOVE)
+        self.brow_keep = float(BROW_KEEP)
+        if not 0.0 <= self.brow_keep <= 1.0:
+            raise ValueError(f"BROW_KEEP must be within 0..1, got {BROW_KEEP}")
+        if self.outline_clip is not None and self.outline_clip < 0:
+            raise ValueError(f"OUTLINE_CLIP must be at least 0, got {OUTLINE_CLIP}")
         if self.aspect < 1.0:
             raise ValueError(f"ASPECT must be at least 1, got {ASPECT}")
         self.model = load_model(model_path)
@@ -468,7 +548,8 @@ class SwapRenderer:
                        self.lip_thickness, self.donor_own_rim, self.tone_range,
                        self.tone_locus, self.shading_sigma, self.pose_fit, self.outline_keep,
                        self.feature_reach, self.aspect, self.outline_feather,
-                       self.outline_ramp, self.feather,
+                       self.outline_ramp, self.feather, self.outline_clip,
+                       self.outline_clip_above, self.brow_keep,
                        *map(str, self._donor_source))
         with _SETTLED_LOCK:
             known = _SETTLED.get(settled_key)
@@ -538,6 +619,8 @@ class SwapRenderer:
                                     self.outline_keep, self.aspect)
         if self.lip_thickness is not None and self.shape > 0.0:
             lips.keep_lip_thickness(out, lm, self.model.canonical, self.lip_thickness)
+        if self.brow_keep > 0.0 and self.shape > 0.0:
+            keep_brow_height(out, lm, self.model.canonical, self.brow_keep)
         return out
 
     def render(self, rgb: np.ndarray, landmarks: np.ndarray, *,
@@ -594,6 +677,7 @@ class SwapRenderer:
         hull = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape)
         if self.shape > 0:
             hull |= render_mesh.hull_mask(geo[:, :2] - roi.offset, roi.shape)
+        hull = self._clip_cover(hull, lm[:, :2] - roi.offset, geo[:, :2] - roi.offset, iod)
         weight[hull > 0] = 1.0
         up = cv2.resize(done, (cols, rows), interpolation=cv2.INTER_LINEAR).astype(np.float32)
         target = roi.of(out)
@@ -626,9 +710,37 @@ class SwapRenderer:
         if self.shape > 0:
             cover |= render_mesh.hull_mask(xy, roi.shape)
         cover |= maps.covered
+        cover = self._clip_cover(cover, lm[:, :2] - roi.offset, xy, iod)
         render_mesh.composite(out, roi, rendered, maps.covered, cover,
                               self._feather_map(xy, iod, roi.shape, feather))
         return out
+
+    def _clip_cover(self, cover: np.ndarray, lm_xy: np.ndarray, xy: np.ndarray,
+                    iod: float) -> np.ndarray:
+        """``cover`` (uint8, ROI) with OUTLINE_CLIP: cut to the patient's hull (landmarks
+        ``lm_xy``) widened by OUTLINE_CLIP IODs, below a line OUTLINE_CLIP_ABOVE IODs above the
+        eye line of the rendered geometry ``xy``. The patient's hull itself is always kept."""
+        if self.outline_clip is None:
+            return cover
+        import cv2
+
+        a, b = (xy[i] for i in mesh.OUTER_EYE_CORNERS)
+        axis = b - a
+        length = float(np.hypot(*axis))
+        if length < 1e-6:
+            return cover
+        down = np.array([-axis[1], axis[0]]) / length
+        rows, cols = cover.shape
+        patient = render_mesh.hull_mask(lm_xy, (rows, cols))
+        outside = cv2.distanceTransform(cv2.bitwise_not(patient), cv2.DIST_L2, 3)
+        allowed = outside <= self.outline_clip * iod
+        origin = (a + b) / 2.0
+        along = ((np.arange(rows, dtype=np.float32)[:, None] - np.float32(origin[1]))
+                 * np.float32(down[1])
+                 + (np.arange(cols, dtype=np.float32)[None, :] - np.float32(origin[0]))
+                 * np.float32(down[0]))
+        allowed |= along < -self.outline_clip_above * iod
+        return np.where(allowed, cover, 0).astype(np.uint8) | patient
 
     def _feather_map(self, xy: np.ndarray, iod: float, shape: tuple[int, int],
                      feather: float) -> float | np.ndarray:

@@ -73,3 +73,51 @@ def test_outline_feather_narrows_the_fringe_below_the_eyes_only(monkeypatch, ast
     above_a, above_b = _fringe(a, img, lm, False), _fringe(b, img, lm, False)
     assert below_b < 0.5 * below_a
     assert above_b == pytest.approx(above_a, rel=0.05)
+
+
+def _far_outside(out: np.ndarray, img: np.ndarray, lm: np.ndarray, margin: float) -> int:
+    """Changed pixels below the eye line more than ``margin`` px outside the landmark hull."""
+    import cv2
+
+    hull = render_mesh.hull_mask(lm[:, :2], img.shape[:2])
+    dist = cv2.distanceTransform(cv2.bitwise_not(hull), cv2.DIST_L2, 3)
+    changed = np.any(out != img, axis=2) & (dist > margin)
+    eye_row = lm[list(mesh.OUTER_EYE_CORNERS), 1].max()
+    return int(changed[int(np.ceil(eye_row)):].sum())
+
+
+def test_outline_clip_keeps_a_wider_donor_face_inside_the_patients_outline(monkeypatch,
+                                                                            astronaut):
+    img, lm = astronaut
+    # A narrow patient: the landmarks squeezed to 70 % of their width about the face's centre,
+    # so the posed mean shape (the donor's outline) lies outside the patient's at the jaw.
+    narrow = lm.copy()
+    centre = narrow[:, 0].mean()
+    narrow[:, 0] = centre + 0.7 * (narrow[:, 0] - centre)
+    monkeypatch.setattr(swap, "OUTLINE_CLIP", None)
+    union = SwapRenderer(donor_seed=3, shape=1.0, donor_candidates=1)
+    monkeypatch.setattr(swap, "OUTLINE_CLIP", 0.0)
+    clipped = SwapRenderer(donor_seed=3, shape=1.0, donor_candidates=1)
+    assert union.outline_clip is None and clipped.outline_clip == 0.0
+    a, b = union.render(img, narrow), clipped.render(img, narrow)
+    hull = render_mesh.hull_mask(narrow[:, :2], img.shape[:2]) > 0
+    assert (b[hull] != img[hull]).any(axis=1).mean() > 0.99  # the patient's face still replaced
+    # Past the narrow fade (OUTLINE_FEATHER IODs) and a pixel of rounding, nothing below the
+    # eyes changes with the clip; without it the donor's wider jaw is painted there.
+    margin = swap.OUTLINE_FEATHER * mesh.inter_ocular(narrow) + 2.0
+    assert _far_outside(a, img, narrow, margin) > 200
+    assert _far_outside(b, img, narrow, margin) == 0
+    # Above the eye line the face is as before (the forehead is not clipped).
+    assert _fringe(b, img, narrow, False) == pytest.approx(_fringe(a, img, narrow, False),
+                                                           rel=0.05)
+
+
+def test_outline_clip_must_not_be_negative(monkeypatch):
+    monkeypatch.setattr(swap, "OUTLINE_CLIP", -0.1)
+    with pytest.raises(ValueError, match="OUTLINE_CLIP"):
+        SwapRenderer(donor_seed=3, shape=1.0, donor_candidates=1)
+
+
+def test_outline_clip_is_on_by_default():
+    assert swap.OUTLINE_CLIP == 0.0
+    assert SwapRenderer(donor_seed=3, shape=1.0, donor_candidates=1).outline_clip == 0.0
