@@ -168,6 +168,9 @@ EYE_DEAD_ZONE: float | None = None
 # faces' spread on London). In video only the track's rest is filtered: movement from it stays
 # whole.
 REST_KEEP_RATIO: float | None = None
+# The share of the leftover kept along the other directions (0: none). Part of a smile lies there
+# too (the brows' and lids' share of it, the lips' shape).
+REST_KEEP_OTHER = 0.0
 # The study's resting attitude by (seed, limits), shared by the study's renderers in a process
 # (as swap's settled donor): a study is processed in one worker.
 _STUDY_REST: collections.OrderedDict[tuple, tuple[float, float]] = collections.OrderedDict()
@@ -316,7 +319,7 @@ class Mask3DRenderer:
         gain, _ = model._rest_filter(self.rest_expression_scale)
         left = (np.eye(len(gain)) - gain) @ (np.asarray(own, np.float64) - model.rest_mean)
         spread = np.sqrt(model.expression_variances / np.diag(model.rest_covariance))
-        return model.displacement(np.where(spread >= ratio, 0.0, left))
+        return model.displacement(np.where(spread >= ratio, 0.0, (1.0 - REST_KEEP_OTHER) * left))
 
     def _turned(self, shape: np.ndarray, rotation: np.ndarray, track: _Track) -> np.ndarray:
         """The shape turned (about its centre, in the canonical frame) so that, once posed, its
