@@ -692,7 +692,10 @@ def test_a_resting_lip_and_brow_shape_is_dropped_and_a_smile_kept(astronaut, mon
 
     kept_rest, kept_smile = moved(restlike), moved(smile)
     monkeypatch.setattr(mask3d, "REST_KEEP_RATIO", 1.1)
+    monkeypatch.setattr(mask3d, "REST_KEEP_OTHER", 0.0)
     assert spread[restlike].max() < 1.1 <= spread[smile[0]]
     assert kept_rest > 0.003                   # without it the resting shape comes through
     assert moved(restlike) < 0.25 * kept_rest  # with it, hardly any
     assert moved(smile) > 0.9 * kept_smile     # the smile is kept
+    monkeypatch.setattr(mask3d, "REST_KEEP_OTHER", 0.3)
+    assert 0.15 * kept_rest < moved(restlike) < 0.5 * kept_rest
