@@ -166,7 +166,12 @@ EYE_DEAD_ZONE: float | None = None
 # shape at rest, which a recogniser linked two captures by through one identical mask. A smile
 # lies along the kept directions (the first expression coefficient alone: 11 times the neutral
 # faces' spread on London). In video only the track's rest is filtered: movement from it stays
-# whole.
+# whole. Off by default: with 1.1 (and REST_KEEP_OTHER 0.3) the London linkage hits per key did
+# not change (evaluate, keys 0-2: 0 / 2 / 1 of 51, as without), the true pair's mean rank moved
+# toward chance (key 1: 22.4 -> 23.9 of 26), held-out widening rose (76 -> 86 %), but GRID eye
+# aspect ratio r fell (0.938 -> 0.920) and a single image's smile off the model's smile
+# direction is mostly lost (tests: the synthetic lip stretch keeps 5 % of its widening against
+# 23 %). `metrics_london_i15mask6_keep.json`, `metrics_grid_i15mask6_keep.json`.
 REST_KEEP_RATIO: float | None = None
 # The share of the leftover kept along the other directions (0: none). Part of a smile lies there
 # too (the brows' and lids' share of it, the lips' shape).
