@@ -109,26 +109,30 @@ def faces_state() -> str:
     return f"{head}{' + uncommitted dicom_deid/faces changes' if dirty else ''}"
 
 
-# Runs the CLI after setting the swap constants given as JSON in argv[1] and shifting the
-# evaluation keys by argv[2] (--first-key: key k of the run is evaluation key first + k).
-RUNNER = ("import json, sys; from dicom_deid.faces import swap; "
-          "[setattr(swap, k, v) for k, v in json.loads(sys.argv[1]).items()]; "
+# Runs the CLI after setting the swap constants given as JSON in argv[1] (a "mask3d." prefix
+# sets a mask3d constant instead) and shifting the evaluation keys by argv[2] (--first-key: key
+# k of the run is evaluation key first + k).
+RUNNER = ("import json, sys; from dicom_deid.faces import swap, mask3d; "
+          "[setattr(mask3d if k.startswith('mask3d.') else swap, k.removeprefix('mask3d.'), v) "
+          "for k, v in json.loads(sys.argv[1]).items()]; "
           "from dicom_deid.evaluate import run; first = int(sys.argv[2]); "
           "key = run.evaluation_key; run.evaluation_key = lambda i: key(i + first); "
           "from dicom_deid import cli; sys.exit(cli.main(sys.argv[3:]))")
 
 
-def parse_knobs(items: list[str]) -> dict[str, object]:
-    """NAME=JSON pairs naming existing upper-case constants of dicom_deid.faces.swap."""
+def parse_knobs(items: list[str], module: str = "swap") -> dict[str, object]:
+    """NAME=JSON pairs naming existing upper-case constants of dicom_deid.faces.swap (or of
+    dicom_deid.faces.mask3d, whose names are returned as "mask3d.NAME")."""
     sys.path.insert(0, str(REPO))  # this checkout's package, as the evaluate run imports it
-    from dicom_deid.faces import swap
+    from dicom_deid.faces import mask3d, swap
 
+    target = {"swap": swap, "mask3d": mask3d}[module]
     knobs: dict[str, object] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or not name.isupper() or not hasattr(swap, name):
-            raise SystemExit(f"--swap-knob {item!r}: not NAME=JSON of a swap constant")
-        knobs[name] = json.loads(value)
+        if not sep or not name.isupper() or not hasattr(target, name):
+            raise SystemExit(f"--{module}-knob {item!r}: not NAME=JSON of a {module} constant")
+        knobs[name if module == "swap" else f"mask3d.{name}"] = json.loads(value)
     return knobs
 
 
@@ -151,8 +155,11 @@ def main() -> int:
     parser.add_argument("--swap-knob", action="append", default=[], metavar="NAME=JSON",
                         help="set a module constant of dicom_deid.faces.swap for this run "
                              "(e.g. LIP_THICKNESS=[0.8,1.25]); repeatable")
+    parser.add_argument("--mask-knob", action="append", default=[], metavar="NAME=JSON",
+                        help="set a module constant of dicom_deid.faces.mask3d for this run "
+                             "(e.g. REST_KEEP_RATIO=1.1); repeatable")
     args = parser.parse_args()
-    knobs = parse_knobs(args.swap_knob)
+    knobs = parse_knobs(args.swap_knob) | parse_knobs(args.mask_knob, "mask3d")
     builders = {"london": london_rows, "grid": grid_rows, "film": film_rows}
     results = REPO / "benchmarks" / "results" / args.date
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:

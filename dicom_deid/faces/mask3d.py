@@ -157,6 +157,25 @@ EXPRESSION_REACH: float | None = None
 # An eye whose resting opening (the track's median ratio to its reference; a single image's own)
 # falls short of fully open by up to this much is opened by that shortfall; None: off.
 EYE_DEAD_ZONE: float | None = None
+# What the rest replacement leaves of a person's resting expression is kept only along the
+# expression model's directions that resting faces barely use: those whose expression standard
+# deviation is at least this many times the neutral faces' (`_expression_only`; None keeps all).
+# The rest estimate's statistics come from the model's training identities; on people it has not
+# seen, the part of the neutral face it leaves is about twice as large (London odd ids, 0.66 of
+# an expression deviation per coefficient against 0.27) and it is that person's lip and brow
+# shape at rest, which a recogniser linked two captures by through one identical mask. A smile
+# lies along the kept directions (the first expression coefficient alone: 11 times the neutral
+# faces' spread on London). In video only the track's rest is filtered: movement from it stays
+# whole. Off by default: with 1.1 (and REST_KEEP_OTHER 0.3) the London linkage hits per key did
+# not change (evaluate, keys 0-2: 0 / 2 / 1 of 51, as without), the true pair's mean rank moved
+# toward chance (key 1: 22.4 -> 23.9 of 26), held-out widening rose (76 -> 86 %), but GRID eye
+# aspect ratio r fell (0.938 -> 0.920) and a single image's smile off the model's smile
+# direction is mostly lost (tests: the synthetic lip stretch keeps 5 % of its widening against
+# 23 %). `metrics_london_i15mask6_keep.json`, `metrics_grid_i15mask6_keep.json`.
+REST_KEEP_RATIO: float | None = None
+# The share of the leftover kept along the other directions (0: none). Part of a smile lies there
+# too (the brows' and lids' share of it, the lips' shape).
+REST_KEEP_OTHER = 0.0
 # The study's resting attitude by (seed, limits), shared by the study's renderers in a process
 # (as swap's settled donor): a study is processed in one worker.
 _STUDY_REST: collections.OrderedDict[tuple, tuple[float, float]] = collections.OrderedDict()
@@ -280,6 +299,8 @@ class Mask3DRenderer:
             own = np.median(np.asarray(track.rest), axis=0)
             d = self.expression.rest_replaced(d, self.rest_expression,
                                               self.rest_expression_scale, own=own)
+            if REST_KEEP_RATIO is not None:
+                d = d - self._rest_left(own, REST_KEEP_RATIO)
         if EXPRESSION_REACH is not None:
             d = d * self.expression.region_weights(EXPRESSION_REACH)[:, None]
         shape = self.canonical + self.identity_offset + d
@@ -287,6 +308,23 @@ class Mask3DRenderer:
         self._keep_mouth_closed_order(shape)
         self._close_lips_at_rest(shape, patient)
         return pose.apply(self._turned(shape, pose.rotation, track))
+
+    def _rest_left(self, own: np.ndarray, ratio: float) -> np.ndarray:
+        """The displacement of the part of the person's resting expression (coefficients
+        ``own``) that `ExpressionModel.rest_replaced` keeps along directions where resting faces
+        vary more than ``ratio`` times less than expressions do: the part to take out.
+
+        rest_replaced keeps (I - G)(own - rest mean) of the person's rest (G its gain); along a
+        direction that neutral faces use about as much as expressions, that is the person's own
+        lip and brow shape at rest more than any expression.
+        """
+        model = self.expression
+        assert model.rest_mean is not None and model.rest_covariance is not None
+        assert self.rest_expression_scale is not None
+        gain, _ = model._rest_filter(self.rest_expression_scale)
+        left = (np.eye(len(gain)) - gain) @ (np.asarray(own, np.float64) - model.rest_mean)
+        spread = np.sqrt(model.expression_variances / np.diag(model.rest_covariance))
+        return model.displacement(np.where(spread >= ratio, 0.0, (1.0 - REST_KEEP_OTHER) * left))
 
     def _turned(self, shape: np.ndarray, rotation: np.ndarray, track: _Track) -> np.ndarray:
         """The shape turned (about its centre, in the canonical frame) so that, once posed, its

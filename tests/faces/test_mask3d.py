@@ -668,3 +668,34 @@ def test_a_resting_gaze_is_the_mean_shapes_and_a_look_aside_is_kept(astronaut):
         assert np.abs(p - m).max() < 0.01
         assert np.abs(n - p).max() < 0.01
         assert _iris_offset(geo_aside, iris, corners)[0] - p[0] > 0.12
+
+
+def test_a_resting_lip_and_brow_shape_is_dropped_and_a_smile_kept(astronaut, monkeypatch):
+    """REST_KEEP_RATIO: a neutral face that differs from another only along the expression
+    directions resting faces use as much as expressions (its own lip and brow shape at rest)
+    gives nearly the same mask; a change along the smile direction still reaches it whole."""
+    _, lm = astronaut
+    monkeypatch.setattr(mask3d, "PER_STUDY_SHAPE", False)
+    monkeypatch.setattr(mask3d, "REST_KEEP_RATIO", None)
+    model = Mask3DRenderer().expression
+    assert model.rest_covariance is not None
+    spread = np.sqrt(model.expression_variances / np.diag(model.rest_covariance))
+    restlike, smile = np.argsort(spread)[:8], [int(np.argmax(spread))]
+    patient, pose = model.to_canonical(lm)
+
+    def moved(ks: list | np.ndarray) -> float:
+        coefficients = np.zeros(len(spread))
+        coefficients[ks] = 3.0 * np.sqrt(model.expression_variances[ks])
+        other = pose.apply(patient + model.displacement(coefficients)).astype(np.float32)
+        return _shape_difference(Mask3DRenderer(donor_seed=3).mask_geometry(lm),
+                                 Mask3DRenderer(donor_seed=3).mask_geometry(other))
+
+    kept_rest, kept_smile = moved(restlike), moved(smile)
+    monkeypatch.setattr(mask3d, "REST_KEEP_RATIO", 1.1)
+    monkeypatch.setattr(mask3d, "REST_KEEP_OTHER", 0.0)
+    assert spread[restlike].max() < 1.1 <= spread[smile[0]]
+    assert kept_rest > 0.003                   # without it the resting shape comes through
+    assert moved(restlike) < 0.25 * kept_rest  # with it, hardly any
+    assert moved(smile) > 0.9 * kept_smile     # the smile is kept
+    monkeypatch.setattr(mask3d, "REST_KEEP_OTHER", 0.3)
+    assert 0.15 * kept_rest < moved(restlike) < 0.5 * kept_rest
