@@ -50,12 +50,14 @@ REGIONS = {
     "brows": ex.RIGHT_BROW + ex.LEFT_BROW, "lids": ex.RIGHT_LIDS + ex.LEFT_LIDS,
 }
 VARIANTS = ("geometry_replica", "rigid", "no_apertures", "no_iris", "no_lips", "no_lids",
-            "mean_donor", "shape0", "no_pose_all_no_apertures")
+            "mean_donor", "shape0", "no_pose_all_no_apertures", "lips_mean_profile",
+            "lips_rendered_profile")
 
 
 def variant(r: swap_mod.SwapRenderer, lm: np.ndarray, *, pose: str | None = None,
             apertures: bool = True, iris: bool = True, lip: bool = True, lids: bool = True,
-            donor: np.ndarray | None = None, own: bool = False) -> np.ndarray:
+            donor: np.ndarray | None = None, own: bool = False,
+            lip_profile: str | None = None) -> np.ndarray:
     """The renderer's still-image geometry for ``lm`` (track 0, one frame: the displacement is
     the single-image expression fit), with parts switched off."""
     model = r.expression
@@ -80,7 +82,8 @@ def variant(r: swap_mod.SwapRenderer, lm: np.ndarray, *, pose: str | None = None
             ratio = (mesh.inter_ocular(out) or 1.0) / (mesh.inter_ocular(lm) or 1.0)
             out[list(ir)] = after + (lm[list(ir)] - before) * ratio
     if lip and r.lip_thickness is not None:
-        lips.keep_lip_thickness(out, lm, r.model.canonical, r.lip_thickness)
+        lips.keep_lip_thickness(out, lm, r.model.canonical, r.lip_thickness,
+                                lip_profile or r.lip_profile)
     if lids and r.lid_bands is not None:
         out = eyes.follow_lid_margin(out, r.lid_bands)
     return out
@@ -98,6 +101,8 @@ def variants(r: swap_mod.SwapRenderer, lm: np.ndarray) -> dict[str, np.ndarray]:
         "mean_donor": variant(r, lm, donor=mean),
         "shape0": variant(r, lm, own=True),
         "no_pose_all_no_apertures": variant(r, lm, pose="rigid", apertures=False),
+        "lips_mean_profile": variant(r, lm, lip_profile="mean"),
+        "lips_rendered_profile": variant(r, lm, lip_profile="rendered"),
     }
 
 
@@ -164,7 +169,8 @@ def main() -> None:
             smiling = next((LONDON / "smiling").glob(f"{ident}_*.jpg"))
             study = smiling.as_posix()
             rec = {}
-            for name, path in (("a", neutral), ("b", smiling)):
+            # The smiling capture first, as evaluate renders it: it settles the study's donor.
+            for name, path in (("b", smiling), ("a", neutral)):
                 src = open_source(path)
                 frame = next(iter(src.frames))
                 seen.clear()

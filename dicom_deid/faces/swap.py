@@ -107,6 +107,15 @@ NEUTRAL_GLIDE = 5
 # held-out expression unchanged. The constants here are read when a renderer is made, so a
 # benchmark can set them (evaluate_shared.py --swap-knob).
 LIP_THICKNESS: tuple[float, float] | None = (0.9, 1.15)
+# Whose lip profile along the mouth the thickness is applied to (`lips.keep_lip_thickness`):
+# "rendered", the rendered geometry's own (the donor's lips with the patient's expression,
+# scaled to the patient's mean thickness within LIP_THICKNESS of their own), or "mean", the
+# mean shape's (the behaviour before). The mean shape's profile is the same for every
+# expression, so it undid what the expression fit had done to the lips (a smile stretches and
+# thins them): on the held-out London pairs (benchmarks/swap_expression_loss.py, 24 pairs x 3
+# keys) the drawn geometry's expression cosine was 0.867 with "mean" and 0.879 with no
+# thickness step at all.
+LIP_PROFILE = "rendered"
 # How much of the donor's own low-frequency rim and forehead colour the cleaned texture keeps
 # (`donor_texture.clean_texture`'s keep_own; 0 the fully cleaned texture, the behaviour before).
 # Off: at 0.5 the dark temple arcs showed again in renders of London 135 and 092.
@@ -217,7 +226,7 @@ def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: floa
                       displacement: np.ndarray | None = None,
                       private: tuple[float, float | None] = (0.0, None),
                       pose_fit: str = "rigid", outline_keep: float = 0.0,
-                      aspect: float = 1.0) -> np.ndarray:
+                      aspect: float = 1.0, openings: bool = True) -> np.ndarray:
     """Move the face geometry ``amount`` of the way to the mean shape posed like the patient.
 
     With ``expression`` the target is the mean shape plus the patient's expression displacement
@@ -229,7 +238,7 @@ def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: floa
     the bare mean
     shape posed by a fit on all mesh points (the expression is lost). The blend happens in the
     aligned frame; eyelid and lip openings and each iris's offset within its eye stay the
-    patient's.
+    patient's (`keep_openings`; ``openings`` False leaves that to the caller).
     """
     if amount <= 0.0:
         return landmarks.copy()
@@ -250,6 +259,14 @@ def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: floa
             target = (1.0 - w) * target + w * patient
         out = expression.from_canonical((1.0 - amount) * patient + amount * target, pose)
         out = out.astype(np.float32)
+    if openings:
+        keep_openings(out, landmarks)
+    return out.astype(np.float32)
+
+
+def keep_openings(out: np.ndarray, landmarks: np.ndarray) -> None:
+    """Give ``out`` (changed in place) the patient's eyelid and lip openings and each iris's
+    offset within its eye."""
     # The mean shape has open eyes and a closed mouth: blended as it is, blinks and speech would
     # fade with `amount` (GRID EAR r 0.75 -> 0.49 at 0.7, no blink left). The apertures are
     # expression, not identity, so they stay the patient's.
@@ -262,7 +279,6 @@ def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: floa
         width_before = mesh.inter_ocular(landmarks) or 1.0
         width_after = mesh.inter_ocular(out) or 1.0
         out[iris] = after + (landmarks[iris] - before) * (width_after / width_before)
-    return out.astype(np.float32)
 
 
 def fit_pose_all(target: np.ndarray, patient: np.ndarray, aspect: float = 1.0) -> np.ndarray:
@@ -361,6 +377,9 @@ class SwapRenderer:
         self.shape = float(shape)
         self.lip_thickness = _bounds(LIP_THICKNESS if lip_thickness == "default"
                                      else lip_thickness)
+        if LIP_PROFILE not in lips.PROFILES:
+            raise ValueError(f"LIP_PROFILE must be one of {lips.PROFILES}, got {LIP_PROFILE!r}")
+        self.lip_profile = str(LIP_PROFILE)
         if POSE_FIT not in ("rigid", "all") or OUTLINE_KEEP < 0:
             raise ValueError(f"POSE_FIT must be 'rigid' or 'all' and OUTLINE_KEEP >= 0, got "
                              f"{POSE_FIT!r}, {OUTLINE_KEEP}")
@@ -465,7 +484,8 @@ class SwapRenderer:
         """
         settled_key = (self.seed, self.candidates, self.min_distance, self.fallback,
                        self.reject_closest, self.shape,
-                       self.lip_thickness, self.donor_own_rim, self.tone_range,
+                       self.lip_thickness, self.lip_profile, self.donor_own_rim,
+                       self.tone_range,
                        self.tone_locus, self.shading_sigma, self.pose_fit, self.outline_keep,
                        self.feature_reach, self.aspect, self.outline_feather,
                        self.outline_ramp, self.feather,
@@ -526,6 +546,7 @@ class SwapRenderer:
         mean shape with the patient's expression (``track_id``: that track's expression
         against its own neutral, which this call updates)."""
         lm = check_landmarks(landmarks)
+        fitted = None
         if self.shape <= 0.0 or self.expression is None:
             out = blend_toward_mean(lm, self.identity_shape, self.shape, self.expression)
         else:
@@ -535,9 +556,14 @@ class SwapRenderer:
                 displacement = self._tracker(track_id).update(patient)
             out = blend_toward_mean(lm, self.identity_shape, self.shape, self.expression,
                                     displacement, self.private, self.pose_fit,
-                                    self.outline_keep, self.aspect)
+                                    self.outline_keep, self.aspect, openings=False)
+            # The lips as the expression fit shaped them, before the mouth takes the
+            # patient's opening (which can squeeze a lip to nothing).
+            fitted = out.copy() if self.lip_profile != "mean" else None
+            keep_openings(out, lm)
         if self.lip_thickness is not None and self.shape > 0.0:
-            lips.keep_lip_thickness(out, lm, self.model.canonical, self.lip_thickness)
+            lips.keep_lip_thickness(out, lm, self.model.canonical, self.lip_thickness,
+                                    self.lip_profile, fitted)
         return out
 
     def render(self, rgb: np.ndarray, landmarks: np.ndarray, *,

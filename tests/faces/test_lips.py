@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dicom_deid.faces import lips, mesh
+from dicom_deid.faces import lips, mesh, swap
 from dicom_deid.faces.donors import load_model
 from dicom_deid.faces.swap import SwapRenderer
 from tests.faces import synth
@@ -104,7 +104,8 @@ def test_the_lips_do_not_fold_over_the_skin_outside_them(canonical):
             assert np.all(np.abs(np.diff(h)) > 0) and len(set(np.sign(np.diff(h)))) == 1
 
 
-def test_swap_renders_the_patients_lip_thickness_only_when_asked():
+def test_swap_renders_the_patients_lip_thickness_only_when_asked(monkeypatch):
+    monkeypatch.setattr(swap, "LIP_PROFILE", "mean")
     img = np.ascontiguousarray(synth.astronaut())
     lm = synth.astronaut_landmarks().astype(np.float32)
     on = SwapRenderer(donor_seed=3, shape=1.0, lip_thickness=(0.8, 1.25), donor_candidates=1)
