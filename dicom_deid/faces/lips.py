@@ -30,7 +30,7 @@ SKIN_FADE = 0.5
 BOUNDS = (0.8, 1.25)
 # Whose profile along the mouth a lip keeps (`keep_lip_thickness`): the mean shape's, or the
 # rendered geometry's own.
-PROFILES = ("mean", "rendered", "shaped")
+PROFILES = ("mean", "rendered")
 
 
 def _frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -162,14 +162,14 @@ def keep_lip_thickness(out: np.ndarray, landmarks: np.ndarray, canonical: np.nda
         return 1.0, 1.0
     want = thickness(landmarks)
     source = out if reference is None else reference
-    have = thickness(source) if profile != "mean" else None
+    have = thickness(source) if profile == "rendered" else None
     if have is not None and _frame(source)[3] == 0.0:
         return 1.0, 1.0
     applied = []
     regions = lip_regions(canonical)
     for k, (outer, inner, sign) in enumerate(LIPS):
         region = regions[k]
-        base = region.mean_thickness if have is None or profile == "shaped" else have[k]
+        base = region.mean_thickness if have is None else have[k]
         scale = float(np.clip(want[k] / max(base, 1e-6), *bounds))
         applied.append(scale)
         if len(region.points) == 0:
@@ -189,8 +189,6 @@ def keep_lip_thickness(out: np.ndarray, landmarks: np.ndarray, canonical: np.nda
             x_ref, t_ref = _lip_heights(source, ref_frame, outer, inner, sign)
             order_ref = np.argsort(x_ref)
             t_new = scale * np.interp(u / frame[3], x_ref[order_ref], t_ref[order_ref]) * frame[3]
-            if profile == "shaped":
-                t_new = t_new * region.mean_thickness / max(have[k], 0.25 * region.mean_thickness)
         f = region.fraction
         # Inside the lip each point takes its mean-shape place between the contours.
         target = h_in + sign * np.clip(f, 0.0, 1.0) * t_new

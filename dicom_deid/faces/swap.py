@@ -559,7 +559,7 @@ class SwapRenderer:
                                     self.outline_keep, self.aspect, openings=False)
             # The lips as the expression fit shaped them, before the mouth takes the
             # patient's opening (which can squeeze a lip to nothing).
-            fitted = out.copy() if self.lip_profile != "mean" else None
+            fitted = out.copy() if self.lip_profile == "rendered" else None
             keep_openings(out, lm)
         if self.lip_thickness is not None and self.shape > 0.0:
             lips.keep_lip_thickness(out, lm, self.model.canonical, self.lip_thickness,
