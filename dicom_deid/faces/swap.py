@@ -108,14 +108,18 @@ NEUTRAL_GLIDE = 5
 # benchmark can set them (evaluate_shared.py --swap-knob).
 LIP_THICKNESS: tuple[float, float] | None = (0.9, 1.15)
 # Whose lip profile along the mouth the thickness is applied to (`lips.keep_lip_thickness`):
-# "rendered", the rendered geometry's own (the donor's lips with the patient's expression,
-# scaled to the patient's mean thickness within LIP_THICKNESS of their own), or "mean", the
-# mean shape's (the behaviour before). The mean shape's profile is the same for every
-# expression, so it undid what the expression fit had done to the lips (a smile stretches and
-# thins them): on the held-out London pairs (benchmarks/swap_expression_loss.py, 24 pairs x 3
-# keys) the drawn geometry's expression cosine was 0.867 with "mean" and 0.879 with no
-# thickness step at all.
-LIP_PROFILE = "rendered"
+# "mean", the mean shape's (the patient's thickness within LIP_THICKNESS of the mean shape's),
+# or "rendered", the geometry's own before the mouth takes the patient's opening (the donor's
+# lips with the patient's expression), scaled to the patient's thickness within LIP_THICKNESS
+# of their own. The mean shape's profile is the same for every expression, so it undoes part
+# of what the expression fit does to the lips (a smile stretches and thins them). Held-out
+# London pairs (benchmarks/swap_expression_loss.py, 24 pairs x 3 keys, median cosine against
+# the original's displacement): the drawn geometry 0.866 with "mean", 0.880 with "rendered".
+# But what a landmarker reads on the output did not follow: key 0, "rendered" with bounds
+# 0.6-1.15, geometry 0.864 -> 0.880 and output 0.816 -> 0.823; with 0.9-1.15 the donor's own
+# lips (its identity sample, up to twice the mean shape's thickness) stay thick and the output
+# fell on some pairs (London 039, 061). Off until evaluate shows a gain.
+LIP_PROFILE = "mean"
 # How much of the donor's own low-frequency rim and forehead colour the cleaned texture keeps
 # (`donor_texture.clean_texture`'s keep_own; 0 the fully cleaned texture, the behaviour before).
 # Off: at 0.5 the dark temple arcs showed again in renders of London 135 and 092.
