@@ -66,7 +66,7 @@ def variant(r: swap_mod.SwapRenderer, lm: np.ndarray, *, pose: str | None = None
     if own:
         target = patient
     else:
-        d = model.expression(patient)
+        d = model.expression(patient, r.identity_prior)
         for eye, ir in ((mesh.RIGHT_EYE, mesh.RIGHT_IRIS), (mesh.LEFT_EYE, mesh.LEFT_IRIS)):
             d[list(ir)] = d[list(eye)].mean(axis=0)
         target = (r.identity_shape if donor is None else donor) + d

@@ -61,6 +61,15 @@ DONOR_SHAPE_SPREAD = 1.75
 # A soft threshold on the coefficients (0.3 prior SD) was tried: widening kept fell to 73 %.
 EXPRESSION_REACH: float | None = 0.3
 EXPRESSION_THRESHOLD = 0.0
+# The identity prior's variances in the expression fit are scaled by this (1: as the model was
+# built). The joint fit lets the identity basis take part of a smile: on the held-out London
+# pairs the expression basis alone reproduces the displacement with cosine 0.961 (the raw
+# displacement 0.965), the joint fit 0.881 (drawn geometry without openings, lips or lids;
+# benchmarks/swap_expression_loss.py's data). Narrowing the identity prior gives the expression
+# more of it: drawn geometry 0.862 -> 0.870 at 0.25, 0.881 at 0.1, 0.923 at 0.01, with a
+# landmark-only linkage proxy (51 ids, random donors) 9.2 / 7.8 / 7.2 / 10.5 %. Off: the
+# recogniser's linkage and the output's cosine were not measured (no evaluate run finished).
+EXPRESSION_IDENTITY_PRIOR = 1.0
 # Donor rejection (`SwapRenderer._settle_donor`): how many candidates a study may try, and the
 # distance in the donor model's appearance embedding (standard deviations over its 20
 # components) a render must keep from the patient. On London renders (5 identities x 8 donors)
@@ -228,7 +237,8 @@ def donor_identity_shape(canonical: np.ndarray, expression: ExpressionModel, see
 def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: float,
                       expression: ExpressionModel | None = None,
                       displacement: np.ndarray | None = None,
-                      private: tuple[float, float | None] = (0.0, None),
+                      private: tuple[float, float | None] | tuple[float, float | None, float]
+                      = (0.0, None),
                       pose_fit: str = "rigid", outline_keep: float = 0.0,
                       aspect: float = 1.0, openings: bool = True) -> np.ndarray:
     """Move the face geometry ``amount`` of the way to the mean shape posed like the patient.
@@ -439,7 +449,10 @@ class SwapRenderer:
         self.reject_closest = min(int(DONOR_REJECT_CLOSEST), self.candidates - 1)
         self.donor_settled = self.candidates == 1
         self.donor_distance: float | None = None
-        self.private = (float(expression_threshold), expression_reach)
+        self.identity_prior = float(EXPRESSION_IDENTITY_PRIOR)
+        if not self.identity_prior > 0:
+            raise ValueError(f"EXPRESSION_IDENTITY_PRIOR must be > 0, got {EXPRESSION_IDENTITY_PRIOR}")
+        self.private = (float(expression_threshold), expression_reach, self.identity_prior)
         self.eyes = eyes
         self.mouth = mouth
         # In inter-ocular distances; 0 = no shading transfer.
@@ -488,7 +501,8 @@ class SwapRenderer:
         """
         settled_key = (self.seed, self.candidates, self.min_distance, self.fallback,
                        self.reject_closest, self.shape,
-                       self.lip_thickness, self.lip_profile, self.donor_own_rim,
+                       self.lip_thickness, self.lip_profile, self.identity_prior,
+                       self.donor_own_rim,
                        self.tone_range,
                        self.tone_locus, self.shading_sigma, self.pose_fit, self.outline_keep,
                        self.feature_reach, self.aspect, self.outline_feather,
@@ -537,7 +551,8 @@ class SwapRenderer:
     def _tracker(self, track_id: int) -> NeutralTracker:
         tracker = self._trackers.get(track_id)
         if tracker is None:
-            tracker = NeutralTracker(self.expression, glide=self.neutral_glide)
+            tracker = NeutralTracker(self.expression, glide=self.neutral_glide,
+                                     identity_scale=self.identity_prior)
             self._trackers[track_id] = tracker
             while len(self._trackers) > self.max_tracks:
                 self._trackers.popitem(last=False)
