@@ -121,23 +121,40 @@ class ExpressionModel:
         """Canonical points posed back into the image by `to_canonical`'s transform."""
         return transform.apply(np.asarray(points, np.float64))
 
-    def coefficients(self, canonical: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(identity, expression) coefficients of a canonical shape, fitted jointly."""
+    @functools.cache  # noqa: B019 - one model object lives for the process
+    def _solve_with(self, identity_scale: float) -> np.ndarray:
+        """The fit's solve with the identity prior's variances times ``identity_scale``."""
+        if identity_scale == 1.0:
+            return self._solve
+        if not identity_scale > 0:
+            raise ValueError(f"identity_scale must be > 0, got {identity_scale}")
+        a = np.concatenate([self.identity_basis, self.expression_basis]).T
+        prior = self.noise / np.concatenate([self.identity_variances * identity_scale,
+                                             self.expression_variances])
+        return np.linalg.solve(a.T @ a + np.diag(prior), a.T)
+
+    def coefficients(self, canonical: np.ndarray,
+                     identity_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """(identity, expression) coefficients of a canonical shape, fitted jointly.
+        ``identity_scale`` < 1 narrows the identity prior, so that the identity basis takes
+        less of the shape (and of an expression along it)."""
         x = (np.asarray(canonical, np.float64)[: mesh.MESH_POINTS]
              - self.mean[: mesh.MESH_POINTS]).reshape(-1)
-        coef = self._solve @ x
+        coef = self._solve_with(float(identity_scale)) @ x
         return coef[: self.k_id], coef[self.k_id:]
 
-    def expression(self, canonical: np.ndarray) -> np.ndarray:
-        """The expression displacement (478, 3) of one canonical shape, identity left out.
+    def expression(self, canonical: np.ndarray, identity_scale: float = 1.0) -> np.ndarray:
+        """The expression displacement (478, 3) of one canonical shape, identity left out
+        (``identity_scale``: `coefficients`).
 
         The iris points move with their eye's contour (gaze is the renderer's business).
         """
-        _, b = self.coefficients(canonical)
+        _, b = self.coefficients(canonical, identity_scale)
         return self.displacement(b)
 
     def private_expression(self, canonical: np.ndarray, threshold: float = 0.0,
-                           reach: float | None = None) -> np.ndarray:
+                           reach: float | None = None,
+                           identity_scale: float = 1.0) -> np.ndarray:
         """`expression` with less of the person's shape in it, for single images.
 
         ``threshold``: each expression coefficient is shrunk toward 0 by this many of its prior
@@ -147,7 +164,7 @@ class ExpressionModel:
         from them (Gaussian, this many canonical units, outer eye corners 1 apart); None keeps
         it everywhere.
         """
-        _, b = self.coefficients(canonical)
+        _, b = self.coefficients(canonical, identity_scale)
         if threshold > 0:
             sd = np.sqrt(self.expression_variances)
             z = b / sd
@@ -260,10 +277,11 @@ class NeutralTracker:
     """
 
     def __init__(self, model: ExpressionModel | None = None, history: int = 150,
-                 refresh: int = 5, glide: int = 0) -> None:
+                 refresh: int = 5, glide: int = 0, identity_scale: float = 1.0) -> None:
         if history < 1 or refresh < 1 or glide < 0:
             raise ValueError("history and refresh must be at least 1, glide at least 0")
         self.model = model if model is not None else load_expression_model()
+        self.identity_scale = float(identity_scale)
         self.refresh = refresh
         self.glide = glide
         self._estimates: collections.deque[np.ndarray] = collections.deque(maxlen=history)
@@ -281,7 +299,7 @@ class NeutralTracker:
     def update(self, canonical: np.ndarray) -> np.ndarray:
         """This frame's expression displacement (478, 3) in the canonical frame."""
         shape = np.asarray(canonical, np.float64)
-        estimate = shape - self.model.expression(shape)
+        estimate = shape - self.model.expression(shape, self.identity_scale)
         self._estimates.append(estimate.astype(np.float32))
         if self._neutral is None or self.frames % self.refresh == 0:
             median = np.median(np.stack(self._estimates), axis=0).astype(np.float64)

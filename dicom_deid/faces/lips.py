@@ -28,6 +28,9 @@ LOWER_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
 SKIN_FADE = 0.5
 # Default bounds on the patient's lip thickness relative to the mean shape's.
 BOUNDS = (0.8, 1.25)
+# Whose profile along the mouth a lip keeps (`keep_lip_thickness`): the mean shape's, or the
+# rendered geometry's own.
+PROFILES = ("mean", "rendered")
 
 
 def _frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -138,20 +141,36 @@ def lip_region(canonical: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def keep_lip_thickness(out: np.ndarray, landmarks: np.ndarray, canonical: np.ndarray,
-                       bounds: tuple[float, float] = BOUNDS) -> tuple[float, float]:
+                       bounds: tuple[float, float] = BOUNDS,
+                       profile: str = "mean",
+                       reference: np.ndarray | None = None) -> tuple[float, float]:
     """Give each lip of ``out`` (478, 3, changed in place) the patient's (``landmarks``) mean
     thickness, clipped to ``bounds`` times the mean shape's (``canonical``), with the mean
     shape's profile along the mouth. Returns the (upper, lower) thickness set, in units of the
-    mean shape's."""
+    mean shape's.
+
+    ``profile`` "rendered": each lip takes the profile along the mouth of ``reference`` (the
+    rendered geometry before its mouth opening was made the patient's; ``out`` when None)
+    instead, scaled so that its mean thickness is the patient's, clipped to ``bounds`` times
+    ``reference``'s (the returned scales are then relative to ``reference``'s lips). The rendered
+    geometry carries the expression (a smile thins the lips toward the corners and stretches
+    them), which the mean shape's profile, the same for every expression, would take away."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     frame = _frame(out)
     if frame[3] == 0.0 or _frame(landmarks)[3] == 0.0:
         return 1.0, 1.0
     want = thickness(landmarks)
+    source = out if reference is None else reference
+    have = thickness(source) if profile == "rendered" else None
+    if have is not None and _frame(source)[3] == 0.0:
+        return 1.0, 1.0
     applied = []
     regions = lip_regions(canonical)
     for k, (outer, inner, sign) in enumerate(LIPS):
         region = regions[k]
-        scale = float(np.clip(want[k] / max(region.mean_thickness, 1e-6), *bounds))
+        base = region.mean_thickness if have is None else have[k]
+        scale = float(np.clip(want[k] / max(base, 1e-6), *bounds))
         applied.append(scale)
         if len(region.points) == 0:
             continue
@@ -162,7 +181,14 @@ def keep_lip_thickness(out: np.ndarray, landmarks: np.ndarray, canonical: np.nda
         x_now, t_now = _lip_heights(out, frame, outer, inner, sign)
         order = np.argsort(x_now)
         h_out = h_in + sign * np.interp(u / frame[3], x_now[order], t_now[order]) * frame[3]
-        t_new = scale * np.interp(u / frame[3], region.profile_x, region.profile_t) * frame[3]
+        if have is None:
+            t_new = scale * np.interp(u / frame[3], region.profile_x, region.profile_t) * frame[3]
+        else:
+            # The reference's thickness at the same place along the mouth, in its own widths.
+            ref_frame = _frame(source)
+            x_ref, t_ref = _lip_heights(source, ref_frame, outer, inner, sign)
+            order_ref = np.argsort(x_ref)
+            t_new = scale * np.interp(u / frame[3], x_ref[order_ref], t_ref[order_ref]) * frame[3]
         f = region.fraction
         # Inside the lip each point takes its mean-shape place between the contours.
         target = h_in + sign * np.clip(f, 0.0, 1.0) * t_new

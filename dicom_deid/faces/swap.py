@@ -61,6 +61,15 @@ DONOR_SHAPE_SPREAD = 1.75
 # A soft threshold on the coefficients (0.3 prior SD) was tried: widening kept fell to 73 %.
 EXPRESSION_REACH: float | None = 0.3
 EXPRESSION_THRESHOLD = 0.0
+# The identity prior's variances in the expression fit are scaled by this (1: as the model was
+# built). The joint fit lets the identity basis take part of a smile: on the held-out London
+# pairs the expression basis alone reproduces the displacement with cosine 0.961 (the raw
+# displacement 0.965), the joint fit 0.881 (drawn geometry without openings, lips or lids;
+# benchmarks/swap_expression_loss.py's data). Narrowing the identity prior gives the expression
+# more of it: drawn geometry 0.862 -> 0.870 at 0.25, 0.881 at 0.1, 0.923 at 0.01, with a
+# landmark-only linkage proxy (51 ids, random donors) 9.2 / 7.8 / 7.2 / 10.5 %. Off: the
+# recogniser's linkage and the output's cosine were not measured (no evaluate run finished).
+EXPRESSION_IDENTITY_PRIOR = 1.0
 # Donor rejection (`SwapRenderer._settle_donor`): how many candidates a study may try, and the
 # distance in the donor model's appearance embedding (standard deviations over its 20
 # components) a render must keep from the patient. On London renders (5 identities x 8 donors)
@@ -107,6 +116,19 @@ NEUTRAL_GLIDE = 5
 # held-out expression unchanged. The constants here are read when a renderer is made, so a
 # benchmark can set them (evaluate_shared.py --swap-knob).
 LIP_THICKNESS: tuple[float, float] | None = (0.9, 1.15)
+# Whose lip profile along the mouth the thickness is applied to (`lips.keep_lip_thickness`):
+# "mean", the mean shape's (the patient's thickness within LIP_THICKNESS of the mean shape's),
+# or "rendered", the geometry's own before the mouth takes the patient's opening (the donor's
+# lips with the patient's expression), scaled to the patient's thickness within LIP_THICKNESS
+# of their own. The mean shape's profile is the same for every expression, so it undoes part
+# of what the expression fit does to the lips (a smile stretches and thins them). Held-out
+# London pairs (benchmarks/swap_expression_loss.py, 24 pairs x 3 keys, median cosine against
+# the original's displacement): the drawn geometry 0.866 with "mean", 0.880 with "rendered".
+# But what a landmarker reads on the output did not follow: key 0, "rendered" with bounds
+# 0.6-1.15, geometry 0.864 -> 0.880 and output 0.816 -> 0.823; with 0.9-1.15 the donor's own
+# lips (its identity sample, up to twice the mean shape's thickness) stay thick and the output
+# fell on some pairs (London 039, 061). Off until evaluate shows a gain.
+LIP_PROFILE = "mean"
 # How much of the donor's own low-frequency rim and forehead colour the cleaned texture keeps
 # (`donor_texture.clean_texture`'s keep_own; 0 the fully cleaned texture, the behaviour before).
 # Off: at 0.5 the dark temple arcs showed again in renders of London 135 and 092.
@@ -249,9 +271,10 @@ def donor_identity_shape(canonical: np.ndarray, expression: ExpressionModel, see
 def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: float,
                       expression: ExpressionModel | None = None,
                       displacement: np.ndarray | None = None,
-                      private: tuple[float, float | None] = (0.0, None),
+                      private: tuple[float, float | None] | tuple[float, float | None, float]
+                      = (0.0, None),
                       pose_fit: str = "rigid", outline_keep: float = 0.0,
-                      aspect: float = 1.0) -> np.ndarray:
+                      aspect: float = 1.0, openings: bool = True) -> np.ndarray:
     """Move the face geometry ``amount`` of the way to the mean shape posed like the patient.
 
     With ``expression`` the target is the mean shape plus the patient's expression displacement
@@ -263,7 +286,7 @@ def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: floa
     the bare mean
     shape posed by a fit on all mesh points (the expression is lost). The blend happens in the
     aligned frame; eyelid and lip openings and each iris's offset within its eye stay the
-    patient's.
+    patient's (`keep_openings`; ``openings`` False leaves that to the caller).
     """
     if amount <= 0.0:
         return landmarks.copy()
@@ -284,6 +307,14 @@ def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: floa
             target = (1.0 - w) * target + w * patient
         out = expression.from_canonical((1.0 - amount) * patient + amount * target, pose)
         out = out.astype(np.float32)
+    if openings:
+        keep_openings(out, landmarks)
+    return out.astype(np.float32)
+
+
+def keep_openings(out: np.ndarray, landmarks: np.ndarray) -> None:
+    """Give ``out`` (changed in place) the patient's eyelid and lip openings and each iris's
+    offset within its eye."""
     # The mean shape has open eyes and a closed mouth: blended as it is, blinks and speech would
     # fade with `amount` (GRID EAR r 0.75 -> 0.49 at 0.7, no blink left). The apertures are
     # expression, not identity, so they stay the patient's.
@@ -296,7 +327,6 @@ def blend_toward_mean(landmarks: np.ndarray, canonical: np.ndarray, amount: floa
         width_before = mesh.inter_ocular(landmarks) or 1.0
         width_after = mesh.inter_ocular(out) or 1.0
         out[iris] = after + (landmarks[iris] - before) * (width_after / width_before)
-    return out.astype(np.float32)
 
 
 def brow_weights(canonical: np.ndarray, reach: float) -> list[np.ndarray]:
@@ -434,6 +464,9 @@ class SwapRenderer:
         self.shape = float(shape)
         self.lip_thickness = _bounds(LIP_THICKNESS if lip_thickness == "default"
                                      else lip_thickness)
+        if LIP_PROFILE not in lips.PROFILES:
+            raise ValueError(f"LIP_PROFILE must be one of {lips.PROFILES}, got {LIP_PROFILE!r}")
+        self.lip_profile = str(LIP_PROFILE)
         if POSE_FIT not in ("rigid", "all") or OUTLINE_KEEP < 0:
             raise ValueError(f"POSE_FIT must be 'rigid' or 'all' and OUTLINE_KEEP >= 0, got "
                              f"{POSE_FIT!r}, {OUTLINE_KEEP}")
@@ -496,7 +529,10 @@ class SwapRenderer:
         self.reject_closest = min(int(DONOR_REJECT_CLOSEST), self.candidates - 1)
         self.donor_settled = self.candidates == 1
         self.donor_distance: float | None = None
-        self.private = (float(expression_threshold), expression_reach)
+        self.identity_prior = float(EXPRESSION_IDENTITY_PRIOR)
+        if not self.identity_prior > 0:
+            raise ValueError(f"EXPRESSION_IDENTITY_PRIOR must be > 0, got {EXPRESSION_IDENTITY_PRIOR}")
+        self.private = (float(expression_threshold), expression_reach, self.identity_prior)
         self.eyes = eyes
         self.mouth = mouth
         # In inter-ocular distances; 0 = no shading transfer.
@@ -545,7 +581,9 @@ class SwapRenderer:
         """
         settled_key = (self.seed, self.candidates, self.min_distance, self.fallback,
                        self.reject_closest, self.shape,
-                       self.lip_thickness, self.donor_own_rim, self.tone_range,
+                       self.lip_thickness, self.lip_profile, self.identity_prior,
+                       self.donor_own_rim,
+                       self.tone_range,
                        self.tone_locus, self.shading_sigma, self.pose_fit, self.outline_keep,
                        self.feature_reach, self.aspect, self.outline_feather,
                        self.outline_ramp, self.feather, self.outline_clip,
@@ -594,7 +632,8 @@ class SwapRenderer:
     def _tracker(self, track_id: int) -> NeutralTracker:
         tracker = self._trackers.get(track_id)
         if tracker is None:
-            tracker = NeutralTracker(self.expression, glide=self.neutral_glide)
+            tracker = NeutralTracker(self.expression, glide=self.neutral_glide,
+                                     identity_scale=self.identity_prior)
             self._trackers[track_id] = tracker
             while len(self._trackers) > self.max_tracks:
                 self._trackers.popitem(last=False)
@@ -607,6 +646,7 @@ class SwapRenderer:
         mean shape with the patient's expression (``track_id``: that track's expression
         against its own neutral, which this call updates)."""
         lm = check_landmarks(landmarks)
+        fitted = None
         if self.shape <= 0.0 or self.expression is None:
             out = blend_toward_mean(lm, self.identity_shape, self.shape, self.expression)
         else:
@@ -616,9 +656,14 @@ class SwapRenderer:
                 displacement = self._tracker(track_id).update(patient)
             out = blend_toward_mean(lm, self.identity_shape, self.shape, self.expression,
                                     displacement, self.private, self.pose_fit,
-                                    self.outline_keep, self.aspect)
+                                    self.outline_keep, self.aspect, openings=False)
+            # The lips as the expression fit shaped them, before the mouth takes the
+            # patient's opening (which can squeeze a lip to nothing).
+            fitted = out.copy() if self.lip_profile == "rendered" else None
+            keep_openings(out, lm)
         if self.lip_thickness is not None and self.shape > 0.0:
-            lips.keep_lip_thickness(out, lm, self.model.canonical, self.lip_thickness)
+            lips.keep_lip_thickness(out, lm, self.model.canonical, self.lip_thickness,
+                                    self.lip_profile, fitted)
         if self.brow_keep > 0.0 and self.shape > 0.0:
             keep_brow_height(out, lm, self.model.canonical, self.brow_keep)
         return out

@@ -326,3 +326,43 @@ def test_a_rest_judged_on_given_coefficients_is_one_offset_for_every_frame(model
     # On the image itself, judging on its own fit is the single-image behaviour.
     assert np.allclose(model.rest_replaced(d_n, study, 3.0, own=own), per_frame[0] + d_n,
                        atol=1e-6)
+
+
+def _expression_points_change(model, a, b, scale):
+    idx = list(EXPRESSION_REGIONS)
+    return (model.expression(b, scale) - model.expression(a, scale))[idx, :2].ravel()
+
+
+def test_a_narrower_identity_prior_gives_the_expression_more_of_a_smile(model, neutral):
+    can_a = model.to_canonical(neutral)[0]
+    can_b = model.to_canonical(smile(neutral))[0]
+    truth = (can_b - can_a)[list(EXPRESSION_REGIONS), :2].ravel()
+    cosines, identity_sizes = [], []
+    for scale in (1.0, 0.1, 0.01):
+        found = _expression_points_change(model, can_a, can_b, scale)
+        cosines.append(found @ truth / (np.linalg.norm(found) * np.linalg.norm(truth)))
+        identity_sizes.append(np.linalg.norm(model.coefficients(can_b, scale)[0]))
+    # The identity basis takes less of the face and the smile comes out closer to itself.
+    assert identity_sizes[0] > identity_sizes[1] > identity_sizes[2]
+    assert cosines[0] < cosines[1] < cosines[2]
+    # Scale 1 is the model as built, bit for bit.
+    assert np.array_equal(model.expression(can_b, 1.0), model.expression(can_b))
+    with pytest.raises(ValueError, match="identity_scale"):
+        model.expression(can_b, 0.0)
+
+
+def test_swap_reads_the_identity_prior_when_made(neutral, monkeypatch):
+    from dicom_deid.faces import swap
+
+    monkeypatch.setattr(swap, "EXPRESSION_IDENTITY_PRIOR", 0.1)
+    narrow = SwapRenderer(donor_seed=4, shape=1.0, donor_candidates=1)
+    monkeypatch.setattr(swap, "EXPRESSION_IDENTITY_PRIOR", 1.0)
+    wide = SwapRenderer(donor_seed=4, shape=1.0, donor_candidates=1)
+    lm = smile(neutral).astype(np.float32)
+    assert narrow.identity_prior == 0.1 and narrow._tracker(0).identity_scale == 0.1
+    # Still image (track 0) and the single-image fit (no track) both follow the setting.
+    for track in (0, None):
+        assert not np.allclose(narrow.geometry(lm, track), wide.geometry(lm, track), atol=1e-3)
+    monkeypatch.setattr(swap, "EXPRESSION_IDENTITY_PRIOR", -1.0)
+    with pytest.raises(ValueError, match="EXPRESSION_IDENTITY_PRIOR"):
+        SwapRenderer(donor_seed=4, shape=1.0, donor_candidates=1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dicom_deid.faces import lips, mesh
+from dicom_deid.faces import lips, mesh, swap
 from dicom_deid.faces.donors import load_model
 from dicom_deid.faces.swap import SwapRenderer
 from tests.faces import synth
@@ -104,7 +104,8 @@ def test_the_lips_do_not_fold_over_the_skin_outside_them(canonical):
             assert np.all(np.abs(np.diff(h)) > 0) and len(set(np.sign(np.diff(h)))) == 1
 
 
-def test_swap_renders_the_patients_lip_thickness_only_when_asked():
+def test_swap_renders_the_patients_lip_thickness_only_when_asked(monkeypatch):
+    monkeypatch.setattr(swap, "LIP_PROFILE", "mean")
     img = np.ascontiguousarray(synth.astronaut())
     lm = synth.astronaut_landmarks().astype(np.float32)
     on = SwapRenderer(donor_seed=3, shape=1.0, lip_thickness=(0.8, 1.25), donor_candidates=1)
@@ -121,3 +122,85 @@ def test_swap_renders_the_patients_lip_thickness_only_when_asked():
     assert img.shape[:2] == (512, 512) and on.render(img, lm).shape == img.shape
     with pytest.raises(ValueError, match="lip thickness"):
         SwapRenderer(donor_seed=3, shape=1.0, lip_thickness=(1.2, 1.5))
+
+
+def _profiled(shape: np.ndarray, corner: float) -> np.ndarray:
+    """``shape`` with each lip's thickness scaled along the mouth, 1 at the centre and
+    ``corner`` at the corners (a smile stretches and thins the lips toward the corners)."""
+    frame = lips._frame(shape)
+    out = shape.copy()
+    for outer, inner in ((lips.UPPER_OUTER, mesh.INNER_LIPS_UPPER),
+                         (lips.LOWER_OUTER, mesh.INNER_LIPS_LOWER)):
+        for o in outer[1:-1]:
+            rel = shape[o, :2] - frame[0]
+            u = rel @ frame[1]
+            h_i = lips._heights(shape, frame, inner, np.array([u]))[0]
+            factor = 1.0 + (corner - 1.0) * min(1.0, abs(u) / (frame[3] / 2.0))
+            out[o, :2] += (factor - 1.0) * (rel @ frame[2] - h_i) * frame[2]
+    return out
+
+
+def _profile(points: np.ndarray) -> np.ndarray:
+    """Both lips' thickness at their outer points, each over its own mean."""
+    frame = lips._frame(points)
+    parts = []
+    for lip in lips.LIPS:
+        u, t = lips._lip_heights(points, frame, *lip)
+        parts.append(t[np.argsort(u)] / t.mean())
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("patient,expected", [((1.0, 1.0), (1.0, 1.0)),
+                                              ((0.3, 0.3), (0.8, 0.8)),
+                                              ((1.1, 0.9), (1.1, 0.9))])
+def test_the_rendered_profile_is_kept_and_scaled_to_the_patients_thickness(
+        canonical, patient, expected):
+    reference = _posed(_profiled(canonical, 0.4))      # the expression fit's lips
+    out = _posed(canonical)                            # after the mouth took its opening
+    patient_lm = _posed(_scaled_target(reference, *patient), 150.0, 0.1)
+    applied = lips.keep_lip_thickness(out, patient_lm, canonical, (0.8, 1.25), "rendered",
+                                      reference)
+    assert applied == pytest.approx(expected, rel=1e-3)
+    assert np.array(lips.thickness(out)) == pytest.approx(
+        np.array(lips.thickness(reference)) * np.array(expected), rel=0.02)
+    # The profile along the mouth is the reference's, not the mean shape's.
+    assert _profile(out) == pytest.approx(_profile(reference), abs=0.03)
+    assert np.abs(_profile(canonical) - _profile(reference)).max() > 0.2
+    # With the mean shape's profile (the behaviour before) the smile's thinning is gone.
+    before = _posed(canonical)
+    lips.keep_lip_thickness(before, patient_lm, canonical, (0.8, 1.25), "mean")
+    assert _profile(before) == pytest.approx(_profile(canonical), abs=0.03)
+
+
+def test_an_unknown_lip_profile_is_refused(canonical, monkeypatch):
+    with pytest.raises(ValueError, match="profile"):
+        lips.keep_lip_thickness(_posed(canonical), _posed(canonical), canonical, (0.8, 1.25),
+                                "donor")
+    monkeypatch.setattr(swap, "LIP_PROFILE", "donor")
+    with pytest.raises(ValueError, match="LIP_PROFILE"):
+        SwapRenderer(donor_seed=3, shape=1.0, donor_candidates=1)
+
+
+def test_swap_lips_follow_the_expression_fit_before_the_mouth_opening(monkeypatch):
+    """The astronaut smiles with her mouth open: the rendered lips take the profile the
+    expression fit gave them, scaled, and the openings are the patient's as before."""
+    lm = synth.astronaut_landmarks().astype(np.float32)
+    monkeypatch.setattr(swap, "LIP_PROFILE", "rendered")
+    r = SwapRenderer(donor_seed=3, shape=1.0, donor_candidates=1)
+    fitted = swap.blend_toward_mean(lm, r.identity_shape, 1.0, r.expression, None, r.private,
+                                    r.pose_fit, r.outline_keep, r.aspect, openings=False)
+    opened = fitted.copy()
+    swap.keep_openings(opened, lm)
+    assert np.allclose(opened, swap.blend_toward_mean(
+        lm, r.identity_shape, 1.0, r.expression, None, r.private, r.pose_fit, r.outline_keep,
+        r.aspect))
+    geo = r.geometry(lm)
+    assert _profile(geo) == pytest.approx(_profile(fitted), abs=0.05)
+    low, high = r.lip_thickness
+    ratio = np.array(lips.thickness(geo)) / np.array(lips.thickness(fitted))
+    assert np.all(ratio > low - 0.02) and np.all(ratio < high + 0.02)
+    # The inner contours (the opening) are the patient's, as with the mean profile.
+    monkeypatch.setattr(swap, "LIP_PROFILE", "mean")
+    geo_mean = SwapRenderer(donor_seed=3, shape=1.0, donor_candidates=1).geometry(lm)
+    inner = list(mesh.INNER_LIPS_UPPER + mesh.INNER_LIPS_LOWER)
+    assert np.allclose(geo[inner], geo_mean[inner], atol=1e-3)
