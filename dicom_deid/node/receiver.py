@@ -212,14 +212,17 @@ def missing_study_problem(path: Path) -> str:
 class Receiver:
     """Owns the pynetdicom AE and its server thread."""
 
-    def __init__(self, config: NodeConfig, key: SiteKey, audit: AuditLog):
+    def __init__(self, config: NodeConfig, key: SiteKey, audit: AuditLog,
+                 group: Any = None):
+        """group: who commits journal rows (a receive worker's recv_worker.RemoteCommit);
+        by default a GroupCommit on this process's own journal connection."""
         self.config = config
         self.listen = config.listen
         self.key = key
         self.audit = audit
         self.spool = Spool(config.state_dir)
         self.journal = Journal(config.journal_path)
-        self._group = GroupCommit(self.journal)
+        self._group = group if group is not None else GroupCommit(self.journal)
         self.journal.defer_checkpoints()  # the hardener's connection checkpoints
         self._hardener = Hardener(config.state_dir, config.journal_path)
         self._server: Any = None
@@ -359,6 +362,10 @@ class Receiver:
             self._saved_tempfile = None
         self._hardener.stop()
         self.journal.close()
+        served = self.served["lean"] + self.served["pynetdicom"]
+        if served:
+            LOG.info("%d C-STOREs answered, %d journal commits (group commit)", served,
+                     self._group.commits)
 
     # ------------------------------------------------------------------ association
 

@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from dicom_deid.config import ListenConfig, NodeConfig
-from dicom_deid.node.logs import RateLimiter
+from dicom_deid.node.journal import Journal, ReceivedInstance
+from dicom_deid.node.logs import RateLimiter, short_reason
 from dicom_deid.node.recv_worker import receive_message, send_message
 from dicom_deid.node.spool import Spool
 
@@ -77,6 +78,7 @@ class _Worker:
     proc: subprocess.Popen
     handover: socket.socket  # our end
     control: socket.socket
+    commit: socket.socket
     ready: threading.Event = field(default_factory=threading.Event)
     live: int = 0  # connections handed over and not closed
 
@@ -104,12 +106,14 @@ class ReceivePool:
         self._restart: deque[int] = deque()  # worker indexes to start again (by _watch)
         self._done = threading.Event()  # workers stopped: _watch may end
         self._rate = RateLimiter(burst=5, window=60.0)
+        self._commits = SharedCommit(config.state_dir, config.journal_path)
         self._acceptor: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         listener = self._listen()
+        self._commits.start()
         try:
             for index in range(len(self._workers)):
                 self._spawn(index)
@@ -153,6 +157,7 @@ class ReceivePool:
     def _spawn(self, index: int) -> None:
         ours_h, theirs_h = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours_c, theirs_c = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours_j, theirs_j = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
         # The worker imports this same package, wherever it was imported from here.
         package_root = str(Path(__file__).resolve().parents[2])
@@ -160,21 +165,24 @@ class ReceivePool:
             p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         proc = subprocess.Popen(
             [sys.executable, "-m", "dicom_deid.node.recv_worker", str(index),
-             str(theirs_h.fileno()), str(theirs_c.fileno()), str(os.getpid())],
-            stdin=subprocess.PIPE, pass_fds=(theirs_h.fileno(), theirs_c.fileno()),
+             str(theirs_h.fileno()), str(theirs_c.fileno()), str(theirs_j.fileno()),
+             str(os.getpid())],
+            stdin=subprocess.PIPE,
+            pass_fds=(theirs_h.fileno(), theirs_c.fileno(), theirs_j.fileno()),
             env=env, close_fds=True)
-        theirs_h.close()
-        theirs_c.close()
+        for theirs in (theirs_h, theirs_c, theirs_j):
+            theirs.close()
         assert proc.stdin is not None
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.write(pickle.dumps(self.config))
             proc.stdin.close()
         ours_h.setblocking(False)  # a worker that stops reading never blocks accept
-        worker = _Worker(index, proc, ours_h, ours_c)
+        worker = _Worker(index, proc, ours_h, ours_c, ours_j)
         self._workers[index] = worker
-        thread = threading.Thread(target=self._serve_worker, args=(worker,),
-                                  name=f"node-receive-{index}", daemon=True)
-        thread.start()
+        threading.Thread(target=self._serve_worker, args=(worker,),
+                         name=f"node-receive-{index}", daemon=True).start()
+        threading.Thread(target=self._commits.serve, args=(ours_j,),
+                         name=f"node-journal-{index}", daemon=True).start()
 
     def update_allowlists(self, listen: ListenConfig) -> None:
         self.listen = self.listen.model_copy(update={
@@ -211,6 +219,10 @@ class ReceivePool:
             self._server = None
         self._terminate_workers()
         self._done.set()
+        self._commits.stop()
+        if self._commits.rows:
+            LOG.info("%d journal rows from receive workers in %d commits (group commit)",
+                     self._commits.rows, self._commits.commits)
         with self._lock:
             handed, self._handed = list(self._handed.values()), {}
         for conn in handed:
@@ -230,7 +242,7 @@ class ReceivePool:
                           worker.index, _STOP_WAIT)
                 worker.proc.kill()
                 worker.proc.wait()
-            for sock in (worker.handover, worker.control):
+            for sock in (worker.handover, worker.control, worker.commit):
                 sock.close()
 
     # ------------------------------------------------------------------ accept
@@ -382,9 +394,9 @@ class ReceivePool:
         self._exits.append(now)
         while self._exits and now - self._exits[0] > _RESTART_WINDOW:
             self._exits.popleft()
-        with contextlib.suppress(OSError):
-            worker.handover.close()
-            worker.control.close()
+        for sock in (worker.handover, worker.control, worker.commit):
+            with contextlib.suppress(OSError):
+                sock.close()
         if len(self._exits) > _MAX_RESTARTS:
             self.failed = (f"receive workers exited {len(self._exits)} times within "
                            f"{_RESTART_WINDOW:g} s")
@@ -439,6 +451,106 @@ class ReceivePool:
             template += " (%d similar messages suppressed)"
             args = (*args, suppressed)
         LOG.warning(template, *args)
+
+
+class SharedCommit:
+    """Journal rows from every receive worker, committed together (group commit across
+    processes): one transaction and one WAL fsync for everything queued while the previous
+    commit ran. A worker's association thread waits for its answer before acknowledging,
+    so acknowledgement still follows the fsync."""
+
+    def __init__(self, state_dir: Path, journal_path: Path):
+        self.state_dir = state_dir
+        self.journal_path = journal_path
+        self.commits = 0
+        self.rows = 0
+        self._cond = threading.Condition()
+        self._queue: list[tuple[socket.socket, dict[str, Any]]] = []
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._send_lock = threading.Lock()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="node-journal-commit",
+                                        daemon=True)
+        self._thread.start()
+
+    def serve(self, channel: socket.socket) -> None:
+        """Queue one worker's requests until its channel closes."""
+        while True:
+            try:
+                request, fd = receive_message(channel)
+            except OSError:
+                return
+            if fd is not None:
+                os.close(fd)
+            if request is None:
+                return
+            with self._cond:
+                self._queue.append((channel, request))
+                self._cond.notify()
+
+    def _run(self) -> None:
+        journal = Journal(self.journal_path)
+        journal.defer_checkpoints()  # the workers' hardeners checkpoint
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and not self._stopping:
+                        self._cond.wait()
+                    if not self._queue:
+                        return
+                    batch, self._queue = self._queue, []
+                self._commit(journal, batch)
+        finally:
+            journal.close()
+
+    def _commit(self, journal: Journal,
+                batch: list[tuple[socket.socket, dict[str, Any]]]) -> None:
+        answers: list[dict[str, Any]] = []
+        items, blobs, good = [], [], []
+        for channel, request in batch:
+            try:
+                item = ReceivedInstance(**request["item"])
+                # The worker wrote and renamed this file before asking: its bytes are in
+                # the page cache, and held in the journal until the file is durable.
+                blob = ((self.state_dir / item.path).read_bytes()
+                        if request.get("inline") else None)
+            except (OSError, TypeError, KeyError) as exc:
+                answers.append({"id": request.get("id"), "error": type(exc).__name__})
+                _reply(channel, answers[-1], self._send_lock)
+                continue
+            items.append(item)
+            blobs.append(blob)
+            good.append((channel, request))
+        if not items:
+            return
+        try:
+            results = journal.record_received_many(items, data=blobs)
+        except Exception as exc:
+            LOG.error("journal commit failed, %d instances refused: %s", len(items),
+                      short_reason(exc))
+            for channel, request in good:
+                _reply(channel, {"id": request["id"], "error": type(exc).__name__},
+                       self._send_lock)
+            return
+        self.commits += 1
+        self.rows += len(items)
+        for (channel, request), (instance, superseded) in zip(good, results, strict=True):
+            _reply(channel, {"id": request["id"], "instance": instance,
+                             "superseded": superseded}, self._send_lock)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+
+def _reply(channel: socket.socket, answer: dict[str, Any], lock: threading.Lock) -> None:
+    with lock, contextlib.suppress(OSError):  # the worker is gone: it acknowledges nothing
+        send_message(channel, answer)
 
 
 def _shut(sock: socket.socket) -> None:
