@@ -129,6 +129,9 @@ class ReceivePool:
             self._stopping.set()
             self._terminate_workers()
             raise
+        # Only now: before it, a sender's connection would wait in the backlog for
+        # workers still starting; refused, it retries.
+        listener.listen(128)
         self._server = listener
         self._acceptor = threading.Thread(target=self._accept_loop, name="node-accept",
                                           daemon=True)
@@ -145,8 +148,7 @@ class ReceivePool:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host, port))
-            sock.listen(128)
+            sock.bind((host, port))  # "address in use" is reported before workers start
         except OSError as exc:
             sock.close()
             raise OSError(exc.errno, f"cannot listen on {host}:{port}: "
