@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Hostile-network checks of the node's listener: one line per attack (issue 17).
 
-    .venv/bin/python benchmarks/node_attacks.py [--sockets 50] [--json PATH]
+    .venv/bin/python benchmarks/node_attacks.py [--sockets 50] [--workers 1] [--json PATH]
 
 Loopback only (127.0.0.1), bounded: at most --sockets hostile connections at a time, each
 attack at most ~30 s. The node runs as a subprocess (`dicom-deid serve`) with its default
@@ -83,6 +83,8 @@ def main() -> int:
     parser.add_argument("--sockets", type=int, default=50)
     parser.add_argument("--sender-timeout", type=float, default=60.0,
                         help="seconds before a blocked sender counts as failed")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="listen.workers: receive worker processes (node/recv_pool.py)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     global SENDER_TIMEOUT
@@ -93,8 +95,8 @@ def main() -> int:
         root = Path(tmp)
         files = write_study(root / "study", 5).files
         log_file = root / "plain" / "node.log"
-        node = Node(root / "plain", {**KEEP, "log": {"level": "INFO",
-                                                     "file": str(log_file)}}).start()
+        node = Node(root / "plain", {**KEEP, "listen": {"workers": args.workers},
+                                     "log": {"level": "INFO", "file": str(log_file)}}).start()
         try:
             sender_time(node, files)  # warm-up: the first C-STORE loads pydicom's codecs
             for kind in ("idle", "partial", "slowloris", "random"):
@@ -139,7 +141,7 @@ def main() -> int:
         certs = make_certificates(root / "pki")
         client = ("+tls", str(certs.key), str(certs.cert), "+cf", str(certs.ca))
         node = Node(root / "tls", {**KEEP, "listen": {
-            "tls": {"cert": str(certs.cert), "key": str(certs.key)}}},
+            "workers": args.workers, "tls": {"cert": str(certs.cert), "key": str(certs.key)}}},
             client_args=client).start()
         try:
             sender_time(node, files, client)  # warm-up

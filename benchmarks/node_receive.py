@@ -2,7 +2,7 @@
 """Receive speed of the node against DCMTK storescp, TCP_NODELAY on both sides.
 
     .venv/bin/python benchmarks/node_receive.py [--senders 4] [--small 50] [--videos 4]
-        [--video-mib 16] [--repeat 3] [--json PATH] [--count-flushes]
+        [--video-mib 16] [--repeat 3] [--workers 1,2] [--json PATH] [--count-flushes]
 
 Two corpora, each sent by --senders storescu processes at once (one association each):
 many small instances (--small per sender, 64x64 16-bit CT, about 8 KiB each) and video
@@ -17,6 +17,10 @@ the pixels random: neither receiver decodes them). Receivers, interleaved --repe
    go into the journal's WAL with its row, one fsync per group of concurrent instances; a
    large one's file and folder are fsync'd, then its row); its sockets have TCP_NODELAY.
    Processing is held back (stable_seconds 600) so that only receiving is measured.
+
+--workers: the node's listen.workers (receiving processes, node/recv_pool.py); several
+values run one node per value in each round, interleaved, reported under "by_workers"
+(the top-level node figures are the first value's).
 
 storescu runs with TCP_NODELAY=1 for both. Reported: seconds from the first storescu start
 until the last exits, instances/s, MiB/s, and the ratio node/storescp (goal >= 0.8).
@@ -154,9 +158,13 @@ def run_storescp(groups: list[list[Path]], root: Path, video: bool) -> float:
         proc.wait(10)
 
 
-def run_node(groups: list[list[Path]], root: Path, index: int, video: bool) -> float:
+def run_node(groups: list[list[Path]], root: Path, index: int, video: bool,
+             workers: int | None = None) -> float:
+    listen: dict = {"max_associations": 16, "min_free_disk": "256M"}
+    if workers is not None:
+        listen["workers"] = workers
     node = Node(root / f"node{index}", {
-        "listen": {"max_associations": 16, "min_free_disk": "256M"},
+        "listen": listen,
         "processing": {"stable_seconds": 600, "workers": 1},
         "log": {"level": "INFO"},
     }).start()
@@ -212,23 +220,37 @@ def count_flushes(groups: list[list[Path]], root: Path) -> dict:
             "per_instance": round(sum(calls.values()) / count, 2)}
 
 
-def measure(name: str, groups: list[list[Path]], root: Path, repeat: int, video: bool) -> dict:
-    ref, node = [], []
+def measure(name: str, groups: list[list[Path]], root: Path, repeat: int, video: bool,
+            workers: list[int | None]) -> dict:
+    ref: list[float] = []
+    nodes: dict[int | None, list[float]] = {w: [] for w in workers}
     for i in range(repeat):  # interleaved: drifting load on a shared machine hits both
         ref.append(run_storescp(groups, root, video))
-        node.append(run_node(groups, root, i, video))
-        print(f"{name} run {i + 1}: storescp {ref[-1]:.2f} s, node {node[-1]:.2f} s",
+        order = workers if i % 2 == 0 else workers[::-1]
+        for w in order:
+            nodes[w].append(run_node(groups, root, i, video, w))
+        print(f"{name} run {i + 1}: storescp {ref[-1]:.2f} s, node "
+              + ", ".join(f"{nodes[w][-1]:.2f} s" + (f" ({w} workers)" if w else "")
+                          for w in workers) + f", load {os.getloadavg()[0]:.1f}",
               file=sys.stderr)
     count = sum(len(g) for g in groups)
     mib = sum(p.stat().st_size for g in groups for p in g) / 2**20
-    t_ref, t_node = statistics.median(ref), statistics.median(node)
-    return {"instances": count, "MiB": round(mib, 1), "senders": len(groups),
+    t_ref = statistics.median(ref)
+    node = nodes[workers[0]]
+    t_node = statistics.median(node)
+    result = {"instances": count, "MiB": round(mib, 1), "senders": len(groups),
             "storescp_s": round(t_ref, 3), "node_s": round(t_node, 3),
             "storescp_instances_per_s": round(count / t_ref, 1),
             "node_instances_per_s": round(count / t_node, 1),
             "storescp_MiB_per_s": round(mib / t_ref, 1), "node_MiB_per_s": round(mib / t_node, 1),
             "ratio_node_vs_storescp": round(t_ref / t_node, 3),
             "runs": {"storescp": [round(t, 3) for t in ref], "node": [round(t, 3) for t in node]}}
+    if workers != [None]:
+        result["by_workers"] = {
+            str(w): {"node_s": round(statistics.median(nodes[w]), 3),
+                     "ratio_node_vs_storescp": round(t_ref / statistics.median(nodes[w]), 3),
+                     "runs": [round(t, 3) for t in nodes[w]]} for w in workers}
+    return result
 
 
 def main() -> int:
@@ -238,6 +260,8 @@ def main() -> int:
     parser.add_argument("--videos", type=int, default=4)
     parser.add_argument("--video-mib", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", default="",
+                        help="listen.workers values, comma-separated (default: the node's)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--count-flushes", action="store_true",
                         help="also count the node's fsync/fdatasync/syncfs calls on the small "
@@ -248,17 +272,19 @@ def main() -> int:
     for tool in ("storescu", "storescp", "echoscu"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} (DCMTK) is not installed")
+    workers: list[int | None] = [int(w) for w in args.workers.split(",") if w] or [None]
     with tempfile.TemporaryDirectory(prefix="node-receive-") as tmp:
         root = Path(tmp)
-        result = {"tcp_nodelay": "both sides", "cpus": os.cpu_count()}
+        result: dict = {"tcp_nodelay": "both sides", "cpus": os.cpu_count(),
+                        "load_at_start": round(os.getloadavg()[0], 2)}
         if args.small:
             small = make_small(root / "corpus", args.senders, args.small)
-            result["small"] = measure("small", small, root, args.repeat, video=False)
+            result["small"] = measure("small", small, root, args.repeat, False, workers)
             if args.count_flushes:
                 result["small_flushes"] = count_flushes(small, root)
         if args.videos:
             videos = make_videos(root / "corpus", args.senders, args.videos, args.video_mib)
-            result["video"] = measure("video", videos, root, args.repeat, video=True)
+            result["video"] = measure("video", videos, root, args.repeat, True, workers)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

@@ -298,6 +298,9 @@ class ListenConfig(_Section):
     # Plain C-STOREs served in the DUL thread, outside pynetdicom's DIMSE layer (node/fast_store.py);
     # off: every message through pynetdicom (same statuses, journal and files, slower).
     fast_store: Bool = True
+    # Receiving processes (node/recv_pool.py): 1 receives in the node process itself; N > 1
+    # starts N receive workers, the node process accepting and handing connections over.
+    workers: Annotated[int, _int(1, 64)] = 1
     tls: Annotated[TLSConfig | None, BeforeValidator(_server_tls)] = None
 
     @model_validator(mode="after")

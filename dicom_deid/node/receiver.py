@@ -212,14 +212,17 @@ def missing_study_problem(path: Path) -> str:
 class Receiver:
     """Owns the pynetdicom AE and its server thread."""
 
-    def __init__(self, config: NodeConfig, key: SiteKey, audit: AuditLog):
+    def __init__(self, config: NodeConfig, key: SiteKey, audit: AuditLog,
+                 group: Any = None):
+        """group: who commits journal rows (a receive worker's recv_worker.RemoteCommit);
+        by default a GroupCommit on this process's own journal connection."""
         self.config = config
         self.listen = config.listen
         self.key = key
         self.audit = audit
         self.spool = Spool(config.state_dir)
         self.journal = Journal(config.journal_path)
-        self._group = GroupCommit(self.journal)
+        self._group = group if group is not None else GroupCommit(self.journal)
         self.journal.defer_checkpoints()  # the hardener's connection checkpoints
         self._hardener = Hardener(config.state_dir, config.journal_path)
         self._server: Any = None
@@ -231,7 +234,10 @@ class Receiver:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
+    def start(self, handover: Any = None, control: Any = None) -> None:
+        """Listen on listen.host:port; or, in a receive worker (node/recv_worker.py), take
+        connections the node process accepted from `handover`, and association slots from
+        it over `control`."""
         from pynetdicom import (
             AE,
             ALL_TRANSFER_SYNTAXES,
@@ -286,10 +292,17 @@ class Receiver:
             max_pdu=self.listen.max_pdu, max_pending=self.listen.max_pending_connections,
             max_pending_per_address=self.listen.max_pending_per_address)
         address = (self.listen.host, self.listen.port)
+        extra: dict[str, Any] = {}
+        server_class: type[GuardedServer] = GuardedServer
+        if handover is not None:
+            from dicom_deid.node.recv_worker import WorkerServer
+
+            server_class = WorkerServer
+            extra = {"handover": handover, "control": control, "on_listen": self._on_listen}
         try:
             server = ae.make_server(address, evt_handlers=handlers,  # type: ignore[arg-type]
                                     ssl_context=server_ssl_context(self.listen),
-                                    server_class=GuardedServer, limits=limits)
+                                    server_class=server_class, limits=limits, **extra)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen on {self.listen.host}:{self.listen.port}: "
                                      f"{exc.strerror or exc}") from None
@@ -299,6 +312,8 @@ class Receiver:
         self._hardener.start()
         threading.Thread(target=server.serve_forever, name="node-accept", daemon=True).start()
         self._server = server
+        if handover is not None:
+            return  # the node process has said where it listens
         LOG.info("listening on %s:%d as %s (%s), %d storage SOP classes, calling AEs: %s",
                  self.listen.host, self.listen.port, self.listen.ae_title,
                  "TLS" if self.listen.tls else "no TLS", len(AllStoragePresentationContexts),
@@ -312,6 +327,12 @@ class Receiver:
         server = self._server
         if server is not None:  # pynetdicom's own check (the backstop) must agree
             server.ae.require_calling_aet = list(listen.allowed_calling_aets)
+
+    def _on_listen(self, message: dict[str, Any]) -> None:
+        """Allowlists reloaded by the node process (a receive worker's SIGHUP)."""
+        self.update_allowlists(self.listen.model_copy(update={
+            "allowed_calling_aets": tuple(message["allowed_calling_aets"]),
+            "allowed_called_aets": tuple(message["allowed_called_aets"])}))
 
     def sweep_incoming(self) -> int:
         """Remove receptions abandoned by an aborted association (pynetdicom keeps them).
@@ -341,6 +362,10 @@ class Receiver:
             self._saved_tempfile = None
         self._hardener.stop()
         self.journal.close()
+        served = self.served["lean"] + self.served["pynetdicom"]
+        if served:
+            LOG.info("%d C-STOREs answered, %d journal commits (group commit)", served,
+                     self._group.commits)
 
     # ------------------------------------------------------------------ association
 
@@ -365,10 +390,23 @@ class Receiver:
                         if self.listen.allowed_called_aets else "this node's ae_title")
             self._reject(assoc, 0x01, 0x01, 0x07)  # permanent: called AE not recognised
             return
+        from dicom_deid.node.recv_worker import WorkerServer
         from dicom_deid.node.transport import GuardedServer
 
         server = getattr(assoc, "_server", None)
-        if isinstance(server, GuardedServer):
+        conn = getattr(assoc.dul, "conn", None)
+        if isinstance(server, WorkerServer) and conn is not None:
+            # Slots are shared by every receive worker: the node process counts them.
+            granted, why, count = server.admit(conn)
+            if not granted:
+                LOG.warning("rejected association from %s (AE %r): %d associations already "
+                            "open%s", peer, calling, count,
+                            " from that address (listen.max_associations_per_address)"
+                            if why == "address" else " (listen.max_associations)")
+                self._reject(assoc, 0x02, 0x03, 0x02)  # transient: local limit exceeded
+                return
+            established = []
+        elif isinstance(server, GuardedServer):
             # Only accepted associations count: connections still negotiating have a pool
             # of their own (transport.py), so they cannot take these slots.
             established = [c for c in server.connections() if c.established and not c.closed]

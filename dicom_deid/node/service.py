@@ -180,7 +180,13 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
         scheduler: Scheduler = CeleryScheduler(config, audit, on_job_done=job_done)
     else:
         scheduler = Scheduler(config, audit, on_job_done=job_done)
-    receiver = Receiver(config, key, audit)
+    receiver: Any
+    if config.listen.workers > 1:
+        from dicom_deid.node.recv_pool import ReceivePool
+
+        receiver = ReceivePool(config, on_failure=stop.set)
+    else:
+        receiver = Receiver(config, key, audit)
 
     def on_signal(signum: int, frame: Any) -> None:
         if stop.is_set():
@@ -235,7 +241,8 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None) -> int:
         audit.close()
         journal.close()
         lock.close()
-    return 0
+    failed = getattr(receiver, "failed", "")
+    return 1 if failed else 0
 
 
 def _log_destinations(config: NodeConfig) -> None:

@@ -411,6 +411,7 @@ class GuardedRequestHandler(RequestHandler):
 
     def _create_association(self) -> Association:
         assoc = super()._create_association()
+        _drop_standard_log_handlers(assoc)
         old = assoc.dul
         assoc.dul = GuardedDUL(assoc, self.conn, self.server)
         assoc.dul.socket = old.socket
@@ -421,6 +422,22 @@ class GuardedRequestHandler(RequestHandler):
         assoc.acse_timeout = assoc.acse_timeout
         assoc.network_timeout = assoc.network_timeout
         return assoc
+
+
+def _drop_standard_log_handlers(target: Any) -> None:
+    """Unbind pynetdicom's standard PDU/DIMSE log handlers (bound per server and per
+    association while _config.LOG_HANDLER_LEVEL is "standard"). They build a description
+    of every PDU and DIMSE message on the receiving thread, and the node drops it all:
+    pynetdicom is held at WARNING (logs.setup_logging: below it, it logs identifiers).
+    Here, not through LOG_HANDLER_LEVEL, which is process-wide (the forwarder's SCU)."""
+    from pynetdicom import _handlers, evt
+
+    for event, handler in ((evt.EVT_DIMSE_RECV, _handlers.standard_dimse_recv_handler),
+                           (evt.EVT_DIMSE_SENT, _handlers.standard_dimse_sent_handler),
+                           (evt.EVT_PDU_RECV, _handlers.standard_pdu_recv_handler),
+                           (evt.EVT_PDU_SENT, _handlers.standard_pdu_sent_handler)):
+        with contextlib.suppress(ValueError, KeyError):
+            target.unbind(event, handler)
 
 
 def _tls_reason(exc: BaseException) -> str:
@@ -464,6 +481,7 @@ class GuardedServer(ThreadedAssociationServer):
         kwargs.setdefault("request_handler", GuardedRequestHandler)
         super().__init__(*args, **kwargs)
         self.contexts = _SupportedContexts(self.contexts)
+        _drop_standard_log_handlers(self)
         self._watchdog = threading.Thread(target=self._watch, name="node-deadlines",
                                           daemon=True)
         self._watchdog.start()

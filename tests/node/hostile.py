@@ -219,11 +219,28 @@ def forged_calling_ae(port: int, title: bytes = b"EVIL\nFAKE ERROR") -> bytes:
 
 
 def rss(pid: int) -> int:
-    """Resident set size of a process, bytes (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    """Resident set size of the node process and its receive workers (listen.workers > 1;
+    not its study-processing workers, which load models on their own schedule), bytes
+    (Linux)."""
+    total = 0
+    for one in [pid, *_receive_workers(pid)]:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+    return total
+
+
+def _receive_workers(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    with contextlib.suppress(OSError):
+                        if b"recv_worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                            found.append(int(child))
+    return found
 
 
 @contextlib.contextmanager

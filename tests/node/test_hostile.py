@@ -34,10 +34,18 @@ KEEP = {"default_rule": {"profile": "basic", "faces": "none"},
 LIMITS = {"accept_timeout": 2, "pdu_timeout": 2, "network_timeout": 3}
 
 
+@pytest.fixture(scope="module", params=[1, 2], ids=["one-process", "2-receive-workers"])
+def workers(request):
+    """listen.workers: every attack is tried on the single-process receiver and on receive
+    worker processes (node/recv_pool.py), where the caps are counted across processes."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def node(tmp_path_factory):
+def node(tmp_path_factory, workers):
     root = tmp_path_factory.mktemp("hostile")
-    node = Node(root, {**KEEP, "listen": LIMITS, "log": {"level": "DEBUG",
+    node = Node(root, {**KEEP, "listen": {**LIMITS, "workers": workers},
+                       "log": {"level": "DEBUG",
                                                          "file": str(root / "node.log")}})
     # Left by a kill while a job wrote its output: swept at start.
     leftover = node.state_dir / "outbox" / "S-1" / ".tmp-half.dcm"
@@ -172,12 +180,13 @@ def encode(ds) -> bytes:
     return encode_dataset(ds, True, True)  # implicit VR little endian, the context's syntax
 
 
-def test_associations_per_address_are_capped_and_squatters_do_not_count(tmp_path):
+def test_associations_per_address_are_capped_and_squatters_do_not_count(tmp_path, workers):
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification
 
     node = Node(tmp_path / "cap", {**KEEP, "listen": {
-        "max_associations": 2, "max_associations_per_address": 1}}).start()
+        "max_associations": 2, "max_associations_per_address": 1,
+        "workers": workers}}).start()
     wait_for(lambda: "worker processes ready" in node.log(), 120, what="the node's worker")
     ae = AE(ae_title="PACS")
     ae.add_requested_context(Verification)
@@ -218,10 +227,10 @@ def test_quarantine_list_show_discard(node, tmp_path):
     assert again.returncode == 1 and "no quarantined instance" in again.stderr
 
 
-def test_tls_handshakes_that_never_finish_block_no_one_nor_sigterm(tmp_path, study):
+def test_tls_handshakes_that_never_finish_block_no_one_nor_sigterm(tmp_path, study, workers):
     certs = make_certificates(tmp_path / "pki")
     node = Node(tmp_path / "tls", {**KEEP, "listen": {
-        **LIMITS, "accept_timeout": 8,
+        **LIMITS, "accept_timeout": 8, "workers": workers,
         "tls": {"cert": str(certs.cert), "key": str(certs.key)}}},
         client_args=("+tls", str(certs.key), str(certs.cert), "+cf", str(certs.ca)))
     client = ["+tls", str(certs.key), str(certs.cert), "+cf", str(certs.ca)]
@@ -246,7 +255,7 @@ def test_tls_handshakes_that_never_finish_block_no_one_nor_sigterm(tmp_path, stu
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
-def test_disk_fills_to_the_watermark_not_to_zero(tmp_path):
+def test_disk_fills_to_the_watermark_not_to_zero(tmp_path, workers):
     mount = tmp_path / "small"
     mount.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)],
@@ -261,7 +270,8 @@ def test_disk_fills_to_the_watermark_not_to_zero(tmp_path):
             ds.save_as(path, enforce_file_format=True)
             files.append(path)
         node = Node(tmp_path / "node", {**KEEP, "state_dir": str(mount / "state"),
-                                         "listen": {"min_free_disk": "16M"}})
+                                         "listen": {"min_free_disk": "16M",
+                                                    "workers": workers}})
         node.state_dir = mount / "state"
         node.start()
         try:

@@ -81,3 +81,36 @@ def test_both_receiving_paths_read_small_headers_without_pydicom(tmp_path, monke
     finally:
         lean.stop()
         plain.stop()
+
+
+def test_pynetdicom_standard_log_handlers_are_not_run_by_the_receiver(tmp_path):
+    """Their output is always dropped (pynetdicom is held at WARNING), so the receiver
+    unbinds them from its server and from each association it accepts."""
+    from pynetdicom import AE, _handlers, evt
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    from tests.node.test_fast_store import Here
+
+    here = Here(tmp_path / "node", lean=True)
+    standard = {_handlers.standard_pdu_recv_handler, _handlers.standard_pdu_sent_handler,
+                _handlers.standard_dimse_recv_handler, _handlers.standard_dimse_sent_handler}
+    ae = AE(ae_title="PACS")
+    ae.add_requested_context(Verification)
+    try:
+        server = here.receiver._server
+        assoc = ae.associate("127.0.0.1", here.port, ae_title="DICOM-DEID")
+        assert assoc.is_established
+        accepted = [a for a in server.active_associations if a.is_established]
+        assert accepted
+        for event in (evt.EVT_PDU_RECV, evt.EVT_PDU_SENT, evt.EVT_DIMSE_RECV,
+                      evt.EVT_DIMSE_SENT):
+            bound = {h[0] for h in server.get_handlers(event)}
+            bound |= {h[0] for a in accepted for h in a.get_handlers(event)}
+            assert not bound & standard, event
+        # What the receiver binds itself is still there.
+        assert any(h[0] == here.receiver._on_message
+                   for h in accepted[0].get_handlers(evt.EVT_DIMSE_RECV))
+        assert assoc.send_c_echo().Status == 0x0000
+        assoc.release()
+    finally:
+        here.stop()
