@@ -153,6 +153,12 @@ class GuardedDUL(DULServiceProvider):
             if self.fast is not None:
                 self.fast.close()
             self.server.forget(self.conn)
+            if not self.conn.established:
+                # pynetdicom's acceptor thread waits listen.acse_timeout for an A-ASSOCIATE
+                # that a dropped connection never sends (None reads as that timeout, so it
+                # ends now). Until then it counts against AE.maximum_associations: a few
+                # bursts of hostile sockets locked real senders out ("Local Limit Exceeded").
+                self.to_user_queue.put(None)
             for fd in (self._wake_r, self._wake_w):
                 with contextlib.suppress(OSError):
                     os.close(fd)

@@ -231,6 +231,17 @@ def rss(pid: int) -> int:
     return total
 
 
+def threads(pid: int) -> int:
+    """Threads of the node process and its receive workers (Linux)."""
+    total = 0
+    for one in [pid, *_receive_workers(pid)]:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("Threads:"):
+                    total += int(line.split()[1])
+    return total
+
+
 def _receive_workers(pid: int) -> list[int]:
     found: list[int] = []
     with contextlib.suppress(OSError):

@@ -81,6 +81,19 @@ def test_squatters_are_dropped_and_a_sender_gets_through(node, study):
     assert node.proc is not None and node.proc.poll() is None
 
 
+def test_connections_dropped_before_association_leave_no_thread_behind(node):
+    """A connection dropped before its A-ASSOCIATE-RQ (an unknown PDU type here) left
+    pynetdicom's association thread waiting listen.acse_timeout (10 s) for it. Those threads
+    count against pynetdicom's association limit, so 50 random-byte sockets followed by an
+    unknown-PDU flood locked the allowlisted sender out ("Local Limit Exceeded")."""
+    assert node.proc is not None
+    before = hostile.threads(node.proc.pid)
+    for _ in range(30):
+        hostile.unknown_pdu_flood(node.port, 60)
+    wait_for(lambda: hostile.threads(node.proc.pid) <= before + 2, 4, interval=0.2,
+             what="the dropped connections' threads to end (well before acse_timeout, 10 s)")
+
+
 def test_accepted_association_stalled_mid_pdu_or_idle_is_dropped(node):
     stalled = hostile.connect(node.port)
     idle = hostile.connect(node.port)
