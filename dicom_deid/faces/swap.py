@@ -67,9 +67,12 @@ EXPRESSION_THRESHOLD = 0.0
 # displacement 0.965), the joint fit 0.881 (drawn geometry without openings, lips or lids;
 # benchmarks/swap_expression_loss.py's data). Narrowing the identity prior gives the expression
 # more of it: drawn geometry 0.862 -> 0.870 at 0.25, 0.881 at 0.1, 0.923 at 0.01, with a
-# landmark-only linkage proxy (51 ids, random donors) 9.2 / 7.8 / 7.2 / 10.5 %. Off: the
-# recogniser's linkage and the output's cosine were not measured (no evaluate run finished).
-EXPRESSION_IDENTITY_PRIOR = 1.0
+# landmark-only linkage proxy (51 ids, random donors) 9.2 / 7.8 / 7.2 / 10.5 %. At 0.1 with
+# OUTLINE_CLIP 0 (evaluate, London 3 keys, stop 30): held-out output cosine 0.849 -> 0.857,
+# recogniser linkage 3.9 % pooled / 5.9 % worst key either way, rank-1 1.3 %, 0 leaks; GRID NME
+# 3.04 -> 2.94 % MediaPipe, 4.72 -> 4.58 % dlib-68, EAR r 0.928 -> 0.939, MAR r 0.950 -> 0.948
+# (metrics_{london,grid}_stop30_ip01.json against metrics_{london,grid}_i15nme6_clip0.json).
+EXPRESSION_IDENTITY_PRIOR = 0.1
 # Donor rejection (`SwapRenderer._settle_donor`): how many candidates a study may try, and the
 # distance in the donor model's appearance embedding (standard deviations over its 20
 # components) a render must keep from the patient. On London renders (5 identities x 8 donors)
