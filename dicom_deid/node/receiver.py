@@ -15,7 +15,6 @@ import logging
 import os
 import ssl
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from io import BytesIO
@@ -340,13 +339,8 @@ class Receiver:
         A file nobody has written to for longer than the network and DIMSE timeouts cannot
         belong to a live association; none of them was acknowledged.
         """
-        horizon = time.time() - 2 * max(self.listen.network_timeout, self.listen.dimse_timeout)
-        removed = 0
-        for entry in self.spool.incoming.iterdir():
-            with contextlib.suppress(OSError):  # renamed into the spool meanwhile
-                if entry.is_file() and entry.stat().st_mtime < horizon:
-                    entry.unlink()
-                    removed += 1
+        removed = self.spool.sweep_incoming(
+            2 * max(self.listen.network_timeout, self.listen.dimse_timeout))
         if removed:
             LOG.info("removed %d abandoned partial receptions", removed)
         return removed

@@ -199,13 +199,8 @@ class ReceivePool:
 
     def sweep_incoming(self) -> int:
         """Partial receptions abandoned by an aborted association or a dead worker."""
-        horizon = time.time() - 2 * max(self.listen.network_timeout, self.listen.dimse_timeout)
-        removed = 0
-        for entry in self.spool.incoming.iterdir():
-            with contextlib.suppress(OSError):  # renamed into the spool meanwhile
-                if entry.is_file() and entry.stat().st_mtime < horizon:
-                    entry.unlink()
-                    removed += 1
+        removed = self.spool.sweep_incoming(
+            2 * max(self.listen.network_timeout, self.listen.dimse_timeout))
         if removed:
             LOG.info("removed %d abandoned partial receptions", removed)
         return removed

@@ -6,10 +6,12 @@ fsync'd, renamed into place, and its directory fsync'd before anyone relies on i
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -205,6 +207,18 @@ class Spool:
             if entry.is_file():
                 entry.unlink(missing_ok=True)
                 removed += 1
+        return removed
+
+    def sweep_incoming(self, idle_for: float) -> int:
+        """Remove partial receptions nobody has written to for ``idle_for`` seconds: a live
+        association writes more often than that, so none of them was acknowledged."""
+        horizon = time.time() - idle_for
+        removed = 0
+        for entry in self.incoming.iterdir():
+            with contextlib.suppress(OSError):  # renamed into the spool meanwhile
+                if entry.is_file() and entry.stat().st_mtime < horizon:
+                    entry.unlink()
+                    removed += 1
         return removed
 
 

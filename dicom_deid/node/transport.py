@@ -158,7 +158,7 @@ class GuardedDUL(DULServiceProvider):
                 # that a dropped connection never sends (None reads as that timeout, so it
                 # ends now). Until then it counts against AE.maximum_associations: a few
                 # bursts of hostile sockets locked real senders out ("Local Limit Exceeded").
-                self.to_user_queue.put(None)
+                self.to_user_queue.put(None)  # type: ignore[arg-type]
             for fd in (self._wake_r, self._wake_w):
                 with contextlib.suppress(OSError):
                     os.close(fd)
