@@ -425,6 +425,17 @@ def _keep_aperture(out: np.ndarray, landmarks: np.ndarray, upper: tuple[int, ...
     out[idx, :2] += np.outer(want - have, n_out)
 
 
+def _eye_line(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The midpoint of the outer eye corners of ``xy`` and the unit normal pointing down the
+    face from the line through them; None when the corners coincide."""
+    a, b = (xy[i] for i in mesh.OUTER_EYE_CORNERS)
+    axis = b - a
+    length = float(np.hypot(*axis))
+    if length < 1e-6:
+        return None
+    return (a + b) / 2.0, np.array([-axis[1], axis[0]]) / length
+
+
 class SwapRenderer:
     """Renders one donor identity onto faces; stateless across frames.
 
@@ -772,17 +783,14 @@ class SwapRenderer:
             return cover
         import cv2
 
-        a, b = (xy[i] for i in mesh.OUTER_EYE_CORNERS)
-        axis = b - a
-        length = float(np.hypot(*axis))
-        if length < 1e-6:
+        line = _eye_line(xy)
+        if line is None:
             return cover
-        down = np.array([-axis[1], axis[0]]) / length
+        origin, down = line
         rows, cols = cover.shape
         patient = render_mesh.hull_mask(lm_xy, (rows, cols))
         outside = cv2.distanceTransform(cv2.bitwise_not(patient), cv2.DIST_L2, 3)
         allowed = outside <= self.outline_clip * iod
-        origin = (a + b) / 2.0
         along = ((np.arange(rows, dtype=np.float32)[:, None] - np.float32(origin[1]))
                  * np.float32(down[1])
                  + (np.arange(cols, dtype=np.float32)[None, :] - np.float32(origin[0]))
@@ -796,14 +804,12 @@ class SwapRenderer:
         narrow below the eye line of the rendered geometry ``xy`` (ROI coordinates)."""
         if self.outline_feather is None or self.outline_feather >= self.feather:
             return feather
-        a, b = (xy[i] for i in mesh.OUTER_EYE_CORNERS)
-        axis = b - a
-        length = float(np.hypot(*axis))
-        if length < 1e-6:
+        line = _eye_line(xy)
+        if line is None:
             return feather
-        down = np.array([-axis[1], axis[0]]) / length
+        origin, down = line
         below, above = self.outline_ramp
-        return render_mesh.feather_map(shape, (a + b) / 2.0, down, feather,
+        return render_mesh.feather_map(shape, origin, down, feather,
                                        self.outline_feather * iod, -below * iod, -above * iod)
 
     def _paint_openings(self, rendered: np.ndarray, original: np.ndarray,
