@@ -50,6 +50,7 @@ from dicom_deid.node.journal import Journal, ReceivedInstance
 from dicom_deid.node.logs import RateLimiter, short_reason
 from dicom_deid.node.recv_worker import receive_message, send_message
 from dicom_deid.node.spool import Spool
+from dicom_deid.node.transport import oldest_to_evict
 
 LOG = logging.getLogger(__name__)
 
@@ -306,16 +307,10 @@ class ReceivePool:
         """listen.max_pending_connections / max_pending_per_address over every worker: the
         oldest connection not admitted gives way (transport.GuardedServer.verify_request,
         one level up)."""
-        evicted = []
         with self._lock:
             pending = [c for c in self._handed.values() if not c.admitted]
-            same = [c for c in pending if c.address == address]
-            while len(same) >= self.listen.max_pending_per_address:
-                victim = same.pop(0)
-                pending.remove(victim)
-                evicted.append(victim)
-            while len(pending) >= self.listen.max_pending_connections:
-                evicted.append(pending.pop(0))
+            evicted = oldest_to_evict(pending, address, self.listen.max_pending_per_address,
+                                      self.listen.max_pending_connections)
             for victim in evicted:
                 self._forget(victim)
         return evicted

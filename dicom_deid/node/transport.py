@@ -430,6 +430,24 @@ class GuardedRequestHandler(RequestHandler):
         return assoc
 
 
+def oldest_to_evict(pending: list[Any], address: str, per_address: int,
+                    total: int) -> list[Any]:
+    """Which connections not yet accepted (``pending``, oldest first, each with an
+    ``address``) give way to a new one from ``address``: the oldest from that address while
+    ``per_address`` are waiting, then the oldest of all while ``total`` are. A sender
+    completes its handshake in milliseconds; a squatter is the one that has been waiting."""
+    pending = list(pending)
+    same = [c for c in pending if c.address == address]
+    evicted = []
+    while len(same) >= per_address:
+        victim = same.pop(0)
+        pending.remove(victim)
+        evicted.append(victim)
+    while len(pending) >= total:
+        evicted.append(pending.pop(0))
+    return evicted
+
+
 def _drop_standard_log_handlers(target: Any) -> None:
     """Unbind pynetdicom's standard PDU/DIMSE log handlers (bound per server and per
     association while _config.LOG_HANDLER_LEVEL is "standard"). They build a description
@@ -503,20 +521,13 @@ class GuardedServer(ThreadedAssociationServer):
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         conn = Connection(request, str(client_address[0]), int(client_address[1]))
-        evicted: list[Connection] = []
         with self._lock:
             if self._stopping.is_set():
                 return False
             pending = [c for c in self._conns.values() if not c.established and not c.closed]
-            same = [c for c in pending if c.address == conn.address]
-            # The oldest unaccepted connection gives way: a sender completes its handshake
-            # in milliseconds, a squatter is the one that has been waiting.
-            while len(same) >= self.limits.max_pending_per_address:
-                victim = same.pop(0)
-                pending.remove(victim)
-                evicted.append(victim)
-            while len(pending) >= self.limits.max_pending:
-                evicted.append(pending.pop(0))
+            evicted: list[Connection] = oldest_to_evict(
+                pending, conn.address, self.limits.max_pending_per_address,
+                self.limits.max_pending)
             self._conns[id(request)] = conn
         for victim in evicted:
             victim.closed = True
