@@ -733,10 +733,11 @@ class SwapRenderer:
         done = self._render(small, lm_small, geo_small, inplace=False)
         changed = np.where(np.any(done != small, axis=2), 1.0, 0.0).astype(np.float32)
         weight = cv2.resize(changed, (cols, rows), interpolation=cv2.INTER_LINEAR)
-        hull = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape)
+        patient = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape)
+        hull = patient.copy()
         if self.shape > 0:
             hull |= render_mesh.hull_mask(geo[:, :2] - roi.offset, roi.shape)
-        hull = self._clip_cover(hull, lm[:, :2] - roi.offset, geo[:, :2] - roi.offset, iod)
+        hull = self._clip_cover(hull, patient, geo[:, :2] - roi.offset, iod)
         weight[hull > 0] = 1.0
         up = cv2.resize(done, (cols, rows), interpolation=cv2.INTER_LINEAR).astype(np.float32)
         target = roi.of(out)
@@ -765,32 +766,35 @@ class SwapRenderer:
         rendered = render_mesh.match_colour_lab(rendered_lab, original, skin, sigma,
                                                 offset=self.tone, chroma=self.tone_chroma)
         self._paint_openings(rendered, original, maps, xy, geo, iod, skin)
-        cover = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape)
+        patient = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape)
+        cover = patient.copy()
         if self.shape > 0:
             cover |= render_mesh.hull_mask(xy, roi.shape)
         cover |= maps.covered
-        cover = self._clip_cover(cover, lm[:, :2] - roi.offset, xy, iod)
+        cover = self._clip_cover(cover, patient, xy, iod)
         render_mesh.composite(out, roi, rendered, maps.covered, cover,
                               self._feather_map(xy, iod, roi.shape, feather))
         return out
 
-    def _clip_cover(self, cover: np.ndarray, lm_xy: np.ndarray, xy: np.ndarray,
+    def _clip_cover(self, cover: np.ndarray, patient: np.ndarray, xy: np.ndarray,
                     iod: float) -> np.ndarray:
-        """``cover`` (uint8, ROI) with OUTLINE_CLIP: cut to the patient's hull (landmarks
-        ``lm_xy``) widened by OUTLINE_CLIP IODs, below a line OUTLINE_CLIP_ABOVE IODs above the
+        """``cover`` (uint8, ROI) with OUTLINE_CLIP: cut to the patient's hull mask
+        ``patient`` widened by OUTLINE_CLIP IODs, below a line OUTLINE_CLIP_ABOVE IODs above the
         eye line of the rendered geometry ``xy``. The patient's hull itself is always kept."""
         if self.outline_clip is None:
             return cover
-        import cv2
-
         line = _eye_line(xy)
         if line is None:
             return cover
         origin, down = line
         rows, cols = cover.shape
-        patient = render_mesh.hull_mask(lm_xy, (rows, cols))
-        outside = cv2.distanceTransform(cv2.bitwise_not(patient), cv2.DIST_L2, 3)
-        allowed = outside <= self.outline_clip * iod
+        if self.outline_clip > 0:
+            import cv2
+
+            outside = cv2.distanceTransform(cv2.bitwise_not(patient), cv2.DIST_L2, 3)
+            allowed = outside <= self.outline_clip * iod
+        else:
+            allowed = patient > 0  # the distance to the hull is 0 exactly inside it
         along = ((np.arange(rows, dtype=np.float32)[:, None] - np.float32(origin[1]))
                  * np.float32(down[1])
                  + (np.arange(cols, dtype=np.float32)[None, :] - np.float32(origin[0]))
