@@ -196,10 +196,10 @@ class VideoWriter:
             raise
 
     def write(self, rgb: np.ndarray) -> None:
-        from dicom_deid.video.avframe import rgb_frame
+        import av
 
-        # A copy of the pixels: the encoder thread never sees the caller's array.
-        frame = rgb_frame(rgb)
+        # from_ndarray copies the pixels: the encoder thread never sees the caller's array.
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         frame.pts = self.frames
         frame.time_base = self._time_base
         self._encoder.put(frame)

@@ -1,4 +1,4 @@
-"""RGB arrays into PyAV frames for the encoders, with one copy made outside the GIL.
+"""RGB arrays into PyAV frames for the DICOM encoder, with one copy made outside the GIL.
 
 `av.VideoFrame.from_ndarray` copies an rgb24 frame twice while holding the GIL (`tobytes`, then
 row by row into the frame): about 0.36 ms at 720p on the 2-core host, and every other Python
@@ -8,6 +8,11 @@ over a 100-frame DICOM transcode and swap pass (14.7 s, load 6-7) found the GIL 
 MpegEncoder.encode in 253 of its 100 Hz samples, about 12 ms a frame. Here NumPy copies the
 pixels once, straight into the frame's buffer, and releases the GIL while it copies (0.10 ms).
 The frame's bytes are the same.
+
+Only MpegEncoder uses it so far: on the loaded 2-core host the DICOM path's swap/transcode
+ratio rose in 7 of 7 alternating rounds with it, while the mp4 path's VideoWriter, tried the
+same way, rose in 2 of 8 (noise at load 6-11 there; benchmarks/results/2026-12-08/
+i15speed7_experiments.json).
 """
 
 from __future__ import annotations
