@@ -27,6 +27,7 @@ from pydicom.uid import (
 )
 
 from dicom_deid.overlap import BackgroundConsumer
+from dicom_deid.video.avframe import rgb_frame
 from dicom_deid.video.errors import VideoError
 from dicom_deid.video.syntaxes import base_syntax, family
 
@@ -193,8 +194,8 @@ class MpegEncoder:
         """Queue one frame; an error of an earlier frame's encoding is raised here or by close."""
         if self._pts_ticks is not None and self.frames >= len(self._pts_ticks):
             raise VideoError(self.name, f"more frames than FrameTimeVector has values ({len(self._pts_ticks)})")
-        # from_ndarray copies the pixels, so the caller may reuse or change its array.
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        # A copy of the pixels, so the caller may reuse or change its array.
+        frame = rgb_frame(rgb)
         frame.pts = self._pts_ticks[self.frames] if self._pts_ticks is not None else self.frames
         self._worker.put(frame)
         self.frames += 1
