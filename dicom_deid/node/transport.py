@@ -47,11 +47,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import _PDU_TYPES, DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from dicom_deid.node.assoc_memo import decode_associate_rq
 from dicom_deid.node.fast_store import FastStore, StoreSink
 from dicom_deid.node.logs import RateLimiter
 
@@ -304,6 +306,17 @@ class GuardedDUL(DULServiceProvider):
                 self._hand_over(pdu_type, bytearray(pdu_bytes))
             return
         self._hand_over(pdu_type, bytearray(header) + body)
+
+    def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
+        """pynetdicom's, with an A-ASSOCIATE-RQ's items decoded once per distinct
+        request (node/assoc_memo.py)."""
+        if bytestream[:1] != b"\x01":
+            return super()._decode_pdu(bytestream)
+        data = bytes(bytestream)
+        evt.trigger(self.assoc, evt.EVT_DATA_RECV, {"data": data})
+        pdu = decode_associate_rq(data)
+        evt.trigger(self.assoc, evt.EVT_PDU_RECV, {"pdu": pdu})
+        return pdu, _PDU_TYPES[b"\x01"][1]
 
     def _hand_over(self, pdu_type: int, data: bytearray) -> None:
         """A whole PDU to pynetdicom's state machine."""

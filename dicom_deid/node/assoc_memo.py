@@ -1,0 +1,150 @@
+"""A-ASSOCIATE-RQ items decoded once per distinct request, not once per association.
+
+Why: a sender proposes the same presentation contexts every time (DCMTK storescu: 128
+storage SOP classes x 3 transfer syntaxes, ~9.6 KB). pynetdicom 3.0.4 decodes them item
+by item through its generic field decoders (~6.5 ms of CPU and GIL per association here,
+with node/uid_memo.py installed), then makes a PresentationContext of each (~1.9 ms),
+before the association's first instance; a small instance costs ~2-3 ms in all. With 4
+senders of 50 instances each, association set-up was ~20% of the receiver's CPU.
+
+`decode_associate_rq` decodes the PDU's fixed fields (protocol version, AE titles) every
+time, as pynetdicom does, and its variable items (application context, presentation
+contexts, user information) the first time a given block of item bytes is seen; later
+requests with the same bytes get the same decoded item objects. On the acceptor side
+pynetdicom only reads those items (A_ASSOCIATE_RQ.to_primitive builds new primitives from
+them; negotiation builds new contexts), so sharing them is safe; `RememberedRQ` also makes
+each association's presentation contexts as copies of ones made once (a context's only
+mutable member is its transfer syntax list, copied; the rest are ints, bools and UID
+strings), instead of rebuilding and re-validating every UID.
+
+Nothing changes for a request that is not remembered: pynetdicom decodes it, and its
+errors and log lines are its own. A request is remembered only if decoding it raised
+nothing and logged nothing (so a later identical one, which would log the same, is decoded
+again), and only if its items fit in _MAX_ITEM_BYTES; at most _MAX_KEPT requests are kept
+(the oldest forgotten first), so a peer sending endless variants costs a bounded memo
+(~_MAX_KEPT x _MAX_ITEM_BYTES) and each of its requests the decode it costs today.
+
+Used by transport.GuardedDUL for the PDUs it reads (the receiver only). Upstream: issue
+17's closing notes (pynetdicom decodes and validates an A-ASSOCIATE-RQ's repeated
+presentation context items from scratch for every association).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_items import PresentationContextItemRQ
+
+_MAX_KEPT = 32
+_MAX_ITEM_BYTES = 32 * 1024
+_FIXED = 74  # PDU header and fixed fields; the variable items follow (PS3.8 9.3.2)
+
+
+class _Emitted(logging.Handler):
+    """Counts the records pynetdicom's loggers emit (a decode that logged anything is
+    not remembered)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+class _Remembered:
+    __slots__ = ("items", "contexts")
+
+    def __init__(self, items: list[Any]):
+        self.items = items
+        # The PresentationContext of each presentation context item, made once.
+        self.contexts = [
+            item.to_primitive() for item in items if isinstance(item, PresentationContextItemRQ)
+        ]
+
+
+class RememberedRQ(A_ASSOCIATE_RQ):
+    """An A-ASSOCIATE-RQ whose variable items were decoded for an earlier, identical
+    request; to_primitive gives copies of that request's presentation contexts."""
+
+    _remembered: _Remembered
+
+    @property
+    def pdu_type(self) -> int:
+        return 0x01  # pynetdicom looks the type up by class
+
+    def to_primitive(self) -> Any:
+        from pynetdicom.pdu_items import UserInformationItem
+        from pynetdicom.pdu_primitives import A_ASSOCIATE
+
+        primitive = A_ASSOCIATE()
+        primitive.calling_ae_title = self.calling_ae_title
+        primitive.called_ae_title = self.called_ae_title
+        primitive.application_context_name = self.application_context_name
+        contexts = primitive.presentation_context_definition_list
+        for context in self._remembered.contexts:
+            twin = copy.copy(context)
+            twin._transfer_syntax = list(context._transfer_syntax)
+            contexts.append(twin)
+        for item in self.variable_items:
+            if isinstance(item, UserInformationItem):
+                primitive.user_information = item.to_primitive()
+        return primitive
+
+
+_memo: OrderedDict[bytes, _Remembered] = OrderedDict()
+_lock = threading.Lock()
+_emitted: _Emitted | None = None
+
+
+def _watch() -> _Emitted:
+    global _emitted
+    with _lock:
+        if _emitted is None:
+            _emitted = _Emitted()
+            logging.getLogger("pynetdicom").addHandler(_emitted)
+        return _emitted
+
+
+def decode_associate_rq(data: bytes) -> A_ASSOCIATE_RQ:
+    """The A-ASSOCIATE-RQ PDU in data (type, length and all), decoded as pynetdicom's
+    A_ASSOCIATE_RQ.decode does."""
+    key = data[_FIXED:]
+    with _lock:
+        remembered = _memo.get(key)
+        if remembered is not None:
+            _memo.move_to_end(key)
+    if remembered is None:
+        pdu = A_ASSOCIATE_RQ()
+        watch = _watch()
+        logged = watch.count
+        pdu.decode(data)
+        if len(key) <= _MAX_ITEM_BYTES and watch.count == logged:
+            try:
+                entry = _Remembered(list(pdu.variable_items))
+            except Exception:  # to_primitive refuses it: pynetdicom will say so itself
+                return pdu
+            if watch.count == logged:
+                with _lock:
+                    _memo[key] = entry
+                    while len(_memo) > _MAX_KEPT:
+                        _memo.popitem(last=False)
+        return pdu
+    pdu = RememberedRQ()
+    for (offset, length), name, func, args in pdu._decoders:
+        if name != "variable_items":
+            setattr(pdu, name, func(data[offset : offset + length], *args))
+    pdu.variable_items = list(remembered.items)
+    pdu._remembered = remembered
+    return pdu
+
+
+def forget() -> None:
+    """Drop every remembered request (tests)."""
+    with _lock:
+        _memo.clear()
