@@ -53,7 +53,7 @@ from pynetdicom.dul import _PDU_TYPES, DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from dicom_deid.node.assoc_memo import decode_associate_rq
+from dicom_deid.node.assoc_memo import decode_associate_rq, encode_associate_ac
 from dicom_deid.node.fast_store import FastStore, StoreSink
 from dicom_deid.node.logs import RateLimiter
 
@@ -242,6 +242,11 @@ class GuardedDUL(DULServiceProvider):
     def _send(self, pdu: Any) -> None:
         if isinstance(pdu, A_ASSOCIATE_AC):
             self.conn.established = True
+            if self.socket is not None:
+                # pynetdicom's _send, with the AC encoded by node/assoc_memo.py.
+                self.socket.send(encode_associate_ac(pdu))
+                evt.trigger(self.assoc, evt.EVT_PDU_SENT, {"pdu": pdu})
+                return
         super()._send(pdu)
 
     def _is_transport_event(self) -> bool:

@@ -7,14 +7,16 @@ import logging
 
 import pytest
 from pynetdicom import AllStoragePresentationContexts
-from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
+from pynetdicom.pdu_items import PresentationContextItemAC
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
     ImplementationClassUIDNotification,
     ImplementationVersionNameNotification,
     MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
 )
-from pynetdicom.presentation import build_context
+from pynetdicom.presentation import build_context, negotiate_as_acceptor
 
 from dicom_deid.node import assoc_memo
 
@@ -158,3 +160,49 @@ def test_an_undecodable_request_raises_as_before_and_is_not_remembered():
         pynetdicoms(truncated)
     assert type(ours.value) is type(theirs.value)
     assert not assoc_memo._memo
+
+
+def _answer(rq_data: bytes, supported: list) -> A_ASSOCIATE_AC:
+    """The A-ASSOCIATE-AC pynetdicom builds for this request against `supported`."""
+    rq = pynetdicoms(rq_data).to_primitive()
+    accepted, rejected = negotiate_as_acceptor(
+        rq.presentation_context_definition_list, supported, []
+    )
+    primitive = A_ASSOCIATE()
+    primitive.calling_ae_title, primitive.called_ae_title = "PACS", "DICOM-DEID"
+    primitive.application_context_name = rq.application_context_name
+    primitive.result, primitive.result_source = 0x00, 0x01
+    primitive.presentation_context_definition_results_list = accepted + rejected
+    length = MaximumLengthNotification()
+    length.maximum_length_received = 262144
+    uid = ImplementationClassUIDNotification()
+    uid.implementation_class_uid = "1.2.826.0.1.3680043.9.3811.3.0.4"
+    role = SCP_SCU_RoleSelectionNegotiation()
+    role.sop_class_uid = "1.2.840.10008.5.1.4.1.1.2"
+    role.scu_role, role.scp_role = False, True
+    primitive.user_information = [length, uid, role]
+    pdu = A_ASSOCIATE_AC()
+    pdu.from_primitive(primitive)
+    return pdu
+
+
+def test_the_answer_is_encoded_as_pynetdicom_encodes_it():
+    data = request(contexts=60)
+    supported = []
+    for n, cx in enumerate(AllStoragePresentationContexts[:50]):
+        # accepted with each of the three syntaxes, one refused for its transfer syntax;
+        # the last 10 proposed abstract syntaxes are not supported at all
+        syntax = ["1.2.840.10008.1.2.4.70"] if n % 7 == 0 else [SYNTAXES[n % 3]]
+        supported.append(build_context(cx.abstract_syntax, syntax))
+    pdu = _answer(data, supported)
+    results = {
+        item.result_reason
+        for item in pdu.variable_items
+        if isinstance(item, PresentationContextItemAC)
+    }
+    assert results == {0x00, 0x03, 0x04}
+    assert assoc_memo.encode_associate_ac(pdu) == pdu.encode()
+    assert assoc_memo.encode_associate_ac(pdu) == pdu.encode()  # syntax bytes remembered
+    decoded = A_ASSOCIATE_AC()
+    decoded.decode(assoc_memo.encode_associate_ac(pdu))
+    assert len(decoded.presentation_context) == 60
