@@ -29,7 +29,16 @@ context items straight to bytes (a transfer syntax sub-item's bytes remembered p
 transfer syntax), everything else by pynetdicom; the same bytes as A_ASSOCIATE_AC.encode
 (~3.5 ms through its generic field encoders, ~0.3 ms here).
 
-Used by transport.GuardedDUL for the PDUs it reads and sends (the receiver only).
+Negotiation (pynetdicom's presentation.negotiate_as_acceptor, ~2.5-3.5 ms for 128
+proposed contexts against the node's ~150 supported ones) is a pure function of the
+proposed contexts (id, abstract syntax, transfer syntaxes), the supported ones (abstract
+syntax, transfer syntaxes, roles) and the requested roles: `install()` has acse call
+`negotiate_as_acceptor` here, which remembers the answer per distinct such input (at most
+_MAX_KEPT, oldest forgotten first; only allowlisted calling AEs get this far) and gives
+each association copies of it.
+
+Used by transport.GuardedDUL for the PDUs it reads and sends, and by acse once installed
+(node/receiver.py, in the receiving process).
 Upstream: issue 17's closing notes (pynetdicom decodes and validates an A-ASSOCIATE-RQ's
 repeated presentation context items from scratch for every association, and encodes the
 A-ASSOCIATE-AC field by field).
@@ -156,9 +165,10 @@ def decode_associate_rq(data: bytes) -> A_ASSOCIATE_RQ:
 
 
 def forget() -> None:
-    """Drop every remembered request (tests)."""
+    """Drop every remembered request and negotiation (tests)."""
     with _lock:
         _memo.clear()
+        _negotiated.clear()
 
 
 _syntax_items: dict[str, bytes] = {}
@@ -210,3 +220,67 @@ def encode_associate_ac(pdu: A_ASSOCIATE_AC) -> bytes:
         pdu.variable_items = saved
     variable = b"".join(items)
     return head[:2] + struct.pack(">L", len(head) - 6 + len(variable)) + head[6:] + variable
+
+
+_negotiated: OrderedDict[tuple, tuple[list[Any], list[Any]]] = OrderedDict()
+_installed = False
+
+
+def _context_copies(contexts: list[Any]) -> list[Any]:
+    copies = []
+    for context in contexts:
+        twin = copy.copy(context)
+        twin._transfer_syntax = list(context._transfer_syntax)
+        copies.append(twin)
+    return copies
+
+
+def negotiate_as_acceptor(
+    rq_contexts: list[Any], ac_contexts: list[Any], roles: dict[Any, Any] | None = None
+) -> tuple[list[Any], list[Any]]:
+    """pynetdicom's presentation.negotiate_as_acceptor, remembered (module docstring)."""
+    from pynetdicom import presentation
+
+    key = (
+        tuple((cx.context_id, cx.abstract_syntax, tuple(cx.transfer_syntax)) for cx in rq_contexts),
+        tuple(
+            (cx.abstract_syntax, tuple(cx.transfer_syntax), cx.scu_role, cx.scp_role)
+            for cx in ac_contexts
+        ),
+        tuple(sorted((roles or {}).items())),
+    )
+    with _lock:
+        known = _negotiated.get(key)
+        if known is not None:
+            _negotiated.move_to_end(key)
+    if known is not None:
+        return _context_copies(known[0]), [copy.copy(role) for role in known[1]]
+    result, ac_roles = presentation.negotiate_as_acceptor(rq_contexts, ac_contexts, roles)
+    kept = (_context_copies(result), [copy.copy(role) for role in ac_roles])
+    with _lock:
+        _negotiated[key] = kept
+        while len(_negotiated) > _MAX_KEPT:
+            _negotiated.popitem(last=False)
+    return result, ac_roles
+
+
+def install() -> None:
+    """Have pynetdicom's acceptor negotiate through `negotiate_as_acceptor` (idempotent;
+    pynetdicom's requestor side is untouched)."""
+    global _installed
+    from pynetdicom import acse
+
+    with _lock:
+        if not _installed:
+            acse.negotiate_as_acceptor = negotiate_as_acceptor  # type: ignore[assignment]
+            _installed = True
+
+
+def uninstall() -> None:
+    """Back to pynetdicom's own (tests)."""
+    global _installed
+    from pynetdicom import acse, presentation
+
+    with _lock:
+        acse.negotiate_as_acceptor = presentation.negotiate_as_acceptor
+        _installed = False

@@ -206,3 +206,88 @@ def test_the_answer_is_encoded_as_pynetdicom_encodes_it():
     decoded = A_ASSOCIATE_AC()
     decoded.decode(assoc_memo.encode_associate_ac(pdu))
     assert len(decoded.presentation_context) == 60
+
+
+def _contexts(result: list) -> list[tuple]:
+    return [
+        (
+            cx.context_id,
+            cx.abstract_syntax,
+            list(cx.transfer_syntax),
+            cx.result,
+            cx._as_scu,
+            cx._as_scp,
+        )
+        for cx in result
+    ]
+
+
+def _roles(roles: list) -> list[tuple]:
+    return [(r.sop_class_uid, r.scu_role, r.scp_role) for r in roles]
+
+
+def _supported(count: int = 50, scp_role: bool | None = None) -> list:
+    supported = []
+    for n, cx in enumerate(AllStoragePresentationContexts[:count]):
+        # one in 7 only with a syntax nobody proposes: refused for its transfer syntax
+        syntax = "1.2.840.10008.1.2.4.70" if n % 7 == 0 else SYNTAXES[n % 3]
+        context = build_context(cx.abstract_syntax, [syntax])
+        if scp_role is not None:
+            context.scu_role, context.scp_role = True, scp_role
+        supported.append(context)
+    return supported
+
+
+def test_a_negotiation_is_remembered_and_gives_what_pynetdicom_gives(monkeypatch):
+    from pynetdicom import presentation
+
+    calls = []
+    original = presentation.negotiate_as_acceptor
+
+    def counted(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(presentation, "negotiate_as_acceptor", counted)
+    proposed = pynetdicoms(request(contexts=60)).to_primitive()
+    proposed = proposed.presentation_context_definition_list
+    roles = {AllStoragePresentationContexts[1].abstract_syntax: (True, True)}
+    answers = [
+        assoc_memo.negotiate_as_acceptor(proposed, _supported(scp_role=True), roles)
+        for _ in range(3)
+    ]
+    assert len(calls) == 1
+    reference = original(proposed, _supported(scp_role=True), roles)
+    for result, ac_roles in answers:
+        assert _contexts(result) == _contexts(reference[0])
+        assert _roles(ac_roles) == _roles(reference[1]) != []
+    assert {cx.result for cx in answers[0][0]} == {0x00, 0x03, 0x04}
+    # each association its own objects
+    answers[1][0][0].transfer_syntax.append("1.2.3.4")
+    answers[1][0][0].result = 0x01
+    again = assoc_memo.negotiate_as_acceptor(proposed, _supported(scp_role=True), roles)
+    assert _contexts(again[0]) == _contexts(reference[0])
+
+
+def test_another_proposal_support_or_role_is_negotiated_anew():
+    proposed = pynetdicoms(request(contexts=60)).to_primitive()
+    proposed = proposed.presentation_context_definition_list
+    first = assoc_memo.negotiate_as_acceptor(proposed, _supported(50), None)
+    fewer = assoc_memo.negotiate_as_acceptor(proposed, _supported(20), None)
+    assert sum(cx.result == 0 for cx in fewer[0]) < sum(cx.result == 0 for cx in first[0])
+    roles = {AllStoragePresentationContexts[1].abstract_syntax: (True, True)}
+    with_roles = assoc_memo.negotiate_as_acceptor(proposed, _supported(scp_role=True), roles)
+    without = assoc_memo.negotiate_as_acceptor(proposed, _supported(scp_role=True), None)
+    assert _roles(with_roles[1]) and not without[1]
+    assert len(assoc_memo._negotiated) == 4
+
+
+def test_install_routes_pynetdicoms_acceptor_negotiation_here():
+    from pynetdicom import acse, presentation
+
+    assoc_memo.install()
+    try:
+        assert acse.negotiate_as_acceptor is assoc_memo.negotiate_as_acceptor
+    finally:
+        assoc_memo.uninstall()
+    assert acse.negotiate_as_acceptor is presentation.negotiate_as_acceptor
