@@ -62,6 +62,7 @@ _ALLOWED = frozenset({_GROUP_LENGTH, _AFFECTED_CLASS, _COMMAND_FIELD, _MESSAGE_I
                       _DATA_SET_TYPE, _AFFECTED_INSTANCE})
 _REQUIRED = _ALLOWED - {_GROUP_LENGTH}
 _C_STORE_RQ, _C_STORE_RSP, _NO_DATA_SET = 0x0001, 0x8001, 0x0101
+_SUCCESS = 0x0000  # receiver.STATUS_SUCCESS: stored or quarantined, renamed into the spool
 # A command set is ~100-200 bytes; held beyond this, it is not a plain C-STORE.
 MAX_COMMAND = 64 * 1024
 # The peer's maximum PDU must take the response (~200 bytes) in one PDV.
@@ -388,6 +389,7 @@ class FastStore:
         # it: its network_timeout check must not fire during a long fsync (abort() and
         # kill() still resume it).
         assoc._reactor_checkpoint.clear()
+        status = None
         try:
             status = self.sink.store(Arrival(
                 assoc=assoc, affected_sop_class=command.sop_class,
@@ -397,8 +399,9 @@ class FastStore:
                 data=bytes(incoming.kept) if incoming.kept is not None else None, lean=True))
         finally:
             assoc._reactor_checkpoint.set()
-            with contextlib.suppress(OSError):  # stored: renamed away; else refused
-                Path(reception.name).unlink()
+            if status != _SUCCESS:  # a success was renamed into the spool (no unlink then)
+                with contextlib.suppress(OSError):
+                    Path(reception.name).unlink()
         self.taken += 1
         if not assoc.is_established:
             return  # aborted meanwhile: pynetdicom sends nothing either

@@ -247,10 +247,11 @@ class Receiver:
         )
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-        from dicom_deid.node import uid_memo
+        from dicom_deid.node import assoc_memo, uid_memo
         from dicom_deid.node.transport import GuardedServer, Limits
 
         uid_memo.install()  # association set-up: ~7,400 UID validations each, ~15 ms
+        assoc_memo.install()  # negotiation remembered per distinct proposal
         # Chunked reception writes each data set to a file as it arrives. pynetdicom opens
         # it with NamedTemporaryFile (module global, no hook): ours writes inside the spool,
         # so the final rename stays on one file system, and checks the disk as it goes.

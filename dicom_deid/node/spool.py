@@ -169,10 +169,15 @@ class Spool:
         """Rename a received file to its spool location; the caller makes the data and
         the rename durable (fsync of the file, then of its folder) before relying on it."""
         final = self.state_dir / relative
-        if not final.parent.is_dir():
+        try:
+            # The buckets exist (made at start): no stat of one per instance.
+            os.replace(received, final)
+        except FileNotFoundError:
+            if final.parent.is_dir():
+                raise  # the received file is what is missing
             ensure_private_dir(final.parent)
             fsync_dir(final.parent.parent)
-        os.replace(received, final)
+            os.replace(received, final)
         return final
 
     def sweep_orphans(self, known: set[str]) -> int:

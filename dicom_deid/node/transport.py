@@ -47,11 +47,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import _PDU_TYPES, DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from dicom_deid.node.assoc_memo import decode_associate_rq, encode_associate_ac
 from dicom_deid.node.fast_store import FastStore, StoreSink
 from dicom_deid.node.logs import RateLimiter
 
@@ -240,6 +242,11 @@ class GuardedDUL(DULServiceProvider):
     def _send(self, pdu: Any) -> None:
         if isinstance(pdu, A_ASSOCIATE_AC):
             self.conn.established = True
+            if self.socket is not None:
+                # pynetdicom's _send, with the AC encoded by node/assoc_memo.py.
+                self.socket.send(encode_associate_ac(pdu))
+                evt.trigger(self.assoc, evt.EVT_PDU_SENT, {"pdu": pdu})
+                return
         super()._send(pdu)
 
     def _is_transport_event(self) -> bool:
@@ -304,6 +311,17 @@ class GuardedDUL(DULServiceProvider):
                 self._hand_over(pdu_type, bytearray(pdu_bytes))
             return
         self._hand_over(pdu_type, bytearray(header) + body)
+
+    def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
+        """pynetdicom's, with an A-ASSOCIATE-RQ's items decoded once per distinct
+        request (node/assoc_memo.py)."""
+        if bytestream[:1] != b"\x01":
+            return super()._decode_pdu(bytestream)
+        data = bytes(bytestream)
+        evt.trigger(self.assoc, evt.EVT_DATA_RECV, {"data": data})
+        pdu = decode_associate_rq(data)
+        evt.trigger(self.assoc, evt.EVT_PDU_RECV, {"pdu": pdu})
+        return pdu, _PDU_TYPES[b"\x01"][1]
 
     def _hand_over(self, pdu_type: int, data: bytearray) -> None:
         """A whole PDU to pynetdicom's state machine."""
