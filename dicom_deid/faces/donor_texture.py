@@ -30,6 +30,14 @@ RIM = 0.2
 INNER = 0.2
 # Low-pass of the skin colour continued over the rim and the forehead.
 SKIN_SIGMA = 0.1
+# Inner-face pixels darker than the skin's median by this many robust deviations (brows,
+# lashes, pupils, nostrils) give no skin colour: blurred in, the brows darkened the forehead
+# continued above them toward the hairline, a dark arc where the face meets the patient's
+# forehead.
+SKIN_DARK = 2.0
+# How the skin colour is continued beyond the inner face: from the nearest inner pixel (True)
+# or by the push-pull fill (False, the behaviour before).
+NEAREST_FILL = True
 # Limits of the rim's shading relative to the inner skin: darker toward the outline, never
 # lighter (a lighter rim reads as a halo).
 RIM_SHADE = (0.85, 1.0)
@@ -113,12 +121,38 @@ def clean_texture(texture: np.ndarray, mean_texture: np.ndarray,
     return np.clip(out, 0.0, 255.0).astype(np.float32)
 
 
+def dark_features(tex: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """Pixels of the inner face darker than its skin by SKIN_DARK robust deviations: brows,
+    lashes, pupils, nostrils."""
+    grey = tex.mean(axis=2)
+    values = grey[inner]
+    if values.size < 16:
+        return np.zeros(inner.shape, bool)
+    med = float(np.median(values))
+    mad = float(np.median(np.abs(values - med))) * 1.4826 + 1.0
+    return grey < med - SKIN_DARK * mad
+
+
 def _inner_skin(tex: np.ndarray, inner: np.ndarray, iod: float) -> np.ndarray:
     """The low-pass of ``tex`` over the inner face only (normalised convolution), continued
     outward: a skin colour without the rim's hair and background."""
     import cv2
 
-    m = inner.astype(np.float32)
+    m = (inner & ~dark_features(tex, inner)).astype(np.float32)
     blurred = cv2.GaussianBlur(tex * m[..., None], (0, 0), SKIN_SIGMA * iod)
     weight = cv2.GaussianBlur(m, (0, 0), SKIN_SIGMA * iod)
-    return fill_outside(blurred / np.maximum(weight, 1e-4)[..., None], weight > 0.2)
+    skin = blurred / np.maximum(weight, 1e-4)[..., None]
+    known = weight > 0.2
+    if not NEAREST_FILL:
+        return fill_outside(skin, known)
+    # Each pixel outside takes its nearest known pixel's colour, smoothed: the push-pull fill
+    # drifts with distance toward the whole face's mean, darker than a forehead, so the
+    # continued forehead darkened toward the hairline (19 texels out: 177 -> 159 grey).
+    _, labels = cv2.distanceTransformWithLabels((~known).astype(np.uint8), cv2.DIST_L2, 5,
+                                                labelType=cv2.DIST_LABEL_PIXEL)
+    ys, xs = np.nonzero(known)
+    lut = np.zeros((labels.max() + 1, skin.shape[2]), np.float32)
+    lut[labels[ys, xs]] = skin[ys, xs]
+    near = lut[labels]
+    near = cv2.GaussianBlur(near, (0, 0), SKIN_SIGMA * iod)
+    return np.where(known[..., None], skin, near).astype(np.float32)

@@ -285,7 +285,8 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
                      shading_sigma: float | None,
                      gain_limits: tuple[float, float] = GAIN_LIMITS,
                      offset: tuple[float, float, float] | None = None,
-                     chroma: float = 1.0) -> np.ndarray:
+                     chroma: float = 1.0,
+                     fine: tuple[float, np.ndarray] | None = None) -> np.ndarray:
     """Give a face rendered in float32 LAB (L 0..100; a texture kept in LAB saves a colour
     conversion per frame) the frame's colour and illumination over ``region``.
 
@@ -293,6 +294,8 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
     (shading) replaces the rendered one; both taken from the skin of the frame's region only
     (`skin_pixels`). ``offset`` (L, a, b) is added after the match (a donor's own skin tone);
     ``chroma`` scales the frame's mean a and b the face is matched to (its hue stays).
+    ``fine`` (sigma, weight per pixel 0..1): the frame's lightness replaces the rendered one
+    once more at this finer scale, by that weight (`fine_shading`).
     Returns float32 RGB in 0..255.
     """
     if cv2.countNonZero(region) < 16:
@@ -321,8 +324,47 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
         low_out = masked_blur(out[..., 0], region, shading_sigma)
         ratio = np.clip((low_ref + float(shift[0]) + 1.0) / (low_out + 1.0), 0.5, 2.0)
         out[..., 0] *= ratio
+    if fine is not None:
+        fine_shading(out, ref8, skin, skin_pixels(out, region, eight_bit=False), *fine,
+                     float(shift[0]))
     rgb = cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
     return cv2.multiply(rgb, (255.0, 255.0, 255.0, 0.0), dst=rgb)
+
+
+# Where the frame has less skin than this (the Gaussian-weighted share within the fine scale:
+# hair over the forehead), the fine shading fades out.
+FINE_SKIN_SHARE = 0.3
+# The fine shading moves a and b too (False: lightness only).
+FINE_CHROMA = True
+
+
+def fine_shading(out: np.ndarray, ref8: np.ndarray, ref_skin: np.ndarray,
+                 out_skin: np.ndarray, sigma: float, weight: np.ndarray,
+                 shift: float = 0.0) -> None:
+    """Scale the lightness of ``out`` (float LAB, in place) toward the frame's (``ref8``,
+    OpenCV's 8-bit LAB) at the scale ``sigma``, by ``weight`` (0..1 per pixel), both low-passes
+    over skin only (``ref_skin``, ``out_skin``); faded out where the frame shows little skin.
+
+    At the forehead the face meets the patient's own forehead skin, so any difference in
+    lightness between the donor's forehead and the patient's at a scale finer than the
+    shading's shows as a step at the top of the face: a lighter patch up to the hairline, and
+    the patient's strip above it dark beside it (an arc)."""
+    w = np.asarray(weight, np.float32)
+    if not np.any(w > 0) or cv2.countNonZero(out_skin) < 16:
+        return
+    channels = 3 if FINE_CHROMA else 1
+    low_ref = (masked_blur(ref8[..., :channels].astype(np.float32), ref_skin, sigma)
+               - _LAB8_OFFSET[:channels]) * _LAB8_SCALE[:channels]
+    low_out = masked_blur(out[..., :channels], out_skin, sigma)
+    if channels == 1:
+        low_ref, low_out = low_ref[..., None], low_out[..., None]
+    share = cv2.GaussianBlur((ref_skin > 0).astype(np.float32), (0, 0), sigma)
+    w = w * np.clip(share / FINE_SKIN_SHARE, 0.0, 1.0)
+    ratio = np.clip((low_ref[..., 0] + shift + 1.0) / (low_out[..., 0] + 1.0), 0.5, 2.0)
+    out[..., 0] *= 1.0 + w * (ratio - 1.0)
+    if channels == 3:
+        # The skin's hue there too (a forehead pinker or greyer than the cheeks), as an offset.
+        out[..., 1:] += w[..., None] * (low_ref[..., 1:] - low_out[..., 1:])
 
 
 def fill_from(image: np.ndarray, known: np.ndarray, levels: int = 5) -> np.ndarray:

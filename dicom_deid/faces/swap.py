@@ -235,6 +235,21 @@ DONOR_TONE_LOCUS = 0.0
 # distances; `render_mesh.match_colour_lab`): the frame's light on the donor face. It also
 # carries the patient's own shading (nose, eye sockets, cheekbones) at that scale.
 SHADING_SIGMA = 0.35
+# Above the brows the frame's lightness replaces the rendered face's once more at this finer
+# scale (inter-ocular distances; 0: not at all, the behaviour before), ramping in between
+# FOREHEAD_RAMP IODs above the eye line (`render_mesh.fine_shading`). The face's top meets the
+# patient's forehead there: at SHADING_SIGMA alone a donor forehead lighter than the patient's
+# (relative to the rest of the face) was a lighter patch up to the hairline with the patient's
+# own strip above it reading as a dark arc (GRID lbax4n: rendered forehead 75 L against the
+# frame's 66). The forehead's shading at this scale is the light on it, not its wrinkles.
+FOREHEAD_SIGMA = 0.1
+FOREHEAD_RAMP = (0.3, 0.55)
+# And along the face's upper edge (the temples, where it meets the patient's temple skin or
+# hair): within this many IODs of the rendered face's edge, above the eye line (ramping in over
+# FOREHEAD_EDGE_RAMP). On lbax4n the patient's left temple is lit (77 L) where the donor's
+# was 64: the dark curve of the arc.
+FOREHEAD_EDGE = 0.3
+FOREHEAD_EDGE_RAMP = (0.0, 0.15)
 TONE_CHROMA_PER_L = 0.025
 
 
@@ -551,6 +566,7 @@ class SwapRenderer:
         self.mouth = mouth
         # In inter-ocular distances; 0 = no shading transfer.
         self.shading_sigma = float(SHADING_SIGMA if shading_sigma is None else shading_sigma)
+        self.forehead_sigma = float(FOREHEAD_SIGMA)
         self.feather = feather               # in inter-ocular distances
         layout = self.model.layout
         self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
@@ -764,7 +780,9 @@ class SwapRenderer:
         skin = np.where(maps.part == mesh.PART_SKIN, 255, 0).astype(np.uint8)
         sigma = self.shading_sigma * iod if self.shading_sigma > 0 else None
         rendered = render_mesh.match_colour_lab(rendered_lab, original, skin, sigma,
-                                                offset=self.tone, chroma=self.tone_chroma)
+                                                offset=self.tone, chroma=self.tone_chroma,
+                                                fine=self._forehead_shading(xy, iod,
+                                                                            maps.covered))
         self._paint_openings(rendered, original, maps, xy, geo, iod, skin)
         patient = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape)
         cover = patient.copy()
@@ -775,6 +793,33 @@ class SwapRenderer:
         render_mesh.composite(out, roi, rendered, maps.covered, cover,
                               self._feather_map(xy, iod, roi.shape, feather))
         return out
+
+    def _forehead_shading(self, xy: np.ndarray, iod: float, covered: np.ndarray,
+                          ) -> tuple[float, np.ndarray] | None:
+        """FOREHEAD_SIGMA's (sigma, weight per ROI pixel): 1 above FOREHEAD_RAMP[1] IODs
+        above the eye line of the rendered geometry ``xy``, 0 below FOREHEAD_RAMP[0]; and
+        above the eye line (ramping in over FOREHEAD_EDGE_RAMP) within FOREHEAD_EDGE IODs of
+        the edge of ``covered`` (the temples)."""
+        if self.forehead_sigma <= 0:
+            return None
+        line = _eye_line(xy)
+        if line is None:
+            return None
+        import cv2
+
+        origin, down = line
+        shape = covered.shape
+        low, high = FOREHEAD_RAMP
+        ramp = render_mesh.feather_map(shape, origin, down, 1.0, 0.0, -low * iod, -high * iod)
+        if FOREHEAD_EDGE > 0:
+            inside = cv2.distanceTransform(np.where(covered > 127, 255, 0).astype(np.uint8),
+                                           cv2.DIST_L2, 3)
+            edge = np.clip(1.0 - inside / np.float32(FOREHEAD_EDGE * iod), 0.0, 1.0)
+            low, high = FOREHEAD_EDGE_RAMP
+            above = render_mesh.feather_map(shape, origin, down, 1.0, 0.0, -low * iod,
+                                            -high * iod)
+            ramp = np.maximum(ramp, edge * above)
+        return self.forehead_sigma * iod, ramp
 
     def _clip_cover(self, cover: np.ndarray, patient: np.ndarray, xy: np.ndarray,
                     iod: float) -> np.ndarray:
