@@ -46,6 +46,9 @@ RIM_SHADE = (0.85, 1.0)
 OWN_SIGMA = 0.06
 # Fine detail (wrinkles, pores, strands) is what lies above this low-pass.
 DETAIL_SIGMA = 0.03
+# The mean texture's fine detail fades out over this distance from the mesh outline (0: kept
+# up to it, the behaviour before).
+EDGE_DETAIL = 0.06
 # The forehead ramps in over this height above the brow line; how much of the donor's own
 # detail it keeps.
 FOREHEAD_RAMP = 0.2
@@ -84,13 +87,16 @@ def clean_weights(layout: TextureLayout) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def clean_texture(texture: np.ndarray, mean_texture: np.ndarray,
-                  layout: TextureLayout, keep_own: float = 0.0) -> np.ndarray:
+                  layout: TextureLayout, keep_own: float = 0.0, *,
+                  edge_detail: float | None = None,
+                  nearest_fill: bool | None = None) -> np.ndarray:
     """``texture`` (size, size, 3 float32, 0..255, in ``layout``) with its rim and forehead
     replaced by its own smooth skin colour and the mean texture's fine detail.
 
     ``keep_own`` (0..1): how much of the donor's own colour there comes back, low-passed at
     OWN_SIGMA (its rim and forehead shading without the strands and wrinkles): donors then
-    differ where cleaning made them alike; 0 is the fully cleaned texture."""
+    differ where cleaning made them alike; 0 is the fully cleaned texture.
+    ``edge_detail``, ``nearest_fill``: EDGE_DETAIL and NEAREST_FILL when None."""
     if not 0.0 <= keep_own <= 1.0:
         raise ValueError(f"keep_own must be within 0..1, got {keep_own}")
     import cv2
@@ -103,13 +109,21 @@ def clean_texture(texture: np.ndarray, mean_texture: np.ndarray,
     low = cv2.GaussianBlur(tex, (0, 0), s)
     detail = tex - low
     mean_detail = mean - cv2.GaussianBlur(mean, (0, 0), s)
-    skin = _inner_skin(tex, inner, iod)
+    edge_detail = EDGE_DETAIL if edge_detail is None else float(edge_detail)
+    if edge_detail > 0:
+        # The mean texture's own outline (its training photos' hair and background edge) is in
+        # its fine detail as a dark line (-5.5 grey on the outermost texel, -1 on the third),
+        # drawn along the rendered face's edge: a thin arc over the forehead and temples.
+        dist = cv2.distanceTransform(layout.face_mask.astype(np.uint8), cv2.DIST_L2, 5)
+        mean_detail *= _smoothstep(dist / (edge_detail * iod))[..., None]
+    nearest = NEAREST_FILL if nearest_fill is None else bool(nearest_fill)
+    skin = _inner_skin(tex, inner, iod, nearest)
     # The rim keeps the shading of a face turning away from the light (the mean texture's
     # lightness there against its own inner skin, an average over the training faces, so
     # nobody's hair): without it the outline is flat and a landmarker finds the jaw less well
     # (astronaut NME at shape 0: 1.8-2.1 % with, 2.1 % without; MediaPipe reads one photo
     # differently from call to call by about 0.2).
-    mean_skin = _inner_skin(mean, inner, iod)
+    mean_skin = _inner_skin(mean, inner, iod, nearest)
     mean_low = cv2.GaussianBlur(mean, (0, 0), s)
     shade = (mean_low.mean(axis=2) + 1.0) / (mean_skin.mean(axis=2) + 1.0)
     skin = skin * np.clip(shade, RIM_SHADE[0], RIM_SHADE[1])[..., None]
@@ -133,7 +147,8 @@ def dark_features(tex: np.ndarray, inner: np.ndarray) -> np.ndarray:
     return grey < med - SKIN_DARK * mad
 
 
-def _inner_skin(tex: np.ndarray, inner: np.ndarray, iod: float) -> np.ndarray:
+def _inner_skin(tex: np.ndarray, inner: np.ndarray, iod: float,
+                nearest: bool = True) -> np.ndarray:
     """The low-pass of ``tex`` over the inner face only (normalised convolution), continued
     outward: a skin colour without the rim's hair and background."""
     import cv2
@@ -143,7 +158,7 @@ def _inner_skin(tex: np.ndarray, inner: np.ndarray, iod: float) -> np.ndarray:
     weight = cv2.GaussianBlur(m, (0, 0), SKIN_SIGMA * iod)
     skin = blurred / np.maximum(weight, 1e-4)[..., None]
     known = weight > 0.2
-    if not NEAREST_FILL:
+    if not nearest:
         return fill_outside(skin, known)
     # Each pixel outside takes its nearest known pixel's colour, smoothed: the push-pull fill
     # drifts with distance toward the whole face's mean, darker than a forehead, so the

@@ -243,13 +243,24 @@ SHADING_SIGMA = 0.35
 # own strip above it reading as a dark arc (GRID lbax4n: rendered forehead 75 L against the
 # frame's 66). The forehead's shading at this scale is the light on it, not its wrinkles.
 FOREHEAD_SIGMA = 0.1
-FOREHEAD_RAMP = (0.3, 0.55)
+FOREHEAD_RAMP = (0.35, 0.6)
 # And along the face's upper edge (the temples, where it meets the patient's temple skin or
 # hair): within this many IODs of the rendered face's edge, above the eye line (ramping in over
 # FOREHEAD_EDGE_RAMP). On lbax4n the patient's left temple is lit (77 L) where the donor's
 # was 64: the dark curve of the arc.
 FOREHEAD_EDGE = 0.3
-FOREHEAD_EDGE_RAMP = (0.0, 0.15)
+FOREHEAD_EDGE_RAMP = (0.05, 0.25)
+# The colour match's a and b gains follow the frame's skin lightness when it is darker than
+# the donor's, down to this factor (`render_mesh.match_colour_lab`'s chroma_floor; None: not
+# at all, the behaviour before): on a darker face the donor's lips kept their full chroma
+# against the skin and read as lipstick (London 061).
+CHROMA_FLOOR: float | None = 0.4
+# The donor texture's cleaning (`donor_texture.clean_texture`): the mean texture's fine detail
+# faded out over this distance from the outline (0: kept, the behaviour before), and the skin
+# colour continued from the nearest inner skin (False: the push-pull fill, the behaviour
+# before).
+DONOR_EDGE_DETAIL = 0.06
+DONOR_NEAREST_FILL = True
 TONE_CHROMA_PER_L = 0.025
 
 
@@ -537,6 +548,8 @@ class SwapRenderer:
         self._donor_source = (donors_dir, model_path, float(donor_shape), float(donor_outline))
         self.clean_donor = clean_donor
         self.donor_own_rim = float(DONOR_OWN_RIM if donor_own_rim is None else donor_own_rim)
+        self.edge_detail = float(DONOR_EDGE_DETAIL)
+        self.nearest_fill = bool(DONOR_NEAREST_FILL)
         tone = DONOR_TONE if tone_range is None else tone_range
         self.tone_range = tuple(float(v) for v in tone)
         if len(self.tone_range) != 3 or min(self.tone_range) < 0:
@@ -567,6 +580,7 @@ class SwapRenderer:
         # In inter-ocular distances; 0 = no shading transfer.
         self.shading_sigma = float(SHADING_SIGMA if shading_sigma is None else shading_sigma)
         self.forehead_sigma = float(FOREHEAD_SIGMA)
+        self.chroma_floor = None if CHROMA_FLOOR is None else float(CHROMA_FLOOR)
         self.feather = feather               # in inter-ocular distances
         layout = self.model.layout
         self.tris, self.parts, self.uv = layout.triangles, layout.parts, layout.uv
@@ -584,7 +598,8 @@ class SwapRenderer:
         texture = self.donor.texture
         if self.clean_donor:
             texture = clean_texture(texture, self.model.mean_texture, self.model.layout,
-                                    self.donor_own_rim)
+                                    self.donor_own_rim, edge_detail=self.edge_detail,
+                                    nearest_fill=self.nearest_fill)
         self.tone = donor_tone(seed, self.tone_range)
         self.tone_chroma = 1.0
         locus = donor_tone_locus(seed, self.tone_locus)
@@ -617,7 +632,8 @@ class SwapRenderer:
                        self.tone_locus, self.shading_sigma, self.pose_fit, self.outline_keep,
                        self.feature_reach, self.aspect, self.outline_feather,
                        self.outline_ramp, self.feather, self.outline_clip,
-                       self.outline_clip_above, self.brow_keep,
+                       self.outline_clip_above, self.brow_keep, self.forehead_sigma,
+                       self.chroma_floor, self.edge_detail, self.nearest_fill,
                        *map(str, self._donor_source))
         with _SETTLED_LOCK:
             known = _SETTLED.get(settled_key)
@@ -782,7 +798,8 @@ class SwapRenderer:
         rendered = render_mesh.match_colour_lab(rendered_lab, original, skin, sigma,
                                                 offset=self.tone, chroma=self.tone_chroma,
                                                 fine=self._forehead_shading(xy, iod,
-                                                                            maps.covered))
+                                                                            maps.covered),
+                                                chroma_floor=self.chroma_floor)
         self._paint_openings(rendered, original, maps, xy, geo, iod, skin)
         patient = render_mesh.hull_mask(lm[:, :2] - roi.offset, roi.shape)
         cover = patient.copy()
@@ -808,7 +825,7 @@ class SwapRenderer:
         import cv2
 
         origin, down = line
-        shape = covered.shape
+        shape: tuple[int, int] = (covered.shape[0], covered.shape[1])
         low, high = FOREHEAD_RAMP
         ramp = render_mesh.feather_map(shape, origin, down, 1.0, 0.0, -low * iod, -high * iod)
         if FOREHEAD_EDGE > 0:
