@@ -314,8 +314,8 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
     skin = skin_pixels(ref8, region)
     # Like against like: the rendered face's own skin (without its lips and brows, which the
     # frame's side leaves out too; with them the match tinted the skin grey-green).
-    mu_s, sd_s = (v.reshape(3).astype(np.float32)
-                  for v in cv2.meanStdDev(src, mask=skin_pixels(src, region, eight_bit=False)))
+    src_skin = skin_pixels(src, region, eight_bit=False)
+    mu_s, sd_s = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(src, mask=src_skin))
     mu8, sd8 = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(ref8, mask=skin))
     mu_r, sd_r = (mu8 - _LAB8_OFFSET) * _LAB8_SCALE, sd8 * _LAB8_SCALE
     gain = np.clip((sd_r + 1e-3) / (sd_s + 1e-3), *gain_limits)
@@ -339,8 +339,9 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
         ratio = np.clip((low_ref + float(shift[0]) + 1.0) / (low_out + 1.0), 0.5, 2.0)
         out[..., 0] *= ratio
     if fine is not None:
-        fine_shading(out, ref8, skin, skin_pixels(out, region, eight_bit=False), *fine,
-                     float(shift[0]))
+        # The donor's skin pixels as the match's statistics took them (its brows and lips
+        # left out); the affine keeps which they are.
+        fine_shading(out, ref8, skin, src_skin, *fine, float(shift[0]))
     rgb = cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
     return cv2.multiply(rgb, (255.0, 255.0, 255.0, 0.0), dst=rgb)
 
@@ -358,27 +359,54 @@ def fine_shading(out: np.ndarray, ref8: np.ndarray, ref_skin: np.ndarray,
     """Scale the lightness of ``out`` (float LAB, in place) toward the frame's (``ref8``,
     OpenCV's 8-bit LAB) at the scale ``sigma``, by ``weight`` (0..1 per pixel), both low-passes
     over skin only (``ref_skin``, ``out_skin``); faded out where the frame shows little skin.
+    With FINE_CHROMA a and b move to the frame's at that scale too, as an offset.
 
     At the forehead the face meets the patient's own forehead skin, so any difference in
     lightness between the donor's forehead and the patient's at a scale finer than the
     shading's shows as a step at the top of the face: a lighter patch up to the hairline, and
     the patient's strip above it dark beside it (an arc)."""
     w = np.asarray(weight, np.float32)
-    if not np.any(w > 0) or cv2.countNonZero(out_skin) < 16:
+    live = np.flatnonzero(w.max(axis=1) > 0)
+    if len(live) == 0 or cv2.countNonZero(out_skin) < 16:
         return
-    channels = 3 if FINE_CHROMA else 1
-    low_ref = (masked_blur(ref8[..., :channels].astype(np.float32), ref_skin, sigma)
-               - _LAB8_OFFSET[:channels]) * _LAB8_SCALE[:channels]
-    low_out = masked_blur(out[..., :channels], out_skin, sigma)
-    if channels == 1:
-        low_ref, low_out = low_ref[..., None], low_out[..., None]
-    share = cv2.GaussianBlur((ref_skin > 0).astype(np.float32), (0, 0), sigma)
-    w = w * np.clip(share / FINE_SKIN_SHARE, 0.0, 1.0)
+    # Only the rows the weight reaches (the upper face) and the blur's reach around them, on a
+    # grid reduced to about half the scale: the result is smooth, and at full resolution this
+    # cost half as much again as the whole render (GRID, 80 px between the eyes).
+    rows, cols = w.shape
+    reach = int(np.ceil(3.0 * sigma))
+    y0, y1 = max(0, int(live[0]) - reach), min(rows, int(live[-1]) + 1 + reach)
+    factor = max(1, int(sigma // 2))
+    small = (max(1, cols // factor), max(1, (y1 - y0) // factor))
+
+    def low_pass(lab: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m = cv2.compare(mask[y0:y1], 0, cv2.CMP_GT)
+        stack = cv2.merge([*cv2.split(lab), np.ones(m.shape, np.float32)])
+        stack = cv2.copyTo(stack, m, np.zeros_like(stack))
+        stack = cv2.resize(stack, small, interpolation=cv2.INTER_AREA).reshape(
+            small[1], small[0], 4)
+        stack = cv2.GaussianBlur(stack, (0, 0), sigma / factor).reshape(small[1], small[0], 4)
+        share = stack[..., 3]
+        return stack[..., :3] / np.maximum(share, 1e-4)[..., None], share
+
+    # The low-pass is linear: the frame's 8-bit LAB is brought to LAB units after it.
+    low_ref, share = low_pass(ref8[y0:y1].astype(np.float32), ref_skin)
+    low_ref = (low_ref - _LAB8_OFFSET) * _LAB8_SCALE
+    low_out, _ = low_pass(out[y0:y1], out_skin)
     ratio = np.clip((low_ref[..., 0] + shift + 1.0) / (low_out[..., 0] + 1.0), 0.5, 2.0)
-    out[..., 0] *= 1.0 + w * (ratio - 1.0)
-    if channels == 3:
-        # The skin's hue there too (a forehead pinker or greyer than the cheeks), as an offset.
-        out[..., 1:] += w[..., None] * (low_ref[..., 1:] - low_out[..., 1:])
+    change = cv2.merge([ratio - 1.0, low_ref[..., 1] - low_out[..., 1],
+                        low_ref[..., 2] - low_out[..., 2],
+                        np.clip(share / FINE_SKIN_SHARE, 0.0, 1.0)])
+    change = cv2.resize(change, (cols, y1 - y0), interpolation=cv2.INTER_LINEAR).reshape(
+        y1 - y0, cols, 4)
+    gain, d_a, d_b, fade = cv2.split(change)
+    wc = cv2.multiply(np.ascontiguousarray(w[y0:y1]), fade)
+    lab = list(cv2.split(out[y0:y1]))
+    lab[0] = cv2.add(lab[0], cv2.multiply(lab[0], cv2.multiply(wc, gain)))
+    if FINE_CHROMA:
+        # The skin's hue there too (a forehead pinker or greyer than the cheeks).
+        lab[1] = cv2.add(lab[1], cv2.multiply(wc, d_a))
+        lab[2] = cv2.add(lab[2], cv2.multiply(wc, d_b))
+    out[y0:y1] = cv2.merge(lab)
 
 
 def fill_from(image: np.ndarray, known: np.ndarray, levels: int = 5) -> np.ndarray:
