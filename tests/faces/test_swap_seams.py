@@ -95,7 +95,7 @@ def test_the_cleaned_forehead_does_not_darken_toward_the_hairline():
     assert forehead[:third].mean() > 0.96 * forehead[third:].mean()
 
 
-def test_the_mean_textures_outline_line_is_not_drawn_on_the_rim():
+def test_the_mean_textures_outline_line_is_not_drawn_over_the_forehead_and_temples():
     model = load_model()
     layout = model.layout
     tex = model.mean_texture.astype(np.float32)
@@ -103,11 +103,19 @@ def test_the_mean_textures_outline_line_is_not_drawn_on_the_rim():
     before = donor_texture.clean_texture(tex, model.mean_texture, layout, edge_detail=0.0)
     before = before.mean(axis=2)
     dist = cv2.distanceTransform(layout.face_mask.astype(np.uint8), cv2.DIST_L2, 5)
-    edge = (dist > 0) & (dist <= 2)
-    near = (dist > 4) & (dist <= 8)
-    # The mean texture's outline was a line 3-6 grey levels darker than the rim just inside.
-    assert out[edge].mean() > out[near].mean() - 1.5
+    iod = float(np.linalg.norm(layout.uv[33] - layout.uv[263]))
+    eye_y = float(layout.uv[[33, 263], 1].mean())
+    upper = (np.arange(layout.size)[:, None] < eye_y - 0.25 * iod) & np.ones((1, layout.size), bool)
+    edge = upper & (dist > 0) & (dist <= 2)
+    near = upper & (dist > 4) & (dist <= 8)
+    # The mean texture's outline was a line 3-6 grey levels darker than the rim just inside;
+    # without it the outermost texels are lighter by about that, and nothing moves inside.
     assert before[edge].mean() < before[near].mean() - 2.5
+    assert (out - before)[edge].mean() > 2.0
+    assert np.abs(out - before)[dist > 0.1 * iod].max() < 1e-3
+    # Below the eyes (hair and background beside the face) it stays: it softens that edge.
+    lower = ~upper & (np.arange(layout.size)[:, None] > eye_y + 0.25 * iod)
+    assert np.array_equal(out[lower & (dist <= 2)], before[lower & (dist <= 2)])
 
 
 def _lips_on_skin(
