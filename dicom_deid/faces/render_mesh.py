@@ -257,7 +257,7 @@ GAIN_LIMITS = (0.8, 1.25)
 # The a and b contrast gains are scaled by the frame's skin lightness over the donor's, when
 # darker, down to this (`match_colour_lab`'s chroma_floor; None: not at all, the behaviour
 # before).
-CHROMA_FLOOR: float | None = 0.4
+CHROMA_FLOOR: float | None = None
 
 
 def skin_pixels(lab_image: np.ndarray, region: np.ndarray, eight_bit: bool = True) -> np.ndarray:
