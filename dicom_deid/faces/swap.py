@@ -243,10 +243,10 @@ SHADING_SIGMA = 0.35
 # London linkage 3.9 -> 7.2 % pooled (6 -> 11 hits of 153), worst key 5.9 -> 7.8 %, rank-1
 # 1.3 %, 0 leaks, held-out cosine 0.857 -> 0.861, boundary contrast 1.378 -> 1.420, face-neck
 # dE00 5.12 -> 5.17; without FOREHEAD_SIGMA 5.2 % (8 hits), worst 5.9 %; FOREHEAD_SIGMA alone
-# 5.2 % (8 hits), worst 7.8 %; the texture ones alone 5.2 % (8 hits). GRID all on: NME 2.94 -> 2.91 % MediaPipe, 4.58 -> 4.59 %
-# dlib-68, EAR r 0.939 -> 0.950, MAR r 0.948 -> 0.949, 7/7 blinks, flicker 0.87x, 0 leaks,
-# boundary contrast 1.710 -> 1.725, face-neck dE00 16.19 -> 15.72
-# (metrics_{london,grid}_i15look7*.json of 2026-12-08).
+# 5.2 % (8 hits), worst 7.8 %; the texture ones alone 5.2 % (8 hits). GRID all on: NME 2.94 ->
+# 2.91 % MediaPipe, 4.58 -> 4.59 % dlib-68, EAR r 0.939 -> 0.950, MAR r 0.948 -> 0.949, 7/7
+# blinks, flicker 0.87x, 0 leaks, boundary contrast 1.710 -> 1.725, face-neck dE00 16.19 ->
+# 15.72 (metrics_{london,grid}_i15look7*.json of 2026-12-08).
 #
 # Above the brows the frame's lightness replaces the rendered face's once more at this finer
 # scale (inter-ocular distances; 0: not at all, the behaviour before), ramping in between
