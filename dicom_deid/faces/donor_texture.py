@@ -30,6 +30,15 @@ RIM = 0.2
 INNER = 0.2
 # Low-pass of the skin colour continued over the rim and the forehead.
 SKIN_SIGMA = 0.1
+# Inner-face pixels darker than the skin's median by this many robust deviations (brows,
+# lashes, pupils, nostrils) give no skin colour: blurred in, the brows darkened the forehead
+# continued above them toward the hairline, a dark arc where the face meets the patient's
+# forehead.
+SKIN_DARK = 2.0
+# How the skin colour is continued beyond the inner face above the eyes: from the nearest
+# inner pixel, with the dark features left out of it (True), or by the push-pull fill from all
+# of the inner face (False, the behaviour before).
+NEAREST_FILL = True
 # Limits of the rim's shading relative to the inner skin: darker toward the outline, never
 # lighter (a lighter rim reads as a halo).
 RIM_SHADE = (0.85, 1.0)
@@ -38,6 +47,12 @@ RIM_SHADE = (0.85, 1.0)
 OWN_SIGMA = 0.06
 # Fine detail (wrinkles, pores, strands) is what lies above this low-pass.
 DETAIL_SIGMA = 0.03
+# The mean texture's fine detail fades out over this distance from the mesh outline (0: kept
+# up to it, the behaviour before).
+EDGE_DETAIL = 0.06
+# Both only above the eyes: fully this far (IOD) above the outer eye corners' line.
+UPPER_RAMP = 0.2
+OUTER_EYES = (33, 263)
 # The forehead ramps in over this height above the brow line; how much of the donor's own
 # detail it keeps.
 FOREHEAD_RAMP = 0.2
@@ -76,13 +91,16 @@ def clean_weights(layout: TextureLayout) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def clean_texture(texture: np.ndarray, mean_texture: np.ndarray,
-                  layout: TextureLayout, keep_own: float = 0.0) -> np.ndarray:
+                  layout: TextureLayout, keep_own: float = 0.0, *,
+                  edge_detail: float | None = None,
+                  nearest_fill: bool | None = None) -> np.ndarray:
     """``texture`` (size, size, 3 float32, 0..255, in ``layout``) with its rim and forehead
     replaced by its own smooth skin colour and the mean texture's fine detail.
 
     ``keep_own`` (0..1): how much of the donor's own colour there comes back, low-passed at
     OWN_SIGMA (its rim and forehead shading without the strands and wrinkles): donors then
-    differ where cleaning made them alike; 0 is the fully cleaned texture."""
+    differ where cleaning made them alike; 0 is the fully cleaned texture.
+    ``edge_detail``, ``nearest_fill``: EDGE_DETAIL and NEAREST_FILL when None."""
     if not 0.0 <= keep_own <= 1.0:
         raise ValueError(f"keep_own must be within 0..1, got {keep_own}")
     import cv2
@@ -95,13 +113,30 @@ def clean_texture(texture: np.ndarray, mean_texture: np.ndarray,
     low = cv2.GaussianBlur(tex, (0, 0), s)
     detail = tex - low
     mean_detail = mean - cv2.GaussianBlur(mean, (0, 0), s)
-    skin = _inner_skin(tex, inner, iod)
+    # Above the eyes, where the rendered face meets the patient's own skin (forehead and
+    # temples) rather than hair and background.
+    eye_y = float(layout.uv[list(OUTER_EYES), 1].mean())
+    rows = np.arange(layout.size, dtype=np.float32)[:, None]
+    upper = _smoothstep((eye_y - rows) / (UPPER_RAMP * iod)) * np.ones((1, layout.size))
+    edge_detail = EDGE_DETAIL if edge_detail is None else float(edge_detail)
+    if edge_detail > 0:
+        # The mean texture's own outline (its training photos' hair and background edge) is in
+        # its fine detail as a dark line (-5.5 grey on the outermost texel, -1 on the third),
+        # drawn along the rendered face's edge: a thin arc over the forehead and temples. Only
+        # above the eyes, where the face meets the patient's skin: along the cheeks and jaw it
+        # meets hair and background, and the dark line softens that edge (GRID, 5 clips x 3
+        # donors: boundary contrast 1.57 -> 1.64 with the line gone everywhere).
+        dist = cv2.distanceTransform(layout.face_mask.astype(np.uint8), cv2.DIST_L2, 5)
+        fade = 1.0 - upper * (1.0 - _smoothstep(dist / (edge_detail * iod)))
+        mean_detail *= fade[..., None]
+    nearest = NEAREST_FILL if nearest_fill is None else bool(nearest_fill)
+    skin = _inner_skin(tex, inner, iod, upper if nearest else None)
     # The rim keeps the shading of a face turning away from the light (the mean texture's
     # lightness there against its own inner skin, an average over the training faces, so
     # nobody's hair): without it the outline is flat and a landmarker finds the jaw less well
     # (astronaut NME at shape 0: 1.8-2.1 % with, 2.1 % without; MediaPipe reads one photo
     # differently from call to call by about 0.2).
-    mean_skin = _inner_skin(mean, inner, iod)
+    mean_skin = _inner_skin(mean, inner, iod, upper if nearest else None)
     mean_low = cv2.GaussianBlur(mean, (0, 0), s)
     shade = (mean_low.mean(axis=2) + 1.0) / (mean_skin.mean(axis=2) + 1.0)
     skin = skin * np.clip(shade, RIM_SHADE[0], RIM_SHADE[1])[..., None]
@@ -113,12 +148,47 @@ def clean_texture(texture: np.ndarray, mean_texture: np.ndarray,
     return np.clip(out, 0.0, 255.0).astype(np.float32)
 
 
-def _inner_skin(tex: np.ndarray, inner: np.ndarray, iod: float) -> np.ndarray:
+def dark_features(tex: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """Pixels of the inner face darker than its skin by SKIN_DARK robust deviations: brows,
+    lashes, pupils, nostrils."""
+    grey = tex.mean(axis=2)
+    values = grey[inner]
+    if values.size < 16:
+        return np.zeros(inner.shape, bool)
+    med = float(np.median(values))
+    mad = float(np.median(np.abs(values - med))) * 1.4826 + 1.0
+    return grey < med - SKIN_DARK * mad
+
+
+def _inner_skin(tex: np.ndarray, inner: np.ndarray, iod: float,
+                nearest: np.ndarray | None = None) -> np.ndarray:
     """The low-pass of ``tex`` over the inner face only (normalised convolution), continued
-    outward: a skin colour without the rim's hair and background."""
+    outward: a skin colour without the rim's hair and background. ``nearest`` (0..1 per
+    pixel): where the continuation is the nearest inner pixel's colour rather than the
+    push-pull fill's."""
     import cv2
 
-    m = inner.astype(np.float32)
+    m = (inner if nearest is None else inner & ~dark_features(tex, inner)).astype(np.float32)
     blurred = cv2.GaussianBlur(tex * m[..., None], (0, 0), SKIN_SIGMA * iod)
     weight = cv2.GaussianBlur(m, (0, 0), SKIN_SIGMA * iod)
-    return fill_outside(blurred / np.maximum(weight, 1e-4)[..., None], weight > 0.2)
+    skin = blurred / np.maximum(weight, 1e-4)[..., None]
+    known = weight > 0.2
+    pushed = fill_outside(skin, known)
+    if nearest is None:
+        return pushed
+    # Each pixel outside takes its nearest known pixel's colour, smoothed: the push-pull fill
+    # drifts with distance toward the whole face's mean, darker than a forehead, so the
+    # continued forehead darkened toward the hairline (19 texels out: 177 -> 159 grey).
+    _, labels = cv2.distanceTransformWithLabels((~known).astype(np.uint8), cv2.DIST_L2, 5,
+                                                labelType=cv2.DIST_LABEL_PIXEL)
+    ys, xs = np.nonzero(known)
+    lut = np.zeros((labels.max() + 1, skin.shape[2]), np.float32)
+    lut[labels[ys, xs]] = skin[ys, xs]
+    near = lut[labels]
+    near = cv2.GaussianBlur(near, (0, 0), SKIN_SIGMA * iod)
+    # Along the cheeks and jaw the push-pull colour stays: there the face meets hair and
+    # background, and the nearest cheek colour made the outline lighter against them (GRID
+    # boundary contrast up on lbbc2a, 1.64 -> 1.77).
+    w = np.asarray(nearest, np.float32)[..., None]
+    continued = w * near + (1.0 - w) * pushed
+    return np.where(known[..., None], skin, continued).astype(np.float32)

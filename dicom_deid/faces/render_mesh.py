@@ -254,6 +254,10 @@ SKIN_DARK = 3.0
 # the patient's own contrast (beard, wrinkles, hair strands at the temples): copied at up to 2x
 # (the limits before), it amplified the donor texture's faint marks into streaks.
 GAIN_LIMITS = (0.8, 1.25)
+# The a and b contrast gains are scaled by the frame's skin lightness over the donor's, when
+# darker, down to this (`match_colour_lab`'s chroma_floor; None: not at all, the behaviour
+# before).
+CHROMA_FLOOR: float | None = None
 
 
 def skin_pixels(lab_image: np.ndarray, region: np.ndarray, eight_bit: bool = True) -> np.ndarray:
@@ -285,7 +289,9 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
                      shading_sigma: float | None,
                      gain_limits: tuple[float, float] = GAIN_LIMITS,
                      offset: tuple[float, float, float] | None = None,
-                     chroma: float = 1.0) -> np.ndarray:
+                     chroma: float = 1.0,
+                     fine: tuple[float, np.ndarray] | None = None,
+                     chroma_floor: float | None | str = "default") -> np.ndarray:
     """Give a face rendered in float32 LAB (L 0..100; a texture kept in LAB saves a colour
     conversion per frame) the frame's colour and illumination over ``region``.
 
@@ -293,6 +299,10 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
     (shading) replaces the rendered one; both taken from the skin of the frame's region only
     (`skin_pixels`). ``offset`` (L, a, b) is added after the match (a donor's own skin tone);
     ``chroma`` scales the frame's mean a and b the face is matched to (its hue stays).
+    ``fine`` (sigma, weight per pixel 0..1): the frame's lightness replaces the rendered one
+    once more at this finer scale, by that weight (`fine_shading`).
+    ``chroma_floor``: the a and b gains follow the skin's lightness down to this (CHROMA_FLOOR
+    for "default"; None: not at all).
     Returns float32 RGB in 0..255.
     """
     if cv2.countNonZero(region) < 16:
@@ -304,11 +314,18 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
     skin = skin_pixels(ref8, region)
     # Like against like: the rendered face's own skin (without its lips and brows, which the
     # frame's side leaves out too; with them the match tinted the skin grey-green).
-    mu_s, sd_s = (v.reshape(3).astype(np.float32)
-                  for v in cv2.meanStdDev(src, mask=skin_pixels(src, region, eight_bit=False)))
+    src_skin = skin_pixels(src, region, eight_bit=False)
+    mu_s, sd_s = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(src, mask=src_skin))
     mu8, sd8 = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(ref8, mask=skin))
     mu_r, sd_r = (mu8 - _LAB8_OFFSET) * _LAB8_SCALE, sd8 * _LAB8_SCALE
     gain = np.clip((sd_r + 1e-3) / (sd_s + 1e-3), *gain_limits)
+    floor = CHROMA_FLOOR if chroma_floor == "default" else chroma_floor
+    if floor is not None:
+        # The same reflectance under the same light has its chroma in proportion to its
+        # lightness: on a face darker than the donor's, the donor's lips (a +10, b -10 against
+        # its skin) kept their full chroma offset and read as magenta lipstick (London 061:
+        # rendered lips a +10.4, b -11.4 against the skin; the patient's own +0.2, -5.1).
+        gain[1:] *= float(np.clip((mu_r[0] + 1.0) / (mu_s[0] + 1.0), float(floor), 1.0))
     # The offset moves the target: a and b in the affine, L there too and in the shading's
     # reference (which would otherwise take the lightness back to the frame's); no extra pass.
     shift = np.zeros(3, np.float32) if offset is None else np.asarray(offset, np.float32)
@@ -321,8 +338,75 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
         low_out = masked_blur(out[..., 0], region, shading_sigma)
         ratio = np.clip((low_ref + float(shift[0]) + 1.0) / (low_out + 1.0), 0.5, 2.0)
         out[..., 0] *= ratio
+    if fine is not None:
+        # The donor's skin pixels as the match's statistics took them (its brows and lips
+        # left out); the affine keeps which they are.
+        fine_shading(out, ref8, skin, src_skin, *fine, float(shift[0]))
     rgb = cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
     return cv2.multiply(rgb, (255.0, 255.0, 255.0, 0.0), dst=rgb)
+
+
+# Where the frame has less skin than this (the Gaussian-weighted share within the fine scale:
+# hair over the forehead), the fine shading fades out.
+FINE_SKIN_SHARE = 0.3
+# The fine shading moves a and b too (False: lightness only).
+FINE_CHROMA = True
+
+
+def fine_shading(out: np.ndarray, ref8: np.ndarray, ref_skin: np.ndarray,
+                 out_skin: np.ndarray, sigma: float, weight: np.ndarray,
+                 shift: float = 0.0) -> None:
+    """Scale the lightness of ``out`` (float LAB, in place) toward the frame's (``ref8``,
+    OpenCV's 8-bit LAB) at the scale ``sigma``, by ``weight`` (0..1 per pixel), both low-passes
+    over skin only (``ref_skin``, ``out_skin``); faded out where the frame shows little skin.
+    With FINE_CHROMA a and b move to the frame's at that scale too, as an offset.
+
+    At the forehead the face meets the patient's own forehead skin, so any difference in
+    lightness between the donor's forehead and the patient's at a scale finer than the
+    shading's shows as a step at the top of the face: a lighter patch up to the hairline, and
+    the patient's strip above it dark beside it (an arc)."""
+    w = np.asarray(weight, np.float32)
+    live = np.flatnonzero(w.max(axis=1) > 0)
+    if len(live) == 0 or cv2.countNonZero(out_skin) < 16:
+        return
+    # Only the rows the weight reaches (the upper face) and the blur's reach around them, on a
+    # grid reduced to about half the scale: the result is smooth, and at full resolution this
+    # cost half as much again as the whole render (GRID, 80 px between the eyes).
+    rows, cols = w.shape
+    reach = int(np.ceil(3.0 * sigma))
+    y0, y1 = max(0, int(live[0]) - reach), min(rows, int(live[-1]) + 1 + reach)
+    factor = max(1, int(sigma // 2))
+    small = (max(1, cols // factor), max(1, (y1 - y0) // factor))
+
+    def low_pass(lab: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m = cv2.compare(mask[y0:y1], 0, cv2.CMP_GT)
+        stack = cv2.merge([*cv2.split(lab), np.ones(m.shape, np.float32)])
+        stack = cv2.copyTo(stack, m, np.zeros_like(stack))
+        stack = cv2.resize(stack, small, interpolation=cv2.INTER_AREA).reshape(
+            small[1], small[0], 4)
+        stack = cv2.GaussianBlur(stack, (0, 0), sigma / factor).reshape(small[1], small[0], 4)
+        share = stack[..., 3]
+        return stack[..., :3] / np.maximum(share, 1e-4)[..., None], share
+
+    # The low-pass is linear: the frame's 8-bit LAB is brought to LAB units after it.
+    low_ref, share = low_pass(ref8[y0:y1].astype(np.float32), ref_skin)
+    low_ref = (low_ref - _LAB8_OFFSET) * _LAB8_SCALE
+    low_out, _ = low_pass(out[y0:y1], out_skin)
+    ratio = np.clip((low_ref[..., 0] + shift + 1.0) / (low_out[..., 0] + 1.0), 0.5, 2.0)
+    change = cv2.merge([ratio - 1.0, low_ref[..., 1] - low_out[..., 1],
+                        low_ref[..., 2] - low_out[..., 2],
+                        np.clip(share / FINE_SKIN_SHARE, 0.0, 1.0)])
+    change = cv2.resize(change, (cols, y1 - y0), interpolation=cv2.INTER_LINEAR).reshape(
+        y1 - y0, cols, 4)
+    gain, d_a, d_b, fade = cv2.split(change)
+    wc = cv2.multiply(np.ascontiguousarray(w[y0:y1]), fade)
+    lab = list(cv2.split(out[y0:y1]))
+    lab[0] = cv2.add(lab[0], cv2.multiply(lab[0], cv2.multiply(wc, gain)))
+    if FINE_CHROMA:
+        # The skin's hue there too (a forehead pinker or greyer than the cheeks).
+        lab[1] = cv2.add(lab[1], cv2.multiply(wc, d_a))
+        lab[2] = cv2.add(lab[2], cv2.multiply(wc, d_b))
+    out[y0:y1] = cv2.merge(lab)
 
 
 def fill_from(image: np.ndarray, known: np.ndarray, levels: int = 5) -> np.ndarray:
