@@ -106,11 +106,9 @@ class RememberedRQ(A_ASSOCIATE_RQ):
         primitive.calling_ae_title = self.calling_ae_title
         primitive.called_ae_title = self.called_ae_title
         primitive.application_context_name = self.application_context_name
-        contexts = primitive.presentation_context_definition_list
-        for context in self._remembered.contexts:
-            twin = copy.copy(context)
-            twin._transfer_syntax = list(context._transfer_syntax)
-            contexts.append(twin)
+        primitive.presentation_context_definition_list.extend(
+            context_copies(self._remembered.contexts)
+        )
         for item in self.variable_items:
             if isinstance(item, UserInformationItem):
                 primitive.user_information = item.to_primitive()
@@ -226,7 +224,9 @@ _negotiated: OrderedDict[tuple, tuple[list[Any], list[Any]]] = OrderedDict()
 _installed = False
 
 
-def _context_copies(contexts: list[Any]) -> list[Any]:
+def context_copies(contexts: list[Any]) -> list[Any]:
+    """Copies of presentation contexts: each context and its transfer syntax list, its one
+    mutable member (context id, roles and result are ints/bools, UIDs immutable str)."""
     copies = []
     for context in contexts:
         twin = copy.copy(context)
@@ -254,9 +254,9 @@ def negotiate_as_acceptor(
         if known is not None:
             _negotiated.move_to_end(key)
     if known is not None:
-        return _context_copies(known[0]), [copy.copy(role) for role in known[1]]
+        return context_copies(known[0]), [copy.copy(role) for role in known[1]]
     result, ac_roles = presentation.negotiate_as_acceptor(rq_contexts, ac_contexts, roles)
-    kept = (_context_copies(result), [copy.copy(role) for role in ac_roles])
+    kept = (context_copies(result), [copy.copy(role) for role in ac_roles])
     with _lock:
         _negotiated[key] = kept
         while len(_negotiated) > _MAX_KEPT:

@@ -33,7 +33,6 @@ where the oldest gives way to a new one. Upstream report: issue 17's closing not
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 import queue
@@ -53,7 +52,7 @@ from pynetdicom.dul import _PDU_TYPES, DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from dicom_deid.node.assoc_memo import decode_associate_rq, encode_associate_ac
+from dicom_deid.node.assoc_memo import context_copies, decode_associate_rq, encode_associate_ac
 from dicom_deid.node.fast_store import FastStore, StoreSink
 from dicom_deid.node.logs import RateLimiter
 
@@ -498,12 +497,7 @@ class _SupportedContexts(list):
     rebuilding, and re-validating, every UID."""
 
     def __deepcopy__(self, memo: dict) -> list:
-        copies = []
-        for context in self:
-            twin = copy.copy(context)
-            twin._transfer_syntax = list(context._transfer_syntax)
-            copies.append(twin)
-        return copies
+        return context_copies(self)
 
 
 class GuardedServer(ThreadedAssociationServer):
