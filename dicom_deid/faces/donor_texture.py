@@ -35,10 +35,6 @@ SKIN_SIGMA = 0.1
 # continued above them toward the hairline, a dark arc where the face meets the patient's
 # forehead.
 SKIN_DARK = 2.0
-# How the skin colour is continued beyond the inner face above the eyes: from the nearest
-# inner pixel, with the dark features left out of it (True), or by the push-pull fill from all
-# of the inner face (False, the behaviour before).
-NEAREST_FILL = True
 # Limits of the rim's shading relative to the inner skin: darker toward the outline, never
 # lighter (a lighter rim reads as a halo).
 RIM_SHADE = (0.85, 1.0)
@@ -47,10 +43,8 @@ RIM_SHADE = (0.85, 1.0)
 OWN_SIGMA = 0.06
 # Fine detail (wrinkles, pores, strands) is what lies above this low-pass.
 DETAIL_SIGMA = 0.03
-# The mean texture's fine detail fades out over this distance from the mesh outline (0: kept
-# up to it, the behaviour before).
-EDGE_DETAIL = 0.06
-# Both only above the eyes: fully this far (IOD) above the outer eye corners' line.
+# clean_texture's edge_detail and nearest_fill act only above the eyes: fully this far (IOD)
+# above the outer eye corners' line.
 UPPER_RAMP = 0.2
 OUTER_EYES = (33, 263)
 # The forehead ramps in over this height above the brow line; how much of the donor's own
@@ -92,15 +86,18 @@ def clean_weights(layout: TextureLayout) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def clean_texture(texture: np.ndarray, mean_texture: np.ndarray,
                   layout: TextureLayout, keep_own: float = 0.0, *,
-                  edge_detail: float | None = None,
-                  nearest_fill: bool | None = None) -> np.ndarray:
+                  edge_detail: float = 0.0, nearest_fill: bool = False) -> np.ndarray:
     """``texture`` (size, size, 3 float32, 0..255, in ``layout``) with its rim and forehead
     replaced by its own smooth skin colour and the mean texture's fine detail.
 
     ``keep_own`` (0..1): how much of the donor's own colour there comes back, low-passed at
     OWN_SIGMA (its rim and forehead shading without the strands and wrinkles): donors then
     differ where cleaning made them alike; 0 is the fully cleaned texture.
-    ``edge_detail``, ``nearest_fill``: EDGE_DETAIL and NEAREST_FILL when None."""
+    ``edge_detail`` (IOD): above the eyes, the mean texture's fine detail fades out over this
+    distance from the mesh outline (0: kept up to it). ``nearest_fill``: above the eyes, the
+    skin colour is continued from the nearest inner pixel with the dark features left out
+    (False: the push-pull fill from all of the inner face). The product's settings are
+    swap.DONOR_EDGE_DETAIL and swap.DONOR_NEAREST_FILL."""
     if not 0.0 <= keep_own <= 1.0:
         raise ValueError(f"keep_own must be within 0..1, got {keep_own}")
     import cv2
@@ -118,7 +115,6 @@ def clean_texture(texture: np.ndarray, mean_texture: np.ndarray,
     eye_y = float(layout.uv[list(OUTER_EYES), 1].mean())
     rows = np.arange(layout.size, dtype=np.float32)[:, None]
     upper = _smoothstep((eye_y - rows) / (UPPER_RAMP * iod)) * np.ones((1, layout.size))
-    edge_detail = EDGE_DETAIL if edge_detail is None else float(edge_detail)
     if edge_detail > 0:
         # The mean texture's own outline (its training photos' hair and background edge) is in
         # its fine detail as a dark line (-5.5 grey on the outermost texel, -1 on the third),
@@ -129,14 +125,13 @@ def clean_texture(texture: np.ndarray, mean_texture: np.ndarray,
         dist = cv2.distanceTransform(layout.face_mask.astype(np.uint8), cv2.DIST_L2, 5)
         fade = 1.0 - upper * (1.0 - _smoothstep(dist / (edge_detail * iod)))
         mean_detail *= fade[..., None]
-    nearest = NEAREST_FILL if nearest_fill is None else bool(nearest_fill)
-    skin = _inner_skin(tex, inner, iod, upper if nearest else None)
+    skin = _inner_skin(tex, inner, iod, upper if nearest_fill else None)
     # The rim keeps the shading of a face turning away from the light (the mean texture's
     # lightness there against its own inner skin, an average over the training faces, so
     # nobody's hair): without it the outline is flat and a landmarker finds the jaw less well
     # (astronaut NME at shape 0: 1.8-2.1 % with, 2.1 % without; MediaPipe reads one photo
     # differently from call to call by about 0.2).
-    mean_skin = _inner_skin(mean, inner, iod, upper if nearest else None)
+    mean_skin = _inner_skin(mean, inner, iod, upper if nearest_fill else None)
     mean_low = cv2.GaussianBlur(mean, (0, 0), s)
     shade = (mean_low.mean(axis=2) + 1.0) / (mean_skin.mean(axis=2) + 1.0)
     skin = skin * np.clip(shade, RIM_SHADE[0], RIM_SHADE[1])[..., None]

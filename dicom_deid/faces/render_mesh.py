@@ -254,10 +254,6 @@ SKIN_DARK = 3.0
 # the patient's own contrast (beard, wrinkles, hair strands at the temples): copied at up to 2x
 # (the limits before), it amplified the donor texture's faint marks into streaks.
 GAIN_LIMITS = (0.8, 1.25)
-# The a and b contrast gains are scaled by the frame's skin lightness over the donor's, when
-# darker, down to this (`match_colour_lab`'s chroma_floor; None: not at all, the behaviour
-# before).
-CHROMA_FLOOR: float | None = None
 
 
 def skin_pixels(lab_image: np.ndarray, region: np.ndarray, eight_bit: bool = True) -> np.ndarray:
@@ -291,7 +287,7 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
                      offset: tuple[float, float, float] | None = None,
                      chroma: float = 1.0,
                      fine: tuple[float, np.ndarray] | None = None,
-                     chroma_floor: float | None | str = "default") -> np.ndarray:
+                     chroma_floor: float | None = None) -> np.ndarray:
     """Give a face rendered in float32 LAB (L 0..100; a texture kept in LAB saves a colour
     conversion per frame) the frame's colour and illumination over ``region``.
 
@@ -301,8 +297,9 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
     ``chroma`` scales the frame's mean a and b the face is matched to (its hue stays).
     ``fine`` (sigma, weight per pixel 0..1): the frame's lightness replaces the rendered one
     once more at this finer scale, by that weight (`fine_shading`).
-    ``chroma_floor``: the a and b gains follow the skin's lightness down to this (CHROMA_FLOOR
-    for "default"; None: not at all).
+    ``chroma_floor``: the a and b gains are scaled by the frame's skin lightness over the
+    rendered skin's, when darker, down to this (None: not at all; swap.CHROMA_FLOOR is the
+    product's).
     Returns float32 RGB in 0..255.
     """
     if cv2.countNonZero(region) < 16:
@@ -319,13 +316,12 @@ def match_colour_lab(src: np.ndarray, original: np.ndarray, region: np.ndarray,
     mu8, sd8 = (v.reshape(3).astype(np.float32) for v in cv2.meanStdDev(ref8, mask=skin))
     mu_r, sd_r = (mu8 - _LAB8_OFFSET) * _LAB8_SCALE, sd8 * _LAB8_SCALE
     gain = np.clip((sd_r + 1e-3) / (sd_s + 1e-3), *gain_limits)
-    floor = CHROMA_FLOOR if chroma_floor == "default" else chroma_floor
-    if floor is not None:
+    if chroma_floor is not None:
         # The same reflectance under the same light has its chroma in proportion to its
         # lightness: on a face darker than the donor's, the donor's lips (a +10, b -10 against
         # its skin) kept their full chroma offset and read as magenta lipstick (London 061:
         # rendered lips a +10.4, b -11.4 against the skin; the patient's own +0.2, -5.1).
-        gain[1:] *= float(np.clip((mu_r[0] + 1.0) / (mu_s[0] + 1.0), float(floor), 1.0))
+        gain[1:] *= float(np.clip((mu_r[0] + 1.0) / (mu_s[0] + 1.0), float(chroma_floor), 1.0))
     # The offset moves the target: a and b in the affine, L there too and in the shading's
     # reference (which would otherwise take the lightness back to the frame's); no extra pass.
     shift = np.zeros(3, np.float32) if offset is None else np.asarray(offset, np.float32)

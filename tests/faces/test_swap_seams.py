@@ -94,7 +94,8 @@ def test_the_cleaned_forehead_does_not_darken_toward_the_hairline():
         for i in brow:
             x, y = layout.uv[i].astype(int)
             cv2.circle(tex, (int(x), int(y)), max(2, round(0.04 * iod)), (40.0, 30.0, 25.0), -1)
-    out = donor_texture.clean_texture(tex, model.mean_texture, layout).mean(axis=2)
+    out = donor_texture.clean_texture(tex, model.mean_texture, layout, nearest_fill=True)
+    out = out.mean(axis=2)
     col = int(round(layout.uv[168, 0]))
     rows = np.nonzero(layout.face_mask[:, col])[0]
     top = int(rows.min())
@@ -109,8 +110,9 @@ def test_the_mean_textures_outline_line_is_not_drawn_over_the_forehead_and_templ
     model = load_model()
     layout = model.layout
     tex = model.mean_texture.astype(np.float32)
-    out = donor_texture.clean_texture(tex, model.mean_texture, layout).mean(axis=2)
-    before = donor_texture.clean_texture(tex, model.mean_texture, layout, edge_detail=0.0)
+    out = donor_texture.clean_texture(tex, model.mean_texture, layout, edge_detail=0.06)
+    out = out.mean(axis=2)
+    before = donor_texture.clean_texture(tex, model.mean_texture, layout)
     before = before.mean(axis=2)
     dist = cv2.distanceTransform(layout.face_mask.astype(np.uint8), cv2.DIST_L2, 5)
     iod = float(np.linalg.norm(layout.uv[33] - layout.uv[263]))
